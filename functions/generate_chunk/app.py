@@ -1,0 +1,46 @@
+"""One Distributed Map item -> the chunk's images on Bedrock, their costs in one commit."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagebatch.bedrock import BedrockImageBackend
+from imagebatch.catalogue import load_catalogue
+from imagebatch.clients import bedrock_runtime_client, dynamodb_client, s3_client
+from imagebatch.config import GenerateSettings
+from imagebatch.generate import generate_chunk
+from imagebatch.ledger import Ledger
+from imagebatch.observability import logger, metrics, tracer
+from imagebatch.records import ChunkTask
+from imagebatch.storage import BatchStore
+
+
+@lru_cache(maxsize=1)
+def _settings() -> GenerateSettings:
+    return GenerateSettings.from_env()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = ChunkTask.model_validate(event)
+    settings = _settings()
+    logger.append_keys(batch_id=task.batch_id, chunk_id=task.chunk.chunk_id)
+    result = generate_chunk(
+        task,
+        store=BatchStore(s3_client(), task.bucket),
+        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        backend=BedrockImageBackend(bedrock_runtime_client(), load_catalogue()),
+        catalogue=load_catalogue(),
+        concurrency=settings.chunk_concurrency,
+        time_left_ms=context.get_remaining_time_in_millis,
+        commit_reserve_ms=settings.commit_reserve_ms,
+    )
+    metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
+    metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)
+    return result.model_dump()

@@ -1,0 +1,58 @@
+"""S3 ObjectCreated under manifests/ -> validate, chunk, record the batch, start its execution."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import S3Model
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagebatch.catalogue import load_catalogue
+from imagebatch.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.config import IngestSettings
+from imagebatch.ingest import IngestOutcome, StepFunctionsStarter, ingest_manifest
+from imagebatch.ledger import Ledger
+from imagebatch.observability import logger, metrics, tracer
+from imagebatch.storage import BatchStore
+
+
+@lru_cache(maxsize=1)
+def _settings() -> IngestSettings:
+    return IngestSettings.from_env()
+
+
+def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
+    settings = _settings()
+    return ingest_manifest(
+        bucket,
+        key,
+        etag,
+        store=BatchStore(s3_client(), bucket),
+        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        starter=StepFunctionsStarter(sfn_client(), settings.state_machine_arn),
+        catalogue=load_catalogue(),
+        chunk_size=settings.chunk_size,
+        max_concurrency=settings.map_max_concurrency,
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" not in event:
+        # S3 sends one s3:TestEvent when the notification is configured.
+        logger.info("ignoring event without records", extra={"event": event.get("Event")})
+        return {"batches": []}
+    outcomes = []
+    for record in parse(event=event, model=S3Model).Records:
+        key = unquote_plus(record.s3.object.key)
+        outcome = _ingest(record.s3.bucket.name, key, record.s3.object.eTag or "")
+        metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
+        outcomes.append(asdict(outcome))
+    return {"batches": outcomes}

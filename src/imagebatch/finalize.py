@@ -1,0 +1,152 @@
+"""Finalize: account for every image, set the batch status, write the report."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel
+
+from imagebatch.ledger import Ledger
+from imagebatch.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
+from imagebatch.storage import BatchStore, chunk_key
+
+logger = Logger(child=True)
+
+
+class FinalizeEvent(BaseModel):
+    batch_id: str
+    bucket: str
+    chunk_index_key: str
+    map_error: dict[str, Any] | None = None
+
+
+class BatchReport(BaseModel):
+    batch_id: str
+    status: BatchStatus
+    images_total: int
+    images_succeeded: int
+    images_failed: int
+    cost_micro_usd: int
+    estimate_micro_usd: int
+    failures_by_class: dict[str, int]
+    failed_key: str | None = None
+    redrive_key: str | None = None
+    errors_key: str | None = None
+
+
+def _class_from_chunk_error(marker: dict[str, Any] | None, image_id: str) -> tuple[FailureClass, str]:
+    if marker is None:
+        return FailureClass.MODEL_ERROR, "the chunk never reported back"
+    error, cause = str(marker.get("error", "")), str(marker.get("cause", ""))
+    if error == "ChunkUnfinished":
+        try:
+            message = json.loads(json.loads(cause)["errorMessage"])
+            return FailureClass(message["unfinished"][image_id]), f"{error} after retries"
+        except (ValueError, KeyError, TypeError):
+            return FailureClass.THROTTLED, f"{error} after retries"
+    if "Timeout" in error or "Timedout" in error:
+        return FailureClass.TIMEOUT, error
+    return FailureClass.MODEL_ERROR, f"{error}: {cause[:500]}"
+
+
+def _record_lost_images(event: FinalizeEvent, store: BatchStore, ledger: Ledger) -> None:
+    """Images no chunk committed (a chunk that failed for good) are recorded as failed."""
+    markers = ledger.failed_chunks(event.batch_id)
+    recorded = {r["sk"].removeprefix("IMAGE#") for r in ledger.image_records(event.batch_id)}
+    for ref in store.get_chunk_index(event.batch_id):
+        chunk = store.get_chunk(ref.key)
+        lost = [job for job in chunk.images if job.image_id not in recorded]
+        if not lost:
+            continue
+        outcomes = []
+        for job in lost:
+            failure_class, reason = _class_from_chunk_error(markers.get(ref.chunk_id), job.image_id)
+            outcomes.append(_failed(job, chunk, failure_class, reason))
+        logger.warning("recording lost images", extra={"chunk_id": ref.chunk_id, "n": len(lost)})
+        ledger.commit_images(event.batch_id, outcomes)
+
+
+def _failed(job: ImageJob, chunk: ChunkFile, failure_class: FailureClass, reason: str) -> ImageOutcome:
+    return ImageOutcome(
+        image_id=job.image_id, item_id=job.item_id, chunk_id=chunk.chunk_id, status="FAILED",
+        model=job.model, backend=chunk.backend, seed=job.seed, prompt_sha256=job.prompt_sha256,
+        failure_class=failure_class, failure_reason=reason,
+    )
+
+
+def _redrive_line(job: ImageJob) -> str:
+    """One failed image as a manifest item that remakes exactly that image."""
+    item: dict[str, Any] = {
+        "id": job.image_id, "prompt": job.prompt, "width": job.width, "height": job.height,
+        "seed": job.seed, "model": job.model,
+    }
+    if job.negative_prompt:
+        item["negative_prompt"] = job.negative_prompt
+    if job.steps is not None:
+        item["steps"] = job.steps
+    if job.guidance is not None:
+        item["guidance"] = job.guidance
+    if job.tags:
+        item["tags"] = job.tags
+    return json.dumps(item)
+
+
+def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -> BatchReport:
+    summary = ledger.get_batch(event.batch_id)
+    if summary is None:
+        raise LookupError(f"batch {event.batch_id} has no summary record")
+    if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
+        _record_lost_images(event, store, ledger)
+        summary = ledger.get_batch(event.batch_id) or summary
+
+    failures = [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"] \
+        if summary["images_failed"] else []
+    by_class: dict[str, int] = {}
+    for record in failures:
+        by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
+
+    failed_key = redrive_key = None
+    if failures:
+        failed_key = store.put_jsonl_report(
+            event.batch_id, "failed.jsonl",
+            (json.dumps({k: r.get(k) for k in ("image_id", "item_id", "chunk_id",
+                         "failure_class", "failure_reason", "model", "seed")})
+             for r in failures),
+        )
+        redrive_key = _write_redrive(event, summary, failures, store)
+
+    succeeded, failed = summary["images_succeeded"], summary["images_failed"]
+    status = (BatchStatus.SUCCEEDED if failed == 0
+              else BatchStatus.FAILED if succeeded == 0 else BatchStatus.PARTIAL)
+    report = BatchReport(
+        batch_id=event.batch_id, status=status, images_total=summary["images_total"],
+        images_succeeded=succeeded, images_failed=failed,
+        cost_micro_usd=summary["cost_micro_usd"],
+        estimate_micro_usd=summary.get("estimate_micro_usd", 0),
+        failures_by_class=by_class, failed_key=failed_key, redrive_key=redrive_key,
+        errors_key=summary.get("errors_key"),
+    )
+    report_key = store.put_report(event.batch_id, "summary.json", report)
+    extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": by_class}
+    if redrive_key:
+        extra["redrive_key"] = redrive_key
+    ledger.settle_batch(event.batch_id, status, extra)
+    logger.info("batch finalized", extra=report.model_dump(mode="json"))
+    return report
+
+
+def _write_redrive(
+    event: FinalizeEvent, summary: dict[str, Any], failures: list[dict[str, Any]],
+    store: BatchStore,
+) -> str:
+    wanted: dict[str, set[str]] = {}
+    for record in failures:
+        wanted.setdefault(record["chunk_id"], set()).add(record["image_id"])
+    settings = json.loads(summary.get("settings") or "{}")
+    lines = [json.dumps({"batch": settings})]
+    for chunk_id in sorted(wanted):
+        chunk = store.get_chunk(chunk_key(event.batch_id, chunk_id))
+        lines.extend(_redrive_line(job) for job in chunk.images if job.image_id in wanted[chunk_id])
+    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines)

@@ -1,0 +1,318 @@
+"""Ingest: a manifest in S3 becomes validated chunk files, a batch record and an execution."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from imagebatch.catalogue import MICRO, ModelCatalogue
+from imagebatch.ledger import Ledger
+from imagebatch.manifest import (
+    BatchSettings,
+    FieldError,
+    InvalidLine,
+    ManifestError,
+    ManifestItem,
+    ManifestReader,
+    format_for_key,
+)
+from imagebatch.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
+from imagebatch.storage import BatchStore, chunk_index_key, chunk_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = Logger(child=True)
+
+SEED_MAX = 4_294_967_294
+_UPLOAD_THREADS = 8
+
+
+class BatchStarter(Protocol):
+    def start(self, batch_id: str, execution_input: dict[str, Any]) -> None: ...
+
+
+class StepFunctionsStarter:
+    def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
+        self._sfn = client
+        self._arn = state_machine_arn
+
+    def start(self, batch_id: str, execution_input: dict[str, Any]) -> None:
+        try:
+            self._sfn.start_execution(
+                stateMachineArn=self._arn, name=batch_id, input=json.dumps(execution_input)
+            )
+        except ClientError as exc:
+            # The execution name is the batch id: it already exists means already started.
+            if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+            logger.info("execution already exists", extra={"batch_id": batch_id})
+
+
+@dataclass
+class BatchPlan:
+    """What one streaming pass over a manifest found; chunk files wait in a spool dir."""
+
+    settings: BatchSettings
+    spool: Path
+    chunk_ids: list[str] = field(default_factory=list)
+    chunk_sizes: list[int] = field(default_factory=list)
+    items_valid: int = 0
+    images_total: int = 0
+    invalid_lines: int = 0
+    errors_path: Path | None = None
+    estimate_micro_usd: int = 0
+    models: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    batch_id: str
+    status: Literal["STARTED", "DUPLICATE", "REJECTED"]
+    images: int = 0
+    invalid_lines: int = 0
+    estimate_micro_usd: int = 0
+    message: str = ""
+
+
+def seed_for(item: ManifestItem, index: int) -> int:
+    """A stable seed per image, so a retried or redriven image is the same image."""
+    if item.seed is not None:
+        return item.seed + index - 1 if item.seed + index - 1 <= SEED_MAX else index
+    digest = hashlib.sha256(f"{item.id}\x00{index}\x00{item.prompt}".encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % SEED_MAX
+
+
+def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> Iterator[ImageJob]:
+    for index in range(1, item.count + 1):
+        yield ImageJob(
+            image_id=f"{item.id}-{index}",
+            item_id=item.id,
+            index=index,
+            line=line,
+            prompt=item.prompt,
+            negative_prompt=item.negative_prompt,
+            width=item.width,
+            height=item.height,
+            seed=seed_for(item, index),
+            steps=item.steps,
+            guidance=item.guidance,
+            model=item.model,
+            tags={**batch_tags, **item.tags},
+        )
+
+
+def plan_batch(
+    stream: BinaryIO,
+    key: str,
+    batch_id: str,
+    catalogue: ModelCatalogue,
+    chunk_size: int,
+    spool: Path,
+) -> BatchPlan:
+    """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
+    reader = ManifestReader(stream, format_for_key(key), catalogue)
+    plan = BatchPlan(settings=reader.settings, spool=spool)
+    price_by_model: dict[str, int] = {}
+    pending: list[ImageJob] = []
+    errors_file: IO[str] | None = None
+    try:
+        for entry in reader:
+            if isinstance(entry, InvalidLine):
+                if errors_file is None:
+                    plan.errors_path = spool / "errors.jsonl"
+                    errors_file = plan.errors_path.open("w", encoding="utf-8")
+                plan.invalid_lines += 1
+                for error in entry.errors:
+                    errors_file.write(error.model_dump_json() + "\n")
+                continue
+            plan.items_valid += 1
+            for job in expand_item(entry.item, entry.line, reader.settings.tags):
+                if job.model not in price_by_model:
+                    spec = catalogue.get(job.model)
+                    price_by_model[job.model] = spec.price().micro_usd_per_image if spec else 0
+                plan.estimate_micro_usd += price_by_model[job.model]
+                plan.models.add(job.model)
+                pending.append(job)
+                if len(pending) == chunk_size:
+                    _spool_chunk(plan, batch_id, pending)
+                    pending = []
+        if pending:
+            _spool_chunk(plan, batch_id, pending)
+    finally:
+        if errors_file is not None:
+            errors_file.close()
+    return plan
+
+
+def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
+    chunk_id = f"{len(plan.chunk_ids):05d}"
+    chunk = ChunkFile(
+        batch_id=batch_id,
+        chunk_id=chunk_id,
+        backend="bedrock",
+        output_prefix=plan.settings.output_prefix,
+        images=jobs,
+    )
+    (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
+    plan.chunk_ids.append(chunk_id)
+    plan.chunk_sizes.append(len(jobs))
+    plan.images_total += len(jobs)
+
+
+def rejection_reason(plan: BatchPlan) -> str | None:
+    settings = plan.settings
+    if plan.invalid_lines and settings.on_invalid == "reject":
+        return (
+            f"{plan.invalid_lines} invalid line(s) and on_invalid is 'reject': nothing runs; "
+            "see errors.jsonl, fix the lines or set on_invalid to 'skip'"
+        )
+    if plan.images_total == 0:
+        return "no valid items: nothing to generate"
+    if settings.backend == "sagemaker":
+        return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
+    if settings.max_cost_usd is not None:
+        cap = int(settings.max_cost_usd * MICRO)
+        if plan.estimate_micro_usd > cap:
+            return (
+                f"estimated cost ${plan.estimate_micro_usd / 1e6:.6f} for "
+                f"{plan.images_total} images exceeds max_cost_usd ${settings.max_cost_usd}"
+            )
+    return None
+
+
+def ingest_manifest(
+    bucket: str,
+    key: str,
+    etag: str,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    starter: BatchStarter,
+    catalogue: ModelCatalogue,
+    chunk_size: int,
+    max_concurrency: int,
+) -> IngestOutcome:
+    batch_id = batch_id_for(bucket, key, etag)
+    existing = ledger.get_batch(batch_id)
+    if existing is not None:
+        if existing["status"] == BatchStatus.RUNNING:
+            starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+        return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
+
+    with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
+        spool = Path(spool_dir)
+        try:
+            plan = plan_batch(store.open_manifest(key), key, batch_id, catalogue, chunk_size, spool)
+        except ManifestError as exc:
+            return _reject_unreadable(batch_id, bucket, key, etag, exc, store, ledger)
+
+        errors_key = None
+        if plan.errors_path is not None:
+            errors_key = f"reports/{batch_id}/errors.jsonl"
+            store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
+        reason = rejection_reason(plan)
+        record = _batch_record(plan, bucket, key, etag, errors_key)
+        if reason is not None:
+            ledger.create_batch(
+                batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
+            )
+            logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
+            return IngestOutcome(
+                batch_id, "REJECTED", plan.images_total, plan.invalid_lines,
+                plan.estimate_micro_usd, reason,
+            )
+        _upload_chunks(store, batch_id, plan)
+
+    if not ledger.create_batch(batch_id, {**record, "status": BatchStatus.RUNNING.value}):
+        return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
+    starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+    logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
+    return IngestOutcome(
+        batch_id, "STARTED", plan.images_total, plan.invalid_lines, plan.estimate_micro_usd,
+        f"{plan.images_total} images in {len(plan.chunk_ids)} chunks",
+    )
+
+
+def _execution_input(bucket: str, batch_id: str, max_concurrency: int) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id,
+        "bucket": bucket,
+        "chunk_index_key": chunk_index_key(batch_id),
+        "max_concurrency": max_concurrency,
+    }
+
+
+def _batch_record(
+    plan: BatchPlan, bucket: str, key: str, etag: str, errors_key: str | None
+) -> dict[str, Any]:
+    settings = plan.settings
+    return {
+        "manifest_bucket": bucket,
+        "manifest_key": key,
+        "manifest_etag": etag.strip('"'),
+        "backend": "bedrock" if settings.backend == "auto" else settings.backend,
+        "models": sorted(plan.models) or None,
+        "output_prefix": settings.output_prefix,
+        "on_invalid": settings.on_invalid,
+        "tags": settings.tags or None,
+        "settings": settings.model_dump_json(),
+        "items_valid": plan.items_valid,
+        "invalid_lines": plan.invalid_lines,
+        "images_total": plan.images_total,
+        "chunks_total": len(plan.chunk_ids),
+        "estimate_micro_usd": plan.estimate_micro_usd,
+        "max_cost_micro_usd": (
+            int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
+        ),
+        "errors_key": errors_key,
+    }
+
+
+def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
+    def upload(chunk_id: str) -> None:
+        key = chunk_key(batch_id, chunk_id)
+        store.upload_file(str(plan.spool / f"{chunk_id}.json"), key, "application/json")
+
+    with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
+        list(pool.map(upload, plan.chunk_ids))
+    refs = [
+        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size)
+        for chunk_id, size in zip(plan.chunk_ids, plan.chunk_sizes, strict=True)
+    ]
+    # The index goes last: the state machine never sees a chunk that is not yet in S3.
+    store.put_chunk_index(batch_id, refs)
+
+
+def _reject_unreadable(
+    batch_id: str, bucket: str, key: str, etag: str, exc: ManifestError,
+    store: BatchStore, ledger: Ledger,
+) -> IngestOutcome:
+    error = FieldError(
+        line=getattr(exc, "line", 0) or 0,
+        field=getattr(exc, "field", None) or "(manifest)",
+        reason=str(exc),
+    )
+    errors_key = store.put_jsonl_report(batch_id, "errors.jsonl", [error.model_dump_json()])
+    ledger.create_batch(
+        batch_id,
+        {
+            "status": BatchStatus.REJECTED.value,
+            "rejection": str(exc),
+            "manifest_bucket": bucket,
+            "manifest_key": key,
+            "manifest_etag": etag.strip('"'),
+            "errors_key": errors_key,
+            "images_total": 0,
+        },
+    )
+    return IngestOutcome(batch_id, "REJECTED", message=str(exc))
