@@ -1,0 +1,84 @@
+# imagebatch - every machine starts clean: each target installs what it needs, once
+# (stamp files), so a second run is fast.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+NODE_STAMP := node_modules/.installed
+
+# sam build for the python3.12 runtime needs a python3.12 on PATH, else it fails with
+# "PythonPipBuilder:Validation - Binary validation failed for python". pyenv has one here.
+# Only the sam commands see this PATH; everything else keeps python3 = 3.11.
+PY312_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin))
+SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(if $(PY312_BIN),$(PY312_BIN):)$$PATH"
+SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
+
+ASL_FILES := $(wildcard statemachine/*.asl.json)
+
+.PHONY: venv node_modules .venv-sam lint check-template test demo bench clean
+
+# --- installs -------------------------------------------------------------------------
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e '.[local,dev]'
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+.venv-sam: $(SAM_STAMP)
+
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	touch $@
+
+# --- checks ---------------------------------------------------------------------------
+
+# ruff skips .venv by default and .gitignore'd paths only inside a git checkout:
+# exclude the SAM CLI venv explicitly so a tarball checkout lints the same.
+RUFF_EXCLUDE := --extend-exclude $(SAM_VENV)
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
+	$(VENV)/bin/ruff format --check $(RUFF_EXCLUDE) .
+	$(VENV)/bin/mypy
+
+check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP)
+	$(VENV)/bin/cfn-lint template.yaml
+	for f in $(ASL_FILES); do npx --no-install asl-validator --json-path "$$f" || exit 1; done
+	$(SAM) validate --lint --template-file template.yaml
+	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build
+
+test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP)
+	$(MAKE) lint
+	$(MAKE) check-template
+	$(VENV)/bin/pytest -n 2 --dist loadfile tests/
+
+# --- running --------------------------------------------------------------------------
+
+demo: $(VENV_STAMP)
+	$(VENV)/bin/imagebatch local run events/manifests/demo.jsonl
+
+bench: $(VENV_STAMP)
+	shopt -s nullglob; for f in bench/bench_*.py; do $(VENV)/bin/python "$$f" || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -1,0 +1,105 @@
+"""The Lambda side stays small: the layer carries boto3, Powertools and pydantic, never the
+laptop-only stack (torch, diffusers, transformers, moto) or the local CLI package."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER_REQUIREMENTS = ROOT / "src" / "requirements.txt"
+LAMBDA_CODE_DIRS = (ROOT / "src" / "imagebatch", ROOT / "functions")
+
+FORBIDDEN_REQUIREMENTS = frozenset({"torch", "torchvision", "diffusers", "transformers", "moto"})
+FORBIDDEN_IMPORTS = frozenset({"torch", "diffusers", "transformers", "moto", "imagebatch_cli"})
+REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
+
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse(line: str) -> tuple[str, str]:
+    match = REQUIREMENT.match(line)
+    assert match, f"cannot parse requirement {line!r}"
+    return normalise(match.group(1)), line
+
+
+def test_layer_requirements_exist() -> None:
+    assert LAYER_REQUIREMENTS.is_file(), "src/requirements.txt is the DomainLayer's manifest"
+    assert requirement_lines(LAYER_REQUIREMENTS)
+
+
+def test_layer_requirements_exclude_the_model_stack() -> None:
+    names = {parse(line)[0] for line in requirement_lines(LAYER_REQUIREMENTS)}
+    assert not names & FORBIDDEN_REQUIREMENTS
+
+
+def test_layer_requirements_are_pinned() -> None:
+    unpinned = [
+        line
+        for line in requirement_lines(LAYER_REQUIREMENTS)
+        if not re.search(r"==\s*[0-9]", line) or line.startswith("-")
+    ]
+    assert not unpinned, f"pin every layer requirement exactly: {unpinned}"
+
+
+def test_layer_requirements_match_the_package_dependencies() -> None:
+    # pyproject's [project].dependencies are what the package is tested with; the layer
+    # must ship the same pins.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {parse(line.replace(" ", "")) for line in project["dependencies"]}
+    layer = {parse(line.replace(" ", "")) for line in requirement_lines(LAYER_REQUIREMENTS)}
+    assert layer == declared
+
+
+def test_functions_bring_no_dependencies_of_their_own() -> None:
+    # Dependencies come from the DomainLayer; a function requirements.txt may only comment.
+    for path in sorted((ROOT / "functions").glob("*/requirements.txt")):
+        assert not requirement_lines(path), f"{path.relative_to(ROOT)}: use the layer"
+
+
+def python_files() -> list[Path]:
+    files = sorted(path for base in LAMBDA_CODE_DIRS for path in base.rglob("*.py"))
+    return [path for path in files if "__pycache__" not in path.parts]
+
+
+def imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Call) and node.args:
+            # importlib.import_module("torch") and __import__("torch")
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if name in {"import_module", "__import__"} and isinstance(first, ast.Constant):
+                yield node.lineno, str(first.value)
+
+
+def test_there_is_lambda_code_to_check() -> None:
+    assert any(path.parent.name == "imagebatch" for path in python_files())
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_lambda_code_does_not_import_the_laptop_stack(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for line, module in imported_modules(tree)
+        if module.split(".")[0] in FORBIDDEN_IMPORTS
+    ]
+    assert not bad, "Lambda code must not import these:\n" + "\n".join(bad)

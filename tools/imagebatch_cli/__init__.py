@@ -1,0 +1,1 @@
+"""The laptop side of imagebatch: CLI, local AWS, local model serving."""

@@ -1,0 +1,1 @@
+"""Local stand-ins for AWS services and the models behind them."""

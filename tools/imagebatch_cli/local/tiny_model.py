@@ -1,0 +1,370 @@
+"""An offline text-to-image model: a real diffusers pipeline with random weights, and a renderer.
+
+No model hub is reachable from the machines this runs on, so the local Bedrock and SageMaker
+emulators render with a `StableDiffusionPipeline` built from configs: the real architecture at
+a toy size (about 5 MB). Its images are noise; it exists to exercise plumbing, counts,
+determinism and speed. A real diffusers model directory (for example SD 1.5 saved locally)
+loads through the same `load_pipeline` and renders real pictures.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers as _diffusers
+import torch
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+logger = logging.getLogger(__name__)
+
+# diffusers ships partial annotations that strict mypy reads as untyped calls and missing
+# torch.nn.Module methods; its objects are treated as Any at this one boundary instead.
+diffusers: Any = _diffusers
+
+# Bump when the recipe below changes: a cache built by an older recipe is then rebuilt under a
+# new directory instead of being silently reused.
+RECIPE = "tiny-sd-v1"
+MARKER = ".imagebatch-tiny-model.json"
+SEED = 0
+# CLIP's real context length; the pipeline pads every prompt to the tokenizer's max length.
+MAX_TOKENS = 77
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte-level alphabet: every byte maps to a printable unicode symbol."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes), strict=True))
+
+
+def _write_tokenizer_files(folder: Path) -> None:
+    """A byte-level vocab with no merges: every prompt tokenizes, one token per byte."""
+    symbols = list(_bytes_to_unicode().values())
+    # Same order as CLIP's real vocab: bare symbols, word-final symbols, then the specials.
+    tokens = symbols + [s + "</w>" for s in symbols] + [BOS, EOS]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    # CLIP's merges file starts with a version header; the BPE has no merges after it.
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+
+
+def _tokenizer(scratch: Path) -> Any:
+    _write_tokenizer_files(scratch)
+    return CLIPTokenizer.from_pretrained(
+        str(scratch), local_files_only=True, model_max_length=MAX_TOKENS
+    )
+
+
+def _text_encoder(vocab_size: int, bos_id: int, eos_id: int) -> Any:
+    torch.manual_seed(SEED)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        layer_norm_eps=1e-5,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        projection_dim=32,
+    )
+    return CLIPTextModel(config)
+
+
+def _unet() -> Any:
+    torch.manual_seed(SEED)
+    return diffusers.UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        # Attention only at the half-resolution level: at full latent resolution a 64x64 image
+        # is 1,024 tokens and self-attention alone took two thirds of the time.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _vae() -> Any:
+    torch.manual_seed(SEED)
+    # Two blocks make the latent half the image size (vae_scale_factor 2), so a 64x64 image
+    # is a 32x32 latent and any multiple of 8 works for width and height.
+    return diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+        # The decoder's mid-block attention runs at full latent resolution (1,024 tokens for
+        # 64x64) and cost more than the whole UNet; noise does not need it.
+        mid_block_add_attention=False,
+    )
+
+
+def _scheduler() -> Any:
+    # Euler gives a finished image at one step; PNDM's warm-up steps want several.
+    return diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def _is_built(target: Path) -> bool:
+    return (target / MARKER).is_file()
+
+
+def build_tiny_model(target: Path) -> Path:
+    """Build the random-weight pipeline into `target` once; later calls return at once.
+
+    The build goes to a sibling temporary directory which is renamed onto `target` only when
+    complete, so a crash never leaves a half-written model and two racing builders both end
+    with a complete one (the loser discards its copy).
+    """
+    target = Path(target)
+    if _is_built(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = _tokenizer(scratch / "_vocab")
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=_vae(),
+            text_encoder=_text_encoder(
+                len(tokenizer), tokenizer.convert_tokens_to_ids(BOS), tokenizer.eos_token_id
+            ),
+            tokenizer=tokenizer,
+            unet=_unet(),
+            scheduler=_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        built = scratch / "model"
+        pipe.save_pretrained(str(built))
+        marker = {"recipe": RECIPE, "seed": SEED}
+        (built / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+        _publish(built, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("tiny model ready at %s (%.2f s)", target, time.perf_counter() - started)
+    return target
+
+
+def _publish(built: Path, target: Path) -> None:
+    # rename(2) replaces an empty directory atomically and fails on a non-empty one: the
+    # failure means another builder won, which is fine if its copy is complete.
+    try:
+        os.rename(built, target)
+    except OSError:
+        if _is_built(target):
+            logger.debug("another process built %s first", target)
+            return
+        raise FileExistsError(
+            f"{target} exists and is not a tiny model built by imagebatch"
+        ) from None
+
+
+def default_model_dir() -> Path:
+    root = os.environ.get("IMAGEBATCH_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "imagebatch"
+    return base / RECIPE
+
+
+def ensure_tiny_model() -> Path:
+    return build_tiny_model(default_model_dir())
+
+
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """The one place that decides where models run: fp16 on CUDA, float32 on CPU.
+
+    CPU half precision is slow or unsupported for several kernels, so CPU stays float32.
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def load_pipeline(model_dir: Path) -> Any:
+    """Load a local diffusers text-to-image model (the tiny one or a user's real one).
+
+    `AutoPipelineForText2Image` maps whatever pipeline class the folder was saved as to its
+    text-to-image variant; `local_files_only` keeps a mistyped path from reaching for a hub.
+    """
+    device, dtype = device_and_dtype()
+    started = time.perf_counter()
+    pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
+        str(model_dir), local_files_only=True, dtype=dtype
+    )
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    logger.info(
+        "loaded %s from %s on %s/%s in %.2f s",
+        type(pipe).__name__,
+        model_dir,
+        device,
+        dtype,
+        time.perf_counter() - started,
+    )
+    return pipe
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    seed: int
+    steps: int = 1
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The UNet halves the latent per down block; multiples of 8 fit every SD-family model.
+        if self.width <= 0 or self.height <= 0 or self.width % 8 or self.height % 8:
+            raise ValueError(f"width and height must be positive multiples of 8: {self}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1: {self}")
+        if self.seed < 0:
+            raise ValueError(f"seed must not be negative: {self}")
+
+    @property
+    def shape_key(self) -> tuple[int, int, int, float]:
+        return (self.width, self.height, self.steps, self.guidance)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedImage:
+    png: bytes
+    seed: int
+    seconds: float
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes that depend only on the pixels: fixed compression, no metadata chunks."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def _micro_batches(
+    requests: Sequence[RenderRequest], max_batch: int
+) -> list[list[tuple[int, RenderRequest]]]:
+    """Group requests of the same shape into batches, remembering each one's position."""
+    open_batches: dict[tuple[int, int, int, float], list[tuple[int, RenderRequest]]] = {}
+    batches: list[list[tuple[int, RenderRequest]]] = []
+    for index, request in enumerate(requests):
+        batch = open_batches.get(request.shape_key)
+        if batch is None or len(batch) >= max_batch:
+            batch = []
+            open_batches[request.shape_key] = batch
+            batches.append(batch)
+        batch.append((index, request))
+    return batches
+
+
+class ImageRenderer:
+    """One loaded pipeline shared by many threads; renders requests in shape-grouped batches.
+
+    Each image is seeded by its own CPU generator, so an image depends on its seed (and on the
+    batch size and thread count, which change float reduction order) but not on its neighbours.
+    """
+
+    def __init__(self, pipeline: Any, *, max_batch: int = 1) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._pipe = pipeline
+        self._max_batch = max_batch
+        # A diffusers pipeline mutates its scheduler state per call: one call at a time.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, *, max_batch: int = 1) -> ImageRenderer:
+        return cls(load_pipeline(model_dir), max_batch=max_batch)
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def render(self, requests: Sequence[RenderRequest]) -> list[RenderedImage]:
+        results: list[RenderedImage | None] = [None] * len(requests)
+        for batch in _micro_batches(requests, self._max_batch):
+            for index, image in zip(
+                (i for i, _ in batch), self._render_batch([r for _, r in batch]), strict=True
+            ):
+                results[index] = image
+        return [image for image in results if image is not None]
+
+    def _render_batch(self, batch: list[RenderRequest]) -> list[RenderedImage]:
+        first = batch[0]
+        negatives = [r.negative_prompt or "" for r in batch]
+        started = time.perf_counter()
+        with self._lock:
+            output = self._pipe(
+                prompt=[r.prompt for r in batch],
+                negative_prompt=negatives if any(negatives) else None,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+                output_type="pil",
+            )
+        pngs = [encode_png(image) for image in output.images]
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [
+            RenderedImage(png=png, seed=request.seed, seconds=seconds)
+            for png, request in zip(pngs, batch, strict=True)
+        ]
+
+
+__all__ = [
+    "ImageRenderer",
+    "RenderRequest",
+    "RenderedImage",
+    "build_tiny_model",
+    "default_model_dir",
+    "device_and_dtype",
+    "encode_png",
+    "ensure_tiny_model",
+    "load_pipeline",
+]
