@@ -1,0 +1,164 @@
+"""The whole pipeline through the local AWS: template, handlers, state machine, local model."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from imagebatch.catalogue import load_catalogue
+from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "stability.sd3-5-large-v1:0"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    options = LocalOptions(
+        template=REPO / "template.yaml", parameter_overrides={"ChunkSize": "6"}
+    )
+    with local_aws(options) as running:
+        yield running
+
+
+def _write_manifest(path: Path, items: list[dict[str, Any]], **settings: Any) -> Path:
+    header = {"batch": {"backend": "bedrock", "model": MODEL, **settings}}
+    lines = [json.dumps(header), *(json.dumps(item) for item in items)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _items(n: int, prefix: str = "item") -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for i in range(n):
+        item: dict[str, Any] = {"id": f"{prefix}-{i:02d}", "prompt": f"a product photo, {i}"}
+        if i % 5 == 0:
+            item.update(width=1344, height=768)
+        items.append(item)
+    return items
+
+
+def _ingest_calls(aws: LocalAws) -> int:
+    ingest = aws.stack.physical["IngestFunction"]
+    return sum(1 for call in aws.runtime.invocations if call.function == ingest)
+
+
+def _output_objects(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
+    listing = aws.s3().list_objects_v2(Bucket=aws.bucket, Prefix=f"outputs/{batch_id}/")
+    return list(listing.get("Contents", []))
+
+
+def test_twenty_items_become_images_and_an_exact_ledger(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a 20-item manifest (every fifth item 16:9)
+    manifest = _write_manifest(tmp_path / "twenty.jsonl", _items(20), max_cost_usd=10)
+    price = load_catalogue().get(MODEL).price().micro_usd_per_image  # type: ignore[union-attr]
+    returned_before = aws.bedrock.stats.images_returned
+
+    # WHEN it is dropped under manifests/
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+
+    # THEN 20 decodable PNGs are in S3 with their provenance in the metadata
+    assert summary["status"] == "SUCCEEDED"
+    objects = _output_objects(aws, batch_id)
+    assert len(objects) == 20
+    s3 = aws.s3()
+    for obj in objects:
+        got = s3.get_object(Bucket=aws.bucket, Key=obj["Key"])
+        image = Image.open(io.BytesIO(got["Body"].read()))
+        image.load()
+        wide = obj["Key"].split("/")[-1].split("-")[1] in {"00", "05", "10", "15"}
+        assert image.size == ((112, 64) if wide else (64, 64))
+        assert got["Metadata"]["model"] == MODEL
+        assert len(got["Metadata"]["prompt-sha256"]) == 64
+        assert int(got["Metadata"]["seed"]) > 0
+
+    # AND the ledger has one record per image, and their sum is the summary total exactly
+    records = list(aws.ledger().image_records(batch_id))
+    assert len(records) == 20
+    assert all(type(r["cost_micro_usd"]) is int for r in records)
+    assert sum(r["cost_micro_usd"] for r in records) == summary["cost_micro_usd"] == 20 * price
+    assert summary["images_succeeded"] == 20 and summary["images_failed"] == 0
+    assert summary["chunk_commits"] == 4  # 20 images in chunks of 6: one commit per chunk
+    assert aws.bedrock.stats.images_returned - returned_before == 20
+    report = json.loads(
+        s3.get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/summary.json")["Body"].read()
+    )
+    assert report["status"] == "SUCCEEDED" and report["cost_micro_usd"] == 20 * price
+
+    # WHEN the same manifest is uploaded again
+    calls_before = _ingest_calls(aws)
+    invocations_before = aws.bedrock.stats.invocations
+    assert aws.upload_manifest(manifest) == batch_id
+    deadline = time.monotonic() + 60
+    while _ingest_calls(aws) == calls_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    # THEN nothing is generated or charged twice
+    assert _ingest_calls(aws) == calls_before + 1
+    time.sleep(1)
+    assert aws.bedrock.stats.invocations == invocations_before
+    assert aws.ledger().get_batch(batch_id) == summary
+    assert len(_output_objects(aws, batch_id)) == 20
+    executions = aws.sfn().list_executions(stateMachineArn=aws.state_machine_arn)["executions"]
+    assert [e["name"] for e in executions].count(batch_id) == 1
+
+
+def test_an_invalid_line_rejects_the_batch_and_is_reported(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a manifest whose third line has a size the model cannot make
+    items = _items(3, prefix="rej")
+    items[1].update(width=100, height=64)
+    manifest = _write_manifest(tmp_path / "reject.jsonl", items, on_invalid="reject")
+
+    # WHEN it is uploaded
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=60)
+
+    # THEN nothing runs and errors.jsonl names the line and the field
+    assert summary["status"] == "REJECTED"
+    assert _output_objects(aws, batch_id) == []
+    body = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/errors.jsonl")
+    errors = [json.loads(line) for line in body["Body"].read().splitlines()]
+    assert {(e["line"], e["field"]) for e in errors} >= {(3, "width")}
+
+
+def test_refused_images_are_recorded_with_their_class(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN 6 items of which 2 the local Bedrock refuses as content-filtered
+    items = _items(6, prefix="flt")
+    items[2]["prompt"] += " [[filtered]]"
+    items[4]["prompt"] += " [[filtered]]"
+    manifest = _write_manifest(tmp_path / "filtered.jsonl", items)
+    price = load_catalogue().get(MODEL).price().micro_usd_per_image  # type: ignore[union-attr]
+
+    # WHEN it runs
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+
+    # THEN the batch is PARTIAL, only returned images are charged, refusals are reported
+    assert summary["status"] == "PARTIAL"
+    assert summary["images_succeeded"] == 4 and summary["images_failed"] == 2
+    assert summary["cost_micro_usd"] == 4 * price
+    s3 = aws.s3()
+    failed = [
+        json.loads(line)
+        for line in s3.get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/failed.jsonl")[
+            "Body"
+        ].read().splitlines()
+    ]
+    assert {(f["image_id"], f["failure_class"]) for f in failed} == {
+        ("flt-02-1", "content_filtered"),
+        ("flt-04-1", "content_filtered"),
+    }
+    redrive = s3.get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/redrive.jsonl")
+    lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
+    assert "batch" in lines[0]
+    assert sorted(item["id"] for item in lines[1:]) == ["flt-02-1", "flt-04-1"]

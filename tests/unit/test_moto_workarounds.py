@@ -1,0 +1,213 @@
+"""One test per workaround in moto_workarounds.py: a moto upgrade that breaks one fails here."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from imagebatch_cli.local import moto_workarounds
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("MOTO_PORT", str(port))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    moto_workarounds.reset_moto(endpoint)
+    try:
+        yield endpoint
+    finally:
+        moto_workarounds.restore_all()
+        server.stop()
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION)  # type: ignore[call-overload]
+
+
+def _role(endpoint: str) -> str:
+    iam = _client("iam", endpoint)
+    return str(
+        iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    )
+
+
+def _zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "")
+    return buffer.getvalue()
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_enable_state_machine_execution_runs_definitions(moto_endpoint: str) -> None:
+    # GIVEN execution enabled (first: the config call drops existing state machines)
+    # and a state machine with one Pass state
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    sfn = _client("stepfunctions", moto_endpoint)
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": {"x": 1}, "End": True}}}
+    arn = sfn.create_state_machine(
+        name="sm", definition=json.dumps(definition), roleArn=_role(moto_endpoint)
+    )["stateMachineArn"]
+
+    # WHEN an execution starts (always with a name: without one moto's ARN ends in ':None')
+    execution = sfn.start_execution(stateMachineArn=arn, name="run-1", input="{}")
+
+    # THEN it really runs the definition and returns its output
+    described = _wait_for(
+        lambda: (d := sfn.describe_execution(executionArn=execution["executionArn"]))["status"]
+        != "RUNNING"
+        and d
+    )
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"]) == {"x": 1}
+    assert execution["executionArn"].endswith(":run-1")
+
+
+def test_serialise_dynamodb_writes_keeps_every_concurrent_add(moto_endpoint: str) -> None:
+    # GIVEN a table and the write lock
+    moto_workarounds.serialise_dynamodb_writes()
+    ddb = _client("dynamodb", moto_endpoint)
+    ddb.create_table(
+        TableName="t",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    # WHEN 100 ADDs race from 10 threads
+    def add_ten() -> None:
+        client = _client("dynamodb", moto_endpoint)
+        for _ in range(10):
+            client.update_item(
+                TableName="t",
+                Key={"pk": {"S": "k"}},
+                UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    threads = [threading.Thread(target=add_ten) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN none is lost
+    item = ddb.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
+    assert item["n"]["N"] == "100"
+
+
+def test_run_lambdas_in_process_returns_results_and_errors(moto_endpoint: str) -> None:
+    # GIVEN a function whose code runs in this process
+    calls: list[Any] = []
+
+    def invoker(name: str, event: Any) -> tuple[str, bool]:
+        calls.append((name, event))
+        if event.get("fail"):
+            return json.dumps({"errorType": "Boom", "errorMessage": "failed on purpose"}), True
+        return json.dumps({"echo": event["value"]}), False
+
+    moto_workarounds.run_lambdas_in_process(invoker)
+    aws_lambda = _client("lambda", moto_endpoint)
+    aws_lambda.create_function(
+        FunctionName="fn", Runtime="python3.12", Role=_role(moto_endpoint),
+        Handler="app.handler", Code={"ZipFile": _zip()},
+    )
+
+    # WHEN it is invoked through the Lambda API, once fine and once failing
+    ok = aws_lambda.invoke(FunctionName="fn", Payload=json.dumps({"value": 7}))
+    failed = aws_lambda.invoke(FunctionName="fn", Payload=json.dumps({"fail": True}))
+
+    # THEN the results come back as Lambda returns them, errors flagged as function errors
+    assert json.loads(ok["Payload"].read()) == {"echo": 7}
+    assert "FunctionError" not in ok
+    assert failed["FunctionError"] == "Handled"
+    assert json.loads(failed["Payload"].read())["errorType"] == "Boom"
+    assert [name for name, _ in calls] == ["fn", "fn"]
+
+
+def test_s3_notifications_are_asynchronous_and_complete(moto_endpoint: str) -> None:
+    # GIVEN a bucket notifying a slow in-process function
+    received: list[dict[str, Any]] = []
+    release = threading.Event()
+
+    def invoker(name: str, event: Any) -> tuple[str, bool]:
+        release.wait(5)
+        received.append(event)
+        return "{}", False
+
+    errors: list[BaseException] = []
+    moto_workarounds.run_lambdas_in_process(invoker)
+    moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
+    aws_lambda, s3 = _client("lambda", moto_endpoint), _client("s3", moto_endpoint)
+    arn = aws_lambda.create_function(
+        FunctionName="ingest", Runtime="python3.12", Role=_role(moto_endpoint),
+        Handler="app.handler", Code={"ZipFile": _zip()},
+    )["FunctionArn"]
+    s3.create_bucket(Bucket="notify-bucket")
+    s3.put_bucket_notification_configuration(
+        Bucket="notify-bucket",
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {"LambdaFunctionArn": arn, "Events": ["s3:ObjectCreated:*"]}
+            ]
+        },
+    )
+
+    # WHEN an object is put while the function is still busy
+    started = time.monotonic()
+    s3.put_object(Bucket="notify-bucket", Key="manifests/a b.jsonl", Body=b"{}")
+    put_seconds = time.monotonic() - started
+    release.set()
+
+    # THEN PutObject did not wait for the function, and the event has AWS's full shape
+    assert put_seconds < 4
+    records = _wait_for(lambda: [e for e in received if "Records" in e])
+    record = records[0]["Records"][0]
+    # URL-encoded as on AWS (moto also encodes '/'): handlers must unquote_plus the key
+    assert record["s3"]["object"]["key"] != "manifests/a b.jsonl"
+    assert unquote_plus(record["s3"]["object"]["key"]) == "manifests/a b.jsonl"
+    assert record["userIdentity"]["principalId"]
+    assert "requestParameters" in record and "responseElements" in record
+    assert errors == []
+
+
+def test_complete_s3_event_fills_only_missing_fields() -> None:
+    # GIVEN a record that already has userIdentity
+    event = {"Records": [{"userIdentity": {"principalId": "me"}, "s3": {"object": {"key": "k"}}}]}
+
+    # WHEN it is completed
+    completed = moto_workarounds.complete_s3_event(event)
+
+    # THEN what was there stays, what was missing is added
+    record = completed["Records"][0]
+    assert record["userIdentity"] == {"principalId": "me"}
+    assert record["s3"]["object"]["sequencer"] == "0"
+    assert record["s3"]["bucket"]["ownerIdentity"]["principalId"] == "LOCAL"

@@ -1,0 +1,118 @@
+"""Runs the template's Lambda handlers in this process, as the Lambda runtime would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Any], Any]
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of the Lambda context object handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = ""
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self._started)) * 1000))
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    code_dir: Path
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    environment: dict[str, str]
+
+
+@dataclass
+class Invocation:
+    function: str
+    seconds: float
+    errored: bool
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class InProcessLambdaRuntime:
+    """Maps function names to handlers loaded from each function's CodeUri/app.py."""
+
+    def __init__(self, functions: list[FunctionSpec]) -> None:
+        self._functions = {spec.name: spec for spec in functions}
+        self._handlers: dict[str, Handler] = {}
+        self._load_lock = threading.Lock()
+        self._log_lock = threading.Lock()
+        self.invocations: list[Invocation] = []
+
+    def _handler(self, spec: FunctionSpec) -> Handler:
+        with self._load_lock:
+            if spec.name not in self._handlers:
+                module_name, _, attr = spec.handler.rpartition(".")
+                path = spec.code_dir / f"{module_name.replace('.', '/')}.py"
+                module = _load_module(f"imagebatch_fn_{spec.logical_id}", path)
+                self._handlers[spec.name] = getattr(module, attr)
+            return self._handlers[spec.name]
+
+    def invoke(self, function_name: str, event: Any) -> tuple[str, bool]:
+        spec = self._functions[function_name]
+        if isinstance(event, str | bytes):
+            event = json.loads(event or "{}")
+        context = LocalLambdaContext(
+            function_name=spec.name,
+            memory_limit_in_mb=spec.memory_mb,
+            timeout_s=spec.timeout_s,
+            invoked_function_arn=spec.arn,
+            log_group_name=f"/aws/lambda/{spec.name}",
+        )
+        started = time.monotonic()
+        try:
+            result = self._handler(spec)(event, context)
+        except Exception as exc:  # noqa: BLE001 - becomes the Lambda error payload
+            self._record(Invocation(spec.name, time.monotonic() - started, True,
+                                    type(exc).__name__, str(exc)))
+            logger.info("%s raised %s: %s", spec.name, type(exc).__name__, exc)
+            return json.dumps({
+                "errorType": type(exc).__name__,
+                "errorMessage": str(exc),
+                "stackTrace": traceback.format_exception(exc)[-5:],
+            }), True
+        self._record(Invocation(spec.name, time.monotonic() - started, False))
+        return json.dumps(result, default=str), False
+
+    def _record(self, invocation: Invocation) -> None:
+        with self._log_lock:
+            self.invocations.append(invocation)
+
+
+def _load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load a handler module from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,143 @@
+"""Every way the local AWS differs from moto 5.2.5 as shipped, in one place.
+
+Each workaround is one function with a test of its own (tests/unit/test_moto_workarounds.py),
+so a moto upgrade that fixes or breaks one is caught by name. See DESIGN.md for the facts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: The Lambda runtime contract: (event, function name) -> (payload JSON, errored)
+InProcessInvoker = Callable[[str, Any], tuple[str, bool]]
+
+_patch_lock = threading.Lock()
+_originals: dict[str, Any] = {}
+
+
+def _post(endpoint: str, path: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(  # noqa: S310 - a loopback URL we built
+        f"{endpoint}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        response.read()
+
+
+def reset_moto(endpoint: str) -> None:
+    """Not a workaround: moto keeps state per process, so each local run starts empty."""
+    _post(endpoint, "/moto-api/reset", {})
+
+
+def enable_state_machine_execution(endpoint: str) -> None:
+    """moto only records executions unless told to run them (POST /moto-api/config).
+    Call it before creating state machines: the config call drops existing ones."""
+    _post(endpoint, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+
+
+def serialise_dynamodb_writes() -> None:
+    """moto's DynamoDB writes are not atomic across threads: concurrent ADDs lose updates."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        key = f"dynamodb.{name}"
+        if key in _originals:
+            continue
+        original = getattr(DynamoDBBackend, name)
+        _originals[key] = original
+
+        def locked(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(*args, **kwargs)
+
+        functools.update_wrapper(locked, original)
+        setattr(DynamoDBBackend, name, locked)
+
+
+def run_lambdas_in_process(invoker: InProcessInvoker) -> None:
+    """moto runs Lambda code in Docker; there is none here. Every invoke path (Invoke API,
+    Step Functions, S3 notifications) goes through LambdaFunction._invoke_lambda, so the
+    handler runs in this process instead. Errors come back as {"errorType","errorMessage"}
+    with errored=True, which Step Functions turns into the error name, as on AWS."""
+    from moto.awslambda.models import LambdaFunction
+
+    with _patch_lock:
+        _originals.setdefault("lambda._invoke_lambda", LambdaFunction._invoke_lambda)
+
+        def invoke(self: Any, event: str | None = None) -> tuple[str, bool, str]:
+            payload, errored = invoker(self.function_name, event)
+            return payload, errored, ""
+
+        LambdaFunction._invoke_lambda = invoke
+
+
+def complete_s3_event(event_body: Any) -> Any:
+    """moto's S3 event records lack fields AWS always sends (userIdentity, requestParameters,
+    responseElements), which Powertools' S3Model requires. Fill them in as AWS would."""
+    for record in event_body.get("Records", []) if isinstance(event_body, dict) else []:
+        record.setdefault("userIdentity", {"principalId": "AWS:LOCAL"})
+        record.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
+        record.setdefault(
+            "responseElements", {"x-amz-request-id": "LOCAL", "x-amz-id-2": "LOCAL"}
+        )
+        s3 = record.setdefault("s3", {})
+        s3.setdefault("s3SchemaVersion", "1.0")
+        s3.setdefault("configurationId", "local")
+        bucket = s3.setdefault("bucket", {})
+        bucket.setdefault("ownerIdentity", {"principalId": "LOCAL"})
+        s3.get("object", {}).setdefault("sequencer", "0")
+    return event_body
+
+
+def invoke_s3_notifications_asynchronously(on_error: Callable[[BaseException], None]) -> None:
+    """moto invokes an S3 notification's Lambda inside the PutObject request and swallows its
+    errors; AWS invokes it asynchronously. Run it on a thread and report errors instead.
+    The event is completed to AWS's shape on the way (complete_s3_event)."""
+    from moto.s3 import notifications
+
+    with _patch_lock:
+        original = _originals.setdefault("s3._invoke_awslambda", notifications._invoke_awslambda)
+
+        def invoke_later(account_id: str, event_body: Any, fn_arn: str, region: str) -> None:
+            def run() -> None:
+                try:
+                    from moto.awslambda.utils import get_backend
+
+                    function = get_backend(account_id, region).get_function(fn_arn)
+                    function.invoke(json.dumps(complete_s3_event(event_body)), {}, {})
+                except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
+                    on_error(exc)
+
+            threading.Thread(target=run, name="s3-notification", daemon=True).start()
+
+        notifications._invoke_awslambda = invoke_later
+        del original
+
+
+def restore_all() -> None:
+    """Undo every patch (tests and repeated local runs in one process)."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.s3 import notifications
+
+    with _patch_lock:
+        for key, original in list(_originals.items()):
+            owner_name, attr = key.split(".", 1)
+            owner: Any = {
+                "dynamodb": DynamoDBBackend,
+                "lambda": LambdaFunction,
+                "s3": notifications,
+            }[owner_name]
+            setattr(owner, attr, original)
+            del _originals[key]

@@ -1,0 +1,250 @@
+"""The whole pipeline on this machine: moto plays AWS, a local model plays Bedrock.
+
+Same template, same handlers, same state machine definition as a deployment; only the
+endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from imagebatch.clients import reset_clients
+from imagebatch.ledger import Ledger
+from imagebatch.records import BatchStatus, batch_id_for
+from imagebatch_cli.local import moto_workarounds
+from imagebatch_cli.local.bedrock_server import LocalBedrock
+from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
+from imagebatch_cli.local.tiny_model import ImageRenderer, ensure_tiny_model
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = logging.getLogger(__name__)
+
+FINAL = {BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED}
+ProgressCallback = Callable[[int, int], None]
+
+
+class LocalRunError(Exception):
+    pass
+
+
+@dataclass
+class LocalOptions:
+    template: Path = Path("template.yaml")
+    model_dir: Path | None = None
+    render_short_side: int = 64
+    render_steps: int = 1
+    throttle_rate: float = 0.0
+    content_filter_rate: float = 0.0
+    fault_seed: int = 0
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class LocalAws:
+    endpoint: str
+    stack: LocalStack
+    runtime: InProcessLambdaRuntime
+    bedrock: LocalBedrock
+    notification_errors: list[BaseException]
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.physical["DataBucket"]
+
+    @property
+    def table(self) -> str:
+        return self.stack.physical["LedgerTable"]
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.stack.physical["BatchStateMachine"]
+
+    def s3(self) -> S3Client:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION)
+
+    def sfn(self) -> SFNClient:
+        return boto3.client("stepfunctions", endpoint_url=self.endpoint, region_name=REGION)
+
+    def ledger(self) -> Ledger:
+        return Ledger(
+            boto3.client("dynamodb", endpoint_url=self.endpoint, region_name=REGION), self.table
+        )
+
+    def execution_arn(self, batch_id: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{batch_id}"
+
+    def upload_manifest(self, path: Path, key: str | None = None) -> str:
+        """Put a manifest under manifests/ (which fires ingest); returns its batch id."""
+        key = key or f"manifests/{path.name}"
+        response = self.s3().put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        return batch_id_for(self.bucket, key, response["ETag"])
+
+    def wait_for_batch(
+        self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
+    ) -> dict[str, Any]:
+        ledger, deadline = self.ledger(), time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._raise_if_ingest_failed()
+            summary = ledger.get_batch(batch_id)
+            if summary is not None:
+                if progress is not None:
+                    done = summary["images_succeeded"] + summary["images_failed"]
+                    progress(done, summary["images_total"])
+                if summary["status"] in FINAL:
+                    return summary
+                self._raise_if_execution_failed(batch_id)
+            time.sleep(0.2)
+        raise LocalRunError(f"batch {batch_id} did not finish within {timeout_s:.0f} s")
+
+    def _raise_if_ingest_failed(self) -> None:
+        if self.notification_errors:
+            raise LocalRunError(f"ingest was not invoked: {self.notification_errors[-1]!r}")
+        ingest = self.stack.physical["IngestFunction"]
+        for invocation in self.runtime.invocations:
+            if invocation.function == ingest and invocation.errored:
+                raise LocalRunError(
+                    f"ingest failed: {invocation.error_type}: {invocation.error_message}"
+                )
+
+    def _raise_if_execution_failed(self, batch_id: str) -> None:
+        try:
+            status = self.sfn().describe_execution(executionArn=self.execution_arn(batch_id))
+        except self.sfn().exceptions.ExecutionDoesNotExist:
+            return
+        if status["status"] in {"FAILED", "TIMED_OUT", "ABORTED"}:
+            raise LocalRunError(
+                f"execution {batch_id} {status['status']}: "
+                f"{status.get('error', '')} {status.get('cause', '')}"
+            )
+
+    def download_outputs(self, batch_id: str, prefix: str, target: Path) -> list[Path]:
+        s3, written = self.s3(), []
+        target.mkdir(parents=True, exist_ok=True)
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}{batch_id}/"):
+            for obj in page.get("Contents", []):
+                path = target / obj["Key"].rsplit("/", 1)[-1]
+                s3.download_file(self.bucket, obj["Key"], str(path))
+                written.append(path)
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"reports/{batch_id}/"):
+            for obj in page.get("Contents", []):
+                path = target / "reports" / obj["Key"].rsplit("/", 1)[-1]
+                path.parent.mkdir(exist_ok=True)
+                s3.download_file(self.bucket, obj["Key"], str(path))
+        return written
+
+
+_LOCAL_ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _function_environment(stack: LocalStack) -> dict[str, str]:
+    """Handlers run in one process, so their variables share os.environ; none may clash."""
+    merged: dict[str, str] = {}
+    for function in stack.functions:
+        for key, value in function.environment.items():
+            if key in merged and merged[key] != value:
+                raise LocalRunError(f"functions disagree on {key}: cannot run them in-process")
+            merged[key] = value
+    return merged
+
+
+_run_lock = threading.Lock()
+
+
+@contextmanager
+def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
+    """Start moto, the local Bedrock and the template's resources; tear all down after."""
+    from moto.server import ThreadedMotoServer
+
+    # The moto server logs every request and CLIP warns of every long prompt; a local run
+    # shows progress instead.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+
+    if not _run_lock.acquire(blocking=False):
+        raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    bedrock: LocalBedrock | None = None
+    try:
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        # moto's backends live in this process: start from nothing every time.
+        moto_workarounds.reset_moto(endpoint)
+        renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
+        bedrock = LocalBedrock(
+            renderer,
+            render_short_side=options.render_short_side,
+            render_steps=options.render_steps,
+            throttle_rate=options.throttle_rate,
+            content_filter_rate=options.content_filter_rate,
+            fault_seed=options.fault_seed,
+        )
+        env = {**_LOCAL_ENV, "MOTO_PORT": str(port), "AWS_ENDPOINT_URL": endpoint,
+               "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start()}
+        with _environment(env):
+            moto_workarounds.enable_state_machine_execution(endpoint)
+            moto_workarounds.serialise_dynamodb_writes()
+            errors: list[BaseException] = []
+            moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
+            stack = create_stack(
+                options.template,
+                endpoint,
+                parameter_overrides={"LogLevel": "WARNING", **options.parameter_overrides},
+            )
+            runtime = InProcessLambdaRuntime(stack.functions)
+            moto_workarounds.run_lambdas_in_process(runtime.invoke)
+            with _environment(_function_environment(stack)):
+                reset_clients()
+                try:
+                    yield LocalAws(endpoint, stack, runtime, bedrock, errors)
+                finally:
+                    reset_clients()
+    finally:
+        if bedrock is not None:
+            bedrock.stop()
+        moto_workarounds.restore_all()
+        server.stop()
+        _run_lock.release()

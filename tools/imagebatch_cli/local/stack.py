@@ -1,0 +1,290 @@
+"""Creates the resources of template.yaml in the local AWS - never a hand-kept copy.
+
+SAM's transform and CloudFormation do not run offline, so this reads the template itself
+(cfn-lint's decoder understands !Ref, !GetAtt and !Sub), resolves intrinsics and creates
+each resource the pipeline uses with boto3 against the moto server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from imagebatch_cli.local.lambda_runtime import FunctionSpec
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+# Resource types the local pipeline has no use for (permissions, policies, the layer).
+NOT_EMULATED = {"AWS::S3::BucketPolicy", "AWS::Serverless::LayerVersion"}
+_SUB = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
+
+
+class TemplateError(Exception):
+    pass
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(path))
+    if template is None:
+        raise TemplateError(f"{path}: " + "; ".join(str(m) for m in matches))
+    return dict(template)
+
+
+@dataclass
+class LocalStack:
+    """The physical names and ARNs of the template's resources, as created locally."""
+
+    name: str
+    template_dir: Path
+    template: dict[str, Any]
+    parameters: dict[str, str] = field(default_factory=dict)
+    physical: dict[str, str] = field(default_factory=dict)
+    arns: dict[str, str] = field(default_factory=dict)
+    functions: list[FunctionSpec] = field(default_factory=list)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return dict(self.template["Resources"])
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def pseudo(self, name: str) -> str:
+        values = {
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Region": REGION,
+            "AWS::StackName": self.name,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        return values[name]
+
+    def ref(self, name: str) -> str:
+        if name.startswith("AWS::"):
+            return self.pseudo(name)
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.physical:
+            return self.physical[name]
+        raise TemplateError(f"!Ref {name}: not a parameter or a created resource")
+
+    def get_att(self, name: str, attribute: str) -> str:
+        if attribute == "Arn" and name in self.arns:
+            return self.arns[name]
+        raise TemplateError(f"!GetAtt {name}.{attribute} is not known locally")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                name, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(name, attribute)
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Join":
+                return str(arg[0]).join(str(self.resolve(v)) for v in arg[1])
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match[str]) -> str:
+            token = match.group(1)
+            if token in variables:
+                return str(self.resolve(variables[token]))
+            if "." in token and not token.startswith("AWS::"):
+                return self.get_att(*token.split(".", 1))
+            return self.ref(token)
+
+        return _SUB.sub(replace, text)
+
+    def parameter_defaults(self, overrides: dict[str, str]) -> None:
+        for name, spec in self.template.get("Parameters", {}).items():
+            self.parameters[name] = str(overrides.get(name, spec.get("Default", "")))
+
+    def function_globals(self) -> dict[str, Any]:
+        return dict(self.template.get("Globals", {}).get("Function", {}))
+
+
+def _dummy_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README", "handlers run in-process from the template's CodeUri")
+    return buffer.getvalue()
+
+
+def create_stack(
+    template_path: Path,
+    endpoint: str,
+    *,
+    stack_name: str = "imagebatch-local",
+    parameter_overrides: dict[str, str] | None = None,
+) -> LocalStack:
+    stack = LocalStack(stack_name, template_path.parent, load_template(template_path))
+    stack.parameter_defaults(parameter_overrides or {})
+    session = boto3.Session(region_name=REGION)
+    clients = {
+        name: session.client(name, endpoint_url=endpoint)  # type: ignore[call-overload]
+        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions")
+    }
+    unknown = {
+        v["Type"] for v in stack.resources.values()
+        if v["Type"] not in _CREATORS and v["Type"] not in NOT_EMULATED
+    }
+    if unknown:
+        raise TemplateError(f"the local AWS cannot create {sorted(unknown)}")
+    role_arn = clients["iam"].create_role(
+        RoleName=f"{stack_name}-local",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    # Order matters: environments refer to the table, the state machine to the functions.
+    for resource_type in _CREATORS:
+        for logical_id, resource in stack.of_type(resource_type).items():
+            _CREATORS[resource_type](stack, logical_id, resource, clients, role_arn)
+        if resource_type == "AWS::Serverless::Function":
+            _create_functions(stack, clients, role_arn)
+    _wire_s3_events(stack, clients["s3"])
+    return stack
+
+
+def _create_bucket(stack: LocalStack, logical_id: str, resource: dict[str, Any],
+                   clients: dict[str, Any], role_arn: str) -> None:
+    props = resource.get("Properties", {})
+    name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
+    clients["s3"].create_bucket(Bucket=name)
+    if "BucketEncryption" in props:
+        # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
+        rules = [
+            {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+             "BucketKeyEnabled": rule.get("BucketKeyEnabled", False)}
+            for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
+        clients["s3"].put_bucket_encryption(
+            Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules}
+        )
+    stack.physical[logical_id] = name
+    stack.arns[logical_id] = f"arn:aws:s3:::{name}"
+
+
+def _create_table(stack: LocalStack, logical_id: str, resource: dict[str, Any],
+                  clients: dict[str, Any], role_arn: str) -> None:
+    props = stack.resolve(resource.get("Properties", {}))
+    name = props.get("TableName") or f"{stack.name}-{logical_id}"
+    request: CreateTableInputTypeDef = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        request["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    clients["dynamodb"].create_table(**request)
+    stack.physical[logical_id] = name
+    stack.arns[logical_id] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+
+
+def _name_function(stack: LocalStack, logical_id: str, resource: dict[str, Any],
+                   clients: dict[str, Any], role_arn: str) -> None:
+    # Named before any is created: environments refer to functions and vice versa.
+    name = f"{stack.name}-{logical_id}"
+    stack.physical[logical_id] = name
+    stack.arns[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+
+def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str) -> None:
+    defaults = stack.function_globals()
+    for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
+        props = resource.get("Properties", {})
+        environment = {
+            **stack.resolve(defaults.get("Environment", {}).get("Variables", {})),
+            **stack.resolve(props.get("Environment", {}).get("Variables", {})),
+        }
+        timeout = int(props.get("Timeout", defaults.get("Timeout", 3)))
+        memory = int(props.get("MemorySize", defaults.get("MemorySize", 128)))
+        name = stack.physical[logical_id]
+        clients["lambda"].create_function(
+            FunctionName=name,
+            Runtime=props.get("Runtime", defaults.get("Runtime", "python3.12")),
+            Role=role_arn,
+            Handler=props.get("Handler", defaults.get("Handler")),
+            Code={"ZipFile": _dummy_zip()},
+            Timeout=timeout,
+            MemorySize=memory,
+            Environment={"Variables": {k: str(v) for k, v in environment.items()}},
+        )
+        stack.functions.append(FunctionSpec(
+            logical_id=logical_id,
+            name=name,
+            arn=stack.arns[logical_id],
+            code_dir=stack.template_dir / props["CodeUri"],
+            handler=props.get("Handler", defaults.get("Handler")),
+            memory_mb=memory,
+            timeout_s=timeout,
+            environment={k: str(v) for k, v in environment.items()},
+        ))
+
+
+def _create_state_machine(stack: LocalStack, logical_id: str, resource: dict[str, Any],
+                          clients: dict[str, Any], role_arn: str) -> None:
+    props = resource.get("Properties", {})
+    definition = (stack.template_dir / props["DefinitionUri"]).read_text(encoding="utf-8")
+    for key, value in stack.resolve(props.get("DefinitionSubstitutions", {})).items():
+        definition = definition.replace(f"${{{key}}}", str(value))
+    leftover = _SUB.findall(definition)
+    if leftover:
+        raise TemplateError(f"{props['DefinitionUri']}: no substitution for {leftover}")
+    name = stack.resolve(props.get("Name")) or f"{stack.name}-{logical_id}"
+    arn = clients["stepfunctions"].create_state_machine(
+        name=name, definition=definition, roleArn=role_arn,
+        type=props.get("Type", "STANDARD"),
+    )["stateMachineArn"]
+    stack.physical[logical_id] = arn
+    stack.arns[logical_id] = arn
+
+
+def _wire_s3_events(stack: LocalStack, s3: Any) -> None:
+    """SAM turns a function's S3 events into the bucket's notification configuration."""
+    by_bucket: dict[str, list[dict[str, Any]]] = {}
+    for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event["Type"] != "S3":
+                continue
+            props = event["Properties"]
+            events = props["Events"] if isinstance(props["Events"], list) else [props["Events"]]
+            config: dict[str, Any] = {
+                "LambdaFunctionArn": stack.arns[logical_id], "Events": events,
+            }
+            if "Filter" in props:
+                config["Filter"] = {"Key": {"FilterRules": props["Filter"]["S3Key"]["Rules"]}}
+            by_bucket.setdefault(stack.resolve(props["Bucket"]), []).append(config)
+    for bucket, configs in by_bucket.items():
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={"LambdaFunctionConfigurations": configs},
+        )
+
+
+_CREATORS: dict[str, Any] = {
+    "AWS::S3::Bucket": _create_bucket,
+    "AWS::DynamoDB::Table": _create_table,
+    "AWS::Serverless::Function": _name_function,
+    "AWS::Serverless::StateMachine": _create_state_machine,
+}

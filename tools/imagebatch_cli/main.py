@@ -1,0 +1,141 @@
+"""The imagebatch command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from imagebatch.catalogue import load_catalogue
+from imagebatch.manifest import ManifestError, validate_manifest_file
+from imagebatch_cli.report import print_cost
+
+app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
+local_app = typer.Typer(help="Run the pipeline on this machine: no AWS account needed.")
+app.add_typer(local_app, name="local")
+console = Console()
+err_console = Console(stderr=True)
+
+LEDGER_EXPORT = "ledger.jsonl"
+
+
+@app.command()
+def validate(
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
+    try:
+        settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
+    except ManifestError as exc:
+        err_console.print(f"[red]{manifest}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    for error in errors:
+        item = f" (id {error.item_id})" if error.item_id else ""
+        err_console.print(f"{manifest}:{error.line}: {error.field}{item}: {error.reason}")
+    lines = len({error.line for error in errors})
+    console.print(
+        f"{valid} valid item(s), {lines} invalid line(s); backend {settings.backend}, "
+        f"on_invalid {settings.on_invalid}"
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+@local_app.command("run")
+def local_run(
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    out: Annotated[Path, typer.Option(help="Where the batch's images are copied.")] = Path("out"),
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="A local diffusers model folder; default: the tiny offline model."),
+    ] = None,
+    template: Annotated[Path, typer.Option(exists=True)] = Path("template.yaml"),
+    render_size: Annotated[int, typer.Option(help="Short side of local images, px.")] = 64,
+    steps: Annotated[int, typer.Option(help="Denoising steps of the local model.")] = 1,
+    throttle_rate: Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")] = 0.0,
+    filter_rate: Annotated[float, typer.Option(help="Share refused by content filter.")] = 0.0,
+    chunk_size: Annotated[int | None, typer.Option(help="Images per chunk.")] = None,
+) -> None:
+    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
+
+    overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
+    options = LocalOptions(
+        template=template, model_dir=model_dir, render_short_side=render_size,
+        render_steps=steps, throttle_rate=throttle_rate, content_filter_rate=filter_rate,
+        parameter_overrides=overrides,
+    )
+    try:
+        with local_aws(options) as aws:
+            batch_id = aws.upload_manifest(manifest)
+            console.print(f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+                          f"{manifest.name}  batch [bold]{batch_id}[/bold]")
+            with Progress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=console,
+            ) as progress:
+                task = progress.add_task("images", total=None)
+                summary = aws.wait_for_batch(
+                    batch_id, lambda done, total: progress.update(task, completed=done,
+                                                                  total=total),
+                )
+            images = list(aws.ledger().image_records(batch_id))
+            target = out / batch_id
+            files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"),
+                                         target)
+            _export_ledger(target / LEDGER_EXPORT, summary, images)
+    except LocalRunError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    print_cost(console, summary, images)
+    console.print(f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
+                  f"{target}/reports/; ledger export {target / LEDGER_EXPORT}")
+    if summary["status"] in {"REJECTED", "FAILED"}:
+        raise typer.Exit(1)
+
+
+def _export_ledger(path: Path, summary: dict[str, Any], images: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in [summary, *images]:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+
+@app.command()
+def cost(
+    batch_id: str,
+    table: Annotated[
+        str | None,
+        typer.Option(help="Ledger table of a deployed stack (uses your AWS credentials)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where `local run` exported the ledger.")] = Path(
+        "out"
+    ),
+) -> None:
+    """Print what a batch cost and why, from the ledger."""
+    if table:
+        from imagebatch.clients import dynamodb_client
+        from imagebatch.ledger import Ledger
+
+        ledger = Ledger(dynamodb_client(), table)
+        summary = ledger.get_batch(batch_id)
+        if summary is None:
+            err_console.print(f"[red]no batch {batch_id} in {table}[/red]")
+            raise typer.Exit(1)
+        images = list(ledger.image_records(batch_id))
+    else:
+        export = out / batch_id / LEDGER_EXPORT
+        if not export.exists():
+            err_console.print(f"[red]no local ledger at {export}; pass --table for AWS[/red]")
+            raise typer.Exit(1)
+        records = [json.loads(line) for line in export.read_text().splitlines()]
+        summary, images = records[0], records[1:]
+    print_cost(console, summary, images)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,59 @@
+"""Tables a person reads: a batch's cost summary and its failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def usd(micro: int) -> str:
+    return f"${micro / 1_000_000:,.6f}"
+
+
+def cost_table(summary: dict[str, Any], images: Iterable[dict[str, Any]] = ()) -> Table:
+    """The batch summary as a table; per-model lines come from the image records."""
+    table = Table(title=f"batch {summary['batch_id']}", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    succeeded = int(summary.get("images_succeeded", 0))
+    cost = int(summary.get("cost_micro_usd", 0))
+    rows: list[tuple[str, str]] = [
+        ("status", str(summary.get("status"))),
+        ("backend", str(summary.get("backend", "-"))),
+        ("images requested", str(summary.get("images_total", 0))),
+        ("images made", str(succeeded)),
+        ("images failed", str(summary.get("images_failed", 0))),
+        ("invalid manifest lines", str(summary.get("invalid_lines", 0))),
+        ("estimated cost (before run)", usd(int(summary.get("estimate_micro_usd", 0)))),
+        ("inference cost (ledger)", usd(cost)),
+        ("cost per image", usd(cost // succeeded) if succeeded else "-"),
+        ("cost per 1,000 images", usd(cost * 1000 // succeeded) if succeeded else "-"),
+    ]
+    if summary.get("max_cost_micro_usd"):
+        rows.append(("budget (max_cost_usd)", usd(int(summary["max_cost_micro_usd"]))))
+    by_model: Counter[str] = Counter()
+    cost_by_model: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for record in images:
+        if record.get("status") == "SUCCEEDED":
+            by_model[record["model"]] += 1
+            cost_by_model[record["model"]] += int(record.get("cost_micro_usd", 0))
+        elif record.get("failure_class"):
+            failures[record["failure_class"]] += 1
+    for model, count in sorted(by_model.items()):
+        rows.append((f"  {model}", f"{count} images, {usd(cost_by_model[model])}"))
+    for failure_class, count in sorted(failures.items()):
+        rows.append((f"  failed: {failure_class}", str(count)))
+    if summary.get("rejection"):
+        rows.append(("rejected because", str(summary["rejection"])))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_cost(console: Console, summary: dict[str, Any], images: Iterable[dict[str, Any]]) -> None:
+    console.print(cost_table(summary, images))
