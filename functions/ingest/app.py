@@ -51,8 +51,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"batches": []}
     outcomes = []
     for record in parse(event=event, model=S3Model).Records:
-        key = unquote_plus(record.s3.object.key)
-        outcome = _ingest(record.s3.bucket.name, key, record.s3.object.eTag or "")
+        s3_object = record.s3.object
+        if s3_object is None:
+            continue
+        # S3 URL-encodes keys in events ('a b.jsonl' arrives as 'a+b.jsonl').
+        key = unquote_plus(s3_object.key)
+        outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "")
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
         outcomes.append(asdict(outcome))
     return {"batches": outcomes}

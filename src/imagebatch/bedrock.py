@@ -102,9 +102,7 @@ def classify_client_error(exc: ClientError) -> ImageGenerationError:
     code = exc.response.get("Error", {}).get("Code", "Unknown")
     message = exc.response.get("Error", {}).get("Message", str(exc))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    failure_class, transient = _ERROR_CLASSES.get(
-        code, (FailureClass.MODEL_ERROR, status >= 500)
-    )
+    failure_class, transient = _ERROR_CLASSES.get(code, (FailureClass.MODEL_ERROR, status >= 500))
     return ImageGenerationError(failure_class, f"{code}: {message}", transient=transient)
 
 

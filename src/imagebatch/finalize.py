@@ -36,7 +36,9 @@ class BatchReport(BaseModel):
     errors_key: str | None = None
 
 
-def _class_from_chunk_error(marker: dict[str, Any] | None, image_id: str) -> tuple[FailureClass, str]:
+def _class_from_chunk_error(
+    marker: dict[str, Any] | None, image_id: str
+) -> tuple[FailureClass, str]:
     if marker is None:
         return FailureClass.MODEL_ERROR, "the chunk never reported back"
     error, cause = str(marker.get("error", "")), str(marker.get("cause", ""))
@@ -68,19 +70,32 @@ def _record_lost_images(event: FinalizeEvent, store: BatchStore, ledger: Ledger)
         ledger.commit_images(event.batch_id, outcomes)
 
 
-def _failed(job: ImageJob, chunk: ChunkFile, failure_class: FailureClass, reason: str) -> ImageOutcome:
+def _failed(
+    job: ImageJob, chunk: ChunkFile, failure_class: FailureClass, reason: str
+) -> ImageOutcome:
     return ImageOutcome(
-        image_id=job.image_id, item_id=job.item_id, chunk_id=chunk.chunk_id, status="FAILED",
-        model=job.model, backend=chunk.backend, seed=job.seed, prompt_sha256=job.prompt_sha256,
-        failure_class=failure_class, failure_reason=reason,
+        image_id=job.image_id,
+        item_id=job.item_id,
+        chunk_id=chunk.chunk_id,
+        status="FAILED",
+        model=job.model,
+        backend=chunk.backend,
+        seed=job.seed,
+        prompt_sha256=job.prompt_sha256,
+        failure_class=failure_class,
+        failure_reason=reason,
     )
 
 
 def _redrive_line(job: ImageJob) -> str:
     """One failed image as a manifest item that remakes exactly that image."""
     item: dict[str, Any] = {
-        "id": job.image_id, "prompt": job.prompt, "width": job.width, "height": job.height,
-        "seed": job.seed, "model": job.model,
+        "id": job.image_id,
+        "prompt": job.prompt,
+        "width": job.width,
+        "height": job.height,
+        "seed": job.seed,
+        "model": job.model,
     }
     if job.negative_prompt:
         item["negative_prompt"] = job.negative_prompt
@@ -101,8 +116,11 @@ def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -
         _record_lost_images(event, store, ledger)
         summary = ledger.get_batch(event.batch_id) or summary
 
-    failures = [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"] \
-        if summary["images_failed"] else []
+    failures = (
+        [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"]
+        if summary["images_failed"]
+        else []
+    )
     by_class: dict[str, int] = {}
     for record in failures:
         by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
@@ -110,22 +128,47 @@ def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -
     failed_key = redrive_key = None
     if failures:
         failed_key = store.put_jsonl_report(
-            event.batch_id, "failed.jsonl",
-            (json.dumps({k: r.get(k) for k in ("image_id", "item_id", "chunk_id",
-                         "failure_class", "failure_reason", "model", "seed")})
-             for r in failures),
+            event.batch_id,
+            "failed.jsonl",
+            (
+                json.dumps(
+                    {
+                        k: r.get(k)
+                        for k in (
+                            "image_id",
+                            "item_id",
+                            "chunk_id",
+                            "failure_class",
+                            "failure_reason",
+                            "model",
+                            "seed",
+                        )
+                    }
+                )
+                for r in failures
+            ),
         )
         redrive_key = _write_redrive(event, summary, failures, store)
 
     succeeded, failed = summary["images_succeeded"], summary["images_failed"]
-    status = (BatchStatus.SUCCEEDED if failed == 0
-              else BatchStatus.FAILED if succeeded == 0 else BatchStatus.PARTIAL)
+    status = (
+        BatchStatus.SUCCEEDED
+        if failed == 0
+        else BatchStatus.FAILED
+        if succeeded == 0
+        else BatchStatus.PARTIAL
+    )
     report = BatchReport(
-        batch_id=event.batch_id, status=status, images_total=summary["images_total"],
-        images_succeeded=succeeded, images_failed=failed,
+        batch_id=event.batch_id,
+        status=status,
+        images_total=summary["images_total"],
+        images_succeeded=succeeded,
+        images_failed=failed,
         cost_micro_usd=summary["cost_micro_usd"],
         estimate_micro_usd=summary.get("estimate_micro_usd", 0),
-        failures_by_class=by_class, failed_key=failed_key, redrive_key=redrive_key,
+        failures_by_class=by_class,
+        failed_key=failed_key,
+        redrive_key=redrive_key,
         errors_key=summary.get("errors_key"),
     )
     report_key = store.put_report(event.batch_id, "summary.json", report)
@@ -138,7 +181,9 @@ def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -
 
 
 def _write_redrive(
-    event: FinalizeEvent, summary: dict[str, Any], failures: list[dict[str, Any]],
+    event: FinalizeEvent,
+    summary: dict[str, Any],
+    failures: list[dict[str, Any]],
     store: BatchStore,
 ) -> str:
     wanted: dict[str, set[str]] = {}

@@ -13,7 +13,14 @@ from aws_lambda_powertools import Logger
 from imagebatch.bedrock import GeneratedImage, ImageGenerationError
 from imagebatch.catalogue import ModelCatalogue
 from imagebatch.ledger import Ledger
-from imagebatch.records import ChunkResult, ChunkTask, FailureClass, ImageJob, ImageOutcome
+from imagebatch.records import (
+    ChunkFile,
+    ChunkResult,
+    ChunkTask,
+    FailureClass,
+    ImageJob,
+    ImageOutcome,
+)
 from imagebatch.storage import BatchStore, image_key
 
 logger = Logger(child=True)
@@ -23,7 +30,7 @@ class ImageBackend(Protocol):
     def generate(self, job: ImageJob) -> GeneratedImage: ...
 
 
-class ChunkUnfinished(Exception):  # noqa: N818 - the name is the Step Functions error
+class ChunkUnfinished(Exception):
     """Some images were not made this time (throttled, out of time); Step Functions retries.
 
     The message is JSON {"unfinished": {image_id: failure_class}} so that, if the retries
@@ -58,8 +65,7 @@ def generate_chunk(
     def make(job: ImageJob) -> ImageOutcome | _Unfinished:
         if time_left_ms() < commit_reserve_ms:
             return _Unfinished(FailureClass.TIMEOUT)
-        return _make_image(job, chunk.batch_id, chunk.chunk_id, chunk.output_prefix, store,
-                           backend, catalogue)
+        return _make_image(job, chunk, store, backend, catalogue)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo)))) as pool:
         results = list(pool.map(make, todo))
@@ -73,8 +79,12 @@ def generate_chunk(
     }
     logger.info(
         "chunk committed",
-        extra={"chunk_id": chunk.chunk_id, "committed": len(outcomes),
-               "already_done": len(done), "unfinished": len(unfinished)},
+        extra={
+            "chunk_id": chunk.chunk_id,
+            "committed": len(outcomes),
+            "already_done": len(done),
+            "unfinished": len(unfinished),
+        },
     )
     if unfinished:
         raise ChunkUnfinished(unfinished)
@@ -89,13 +99,12 @@ def generate_chunk(
 
 def _make_image(
     job: ImageJob,
-    batch_id: str,
-    chunk_id: str,
-    output_prefix: str,
+    chunk: ChunkFile,
     store: BatchStore,
     backend: ImageBackend,
     catalogue: ModelCatalogue,
 ) -> ImageOutcome | _Unfinished:
+    batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     base = {
         "image_id": job.image_id,
         "item_id": job.item_id,
@@ -112,10 +121,13 @@ def _make_image(
             return _Unfinished(exc.failure_class)
         logger.warning("image failed", extra={"image_id": job.image_id, "reason": exc.reason})
         return ImageOutcome(
-            **base, status="FAILED", seed=job.seed,
-            failure_class=exc.failure_class, failure_reason=exc.reason[:1000],
+            **base,
+            status="FAILED",
+            seed=job.seed,
+            failure_class=exc.failure_class,
+            failure_reason=exc.reason[:1000],
         )
-    key = image_key(output_prefix, batch_id, job.image_id)
+    key = image_key(chunk.output_prefix, batch_id, job.image_id)
     store.put_image(
         key,
         image.png,
@@ -132,7 +144,10 @@ def _make_image(
     price = spec.price()
     logger.debug("image stored", extra={"key": key, "seconds": time.monotonic() - started})
     return ImageOutcome(
-        **base, status="SUCCEEDED", seed=image.seed, output_key=key,
+        **base,
+        status="SUCCEEDED",
+        seed=image.seed,
+        output_key=key,
         cost_micro_usd=price.micro_usd_per_image,
         price_source=f"{price.source} (retrieved {price.retrieved.isoformat()})",
     )

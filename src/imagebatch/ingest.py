@@ -58,6 +58,26 @@ class StepFunctionsStarter:
             logger.info("execution already exists", extra={"batch_id": batch_id})
 
 
+@dataclass(frozen=True)
+class ManifestObject:
+    """The uploaded manifest object that a batch comes from."""
+
+    bucket: str
+    key: str
+    etag: str
+
+    @property
+    def batch_id(self) -> str:
+        return batch_id_for(self.bucket, self.key, self.etag)
+
+    def record_fields(self) -> dict[str, str]:
+        return {
+            "manifest_bucket": self.bucket,
+            "manifest_key": self.key,
+            "manifest_etag": self.etag.strip('"'),
+        }
+
+
 @dataclass
 class BatchPlan:
     """What one streaming pass over a manifest found; chunk files wait in a spool dir."""
@@ -114,6 +134,7 @@ def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> It
 def plan_batch(
     stream: BinaryIO,
     key: str,
+    *,
     batch_id: str,
     catalogue: ModelCatalogue,
     chunk_size: int,
@@ -202,7 +223,8 @@ def ingest_manifest(
     chunk_size: int,
     max_concurrency: int,
 ) -> IngestOutcome:
-    batch_id = batch_id_for(bucket, key, etag)
+    manifest = ManifestObject(bucket, key, etag)
+    batch_id = manifest.batch_id
     existing = ledger.get_batch(batch_id)
     if existing is not None:
         if existing["status"] == BatchStatus.RUNNING:
@@ -212,24 +234,35 @@ def ingest_manifest(
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
         spool = Path(spool_dir)
         try:
-            plan = plan_batch(store.open_manifest(key), key, batch_id, catalogue, chunk_size, spool)
+            plan = plan_batch(
+                store.open_manifest(key),
+                key,
+                batch_id=batch_id,
+                catalogue=catalogue,
+                chunk_size=chunk_size,
+                spool=spool,
+            )
         except ManifestError as exc:
-            return _reject_unreadable(batch_id, bucket, key, etag, exc, store, ledger)
+            return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
 
         errors_key = None
         if plan.errors_path is not None:
             errors_key = f"reports/{batch_id}/errors.jsonl"
             store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
         reason = rejection_reason(plan)
-        record = _batch_record(plan, bucket, key, etag, errors_key)
+        record = _batch_record(plan, manifest, errors_key)
         if reason is not None:
             ledger.create_batch(
                 batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
             )
             logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
             return IngestOutcome(
-                batch_id, "REJECTED", plan.images_total, plan.invalid_lines,
-                plan.estimate_micro_usd, reason,
+                batch_id,
+                "REJECTED",
+                plan.images_total,
+                plan.invalid_lines,
+                plan.estimate_micro_usd,
+                reason,
             )
         _upload_chunks(store, batch_id, plan)
 
@@ -238,7 +271,11 @@ def ingest_manifest(
     starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
-        batch_id, "STARTED", plan.images_total, plan.invalid_lines, plan.estimate_micro_usd,
+        batch_id,
+        "STARTED",
+        plan.images_total,
+        plan.invalid_lines,
+        plan.estimate_micro_usd,
         f"{plan.images_total} images in {len(plan.chunk_ids)} chunks",
     )
 
@@ -253,13 +290,11 @@ def _execution_input(bucket: str, batch_id: str, max_concurrency: int) -> dict[s
 
 
 def _batch_record(
-    plan: BatchPlan, bucket: str, key: str, etag: str, errors_key: str | None
+    plan: BatchPlan, manifest: ManifestObject, errors_key: str | None
 ) -> dict[str, Any]:
     settings = plan.settings
     return {
-        "manifest_bucket": bucket,
-        "manifest_key": key,
-        "manifest_etag": etag.strip('"'),
+        **manifest.record_fields(),
         "backend": "bedrock" if settings.backend == "auto" else settings.backend,
         "models": sorted(plan.models) or None,
         "output_prefix": settings.output_prefix,
@@ -294,23 +329,21 @@ def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
 
 
 def _reject_unreadable(
-    batch_id: str, bucket: str, key: str, etag: str, exc: ManifestError,
-    store: BatchStore, ledger: Ledger,
+    manifest: ManifestObject, exc: ManifestError, *, store: BatchStore, ledger: Ledger
 ) -> IngestOutcome:
     error = FieldError(
         line=getattr(exc, "line", 0) or 0,
         field=getattr(exc, "field", None) or "(manifest)",
         reason=str(exc),
     )
+    batch_id = manifest.batch_id
     errors_key = store.put_jsonl_report(batch_id, "errors.jsonl", [error.model_dump_json()])
     ledger.create_batch(
         batch_id,
         {
+            **manifest.record_fields(),
             "status": BatchStatus.REJECTED.value,
             "rejection": str(exc),
-            "manifest_bucket": bucket,
-            "manifest_key": key,
-            "manifest_etag": etag.strip('"'),
             "errors_key": errors_key,
             "images_total": 0,
         },

@@ -85,6 +85,4 @@ class BatchStore:
         self._s3.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
     def _put_json(self, key: str, body: bytes) -> None:
-        self._s3.put_object(
-            Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
-        )
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")

@@ -46,7 +46,7 @@ def validate(
 
 
 @local_app.command("run")
-def local_run(
+def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     out: Annotated[Path, typer.Option(help="Where the batch's images are copied.")] = Path("out"),
     model_dir: Annotated[
@@ -65,35 +65,45 @@ def local_run(
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
     options = LocalOptions(
-        template=template, model_dir=model_dir, render_short_side=render_size,
-        render_steps=steps, throttle_rate=throttle_rate, content_filter_rate=filter_rate,
+        template=template,
+        model_dir=model_dir,
+        render_short_side=render_size,
+        render_steps=steps,
+        throttle_rate=throttle_rate,
+        content_filter_rate=filter_rate,
         parameter_overrides=overrides,
     )
     try:
         with local_aws(options) as aws:
             batch_id = aws.upload_manifest(manifest)
-            console.print(f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
-                          f"{manifest.name}  batch [bold]{batch_id}[/bold]")
+            console.print(
+                f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+                f"{manifest.name}  batch [bold]{batch_id}[/bold]"
+            )
             with Progress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console,
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
             ) as progress:
                 task = progress.add_task("images", total=None)
                 summary = aws.wait_for_batch(
-                    batch_id, lambda done, total: progress.update(task, completed=done,
-                                                                  total=total),
+                    batch_id,
+                    lambda done, total: progress.update(task, completed=done, total=total),
                 )
             images = list(aws.ledger().image_records(batch_id))
             target = out / batch_id
-            files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"),
-                                         target)
+            files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             _export_ledger(target / LEDGER_EXPORT, summary, images)
     except LocalRunError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
-    console.print(f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
-                  f"{target}/reports/; ledger export {target / LEDGER_EXPORT}")
+    console.print(
+        f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
+        f"{target}/reports/; ledger export {target / LEDGER_EXPORT}"
+    )
     if summary["status"] in {"REJECTED", "FAILED"}:
         raise typer.Exit(1)
 
@@ -112,9 +122,7 @@ def cost(
         str | None,
         typer.Option(help="Ledger table of a deployed stack (uses your AWS credentials)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where `local run` exported the ledger.")] = Path(
-        "out"
-    ),
+    out: Annotated[Path, typer.Option(help="Where `local run` exported the ledger.")] = Path("out"),
 ) -> None:
     """Print what a batch cost and why, from the ledger."""
     if table:

@@ -93,14 +93,19 @@ class InProcessLambdaRuntime:
         try:
             result = self._handler(spec)(event, context)
         except Exception as exc:  # noqa: BLE001 - becomes the Lambda error payload
-            self._record(Invocation(spec.name, time.monotonic() - started, True,
-                                    type(exc).__name__, str(exc)))
+            self._record(
+                Invocation(
+                    spec.name, time.monotonic() - started, True, type(exc).__name__, str(exc)
+                )
+            )
             logger.info("%s raised %s: %s", spec.name, type(exc).__name__, exc)
-            return json.dumps({
-                "errorType": type(exc).__name__,
-                "errorMessage": str(exc),
-                "stackTrace": traceback.format_exception(exc)[-5:],
-            }), True
+            return json.dumps(
+                {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception(exc)[-5:],
+                }
+            ), True
         self._record(Invocation(spec.name, time.monotonic() - started, False))
         return json.dumps(result, default=str), False
 

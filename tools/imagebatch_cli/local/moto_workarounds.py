@@ -79,7 +79,7 @@ def run_lambdas_in_process(invoker: InProcessInvoker) -> None:
             payload, errored = invoker(self.function_name, event)
             return payload, errored, ""
 
-        LambdaFunction._invoke_lambda = invoke
+        LambdaFunction._invoke_lambda = invoke  # type: ignore[method-assign]
 
 
 def complete_s3_event(event_body: Any) -> Any:
@@ -88,9 +88,7 @@ def complete_s3_event(event_body: Any) -> Any:
     for record in event_body.get("Records", []) if isinstance(event_body, dict) else []:
         record.setdefault("userIdentity", {"principalId": "AWS:LOCAL"})
         record.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
-        record.setdefault(
-            "responseElements", {"x-amz-request-id": "LOCAL", "x-amz-id-2": "LOCAL"}
-        )
+        record.setdefault("responseElements", {"x-amz-request-id": "LOCAL", "x-amz-id-2": "LOCAL"})
         s3 = record.setdefault("s3", {})
         s3.setdefault("s3SchemaVersion", "1.0")
         s3.setdefault("configurationId", "local")
@@ -109,12 +107,12 @@ def invoke_s3_notifications_asynchronously(on_error: Callable[[BaseException], N
     with _patch_lock:
         original = _originals.setdefault("s3._invoke_awslambda", notifications._invoke_awslambda)
 
-        def invoke_later(account_id: str, event_body: Any, fn_arn: str, region: str) -> None:
+        def invoke_later(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
             def run() -> None:
                 try:
                     from moto.awslambda.utils import get_backend
 
-                    function = get_backend(account_id, region).get_function(fn_arn)
+                    function = get_backend(account_id, region_name).get_function(fn_arn)
                     function.invoke(json.dumps(complete_s3_event(event_body)), {}, {})
                 except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
                     on_error(exc)

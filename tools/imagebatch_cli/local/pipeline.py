@@ -196,12 +196,13 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     # The moto server logs every request and CLIP warns of every long prompt; a local run
     # shows progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    import diffusers
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
+    libraries: list[Any] = [transformers.logging, diffusers.utils.logging]
+    for library_logging in libraries:
+        library_logging.set_verbosity_error()
+        library_logging.disable_progress_bar()
 
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
@@ -222,8 +223,12 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             content_filter_rate=options.content_filter_rate,
             fault_seed=options.fault_seed,
         )
-        env = {**_LOCAL_ENV, "MOTO_PORT": str(port), "AWS_ENDPOINT_URL": endpoint,
-               "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start()}
+        env = {
+            **_LOCAL_ENV,
+            "MOTO_PORT": str(port),
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start(),
+        }
         with _environment(env):
             moto_workarounds.enable_state_machine_execution(endpoint)
             moto_workarounds.serialise_dynamodb_writes()

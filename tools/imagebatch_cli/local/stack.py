@@ -91,17 +91,21 @@ class LocalStack:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
-            if key == "Ref":
-                return self.ref(arg)
-            if key == "Fn::GetAtt":
-                name, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
-                return self.get_att(name, attribute)
-            if key == "Fn::Sub":
-                return self._sub(arg)
-            if key == "Fn::Join":
-                return str(arg[0]).join(str(self.resolve(v)) for v in arg[1])
+            ((key, arg),) = value.items()
+            intrinsic = self._intrinsics().get(key)
+            if intrinsic is not None:
+                return intrinsic(arg)
         return {k: self.resolve(v) for k, v in value.items()}
+
+    def _intrinsics(self) -> dict[str, Any]:
+        return {
+            "Ref": self.ref,
+            "Fn::GetAtt": lambda arg: self.get_att(
+                *(arg if isinstance(arg, list) else arg.split(".", 1))
+            ),
+            "Fn::Sub": self._sub,
+            "Fn::Join": lambda arg: str(arg[0]).join(str(self.resolve(v)) for v in arg[1]),
+        }
 
     def _sub(self, arg: Any) -> str:
         text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
@@ -146,7 +150,8 @@ def create_stack(
         for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions")
     }
     unknown = {
-        v["Type"] for v in stack.resources.values()
+        v["Type"]
+        for v in stack.resources.values()
         if v["Type"] not in _CREATORS and v["Type"] not in NOT_EMULATED
     }
     if unknown:
@@ -156,25 +161,32 @@ def create_stack(
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
     # Order matters: environments refer to the table, the state machine to the functions.
-    for resource_type in _CREATORS:
+    for resource_type, creator in _CREATORS.items():
         for logical_id, resource in stack.of_type(resource_type).items():
-            _CREATORS[resource_type](stack, logical_id, resource, clients, role_arn)
+            creator(stack, logical_id, resource, clients, role_arn)
         if resource_type == "AWS::Serverless::Function":
             _create_functions(stack, clients, role_arn)
     _wire_s3_events(stack, clients["s3"])
     return stack
 
 
-def _create_bucket(stack: LocalStack, logical_id: str, resource: dict[str, Any],
-                   clients: dict[str, Any], role_arn: str) -> None:
+def _create_bucket(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
     props = resource.get("Properties", {})
     name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
     clients["s3"].create_bucket(Bucket=name)
     if "BucketEncryption" in props:
         # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
         rules = [
-            {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
-             "BucketKeyEnabled": rule.get("BucketKeyEnabled", False)}
+            {
+                "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                "BucketKeyEnabled": rule.get("BucketKeyEnabled", False),
+            }
             for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         ]
         clients["s3"].put_bucket_encryption(
@@ -184,8 +196,13 @@ def _create_bucket(stack: LocalStack, logical_id: str, resource: dict[str, Any],
     stack.arns[logical_id] = f"arn:aws:s3:::{name}"
 
 
-def _create_table(stack: LocalStack, logical_id: str, resource: dict[str, Any],
-                  clients: dict[str, Any], role_arn: str) -> None:
+def _create_table(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
     props = stack.resolve(resource.get("Properties", {}))
     name = props.get("TableName") or f"{stack.name}-{logical_id}"
     request: CreateTableInputTypeDef = {
@@ -201,8 +218,13 @@ def _create_table(stack: LocalStack, logical_id: str, resource: dict[str, Any],
     stack.arns[logical_id] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
 
 
-def _name_function(stack: LocalStack, logical_id: str, resource: dict[str, Any],
-                   clients: dict[str, Any], role_arn: str) -> None:
+def _name_function(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
     # Named before any is created: environments refer to functions and vice versa.
     name = f"{stack.name}-{logical_id}"
     stack.physical[logical_id] = name
@@ -230,20 +252,27 @@ def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str)
             MemorySize=memory,
             Environment={"Variables": {k: str(v) for k, v in environment.items()}},
         )
-        stack.functions.append(FunctionSpec(
-            logical_id=logical_id,
-            name=name,
-            arn=stack.arns[logical_id],
-            code_dir=stack.template_dir / props["CodeUri"],
-            handler=props.get("Handler", defaults.get("Handler")),
-            memory_mb=memory,
-            timeout_s=timeout,
-            environment={k: str(v) for k, v in environment.items()},
-        ))
+        stack.functions.append(
+            FunctionSpec(
+                logical_id=logical_id,
+                name=name,
+                arn=stack.arns[logical_id],
+                code_dir=stack.template_dir / props["CodeUri"],
+                handler=props.get("Handler", defaults.get("Handler")),
+                memory_mb=memory,
+                timeout_s=timeout,
+                environment={k: str(v) for k, v in environment.items()},
+            )
+        )
 
 
-def _create_state_machine(stack: LocalStack, logical_id: str, resource: dict[str, Any],
-                          clients: dict[str, Any], role_arn: str) -> None:
+def _create_state_machine(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
     props = resource.get("Properties", {})
     definition = (stack.template_dir / props["DefinitionUri"]).read_text(encoding="utf-8")
     for key, value in stack.resolve(props.get("DefinitionSubstitutions", {})).items():
@@ -253,7 +282,9 @@ def _create_state_machine(stack: LocalStack, logical_id: str, resource: dict[str
         raise TemplateError(f"{props['DefinitionUri']}: no substitution for {leftover}")
     name = stack.resolve(props.get("Name")) or f"{stack.name}-{logical_id}"
     arn = clients["stepfunctions"].create_state_machine(
-        name=name, definition=definition, roleArn=role_arn,
+        name=name,
+        definition=definition,
+        roleArn=role_arn,
         type=props.get("Type", "STANDARD"),
     )["stateMachineArn"]
     stack.physical[logical_id] = arn
@@ -270,7 +301,8 @@ def _wire_s3_events(stack: LocalStack, s3: Any) -> None:
             props = event["Properties"]
             events = props["Events"] if isinstance(props["Events"], list) else [props["Events"]]
             config: dict[str, Any] = {
-                "LambdaFunctionArn": stack.arns[logical_id], "Events": events,
+                "LambdaFunctionArn": stack.arns[logical_id],
+                "Events": events,
             }
             if "Filter" in props:
                 config["Filter"] = {"Key": {"FilterRules": props["Filter"]["S3Key"]["Rules"]}}
