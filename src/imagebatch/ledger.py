@@ -61,6 +61,16 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
+def _cancelled_by_condition(exc: ClientError) -> bool:
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    if not reasons:
+        # Some endpoints put the reasons only in the message.
+        return "ConditionalCheckFailed" in exc.response["Error"].get("Message", "")
+    return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+
+
 class ImagesAlreadyRecordedError(Exception):
     """A commit raced another invocation of the same chunk; nothing was written."""
 
@@ -128,14 +138,17 @@ class Ledger:
         """Record images and add their totals to the summary in one transaction.
 
         Each image record is conditional on not existing, so a retried chunk can never
-        charge an image twice: either the whole commit lands or none of it does.
+        charge an image twice: either the whole commit lands or none of it does. That
+        promise holds only inside one transaction, so a commit larger than one is refused
+        rather than split.
         """
-        for start in range(0, len(outcomes), MAX_IMAGES_PER_COMMIT):
-            self._commit(batch_id, outcomes[start : start + MAX_IMAGES_PER_COMMIT])
-
-    def _commit(self, batch_id: str, outcomes: Sequence[ImageOutcome]) -> None:
         if not outcomes:
             return
+        if len(outcomes) > MAX_IMAGES_PER_COMMIT:
+            raise ValueError(
+                f"{len(outcomes)} images in one commit; at most {MAX_IMAGES_PER_COMMIT} fit "
+                "one DynamoDB transaction (keep chunks at or under that size)"
+            )
         pk = batch_pk(batch_id)
         recorded_at = now_iso()
         actions: list[TransactWriteItemTypeDef] = [
@@ -180,8 +193,9 @@ class Ledger:
         try:
             self._ddb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            if _cancelled_by_condition(exc):
                 raise ImagesAlreadyRecordedError(str(exc)) from exc
+            # A TransactionConflict or throttle is transient: let the caller's retry handle it.
             raise
 
     def query_batch(self, batch_id: str, sk_prefix: str) -> Iterator[dict[str, Any]]:

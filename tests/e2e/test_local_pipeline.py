@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
 from imagebatch.catalogue import load_catalogue
-from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[LocalAws]:
-    options = LocalOptions(
-        template=REPO / "template.yaml", parameter_overrides={"ChunkSize": "6"}
-    )
+    options = LocalOptions(template=REPO / "template.yaml", parameter_overrides={"ChunkSize": "6"})
     with local_aws(options) as running:
         yield running
 
@@ -54,7 +52,7 @@ def _ingest_calls(aws: LocalAws) -> int:
 
 def _output_objects(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
     listing = aws.s3().list_objects_v2(Bucket=aws.bucket, Prefix=f"outputs/{batch_id}/")
-    return list(listing.get("Contents", []))
+    return [dict(obj) for obj in listing.get("Contents", [])]
 
 
 def test_twenty_items_become_images_and_an_exact_ledger(aws: LocalAws, tmp_path: Path) -> None:
@@ -150,9 +148,9 @@ def test_refused_images_are_recorded_with_their_class(aws: LocalAws, tmp_path: P
     s3 = aws.s3()
     failed = [
         json.loads(line)
-        for line in s3.get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/failed.jsonl")[
-            "Body"
-        ].read().splitlines()
+        for line in s3.get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/failed.jsonl")["Body"]
+        .read()
+        .splitlines()
     ]
     assert {(f["image_id"], f["failure_class"]) for f in failed} == {
         ("flt-02-1", "content_filtered"),

@@ -11,9 +11,8 @@ from urllib.parse import unquote_plus
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
 from imagebatch_cli.local import moto_workarounds
+from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 
@@ -42,9 +41,7 @@ def _client(service: str, endpoint: str) -> Any:
 
 def _role(endpoint: str) -> str:
     iam = _client("iam", endpoint)
-    return str(
-        iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    )
+    return str(iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"])
 
 
 def _zip() -> bytes:
@@ -72,7 +69,10 @@ def test_enable_state_machine_execution_runs_definitions(moto_endpoint: str) -> 
     # and a state machine with one Pass state
     moto_workarounds.enable_state_machine_execution(moto_endpoint)
     sfn = _client("stepfunctions", moto_endpoint)
-    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": {"x": 1}, "End": True}}}
+    definition = {
+        "StartAt": "P",
+        "States": {"P": {"Type": "Pass", "Result": {"x": 1}, "End": True}},
+    }
     arn = sfn.create_state_machine(
         name="sm", definition=json.dumps(definition), roleArn=_role(moto_endpoint)
     )["stateMachineArn"]
@@ -82,9 +82,11 @@ def test_enable_state_machine_execution_runs_definitions(moto_endpoint: str) -> 
 
     # THEN it really runs the definition and returns its output
     described = _wait_for(
-        lambda: (d := sfn.describe_execution(executionArn=execution["executionArn"]))["status"]
-        != "RUNNING"
-        and d
+        lambda: (
+            (d := sfn.describe_execution(executionArn=execution["executionArn"]))["status"]
+            != "RUNNING"
+            and d
+        )
     )
     assert described["status"] == "SUCCEEDED"
     assert json.loads(described["output"]) == {"x": 1}
@@ -137,8 +139,11 @@ def test_run_lambdas_in_process_returns_results_and_errors(moto_endpoint: str) -
     moto_workarounds.run_lambdas_in_process(invoker)
     aws_lambda = _client("lambda", moto_endpoint)
     aws_lambda.create_function(
-        FunctionName="fn", Runtime="python3.12", Role=_role(moto_endpoint),
-        Handler="app.handler", Code={"ZipFile": _zip()},
+        FunctionName="fn",
+        Runtime="python3.12",
+        Role=_role(moto_endpoint),
+        Handler="app.handler",
+        Code={"ZipFile": _zip()},
     )
 
     # WHEN it is invoked through the Lambda API, once fine and once failing
@@ -168,8 +173,11 @@ def test_s3_notifications_are_asynchronous_and_complete(moto_endpoint: str) -> N
     moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
     aws_lambda, s3 = _client("lambda", moto_endpoint), _client("s3", moto_endpoint)
     arn = aws_lambda.create_function(
-        FunctionName="ingest", Runtime="python3.12", Role=_role(moto_endpoint),
-        Handler="app.handler", Code={"ZipFile": _zip()},
+        FunctionName="ingest",
+        Runtime="python3.12",
+        Role=_role(moto_endpoint),
+        Handler="app.handler",
+        Code={"ZipFile": _zip()},
     )["FunctionArn"]
     s3.create_bucket(Bucket="notify-bucket")
     s3.put_bucket_notification_configuration(

@@ -145,8 +145,9 @@ def create_stack(
     stack = LocalStack(stack_name, template_path.parent, load_template(template_path))
     stack.parameter_defaults(parameter_overrides or {})
     session = boto3.Session(region_name=REGION)
-    clients = {
-        name: session.client(name, endpoint_url=endpoint)  # type: ignore[call-overload]
+    # Typed as Any: the creators below each use the one client their resource needs.
+    clients: dict[str, Any] = {
+        name: session.client(name, endpoint_url=endpoint)
         for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions")
     }
     unknown = {
