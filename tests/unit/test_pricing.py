@@ -12,9 +12,12 @@ from imagebatch.pricing import load_aws_prices
 def test_every_price_has_a_source_and_a_date() -> None:
     prices = load_aws_prices()
     for region in prices.regions.values():
-        for entry in (*region.services, *region.sagemaker_instances):
-            assert entry.source.startswith("https://"), entry
-            assert entry.retrieved.year >= 2026, entry
+        dated = [(p.source, p.retrieved) for p in region.services] + [
+            (p.source, p.retrieved) for p in region.sagemaker_instances
+        ]
+        for source, retrieved in dated:
+            assert source.startswith("https://"), source
+            assert retrieved.year >= 2026, source
 
 
 def test_inf2_price_per_second_is_exact() -> None:
