@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import BaseModel
@@ -28,6 +28,10 @@ def report_key(batch_id: str, name: str) -> str:
 
 def image_key(output_prefix: str, batch_id: str, image_id: str) -> str:
     return f"{output_prefix}{batch_id}/{image_id}.png"
+
+
+class ObjectMissing(LookupError):
+    pass
 
 
 class BatchStore:
@@ -80,6 +84,34 @@ class BatchStore:
             Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
         )
         return key
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.open_object(key).read()
+
+    def open_object(self, key: str) -> BinaryIO:
+        """A streaming body; ObjectMissing (not a botocore error) when there is no such key."""
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self._s3.exceptions.NoSuchKey:
+            raise ObjectMissing(f"s3://{self.bucket}/{key} does not exist") from None
+        return cast(BinaryIO, body)
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return key
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Server-side copy: metadata (prompt hash, seed, model) travels with the image."""
+        self._s3.copy_object(
+            Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+        )
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
 
     def upload_file(self, path: str, key: str, content_type: str) -> None:
         self._s3.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type})
