@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagebatch.catalog_state import CatalogState
 from imagebatch.clients import dynamodb_client, s3_client
 from imagebatch.config import StorageSettings
 from imagebatch.finalize import FinalizeEvent, finalize_batch
@@ -30,5 +31,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         finalize_event,
         store=BatchStore(s3_client(), finalize_event.bucket),
         ledger=Ledger(dynamodb_client(), _settings().ledger_table),
+        catalog_state=CatalogState(dynamodb_client(), _settings().ledger_table),
     )
     return report.model_dump(mode="json")

@@ -8,6 +8,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
+from imagebatch.catalog_run import publish_catalog_batch
+from imagebatch.catalog_state import CatalogState
 from imagebatch.ledger import Ledger
 from imagebatch.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.storage import BatchStore, chunk_key
@@ -108,7 +110,13 @@ def _redrive_line(job: ImageJob) -> str:
     return json.dumps(item)
 
 
-def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -> BatchReport:
+def finalize_batch(
+    event: FinalizeEvent,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    catalog_state: CatalogState | None = None,
+) -> BatchReport:
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise LookupError(f"batch {event.batch_id} has no summary record")
@@ -176,6 +184,12 @@ def finalize_batch(event: FinalizeEvent, *, store: BatchStore, ledger: Ledger) -
     if redrive_key:
         extra["redrive_key"] = redrive_key
     ledger.settle_batch(event.batch_id, status, extra)
+    if catalog_state is not None:
+        published = publish_catalog_batch(
+            event.batch_id, summary, store=store, ledger=ledger, state=catalog_state
+        )
+        if published:
+            logger.info("catalog variants published", extra={"published": published})
     logger.info("batch finalized", extra=report.model_dump(mode="json"))
     return report
 

@@ -63,10 +63,30 @@ def test_layer_requirements_match_the_package_dependencies() -> None:
     assert layer == declared
 
 
-def test_functions_bring_no_dependencies_of_their_own() -> None:
-    # Dependencies come from the DomainLayer; a function requirements.txt may only comment.
+# The one exception to "the layer carries everything": the contact sheet decodes PNGs and
+# draws a grid, which needs an imaging library; only that function carries it.
+FUNCTION_OWN_REQUIREMENTS = {"contact_sheet": {"pillow"}}
+# Modules only the function that carries them may import (from its own code or one module).
+FUNCTION_OWN_IMPORTS = {"PIL": {"functions/contact_sheet", "src/imagebatch/contact_sheet.py"}}
+
+
+def test_functions_bring_no_dependencies_of_their_own_but_the_allowed_ones() -> None:
     for path in sorted((ROOT / "functions").glob("*/requirements.txt")):
-        assert not requirement_lines(path), f"{path.relative_to(ROOT)}: use the layer"
+        names = {parse(line)[0] for line in requirement_lines(path)}
+        allowed = FUNCTION_OWN_REQUIREMENTS.get(path.parent.name, set())
+        assert names <= allowed, f"{path.relative_to(ROOT)}: use the layer for {names - allowed}"
+        assert all("==" in line for line in requirement_lines(path)), f"{path}: pin exactly"
+
+
+@pytest.mark.parametrize("module", sorted(FUNCTION_OWN_IMPORTS))
+def test_a_function_only_dependency_is_imported_only_where_it_is_shipped(module: str) -> None:
+    places = FUNCTION_OWN_IMPORTS[module]
+    for path in python_files():
+        relative = str(path.relative_to(ROOT))
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=relative)
+        uses = [line for line, name in imported_modules(tree) if name.split(".")[0] == module]
+        if uses and not any(relative.startswith(place) for place in places):
+            pytest.fail(f"{relative}:{uses[0]} imports {module}, which its Lambda does not carry")
 
 
 def python_files() -> list[Path]:

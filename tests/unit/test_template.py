@@ -418,3 +418,25 @@ def test_asl_uses_only_features_the_local_engine_runs(template: dict[str, Any]) 
             assert key != "ItemBatcher", f"{path.name}: ItemBatcher"
             assert not (key == "ExecutionType" and value == "EXPRESS"), f"{path.name}: EXPRESS"
             assert not (key == "InputType" and value == "JSONL"), f"{path.name}: JSONL input"
+
+
+def test_catalog_schedule_retries_and_has_a_dead_letter_queue(template: dict[str, Any]) -> None:
+    function = template["Resources"]["CatalogFunction"]["Properties"]
+    schedule = function["Events"]["Nightly"]
+    assert schedule["Type"] == "ScheduleV2"
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "CatalogSchedule"}
+    assert props["ScheduleExpressionTimezone"] == {"Ref": "CatalogScheduleTimezone"}
+    assert props["DeadLetterConfig"] == {"Type": "SQS"}
+    assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    # The scheduled time names the night, so a re-fired schedule renders the same manifest.
+    assert json.loads(props["Input"]) == {"scheduled_time": "<aws.scheduler.scheduled-time>"}
+
+
+def test_contact_sheet_runs_after_finalize_and_cannot_fail_the_batch() -> None:
+    definition = json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())
+    states = definition["States"]
+    assert states["FinalizeBatch"]["Next"] == "BuildContactSheet"
+    sheet = states["BuildContactSheet"]
+    assert sheet["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+    assert states[sheet["Catch"][0]["Next"]]["Type"] == "Pass"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -106,6 +107,79 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     )
     if summary["status"] in {"REJECTED", "FAILED"}:
         raise typer.Exit(1)
+
+
+@local_app.command("catalog")
+def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
+    catalog: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Products: CSV or JSON Lines.")
+    ],
+    config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Catalog config.")],
+    out: Annotated[Path, typer.Option(help="Batch images and reports go here.")] = Path("out"),
+    state: Annotated[
+        Path | None,
+        typer.Option(help="Catalog state kept between runs; default out/catalogs/<name>/."),
+    ] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Scheduled time of the run (default: now, UTC).")
+    ] = None,
+    template: Annotated[Path, typer.Option(exists=True)] = Path("template.yaml"),
+    model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
+) -> None:
+    """Fire the nightly catalog schedule once: only changed product variants are generated."""
+    from imagebatch.catalog import CatalogConfig, CatalogError
+    from imagebatch_cli.local.catalog_local import run_local_catalog
+    from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
+
+    try:
+        name = CatalogConfig.parse(config.read_bytes(), str(config)).name
+    except CatalogError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    state_dir = state or out / "catalogs" / name
+    when = (at or datetime.now(UTC)).replace(tzinfo=(at.tzinfo if at and at.tzinfo else UTC))
+    try:
+        with (
+            local_aws(LocalOptions(template=template, model_dir=model_dir)) as aws,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress,
+        ):
+            task = progress.add_task("images", total=None)
+            run = run_local_catalog(
+                aws,
+                products=catalog,
+                config_path=config,
+                state_dir=state_dir,
+                out=out,
+                at=when,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except LocalRunError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    result = run.result
+    console.print(
+        f"catalog [bold]{name}[/bold] run {result['run']}: {result['products']} products, "
+        f"{result['changed']} variant(s) changed, {result['unchanged']} unchanged, "
+        f"{result['errors']} product error(s)"
+        + (f" (see {state_dir / 'errors.jsonl'})" if result["errors"] else "")
+    )
+    if run.batch_id is None or run.summary is None:
+        console.print("nothing changed: no batch, nothing charged")
+    else:
+        target = out / run.batch_id
+        _export_ledger(target / LEDGER_EXPORT, run.summary, run.images)
+        print_cost(console, run.summary, run.images)
+        console.print(
+            f"{len(run.files)} image(s) in [bold]{target}/[/bold]; contact sheet "
+            f"{target}/reports/contact-sheet.png and {target}/reports/index.html"
+        )
+    console.print(f"latest image per product variant: [bold]{state_dir / 'latest'}/[/bold]")
 
 
 def _export_ledger(path: Path, summary: dict[str, Any], images: list[dict[str, Any]]) -> None:

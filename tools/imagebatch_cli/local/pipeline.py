@@ -6,6 +6,7 @@ endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +112,35 @@ class LocalAws:
                 self._raise_if_execution_failed(batch_id)
             time.sleep(0.2)
         raise LocalRunError(f"batch {batch_id} did not finish within {timeout_s:.0f} s")
+
+    def wait_for_execution(self, batch_id: str, timeout_s: float = 300.0) -> str:
+        """The batch's execution status once it has left RUNNING (the contact sheet is last)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                status = self.sfn().describe_execution(executionArn=self.execution_arn(batch_id))
+            except self.sfn().exceptions.ExecutionDoesNotExist:
+                return "NONE"
+            if status["status"] != "RUNNING":
+                return status["status"]
+            time.sleep(0.2)
+        raise LocalRunError(f"execution {batch_id} still running after {timeout_s:.0f} s")
+
+    def fire_schedule(self, schedule_id: str, at: datetime) -> dict[str, Any]:
+        """Deliver a schedule's Input to its target once, as EventBridge Scheduler would."""
+        scheduler = boto3.client("scheduler", endpoint_url=self.endpoint, region_name=REGION)
+        target = scheduler.get_schedule(Name=self.stack.physical[schedule_id])["Target"]
+        payload = target.get("Input", "{}").replace(
+            "<aws.scheduler.scheduled-time>", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+        lambda_client = boto3.client("lambda", endpoint_url=self.endpoint, region_name=REGION)
+        response = lambda_client.invoke(FunctionName=target["Arn"], Payload=payload.encode())
+        body: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
+        if response.get("FunctionError"):
+            raise LocalRunError(
+                f"{schedule_id} target failed: {body.get('errorType')}: {body.get('errorMessage')}"
+            )
+        return body
 
     def _raise_if_ingest_failed(self) -> None:
         if self.notification_errors:

@@ -148,7 +148,7 @@ def create_stack(
     # Typed as Any: the creators below each use the one client their resource needs.
     clients: dict[str, Any] = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions")
+        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions", "scheduler", "sqs")
     }
     unknown = {
         v["Type"]
@@ -168,6 +168,7 @@ def create_stack(
         if resource_type == "AWS::Serverless::Function":
             _create_functions(stack, clients, role_arn)
     _wire_s3_events(stack, clients["s3"])
+    _create_schedules(stack, clients, role_arn)
     return stack
 
 
@@ -313,6 +314,39 @@ def _wire_s3_events(stack: LocalStack, s3: Any) -> None:
             Bucket=bucket,
             NotificationConfiguration={"LambdaFunctionConfigurations": configs},
         )
+
+
+def _create_schedules(stack: LocalStack, clients: dict[str, Any], role_arn: str) -> None:
+    """SAM turns a function's ScheduleV2 event into a Scheduler schedule (and its DLQ).
+
+    moto stores the schedule but never fires it: `imagebatch local catalog` reads it back
+    and delivers its Input, as the Scheduler would, once.
+    """
+    for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
+        for event_id, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event["Type"] != "ScheduleV2":
+                continue
+            props = stack.resolve(event["Properties"])
+            name = f"{stack.name}-{logical_id}{event_id}"
+            target: dict[str, Any] = {"Arn": stack.arns[logical_id], "RoleArn": role_arn}
+            for key in ("Input", "RetryPolicy"):
+                if key in props:
+                    target[key] = props[key]
+            if props.get("DeadLetterConfig", {}).get("Type") == "SQS":
+                queue_url = clients["sqs"].create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+                queue_arn = clients["sqs"].get_queue_attributes(
+                    QueueUrl=queue_url, AttributeNames=["QueueArn"]
+                )["Attributes"]["QueueArn"]
+                target["DeadLetterConfig"] = {"Arn": queue_arn}
+            clients["scheduler"].create_schedule(
+                Name=name,
+                ScheduleExpression=props["ScheduleExpression"],
+                ScheduleExpressionTimezone=props.get("ScheduleExpressionTimezone", "UTC"),
+                FlexibleTimeWindow=props.get("FlexibleTimeWindow", {"Mode": "OFF"}),
+                State=props.get("State", "ENABLED"),
+                Target=target,
+            )
+            stack.physical[f"{logical_id}{event_id}"] = name
 
 
 _CREATORS: dict[str, Any] = {

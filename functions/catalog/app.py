@@ -1,0 +1,37 @@
+"""EventBridge Scheduler (nightly) -> each catalog's changed variants as a manifest in S3."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagebatch.catalog_run import CatalogRunEvent, run_catalogs
+from imagebatch.catalog_state import CatalogState
+from imagebatch.clients import dynamodb_client, s3_client
+from imagebatch.config import StorageSettings
+from imagebatch.observability import logger, metrics, tracer
+from imagebatch.storage import BatchStore
+
+
+@lru_cache(maxsize=1)
+def _settings() -> StorageSettings:
+    return StorageSettings.from_env()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = _settings()
+    results = run_catalogs(
+        CatalogRunEvent.model_validate(event),
+        store=BatchStore(s3_client(), settings.data_bucket),
+        state=CatalogState(dynamodb_client(), settings.ledger_table),
+    )
+    for result in results:
+        metrics.add_metric("CatalogVariantsChanged", MetricUnit.Count, result.changed)
+        metrics.add_metric("CatalogProductErrors", MetricUnit.Count, result.errors)
+    return {"catalogs": [result.model_dump(mode="json") for result in results]}

@@ -1,0 +1,133 @@
+"""The contact sheet: a decodable PNG grid with a tile per image, and an HTML index."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+
+from PIL import Image
+
+from imagebatch.contact_sheet import (
+    COLUMNS,
+    LABEL_HEIGHT,
+    PAD,
+    PER_SHEET,
+    THUMB,
+    SheetEntry,
+    build_contact_sheet,
+)
+
+
+def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def entry(i: int, *, ok: bool = True) -> SheetEntry:
+    return SheetEntry(
+        image_id=f"SKU-{i:03d}.front-1",
+        status="SUCCEEDED" if ok else "FAILED",
+        prompt=f"a <b>bold</b> mug number {i}",
+        seed=1000 + i,
+        model="stability.sd3-5-large-v1:0",
+        cost_micro_usd=80_000 if ok else 0,
+        output_key=f"outputs/b/SKU-{i:03d}.front-1.png" if ok else None,
+        failure_class=None if ok else "content_filtered",
+        failure_reason=None if ok else "Filter reason: prompt",
+        tags={"sku": f"SKU-{i:03d}", "variant": "front"},
+    )
+
+
+class _Index(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[str] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "figure":
+            self.figures.append(values["id"] or "")
+        if tag == "img":
+            self.images.append(values["src"] or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def build(entries: list[SheetEntry], sources: dict[str, bytes]) -> dict[str, bytes]:
+    written: dict[str, bytes] = {}
+
+    def put(name: str, body: bytes, content_type: str) -> str:
+        written[name] = body
+        return f"reports/b/{name}"
+
+    summary = {
+        "status": "PARTIAL",
+        "images_succeeded": 2,
+        "images_failed": 1,
+        "cost_micro_usd": 160_000,
+    }
+    build_contact_sheet("b", summary, entries, sources.__getitem__, put)
+    return written
+
+
+def test_sheet_has_a_tile_per_image_and_failed_images_are_red() -> None:
+    entries = [entry(1), entry(2, ok=False), entry(3)]
+    sources = {
+        "outputs/b/SKU-001.front-1.png": png(64, 64, (0, 0, 255)),
+        "outputs/b/SKU-003.front-1.png": png(112, 64, (0, 200, 0)),
+    }
+    written = build(entries, sources)
+
+    sheet = Image.open(io.BytesIO(written["contact-sheet.png"])).convert("RGB")
+    tile_w, tile_h = THUMB + PAD, THUMB + LABEL_HEIGHT + PAD
+    assert sheet.size == (3 * tile_w + PAD, tile_h + PAD)
+    centre = THUMB // 2
+    assert sheet.getpixel((PAD + centre, PAD + centre)) == (0, 0, 255)
+    red = sheet.getpixel((PAD + tile_w + 4, PAD + 4))
+    assert isinstance(red, tuple) and red[0] > 180 and red[1] < 100
+    green = sheet.getpixel((PAD + 2 * tile_w + centre, PAD + centre))
+    assert isinstance(green, tuple) and green[1] >= 190
+
+
+def test_index_lists_every_image_with_prompt_seed_model_and_cost_escaped() -> None:
+    entries = [entry(1), entry(2, ok=False), entry(3)]
+    sources = {
+        "outputs/b/SKU-001.front-1.png": png(64, 64, (0, 0, 255)),
+        "outputs/b/SKU-003.front-1.png": png(64, 64, (0, 200, 0)),
+    }
+    html = build(entries, sources)["index.html"].decode()
+    parsed = _Index()
+    parsed.feed(html)
+
+    assert parsed.figures == [e.image_id for e in entries]
+    assert len(parsed.images) == 2
+    for src in parsed.images:
+        header, data = src.split(",", 1)
+        assert header == "data:image/jpeg;base64"
+        assert Image.open(io.BytesIO(base64.b64decode(data))).format == "JPEG"
+    text = "".join(parsed.text)
+    assert "a <b>bold</b> mug number 1" in text  # shown as text, not markup
+    assert "<b>bold</b>" not in html
+    assert "1001" in text and "stability.sd3-5-large-v1:0" in text
+    assert "$0.080000" in text and "content_filtered" in text and "Filter reason: prompt" in text
+    assert 'href="../../outputs/b/SKU-001.front-1.png"' in html
+
+
+def test_large_batches_get_more_sheets() -> None:
+    entries = [entry(i) for i in range(PER_SHEET + 3)]
+    one = png(8, 8, (9, 9, 9))
+    sources = {e.output_key: one for e in entries if e.output_key}
+    written = build(entries, sources)
+    assert sorted(n for n in written if n.endswith(".png")) == [
+        "contact-sheet-2.png",
+        "contact-sheet.png",
+    ]
+    second = Image.open(io.BytesIO(written["contact-sheet-2.png"]))
+    assert second.size[0] == 3 * (THUMB + PAD) + PAD
+    first = Image.open(io.BytesIO(written["contact-sheet.png"]))
+    assert first.size[0] == COLUMNS * (THUMB + PAD) + PAD
