@@ -197,7 +197,8 @@ figure.failed {{ border-color: #c44; }}
 .failed {{ background: #cd4646; color: #fff; height: 120px; display: grid; place-items: center; }}
 dl {{ display: grid; grid-template-columns: auto 1fr; gap: 2px 8px; margin: 6px 0; }}
 dt {{ color: #666; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
-.tag {{ font-size: 11px; background: #eef; padding: 1px 4px; margin-right: 4px; }}
+.tag {{ font-size: 11px; background: #eef; padding: 1px 4px; margin: 0 4px 2px 0;
+        display: inline-block; max-width: 100%; overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>Batch {html.escape(batch_id)}</h1>
 <p id="summary">status <b>{html.escape(str(summary.get("status", "")))}</b> &middot;

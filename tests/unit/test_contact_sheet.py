@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import subprocess
+from pathlib import Path
 from html.parser import HTMLParser
 
+import pytest
 from PIL import Image
 
 from imagebatch.contact_sheet import (
@@ -131,3 +135,40 @@ def test_large_batches_get_more_sheets() -> None:
     assert second.size[0] == 3 * (THUMB + PAD) + PAD
     first = Image.open(io.BytesIO(written["contact-sheet.png"]))
     assert first.size[0] == COLUMNS * (THUMB + PAD) + PAD
+
+
+_BROWSER = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
+
+
+@pytest.mark.skipif(_BROWSER is None, reason="no headless Chromium on this machine")
+def test_index_renders_in_a_headless_browser(tmp_path: Path) -> None:
+    entries = [entry(1), entry(2, ok=False), entry(3)]
+    sources = {
+        "outputs/b/SKU-001.front-1.png": png(64, 64, (0, 0, 255)),
+        "outputs/b/SKU-003.front-1.png": png(64, 64, (0, 200, 0)),
+    }
+    page = tmp_path / "index.html"
+    page.write_bytes(build(entries, sources)["index.html"])
+    shot = tmp_path / "shot.png"
+    assert _BROWSER is not None
+    subprocess.run(
+        [
+            _BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,700",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    rendered = Image.open(shot).convert("RGB")
+    colours = rendered.getcolors(maxcolors=1 << 20) or []
+    # the inlined thumbnails were decoded and painted: pure blue and green areas exist
+    assert any(c[1][2] > 200 and c[1][0] < 40 and c[1][1] < 40 and c[0] > 1000 for c in colours)
+    assert any(c[1][1] > 180 and c[1][0] < 40 and c[1][2] < 40 and c[0] > 1000 for c in colours)
