@@ -6,8 +6,8 @@ import base64
 import io
 import shutil
 import subprocess
-from pathlib import Path
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from PIL import Image
