@@ -192,18 +192,20 @@ def render_size(aspect_ratio: str, short_side: int) -> tuple[int, int]:
     return (long_side, short_side) if w >= h else (short_side, long_side)
 
 
-def _string_field(body: dict[str, Any], key: str, limit: int, *, required: bool) -> str | None:
+def _string_field(
+    body: dict[str, Any], key: str, limit: int, *, required: bool, pointer: str = "#"
+) -> str | None:
     if key not in body:
         if required:
-            raise malformed("#", f"required key [{key}] not found")
+            raise malformed(pointer, f"required key [{key}] not found")
         return None
     value = body[key]
     if not isinstance(value, str):
-        raise malformed(f"#/{key}", f"expected type: String, found: {type(value).__name__}")
+        raise malformed(f"{pointer}/{key}", f"expected type: String, found: {type(value).__name__}")
     if required and not value:
-        raise malformed(f"#/{key}", "expected minLength: 1, actual: 0")
+        raise malformed(f"{pointer}/{key}", "expected minLength: 1, actual: 0")
     if len(value) > limit:
-        raise malformed(f"#/{key}", f"expected maxLength: {limit}, actual: {len(value)}")
+        raise malformed(f"{pointer}/{key}", f"expected maxLength: {limit}, actual: {len(value)}")
     return value
 
 
@@ -285,9 +287,14 @@ def parse_amazon(body: dict[str, Any], spec: ModelSpec) -> AmazonRequest:
             raise malformed("#", "required key [taskType] not found")
         raise validation(f"The local Bedrock emulates taskType TEXT_IMAGE only, not {task}.")
     params = _object_field(body, "textToImageParams", AMAZON_TEXT_KEYS)
-    text = _string_field(params, "text", spec.limits.prompt_max_chars, required=True)
+    where = "#/textToImageParams"
+    text = _string_field(params, "text", spec.limits.prompt_max_chars, required=True, pointer=where)
     negative = _string_field(
-        params, "negativeText", spec.limits.negative_prompt_max_chars, required=False
+        params,
+        "negativeText",
+        spec.limits.negative_prompt_max_chars,
+        required=False,
+        pointer=where,
     )
     if negative is not None and not negative:
         raise malformed("#/textToImageParams/negativeText", "expected minLength: 1, actual: 0")
