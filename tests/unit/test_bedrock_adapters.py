@@ -156,13 +156,11 @@ def test_stability_request_and_response_shapes() -> None:
 
 
 def _client_error(code: str, status: int, message: str = "m") -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        "InvokeModel",
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "InvokeModel")
 
 
 @pytest.mark.parametrize(

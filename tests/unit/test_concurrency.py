@@ -81,4 +81,4 @@ def test_catalogue_quotas_plan_a_default_deployment() -> None:
 )
 def test_bad_inputs_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
-        plan_concurrency([quota(60, 1.0)], **kwargs)  # type: ignore[arg-type]
+        plan_concurrency([quota(60, 1.0)], **kwargs)
