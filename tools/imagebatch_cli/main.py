@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from imagebatch.catalogue import load_catalogue
 from imagebatch.manifest import ManifestError, validate_manifest_file
+from imagebatch.records import FailureClass
 from imagebatch_cli.report import print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
@@ -143,6 +145,101 @@ def cost(
         records = [json.loads(line) for line in export.read_text().splitlines()]
         summary, images = records[0], records[1:]
     print_cost(console, summary, images)
+
+
+@app.command()
+def models(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also ask Bedrock (GetFoundationModel, your AWS credentials) for each "
+            "model's lifecycle and compare it with the catalogue.",
+        ),
+    ] = False,
+    region: Annotated[str | None, typer.Option(help="Region for --live.")] = None,
+) -> None:
+    """List the Bedrock model catalogue: families, lifecycle, prices by tier, quotas."""
+    from imagebatch_cli.models import catalogue_table, live_lifecycles
+
+    catalogue = load_catalogue()
+    live_by_model = None
+    if live:
+        import boto3
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            client = boto3.client("bedrock", region_name=region)
+            live_by_model = {f.model_id: f for f in live_lifecycles(client, catalogue)}
+        except BotoCoreError as exc:
+            err_console.print(f"[red]cannot ask Bedrock: {exc}[/red]")
+            raise typer.Exit(1) from exc
+    console.print(catalogue_table(catalogue, datetime.now(UTC).date(), live_by_model))
+    for spec in catalogue.models:
+        console.print(f"  {spec.model_id}: sizes {spec.describe_sizes()}", soft_wrap=True)
+
+
+@app.command()
+def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
+    batch_id: str,
+    out: Annotated[Path, typer.Option(help="Where `local run` exported the batch.")] = Path("out"),
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="Read the report from this data bucket instead (AWS credentials)."),
+    ] = None,
+    failure_class: Annotated[
+        list[FailureClass] | None,
+        typer.Option("--class", help="Only images that failed with this class (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Manifest to write; default redrive-<batch-id>.jsonl.")
+    ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(help="Upload it under manifests/ of --bucket, which starts the redrive."),
+    ] = False,
+) -> None:
+    """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
+    from imagebatch_cli.redrive import (
+        RedriveError,
+        build_redrive,
+        read_local_reports,
+        read_s3_reports,
+    )
+
+    if upload and not bucket:
+        err_console.print("[red]--upload needs --bucket[/red]")
+        raise typer.Exit(2)
+    try:
+        if bucket:
+            from imagebatch.clients import s3_client
+
+            redrive_lines, failed_lines = read_s3_reports(s3_client(), bucket, batch_id)
+        else:
+            redrive_lines, failed_lines = read_local_reports(out, batch_id)
+        if not redrive_lines:
+            console.print(f"batch {batch_id} has no failed images: nothing to redrive")
+            return
+        manifest = build_redrive(
+            redrive_lines, failed_lines, set(failure_class) if failure_class else None
+        )
+    except RedriveError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if manifest.items == 0:
+        console.print(f"no failed image of batch {batch_id} has the classes asked for")
+        return
+    target = manifest.write(output or Path(f"redrive-{batch_id}.jsonl"))
+    by_class = ", ".join(f"{n} {c}" for c, n in sorted(manifest.classes.items()))
+    console.print(f"{manifest.items} failed image(s) ({by_class}) -> [bold]{target}[/bold]")
+    if upload and bucket:
+        from imagebatch.clients import s3_client
+
+        key = f"manifests/{target.name}"
+        s3_client().upload_file(str(target), bucket, key)
+        console.print(f"uploaded to s3://{bucket}/{key}: the redrive batch has started")
+    elif not bucket:
+        console.print(f"run it: imagebatch local run {target}")
 
 
 if __name__ == "__main__":
