@@ -15,7 +15,7 @@ from imagebatch_cli.models import live_lifecycles
 from imagebatch_cli.redrive import RedriveError, build_redrive
 from typer.testing import CliRunner
 
-from imagebatch.catalogue import load_catalogue
+from imagebatch.catalogue import ModelSpec, load_catalogue
 from imagebatch.records import FailureClass
 
 runner = CliRunner()
@@ -38,6 +38,12 @@ def _details(model_id: str, status: str, eol: datetime | None = None) -> dict[st
             "modelLifecycle": lifecycle,
         }
     }
+
+
+def spec_of(model_id: str) -> ModelSpec:
+    found = load_catalogue().get(model_id)
+    assert found is not None
+    return found
 
 
 def test_live_lifecycle_reads_get_foundation_model_and_compares() -> None:
@@ -80,13 +86,12 @@ def test_live_lifecycle_reads_get_foundation_model_and_compares() -> None:
         stub.assert_no_pending_responses()
 
     # THEN it is compared with the catalogue, and a missing model is reported, not raised
-    spec = catalogue.get
-    assert live["stability.sd3-5-large-v1:0"].agrees_with(spec("stability.sd3-5-large-v1:0"))  # type: ignore[arg-type]
+    assert live["stability.sd3-5-large-v1:0"].agrees_with(spec_of("stability.sd3-5-large-v1:0"))
     ultra = live["stability.stable-image-ultra-v1:1"]
     assert ultra.status == "LEGACY" and ultra.end_of_life == date(2027, 3, 1)
-    assert not ultra.agrees_with(spec("stability.stable-image-ultra-v1:1"))  # type: ignore[arg-type]
+    assert not ultra.agrees_with(spec_of("stability.stable-image-ultra-v1:1"))
     titan = live["amazon.titan-image-generator-v2:0"]
-    assert titan.agrees_with(spec("amazon.titan-image-generator-v2:0"))  # type: ignore[arg-type]
+    assert titan.agrees_with(spec_of("amazon.titan-image-generator-v2:0"))
     assert titan.legacy_since == date(2026, 1, 15)
     nova = live["amazon.nova-canvas-v1:0"]
     assert nova.status is None and nova.error is not None and "ResourceNotFound" in nova.error
