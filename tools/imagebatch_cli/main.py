@@ -61,11 +61,24 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     throttle_rate: Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")] = 0.0,
     filter_rate: Annotated[float, typer.Option(help="Share refused by content filter.")] = 0.0,
     chunk_size: Annotated[int | None, typer.Option(help="Images per chunk.")] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
+    retry_base_ms: Annotated[
+        int | None,
+        typer.Option(help="First backoff ceiling after a throttle (deployed default 500)."),
+    ] = None,
+    retry_cap_ms: Annotated[
+        int | None, typer.Option(help="Largest backoff ceiling (deployed default 20000).")
+    ] = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
+    function_env = {
+        name: str(value)
+        for name, value in (("RETRY_BASE_MS", retry_base_ms), ("RETRY_CAP_MS", retry_cap_ms))
+        if value is not None
+    }
     options = LocalOptions(
         template=template,
         model_dir=model_dir,
@@ -73,7 +86,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         render_steps=steps,
         throttle_rate=throttle_rate,
         content_filter_rate=filter_rate,
+        fault_seed=fault_seed,
         parameter_overrides=overrides,
+        function_environment=function_env,
     )
     try:
         with local_aws(options) as aws:
@@ -95,6 +110,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
                     lambda done, total: progress.update(task, completed=done, total=total),
                 )
             images = list(aws.ledger().image_records(batch_id))
+            bedrock_stats = aws.bedrock.stats
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             _export_ledger(target / LEDGER_EXPORT, summary, images)
@@ -102,6 +118,13 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
+    console.print(
+        f"local Bedrock: {bedrock_stats.invocations} call(s), {bedrock_stats.throttled} "
+        f"throttled, {bedrock_stats.filtered} content-filtered, "
+        f"{bedrock_stats.images_returned} image(s) returned"
+    )
+    if summary.get("images_failed"):
+        console.print(f"failed images: imagebatch redrive {batch_id} --out {out}")
     console.print(
         f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
         f"{target}/reports/; ledger export {target / LEDGER_EXPORT}"
