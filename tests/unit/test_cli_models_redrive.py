@@ -183,3 +183,37 @@ def test_redrive_of_an_unknown_batch_fails_clearly(tmp_path: Path) -> None:
 
 def test_redrive_upload_needs_a_bucket(tmp_path: Path) -> None:
     assert runner.invoke(app, ["redrive", "b", "--upload"]).exit_code == 2
+
+
+def test_redrive_reads_the_bucket_and_uploads_the_manifest(
+    s3_client: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a finished batch's reports in the data bucket (in-process moto)
+    from imagebatch.clients import reset_clients
+
+    reset_clients()
+    monkeypatch.chdir(tmp_path)
+    s3_client.put_object(
+        Bucket=s3_bucket,
+        Key="reports/b3/redrive.jsonl",
+        Body="\n".join([HEADER, _item("a-1"), _item("b-1")]).encode(),
+    )
+    s3_client.put_object(
+        Bucket=s3_bucket,
+        Key="reports/b3/failed.jsonl",
+        Body="\n".join([_failed("a-1", "timeout"), _failed("b-1", "content_filtered")]).encode(),
+    )
+    try:
+        # WHEN redrive runs against the bucket with --upload
+        result = runner.invoke(
+            app, ["redrive", "b3", "--bucket", s3_bucket, "--class", "timeout", "--upload"]
+        )
+    finally:
+        reset_clients()
+
+    # THEN the manifest of exactly the timed-out image lands under manifests/
+    assert result.exit_code == 0, result.output
+    body = s3_client.get_object(Bucket=s3_bucket, Key="manifests/redrive-b3.jsonl")["Body"].read()
+    lines = body.decode().splitlines()
+    assert lines[0] == HEADER and [json.loads(line)["id"] for line in lines[1:]] == ["a-1"]
+    assert (tmp_path / "redrive-b3.jsonl").read_bytes() == body
