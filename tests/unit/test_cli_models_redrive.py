@@ -11,8 +11,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from imagebatch_cli.main import app
-from imagebatch_cli.models import live_lifecycles
+from imagebatch_cli.models import catalogue_table, live_lifecycles
 from imagebatch_cli.redrive import RedriveError, build_redrive
+from rich.console import Console
 from typer.testing import CliRunner
 
 from imagebatch.catalogue import ModelSpec, load_catalogue
@@ -98,12 +99,17 @@ def test_live_lifecycle_reads_get_foundation_model_and_compares() -> None:
 
 
 def test_models_command_lists_the_catalogue() -> None:
-    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
+    table = result.output.split("sizes", 1)[0]
     for model_id in load_catalogue().model_ids:
-        assert model_id in result.output
-    assert "RETIRED (end of life 2026-06-30" in result.output
-    assert "standard-2048 $0.06" in result.output
+        assert model_id in table  # whole, even in an 80-column terminal
+    console = Console(record=True, width=220)
+    console.print(catalogue_table(load_catalogue(), date(2026, 11, 22)))
+    text = console.export_text()
+    assert "RETIRED (end of life 2026-06-30, use stability.stable-image-core-v1:1)" in text
+    assert "standard-2048 $0.06" in text
+    assert "stability.sd3-5-large-v1:0" in text and "active" in text
 
 
 # -- redrive -----------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def catalogue_table(
     catalogue: ModelCatalogue, today: date, live: dict[str, LiveLifecycle] | None = None
 ) -> Table:
     table = Table(title="Bedrock text-to-image models (catalogue)", header_style="bold")
-    table.add_column("model id", no_wrap=True)
+    # Never truncate an id: it is what a manifest must name.
+    table.add_column("model id", no_wrap=True, min_width=max(len(m) for m in catalogue.model_ids))
     for column in ("family", "lifecycle", "price per image", "quota img/min"):
         table.add_column(column)
     if live is not None:
