@@ -16,6 +16,7 @@ from imagebatch.generate import generate_chunk
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.records import ChunkTask
+from imagebatch.retry import BackoffPolicy
 from imagebatch.storage import BatchStore
 
 
@@ -40,6 +41,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         concurrency=settings.chunk_concurrency,
         time_left_ms=context.get_remaining_time_in_millis,
         commit_reserve_ms=settings.commit_reserve_ms,
+        retry_policy=BackoffPolicy(
+            base_s=settings.retry_base_ms / 1000,
+            cap_s=max(settings.retry_cap_ms, settings.retry_base_ms) / 1000,
+            max_attempts=settings.retry_max_attempts,
+        ),
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

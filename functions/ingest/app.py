@@ -38,6 +38,7 @@ def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
         catalogue=load_catalogue(),
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
+        max_chunk_concurrency=settings.chunk_concurrency,
     )
 
 

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 _POOL = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5})
-# Bedrock throttles by design: adaptive mode paces the client instead of hammering it.
+# Bedrock throttles by design. The chunk retries throttles itself (imagebatch.retry: backoff
+# with jitter, concurrency cut on each throttle), so botocore must not retry underneath it:
+# hidden retries would multiply the attempts and hide every throttle from the limiter.
 _BEDROCK = Config(
     max_pool_connections=64,
-    retries={"mode": "adaptive", "max_attempts": 6},
+    retries={"mode": "standard", "total_max_attempts": 1},
     read_timeout=120,
 )
 

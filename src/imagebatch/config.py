@@ -30,6 +30,8 @@ class IngestSettings(StorageSettings):
     # At most 90 images per chunk so a chunk's ledger commit fits one DynamoDB transaction.
     chunk_size: int = Field(alias="CHUNK_SIZE", default=50, ge=1, le=90)
     map_max_concurrency: int = Field(alias="MAP_MAX_CONCURRENCY", default=10, ge=1, le=1000)
+    # The ceiling for each chunk's share of the quota (GenerateSettings reads the same value).
+    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
 
 
 class GenerateSettings(StorageSettings):
@@ -37,3 +39,7 @@ class GenerateSettings(StorageSettings):
     # Stop starting new images when less than this much of the invocation is left, so the
     # chunk can still commit what it made before Lambda's timeout.
     commit_reserve_ms: int = Field(alias="COMMIT_RESERVE_MS", default=20_000, ge=1_000)
+    # Backoff for throttled/unavailable Bedrock calls: full jitter up to base*2^n, capped.
+    retry_base_ms: int = Field(alias="RETRY_BASE_MS", default=500, ge=1)
+    retry_cap_ms: int = Field(alias="RETRY_CAP_MS", default=20_000, ge=1)
+    retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)

@@ -21,6 +21,7 @@ from imagebatch.records import (
     ImageJob,
     ImageOutcome,
 )
+from imagebatch.retry import AdaptiveConcurrency, BackoffPolicy, RetryingBackend
 from imagebatch.storage import BatchStore, image_key
 
 logger = Logger(child=True)
@@ -57,17 +58,29 @@ def generate_chunk(
     concurrency: int,
     time_left_ms: Callable[[], int],
     commit_reserve_ms: int,
+    retry_policy: BackoffPolicy | None = None,
 ) -> ChunkResult:
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
+    # The batch's quota-derived share (ingest) caps the function's configured concurrency.
+    ceiling = max(1, min(concurrency, task.chunk_concurrency or concurrency))
+    limiter = AdaptiveConcurrency(initial=ceiling, maximum=ceiling)
+    retrying = RetryingBackend(
+        backend,
+        limiter,
+        retry_policy or BackoffPolicy(),
+        time_left_ms=time_left_ms,
+        reserve_ms=commit_reserve_ms,
+    )
 
     def make(job: ImageJob) -> ImageOutcome | _Unfinished:
         if time_left_ms() < commit_reserve_ms:
             return _Unfinished(FailureClass.TIMEOUT)
-        return _make_image(job, chunk, store, backend, catalogue)
+        return _make_image(job, chunk, store, retrying, catalogue)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo)))) as pool:
+    # One thread per slot of the ceiling; the limiter decides how many of them call at once.
+    with ThreadPoolExecutor(max_workers=max(1, min(ceiling, len(todo)))) as pool:
         results = list(pool.map(make, todo))
 
     outcomes = [r for r in results if isinstance(r, ImageOutcome)]
@@ -84,6 +97,8 @@ def generate_chunk(
             "committed": len(outcomes),
             "already_done": len(done),
             "unfinished": len(unfinished),
+            "throttles": limiter.throttles,
+            "concurrency_lowest": limiter.lowest,
         },
     )
     if unfinished:
@@ -141,7 +156,7 @@ def _make_image(
     )
     spec = catalogue.get(job.model)
     assert spec is not None  # generate() already refused an unknown model
-    price = spec.price()
+    price = spec.price_for(job.width, job.height)
     logger.debug("image stored", extra={"key": key, "seconds": time.monotonic() - started})
     return ImageOutcome(
         **base,

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from imagebatch.catalogue import MICRO, ModelCatalogue
+from imagebatch.concurrency import ConcurrencyPlan, plan_concurrency
 from imagebatch.ledger import Ledger
 from imagebatch.manifest import (
     BatchSettings,
@@ -143,7 +144,7 @@ def plan_batch(
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_by_model: dict[str, int] = {}
+    price_by_shape: dict[tuple[str, int, int], int] = {}
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
     try:
@@ -158,10 +159,13 @@ def plan_batch(
                 continue
             plan.items_valid += 1
             for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                if job.model not in price_by_model:
+                shape = (job.model, job.width, job.height)
+                if shape not in price_by_shape:
                     spec = catalogue.get(job.model)
-                    price_by_model[job.model] = spec.price().micro_usd_per_image if spec else 0
-                plan.estimate_micro_usd += price_by_model[job.model]
+                    price_by_shape[shape] = (
+                        spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+                    )
+                plan.estimate_micro_usd += price_by_shape[shape]
                 plan.models.add(job.model)
                 pending.append(job)
                 if len(pending) == chunk_size:
@@ -222,13 +226,19 @@ def ingest_manifest(
     catalogue: ModelCatalogue,
     chunk_size: int,
     max_concurrency: int,
+    max_chunk_concurrency: int = 4,
 ) -> IngestOutcome:
     manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
     existing = ledger.get_batch(batch_id)
     if existing is not None:
         if existing["status"] == BatchStatus.RUNNING:
-            starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+            restart = ConcurrencyPlan(
+                in_flight=existing.get("in_flight") or max_concurrency * max_chunk_concurrency,
+                map_max_concurrency=existing.get("map_max_concurrency") or max_concurrency,
+                chunk_concurrency=existing.get("chunk_concurrency") or max_chunk_concurrency,
+            )
+            starter.start(batch_id, _execution_input(bucket, batch_id, restart))
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
 
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
@@ -266,9 +276,17 @@ def ingest_manifest(
             )
         _upload_chunks(store, batch_id, plan)
 
-    if not ledger.create_batch(batch_id, {**record, "status": BatchStatus.RUNNING.value}):
+    concurrency = plan_concurrency(
+        [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
+        or [catalogue.models[0].throughput],
+        chunks=len(plan.chunk_ids),
+        max_map_concurrency=max_concurrency,
+        max_chunk_concurrency=max_chunk_concurrency,
+    )
+    running = {**record, **concurrency.model_dump(), "status": BatchStatus.RUNNING.value}
+    if not ledger.create_batch(batch_id, running):
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
-    starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+    starter.start(batch_id, _execution_input(bucket, batch_id, concurrency))
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
         batch_id,
@@ -280,12 +298,13 @@ def ingest_manifest(
     )
 
 
-def _execution_input(bucket: str, batch_id: str, max_concurrency: int) -> dict[str, Any]:
+def _execution_input(bucket: str, batch_id: str, plan: ConcurrencyPlan) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
         "bucket": bucket,
         "chunk_index_key": chunk_index_key(batch_id),
-        "max_concurrency": max_concurrency,
+        "max_concurrency": plan.map_max_concurrency,
+        "chunk_concurrency": plan.chunk_concurrency,
     }
 
 

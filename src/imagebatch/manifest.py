@@ -307,7 +307,7 @@ def check_item_for_model(
     if spec.is_retired(today):
         errors.append(error("model", _retired_reason(spec)))
     if spec.size(item.width, item.height) is None:
-        allowed = ", ".join(f"{size.width}x{size.height}" for size in spec.sizes)
+        allowed = spec.describe_sizes()
         errors.append(
             error(
                 "width",
@@ -328,6 +328,16 @@ def check_item_for_model(
         errors.append(error("steps", f"{spec.model_id} does not take steps; leave it out"))
     if item.guidance is not None and not limits.takes_guidance:
         errors.append(error("guidance", f"{spec.model_id} does not take guidance; leave it out"))
+    elif item.guidance is not None:
+        low = limits.guidance_min if limits.guidance_min is not None else item.guidance
+        high = limits.guidance_max if limits.guidance_max is not None else item.guidance
+        if not low <= item.guidance <= high:
+            errors.append(
+                error(
+                    "guidance",
+                    f"guidance {item.guidance:g} is outside {low:g}..{high:g} for {spec.model_id}",
+                )
+            )
     return errors
 
 

@@ -73,6 +73,8 @@ class ChunkTask(BaseModel):
     batch_id: str
     bucket: str
     chunk: ChunkRef
+    # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
+    chunk_concurrency: int | None = Field(default=None, ge=1)
 
 
 class ImageOutcome(BaseModel):

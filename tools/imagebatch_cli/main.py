@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from imagebatch.catalogue import load_catalogue
 from imagebatch.manifest import ManifestError, validate_manifest_file
+from imagebatch.records import FailureClass
 from imagebatch_cli.report import print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
@@ -60,11 +61,24 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     throttle_rate: Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")] = 0.0,
     filter_rate: Annotated[float, typer.Option(help="Share refused by content filter.")] = 0.0,
     chunk_size: Annotated[int | None, typer.Option(help="Images per chunk.")] = None,
+    fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
+    retry_base_ms: Annotated[
+        int | None,
+        typer.Option(help="First backoff ceiling after a throttle (deployed default 500)."),
+    ] = None,
+    retry_cap_ms: Annotated[
+        int | None, typer.Option(help="Largest backoff ceiling (deployed default 20000).")
+    ] = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
+    function_env = {
+        name: str(value)
+        for name, value in (("RETRY_BASE_MS", retry_base_ms), ("RETRY_CAP_MS", retry_cap_ms))
+        if value is not None
+    }
     options = LocalOptions(
         template=template,
         model_dir=model_dir,
@@ -72,7 +86,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         render_steps=steps,
         throttle_rate=throttle_rate,
         content_filter_rate=filter_rate,
+        fault_seed=fault_seed,
         parameter_overrides=overrides,
+        function_environment=function_env,
     )
     try:
         with local_aws(options) as aws:
@@ -94,6 +110,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
                     lambda done, total: progress.update(task, completed=done, total=total),
                 )
             images = list(aws.ledger().image_records(batch_id))
+            bedrock_stats = aws.bedrock.stats
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             _export_ledger(target / LEDGER_EXPORT, summary, images)
@@ -101,6 +118,13 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
+    console.print(
+        f"local Bedrock: {bedrock_stats.invocations} call(s), {bedrock_stats.throttled} "
+        f"throttled, {bedrock_stats.filtered} content-filtered, "
+        f"{bedrock_stats.images_returned} image(s) returned"
+    )
+    if summary.get("images_failed"):
+        console.print(f"failed images: imagebatch redrive {batch_id} --out {out}")
     console.print(
         f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
         f"{target}/reports/; ledger export {target / LEDGER_EXPORT}"
@@ -217,6 +241,101 @@ def cost(
         records = [json.loads(line) for line in export.read_text().splitlines()]
         summary, images = records[0], records[1:]
     print_cost(console, summary, images)
+
+
+@app.command()
+def models(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also ask Bedrock (GetFoundationModel, your AWS credentials) for each "
+            "model's lifecycle and compare it with the catalogue.",
+        ),
+    ] = False,
+    region: Annotated[str | None, typer.Option(help="Region for --live.")] = None,
+) -> None:
+    """List the Bedrock model catalogue: families, lifecycle, prices by tier, quotas."""
+    from imagebatch_cli.models import catalogue_table, live_lifecycles
+
+    catalogue = load_catalogue()
+    live_by_model = None
+    if live:
+        import boto3
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            client = boto3.client("bedrock", region_name=region)
+            live_by_model = {f.model_id: f for f in live_lifecycles(client, catalogue)}
+        except BotoCoreError as exc:
+            err_console.print(f"[red]cannot ask Bedrock: {exc}[/red]")
+            raise typer.Exit(1) from exc
+    console.print(catalogue_table(catalogue, datetime.now(UTC).date(), live_by_model))
+    for spec in catalogue.models:
+        console.print(f"  {spec.model_id}: sizes {spec.describe_sizes()}", soft_wrap=True)
+
+
+@app.command()
+def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
+    batch_id: str,
+    out: Annotated[Path, typer.Option(help="Where `local run` exported the batch.")] = Path("out"),
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="Read the report from this data bucket instead (AWS credentials)."),
+    ] = None,
+    failure_class: Annotated[
+        list[FailureClass] | None,
+        typer.Option("--class", help="Only images that failed with this class (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Manifest to write; default redrive-<batch-id>.jsonl.")
+    ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(help="Upload it under manifests/ of --bucket, which starts the redrive."),
+    ] = False,
+) -> None:
+    """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
+    from imagebatch_cli.redrive import (
+        RedriveError,
+        build_redrive,
+        read_local_reports,
+        read_s3_reports,
+    )
+
+    if upload and not bucket:
+        err_console.print("[red]--upload needs --bucket[/red]")
+        raise typer.Exit(2)
+    try:
+        if bucket:
+            from imagebatch.clients import s3_client
+
+            redrive_lines, failed_lines = read_s3_reports(s3_client(), bucket, batch_id)
+        else:
+            redrive_lines, failed_lines = read_local_reports(out, batch_id)
+        if not redrive_lines:
+            console.print(f"batch {batch_id} has no failed images: nothing to redrive")
+            return
+        manifest = build_redrive(
+            redrive_lines, failed_lines, set(failure_class) if failure_class else None
+        )
+    except RedriveError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if manifest.items == 0:
+        console.print(f"no failed image of batch {batch_id} has the classes asked for")
+        return
+    target = manifest.write(output or Path(f"redrive-{batch_id}.jsonl"))
+    by_class = ", ".join(f"{n} {c}" for c, n in sorted(manifest.classes.items()))
+    console.print(f"{manifest.items} failed image(s) ({by_class}) -> [bold]{target}[/bold]")
+    if upload and bucket:
+        from imagebatch.clients import s3_client
+
+        key = f"manifests/{target.name}"
+        s3_client().upload_file(str(target), bucket, key)
+        console.print(f"uploaded to s3://{bucket}/{key}: the redrive batch has started")
+    elif not bucket:
+        console.print(f"run it: imagebatch local run {target}")
 
 
 if __name__ == "__main__":

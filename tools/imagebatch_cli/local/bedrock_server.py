@@ -4,7 +4,9 @@ boto3's `bedrock-runtime` client talks to it unchanged through `endpoint_url` or
 `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` environment variable (SigV4 is accepted and ignored).
 Requests are validated the way Bedrock validates them, errors arrive as the same botocore
 exception codes, and responses have each model family's real shape, so handler code that runs
-here runs unchanged against AWS.
+here runs unchanged against AWS. Two request families are served, each in its own shape:
+Stability AI (`prompt`/`aspect_ratio` -> `seeds`/`finish_reasons`/`images`) and Amazon
+(`taskType: TEXT_IMAGE`/`textToImageParams`/`imageGenerationConfig` -> `images`/`error`).
 
 What differs from AWS, on purpose:
 
@@ -14,7 +16,8 @@ What differs from AWS, on purpose:
   guidance `render_guidance` (0 turns it off, halving the work). 1:1 is 64x64 and 16:9 is
   112x64 by default. Point the renderer at a real model and raise these for real pictures.
 - Faults can be injected for rehearsals: `throttle_rate` of requests get a 429
-  ThrottlingException and `content_filter_rate` get a 200 whose image was filtered, drawn from
+  ThrottlingException and `content_filter_rate` get a 200 whose image was filtered (each
+  family's own refusal: a "Filter reason" finish reason, or an Amazon `error`), drawn from
   a generator seeded with `fault_seed`. Prompts containing a trigger in `PROMPT_TRIGGERS`
   (for example `[[throttle]]`, `[[filtered]]`) fail that way every time.
 - `GET /_local/stats` (and `LocalBedrock.stats`) report counts, so tests can check that the
@@ -27,6 +30,7 @@ import base64
 import io
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -60,6 +64,17 @@ END_OF_LIFE = (
 )
 THROTTLED = "Too many requests, please wait before trying again."
 FILTER_REASON = "Filter reason: prompt"
+# Amazon models (Titan Image v2, Nova Canvas): a blocked prompt is a ValidationException; a
+# blocked output is a 200 whose `error` says so.
+AMAZON_PROMPT_BLOCKED = (
+    "This request has been blocked by our content filters. "
+    "Please adjust your text prompt to submit a new request."
+)
+AMAZON_OUTPUT_BLOCKED = "All of the generated images have been blocked by our content filters."
+AMAZON_KEYS = frozenset({"taskType", "textToImageParams", "imageGenerationConfig"})
+AMAZON_TEXT_KEYS = frozenset({"text", "negativeText"})
+AMAZON_CONFIG_KEYS = frozenset({"numberOfImages", "width", "height", "quality", "cfgScale", "seed"})
+AMAZON_TASK_TYPES = ("TEXT_IMAGE",)
 STABILITY_KEYS = frozenset(
     {
         "prompt",
@@ -128,6 +143,7 @@ PROMPT_TRIGGERS: dict[str, tuple[str, int, str] | None] = {
         "The model encountered an error while processing the request.",
     ),
     "[[filtered]]": None,
+    "[[filtered-prompt]]": ("ValidationException", 400, AMAZON_PROMPT_BLOCKED),
 }
 
 
@@ -152,6 +168,23 @@ class StabilityRequest:
     output_format: str
 
 
+@dataclass(frozen=True, slots=True)
+class AmazonRequest:
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    quality: str
+    cfg_scale: float | None
+    seed: int
+    number_of_images: int
+
+    @property
+    def aspect_ratio(self) -> str:
+        divisor = math.gcd(self.width, self.height)
+        return f"{self.width // divisor}:{self.height // divisor}"
+
+
 def render_size(aspect_ratio: str, short_side: int) -> tuple[int, int]:
     """Width and height for `aspect_ratio` ("W:H") with the short side fixed."""
     w, h = (int(part) for part in aspect_ratio.split(":"))
@@ -159,18 +192,20 @@ def render_size(aspect_ratio: str, short_side: int) -> tuple[int, int]:
     return (long_side, short_side) if w >= h else (short_side, long_side)
 
 
-def _string_field(body: dict[str, Any], key: str, limit: int, *, required: bool) -> str | None:
+def _string_field(
+    body: dict[str, Any], key: str, limit: int, *, required: bool, pointer: str = "#"
+) -> str | None:
     if key not in body:
         if required:
-            raise malformed("#", f"required key [{key}] not found")
+            raise malformed(pointer, f"required key [{key}] not found")
         return None
     value = body[key]
     if not isinstance(value, str):
-        raise malformed(f"#/{key}", f"expected type: String, found: {type(value).__name__}")
+        raise malformed(f"{pointer}/{key}", f"expected type: String, found: {type(value).__name__}")
     if required and not value:
-        raise malformed(f"#/{key}", "expected minLength: 1, actual: 0")
+        raise malformed(f"{pointer}/{key}", "expected minLength: 1, actual: 0")
     if len(value) > limit:
-        raise malformed(f"#/{key}", f"expected maxLength: {limit}, actual: {len(value)}")
+        raise malformed(f"{pointer}/{key}", f"expected maxLength: {limit}, actual: {len(value)}")
     return value
 
 
@@ -213,6 +248,91 @@ def parse_stability(body: dict[str, Any], spec: ModelSpec) -> StabilityRequest:
         raise malformed("#", "keys [image, strength] are only valid with mode image-to-image")
     assert prompt is not None  # required=True guarantees it; narrows the type
     return StabilityRequest(prompt, negative or None, aspect_ratio, seed, output_format)
+
+
+def _object_field(body: dict[str, Any], key: str, allowed: frozenset[str]) -> dict[str, Any]:
+    value = body.get(key)
+    if not isinstance(value, dict):
+        found = "null" if value is None else type(value).__name__
+        raise malformed(f"#/{key}", f"expected type: JSONObject, found: {found}")
+    extraneous = sorted(set(value) - allowed)
+    if extraneous:
+        raise malformed(f"#/{key}", f"extraneous key [{extraneous[0]}] is not permitted")
+    return value
+
+
+def _int_in(
+    body: dict[str, Any], pointer: str, key: str, *, low: int, high: int, default: int
+) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise malformed(
+            f"{pointer}/{key}", f"expected type: Integer, found: {type(value).__name__}"
+        )
+    if value < low:
+        raise malformed(f"{pointer}/{key}", f"{value} is not greater or equal to {low}")
+    if value > high:
+        raise malformed(f"{pointer}/{key}", f"{value} is not less or equal to {high}")
+    return value
+
+
+def parse_amazon(body: dict[str, Any], spec: ModelSpec) -> AmazonRequest:
+    """Validate an Amazon (Titan Image v2 / Nova Canvas) TEXT_IMAGE body against the catalogue."""
+    extraneous = sorted(set(body) - AMAZON_KEYS)
+    if extraneous:
+        raise malformed("#", f"extraneous key [{extraneous[0]}] is not permitted")
+    task = body.get("taskType")
+    if task not in AMAZON_TASK_TYPES:
+        if task is None:
+            raise malformed("#", "required key [taskType] not found")
+        raise validation(f"The local Bedrock emulates taskType TEXT_IMAGE only, not {task}.")
+    params = _object_field(body, "textToImageParams", AMAZON_TEXT_KEYS)
+    where = "#/textToImageParams"
+    text = _string_field(params, "text", spec.limits.prompt_max_chars, required=True, pointer=where)
+    negative = _string_field(
+        params,
+        "negativeText",
+        spec.limits.negative_prompt_max_chars,
+        required=False,
+        pointer=where,
+    )
+    if negative is not None and not negative:
+        raise malformed("#/textToImageParams/negativeText", "expected minLength: 1, actual: 0")
+    config = (
+        _object_field(body, "imageGenerationConfig", AMAZON_CONFIG_KEYS)
+        if "imageGenerationConfig" in body
+        else {}
+    )
+    pointer = "#/imageGenerationConfig"
+    count = _int_in(
+        config, pointer, "numberOfImages", low=1, high=spec.limits.images_per_request, default=1
+    )
+    width = _int_in(config, pointer, "width", low=1, high=1 << 16, default=1024)
+    height = _int_in(config, pointer, "height", low=1, high=1 << 16, default=1024)
+    if spec.size(width, height) is None:
+        raise validation(
+            f"The image size {width}x{height} is not supported by {spec.model_id}: "
+            f"{spec.describe_sizes()}."
+        )
+    quality = config.get("quality", "standard")
+    if quality not in spec.limits.qualities:
+        raise malformed(f"{pointer}/quality", f"{quality} is not a valid enum value")
+    cfg = config.get("cfgScale", spec.limits.guidance_default)
+    if cfg is not None:
+        if isinstance(cfg, bool) or not isinstance(cfg, int | float):
+            raise malformed(
+                f"{pointer}/cfgScale", f"expected type: Number, found: {type(cfg).__name__}"
+            )
+        low, high = spec.limits.guidance_min, spec.limits.guidance_max
+        if (low is not None and cfg < low) or (high is not None and cfg > high):
+            raise malformed(f"{pointer}/cfgScale", f"{cfg} is outside {low}..{high}")
+    seed = _int_in(
+        config, pointer, "seed", low=spec.limits.seed_min, high=spec.limits.seed_max, default=0
+    )
+    assert text is not None  # required=True guarantees it; narrows the type
+    return AmazonRequest(
+        text, negative, width, height, quality, None if cfg is None else float(cfg), seed, count
+    )
 
 
 def _to_format(png: bytes, output_format: str) -> bytes:
@@ -258,6 +378,7 @@ class LocalBedrock:
         self._thread: threading.Thread | None = None
         self._families: dict[str, Callable[[ModelSpec, dict[str, Any]], dict[str, Any]]] = {
             "stability": self._invoke_stability,
+            "amazon": self._invoke_amazon,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -400,6 +521,34 @@ class LocalBedrock:
         self._count(images_returned=len(images))
         return {"seeds": [seed], "finish_reasons": [None], "images": images}
 
+    def _invoke_amazon(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
+        request = parse_amazon(body, spec)
+        throttle, filtered = self._fault(request.prompt)
+        if throttle:
+            raise BedrockError("ThrottlingException", 429, THROTTLED)
+        if filtered:
+            self._count(filtered=1)
+            return {"images": [], "error": AMAZON_OUTPUT_BLOCKED}
+        width, height = render_size(request.aspect_ratio, self.render_short_side)
+        rendered = self._renderer.render(
+            [
+                RenderRequest(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt,
+                    width=width,
+                    height=height,
+                    # Amazon models take seed 0 as a seed, and n images count up from it.
+                    seed=request.seed + index,
+                    steps=self.render_steps,
+                    guidance=self.render_guidance,
+                )
+                for index in range(request.number_of_images)
+            ]
+        )
+        images = [base64.b64encode(image.png).decode("ascii") for image in rendered]
+        self._count(images_returned=len(images))
+        return {"images": images, "error": None}
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -458,10 +607,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 __all__ = [
     "PROMPT_TRIGGERS",
+    "AmazonRequest",
     "BedrockError",
     "BedrockStats",
     "LocalBedrock",
     "StabilityRequest",
+    "parse_amazon",
     "parse_stability",
     "render_size",
 ]

@@ -53,6 +53,8 @@ class LocalOptions:
     content_filter_rate: float = 0.0
     fault_seed: int = 0
     parameter_overrides: dict[str, str] = field(default_factory=dict)
+    # Extra function settings over the template's (e.g. RETRY_BASE_MS for a quick rehearsal).
+    function_environment: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 1800.0
 
 
@@ -272,7 +274,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             )
             runtime = InProcessLambdaRuntime(stack.functions)
             moto_workarounds.run_lambdas_in_process(runtime.invoke)
-            with _environment(_function_environment(stack)):
+            with _environment({**_function_environment(stack), **options.function_environment}):
                 reset_clients()
                 try:
                     yield LocalAws(endpoint, stack, runtime, bedrock, errors)
