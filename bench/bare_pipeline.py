@@ -14,6 +14,7 @@ from imagebatch_cli.local.tiny_model import (
     ImageRenderer,
     RenderRequest,
     ensure_tiny_model,
+    limit_threads_for_tiny_model,
     load_pipeline,
 )
 
@@ -29,6 +30,7 @@ def run_batched(
     prompts: list[str], seeds: list[int], size: int = 64, steps: int = 1, batch: int = 1
 ) -> float:
     """Seconds to render and PNG-encode every prompt, `batch` images per pipeline call."""
+    limit_threads_for_tiny_model()  # as the local pipeline does for the tiny model
     renderer = ImageRenderer(load_pipeline(ensure_tiny_model()), max_batch=batch)
     requests = _requests(prompts, seeds, size, steps)
     # One warm-up call so the first call's allocator and kernel setup is not billed.

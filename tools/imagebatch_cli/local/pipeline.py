@@ -27,7 +27,11 @@ from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
 from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
-from imagebatch_cli.local.tiny_model import ImageRenderer, ensure_tiny_model
+from imagebatch_cli.local.tiny_model import (
+    ImageRenderer,
+    ensure_tiny_model,
+    limit_threads_for_tiny_model,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -247,6 +251,8 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         endpoint = f"http://{host}:{port}"
         # moto's backends live in this process: start from nothing every time.
         moto_workarounds.reset_moto(endpoint)
+        if options.model_dir is None:
+            limit_threads_for_tiny_model()
         renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
         bedrock = LocalBedrock(
             renderer,
