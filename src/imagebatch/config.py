@@ -37,3 +37,17 @@ class GenerateSettings(StorageSettings):
     # Stop starting new images when less than this much of the invocation is left, so the
     # chunk can still commit what it made before Lambda's timeout.
     commit_reserve_ms: int = Field(alias="COMMIT_RESERVE_MS", default=20_000, ge=1_000)
+
+
+class SubmitChunkSettings(StorageSettings):
+    endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    # SageMaker gives up on a request that waited this long in its queue (cold start included).
+    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=21_600, ge=60, le=21_600)
+    invocation_timeout_s: int = Field(
+        alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
+    )
+
+
+class RecordResultSettings(StorageSettings):
+    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
+    region: str = Field(alias="AWS_REGION", default="us-east-1")
