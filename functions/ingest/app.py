@@ -18,6 +18,7 @@ from imagebatch.config import IngestSettings
 from imagebatch.ingest import IngestOutcome, StepFunctionsStarter, ingest_manifest
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
+from imagebatch.sagemaker import parse_buckets
 from imagebatch.storage import BatchStore
 
 
@@ -38,6 +39,11 @@ def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
         catalogue=load_catalogue(),
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
+        sagemaker_buckets=(
+            parse_buckets(settings.sagemaker_shape_buckets)
+            if settings.sagemaker_endpoint_name
+            else None
+        ),
     )
 
 

@@ -30,6 +30,9 @@ class IngestSettings(StorageSettings):
     # At most 90 images per chunk so a chunk's ledger commit fits one DynamoDB transaction.
     chunk_size: int = Field(alias="CHUNK_SIZE", default=50, ge=1, le=90)
     map_max_concurrency: int = Field(alias="MAP_MAX_CONCURRENCY", default=10, ge=1, le=1000)
+    # Empty when the stack has no SageMaker endpoint (EnableSageMaker=false).
+    sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
+    sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
 
 
 class GenerateSettings(StorageSettings):

@@ -23,9 +23,11 @@ from imagebatch.manifest import (
     ManifestError,
     ManifestItem,
     ManifestReader,
+    ValidItem,
     format_for_key,
 )
 from imagebatch.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
+from imagebatch.sagemaker import ShapeBucket, bucket_error
 from imagebatch.storage import BatchStore, chunk_index_key, chunk_key
 
 if TYPE_CHECKING:
@@ -139,6 +141,7 @@ def plan_batch(
     catalogue: ModelCatalogue,
     chunk_size: int,
     spool: Path,
+    shape_buckets: tuple[ShapeBucket, ...] = (),
 ) -> BatchPlan:
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
@@ -147,7 +150,7 @@ def plan_batch(
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
     try:
-        for entry in reader:
+        for entry in _with_bucket_checks(reader, shape_buckets):
             if isinstance(entry, InvalidLine):
                 if errors_file is None:
                     plan.errors_path = spool / "errors.jsonl"
@@ -175,12 +178,35 @@ def plan_batch(
     return plan
 
 
+def _with_bucket_checks(
+    reader: ManifestReader, buckets: tuple[ShapeBucket, ...]
+) -> Iterator[ValidItem | InvalidLine]:
+    if reader.settings.backend != "sagemaker":
+        yield from reader
+        return
+    for entry in reader:
+        yield _check_shape_bucket(entry, buckets)
+
+
+def _check_shape_bucket(
+    entry: ValidItem | InvalidLine, buckets: tuple[ShapeBucket, ...]
+) -> ValidItem | InvalidLine:
+    """A size the endpoint was not compiled for is a line error, named with the buckets."""
+    if isinstance(entry, InvalidLine):
+        return entry
+    reason = bucket_error(entry.item.width, entry.item.height, buckets)
+    if reason is None:
+        return entry
+    error = FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+    return InvalidLine(line=entry.line, errors=[error])
+
+
 def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     chunk_id = f"{len(plan.chunk_ids):05d}"
     chunk = ChunkFile(
         batch_id=batch_id,
         chunk_id=chunk_id,
-        backend="bedrock",
+        backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
         output_prefix=plan.settings.output_prefix,
         images=jobs,
     )
@@ -190,7 +216,7 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     plan.images_total += len(jobs)
 
 
-def rejection_reason(plan: BatchPlan) -> str | None:
+def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
     settings = plan.settings
     if plan.invalid_lines and settings.on_invalid == "reject":
         return (
@@ -199,7 +225,7 @@ def rejection_reason(plan: BatchPlan) -> str | None:
         )
     if plan.images_total == 0:
         return "no valid items: nothing to generate"
-    if settings.backend == "sagemaker":
+    if settings.backend == "sagemaker" and not sagemaker_deployed:
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
@@ -222,13 +248,18 @@ def ingest_manifest(
     catalogue: ModelCatalogue,
     chunk_size: int,
     max_concurrency: int,
+    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
 ) -> IngestOutcome:
+    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
     manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
     existing = ledger.get_batch(batch_id)
     if existing is not None:
         if existing["status"] == BatchStatus.RUNNING:
-            starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+            starter.start(
+                batch_id,
+                _execution_input(bucket, batch_id, max_concurrency, existing.get("backend")),
+            )
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
 
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
@@ -241,6 +272,7 @@ def ingest_manifest(
                 catalogue=catalogue,
                 chunk_size=chunk_size,
                 spool=spool,
+                shape_buckets=sagemaker_buckets or (),
             )
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
@@ -249,7 +281,7 @@ def ingest_manifest(
         if plan.errors_path is not None:
             errors_key = f"reports/{batch_id}/errors.jsonl"
             store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-        reason = rejection_reason(plan)
+        reason = rejection_reason(plan, sagemaker_deployed=sagemaker_buckets is not None)
         record = _batch_record(plan, manifest, errors_key)
         if reason is not None:
             ledger.create_batch(
@@ -268,7 +300,7 @@ def ingest_manifest(
 
     if not ledger.create_batch(batch_id, {**record, "status": BatchStatus.RUNNING.value}):
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
-    starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency))
+    starter.start(batch_id, _execution_input(bucket, batch_id, max_concurrency, record["backend"]))
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
         batch_id,
@@ -280,9 +312,12 @@ def ingest_manifest(
     )
 
 
-def _execution_input(bucket: str, batch_id: str, max_concurrency: int) -> dict[str, Any]:
+def _execution_input(
+    bucket: str, batch_id: str, max_concurrency: int, backend: str | None
+) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
+        "backend": backend or "bedrock",
         "bucket": bucket,
         "chunk_index_key": chunk_index_key(batch_id),
         "max_concurrency": max_concurrency,
