@@ -59,8 +59,21 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     throttle_rate: Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")] = 0.0,
     filter_rate: Annotated[float, typer.Option(help="Share refused by content filter.")] = 0.0,
     chunk_size: Annotated[int | None, typer.Option(help="Images per chunk.")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="'sagemaker' also deploys the SageMaker backend and serves it locally "
+            "(batches whose manifest says backend sagemaker run there)."
+        ),
+    ] = "bedrock",
+    shape_buckets: Annotated[
+        str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
+    ] = "",
+    max_batch: Annotated[int, typer.Option(help="SageMaker images per pipeline call.")] = 4,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    if backend not in {"bedrock", "sagemaker"}:
+        raise typer.BadParameter("--backend is bedrock or sagemaker")
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
@@ -72,6 +85,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         throttle_rate=throttle_rate,
         content_filter_rate=filter_rate,
         parameter_overrides=overrides,
+        backend=backend,
+        shape_buckets=shape_buckets,
+        max_batch=max_batch,
     )
     try:
         with local_aws(options) as aws:

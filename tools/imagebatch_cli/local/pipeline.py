@@ -23,6 +23,7 @@ from imagebatch.ledger import Ledger
 from imagebatch.records import BatchStatus, batch_id_for
 from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
+from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
 from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
 from imagebatch_cli.local.tiny_model import ImageRenderer, ensure_tiny_model
@@ -52,6 +53,21 @@ class LocalOptions:
     fault_seed: int = 0
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 1800.0
+    # "sagemaker" deploys the template with EnableSageMaker=true and serves its endpoint locally.
+    backend: str = "bedrock"
+    shape_buckets: str = ""
+    max_batch: int = 4
+
+    def stack_parameters(self) -> dict[str, str]:
+        parameters = {"LogLevel": "WARNING"}
+        if self.backend == "sagemaker":
+            parameters |= {
+                "EnableSageMaker": "true",
+                "SageMakerImageUri": "local/containers-serving",
+                "SageMakerShapeBuckets": self.shape_buckets,
+                "SageMakerMaxBatch": str(self.max_batch),
+            }
+        return parameters | self.parameter_overrides
 
 
 @dataclass
@@ -61,6 +77,8 @@ class LocalAws:
     runtime: InProcessLambdaRuntime
     bedrock: LocalBedrock
     notification_errors: list[BaseException]
+    sagemaker: Any = None  # LocalAsyncEndpoint when the stack has the SageMaker backend
+    poller: SqsEventSourcePoller | None = None
 
     @property
     def bucket(self) -> str:
@@ -112,6 +130,8 @@ class LocalAws:
         raise LocalRunError(f"batch {batch_id} did not finish within {timeout_s:.0f} s")
 
     def _raise_if_ingest_failed(self) -> None:
+        if self.sagemaker is not None and self.sagemaker.errors:
+            raise LocalRunError(f"local SageMaker endpoint: {self.sagemaker.errors[-1]}")
         if self.notification_errors:
             raise LocalRunError(f"ingest was not invoked: {self.notification_errors[-1]!r}")
         ingest = self.stack.physical["IngestFunction"]
@@ -185,6 +205,20 @@ def _function_environment(stack: LocalStack) -> dict[str, str]:
     return merged
 
 
+def _start_sagemaker(
+    stack: LocalStack, options: LocalOptions, endpoint: str
+) -> tuple[Any, dict[str, str]]:
+    """The local async endpoint, when the stack deployed the SageMaker backend."""
+    if not stack.sagemaker:
+        return None, {}
+    from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
+
+    sagemaker = LocalAsyncEndpoint(
+        AsyncEndpointConfig(stack), options.model_dir or ensure_tiny_model(), endpoint
+    )
+    return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
+
+
 _run_lock = threading.Lock()
 
 
@@ -208,6 +242,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     bedrock: LocalBedrock | None = None
+    sagemaker: Any = None
     try:
         server.start()
         host, port = server.get_host_and_port()
@@ -235,18 +270,24 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             errors: list[BaseException] = []
             moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
             stack = create_stack(
-                options.template,
-                endpoint,
-                parameter_overrides={"LogLevel": "WARNING", **options.parameter_overrides},
+                options.template, endpoint, parameter_overrides=options.stack_parameters()
             )
             runtime = InProcessLambdaRuntime(stack.functions)
             moto_workarounds.run_lambdas_in_process(runtime.invoke)
-            with _environment(_function_environment(stack)):
+            sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
+            poller = SqsEventSourcePoller(
+                runtime, [SqsSource(*source) for source in stack.sqs_sources], endpoint
+            )
+            poller.start()
+            with _environment({**_function_environment(stack), **sagemaker_env}):
                 reset_clients()
                 try:
-                    yield LocalAws(endpoint, stack, runtime, bedrock, errors)
+                    yield LocalAws(endpoint, stack, runtime, bedrock, errors, sagemaker, poller)
                 finally:
                     reset_clients()
+                    poller.stop()
+                    if sagemaker is not None:
+                        sagemaker.stop()
     finally:
         if bedrock is not None:
             bedrock.stop()
