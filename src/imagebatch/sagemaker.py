@@ -223,6 +223,9 @@ def price_outcomes(
                 output_key=image.key,
                 failure_class=image.failure_class,
                 failure_reason=image.failure_reason,
+                inference_ms=(
+                    round(image.inference_seconds * 1000) if image.status == "SUCCEEDED" else None
+                ),
             )
         )
     return outcomes
