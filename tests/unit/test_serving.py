@@ -204,7 +204,7 @@ def test_neuron_compiles_and_serves_the_tiny_model(model_dir: Path, tmp_path: Pa
         2,
         tmp_path / "neuron",
         pipeline="sd",
-        runner=lambda command: subprocess.run(command, check=True),
+        runner=_run,
     )
     backend = NeuronBackend.load(work)
     images = backend.generate(CallShape(64, 64, 1, 0.0), ["a mug"], None, [1])
