@@ -267,6 +267,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         with _environment(env):
             moto_workarounds.enable_state_machine_execution(endpoint)
             moto_workarounds.serialise_dynamodb_writes()
+            moto_workarounds.forward_task_failure_cause()
             errors: list[BaseException] = []
             moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
             stack = create_stack(
