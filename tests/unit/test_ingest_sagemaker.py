@@ -1,0 +1,58 @@
+"""Ingest for sagemaker batches: shape buckets checked per line, refused when not deployed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from imagebatch.catalogue import load_catalogue
+from imagebatch.ingest import plan_batch, rejection_reason
+from imagebatch.records import ChunkFile
+from imagebatch.sagemaker import parse_buckets
+
+
+def manifest(*items: dict[str, Any]) -> io.BytesIO:
+    header = {"batch": {"backend": "sagemaker", "model": "sd21", "on_invalid": "skip"}}
+    lines = [json.dumps(header), *(json.dumps(item) for item in items)]
+    return io.BytesIO(("\n".join(lines) + "\n").encode())
+
+
+def test_sizes_outside_the_buckets_are_line_errors_naming_them(tmp_path: Path) -> None:
+    plan = plan_batch(
+        manifest(
+            {"id": "ok", "prompt": "a mug", "width": 512, "height": 512},
+            {"id": "big", "prompt": "a cup", "width": 1024, "height": 1024},
+        ),
+        "m.jsonl",
+        batch_id="b",
+        catalogue=load_catalogue(),
+        chunk_size=10,
+        spool=tmp_path,
+        shape_buckets=parse_buckets("512x512,768x768"),
+    )
+    assert plan.images_total == 1
+    assert plan.invalid_lines == 1
+    assert plan.errors_path is not None
+    error = json.loads(plan.errors_path.read_text().splitlines()[0])
+    assert error["line"] == 3
+    assert error["item_id"] == "big"
+    assert "512x512, 768x768" in error["reason"]
+    chunk = ChunkFile.model_validate_json((tmp_path / "00000.json").read_text())
+    assert chunk.backend == "sagemaker"
+
+
+def test_sagemaker_batches_are_refused_only_where_not_deployed(tmp_path: Path) -> None:
+    plan = plan_batch(
+        manifest({"id": "ok", "prompt": "a mug", "width": 512, "height": 512}),
+        "m.jsonl",
+        batch_id="b",
+        catalogue=load_catalogue(),
+        chunk_size=10,
+        spool=tmp_path,
+    )
+    refused = rejection_reason(plan)
+    assert refused is not None
+    assert "not deployed" in refused
+    assert rejection_reason(plan, sagemaker_deployed=True) is None
