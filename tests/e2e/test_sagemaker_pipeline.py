@@ -76,8 +76,12 @@ def test_images_are_served_written_and_priced_per_instance_second(
     assert aws.poller.batches >= 1
     outputs = s3.list_objects_v2(Bucket=aws.bucket, Prefix="async-outputs/")
     assert outputs["KeyCount"] >= 2
-    # AND the endpoint's scale-out from zero was recorded
-    assert aws.sagemaker.scaling_events[0].kind == "scale_out"
+    # AND scaling in charges the session's cold start and idle time to the batch, on record
+    overhead = aws.sagemaker.scale_in()
+    assert [e.kind for e in aws.sagemaker.scaling_events[-2:]] == ["scale_out", "scale_in"]
+    assert overhead[batch_id] > 0
+    charged = list(aws.ledger().query_batch(batch_id, "OVERHEAD#"))
+    assert [r["overhead_micro_usd"] for r in charged] == [overhead[batch_id]]
 
 
 def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(

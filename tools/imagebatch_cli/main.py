@@ -109,6 +109,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
                     lambda done, total: progress.update(task, completed=done, total=total),
                 )
             images = list(aws.ledger().image_records(batch_id))
+            # The local endpoint scales in once the batch is done: its cold start and idle
+            # time are charged to the batches of the session (docs/sagemaker.md).
+            overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             _export_ledger(target / LEDGER_EXPORT, summary, images)
@@ -116,6 +119,11 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
+    for charged, micro_usd in sorted(overhead.items()):
+        console.print(
+            f"endpoint cold start + idle charged to {charged}: ${micro_usd / 1e6:.6f} "
+            "(beside the image costs above)"
+        )
     console.print(
         f"{len(files)} image(s) in [bold]{target}/[/bold]; reports in "
         f"{target}/reports/; ledger export {target / LEDGER_EXPORT}"

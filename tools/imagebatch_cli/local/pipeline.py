@@ -211,10 +211,20 @@ def _start_sagemaker(
     """The local async endpoint, when the stack deployed the SageMaker backend."""
     if not stack.sagemaker:
         return None, {}
+    from imagebatch.endpoint_usage import EndpointUsageStore
+    from imagebatch.pricing import load_aws_prices
     from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
 
+    config = AsyncEndpointConfig(stack)
     sagemaker = LocalAsyncEndpoint(
-        AsyncEndpointConfig(stack), options.model_dir or ensure_tiny_model(), endpoint
+        config,
+        options.model_dir or ensure_tiny_model(),
+        endpoint,
+        usage=EndpointUsageStore(
+            boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION),
+            stack.physical["LedgerTable"],
+        ),
+        price=load_aws_prices().region(REGION).instance(config.instance_type),
     )
     return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
 

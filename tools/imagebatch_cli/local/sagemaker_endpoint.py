@@ -27,14 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 import boto3
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from imagebatch.sagemaker import AsyncNotification, split_s3_uri
-from imagebatch.scaling import ScaleEvent
+from imagebatch.endpoint_usage import EndpointUsageStore
+from imagebatch.pricing import InstancePrice
+from imagebatch.sagemaker import AsyncNotification, InvocationResult, split_s3_uri
+from imagebatch.scaling import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack
 
 logger = logging.getLogger(__name__)
@@ -107,8 +109,18 @@ class AsyncEndpointConfig:
 
 
 class LocalAsyncEndpoint:
-    def __init__(self, config: AsyncEndpointConfig, model_dir: Path, aws_endpoint: str) -> None:
+    def __init__(
+        self,
+        config: AsyncEndpointConfig,
+        model_dir: Path,
+        aws_endpoint: str,
+        *,
+        usage: EndpointUsageStore | None = None,
+        price: InstancePrice | None = None,
+    ) -> None:
         self.config = config
+        self._usage = usage
+        self._price = price
         self._serving = LocalServingApp(model_dir, config.environment)
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
@@ -119,6 +131,7 @@ class LocalAsyncEndpoint:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.scaling_events: list[ScaleEvent] = []
+        self.spans: list[InferenceSpan] = []
         self.completed = 0
         self.failed = 0
         self.errors: list[str] = []
@@ -148,24 +161,36 @@ class LocalAsyncEndpoint:
             self._server.shutdown()
             self._server.server_close()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            if self._serving_url is not None:
-                self._serving.stop()
-                self._serving_url = None
-                self._record("scale_in", 0)
+        self.scale_in()
         self._server = None
 
-    def _record(
-        self, kind: Literal["scale_out", "scale_in"], instances: int, ready: datetime | None = None
-    ) -> None:
-        self.scaling_events.append(
-            ScaleEvent(
-                kind=kind,
-                at=datetime.now(UTC),
-                ready_at=ready,
-                instances_after=instances,
+    def _record(self, event: ScaleEvent) -> None:
+        self.scaling_events.append(event)
+        if self._usage is not None:
+            self._usage.record_scale_event(self.config.endpoint_name, event)
+
+    def scale_in(self) -> dict[str, int]:
+        """Stop the instance (as the cooldown would) and charge its session's cold-start and
+        idle time to batches (scaling.attribute_overhead); returns micro-dollars per batch."""
+        with self._lock:
+            if self._serving_url is None:
+                return {}
+            self._serving.stop()
+            self._serving_url = None
+            self._record(ScaleEvent(kind="scale_in", at=datetime.now(UTC), instances_after=0))
+            session = self.scaling_events[-2:]
+            spans, self.spans = self.spans, []
+        if self._price is None:
+            return {}
+        charges = attribute_overhead(session, spans, self._price, until=session[-1].at)
+        if self._usage is not None:
+            self._usage.record_overhead(
+                self.config.endpoint_name,
+                session[0].at.isoformat(),
+                charges,
+                "imagebatch.scaling.attribute_overhead",
             )
-        )
+        return charges
 
     def _instance_url(self) -> str:
         """The serving app's URL, starting it (a scale-out from zero) on first use."""
@@ -173,7 +198,7 @@ class LocalAsyncEndpoint:
             if self._serving_url is None:
                 requested = datetime.now(UTC)
                 self._serving_url = self._serving.start()
-                self.scaling_events.append(
+                self._record(
                     ScaleEvent(
                         kind="scale_out",
                         at=requested,
@@ -247,7 +272,19 @@ class LocalAsyncEndpoint:
                 ).encode(),
             )
         else:
+            started = datetime.now(UTC)
             status, content_type, answer = self._post(request, body)
+            if status == 200:
+                result = InvocationResult.model_validate_json(answer)
+                with self._lock:
+                    self.spans.append(
+                        InferenceSpan(
+                            batch_id=result.batch_id,
+                            submitted_at=request["received"],
+                            started_at=started,
+                            seconds=sum(call.seconds for call in result.calls),
+                        )
+                    )
         ok = status == 200
         location = request["output_location"] if ok else request["failure_location"]
         out_bucket, out_key = split_s3_uri(location)
