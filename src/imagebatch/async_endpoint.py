@@ -195,8 +195,23 @@ def record_result(
     try:
         ledger.commit_images(invocation.batch_id, outcomes)
     except ImagesAlreadyRecordedError:
-        # The same notification delivered twice: the first delivery committed and answered.
-        logger.info("result already recorded", extra={"inference_id": notification.inference_id})
+        # A second delivery of this notification, or a late result of an attempt the state
+        # machine already retried: if every image is recorded, this token's chunk is done.
+        ids = [job.image_id for job in invocation.images]
+        recorded = ledger.recorded_image_ids(invocation.batch_id, ids)
+        logger.info(
+            "result already recorded",
+            extra={"inference_id": notification.inference_id, "recorded": len(recorded)},
+        )
+        if len(recorded) == len(ids):
+            done = ChunkResult(
+                chunk_id=invocation.chunk_id,
+                succeeded=0,
+                failed=0,
+                cost_micro_usd=0,
+                skipped_already_done=len(ids),
+            )
+            _answer(sfn, "send_task_success", taskToken=token, output=done.model_dump_json())
         return None
     if missing:
         # Recorded what came back; the retry submits only the rest.
