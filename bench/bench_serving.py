@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from imagebatch_cli.local.tiny_model import ensure_tiny_model
+from imagebatch_cli.local.tiny_model import build_tiny_model
 from imagebatch_serving.app import create_app
 from imagebatch_serving.backends import DiffusersBackend
 from imagebatch_serving.engine import DirectorySink, ServingEngine
@@ -91,7 +91,14 @@ def run(backend: DiffusersBackend, max_batch: int, images: int, out: Path) -> tu
 
 def main(images: int) -> None:
     logging.basicConfig(level=logging.WARNING)
-    backend = DiffusersBackend.load(ensure_tiny_model(), max_batch=8)
+    with tempfile.TemporaryDirectory() as model_root:
+        # A fresh build, not the shared cache: a cache left by an older recipe under the same
+        # name is several times slower and would measure the wrong model.
+        backend = DiffusersBackend.load(build_tiny_model(Path(model_root) / "m"), max_batch=8)
+        measure(backend, images)
+
+
+def measure(backend: DiffusersBackend, images: int) -> None:
     print(
         f"serving bench: {CHUNKS} concurrent chunks x {images} images, 64x64, 1 step, "
         f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
