@@ -33,6 +33,8 @@ class IngestSettings(StorageSettings):
     # Empty when the stack has no SageMaker endpoint (EnableSageMaker=false).
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
     sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
+    sagemaker_instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", default="ml.inf2.xlarge")
+    region: str = Field(alias="AWS_REGION", default="us-east-1")
 
 
 class GenerateSettings(StorageSettings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,10 @@ from imagebatch.manifest import (
     ValidItem,
     format_for_key,
 )
+from imagebatch.pricing import InstancePrice
 from imagebatch.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
 from imagebatch.sagemaker import ShapeBucket, bucket_error
+from imagebatch.sagemaker import estimate_micro_usd as sagemaker_estimate
 from imagebatch.storage import BatchStore, chunk_index_key, chunk_key
 
 if TYPE_CHECKING:
@@ -142,11 +144,12 @@ def plan_batch(
     chunk_size: int,
     spool: Path,
     shape_buckets: tuple[ShapeBucket, ...] = (),
+    sagemaker_price: InstancePrice | None = None,
 ) -> BatchPlan:
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_by_model: dict[str, int] = {}
+    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
     try:
@@ -161,10 +164,7 @@ def plan_batch(
                 continue
             plan.items_valid += 1
             for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                if job.model not in price_by_model:
-                    spec = catalogue.get(job.model)
-                    price_by_model[job.model] = spec.price().micro_usd_per_image if spec else 0
-                plan.estimate_micro_usd += price_by_model[job.model]
+                plan.estimate_micro_usd += price_of(job)
                 plan.models.add(job.model)
                 pending.append(job)
                 if len(pending) == chunk_size:
@@ -176,6 +176,27 @@ def plan_batch(
         if errors_file is not None:
             errors_file.close()
     return plan
+
+
+def _image_pricer(
+    settings: BatchSettings, catalogue: ModelCatalogue, sagemaker_price: InstancePrice | None
+) -> Callable[[ImageJob], int]:
+    """Expected micro-dollars per image: the catalogue price on Bedrock; on the self-hosted
+    endpoint, reference seconds scaled by pixels and steps x the instance price."""
+    if settings.backend == "sagemaker":
+        if sagemaker_price is None:
+            return lambda job: 0
+        price = sagemaker_price
+        return lambda job: sagemaker_estimate(job.width, job.height, job.steps, price)
+    price_by_model: dict[str, int] = {}
+
+    def bedrock(job: ImageJob) -> int:
+        if job.model not in price_by_model:
+            spec = catalogue.get(job.model)
+            price_by_model[job.model] = spec.price().micro_usd_per_image if spec else 0
+        return price_by_model[job.model]
+
+    return bedrock
 
 
 def _with_bucket_checks(
@@ -249,6 +270,7 @@ def ingest_manifest(
     chunk_size: int,
     max_concurrency: int,
     sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
+    sagemaker_price: InstancePrice | None = None,
 ) -> IngestOutcome:
     """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
     manifest = ManifestObject(bucket, key, etag)
@@ -273,6 +295,7 @@ def ingest_manifest(
                 chunk_size=chunk_size,
                 spool=spool,
                 shape_buckets=sagemaker_buckets or (),
+                sagemaker_price=sagemaker_price,
             )
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)

@@ -14,8 +14,12 @@ Wire flow:
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
+from importlib import resources
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -229,6 +233,43 @@ def price_outcomes(
             )
         )
     return outcomes
+
+
+class Throughput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    instance_type: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    seconds_per_image: Decimal
+    source: str
+    retrieved: date
+
+
+@lru_cache(maxsize=1)
+def load_throughput() -> dict[str, Throughput]:
+    text = resources.files("imagebatch.data").joinpath("sagemaker_throughput.json").read_text()
+    entries = json.loads(text)["instances"]
+    return {e["instance_type"]: Throughput.model_validate(e) for e in entries}
+
+
+def estimate_micro_usd(
+    width: int, height: int, steps: int | None, price: InstancePrice, *, default_steps: int = 30
+) -> int:
+    """An image's expected cost before it runs: the reference seconds scaled by pixels and
+    steps, x the price per second. Budgets use it; the ledger charges measured seconds."""
+    reference = load_throughput().get(price.instance_type)
+    if reference is None:
+        raise KeyError(f"no throughput recorded for {price.instance_type}")
+    scale = Decimal(width * height) / Decimal(reference.width * reference.height)
+    seconds = (
+        reference.seconds_per_image
+        * scale
+        * Decimal(steps or default_steps)
+        / Decimal(reference.steps)
+    )
+    return int((seconds * price.micro_usd_per_second).quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:

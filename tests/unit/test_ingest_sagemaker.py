@@ -9,8 +9,9 @@ from typing import Any
 
 from imagebatch.catalogue import load_catalogue
 from imagebatch.ingest import plan_batch, rejection_reason
+from imagebatch.pricing import load_aws_prices
 from imagebatch.records import ChunkFile
-from imagebatch.sagemaker import parse_buckets
+from imagebatch.sagemaker import estimate_micro_usd, parse_buckets
 
 
 def manifest(*items: dict[str, Any]) -> io.BytesIO:
@@ -56,3 +57,29 @@ def test_sagemaker_batches_are_refused_only_where_not_deployed(tmp_path: Path) -
     assert refused is not None
     assert "not deployed" in refused
     assert rejection_reason(plan, sagemaker_deployed=True) is None
+
+
+def test_sagemaker_estimate_uses_instance_seconds_and_budgets_refuse_it(tmp_path: Path) -> None:
+    # GIVEN 10 SD-1.5-sized images and an inf2 price: 2.09 s x $0.99/h each (data files)
+    price = load_aws_prices().region("us-east-1").instance("ml.inf2.xlarge")
+    per_image = estimate_micro_usd(512, 512, 50, price)
+    assert per_image == 575  # 2.09 s x 275 u$/s
+    header = {"batch": {"backend": "sagemaker", "model": "sd15", "max_cost_usd": 0.005}}
+    item = {"id": "a", "prompt": "a mug", "width": 512, "height": 512, "steps": 50, "count": 10}
+    stream = io.BytesIO(f"{json.dumps(header)}\n{json.dumps(item)}\n".encode())
+    # WHEN planned
+    plan = plan_batch(
+        stream,
+        "m.jsonl",
+        batch_id="b",
+        catalogue=load_catalogue(),
+        chunk_size=10,
+        spool=tmp_path,
+        shape_buckets=parse_buckets("512x512"),
+        sagemaker_price=price,
+    )
+    # THEN the estimate is 10 x 575 u$ and a $0.005 cap refuses the batch before it runs
+    assert plan.estimate_micro_usd == 5750
+    reason = rejection_reason(plan, sagemaker_deployed=True)
+    assert reason is not None
+    assert "max_cost_usd" in reason
