@@ -83,3 +83,24 @@ def test_sagemaker_estimate_uses_instance_seconds_and_budgets_refuse_it(tmp_path
     reason = rejection_reason(plan, sagemaker_deployed=True)
     assert reason is not None
     assert "max_cost_usd" in reason
+
+
+def test_validate_cli_names_the_buckets_like_ingest(tmp_path: Path) -> None:
+    from imagebatch_cli.main import app
+    from typer.testing import CliRunner
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        manifest(
+            {"id": "ok", "prompt": "a mug", "width": 512, "height": 512},
+            {"id": "big", "prompt": "a cup", "width": 1024, "height": 1024},
+        )
+        .getvalue()
+        .decode()
+    )
+    result = CliRunner().invoke(app, ["validate", str(path), "--shape-buckets", "512x512"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "m.jsonl:3: width (id big)" in output
+    assert "it serves 512x512" in output
+    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from imagebatch.catalogue import load_catalogue
-from imagebatch.manifest import ManifestError, validate_manifest_file
+from imagebatch.manifest import FieldError, ManifestError, validate_manifest_file
 from imagebatch_cli.report import print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
@@ -26,10 +26,18 @@ LEDGER_EXPORT = "ledger.jsonl"
 @app.command()
 def validate(
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    shape_buckets: Annotated[
+        str | None,
+        typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
+    ] = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
     try:
         settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
+        if shape_buckets is not None and settings.backend == "sagemaker":
+            bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
+            valid -= len(bucket_errors)
+            errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
     except ManifestError as exc:
         err_console.print(f"[red]{manifest}: {exc}[/red]")
         raise typer.Exit(1) from exc
@@ -43,6 +51,25 @@ def validate(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
+    """Sizes the endpoint was not compiled for, as ingest reports them."""
+    from imagebatch.manifest import ManifestReader, ValidItem, format_for_key
+    from imagebatch.sagemaker import bucket_error, parse_buckets
+
+    buckets = parse_buckets(shape_buckets)
+    found = []
+    with manifest.open("rb") as stream:
+        for entry in ManifestReader(stream, format_for_key(manifest.name), load_catalogue()):
+            if not isinstance(entry, ValidItem):
+                continue
+            reason = bucket_error(entry.item.width, entry.item.height, buckets)
+            if reason is not None:
+                found.append(
+                    FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+                )
+    return found
 
 
 @local_app.command("run")
