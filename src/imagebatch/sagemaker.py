@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal
 from functools import lru_cache
 from importlib import resources
 from typing import Literal
@@ -269,7 +269,8 @@ def estimate_micro_usd(
         * Decimal(steps or default_steps)
         / Decimal(reference.steps)
     )
-    return int((seconds * price.micro_usd_per_second).quantize(Decimal(1), ROUND_HALF_UP))
+    # Rounded up: an estimate guards a budget, so it errs on the side of refusing.
+    return int((seconds * price.micro_usd_per_second).quantize(Decimal(1), ROUND_UP))
 
 
 def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:
