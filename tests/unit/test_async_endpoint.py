@@ -274,3 +274,27 @@ def test_sns_envelope_is_unwrapped() -> None:
     message = _notification("bkt").model_dump_json(by_alias=True)
     envelope = json.dumps({"Type": "Notification", "Message": message, "TopicArn": "arn:t"})
     assert module.parse_notification(envelope).inference_id == "x"
+
+
+def test_a_result_missing_images_records_the_rest_and_fails_for_a_retry(
+    setup: Any, s3_bucket: str
+) -> None:
+    store, ledger, _ = setup
+    _put_io(store, s3_bucket)
+    # the endpoint answered for two of the three images
+    partial = InvocationResult.model_validate_json(
+        store._s3.get_object(Bucket=s3_bucket, Key="async-outputs/x.out")["Body"].read()
+    )
+    partial.images = partial.images[:2]
+    partial.calls = partial.calls[:1]
+    store.put_json("async-outputs/x.out", partial.model_dump_json().encode())
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "send_task_failure",
+            {},
+            {"taskToken": TOKEN, "error": "SageMaker.IncompleteResult", "cause": ANY},
+        )
+        record_result(_notification(s3_bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE)
+        stub.assert_no_pending_responses()
+    assert {r["image_id"] for r in ledger.image_records("b1")} == {"a-1", "a-2"}
