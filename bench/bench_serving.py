@@ -98,22 +98,27 @@ def main(images: int) -> None:
         measure(backend, images)
 
 
-def measure(backend: DiffusersBackend, images: int) -> None:
+def measure(backend: DiffusersBackend, images: int, rounds: int = 3) -> None:
     print(
         f"serving bench: {CHUNKS} concurrent chunks x {images} images, 64x64, 1 step, "
-        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"best of {rounds} alternating rounds"
     )
-    rates = {}
+    best: dict[int, float] = {}
+    calls: dict[int, int] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for max_batch in (8, 1):
-            seconds, calls = run(backend, max_batch, images, Path(scratch))
-            rates[max_batch] = CHUNKS * images / seconds
-            print(
-                f"  max_batch {max_batch}: {CHUNKS * images} images in {seconds:.2f} s, "
-                f"{calls} pipeline calls, {rates[max_batch]:.1f} images/s"
-            )
-    ratio = rates[8] / rates[1]
-    print(f"  micro-batching speed-up: {ratio:.2f}x (target >= 3x)")
+        # Alternate the modes so a burst of load from elsewhere hits both, and keep each
+        # mode's best round: the run least disturbed by other work on the machine.
+        for _ in range(rounds):
+            for max_batch in (8, 1):
+                seconds, calls[max_batch] = run(backend, max_batch, images, Path(scratch))
+                best[max_batch] = min(seconds, best.get(max_batch, seconds))
+    for max_batch in (8, 1):
+        print(
+            f"  max_batch {max_batch}: {CHUNKS * images} images in {best[max_batch]:.2f} s, "
+            f"{calls[max_batch]} pipeline calls, {CHUNKS * images / best[max_batch]:.1f} images/s"
+        )
+    print(f"  micro-batching speed-up: {best[1] / best[8]:.2f}x (target >= 3x)")
 
 
 if __name__ == "__main__":
