@@ -46,8 +46,10 @@ class GenerateSettings(StorageSettings):
 
 class SubmitChunkSettings(StorageSettings):
     endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
-    # SageMaker gives up on a request that waited this long in its queue (cold start included).
-    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=21_600, ge=60, le=21_600)
+    # SageMaker drops a request that waited this long in its queue (cold start included); with
+    # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
+    # request is never still queued when the state machine has moved on.
+    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=14_400, ge=60, le=14_400)
     invocation_timeout_s: int = Field(
         alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
     )
