@@ -18,6 +18,8 @@ from imagebatch.config import IngestSettings
 from imagebatch.ingest import IngestOutcome, StepFunctionsStarter, ingest_manifest
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
+from imagebatch.pricing import load_aws_prices
+from imagebatch.sagemaker import parse_buckets
 from imagebatch.storage import BatchStore
 
 
@@ -28,6 +30,7 @@ def _settings() -> IngestSettings:
 
 def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
     settings = _settings()
+    deployed = bool(settings.sagemaker_endpoint_name)
     return ingest_manifest(
         bucket,
         key,
@@ -39,6 +42,12 @@ def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
         max_chunk_concurrency=settings.chunk_concurrency,
+        sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
+        sagemaker_price=(
+            load_aws_prices().region(settings.region).instance(settings.sagemaker_instance_type)
+            if deployed
+            else None
+        ),
     )
 
 

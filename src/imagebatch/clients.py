@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
     from mypy_boto3_stepfunctions import SFNClient
 
 _POOL = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5})
@@ -50,6 +51,12 @@ def bedrock_runtime_client() -> BedrockRuntimeClient:
     return boto3.client("bedrock-runtime", config=_BEDROCK)
 
 
+@lru_cache(maxsize=1)
+def sagemaker_runtime_client() -> SageMakerRuntimeClient:
+    return boto3.client("sagemaker-runtime", config=_POOL)
+
+
 def reset_clients() -> None:
     for factory in (s3_client, dynamodb_client, sfn_client, bedrock_runtime_client):
         factory.cache_clear()
+    sagemaker_runtime_client.cache_clear()

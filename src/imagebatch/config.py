@@ -33,6 +33,12 @@ class IngestSettings(StorageSettings):
     # The ceiling for each chunk's share of the quota (GenerateSettings reads the same value).
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
 
+    # Empty when the stack has no SageMaker endpoint (EnableSageMaker=false).
+    sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
+    sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
+    sagemaker_instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", default="ml.inf2.xlarge")
+    region: str = Field(alias="AWS_REGION", default="us-east-1")
+
 
 class GenerateSettings(StorageSettings):
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
@@ -43,3 +49,19 @@ class GenerateSettings(StorageSettings):
     retry_base_ms: int = Field(alias="RETRY_BASE_MS", default=500, ge=1)
     retry_cap_ms: int = Field(alias="RETRY_CAP_MS", default=20_000, ge=1)
     retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)
+
+
+class SubmitChunkSettings(StorageSettings):
+    endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    # SageMaker drops a request that waited this long in its queue (cold start included); with
+    # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
+    # request is never still queued when the state machine has moved on.
+    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=14_400, ge=60, le=14_400)
+    invocation_timeout_s: int = Field(
+        alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
+    )
+
+
+class RecordResultSettings(StorageSettings):
+    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
+    region: str = Field(alias="AWS_REGION", default="us-east-1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,13 @@ from imagebatch.manifest import (
     ManifestError,
     ManifestItem,
     ManifestReader,
+    ValidItem,
     format_for_key,
 )
+from imagebatch.pricing import InstancePrice
 from imagebatch.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
+from imagebatch.sagemaker import ShapeBucket, bucket_error
+from imagebatch.sagemaker import estimate_micro_usd as sagemaker_estimate
 from imagebatch.storage import BatchStore, chunk_index_key, chunk_key
 
 if TYPE_CHECKING:
@@ -140,15 +144,17 @@ def plan_batch(
     catalogue: ModelCatalogue,
     chunk_size: int,
     spool: Path,
+    shape_buckets: tuple[ShapeBucket, ...] = (),
+    sagemaker_price: InstancePrice | None = None,
 ) -> BatchPlan:
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_by_shape: dict[tuple[str, int, int], int] = {}
+    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
     try:
-        for entry in reader:
+        for entry in _with_bucket_checks(reader, shape_buckets):
             if isinstance(entry, InvalidLine):
                 if errors_file is None:
                     plan.errors_path = spool / "errors.jsonl"
@@ -159,13 +165,7 @@ def plan_batch(
                 continue
             plan.items_valid += 1
             for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                shape = (job.model, job.width, job.height)
-                if shape not in price_by_shape:
-                    spec = catalogue.get(job.model)
-                    price_by_shape[shape] = (
-                        spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
-                    )
-                plan.estimate_micro_usd += price_by_shape[shape]
+                plan.estimate_micro_usd += price_of(job)
                 plan.models.add(job.model)
                 pending.append(job)
                 if len(pending) == chunk_size:
@@ -179,12 +179,59 @@ def plan_batch(
     return plan
 
 
+def _image_pricer(
+    settings: BatchSettings, catalogue: ModelCatalogue, sagemaker_price: InstancePrice | None
+) -> Callable[[ImageJob], int]:
+    """Expected micro-dollars per image: the catalogue price on Bedrock; on the self-hosted
+    endpoint, reference seconds scaled by pixels and steps x the instance price."""
+    if settings.backend == "sagemaker":
+        if sagemaker_price is None:
+            return lambda job: 0
+        price = sagemaker_price
+        return lambda job: sagemaker_estimate(job.width, job.height, job.steps, price)
+    price_by_shape: dict[tuple[str, int, int], int] = {}
+
+    def bedrock(job: ImageJob) -> int:
+        shape = (job.model, job.width, job.height)
+        if shape not in price_by_shape:
+            spec = catalogue.get(job.model)
+            price_by_shape[shape] = (
+                spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+            )
+        return price_by_shape[shape]
+
+    return bedrock
+
+
+def _with_bucket_checks(
+    reader: ManifestReader, buckets: tuple[ShapeBucket, ...]
+) -> Iterator[ValidItem | InvalidLine]:
+    if reader.settings.backend != "sagemaker":
+        yield from reader
+        return
+    for entry in reader:
+        yield _check_shape_bucket(entry, buckets)
+
+
+def _check_shape_bucket(
+    entry: ValidItem | InvalidLine, buckets: tuple[ShapeBucket, ...]
+) -> ValidItem | InvalidLine:
+    """A size the endpoint was not compiled for is a line error, named with the buckets."""
+    if isinstance(entry, InvalidLine):
+        return entry
+    reason = bucket_error(entry.item.width, entry.item.height, buckets)
+    if reason is None:
+        return entry
+    error = FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+    return InvalidLine(line=entry.line, errors=[error])
+
+
 def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     chunk_id = f"{len(plan.chunk_ids):05d}"
     chunk = ChunkFile(
         batch_id=batch_id,
         chunk_id=chunk_id,
-        backend="bedrock",
+        backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
         output_prefix=plan.settings.output_prefix,
         images=jobs,
     )
@@ -194,7 +241,7 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     plan.images_total += len(jobs)
 
 
-def rejection_reason(plan: BatchPlan) -> str | None:
+def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
     settings = plan.settings
     if plan.invalid_lines and settings.on_invalid == "reject":
         return (
@@ -203,7 +250,7 @@ def rejection_reason(plan: BatchPlan) -> str | None:
         )
     if plan.images_total == 0:
         return "no valid items: nothing to generate"
-    if settings.backend == "sagemaker":
+    if settings.backend == "sagemaker" and not sagemaker_deployed:
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
@@ -227,7 +274,10 @@ def ingest_manifest(
     chunk_size: int,
     max_concurrency: int,
     max_chunk_concurrency: int = 4,
+    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
+    sagemaker_price: InstancePrice | None = None,
 ) -> IngestOutcome:
+    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
     manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
     existing = ledger.get_batch(batch_id)
@@ -238,7 +288,9 @@ def ingest_manifest(
                 map_max_concurrency=existing.get("map_max_concurrency") or max_concurrency,
                 chunk_concurrency=existing.get("chunk_concurrency") or max_chunk_concurrency,
             )
-            starter.start(batch_id, _execution_input(bucket, batch_id, restart))
+            starter.start(
+                batch_id, _execution_input(bucket, batch_id, restart, existing.get("backend"))
+            )
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
 
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
@@ -251,6 +303,8 @@ def ingest_manifest(
                 catalogue=catalogue,
                 chunk_size=chunk_size,
                 spool=spool,
+                shape_buckets=sagemaker_buckets or (),
+                sagemaker_price=sagemaker_price,
             )
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
@@ -259,7 +313,7 @@ def ingest_manifest(
         if plan.errors_path is not None:
             errors_key = f"reports/{batch_id}/errors.jsonl"
             store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-        reason = rejection_reason(plan)
+        reason = rejection_reason(plan, sagemaker_deployed=sagemaker_buckets is not None)
         record = _batch_record(plan, manifest, errors_key)
         if reason is not None:
             ledger.create_batch(
@@ -286,7 +340,7 @@ def ingest_manifest(
     running = {**record, **concurrency.model_dump(), "status": BatchStatus.RUNNING.value}
     if not ledger.create_batch(batch_id, running):
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
-    starter.start(batch_id, _execution_input(bucket, batch_id, concurrency))
+    starter.start(batch_id, _execution_input(bucket, batch_id, concurrency, record["backend"]))
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
         batch_id,
@@ -298,9 +352,12 @@ def ingest_manifest(
     )
 
 
-def _execution_input(bucket: str, batch_id: str, plan: ConcurrencyPlan) -> dict[str, Any]:
+def _execution_input(
+    bucket: str, batch_id: str, plan: ConcurrencyPlan, backend: str | None
+) -> dict[str, Any]:
     return {
         "batch_id": batch_id,
+        "backend": backend or "bedrock",
         "bucket": bucket,
         "chunk_index_key": chunk_index_key(batch_id),
         "max_concurrency": plan.map_max_concurrency,

@@ -93,6 +93,8 @@ class ImageOutcome(BaseModel):
     output_key: str | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
+    # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
+    inference_ms: int | None = None
 
 
 class ChunkResult(BaseModel):

@@ -67,6 +67,9 @@ class BatchStore:
             Bucket=self.bucket, Key=key, Body=png, ContentType="image/png", Metadata=metadata
         )
 
+    def put_json(self, key: str, body: bytes) -> None:
+        self._put_json(key, body)
+
     def put_report(self, batch_id: str, name: str, document: BaseModel | dict[str, object]) -> str:
         key = report_key(batch_id, name)
         body = (

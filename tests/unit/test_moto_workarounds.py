@@ -219,3 +219,43 @@ def test_complete_s3_event_fills_only_missing_fields() -> None:
     assert record["userIdentity"] == {"principalId": "me"}
     assert record["s3"]["object"]["sequencer"] == "0"
     assert record["s3"]["bucket"]["ownerIdentity"]["principalId"] == "LOCAL"
+
+
+def test_forward_task_failure_cause_reaches_the_catch(moto_endpoint: str) -> None:
+    # GIVEN a task waiting for its token, whose failure is caught into $.error
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    moto_workarounds.forward_task_failure_cause()
+    sqs, sfn = _client("sqs", moto_endpoint), _client("stepfunctions", moto_endpoint)
+    queue = sqs.create_queue(QueueName="tokens")["QueueUrl"]
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+                "End": True,
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+    arn = sfn.create_state_machine(
+        name="sm", definition=json.dumps(definition), roleArn=_role(moto_endpoint)
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn, name="run-1", input="{}")["executionArn"]
+    message = _wait_for(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"))
+    token = json.loads(message[0]["Body"])["token"]
+
+    # WHEN the task fails with an error and a cause
+    sfn.send_task_failure(taskToken=token, error="SageMaker.InferenceFailed", cause="why")
+
+    # THEN the Catch sees both, as on AWS
+    done = _wait_for(
+        lambda: (d := sfn.describe_execution(executionArn=execution))["status"] != "RUNNING" and d
+    )
+    assert done["status"] == "SUCCEEDED"
+    assert json.loads(done["output"])["error"] == {
+        "Error": "SageMaker.InferenceFailed",
+        "Cause": "why",
+    }

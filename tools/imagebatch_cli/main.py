@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from imagebatch.catalogue import load_catalogue
-from imagebatch.manifest import ManifestError, validate_manifest_file
+from imagebatch.manifest import FieldError, ManifestError, validate_manifest_file
 from imagebatch.records import FailureClass
 from imagebatch_cli.report import print_cost
 
@@ -28,10 +28,18 @@ LEDGER_EXPORT = "ledger.jsonl"
 @app.command()
 def validate(
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    shape_buckets: Annotated[
+        str | None,
+        typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
+    ] = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
     try:
         settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
+        if shape_buckets is not None and settings.backend == "sagemaker":
+            bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
+            valid -= len(bucket_errors)
+            errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
     except ManifestError as exc:
         err_console.print(f"[red]{manifest}: {exc}[/red]")
         raise typer.Exit(1) from exc
@@ -45,6 +53,25 @@ def validate(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
+    """Sizes the endpoint was not compiled for, as ingest reports them."""
+    from imagebatch.manifest import ManifestReader, ValidItem, format_for_key
+    from imagebatch.sagemaker import bucket_error, parse_buckets
+
+    buckets = parse_buckets(shape_buckets)
+    found = []
+    with manifest.open("rb") as stream:
+        for entry in ManifestReader(stream, format_for_key(manifest.name), load_catalogue()):
+            if not isinstance(entry, ValidItem):
+                continue
+            reason = bucket_error(entry.item.width, entry.item.height, buckets)
+            if reason is not None:
+                found.append(
+                    FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+                )
+    return found
 
 
 @local_app.command("run")
@@ -69,8 +96,21 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     retry_cap_ms: Annotated[
         int | None, typer.Option(help="Largest backoff ceiling (deployed default 20000).")
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="'sagemaker' also deploys the SageMaker backend and serves it locally "
+            "(batches whose manifest says backend sagemaker run there)."
+        ),
+    ] = "bedrock",
+    shape_buckets: Annotated[
+        str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
+    ] = "",
+    max_batch: Annotated[int, typer.Option(help="SageMaker images per pipeline call.")] = 4,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    if backend not in {"bedrock", "sagemaker"}:
+        raise typer.BadParameter("--backend is bedrock or sagemaker")
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
@@ -89,6 +129,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         fault_seed=fault_seed,
         parameter_overrides=overrides,
         function_environment=function_env,
+        backend=backend,
+        shape_buckets=shape_buckets,
+        max_batch=max_batch,
     )
     try:
         with local_aws(options) as aws:
@@ -111,6 +154,9 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
                 )
             images = list(aws.ledger().image_records(batch_id))
             bedrock_stats = aws.bedrock.stats
+            # The local endpoint scales in once the batch is done: its cold start and idle
+            # time are charged to the batches of the session (docs/sagemaker.md).
+            overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             _export_ledger(target / LEDGER_EXPORT, summary, images)
@@ -118,6 +164,11 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
+    for charged, micro_usd in sorted(overhead.items()):
+        console.print(
+            f"endpoint cold start + idle charged to {charged}: ${micro_usd / 1e6:.6f} "
+            "(beside the image costs above)"
+        )
     console.print(
         f"local Bedrock: {bedrock_stats.invocations} call(s), {bedrock_stats.throttled} "
         f"throttled, {bedrock_stats.filtered} content-filtered, "

@@ -123,11 +123,38 @@ def invoke_s3_notifications_asynchronously(on_error: Callable[[BaseException], N
         del original
 
 
+def forward_task_failure_cause() -> None:
+    """moto's SendTaskFailure handler passes `error` to the engine and drops `cause`; AWS puts
+    the cause in the failed task's error output ($.error.Cause after a Catch), which the state
+    machine records. Forward it."""
+    import inspect
+
+    from moto.core.responses import EmptyResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    with _patch_lock:
+        _originals.setdefault(
+            "sfn_responses.send_task_failure", StepFunctionResponse.send_task_failure
+        )
+
+        def send_task_failure(self: Any) -> Any:
+            backend = self.stepfunction_backend
+            kwargs = {"error": self._get_param("error")}
+            # Only the engine that executes state machines takes a cause.
+            if "cause" in inspect.signature(backend.send_task_failure).parameters:
+                kwargs["cause"] = self._get_param("cause")
+            backend.send_task_failure(self._get_param("taskToken"), **kwargs)
+            return EmptyResult()
+
+        StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+
+
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
     from moto.awslambda.models import LambdaFunction
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
+    from moto.stepfunctions.responses import StepFunctionResponse
 
     with _patch_lock:
         for key, original in list(_originals.items()):
@@ -136,6 +163,7 @@ def restore_all() -> None:
                 "dynamodb": DynamoDBBackend,
                 "lambda": LambdaFunction,
                 "s3": notifications,
+                "sfn_responses": StepFunctionResponse,
             }[owner_name]
             setattr(owner, attr, original)
             del _originals[key]

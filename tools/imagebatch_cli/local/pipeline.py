@@ -25,6 +25,7 @@ from imagebatch.ledger import Ledger
 from imagebatch.records import BatchStatus, batch_id_for
 from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
+from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
 from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
 from imagebatch_cli.local.tiny_model import (
@@ -60,6 +61,21 @@ class LocalOptions:
     # Extra function settings over the template's (e.g. RETRY_BASE_MS for a quick rehearsal).
     function_environment: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 1800.0
+    # "sagemaker" deploys the template with EnableSageMaker=true and serves its endpoint locally.
+    backend: str = "bedrock"
+    shape_buckets: str = ""
+    max_batch: int = 4
+
+    def stack_parameters(self) -> dict[str, str]:
+        parameters = {"LogLevel": "WARNING"}
+        if self.backend == "sagemaker":
+            parameters |= {
+                "EnableSageMaker": "true",
+                "SageMakerImageUri": "local/containers-serving",
+                "SageMakerShapeBuckets": self.shape_buckets,
+                "SageMakerMaxBatch": str(self.max_batch),
+            }
+        return parameters | self.parameter_overrides
 
 
 @dataclass
@@ -69,6 +85,8 @@ class LocalAws:
     runtime: InProcessLambdaRuntime
     bedrock: LocalBedrock
     notification_errors: list[BaseException]
+    sagemaker: Any = None  # LocalAsyncEndpoint when the stack has the SageMaker backend
+    poller: SqsEventSourcePoller | None = None
 
     @property
     def bucket(self) -> str:
@@ -149,6 +167,8 @@ class LocalAws:
         return body
 
     def _raise_if_ingest_failed(self) -> None:
+        if self.sagemaker is not None and self.sagemaker.errors:
+            raise LocalRunError(f"local SageMaker endpoint: {self.sagemaker.errors[-1]}")
         if self.notification_errors:
             raise LocalRunError(f"ingest was not invoked: {self.notification_errors[-1]!r}")
         ingest = self.stack.physical["IngestFunction"]
@@ -222,16 +242,36 @@ def _function_environment(stack: LocalStack) -> dict[str, str]:
     return merged
 
 
+def _start_sagemaker(
+    stack: LocalStack, options: LocalOptions, endpoint: str
+) -> tuple[Any, dict[str, str]]:
+    """The local async endpoint, when the stack deployed the SageMaker backend."""
+    if not stack.sagemaker:
+        return None, {}
+    from imagebatch.endpoint_usage import EndpointUsageStore
+    from imagebatch.pricing import load_aws_prices
+    from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
+
+    config = AsyncEndpointConfig(stack)
+    sagemaker = LocalAsyncEndpoint(
+        config,
+        options.model_dir or ensure_tiny_model(),
+        endpoint,
+        usage=EndpointUsageStore(
+            boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION),
+            stack.physical["LedgerTable"],
+        ),
+        price=load_aws_prices().region(REGION).instance(config.instance_type),
+    )
+    return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
+
+
 _run_lock = threading.Lock()
 
 
-@contextmanager
-def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
-    """Start moto, the local Bedrock and the template's resources; tear all down after."""
-    from moto.server import ThreadedMotoServer
-
-    # The moto server logs every request and CLIP warns of every long prompt; a local run
-    # shows progress instead.
+def _quiet_libraries() -> None:
+    """The moto server logs every request and CLIP warns of every long prompt; a local run
+    shows progress instead."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     import diffusers
     import transformers
@@ -241,10 +281,18 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         library_logging.set_verbosity_error()
         library_logging.disable_progress_bar()
 
+
+@contextmanager
+def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
+    """Start moto, the local Bedrock and the template's resources; tear all down after."""
+    from moto.server import ThreadedMotoServer
+
+    _quiet_libraries()
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     bedrock: LocalBedrock | None = None
+    sagemaker: Any = None
     try:
         server.start()
         host, port = server.get_host_and_port()
@@ -271,21 +319,34 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         with _environment(env):
             moto_workarounds.enable_state_machine_execution(endpoint)
             moto_workarounds.serialise_dynamodb_writes()
+            moto_workarounds.forward_task_failure_cause()
             errors: list[BaseException] = []
             moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
             stack = create_stack(
-                options.template,
-                endpoint,
-                parameter_overrides={"LogLevel": "WARNING", **options.parameter_overrides},
+                options.template, endpoint, parameter_overrides=options.stack_parameters()
             )
             runtime = InProcessLambdaRuntime(stack.functions)
             moto_workarounds.run_lambdas_in_process(runtime.invoke)
-            with _environment({**_function_environment(stack), **options.function_environment}):
+            sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
+            poller = SqsEventSourcePoller(
+                runtime, [SqsSource(*source) for source in stack.sqs_sources], endpoint
+            )
+            poller.start()
+            with _environment(
+                {
+                    **_function_environment(stack),
+                    **sagemaker_env,
+                    **options.function_environment,
+                }
+            ):
                 reset_clients()
                 try:
-                    yield LocalAws(endpoint, stack, runtime, bedrock, errors)
+                    yield LocalAws(endpoint, stack, runtime, bedrock, errors, sagemaker, poller)
                 finally:
                     reset_clients()
+                    poller.stop()
+                    if sagemaker is not None:
+                        sagemaker.stop()
     finally:
         if bedrock is not None:
             bedrock.stop()

@@ -24,8 +24,18 @@ if TYPE_CHECKING:
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-# Resource types the local pipeline has no use for (permissions, policies, the layer).
-NOT_EMULATED = {"AWS::S3::BucketPolicy", "AWS::Serverless::LayerVersion"}
+# Resource types the local pipeline has no use for (permissions, policies, the layer, and the
+# endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
+NOT_EMULATED = {
+    "AWS::S3::BucketPolicy",
+    "AWS::Serverless::LayerVersion",
+    "AWS::SQS::QueuePolicy",
+    "AWS::ApplicationAutoScaling::ScalableTarget",
+    "AWS::ApplicationAutoScaling::ScalingPolicy",
+    "AWS::CloudWatch::Alarm",
+}
+# Stands for !Ref AWS::NoValue while resolving; dropped from the lists and maps holding it.
+_NO_VALUE = object()
 _SUB = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
 
 
@@ -53,10 +63,42 @@ class LocalStack:
     physical: dict[str, str] = field(default_factory=dict)
     arns: dict[str, str] = field(default_factory=dict)
     functions: list[FunctionSpec] = field(default_factory=list)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Resolved properties of the SageMaker Model/EndpointConfig/Endpoint (the local endpoint
+    #: serves them), by logical id.
+    sagemaker: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (function name, queue URL, batch size, reports batch item failures) per SQS event.
+    sqs_sources: list[tuple[str, str, int, bool]] = field(default_factory=list)
 
     @property
     def resources(self) -> dict[str, Any]:
-        return dict(self.template["Resources"])
+        """The resources this stack creates: those whose Condition holds."""
+        return {
+            k: v
+            for k, v in self.template["Resources"].items()
+            if "Condition" not in v or self.condition(v["Condition"])
+        }
+
+    def condition(self, name: str) -> bool:
+        conditions = self.template.get("Conditions", {})
+        if name not in conditions:
+            raise TemplateError(f"no condition {name}")
+        return self._evaluate(conditions[name])
+
+    def _evaluate(self, expression: Any) -> bool:
+        ((key, arg),) = expression.items()
+        if key == "Fn::Equals":
+            left, right = (self.resolve(v) for v in arg)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not self._evaluate(arg[0])
+        if key == "Fn::And":
+            return all(self._evaluate(v) for v in arg)
+        if key == "Fn::Or":
+            return any(self._evaluate(v) for v in arg)
+        if key == "Condition":
+            return self.condition(arg)
+        raise TemplateError(f"condition function {key} is not known locally")
 
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
@@ -71,7 +113,9 @@ class LocalStack:
         }
         return values[name]
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return _NO_VALUE
         if name.startswith("AWS::"):
             return self.pseudo(name)
         if name in self.parameters:
@@ -83,11 +127,13 @@ class LocalStack:
     def get_att(self, name: str, attribute: str) -> str:
         if attribute == "Arn" and name in self.arns:
             return self.arns[name]
+        if (name, attribute) in self.attributes:
+            return self.attributes[(name, attribute)]
         raise TemplateError(f"!GetAtt {name}.{attribute} is not known locally")
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [r for r in (self.resolve(v) for v in value) if r is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -95,7 +141,8 @@ class LocalStack:
             intrinsic = self._intrinsics().get(key)
             if intrinsic is not None:
                 return intrinsic(arg)
-        return {k: self.resolve(v) for k, v in value.items()}
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
 
     def _intrinsics(self) -> dict[str, Any]:
         return {
@@ -105,6 +152,7 @@ class LocalStack:
             ),
             "Fn::Sub": self._sub,
             "Fn::Join": lambda arg: str(arg[0]).join(str(self.resolve(v)) for v in arg[1]),
+            "Fn::If": lambda arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
         }
 
     def _sub(self, arg: Any) -> str:
@@ -116,7 +164,7 @@ class LocalStack:
                 return str(self.resolve(variables[token]))
             if "." in token and not token.startswith("AWS::"):
                 return self.get_att(*token.split(".", 1))
-            return self.ref(token)
+            return str(self.ref(token))
 
         return _SUB.sub(replace, text)
 
@@ -148,7 +196,7 @@ def create_stack(
     # Typed as Any: the creators below each use the one client their resource needs.
     clients: dict[str, Any] = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions", "scheduler", "sqs")
+        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions", "scheduler", "sns", "sqs")
     }
     unknown = {
         v["Type"]
@@ -169,6 +217,7 @@ def create_stack(
             _create_functions(stack, clients, role_arn)
     _wire_s3_events(stack, clients["s3"])
     _create_schedules(stack, clients, role_arn)
+    _collect_sqs_events(stack, clients["sqs"])
     return stack
 
 
@@ -349,9 +398,122 @@ def _create_schedules(stack: LocalStack, clients: dict[str, Any], role_arn: str)
             stack.physical[f"{logical_id}{event_id}"] = name
 
 
+def _create_topic(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
+    props = stack.resolve(resource.get("Properties", {}))
+    name = props.get("TopicName") or f"{stack.name}-{logical_id}"
+    arn = clients["sns"].create_topic(Name=name)["TopicArn"]
+    # !Ref of a topic is its ARN.
+    stack.physical[logical_id] = arn
+    stack.arns[logical_id] = arn
+    stack.attributes[(logical_id, "TopicName")] = name
+
+
+def _create_queue(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
+    props = stack.resolve(resource.get("Properties", {}))
+    name = props.get("QueueName") or f"{stack.name}-{logical_id}"
+    attributes = {
+        key: json.dumps(value) if isinstance(value, dict) else str(value)
+        for key, value in props.items()
+        if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy"}
+    }
+    url = clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    # !Ref of a queue is its URL.
+    stack.physical[logical_id] = url
+    stack.arns[logical_id] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+    stack.attributes[(logical_id, "QueueName")] = name
+    stack.attributes[(logical_id, "QueueUrl")] = url
+
+
+def _create_subscription(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
+    props = stack.resolve(resource.get("Properties", {}))
+    attributes = {"RawMessageDelivery": "true"} if props.get("RawMessageDelivery") else {}
+    arn = clients["sns"].subscribe(
+        TopicArn=props["TopicArn"],
+        Protocol=props["Protocol"],
+        Endpoint=props["Endpoint"],
+        Attributes=attributes,
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+    stack.physical[logical_id] = arn
+
+
+def _name_role(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
+    # Roles grant nothing locally; only their ARN is referred to (the SageMaker model's).
+    stack.physical[logical_id] = f"{stack.name}-{logical_id}"
+    stack.arns[logical_id] = f"arn:aws:iam::{ACCOUNT_ID}:role/{stack.name}-{logical_id}"
+
+
+def _record_sagemaker(
+    stack: LocalStack,
+    logical_id: str,
+    resource: dict[str, Any],
+    clients: dict[str, Any],
+    role_arn: str,
+) -> None:
+    """Model, EndpointConfig and Endpoint: kept resolved for the local async endpoint."""
+    props = stack.resolve(resource.get("Properties", {}))
+    kind = resource["Type"].rsplit("::", 1)[-1]
+    name = props.get(f"{kind}Name") or f"{stack.name}-{logical_id}"
+    stack.physical[logical_id] = name
+    stack.attributes[(logical_id, f"{kind}Name")] = name
+    stack.arns[logical_id] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:{kind.lower()}/{name}"
+    stack.sagemaker[logical_id] = {"Type": resource["Type"], "Name": name, **props}
+
+
+def _collect_sqs_events(stack: LocalStack, sqs: Any) -> None:
+    """SAM turns a function's SQS events into event source mappings; the local Lambda
+    runtime polls them (event_sources.py), so only their settings are kept here."""
+    for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            props = stack.resolve(event["Properties"])
+            queue_name = props["Queue"].rsplit(":", 1)[-1]
+            url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+            stack.sqs_sources.append(
+                (
+                    stack.physical[logical_id],
+                    url,
+                    int(props.get("BatchSize", 10)),
+                    "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                )
+            )
+
+
 _CREATORS: dict[str, Any] = {
     "AWS::S3::Bucket": _create_bucket,
     "AWS::DynamoDB::Table": _create_table,
+    "AWS::SNS::Topic": _create_topic,
+    "AWS::SQS::Queue": _create_queue,
+    "AWS::SNS::Subscription": _create_subscription,
+    "AWS::IAM::Role": _name_role,
     "AWS::Serverless::Function": _name_function,
     "AWS::Serverless::StateMachine": _create_state_machine,
+    "AWS::SageMaker::Model": _record_sagemaker,
+    "AWS::SageMaker::EndpointConfig": _record_sagemaker,
+    "AWS::SageMaker::Endpoint": _record_sagemaker,
 }

@@ -1,0 +1,1 @@
+"""The SageMaker serving application shared by the Neuron and the diffusers images."""

@@ -1,0 +1,117 @@
+"""The SageMaker container contract: HTTP on 8080, GET /ping, POST /invocations.
+
+SageMaker extracts model.tar.gz into /opt/ml/model and starts the container with `serve`;
+the image runs gunicorn (one worker: one copy of the model per accelerator) on this Flask app.
+Asynchronous inference POSTs the request object (a ChunkInvocation) to /invocations and
+stores whatever comes back: 200 -> S3OutputPath and the success topic, anything else ->
+S3FailurePath and the error topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imagebatch.sagemaker import ChunkInvocation, parse_buckets
+from imagebatch_serving.backends import (
+    DiffusersBackend,
+    NeuronBackend,
+    neuron_available,
+)
+from imagebatch_serving.engine import Heartbeat, S3Sink, ServingEngine
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class ServingSettings(BaseModel):
+    """Container settings from its environment (the Model's Environment in template.yaml)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_dir: Path = Field(alias="SM_MODEL_DIR", default=Path("/opt/ml/model"))
+    accelerator: str = Field(alias="IMAGEBATCH_ACCELERATOR", default="auto")
+    max_batch: int = Field(alias="IMAGEBATCH_MAX_BATCH", default=4, ge=1, le=64)
+    shape_buckets: str = Field(alias="IMAGEBATCH_SHAPE_BUCKETS", default="")
+    heartbeat: bool = Field(alias="IMAGEBATCH_HEARTBEAT", default=True)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+
+def load_engine(settings: ServingSettings, *, s3: Any = None, sfn: Any = None) -> ServingEngine:
+    import boto3
+
+    accelerator = settings.accelerator
+    if accelerator == "auto":
+        accelerator = "neuron" if neuron_available() else "diffusers"
+    backend: DiffusersBackend | NeuronBackend
+    if accelerator == "neuron":
+        backend = NeuronBackend.load(settings.model_dir)
+    else:
+        backend = DiffusersBackend.load(
+            settings.model_dir,
+            max_batch=settings.max_batch,
+            buckets=parse_buckets(settings.shape_buckets),
+        )
+    heartbeat = _heartbeat(sfn or boto3.client("stepfunctions")) if settings.heartbeat else None
+    return ServingEngine(backend, S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat)
+
+
+def _heartbeat(sfn: Any) -> Heartbeat:
+    def beat(task_token: str) -> None:
+        try:
+            sfn.send_task_heartbeat(taskToken=task_token)
+        except Exception as exc:  # noqa: BLE001 - a missed heartbeat must not fail the images
+            logger.warning("task heartbeat failed: %s", exc)
+
+    return beat
+
+
+def _error(status: int, kind: str, message: str) -> Response:
+    body = ErrorBody(error=kind, message=message).model_dump_json()
+    return Response(body, status=status, mimetype=JSON)
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+
+
+def create_app(engine: ServingEngine) -> Flask:
+    app = Flask("imagebatch_serving")
+
+    @app.get("/ping")
+    def ping() -> Response:
+        # The model loads before the app exists: answering at all means healthy.
+        return Response("", status=200)
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        try:
+            invocation = ChunkInvocation.model_validate_json(request.get_data())
+        except ValidationError as exc:
+            return _error(400, "InvalidRequest", str(exc))
+        try:
+            result = engine.run(invocation)
+        except Exception as exc:
+            # A 500 makes SageMaker write the failure object and publish to the error
+            # topic; the state machine retries the chunk.
+            logger.exception("chunk %s/%s failed", invocation.batch_id, invocation.chunk_id)
+            return _error(500, type(exc).__name__, str(exc)[:2000])
+        return Response(result.model_dump_json(), status=200, mimetype=JSON)
+
+    return app
+
+
+def create_app_from_env() -> Flask:
+    """gunicorn's entry point in the images (see containers/serving/serve)."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
+    return create_app(load_engine(ServingSettings.from_env()))

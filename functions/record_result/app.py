@@ -1,0 +1,67 @@
+"""RecordResult: SageMaker async notifications (SNS -> SQS) -> ledger costs + task answers.
+
+Powertools batch processing reports each failed record back to SQS (ReportBatchItemFailures),
+so one bad message is retried alone and, after maxReceiveCount, lands in the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagebatch.async_endpoint import record_result
+from imagebatch.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.config import RecordResultSettings
+from imagebatch.ledger import Ledger
+from imagebatch.observability import logger, tracer
+from imagebatch.pricing import InstancePrice, load_aws_prices
+from imagebatch.sagemaker import AsyncNotification
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@lru_cache(maxsize=1)
+def _settings() -> RecordResultSettings:
+    return RecordResultSettings.from_env()
+
+
+@lru_cache(maxsize=1)
+def _price() -> InstancePrice:
+    settings = _settings()
+    return load_aws_prices().region(settings.region).instance(settings.instance_type)
+
+
+def parse_notification(body: str) -> AsyncNotification:
+    """The SQS body is the SNS envelope (raw delivery off); its Message is SageMaker's JSON."""
+    envelope = json.loads(body)
+    message = envelope["Message"] if isinstance(envelope, dict) and "Message" in envelope else body
+    return AsyncNotification.model_validate_json(message)
+
+
+def record_handler(record: SQSRecord) -> None:
+    notification = parse_notification(record.body)
+    record_result(
+        notification,
+        s3=s3_client(),
+        ledger=Ledger(dynamodb_client(), _settings().ledger_table),
+        sfn=sfn_client(),
+        price=_price(),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

@@ -1,0 +1,122 @@
+"""A manifest through the SageMaker backend on the local AWS: template, state machine, submit
+Lambda, local async endpoint over HTTP to the real serving app, SNS -> SQS -> result Lambda."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    options = LocalOptions(
+        template=REPO / "template.yaml",
+        backend="sagemaker",
+        shape_buckets="64x64,128x64",
+        max_batch=4,
+        parameter_overrides={"ChunkSize": "5"},
+    )
+    with local_aws(options) as running:
+        yield running
+
+
+def _manifest(path: Path, items: list[dict[str, Any]], **settings: Any) -> Path:
+    header = {"batch": {"backend": "sagemaker", "model": "tiny-sd", **settings}}
+    lines = [json.dumps(header), *(json.dumps({"steps": 1, "guidance": 0, **i}) for i in items)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _invocations(aws: LocalAws, logical_id: str) -> int:
+    name = aws.stack.physical[logical_id]
+    return sum(1 for call in aws.runtime.invocations if call.function == name)
+
+
+def test_images_are_served_written_and_priced_per_instance_second(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN 7 images: 6 at 64x64 (two chunks of 5 and 2 by chunk size), 1 at 128x64
+    items = [
+        {"id": "mug", "prompt": "a mug", "width": 64, "height": 64, "count": 4},
+        {"id": "cup", "prompt": "a cup", "width": 64, "height": 64, "count": 2},
+        {"id": "wide", "prompt": "a plate", "width": 128, "height": 64},
+    ]
+    batch_id = aws.upload_manifest(_manifest(tmp_path / "served.jsonl", items))
+    # WHEN the batch runs
+    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    # THEN every image was made on the sagemaker path and written with its metadata
+    assert summary["status"] == "SUCCEEDED", summary
+    assert summary["backend"] == "sagemaker"
+    records = {r["image_id"]: r for r in aws.ledger().image_records(batch_id)}
+    assert len(records) == 7
+    s3 = aws.s3()
+    for record in records.values():
+        assert record["backend"] == "sagemaker"
+        head = s3.head_object(Bucket=aws.bucket, Key=record["output_key"])
+        assert head["Metadata"]["seed"] == str(record["seed"])
+        assert head["Metadata"]["prompt-sha256"] == record["prompt_sha256"]
+        assert head["Metadata"]["model"] == "tiny-sd"
+    # AND the cost is measured seconds x the instance price, added up exactly
+    assert all(r["cost_micro_usd"] > 0 and r["inference_ms"] >= 0 for r in records.values())
+    assert summary["cost_micro_usd"] == sum(r["cost_micro_usd"] for r in records.values())
+    assert all("ml.inf2.xlarge" in r["price_source"] for r in records.values())
+    # AND the results travelled SNS -> SQS -> RecordResult, one request per chunk
+    assert _invocations(aws, "SubmitChunkFunction") == summary["chunks_total"] == 2
+    assert aws.sagemaker.completed >= 2
+    assert aws.poller is not None
+    assert aws.poller.batches >= 1
+    outputs = s3.list_objects_v2(Bucket=aws.bucket, Prefix="async-outputs/")
+    assert outputs["KeyCount"] >= 2
+    # AND scaling in charges the session's cold start and idle time to the batch, on record
+    overhead = aws.sagemaker.scale_in()
+    assert [e.kind for e in aws.sagemaker.scaling_events[-2:]] == ["scale_out", "scale_in"]
+    assert overhead[batch_id] > 0
+    charged = list(aws.ledger().query_batch(batch_id, "OVERHEAD#"))
+    assert [r["overhead_micro_usd"] for r in charged] == [overhead[batch_id]]
+
+
+def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN a chunk whose instance dies every time, a good chunk, and a size not compiled
+    items = [
+        {
+            "id": "doomed",
+            "prompt": "a mug [[instance-failure]]",
+            "width": 64,
+            "height": 64,
+            "count": 5,
+        },
+        {"id": "fine", "prompt": "a cup", "width": 64, "height": 64},
+        {"id": "huge", "prompt": "a plate", "width": 512, "height": 512},
+    ]
+    manifest = _manifest(tmp_path / "faults.jsonl", items, on_invalid="skip")
+    submits_before = _invocations(aws, "SubmitChunkFunction")
+    batch_id = aws.upload_manifest(manifest)
+    # WHEN the batch runs
+    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    # THEN the doomed chunk was submitted three times (two retries) and its images recorded
+    assert summary["status"] == "PARTIAL", summary
+    assert _invocations(aws, "SubmitChunkFunction") - submits_before == 3 + 1
+    records = {r["image_id"]: r for r in aws.ledger().image_records(batch_id)}
+    assert records["fine-1"]["status"] == "SUCCEEDED"
+    doomed = [r for k, r in records.items() if k.startswith("doomed")]
+    assert len(doomed) == 5
+    assert {r["failure_class"] for r in doomed} == {"model_error"}
+    assert all("SageMaker.InferenceFailed" in r["failure_reason"] for r in doomed)
+    assert all(r["cost_micro_usd"] == 0 for r in doomed)
+    # AND the 512x512 line was refused at ingest, naming the buckets
+    errors = aws.s3().get_object(Bucket=aws.bucket, Key=summary["errors_key"])["Body"].read()
+    error = json.loads(errors.decode().splitlines()[0])
+    assert error["line"] == 4
+    assert "512x512" in error["reason"]
+    assert "64x64, 128x64" in error["reason"]

@@ -1,0 +1,123 @@
+"""template.yaml's optional SageMaker backend, and the local stack's reading of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+from imagebatch_cli.local.stack import LocalStack, load_template
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
+ASL_PATH = Path(__file__).resolve().parents[2] / "statemachine" / "batch.asl.json"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    decoded, matches = decode(str(TEMPLATE_PATH))
+    assert not matches
+    assert decoded is not None
+    return dict(decoded)
+
+
+def props(template: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(template["Resources"][name]["Properties"])
+
+
+SAGEMAKER_RESOURCES = (
+    "SageMakerModel",
+    "SageMakerEndpointConfig",
+    "SageMakerEndpoint",
+    "SageMakerScalableTarget",
+    "SageMakerBacklogScaling",
+    "SageMakerWakeFromZero",
+    "SageMakerBacklogWithoutCapacityAlarm",
+    "InferenceSuccessTopic",
+    "InferenceErrorTopic",
+    "InferenceResultQueue",
+    "InferenceResultDeadLetterQueue",
+    "SubmitChunkFunction",
+    "RecordResultFunction",
+)
+
+
+def test_the_whole_backend_is_behind_one_condition(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["EnableSageMaker"]["Default"] == "false"
+    for name in SAGEMAKER_RESOURCES:
+        assert template["Resources"][name]["Condition"] == "SageMakerEnabled", name
+
+
+def test_async_config_writes_to_the_bucket_and_notifies_both_topics(
+    template: dict[str, Any],
+) -> None:
+    config = props(template, "SageMakerEndpointConfig")["AsyncInferenceConfig"]
+    output = config["OutputConfig"]
+    assert "async-outputs/" in output["S3OutputPath"]["Fn::Sub"]
+    assert "async-failures/" in output["S3FailurePath"]["Fn::Sub"]
+    assert output["NotificationConfig"] == {
+        "SuccessTopic": {"Ref": "InferenceSuccessTopic"},
+        "ErrorTopic": {"Ref": "InferenceErrorTopic"},
+    }
+    assert config["ClientConfig"]["MaxConcurrentInvocationsPerInstance"] >= 1
+
+
+def test_scales_to_zero_and_wakes_on_backlog_without_capacity(template: dict[str, Any]) -> None:
+    assert props(template, "SageMakerScalableTarget")["MinCapacity"] == 0
+    tracking = props(template, "SageMakerBacklogScaling")
+    metric = tracking["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    assert metric["MetricName"] == "ApproximateBacklogSizePerInstance"
+    assert tracking["TargetTrackingScalingPolicyConfiguration"]["ScaleInCooldown"] == {
+        "Ref": "SageMakerScaleInCooldown"
+    }
+    alarm = props(template, "SageMakerBacklogWithoutCapacityAlarm")
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["AlarmActions"] == [{"Ref": "SageMakerWakeFromZero"}]
+    assert props(template, "SageMakerWakeFromZero")["PolicyType"] == "StepScaling"
+
+
+def test_results_flow_sns_to_sqs_with_a_dlq_to_a_partial_batch_consumer(
+    template: dict[str, Any],
+) -> None:
+    for name in ("InferenceSuccessSubscription", "InferenceErrorSubscription"):
+        subscription = props(template, name)
+        assert subscription["Protocol"] == "sqs"
+        assert subscription["Endpoint"] == {"Fn::GetAtt": ["InferenceResultQueue", "Arn"]}
+    queue = props(template, "InferenceResultQueue")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["InferenceResultDeadLetterQueue", "Arn"]
+    }
+    event = props(template, "RecordResultFunction")["Events"]["InferenceResults"]
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # six times the consumer's timeout (Globals: 60 s)
+    assert queue["VisibilityTimeout"] >= 6 * template["Globals"]["Function"]["Timeout"]
+
+
+def test_state_machine_chooses_the_backend_and_waits_for_the_token() -> None:
+    asl = json.loads(ASL_PATH.read_text())
+    states = asl["States"]["GenerateChunks"]["ItemProcessor"]["States"]
+    assert asl["States"]["GenerateChunks"]["ItemProcessor"]["StartAt"] == "ChooseBackend"
+    choice = states["ChooseBackend"]
+    assert choice["Choices"][0]["StringEquals"] == "sagemaker"
+    assert choice["Default"] == "GenerateChunk"
+    submit = states["SubmitChunk"]
+    assert submit["Resource"].endswith("lambda:invoke.waitForTaskToken")
+    assert submit["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert submit["HeartbeatSeconds"] < submit["TimeoutSeconds"]
+    retried = {e for r in submit["Retry"] for e in r["ErrorEquals"]}
+    assert {"SageMaker.InferenceFailed", "States.HeartbeatTimeout"} <= retried
+    assert submit["Catch"][0]["Next"] == "RecordChunkFailure"
+
+
+def test_local_stack_evaluates_conditions_if_and_no_value() -> None:
+    stack = LocalStack("s", TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
+    stack.parameter_defaults({})
+    assert not stack.condition("SageMakerEnabled")
+    assert "SubmitChunkFunction" not in stack.resources
+    assert stack.resolve({"Fn::If": ["SageMakerEnabled", "yes", "no"]}) == "no"
+    assert stack.resolve(["a", {"Ref": "AWS::NoValue"}]) == ["a"]
+    stack.parameter_defaults({"EnableSageMaker": "true"})
+    assert stack.condition("SageMakerEnabled")
+    assert "SubmitChunkFunction" in stack.resources

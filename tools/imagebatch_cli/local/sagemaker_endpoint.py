@@ -1,0 +1,375 @@
+"""A local SageMaker asynchronous endpoint in front of the real serving application.
+
+boto3's `sagemaker-runtime` client talks to it unchanged (`AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`):
+`InvokeEndpointAsync` is answered 202 with the InferenceId body and the OutputLocation /
+FailureLocation headers, as the restJson1 model says. Each request then does what SageMaker
+does: read the input object from S3, POST it to the container's /invocations over HTTP, write
+the response to S3OutputPath/<id>.out (or S3FailurePath/<id>-error.out) and publish the
+success or error notification JSON to the topics of the endpoint config. Everything it needs
+comes from template.yaml's Model, EndpointConfig and Endpoint.
+
+The serving application is containers/serving's Flask app with the diffusers backend on
+127.0.0.1, started when the first request arrives (a scale-out from zero, whose model load is
+the local cold start) and stopped at the end (scale-in); both are recorded as ScaleEvents.
+Fault injection for rehearsals: an input whose text contains `[[instance-failure]]` fails as
+an instance that died mid-request would, without reaching the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from imagebatch.endpoint_usage import EndpointUsageStore
+from imagebatch.pricing import InstancePrice
+from imagebatch.sagemaker import AsyncNotification, InvocationResult, split_s3_uri
+from imagebatch.scaling import InferenceSpan, ScaleEvent, attribute_overhead
+from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack
+
+logger = logging.getLogger(__name__)
+
+INSTANCE_FAILURE = "[[instance-failure]]"
+# What SageMaker reports when the container answers with an error status.
+MODEL_ERROR_REASON = (
+    "ClientError: Received server error ({status}) from model. "
+    "See the SageMaker Endpoint logs in your account for more information."
+)
+
+
+class LocalServingApp:
+    """containers/serving's app on 127.0.0.1 with the diffusers backend (one 'instance')."""
+
+    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+        self._model_dir = model_dir
+        self._environment = environment
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        from imagebatch_serving.app import ServingSettings, create_app, load_engine
+
+        settings = ServingSettings.from_env(
+            {
+                **self._environment,
+                "SM_MODEL_DIR": str(self._model_dir),
+                "IMAGEBATCH_ACCELERATOR": "diffusers",
+            }
+        )
+        server = make_server("127.0.0.1", 0, create_app(load_engine(settings)), threaded=True)
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="serving", daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{server.server_port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server, self._thread = None, None
+
+
+class AsyncEndpointConfig:
+    """The parts of the template's SageMaker resources the local endpoint obeys."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        by_type = {v["Type"]: v for v in stack.sagemaker.values()}
+        endpoint = by_type["AWS::SageMaker::Endpoint"]
+        config = by_type["AWS::SageMaker::EndpointConfig"]
+        model = by_type["AWS::SageMaker::Model"]
+        async_config = config["AsyncInferenceConfig"]
+        output = async_config["OutputConfig"]
+        notifications = output.get("NotificationConfig", {})
+        self.endpoint_name: str = endpoint["Name"]
+        self.output_path: str = output["S3OutputPath"].rstrip("/") + "/"
+        self.failure_path: str = output.get("S3FailurePath", self.output_path).rstrip("/") + "/"
+        self.success_topic: str | None = notifications.get("SuccessTopic")
+        self.error_topic: str | None = notifications.get("ErrorTopic")
+        self.max_concurrency = int(
+            async_config.get("ClientConfig", {}).get("MaxConcurrentInvocationsPerInstance", 1)
+        )
+        self.instance_type: str = config["ProductionVariants"][0]["InstanceType"]
+        self.environment = {
+            k: str(v) for k, v in model["PrimaryContainer"].get("Environment", {}).items()
+        }
+
+
+class LocalAsyncEndpoint:
+    def __init__(
+        self,
+        config: AsyncEndpointConfig,
+        model_dir: Path,
+        aws_endpoint: str,
+        *,
+        usage: EndpointUsageStore | None = None,
+        price: InstancePrice | None = None,
+    ) -> None:
+        self.config = config
+        self._usage = usage
+        self._price = price
+        self._serving = LocalServingApp(model_dir, config.environment)
+        self._serving_url: str | None = None
+        self._aws_endpoint = aws_endpoint
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.max_concurrency, thread_name_prefix="async-invocation"
+        )
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.scaling_events: list[ScaleEvent] = []
+        self.spans: list[InferenceSpan] = []
+        self.completed = 0
+        self.failed = 0
+        self.errors: list[str] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="local-sagemaker-runtime",
+            daemon=True,
+        )
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the local endpoint is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.scale_in()
+        self._server = None
+
+    def _record(self, event: ScaleEvent) -> None:
+        self.scaling_events.append(event)
+        if self._usage is not None:
+            self._usage.record_scale_event(self.config.endpoint_name, event)
+
+    def scale_in(self) -> dict[str, int]:
+        """Stop the instance (as the cooldown would) and charge its session's cold-start and
+        idle time to batches (scaling.attribute_overhead); returns micro-dollars per batch."""
+        with self._lock:
+            if self._serving_url is None:
+                return {}
+            self._serving.stop()
+            self._serving_url = None
+            self._record(ScaleEvent(kind="scale_in", at=datetime.now(UTC), instances_after=0))
+            session = self.scaling_events[-2:]
+            spans, self.spans = self.spans, []
+        if self._price is None:
+            return {}
+        charges = attribute_overhead(session, spans, self._price, until=session[-1].at)
+        if self._usage is not None:
+            self._usage.record_overhead(
+                self.config.endpoint_name,
+                session[0].at.isoformat(),
+                charges,
+                "imagebatch.scaling.attribute_overhead",
+            )
+        return charges
+
+    def _instance_url(self) -> str:
+        """The serving app's URL, starting it (a scale-out from zero) on first use."""
+        with self._lock:
+            if self._serving_url is None:
+                requested = datetime.now(UTC)
+                self._serving_url = self._serving.start()
+                self._record(
+                    ScaleEvent(
+                        kind="scale_out",
+                        at=requested,
+                        ready_at=datetime.now(UTC),
+                        instances_after=1,
+                    )
+                )
+            return self._serving_url
+
+    # -- InvokeEndpointAsync ---------------------------------------------------------------
+
+    def accept(
+        self, endpoint_name: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if endpoint_name != self.config.endpoint_name:
+            return (
+                400,
+                {"x-amzn-ErrorType": "ValidationError"},
+                {"message": f"Endpoint {endpoint_name} of account {ACCOUNT_ID} not found."},
+            )
+        input_location = headers.get("x-amzn-sagemaker-inputlocation")
+        if not input_location:
+            return (
+                400,
+                {"x-amzn-ErrorType": "ValidationError"},
+                {
+                    "message": "1 validation error detected: Value null at 'inputLocation' failed "
+                    "to satisfy constraint: Member must not be null"
+                },
+            )
+        inference_id = headers.get("x-amzn-sagemaker-inference-id") or str(uuid.uuid4())
+        output_location = f"{self.config.output_path}{inference_id}.out"
+        failure_location = f"{self.config.failure_path}{inference_id}-error.out"
+        request = {
+            "inference_id": inference_id,
+            "input_location": input_location,
+            "content_type": headers.get("x-amzn-sagemaker-content-type", "application/json"),
+            "accept": headers.get("x-amzn-sagemaker-accept", "application/json"),
+            "custom_attributes": headers.get("x-amzn-sagemaker-custom-attributes"),
+            "received": datetime.now(UTC),
+            "output_location": output_location,
+            "failure_location": failure_location,
+        }
+        self._pool.submit(self._process, request)
+        return (
+            202,
+            {
+                "X-Amzn-SageMaker-OutputLocation": output_location,
+                "X-Amzn-SageMaker-FailureLocation": failure_location,
+            },
+            {"InferenceId": inference_id},
+        )
+
+    def _process(self, request: dict[str, Any]) -> None:
+        try:
+            self._invoke(request)
+        except Exception as exc:  # reported: a lost request must be visible
+            logger.exception("local async invocation %s failed", request["inference_id"])
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _invoke(self, request: dict[str, Any]) -> None:
+        s3 = boto3.client("s3", endpoint_url=self._aws_endpoint, region_name=REGION)
+        bucket, key = split_s3_uri(request["input_location"])
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if INSTANCE_FAILURE.encode() in body:
+            status, content_type, answer = (
+                500,
+                "application/json",
+                json.dumps(
+                    {"error": "InstanceFailure", "message": "the instance stopped mid-request"}
+                ).encode(),
+            )
+        else:
+            started = datetime.now(UTC)
+            status, content_type, answer = self._post(request, body)
+            if status == 200:
+                result = InvocationResult.model_validate_json(answer)
+                with self._lock:
+                    self.spans.append(
+                        InferenceSpan(
+                            batch_id=result.batch_id,
+                            submitted_at=request["received"],
+                            started_at=started,
+                            seconds=sum(call.seconds for call in result.calls),
+                        )
+                    )
+        ok = status == 200
+        location = request["output_location"] if ok else request["failure_location"]
+        out_bucket, out_key = split_s3_uri(location)
+        s3.put_object(Bucket=out_bucket, Key=out_key, Body=answer, ContentType=content_type)
+        response_parameters: dict[str, str] = {"contentType": content_type}
+        response_parameters["outputLocation" if ok else "failureLocation"] = location
+        notification: dict[str, Any] = {
+            "awsRegion": REGION,
+            "eventTime": _iso(datetime.now(UTC)),
+            "receivedTime": _iso(request["received"]),
+            "invocationStatus": "Completed" if ok else "Failed",
+            "requestParameters": {
+                "contentType": request["content_type"],
+                "endpointName": self.config.endpoint_name,
+                "inputLocation": request["input_location"],
+            },
+            "responseParameters": response_parameters,
+            "inferenceId": request["inference_id"],
+            "eventVersion": "1.0",
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+        }
+        if not ok:
+            notification["failureReason"] = MODEL_ERROR_REASON.format(status=status)
+        AsyncNotification.model_validate(notification)  # the shape record_result will parse
+        topic = self.config.success_topic if ok else self.config.error_topic
+        if topic:
+            sns = boto3.client("sns", endpoint_url=self._aws_endpoint, region_name=REGION)
+            sns.publish(TopicArn=topic, Message=json.dumps(notification))
+        with self._lock:
+            if ok:
+                self.completed += 1
+            else:
+                self.failed += 1
+
+    def _post(self, request: dict[str, Any], body: bytes) -> tuple[int, str, bytes]:
+        headers = {"Content-Type": request["content_type"], "Accept": request["accept"]}
+        if request["custom_attributes"]:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = request["custom_attributes"]
+        http_request = urllib.request.Request(  # noqa: S310 - our loopback serving app
+            f"{self._instance_url()}/invocations", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(http_request, timeout=3600) as response:  # noqa: S310
+                return (
+                    response.status,
+                    response.headers.get("Content-Type", "application/json"),
+                    response.read(),
+                )
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Content-Type", "application/json"), error.read()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _handler_for(endpoint: LocalAsyncEndpoint) -> type[BaseHTTPRequestHandler]:
+    prefix, suffix = "/endpoints/", "/async-invocations"
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug(format, *args)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            path = self.path.split("?", 1)[0]
+            if not (path.startswith(prefix) and path.endswith(suffix)):
+                self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"}, {})
+                return
+            name = unquote(path[len(prefix) : -len(suffix)])
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self._send(*endpoint.accept(name, headers))
+
+        def _send(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
