@@ -15,6 +15,7 @@ from imagebatch_cli.local.tiny_model import (
     default_model_dir,
     ensure_tiny_model,
     load_pipeline,
+    recipe_fingerprint,
 )
 from PIL import Image
 
@@ -121,9 +122,9 @@ def test_ensure_tiny_model_caches_under_imagebatch_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_dir: Path
 ) -> None:
     monkeypatch.setenv("IMAGEBATCH_CACHE", str(tmp_path))
-    assert default_model_dir() == tmp_path / "tiny-sd-v1"
+    assert default_model_dir() == tmp_path / f"tiny-sd-v1-{recipe_fingerprint()}"
     built = ensure_tiny_model()
-    assert built == tmp_path / "tiny-sd-v1"
+    assert built == default_model_dir()
     assert (built / MARKER).is_file()
     marker_time = (built / MARKER).stat().st_mtime_ns
     assert ensure_tiny_model() == built
@@ -133,3 +134,10 @@ def test_ensure_tiny_model_caches_under_imagebatch_cache(
     assert weights
     for relative in weights:
         assert (built / relative).read_bytes() == (model_dir / relative).read_bytes()
+
+
+def test_recipe_fingerprint_names_the_code_that_builds_the_model() -> None:
+    fingerprint = recipe_fingerprint()
+    assert len(fingerprint) == 12
+    assert fingerprint == recipe_fingerprint()
+    assert default_model_dir().name.endswith(fingerprint)

@@ -9,6 +9,8 @@ loads through the same `load_pipeline` and renders real pictures.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import io
 import json
 import logging
@@ -207,7 +209,15 @@ def _publish(built: Path, target: Path) -> None:
 def default_model_dir() -> Path:
     root = os.environ.get("IMAGEBATCH_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "imagebatch"
-    return base / RECIPE
+    return base / f"{RECIPE}-{recipe_fingerprint()}"
+
+
+def recipe_fingerprint() -> str:
+    """Changes whenever the code that builds the model does, so a cache built by an older
+    recipe is never mistaken for this one (it made a benchmark several times slower once)."""
+    parts = (_write_tokenizer_files, _text_encoder, _unet, _vae, _scheduler, build_tiny_model)
+    source = "".join(inspect.getsource(part) for part in parts) + f"{SEED}"
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
 
 
 def ensure_tiny_model() -> Path:
