@@ -43,6 +43,35 @@ def device_and_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def load_diffusers_pipeline(model_dir: Path) -> tuple[Any, torch.device]:
+    """Load a diffusers text-to-image model from disk, on the device policy above.
+
+    `AutoPipelineForText2Image` maps whatever pipeline class the folder was saved as to its
+    text-to-image variant; `local_files_only` keeps a mistyped path from reaching for a hub.
+    The serving app and the local tools (tiny model, `--model-dir`) both load through here.
+    """
+    import diffusers
+
+    if not (model_dir / "model_index.json").is_file():
+        raise ModelLoadError(f"{model_dir} holds no diffusers model (model_index.json)")
+    device, dtype = device_and_dtype()
+    started = time.perf_counter()
+    pipe: Any = diffusers.AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+        str(model_dir), local_files_only=True, dtype=dtype
+    )
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    logger.info(
+        "loaded %s from %s on %s/%s in %.2f s",
+        type(pipe).__name__,
+        model_dir,
+        device,
+        dtype,
+        time.perf_counter() - started,
+    )
+    return pipe, device
+
+
 def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     # CPU generators: the initial latents are then the same on every device for a seed.
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -59,24 +88,7 @@ class DiffusersBackend:
     def load(
         cls, model_dir: Path, *, max_batch: int, buckets: tuple[ShapeBucket, ...] = ()
     ) -> DiffusersBackend:
-        import diffusers
-
-        if not (model_dir / "model_index.json").is_file():
-            raise ModelLoadError(f"{model_dir} holds no diffusers model (model_index.json)")
-        device, dtype = device_and_dtype()
-        started = time.perf_counter()
-        pipe: Any = diffusers.AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-            str(model_dir), local_files_only=True, dtype=dtype
-        )
-        pipe = pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        logger.info(
-            "loaded %s on %s/%s in %.2f s",
-            type(pipe).__name__,
-            device,
-            dtype,
-            time.perf_counter() - started,
-        )
+        pipe, device = load_diffusers_pipeline(model_dir)
         return cls(pipe, max_batch, buckets, device.type)
 
     def generate(

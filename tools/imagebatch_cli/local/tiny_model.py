@@ -26,6 +26,7 @@ from typing import Any
 
 import diffusers as _diffusers
 import torch
+from imagebatch_serving.backends import load_diffusers_pipeline
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -234,37 +235,10 @@ def limit_threads_for_tiny_model() -> None:
     torch.set_num_threads(1)
 
 
-def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    """The one place that decides where models run: fp16 on CUDA, float32 on CPU.
-
-    CPU half precision is slow or unsupported for several kernels, so CPU stays float32.
-    """
-    if torch.cuda.is_available():
-        return torch.device("cuda"), torch.float16
-    return torch.device("cpu"), torch.float32
-
-
 def load_pipeline(model_dir: Path) -> Any:
-    """Load a local diffusers text-to-image model (the tiny one or a user's real one).
-
-    `AutoPipelineForText2Image` maps whatever pipeline class the folder was saved as to its
-    text-to-image variant; `local_files_only` keeps a mistyped path from reaching for a hub.
-    """
-    device, dtype = device_and_dtype()
-    started = time.perf_counter()
-    pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
-        str(model_dir), local_files_only=True, dtype=dtype
-    )
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    logger.info(
-        "loaded %s from %s on %s/%s in %.2f s",
-        type(pipe).__name__,
-        model_dir,
-        device,
-        dtype,
-        time.perf_counter() - started,
-    )
+    """Load a local diffusers text-to-image model (the tiny one or a user's real one),
+    exactly as the SageMaker serving container loads its model."""
+    pipe, _ = load_diffusers_pipeline(model_dir)
     return pipe
 
 
@@ -383,7 +357,6 @@ __all__ = [
     "RenderedImage",
     "build_tiny_model",
     "default_model_dir",
-    "device_and_dtype",
     "encode_png",
     "ensure_tiny_model",
     "load_pipeline",
