@@ -13,14 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from imagebatch.catalog import CONFIG_NAME, CatalogConfig, CatalogError
 from imagebatch.catalog_state import catalog_pk
 from imagebatch.ledger import from_item, to_item
 from imagebatch.records import batch_id_for
 from imagebatch_cli.local.pipeline import LocalAws, LocalRunError, ProgressCallback
-from imagebatch_cli.local.stack import REGION
 
 SCHEDULE_ID = "CatalogFunctionNightly"
 STATE_FILE = "state.jsonl"
@@ -80,7 +77,7 @@ def run_local_catalog(
 
 
 def _dynamodb(aws: LocalAws) -> Any:
-    return boto3.client("dynamodb", endpoint_url=aws.endpoint, region_name=REGION)
+    return aws.client("dynamodb")
 
 
 def restore_state(aws: LocalAws, config: CatalogConfig, state_dir: Path) -> None:

@@ -78,6 +78,11 @@ class LocalOptions:
         return parameters | self.parameter_overrides
 
 
+# Keyed by endpoint: each local AWS has its own moto server port.
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
 @dataclass
 class LocalAws:
     endpoint: str
@@ -100,16 +105,26 @@ class LocalAws:
     def state_machine_arn(self) -> str:
         return self.stack.physical["BatchStateMachine"]
 
+    def client(self, service: str) -> Any:
+        """One client per service for the whole run: creating a boto3 client costs tens of
+        milliseconds of CPU, and wait_for_batch polls five times a second."""
+        with _clients_lock:
+            key = (self.endpoint, service)
+            if key not in _clients:
+                make_client: Any = boto3.client  # typed per literal service name; this takes any
+                _clients[key] = make_client(service, endpoint_url=self.endpoint, region_name=REGION)
+            return _clients[key]
+
     def s3(self) -> S3Client:
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION)
+        client: S3Client = self.client("s3")
+        return client
 
     def sfn(self) -> SFNClient:
-        return boto3.client("stepfunctions", endpoint_url=self.endpoint, region_name=REGION)
+        client: SFNClient = self.client("stepfunctions")
+        return client
 
     def ledger(self) -> Ledger:
-        return Ledger(
-            boto3.client("dynamodb", endpoint_url=self.endpoint, region_name=REGION), self.table
-        )
+        return Ledger(self.client("dynamodb"), self.table)
 
     def execution_arn(self, batch_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{batch_id}"
@@ -152,12 +167,12 @@ class LocalAws:
 
     def fire_schedule(self, schedule_id: str, at: datetime) -> dict[str, Any]:
         """Deliver a schedule's Input to its target once, as EventBridge Scheduler would."""
-        scheduler = boto3.client("scheduler", endpoint_url=self.endpoint, region_name=REGION)
+        scheduler = self.client("scheduler")
         target = scheduler.get_schedule(Name=self.stack.physical[schedule_id])["Target"]
         payload = target.get("Input", "{}").replace(
             "<aws.scheduler.scheduled-time>", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         )
-        lambda_client = boto3.client("lambda", endpoint_url=self.endpoint, region_name=REGION)
+        lambda_client = self.client("lambda")
         response = lambda_client.invoke(FunctionName=target["Arn"], Payload=payload.encode())
         body: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError"):
