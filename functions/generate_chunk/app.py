@@ -15,8 +15,10 @@ from imagebatch.config import GenerateSettings
 from imagebatch.generate import generate_chunk
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
+from imagebatch.pricing import load_aws_prices
 from imagebatch.records import ChunkTask
 from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
 
 
 @lru_cache(maxsize=1)
@@ -28,6 +30,7 @@ def _settings() -> GenerateSettings:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    clock = LambdaClock(int(context.memory_limit_in_mb))
     task = ChunkTask.model_validate(event)
     settings = _settings()
     logger.append_keys(batch_id=task.batch_id, chunk_id=task.chunk.chunk_id)
@@ -40,6 +43,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         concurrency=settings.chunk_concurrency,
         time_left_ms=context.get_remaining_time_in_millis,
         commit_reserve_ms=settings.commit_reserve_ms,
+        prices=load_aws_prices().region(settings.aws_region),
+        clock=clock,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

@@ -23,6 +23,8 @@ class _EnvSettings(BaseModel):
 class StorageSettings(_EnvSettings):
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
     ledger_table: str = Field(alias="LEDGER_TABLE", min_length=3)
+    # Prices are per region (data/aws_prices.json); the Lambda runtime sets AWS_REGION.
+    aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
 
 
 class IngestSettings(StorageSettings):
@@ -30,6 +32,10 @@ class IngestSettings(StorageSettings):
     # At most 90 images per chunk so a chunk's ledger commit fits one DynamoDB transaction.
     chunk_size: int = Field(alias="CHUNK_SIZE", default=50, ge=1, le=90)
     map_max_concurrency: int = Field(alias="MAP_MAX_CONCURRENCY", default=10, ge=1, le=1000)
+    # The chunk function's memory and in-flight calls: what the estimate and budget holdback
+    # price chunk Lambda time with.
+    chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=512, ge=128, le=10240)
+    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
 
 
 class GenerateSettings(StorageSettings):

@@ -240,8 +240,8 @@ def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str)
             **stack.resolve(defaults.get("Environment", {}).get("Variables", {})),
             **stack.resolve(props.get("Environment", {}).get("Variables", {})),
         }
-        timeout = int(props.get("Timeout", defaults.get("Timeout", 3)))
-        memory = int(props.get("MemorySize", defaults.get("MemorySize", 128)))
+        timeout = int(stack.resolve(props.get("Timeout", defaults.get("Timeout", 3))))
+        memory = int(stack.resolve(props.get("MemorySize", defaults.get("MemorySize", 128))))
         name = stack.physical[logical_id]
         clients["lambda"].create_function(
             FunctionName=name,
