@@ -138,8 +138,8 @@ def finalize_batch(
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise LookupError(f"batch {event.batch_id} has no summary record")
-    # Holds of chunks that crashed for good go back to the budget.
-    ledger.release_reservations(event.batch_id)
+    # Holds no commit settled: their attempts died after they may have spent.
+    ledger.write_off_holds(event.batch_id)
     markers = ledger.failed_chunks(event.batch_id)
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
         _record_lost_images(event, store, ledger, markers)

@@ -376,11 +376,13 @@ class Ledger:
             update["ConditionExpression"] = condition
         return {"Update": update}  # type: ignore[typeddict-item]
 
-    def reserve(self, batch_id: str, chunk_id: str, amount: int) -> int | None:
+    def reserve(
+        self, batch_id: str, chunk_id: str, amount: int, *, retry: bool = True
+    ) -> int | None:
         """Hold `amount` of the batch's budget for a chunk before it spends.
 
-        Returns the amount held (an earlier hold by a crashed attempt of the same chunk is
-        reused), or None when the budget cannot cover it: the chunk must not run.
+        Returns the amount held, or None when the budget cannot cover it: the chunk must
+        not run.
         """
         pk = batch_pk(batch_id)
         hold = to_item({"pk": pk, "sk": reservation_sk(chunk_id), "amount_micro_usd": amount})
@@ -414,47 +416,65 @@ class Ledger:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                held = self._get(pk, reservation_sk(chunk_id))
-                if held is not None:
-                    return int(held["amount_micro_usd"])
+            if reasons and reasons[0] == "ConditionalCheckFailed" and retry:
+                # An earlier attempt of this chunk held budget and died before settling:
+                # what it spent is unknown but at most its hold, so the hold is written off
+                # as spent and this attempt holds anew.
+                self._write_off_hold(batch_id, reservation_sk(chunk_id))
+                return self.reserve(batch_id, chunk_id, amount, retry=False)
             if "ConditionalCheckFailed" in reasons or "ConditionalCheckFailed" in str(exc):
                 return None
             raise
         return amount
 
-    def release_reservations(self, batch_id: str) -> int:
-        """Return holds no commit settled (a chunk that crashed for good) to the budget."""
-        released = 0
+    def write_off_holds(self, batch_id: str) -> int:
+        """Holds no commit settled belong to attempts that died after they may have spent;
+        each is charged in full as `unsettled_micro_usd` (an upper bound of what it spent)."""
+        written_off = 0
         for hold in list(self.query_batch(batch_id, "RESERVATION#")):
-            amount = int(hold["amount_micro_usd"])
-            pk = batch_pk(batch_id)
-            self.meter.add(ddb_write_units=2 * write_units(SUMMARY_SIZE_BOUND, transactional=True))
-            try:
-                self._ddb.transact_write_items(
-                    TransactItems=[
+            written_off += self._write_off_hold(batch_id, hold["sk"])
+        return written_off
+
+    def _write_off_hold(self, batch_id: str, sk: str) -> int:
+        pk = batch_pk(batch_id)
+        hold = self._get(pk, sk)
+        if hold is None:
+            return 0
+        amount = int(hold["amount_micro_usd"])
+        self.meter.add(
+            ddb_write_units=write_units(0, transactional=True)
+            + write_units(SUMMARY_SIZE_BOUND, transactional=True)
+        )
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": to_item({"pk": pk, "sk": sk}),
+                            "ConditionExpression": "amount_micro_usd = :a",
+                            "ExpressionAttributeValues": to_item({":a": amount}),
+                        }
+                    },
+                    self._add_action(
+                        pk,
+                        SUMMARY_SK,
                         {
-                            "Delete": {
-                                "TableName": self.table,
-                                "Key": to_item({"pk": pk, "sk": hold["sk"]}),
-                                "ConditionExpression": "attribute_exists(sk)",
-                            }
+                            "reserved_micro_usd": -amount,
+                            "spent_micro_usd": amount,
+                            "unsettled_micro_usd": amount,
                         },
-                        self._add_action(
-                            pk,
-                            SUMMARY_SK,
-                            {"reserved_micro_usd": -amount, "budget_left_micro_usd": amount},
-                            {},
-                            "attribute_exists(pk)",
-                        ),
-                    ]
-                )
-            except ClientError as exc:
-                if not _cancelled_by_condition(exc):
-                    raise
-                continue
-            released += amount
-        return released
+                        {},
+                        "attribute_exists(pk)",
+                    ),
+                ]
+            )
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise
+            return 0  # settled or written off by someone else meanwhile
+        logger.warning("budget hold written off", extra={"hold": sk, "micro_usd": amount})
+        return amount
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(
