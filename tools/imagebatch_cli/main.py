@@ -45,6 +45,55 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    chart: Annotated[
+        Path | None, typer.Option(help="Write a PNG of cost against number of images.")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Minutes the batch may take; auto picks within it.")
+    ] = None,
+    sagemaker_instance: Annotated[
+        list[str] | None,
+        typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
+    ] = None,
+    region: Annotated[str, typer.Option(help="Prices of this region.")] = "us-east-1",
+    chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
+) -> None:
+    """Price MANIFEST on every backend that can make it: total, per image, wall time."""
+    from imagebatch.estimate import Shape
+    from imagebatch.pricing import load_aws_prices
+    from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart
+
+    instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
+    try:
+        result = estimate_manifest(
+            manifest,
+            catalogue=load_catalogue(),
+            prices=load_aws_prices().region(region),
+            shape=Shape(chunk_size=chunk_size),
+            instance_types=instances,
+            deadline_s=deadline * 60 if deadline is not None else None,
+        )
+    except (ManifestError, KeyError) as exc:
+        err_console.print(f"[red]{manifest}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(estimate_table(result))
+    if result.invalid_lines:
+        err_console.print(f"{result.invalid_lines} invalid line(s) left out: see `validate`")
+    if result.chosen is None:
+        err_console.print("[red]no backend meets the deadline[/red]")
+    if chart is not None:
+        points = write_chart(result, chart)
+        console.print(
+            f"chart: {chart}; break-even points: "
+            + (", ".join(f"{a} = {b} at {n:,.0f} images" for a, b, n in points) or "none")
+        )
+    if result.chosen is None:
+        raise typer.Exit(1)
+
+
 @local_app.command("run")
 def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
