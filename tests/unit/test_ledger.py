@@ -198,7 +198,8 @@ def test_commit_overlapping_one_recorded_image_writes_none_of_the_new_ones(
 
 
 def test_commit_of_a_full_transaction_sums_exactly(ledger: Ledger, batch: str) -> None:
-    # GIVEN a full transaction's worth of images (with the summary and rollup updates) at irregular prices
+    # GIVEN a full transaction's worth of images (with the summary and rollup updates) at
+    # irregular prices
     ids = image_ids(MAX_IMAGES_PER_COMMIT)
     outcomes = [
         outcome(image_id, cost=(i * 7919) % 200_001, ok=i % 11 != 0)

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 # Resource types the local pipeline has no use for (permissions, policies, the layer).
-NOT_EMULATED = {"AWS::S3::BucketPolicy", "AWS::Serverless::LayerVersion"}
+# The HTTP API is not emulated: the CLI calls the query handler with API Gateway events.
+NOT_EMULATED = {
+    "AWS::S3::BucketPolicy",
+    "AWS::Serverless::LayerVersion",
+    "AWS::Serverless::HttpApi",
+}
 _SUB = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
 
 
