@@ -500,6 +500,17 @@ class Ledger:
             for item in items:
                 yield from_item(item)
 
+    def partition(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """Every item of the batch: summary, images, chunk markers, holds, day rollups."""
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=to_item({":pk": batch_pk(batch_id)}),
+            ConsistentRead=True,
+        ):
+            yield from (from_item(item) for item in page.get("Items", []))
+
     def image_records(self, batch_id: str) -> Iterator[dict[str, Any]]:
         return self.query_batch(batch_id, "IMAGE#")
 

@@ -6,13 +6,17 @@ from decimal import Decimal
 
 import pytest
 
-from imagebatch.pricing import load_aws_prices
+from imagebatch.pricing import InstancePrice, ServicePrice, load_aws_prices
 
 
 def test_every_price_has_a_source_and_a_date() -> None:
     prices = load_aws_prices()
     for region in prices.regions.values():
-        for entry in (*region.services, *region.sagemaker_instances):
+        entries: tuple[ServicePrice | InstancePrice, ...] = (
+            *region.services,
+            *region.sagemaker_instances,
+        )
+        for entry in entries:
             assert entry.source.startswith("https://"), entry
             assert entry.retrieved.year >= 2026, entry
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from imagebatch.catalogue import load_catalogue
 from imagebatch.manifest import ManifestError, validate_manifest_file
-from imagebatch_cli.report import print_cost
+from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
 local_app = typer.Typer(help="Run the pipeline on this machine: no AWS account needed.")
@@ -144,7 +146,8 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             images = list(aws.ledger().image_records(batch_id))
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
-            _export_ledger(target / LEDGER_EXPORT, summary, images)
+            others = [r for r in aws.ledger().partition(batch_id) if r["sk"] != "SUMMARY"]
+            _export_ledger(target / LEDGER_EXPORT, summary, others)
     except LocalRunError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -157,11 +160,86 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         raise typer.Exit(1)
 
 
-def _export_ledger(path: Path, summary: dict[str, Any], images: list[dict[str, Any]]) -> None:
+def _export_ledger(path: Path, summary: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    """The batch's whole ledger partition, summary first (`batches`/`costs` read it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
-        for record in [summary, *images]:
+        for record in [summary, *others]:
             handle.write(json.dumps(record, default=str) + "\n")
+
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="IMAGEBATCH_API",
+        help="Query API URL of a deployed stack (stack output QueryApiUrl); requests are "
+        "SigV4-signed with your AWS credentials. Default: the ledgers `local run` exported.",
+    ),
+]
+OutOption = Annotated[Path, typer.Option(help="Where `local run` exported ledgers.")]
+
+
+@contextmanager
+def _query_api(api: str | None, out: Path) -> Iterator[Any]:
+    from imagebatch_cli.api_client import SigV4Api, local_api
+
+    if api:
+        yield SigV4Api(api)
+        return
+    with local_api(out, Path("template.yaml")) as local:
+        yield local
+
+
+@app.command()
+def batches(
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
+    since: Annotated[str | None, typer.Option(help="7d, 24h or an ISO date")] = None,
+    tag: Annotated[str | None, typer.Option(help="key:value")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 25,
+) -> None:
+    """List batches, newest first, with what each spent."""
+    from imagebatch_cli.api_client import parse_since
+    from imagebatch_cli.local.http_api import QueryApiError
+
+    query = {"limit": str(limit)}
+    if since:
+        query["since"] = str(parse_since(since))
+    if tag:
+        query["tag"] = tag
+    try:
+        with _query_api(api, out) as client:
+            page = client.get("/batches", query)
+    except QueryApiError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(batches_table(page["batches"]))
+    if page.get("next_token"):
+        console.print("(more: narrow with --since or --tag, or raise --limit)")
+
+
+@app.command()
+def costs(
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
+    group_by: Annotated[str, typer.Option(help="model, backend, batch or tag:<key>")] = "model",
+    since: Annotated[str, typer.Option(help="7d, 24h or an ISO date")] = "7d",
+    until: Annotated[str | None, typer.Option(help="ISO date; default now")] = None,
+) -> None:
+    """What was spent over a time range, grouped by model, backend, batch or a tag."""
+    from imagebatch_cli.api_client import parse_since
+    from imagebatch_cli.local.http_api import QueryApiError
+
+    query = {"group_by": group_by, "since": str(parse_since(since))}
+    if until:
+        query["until"] = until
+    try:
+        with _query_api(api, out) as client:
+            report = client.get("/costs", query)
+    except QueryApiError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(costs_table(report))
 
 
 @app.command()
@@ -171,9 +249,21 @@ def cost(
         str | None,
         typer.Option(help="Ledger table of a deployed stack (uses your AWS credentials)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where `local run` exported the ledger.")] = Path("out"),
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
 ) -> None:
-    """Print what a batch cost and why, from the ledger."""
+    """Print what a batch cost and why, by category, from the ledger."""
+    if api:
+        from imagebatch_cli.local.http_api import QueryApiError
+
+        try:
+            with _query_api(api, out) as client:
+                summary = client.get(f"/batches/{batch_id}")
+        except QueryApiError as exc:
+            err_console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        console.print(categories_table(summary))
+        return
     if table:
         from imagebatch.clients import dynamodb_client
         from imagebatch.ledger import Ledger
@@ -190,7 +280,8 @@ def cost(
             err_console.print(f"[red]no local ledger at {export}; pass --table for AWS[/red]")
             raise typer.Exit(1)
         records = [json.loads(line) for line in export.read_text().splitlines()]
-        summary, images = records[0], records[1:]
+        summary = records[0]
+        images = [r for r in records[1:] if str(r.get("sk", "IMAGE#")).startswith("IMAGE#")]
     print_cost(console, summary, images)
 
 
