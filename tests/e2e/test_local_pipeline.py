@@ -231,3 +231,29 @@ def test_a_batch_over_its_cap_is_refused_before_anything_is_spent(
     assert "estimated cost $1.60" in summary["rejection"]
     assert "exceeds max_cost_usd $1" in summary["rejection"]
     assert aws.bedrock.stats.invocations == invocations_before
+
+
+def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN 6 images whose estimate fits a $0.482 cap, while the chunk's hold (its images
+    # plus its Lambda at the full 600 s timeout) does not
+    manifest = _write_manifest(
+        tmp_path / "tight.jsonl", _items(6, prefix="tight"), max_cost_usd="0.482"
+    )
+    invocations_before = aws.bedrock.stats.invocations
+
+    # WHEN it runs
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+
+    # THEN nothing is generated, every image is budget_exhausted, spend stays under the cap
+    # and the redrive manifest holds all six
+    assert summary["status"] == "FAILED"
+    assert aws.bedrock.stats.invocations == invocations_before
+    assert summary["failures_by_class"] == {"budget_exhausted": 6}
+    assert 0 < summary["spent_micro_usd"] <= summary["max_cost_micro_usd"] == 482_000
+    assert summary["reserved_micro_usd"] == 0
+    redrive = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/redrive.jsonl")
+    lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
+    assert len(lines) == 7 and lines[0]["batch"]["max_cost_usd"] == "0.482"
