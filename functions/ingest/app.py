@@ -49,6 +49,7 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
             chunk_memory_mb=settings.chunk_memory_mb,
         ),
         clock=clock,
+        sagemaker_instance_types=settings.sagemaker_instances,
     )
 
 

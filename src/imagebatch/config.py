@@ -36,10 +36,25 @@ class IngestSettings(StorageSettings):
     # price chunk Lambda time with.
     chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=512, ge=128, le=10240)
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
+    # so `backend: auto` chooses among Bedrock models only.
+    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
+
+    @property
+    def sagemaker_instances(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
 
 
 class GenerateSettings(StorageSettings):
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
+    # so `backend: auto` chooses among Bedrock models only.
+    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
+
+    @property
+    def sagemaker_instances(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
+
     # Stop starting new images when less than this much of the invocation is left, so the
     # chunk can still commit what it made before Lambda's timeout.
     commit_reserve_ms: int = Field(alias="COMMIT_RESERVE_MS", default=20_000, ge=1_000)

@@ -274,6 +274,7 @@ def ingest_manifest(
     prices: RegionPrices | None = None,
     shape: Shape | None = None,
     clock: LambdaClock | None = None,
+    sagemaker_instance_types: tuple[str, ...] = (),
 ) -> IngestOutcome:
     prices = prices or load_aws_prices().region("us-east-1")
     shape = shape or Shape(chunk_size=chunk_size, map_concurrency=max_concurrency)
@@ -299,7 +300,9 @@ def ingest_manifest(
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
         plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, shape)
-        plan.backend = choose_batch_backend(plan, catalogue, prices, shape)
+        plan.backend = choose_batch_backend(
+            plan, catalogue, prices, shape, sagemaker_instance_types
+        )
 
         errors_key = None
         if plan.errors_path is not None:
