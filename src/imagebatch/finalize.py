@@ -226,7 +226,8 @@ def finalize_batch(
     if redrive_key:
         extra["redrive_key"] = redrive_key
     extra["costs"] = breakdown.rounded()
-    ledger.settle_batch(event.batch_id, status, extra, adds)
+    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    ledger.roll_up_remainder(event.batch_id, settled)
     logger.info("batch finalized", extra=report.model_dump(mode="json"))
     return report
 

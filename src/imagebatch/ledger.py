@@ -478,6 +478,33 @@ class Ledger:
         logger.warning("budget hold written off", extra={"hold": sk, "micro_usd": amount})
         return amount
 
+    def roll_up_remainder(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+        """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
+        holds) to today's cost rollup, so cost over a time range sums to the batches' spend."""
+        rolled = sum(int(r.get("spent_micro_usd", 0)) for r in self.query_batch(batch_id, "DAY#"))
+        remainder = int(summary.get("spent_micro_usd", 0)) - rolled
+        if remainder <= 0:
+            return 0
+        day = now_iso()[:10]
+        model = (summary.get("models") or ["(none)"])[0]
+        action = self._add_action(
+            batch_pk(batch_id),
+            rollup_sk(day),
+            {"spent_micro_usd": remainder, f"model_spent#{model}": remainder},
+            {
+                "gsi1pk": COSTS_PK,
+                "gsi1sk": f"{day}#{batch_id}",
+                "day": day,
+                "batch_id": batch_id,
+                "backend": summary.get("backend"),
+                "tags": summary.get("tags") or None,
+            },
+            None,
+        )["Update"]
+        self.meter.add(ddb_write_units=write_units(ROLLUP_SIZE_BOUND))
+        self._ddb.update_item(**action)
+        return remainder
+
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(
             TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True

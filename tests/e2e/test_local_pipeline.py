@@ -214,6 +214,18 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     )[0]
     assert abs(option.cost_micro_usd(8) - costs["total"]) <= 0.05 * costs["total"]
 
+    # AND once the execution has ended, the day rollups sum to what the batch was charged
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = sfn.describe_execution(executionArn=aws.execution_arn(batch_id))["status"]
+        if status != "RUNNING":
+            break
+        time.sleep(0.2)
+    settled = aws.ledger().get_batch(batch_id)
+    assert settled is not None
+    rollups = list(aws.ledger().query_batch(batch_id, "DAY#"))
+    assert sum(r["spent_micro_usd"] for r in rollups) == settled["spent_micro_usd"]
+
 
 def test_a_batch_over_its_cap_is_refused_before_anything_is_spent(
     aws: LocalAws, tmp_path: Path
