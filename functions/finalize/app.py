@@ -13,7 +13,9 @@ from imagebatch.config import StorageSettings
 from imagebatch.finalize import FinalizeEvent, finalize_batch
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
+from imagebatch.pricing import load_aws_prices
 from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
 
 
 @lru_cache(maxsize=1)
@@ -25,6 +27,7 @@ def _settings() -> StorageSettings:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    clock = LambdaClock(int(context.memory_limit_in_mb))
     finalize_event = FinalizeEvent.model_validate(event)
     logger.append_keys(batch_id=finalize_event.batch_id)
     report = finalize_batch(
@@ -32,5 +35,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         store=BatchStore(s3_client(), finalize_event.bucket),
         ledger=Ledger(dynamodb_client(), _settings().ledger_table),
         catalog_state=CatalogState(dynamodb_client(), _settings().ledger_table),
+        prices=load_aws_prices().region(_settings().aws_region),
+        clock=clock,
     )
     return report.model_dump(mode="json")

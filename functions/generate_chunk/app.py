@@ -15,9 +15,11 @@ from imagebatch.config import GenerateSettings
 from imagebatch.generate import generate_chunk
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
+from imagebatch.pricing import load_aws_prices
 from imagebatch.records import ChunkTask
 from imagebatch.retry import BackoffPolicy
 from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +31,7 @@ def _settings() -> GenerateSettings:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    clock = LambdaClock(int(context.memory_limit_in_mb))
     task = ChunkTask.model_validate(event)
     settings = _settings()
     logger.append_keys(batch_id=task.batch_id, chunk_id=task.chunk.chunk_id)
@@ -46,6 +49,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             cap_s=max(settings.retry_cap_ms, settings.retry_base_ms) / 1000,
             max_attempts=settings.retry_max_attempts,
         ),
+        prices=load_aws_prices().region(settings.aws_region),
+        clock=clock,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

@@ -15,12 +15,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagebatch.catalogue import load_catalogue
 from imagebatch.clients import dynamodb_client, s3_client, sfn_client
 from imagebatch.config import IngestSettings
+from imagebatch.estimate import Shape
 from imagebatch.ingest import IngestOutcome, StepFunctionsStarter, ingest_manifest
 from imagebatch.ledger import Ledger
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pricing import load_aws_prices
 from imagebatch.sagemaker import parse_buckets
 from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +30,7 @@ def _settings() -> IngestSettings:
     return IngestSettings.from_env()
 
 
-def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
+def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
     deployed = bool(settings.sagemaker_endpoint_name)
     return ingest_manifest(
@@ -44,10 +46,19 @@ def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
         max_chunk_concurrency=settings.chunk_concurrency,
         sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
         sagemaker_price=(
-            load_aws_prices().region(settings.region).instance(settings.sagemaker_instance_type)
+            load_aws_prices().region(settings.aws_region).instance(settings.sagemaker_instance_type)
             if deployed
             else None
         ),
+        prices=load_aws_prices().region(settings.aws_region),
+        shape=Shape(
+            chunk_size=settings.chunk_size,
+            map_concurrency=settings.map_max_concurrency,
+            chunk_concurrency=settings.chunk_concurrency,
+            chunk_memory_mb=settings.chunk_memory_mb,
+        ),
+        clock=clock,
+        sagemaker_instance_types=settings.sagemaker_instances,
     )
 
 
@@ -55,6 +66,7 @@ def _ingest(bucket: str, key: str, etag: str) -> IngestOutcome:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    clock = LambdaClock(int(context.memory_limit_in_mb))
     if "Records" not in event:
         # S3 sends one s3:TestEvent when the notification is configured.
         logger.info("ignoring event without records", extra={"event": event.get("Event")})
@@ -66,7 +78,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             continue
         # S3 URL-encodes keys in events ('a b.jsonl' arrives as 'a+b.jsonl').
         key = unquote_plus(s3_object.key)
-        outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "")
+        outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "", clock)
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
         outcomes.append(asdict(outcome))
     return {"batches": outcomes}

@@ -37,7 +37,7 @@ def _settings() -> RecordResultSettings:
 @lru_cache(maxsize=1)
 def _price() -> InstancePrice:
     settings = _settings()
-    return load_aws_prices().region(settings.region).instance(settings.instance_type)
+    return load_aws_prices().region(settings.aws_region).instance(settings.instance_type)
 
 
 def parse_notification(body: str) -> AsyncNotification:

@@ -23,6 +23,8 @@ class _EnvSettings(BaseModel):
 class StorageSettings(_EnvSettings):
     data_bucket: str = Field(alias="DATA_BUCKET", min_length=3)
     ledger_table: str = Field(alias="LEDGER_TABLE", min_length=3)
+    # Prices are per region (data/aws_prices.json); the Lambda runtime sets AWS_REGION.
+    aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
 
 
 class IngestSettings(StorageSettings):
@@ -32,16 +34,33 @@ class IngestSettings(StorageSettings):
     map_max_concurrency: int = Field(alias="MAP_MAX_CONCURRENCY", default=10, ge=1, le=1000)
     # The ceiling for each chunk's share of the quota (GenerateSettings reads the same value).
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    # The chunk function's memory: what the estimate and budget holdback price chunk Lambda
+    # time with.
+    chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=512, ge=128, le=10240)
+    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
+    # so `backend: auto` chooses among Bedrock models only.
+    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
 
     # Empty when the stack has no SageMaker endpoint (EnableSageMaker=false).
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
     sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
     sagemaker_instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", default="ml.inf2.xlarge")
-    region: str = Field(alias="AWS_REGION", default="us-east-1")
+
+    @property
+    def sagemaker_instances(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
 
 
 class GenerateSettings(StorageSettings):
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
+    # so `backend: auto` chooses among Bedrock models only.
+    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
+
+    @property
+    def sagemaker_instances(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
+
     # Stop starting new images when less than this much of the invocation is left, so the
     # chunk can still commit what it made before Lambda's timeout.
     commit_reserve_ms: int = Field(alias="COMMIT_RESERVE_MS", default=20_000, ge=1_000)
@@ -64,4 +83,3 @@ class SubmitChunkSettings(StorageSettings):
 
 class RecordResultSettings(StorageSettings):
     instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
-    region: str = Field(alias="AWS_REGION", default="us-east-1")

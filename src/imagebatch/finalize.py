@@ -11,8 +11,21 @@ from pydantic import BaseModel
 from imagebatch.catalog_run import publish_catalog_batch
 from imagebatch.catalog_state import CatalogState
 from imagebatch.ledger import Ledger
+from imagebatch.pricing import RegionPrices
 from imagebatch.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.storage import BatchStore, chunk_key
+from imagebatch.usage import (
+    BATCH_TRANSITIONS,
+    SUMMARY_SIZE_BOUND,
+    LambdaClock,
+    Usage,
+    billed_mb_ms,
+    ceil_micro,
+    per_image,
+    price_usage,
+    summary_costs,
+    write_units,
+)
 
 logger = Logger(child=True)
 
@@ -33,6 +46,11 @@ class BatchReport(BaseModel):
     cost_micro_usd: int
     estimate_micro_usd: int
     failures_by_class: dict[str, int]
+    # micro-dollars by category (inference, orchestration, storage, total), per image and
+    # per 1,000 images made
+    costs: dict[str, int] = {}
+    cost_per_image: dict[str, int] = {}
+    cost_per_1000: dict[str, int] = {}
     failed_key: str | None = None
     redrive_key: str | None = None
     errors_key: str | None = None
@@ -55,9 +73,10 @@ def _class_from_chunk_error(
     return FailureClass.MODEL_ERROR, f"{error}: {cause[:500]}"
 
 
-def _record_lost_images(event: FinalizeEvent, store: BatchStore, ledger: Ledger) -> None:
+def _record_lost_images(
+    event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: dict[str, dict[str, Any]]
+) -> None:
     """Images no chunk committed (a chunk that failed for good) are recorded as failed."""
-    markers = ledger.failed_chunks(event.batch_id)
     recorded = {r["sk"].removeprefix("IMAGE#") for r in ledger.image_records(event.batch_id)}
     for ref in store.get_chunk_index(event.batch_id):
         chunk = store.get_chunk(ref.key)
@@ -115,13 +134,18 @@ def finalize_batch(
     *,
     store: BatchStore,
     ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock | None = None,
     catalog_state: CatalogState | None = None,
 ) -> BatchReport:
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise LookupError(f"batch {event.batch_id} has no summary record")
+    # Holds no commit settled: their attempts died after they may have spent.
+    ledger.write_off_holds(event.batch_id)
+    markers = ledger.failed_chunks(event.batch_id)
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
-        _record_lost_images(event, store, ledger)
+        _record_lost_images(event, store, ledger, markers)
         summary = ledger.get_batch(event.batch_id) or summary
 
     failures = (
@@ -166,6 +190,24 @@ def finalize_batch(
         if succeeded == 0
         else BatchStatus.PARTIAL
     )
+    # The batch path's own transitions, each failed chunk's Catch path, and this function.
+    # The report PUT and the settling update below happen after this count: added here.
+    usage = store.meter.take() + ledger.meter.take()
+    usage += Usage(
+        sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * len(markers),
+        s3_put_requests=1,
+        ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
+    )
+    if clock is not None:
+        usage += Usage(
+            lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
+        )
+    charge = ceil_micro(price_usage(usage, prices).total)
+    adds = {**usage.ledger_fields(), "spent_micro_usd": charge}
+    if summary.get("max_cost_micro_usd") is not None:
+        adds["overhead_reserve_micro_usd"] = -charge
+    final_usage = {k: int(summary.get(k, 0)) + v for k, v in adds.items() if k.startswith("use_")}
+    breakdown = summary_costs({**summary, **final_usage}, prices)
     report = BatchReport(
         batch_id=event.batch_id,
         status=status,
@@ -175,6 +217,9 @@ def finalize_batch(
         cost_micro_usd=summary["cost_micro_usd"],
         estimate_micro_usd=summary.get("estimate_micro_usd", 0),
         failures_by_class=by_class,
+        costs=breakdown.rounded(),
+        cost_per_image=per_image(breakdown, succeeded)["per_image"],
+        cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
         failed_key=failed_key,
         redrive_key=redrive_key,
         errors_key=summary.get("errors_key"),
@@ -183,7 +228,9 @@ def finalize_batch(
     extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": by_class}
     if redrive_key:
         extra["redrive_key"] = redrive_key
-    ledger.settle_batch(event.batch_id, status, extra)
+    extra["costs"] = breakdown.rounded()
+    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    ledger.roll_up_remainder(event.batch_id, settled)
     if catalog_state is not None:
         published = publish_catalog_batch(
             event.batch_id, summary, store=store, ledger=ledger, state=catalog_state

@@ -12,7 +12,9 @@ from aws_lambda_powertools import Logger
 
 from imagebatch.bedrock import GeneratedImage, ImageGenerationError
 from imagebatch.catalogue import ModelCatalogue
-from imagebatch.ledger import Ledger
+from imagebatch.estimate import chunk_reservation
+from imagebatch.ledger import Ledger, Settlement
+from imagebatch.pricing import RegionPrices
 from imagebatch.records import (
     ChunkFile,
     ChunkResult,
@@ -23,6 +25,7 @@ from imagebatch.records import (
 )
 from imagebatch.retry import AdaptiveConcurrency, BackoffPolicy, RetryingBackend
 from imagebatch.storage import BatchStore, image_key
+from imagebatch.usage import BATCH_TRANSITIONS, LambdaClock, Usage, billed_mb_ms
 
 logger = Logger(child=True)
 
@@ -58,11 +61,42 @@ def generate_chunk(
     concurrency: int,
     time_left_ms: Callable[[], int],
     commit_reserve_ms: int,
+    prices: RegionPrices,
+    clock: LambdaClock,
     retry_policy: BackoffPolicy | None = None,
 ) -> ChunkResult:
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
+    if not todo:
+        return ChunkResult(
+            chunk_id=chunk.chunk_id,
+            succeeded=0,
+            failed=0,
+            cost_micro_usd=0,
+            skipped_already_done=len(done),
+        )
+    summary = ledger.get_batch(task.batch_id) or {}
+    capped = summary.get("max_cost_micro_usd") is not None
+    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
+    if capped:
+        # Hold the most this attempt can charge before spending anything.
+        amount, _ = chunk_reservation(
+            sum(_price(catalogue, job) for job in todo),
+            len(todo),
+            memory_mb=clock.memory_mb,
+            lambda_seconds_bound=clock.elapsed_s() + time_left_ms() / 1000,
+            pixels_bound=max(job.width * job.height for job in todo),
+            prices=prices,
+        )
+        held = ledger.reserve(task.batch_id, chunk.chunk_id, amount)
+        if held is None:
+            return _refuse_for_budget(
+                task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
+            )
+        settlement = settlement.model_copy(
+            update={"reserved_micro_usd": held, "has_reservation": True}
+        )
     # The batch's quota-derived share (ingest) caps the function's configured concurrency.
     ceiling = max(1, min(concurrency, task.chunk_concurrency or concurrency))
     limiter = AdaptiveConcurrency(initial=ceiling, maximum=ceiling)
@@ -84,7 +118,8 @@ def generate_chunk(
         results = list(pool.map(make, todo))
 
     outcomes = [r for r in results if isinstance(r, ImageOutcome)]
-    ledger.commit_images(task.batch_id, outcomes)
+    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
+    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
     unfinished = {
         job.image_id: r.failure_class
         for job, r in zip(todo, results, strict=True)
@@ -110,6 +145,61 @@ def generate_chunk(
         cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
         skipped_already_done=len(done),
     )
+
+
+def _price(catalogue: ModelCatalogue, job: ImageJob) -> int:
+    spec = catalogue.get(job.model)
+    return spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+
+
+def _invocation_usage(store: BatchStore, ledger: Ledger, clock: LambdaClock) -> Usage:
+    """What this invocation did so far, its own Lambda request and billed duration included."""
+    return (
+        store.meter.take()
+        + ledger.meter.take()
+        + Usage(
+            sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
+            lambda_requests=1,
+            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
+        )
+    )
+
+
+def _refuse_for_budget(
+    task: ChunkTask,
+    chunk: ChunkFile,
+    todo: list[ImageJob],
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    clock: LambdaClock,
+    settlement: Settlement,
+) -> ChunkResult:
+    """The budget cannot cover the chunk: record its images, spend nothing on them."""
+    outcomes = [
+        ImageOutcome(
+            image_id=job.image_id,
+            item_id=job.item_id,
+            chunk_id=chunk.chunk_id,
+            status="FAILED",
+            model=job.model,
+            backend=chunk.backend,
+            seed=job.seed,
+            prompt_sha256=job.prompt_sha256,
+            failure_class=FailureClass.BUDGET_EXHAUSTED,
+            failure_reason="max_cost_usd reached: the budget left could not cover this chunk",
+        )
+        for job in todo
+    ]
+    settlement = settlement.model_copy(
+        update={
+            "usage": _invocation_usage(store, ledger, clock),
+            "from_overhead_reserve": True,
+        }
+    )
+    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=True)
+    logger.warning("chunk refused: budget exhausted", extra={"chunk_id": chunk.chunk_id})
+    return ChunkResult(chunk_id=chunk.chunk_id, succeeded=0, failed=len(outcomes), cost_micro_usd=0)
 
 
 def _make_image(

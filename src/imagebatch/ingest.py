@@ -16,6 +16,14 @@ from botocore.exceptions import ClientError
 
 from imagebatch.catalogue import MICRO, ModelCatalogue
 from imagebatch.concurrency import ConcurrencyPlan, plan_concurrency
+from imagebatch.estimate import (
+    BatchEstimate,
+    Shape,
+    bedrock_options,
+    choose_backend,
+    estimate_batch,
+    sagemaker_options,
+)
 from imagebatch.ledger import Ledger
 from imagebatch.manifest import (
     BatchSettings,
@@ -27,11 +35,20 @@ from imagebatch.manifest import (
     ValidItem,
     format_for_key,
 )
-from imagebatch.pricing import InstancePrice
+from imagebatch.pricing import InstancePrice, RegionPrices, load_aws_prices
 from imagebatch.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
 from imagebatch.sagemaker import ShapeBucket, bucket_error
 from imagebatch.sagemaker import estimate_micro_usd as sagemaker_estimate
 from imagebatch.storage import BatchStore, chunk_index_key, chunk_key
+from imagebatch.usage import (
+    SUMMARY_SIZE_BOUND,
+    LambdaClock,
+    Usage,
+    billed_mb_ms,
+    ceil_micro,
+    price_usage,
+)
+from imagebatch.usage import write_units as _write_units
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
@@ -95,8 +112,10 @@ class BatchPlan:
     images_total: int = 0
     invalid_lines: int = 0
     errors_path: Path | None = None
-    estimate_micro_usd: int = 0
+    estimate_micro_usd: int = 0  # inference only; `estimate` adds the other categories
     models: set[str] = field(default_factory=set)
+    estimate: BatchEstimate | None = None
+    backend: str = "bedrock"
 
 
 @dataclass(frozen=True)
@@ -234,6 +253,7 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
         backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
         output_prefix=plan.settings.output_prefix,
         images=jobs,
+        tags=plan.settings.tags,
     )
     (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
     plan.chunk_ids.append(chunk_id)
@@ -254,12 +274,40 @@ def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> st
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
-        if plan.estimate_micro_usd > cap:
+        estimate = plan.estimate
+        total = estimate.total_micro_usd if estimate else plan.estimate_micro_usd
+        reserve = estimate.overhead_reserve_micro_usd if estimate else 0
+        if total + reserve > cap:
+            detail = (
+                f" (inference ${estimate.inference_micro_usd / 1e6:.6f}, orchestration "
+                f"${estimate.orchestration_micro_usd / 1e6:.6f}, storage "
+                f"${estimate.storage_micro_usd / 1e6:.6f}; plus ${reserve / 1e6:.6f} held "
+                "back so chunks refused for budget can still be recorded)"
+                if estimate
+                else ""
+            )
             return (
-                f"estimated cost ${plan.estimate_micro_usd / 1e6:.6f} for "
-                f"{plan.images_total} images exceeds max_cost_usd ${settings.max_cost_usd}"
+                f"estimated cost ${total / 1e6:.6f} for {plan.images_total} images{detail} "
+                f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
+                "max_cost_usd or split the manifest"
             )
     return None
+
+
+def choose_batch_backend(
+    plan: BatchPlan,
+    catalogue: ModelCatalogue,
+    prices: RegionPrices,
+    shape: Shape,
+    sagemaker_instance_types: tuple[str, ...] = (),
+) -> str:
+    """`backend: auto`: the cheapest deployed backend for this batch (no deadline at ingest)."""
+    if plan.settings.backend != "auto":
+        return plan.settings.backend
+    options = bedrock_options(sorted(plan.models), catalogue, prices, shape)
+    options += sagemaker_options(sagemaker_instance_types, prices, shape)
+    chosen = choose_backend(options, plan.images_total)
+    return chosen.backend if chosen else "bedrock"
 
 
 def ingest_manifest(
@@ -276,8 +324,14 @@ def ingest_manifest(
     max_chunk_concurrency: int = 4,
     sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
     sagemaker_price: InstancePrice | None = None,
+    prices: RegionPrices | None = None,
+    shape: Shape | None = None,
+    clock: LambdaClock | None = None,
+    sagemaker_instance_types: tuple[str, ...] = (),
 ) -> IngestOutcome:
     """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
+    prices = prices or load_aws_prices().region("us-east-1")
+    shape = shape or Shape(chunk_size=chunk_size, map_concurrency=max_concurrency)
     manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
     existing = ledger.get_batch(batch_id)
@@ -308,6 +362,10 @@ def ingest_manifest(
             )
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
+        plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, shape)
+        plan.backend = choose_batch_backend(
+            plan, catalogue, prices, shape, sagemaker_instance_types
+        )
 
         errors_key = None
         if plan.errors_path is not None:
@@ -330,6 +388,7 @@ def ingest_manifest(
             )
         _upload_chunks(store, batch_id, plan)
 
+    record.update(_own_usage(store, ledger, clock, prices))
     concurrency = plan_concurrency(
         [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
         or [catalogue.models[0].throughput],
@@ -352,6 +411,23 @@ def ingest_manifest(
     )
 
 
+def _own_usage(
+    store: BatchStore, ledger: Ledger, clock: LambdaClock | None, prices: RegionPrices
+) -> dict[str, int]:
+    """Ingest's own operations (its Lambda time and requests, the summary put), charged to
+    the batch it creates."""
+    usage = store.meter.take() + ledger.meter.take()
+    usage += Usage(ddb_write_units=_write_units(SUMMARY_SIZE_BOUND))
+    if clock is not None:
+        usage += Usage(
+            lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
+        )
+    return {
+        **usage.ledger_fields(),
+        "spent_micro_usd": ceil_micro(price_usage(usage, prices).total),
+    }
+
+
 def _execution_input(
     bucket: str, batch_id: str, plan: ConcurrencyPlan, backend: str | None
 ) -> dict[str, Any]:
@@ -371,7 +447,7 @@ def _batch_record(
     settings = plan.settings
     return {
         **manifest.record_fields(),
-        "backend": "bedrock" if settings.backend == "auto" else settings.backend,
+        "backend": plan.backend,
         "models": sorted(plan.models) or None,
         "output_prefix": settings.output_prefix,
         "on_invalid": settings.on_invalid,
@@ -381,7 +457,17 @@ def _batch_record(
         "invalid_lines": plan.invalid_lines,
         "images_total": plan.images_total,
         "chunks_total": len(plan.chunk_ids),
-        "estimate_micro_usd": plan.estimate_micro_usd,
+        "estimate_micro_usd": (
+            plan.estimate.total_micro_usd if plan.estimate else plan.estimate_micro_usd
+        ),
+        "estimate_inference_micro_usd": plan.estimate_micro_usd,
+        "estimate_orchestration_micro_usd": (
+            plan.estimate.orchestration_micro_usd if plan.estimate else None
+        ),
+        "estimate_storage_micro_usd": plan.estimate.storage_micro_usd if plan.estimate else None,
+        "overhead_reserve_micro_usd": (
+            plan.estimate.overhead_reserve_micro_usd if plan.estimate else None
+        ),
         "max_cost_micro_usd": (
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
         ),

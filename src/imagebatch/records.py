@@ -16,6 +16,8 @@ class FailureClass(StrEnum):
     INVALID = "invalid"
     MODEL_ERROR = "model_error"
     TIMEOUT = "timeout"
+    # The batch's max_cost_usd could not cover the chunk: it never ran, nothing was spent.
+    BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 class BatchStatus(StrEnum):
@@ -57,6 +59,8 @@ class ChunkFile(BaseModel):
     backend: Literal["bedrock", "sagemaker"]
     output_prefix: str
     images: list[ImageJob]
+    # Batch tags, for the cost rollups (images carry batch and item tags merged).
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class ChunkRef(BaseModel):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import BaseModel
 
 from imagebatch.records import ChunkFile, ChunkRef
+from imagebatch.usage import Meter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,11 +37,30 @@ class ObjectMissing(LookupError):
 
 
 class BatchStore:
-    def __init__(self, client: S3Client, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str, meter: Meter | None = None) -> None:
         self._s3 = client
         self.bucket = bucket
+        # Every request this store makes is counted: the ledger charges the batch for them.
+        self.meter = meter or Meter()
+
+    def _get(self, key: str) -> bytes:
+        self.meter.add(s3_get_requests=1)
+        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def _put(
+        self, key: str, body: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            Metadata=metadata or {},
+        )
 
     def open_manifest(self, key: str) -> BinaryIO:
+        self.meter.add(s3_get_requests=1)
         body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         return cast(BinaryIO, body)
 
@@ -54,18 +75,14 @@ class BatchStore:
         return key
 
     def get_chunk(self, key: str) -> ChunkFile:
-        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return ChunkFile.model_validate_json(body)
+        return ChunkFile.model_validate_json(self._get(key))
 
     def get_chunk_index(self, batch_id: str) -> list[ChunkRef]:
         key = chunk_index_key(batch_id)
-        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return [ChunkRef.model_validate(entry) for entry in json.loads(body)]
+        return [ChunkRef.model_validate(entry) for entry in json.loads(self._get(key))]
 
     def put_image(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
-        self._s3.put_object(
-            Bucket=self.bucket, Key=key, Body=png, ContentType="image/png", Metadata=metadata
-        )
+        self._put(key, png, "image/png", metadata)
 
     def put_json(self, key: str, body: bytes) -> None:
         self._put_json(key, body)
@@ -83,9 +100,7 @@ class BatchStore:
     def put_jsonl_report(self, batch_id: str, name: str, lines: Iterable[str]) -> str:
         key = report_key(batch_id, name)
         body = "".join(f"{line}\n" for line in lines).encode()
-        self._s3.put_object(
-            Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
-        )
+        self._put(key, body, "application/x-ndjson")
         return key
 
     def get_bytes(self, key: str) -> bytes:
@@ -117,7 +132,9 @@ class BatchStore:
                 yield obj["Key"]
 
     def upload_file(self, path: str, key: str, content_type: str) -> None:
+        # Files here stay under the multipart threshold (8 MB): one PUT each.
+        self.meter.add(s3_put_requests=1, s3_bytes_written=Path(path).stat().st_size)
         self._s3.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
     def _put_json(self, key: str, body: bytes) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        self._put(key, body, "application/json")

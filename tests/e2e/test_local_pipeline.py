@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
 from imagebatch.catalogue import load_catalogue
+from imagebatch.estimate import Shape, bedrock_options
+from imagebatch.pricing import load_aws_prices
+from imagebatch.usage import BATCH_TRANSITIONS, summary_costs
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +164,116 @@ def test_refused_images_are_recorded_with_their_class(aws: LocalAws, tmp_path: P
     lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
     assert "batch" in lines[0]
     assert sorted(item["id"] for item in lines[1:]) == ["flt-02-1", "flt-04-1"]
+
+
+def _invocations(aws: LocalAws) -> Counter[str]:
+    """Invocations that reached their ledger commit (a ChunkUnfinished attempt commits first;
+    an invocation that died before its commit records nothing, a known gap)."""
+    return Counter(
+        call.function.rsplit("-", 1)[-1]
+        for call in aws.runtime.invocations
+        if not call.errored or call.error_type == "ChunkUnfinished"
+    )
+
+
+def test_counted_operations_match_the_execution_and_the_estimate(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN an 8-item manifest (two chunks of at most 6)
+    manifest = _write_manifest(tmp_path / "counted.jsonl", _items(8, prefix="cnt"))
+    before = _invocations(aws)
+
+    # WHEN it runs
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+    calls = _invocations(aws) - before
+
+    # THEN the transitions the ledger counted are the ones Step Functions recorded: the
+    # parent execution's entered states, plus one per chunk attempt in the child executions
+    assert summary["status"] == "SUCCEEDED"
+    sfn = aws.sfn()
+    events = sfn.get_execution_history(executionArn=aws.execution_arn(batch_id), maxResults=1000)[
+        "events"
+    ]
+    entered = [e for e in events if e["type"].endswith("StateEntered")]
+    map_run = sfn.list_map_runs(executionArn=aws.execution_arn(batch_id))["mapRuns"][0]
+    children = sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])["executionCounts"]
+    assert len(entered) == BATCH_TRANSITIONS.batch
+    assert children["total"] == summary["chunks_total"] == 2
+    retries = calls["GenerateChunkFunction"] - children["total"]
+    assert summary["use_sfn_transitions"] == (
+        len(entered) + children["total"] * BATCH_TRANSITIONS.chunk_attempt + retries
+    )
+    # AND every Lambda invocation recorded itself (ingest, each chunk attempt, finalize),
+    # with the template's memory
+    assert summary["use_lambda_requests"] == sum(calls.values())
+    assert calls["IngestFunction"] == calls["FinalizeFunction"] == 1
+    memory = {f.logical_id: f.memory_mb for f in aws.stack.functions}
+    assert summary["use_lambda_mb_ms"] >= sum(memory[name] * 1 for name in calls)
+    # AND one PUT per image, per chunk file, the index, the report
+    assert summary["use_s3_put_requests"] >= 8 + 2 + 1 + 1
+
+    # AND the estimate made at ingest is within 5% of what the ledger charged
+    costs = summary_costs(summary, load_aws_prices().region("us-east-1")).rounded()
+    assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"]
+    # AND so is `imagebatch estimate`'s figure for this model
+    option = bedrock_options(
+        [MODEL], load_catalogue(), load_aws_prices().region("us-east-1"), Shape(chunk_size=6)
+    )[0]
+    assert abs(option.cost_micro_usd(8) - costs["total"]) <= 0.05 * costs["total"]
+
+    # AND once the execution has ended, the day rollups sum to what the batch was charged
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = sfn.describe_execution(executionArn=aws.execution_arn(batch_id))["status"]
+        if status != "RUNNING":
+            break
+        time.sleep(0.2)
+    settled = aws.ledger().get_batch(batch_id)
+    assert settled is not None
+    rollups = list(aws.ledger().query_batch(batch_id, "DAY#"))
+    assert sum(r["spent_micro_usd"] for r in rollups) == settled["spent_micro_usd"]
+
+
+def test_a_batch_over_its_cap_is_refused_before_anything_is_spent(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN 20 images at $0.08 with a $1 cap
+    manifest = _write_manifest(tmp_path / "capped.jsonl", _items(20, prefix="cap"), max_cost_usd=1)
+    invocations_before = aws.bedrock.stats.invocations
+
+    # WHEN it is uploaded
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=60)
+
+    # THEN it is rejected with the estimate in the message, and nothing was generated
+    assert summary["status"] == "REJECTED"
+    assert "estimated cost $1.60" in summary["rejection"]
+    assert "exceeds max_cost_usd $1" in summary["rejection"]
+    assert aws.bedrock.stats.invocations == invocations_before
+
+
+def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN 6 images whose estimate fits a $0.482 cap, while the chunk's hold (its images
+    # plus its Lambda at the full 600 s timeout) does not
+    manifest = _write_manifest(
+        tmp_path / "tight.jsonl", _items(6, prefix="tight"), max_cost_usd="0.482"
+    )
+    invocations_before = aws.bedrock.stats.invocations
+
+    # WHEN it runs
+    batch_id = aws.upload_manifest(manifest)
+    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+
+    # THEN nothing is generated, every image is budget_exhausted, spend stays under the cap
+    # and the redrive manifest holds all six
+    assert summary["status"] == "FAILED"
+    assert aws.bedrock.stats.invocations == invocations_before
+    assert summary["failures_by_class"] == {"budget_exhausted": 6}
+    assert 0 < summary["spent_micro_usd"] <= summary["max_cost_micro_usd"] == 482_000
+    assert summary["reserved_micro_usd"] == 0
+    redrive = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/redrive.jsonl")
+    lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
+    assert len(lines) == 7 and lines[0]["batch"]["max_cost_usd"] == "0.482"

@@ -11,9 +11,11 @@ from imagebatch.bedrock import GeneratedImage, ImageGenerationError
 from imagebatch.catalogue import load_catalogue
 from imagebatch.generate import ChunkUnfinished, generate_chunk
 from imagebatch.ledger import Ledger
+from imagebatch.pricing import load_aws_prices
 from imagebatch.records import ChunkFile, ChunkTask, FailureClass, ImageJob
 from imagebatch.retry import BackoffPolicy
 from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
 
 MODEL = "stability.sd3-5-large-v1:0"
 BATCH = "b-1"
@@ -97,6 +99,8 @@ def run(setup: tuple[BatchStore, Ledger, ChunkTask], backend: FlakyBackend, time
         time_left_ms=time_left,
         commit_reserve_ms=1_000,
         retry_policy=BackoffPolicy(base_s=0.001, cap_s=0.004, max_attempts=6),
+        prices=load_aws_prices().region("us-east-1"),
+        clock=LambdaClock(512),
     )
 
 

@@ -107,6 +107,8 @@ def test_create_batch_writes_summary_with_zero_counters(ledger: Ledger) -> None:
         "images_succeeded": 0,
         "images_failed": 0,
         "cost_micro_usd": 0,
+        "spent_micro_usd": 0,
+        "reserved_micro_usd": 0,
         "chunk_commits": 0,
     }
 
@@ -196,7 +198,8 @@ def test_commit_overlapping_one_recorded_image_writes_none_of_the_new_ones(
 
 
 def test_commit_of_a_full_transaction_sums_exactly(ledger: Ledger, batch: str) -> None:
-    # GIVEN 99 images (one transaction's worth, with the summary update) at irregular prices
+    # GIVEN a full transaction's worth of images (with the summary and rollup updates) at
+    # irregular prices
     ids = image_ids(MAX_IMAGES_PER_COMMIT)
     outcomes = [
         outcome(image_id, cost=(i * 7919) % 200_001, ok=i % 11 != 0)
@@ -225,7 +228,7 @@ def test_a_commit_larger_than_one_transaction_is_refused_and_writes_nothing(
     ids = image_ids(MAX_IMAGES_PER_COMMIT + 1)
 
     # WHEN they are committed in one call
-    with pytest.raises(ValueError, match="at most 99"):
+    with pytest.raises(ValueError, match=f"at most {MAX_IMAGES_PER_COMMIT}"):
         ledger.commit_images(batch, [outcome(image_id) for image_id in ids])
 
     # THEN nothing was written: splitting would break the all-or-nothing promise
@@ -336,10 +339,11 @@ def test_money_reads_back_as_int(ledger: Ledger, batch: str, dynamodb_client: An
     # WHEN every item of the batch is read through from_item
     records = [from_item(item) for item in raw_items(ledger, dynamodb_client, batch)]
 
-    # THEN every counter and every cost is an int, never Decimal or float
-    assert len(records) == 3
+    # THEN every counter and every cost is an int, never Decimal or float (the summary, two
+    # images and the day's cost rollup)
+    assert len(records) == 4
     for record in records:
-        assert type(record["cost_micro_usd"]) is int
+        assert type(record.get("cost_micro_usd", record.get("inference_micro_usd"))) is int
         assert_no_float(record)
     summary = next(r for r in records if r["sk"] == "SUMMARY")
     for name in ("images_total", "images_succeeded", "images_failed", "chunk_commits"):

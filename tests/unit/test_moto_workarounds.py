@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -11,6 +12,7 @@ from urllib.parse import unquote_plus
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from imagebatch_cli.local import moto_workarounds
 from moto.server import ThreadedMotoServer
 
@@ -124,6 +126,52 @@ def test_serialise_dynamodb_writes_keeps_every_concurrent_add(moto_endpoint: str
     # THEN none is lost
     item = ddb.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
     assert item["n"]["N"] == "100"
+
+
+def test_serialised_transactions_copy_each_table_once_and_still_roll_back(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the write lock and a table with one item
+    from moto.dynamodb.models.table import Table
+
+    moto_workarounds.serialise_dynamodb_writes()
+    ddb = _client("dynamodb", moto_endpoint)
+    ddb.create_table(
+        TableName="tx",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.put_item(TableName="tx", Item={"pk": {"S": "k0"}})
+    table_copies = []
+    real_deepcopy = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None) -> Any:
+        if isinstance(value, Table):
+            table_copies.append(value)
+        return real_deepcopy(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    puts = [{"Put": {"TableName": "tx", "Item": {"pk": {"S": f"k{i}"}}}} for i in range(1, 20)]
+
+    # WHEN a 20-action transaction fails on its last condition
+    failing = {
+        "ConditionCheck": {
+            "TableName": "tx",
+            "Key": {"pk": {"S": "k0"}},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        ddb.transact_write_items(TransactItems=[*puts, failing])
+
+    # THEN nothing of it landed, and the table was copied once, not once per action
+    assert ddb.scan(TableName="tx")["Count"] == 1
+    assert len(table_copies) == 1
+
+    # AND the same transaction without the failing check lands whole
+    ddb.transact_write_items(TransactItems=puts)
+    assert ddb.scan(TableName="tx")["Count"] == 20
 
 
 def test_run_lambdas_in_process_returns_results_and_errors(moto_endpoint: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from imagebatch.catalogue import load_catalogue
 from imagebatch.manifest import FieldError, ManifestError, validate_manifest_file
 from imagebatch.records import FailureClass
-from imagebatch_cli.report import print_cost
+from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
 local_app = typer.Typer(help="Run the pipeline on this machine: no AWS account needed.")
@@ -72,6 +74,55 @@ def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]
                     FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
                 )
     return found
+
+
+@app.command()
+def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
+    manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    chart: Annotated[
+        Path | None, typer.Option(help="Write a PNG of cost against number of images.")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Minutes the batch may take; auto picks within it.")
+    ] = None,
+    sagemaker_instance: Annotated[
+        list[str] | None,
+        typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
+    ] = None,
+    region: Annotated[str, typer.Option(help="Prices of this region.")] = "us-east-1",
+    chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
+) -> None:
+    """Price MANIFEST on every backend that can make it: total, per image, wall time."""
+    from imagebatch.estimate import Shape
+    from imagebatch.pricing import load_aws_prices
+    from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart
+
+    instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
+    try:
+        result = estimate_manifest(
+            manifest,
+            catalogue=load_catalogue(),
+            prices=load_aws_prices().region(region),
+            shape=Shape(chunk_size=chunk_size),
+            instance_types=instances,
+            deadline_s=deadline * 60 if deadline is not None else None,
+        )
+    except (ManifestError, KeyError) as exc:
+        err_console.print(f"[red]{manifest}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(estimate_table(result))
+    if result.invalid_lines:
+        err_console.print(f"{result.invalid_lines} invalid line(s) left out: see `validate`")
+    if result.chosen is None:
+        err_console.print("[red]no backend meets the deadline[/red]")
+    if chart is not None:
+        points = write_chart(result, chart)
+        console.print(
+            f"chart: {chart}; break-even points: "
+            + (", ".join(f"{a} = {b} at {n:,.0f} images" for a, b, n in points) or "none")
+        )
+    if result.chosen is None:
+        raise typer.Exit(1)
 
 
 @local_app.command("run")
@@ -152,6 +203,8 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
                     batch_id,
                     lambda done, total: progress.update(task, completed=done, total=total),
                 )
+            # The contact sheet is the execution's last step, after the status is final.
+            aws.wait_for_execution(batch_id)
             images = list(aws.ledger().image_records(batch_id))
             bedrock_stats = aws.bedrock.stats
             # The local endpoint scales in once the batch is done: its cold start and idle
@@ -159,7 +212,8 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
-            _export_ledger(target / LEDGER_EXPORT, summary, images)
+            others = [r for r in aws.ledger().partition(batch_id) if r["sk"] != "SUMMARY"]
+            _export_ledger(target / LEDGER_EXPORT, summary, others)
     except LocalRunError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -248,7 +302,7 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
         console.print("nothing changed: no batch, nothing charged")
     else:
         target = out / run.batch_id
-        _export_ledger(target / LEDGER_EXPORT, run.summary, run.images)
+        _export_ledger(target / LEDGER_EXPORT, run.summary, run.ledger_records)
         print_cost(console, run.summary, run.images)
         console.print(
             f"{len(run.files)} image(s) in [bold]{target}/[/bold]; contact sheet "
@@ -257,11 +311,86 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     console.print(f"latest image per product variant: [bold]{state_dir / 'latest'}/[/bold]")
 
 
-def _export_ledger(path: Path, summary: dict[str, Any], images: list[dict[str, Any]]) -> None:
+def _export_ledger(path: Path, summary: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    """The batch's whole ledger partition, summary first (`batches`/`costs` read it back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
-        for record in [summary, *images]:
+        for record in [summary, *others]:
             handle.write(json.dumps(record, default=str) + "\n")
+
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="IMAGEBATCH_API",
+        help="Query API URL of a deployed stack (stack output QueryApiUrl); requests are "
+        "SigV4-signed with your AWS credentials. Default: the ledgers `local run` exported.",
+    ),
+]
+OutOption = Annotated[Path, typer.Option(help="Where `local run` exported ledgers.")]
+
+
+@contextmanager
+def _query_api(api: str | None, out: Path) -> Iterator[Any]:
+    from imagebatch_cli.api_client import SigV4Api, local_api
+
+    if api:
+        yield SigV4Api(api)
+        return
+    with local_api(out, Path("template.yaml")) as local:
+        yield local
+
+
+@app.command()
+def batches(
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
+    since: Annotated[str | None, typer.Option(help="7d, 24h or an ISO date")] = None,
+    tag: Annotated[str | None, typer.Option(help="key:value")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 25,
+) -> None:
+    """List batches, newest first, with what each spent."""
+    from imagebatch_cli.api_client import parse_since
+    from imagebatch_cli.local.http_api import QueryApiError
+
+    query = {"limit": str(limit)}
+    if since:
+        query["since"] = str(parse_since(since))
+    if tag:
+        query["tag"] = tag
+    try:
+        with _query_api(api, out) as client:
+            page = client.get("/batches", query)
+    except QueryApiError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(batches_table(page["batches"]))
+    if page.get("next_token"):
+        console.print("(more: narrow with --since or --tag, or raise --limit)")
+
+
+@app.command()
+def costs(
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
+    group_by: Annotated[str, typer.Option(help="model, backend, batch or tag:<key>")] = "model",
+    since: Annotated[str, typer.Option(help="7d, 24h or an ISO date")] = "7d",
+    until: Annotated[str | None, typer.Option(help="ISO date; default now")] = None,
+) -> None:
+    """What was spent over a time range, grouped by model, backend, batch or a tag."""
+    from imagebatch_cli.api_client import parse_since
+    from imagebatch_cli.local.http_api import QueryApiError
+
+    query = {"group_by": group_by, "since": str(parse_since(since))}
+    if until:
+        query["until"] = until
+    try:
+        with _query_api(api, out) as client:
+            report = client.get("/costs", query)
+    except QueryApiError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(costs_table(report))
 
 
 @app.command()
@@ -271,9 +400,21 @@ def cost(
         str | None,
         typer.Option(help="Ledger table of a deployed stack (uses your AWS credentials)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where `local run` exported the ledger.")] = Path("out"),
+    api: ApiOption = None,
+    out: OutOption = Path("out"),
 ) -> None:
-    """Print what a batch cost and why, from the ledger."""
+    """Print what a batch cost and why, by category, from the ledger."""
+    if api:
+        from imagebatch_cli.local.http_api import QueryApiError
+
+        try:
+            with _query_api(api, out) as client:
+                summary = client.get(f"/batches/{batch_id}")
+        except QueryApiError as exc:
+            err_console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        console.print(categories_table(summary))
+        return
     if table:
         from imagebatch.clients import dynamodb_client
         from imagebatch.ledger import Ledger
@@ -290,7 +431,8 @@ def cost(
             err_console.print(f"[red]no local ledger at {export}; pass --table for AWS[/red]")
             raise typer.Exit(1)
         records = [json.loads(line) for line in export.read_text().splitlines()]
-        summary, images = records[0], records[1:]
+        summary = records[0]
+        images = [r for r in records[1:] if str(r.get("sk", "IMAGE#")).startswith("IMAGE#")]
     print_cost(console, summary, images)
 
 

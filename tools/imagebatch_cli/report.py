@@ -55,5 +55,67 @@ def cost_table(summary: dict[str, Any], images: Iterable[dict[str, Any]] = ()) -
     return table
 
 
+def categories_table(summary: dict[str, Any]) -> Table:
+    """Cost by category, per image and per 1,000 images (the API's batch summary shape)."""
+    table = Table(title=f"cost by category, {summary['batch_id']}", header_style="bold")
+    for column in ("category", "batch", "per image", "per 1,000 images"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    per_image = summary.get("cost_per_image") or {}
+    per_1000 = summary.get("cost_per_1000") or {}
+    for category in ("inference", "orchestration", "storage", "total"):
+        table.add_row(
+            category + (" (1 month)" if category == "storage" else ""),
+            usd(int(summary["costs"][category])),
+            usd(int(per_image[category])) if category in per_image else "-",
+            usd(int(per_1000[category])) if category in per_1000 else "-",
+        )
+    budget = summary.get("budget")
+    if budget:
+        table.add_row("budget (max_cost_usd)", usd(budget["max_cost_micro_usd"]), "", "")
+        table.add_row("charged against it", usd(budget["spent_micro_usd"]), "", "")
+    return table
+
+
+def batches_table(batches: list[dict[str, Any]]) -> Table:
+    table = Table(title="batches, newest first", header_style="bold")
+    for column in ("batch", "status", "created", "made", "failed", "spent"):
+        table.add_column(
+            column, justify="right" if column in {"made", "failed", "spent"} else "left"
+        )
+    for batch in batches:
+        table.add_row(
+            batch["batch_id"],
+            batch["status"],
+            batch["created_at"][:19],
+            str(batch["images_succeeded"]),
+            str(batch["images_failed"]),
+            usd(int(batch["spent_micro_usd"])),
+        )
+    return table
+
+
+def costs_table(report: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"costs {report['since']} .. {report['until']} by {report['group_by']}",
+        header_style="bold",
+    )
+    for column in ("group", "images", "spent", "per image"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for group in report["groups"]:
+        images = int(group["images"])
+        spent = int(group["spent_micro_usd"])
+        table.add_row(
+            group["key"], str(images), usd(spent), usd(spent // images) if images else "-"
+        )
+    table.add_row("total", "", usd(int(report["total_spent_micro_usd"])), "")
+    return table
+
+
 def print_cost(console: Console, summary: dict[str, Any], images: Iterable[dict[str, Any]]) -> None:
+    from imagebatch.api import batch_summary
+    from imagebatch.pricing import load_aws_prices
+
     console.print(cost_table(summary, images))
+    if summary.get("created_at") and summary.get("batch_id"):
+        shaped = batch_summary(summary, load_aws_prices().region("us-east-1"))
+        console.print(categories_table(shaped.model_dump()))

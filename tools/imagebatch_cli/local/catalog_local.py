@@ -30,6 +30,8 @@ class LocalCatalogRun:
     batch_id: str | None = None
     summary: dict[str, Any] | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
+    # The batch's whole ledger partition but the summary (what `imagebatch cost` reads back).
+    ledger_records: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
 
@@ -69,6 +71,9 @@ def run_local_catalog(
         run.summary = aws.wait_for_batch(run.batch_id, progress)
         aws.wait_for_execution(run.batch_id)
         run.images = list(aws.ledger().image_records(run.batch_id))
+        run.ledger_records = [
+            r for r in aws.ledger().partition(run.batch_id) if r["sk"] != "SUMMARY"
+        ]
         run.files = aws.download_outputs(
             run.batch_id, run.summary.get("output_prefix", "outputs/"), out / run.batch_id
         )

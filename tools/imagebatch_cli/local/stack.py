@@ -26,6 +26,7 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 # Resource types the local pipeline has no use for (permissions, policies, the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
+# The HTTP API is not emulated: the CLI calls the query handler with API Gateway events.
 NOT_EMULATED = {
     "AWS::S3::BucketPolicy",
     "AWS::Serverless::LayerVersion",
@@ -33,6 +34,7 @@ NOT_EMULATED = {
     "AWS::ApplicationAutoScaling::ScalableTarget",
     "AWS::ApplicationAutoScaling::ScalingPolicy",
     "AWS::CloudWatch::Alarm",
+    "AWS::Serverless::HttpApi",
 }
 # Stands for !Ref AWS::NoValue while resolving; dropped from the lists and maps holding it.
 _NO_VALUE = object()
@@ -290,8 +292,8 @@ def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str)
             **stack.resolve(defaults.get("Environment", {}).get("Variables", {})),
             **stack.resolve(props.get("Environment", {}).get("Variables", {})),
         }
-        timeout = int(props.get("Timeout", defaults.get("Timeout", 3)))
-        memory = int(props.get("MemorySize", defaults.get("MemorySize", 128)))
+        timeout = int(stack.resolve(props.get("Timeout", defaults.get("Timeout", 3))))
+        memory = int(stack.resolve(props.get("MemorySize", defaults.get("MemorySize", 128))))
         name = stack.physical[logical_id]
         clients["lambda"].create_function(
             FunctionName=name,

@@ -1,0 +1,34 @@
+"""HTTP API (IAM auth) -> the ledger's batches, summaries, items and costs; read-only."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagebatch.api import ApiDependencies, app, configure
+from imagebatch.clients import dynamodb_client
+from imagebatch.config import StorageSettings
+from imagebatch.ledger import LedgerQueries
+from imagebatch.observability import logger, tracer
+from imagebatch.pricing import load_aws_prices
+
+
+@lru_cache(maxsize=1)
+def _dependencies() -> ApiDependencies:
+    settings = StorageSettings.from_env()
+    return ApiDependencies(
+        queries=LedgerQueries(dynamodb_client(), settings.ledger_table),
+        prices=load_aws_prices().region(settings.aws_region),
+    )
+
+
+configure(_dependencies)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,344 @@
+"""max_cost_usd is a hard cap: per-chunk holds before spending, settlement after, refusals.
+
+Runs the real generate_chunk and finalize_batch against moto S3 and a ledger table built
+from template.yaml; only the image backend is a stand-in (it returns PNG-sized bytes or the
+errors the Bedrock adapter raises). The driver plays the state machine: retries a chunk on
+ChunkUnfinished or a crash, writes the CHUNK# marker when the retries run out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imagebatch.bedrock import GeneratedImage, ImageGenerationError
+from imagebatch.catalogue import ModelCatalogue, Price, load_catalogue
+from imagebatch.estimate import Shape, estimate_batch
+from imagebatch.finalize import FinalizeEvent, finalize_batch
+from imagebatch.generate import ChunkUnfinished, generate_chunk
+from imagebatch.ledger import Ledger, batch_pk, to_item
+from imagebatch.pricing import RegionPrices, load_aws_prices
+from imagebatch.records import ChunkFile, ChunkTask, FailureClass, ImageJob
+from imagebatch.storage import BatchStore
+from imagebatch.usage import LambdaClock
+
+MODEL = "stability.sd3-5-large-v1:0"
+MAX_ATTEMPTS = 3
+_examples = itertools.count()
+
+
+class CrashError(RuntimeError):
+    """The invocation dies before committing (out of memory, a bug): Lambda.Unknown."""
+
+
+class ScriptedBackend:
+    """Each image does what the drawn pattern says on each attempt; counts what it bills."""
+
+    def __init__(self, pattern: dict[str, str], price: int, png_bytes: int) -> None:
+        self.pattern = pattern
+        self.price = price
+        self.png = b"\x89PNG" + b"\x00" * png_bytes
+        self.billed_micro_usd = 0
+        self.attempt = 0
+        self._lock = threading.Lock()
+
+    def generate(self, job: ImageJob) -> GeneratedImage:
+        kind = self.pattern[job.image_id]
+        if kind == "crash" and self.attempt == 1:
+            raise CrashError("invocation died")
+        if kind == "throttled" and self.attempt == 1:
+            raise ImageGenerationError(
+                FailureClass.THROTTLED, "ThrottlingException", transient=True
+            )
+        if kind == "filtered":
+            raise ImageGenerationError(
+                FailureClass.CONTENT_FILTERED, "Filter reason: prompt", transient=False
+            )
+        with self._lock:
+            self.billed_micro_usd += self.price
+        return GeneratedImage(png=self.png, seed=job.seed)
+
+
+def _catalogue(price_micro: int) -> ModelCatalogue:
+    base = load_catalogue()
+    spec = base.get(MODEL)
+    assert spec is not None
+    price = spec.price()
+    priced = spec.model_copy(
+        update={
+            "prices": (
+                Price(
+                    tier=price.tier,
+                    usd_per_image=Decimal(price_micro) / 1_000_000,
+                    source="test",
+                    retrieved=price.retrieved,
+                ),
+            )
+        }
+    )
+    return base.model_copy(update={"models": (priced,)})
+
+
+def _prices(factor: int) -> RegionPrices:
+    region = load_aws_prices().region("us-east-1")
+    return region.model_copy(
+        update={
+            "services": tuple(p.model_copy(update={"usd": p.usd * factor}) for p in region.services)
+        }
+    )
+
+
+def _job(image_id: str, width: int) -> ImageJob:
+    return ImageJob(
+        image_id=image_id,
+        item_id=image_id.rsplit("-", 1)[0],
+        index=1,
+        line=2,
+        prompt="a mug",
+        width=width,
+        height=width,
+        seed=7,
+        model=MODEL,
+    )
+
+
+def _check_invariant(ledger: Ledger, batch_id: str, cap: int) -> dict[str, Any]:
+    summary = ledger.get_batch(batch_id)
+    assert summary is not None
+    held = (
+        summary["spent_micro_usd"]
+        + summary["reserved_micro_usd"]
+        + summary["budget_left_micro_usd"]
+        + summary["overhead_reserve_micro_usd"]
+    )
+    assert held == cap
+    assert summary["spent_micro_usd"] <= cap
+    assert summary["budget_left_micro_usd"] >= 0
+    assert summary["overhead_reserve_micro_usd"] >= 0
+    return summary
+
+
+def _run_chunk(
+    task: ChunkTask,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    backend: ScriptedBackend,
+    catalogue: ModelCatalogue,
+    prices: RegionPrices,
+    dynamodb_client: Any,
+    cap: int,
+) -> None:
+    """One Map iteration: the task with its Retry, then the Catch path's ledger marker."""
+    error: Exception | None = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        backend.attempt = attempt
+        try:
+            generate_chunk(
+                task,
+                store=BatchStore(store._s3, store.bucket),
+                ledger=Ledger(dynamodb_client, ledger.table),
+                backend=backend,
+                catalogue=catalogue,
+                concurrency=2,
+                time_left_ms=lambda: 600_000,
+                commit_reserve_ms=1_000,
+                prices=prices,
+                clock=LambdaClock(512),
+            )
+        except (ChunkUnfinished, CrashError) as exc:
+            error = exc
+            _check_invariant(ledger, task.batch_id, cap)
+            continue
+        _check_invariant(ledger, task.batch_id, cap)
+        return
+    assert error is not None
+    dynamodb_client.put_item(
+        TableName=ledger.table,
+        Item=to_item(
+            {
+                "pk": batch_pk(task.batch_id),
+                "sk": f"CHUNK#{task.chunk.chunk_id}",
+                "status": "FAILED",
+                "error": type(error).__name__,
+                "cause": json.dumps({"errorMessage": str(error)}),
+            }
+        ),
+    )
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> dict[str, Any]:
+    chunk_sizes = draw(st.lists(st.integers(1, 12), min_size=1, max_size=6))
+    kinds = st.sampled_from(["ok", "ok", "ok", "filtered", "throttled", "crash"])
+    patterns = [draw(st.lists(kinds, min_size=n, max_size=n)) for n in chunk_sizes]
+    return {
+        "chunk_sizes": chunk_sizes,
+        "patterns": patterns,
+        "price": draw(st.integers(1, 200_000)),
+        "price_factor": draw(st.sampled_from([1, 10, 1000])),
+        "width": draw(st.sampled_from([64, 512, 1024])),
+        "cap_share": draw(st.floats(0.05, 1.5)),
+    }
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(drawn=batches())
+def test_spend_never_exceeds_the_cap_and_holds_return_to_zero(
+    dynamodb_client: Any,
+    s3_client: Any,
+    s3_bucket: str,
+    new_ledger_table: Callable[[str], str],
+    drawn: dict[str, Any],
+) -> None:
+    # GIVEN a batch with random chunks, prices, failure patterns and a cap somewhere between
+    # far too small and comfortable
+    example = next(_examples)
+    batch_id = f"budget-{example:06d}"
+    ledger = Ledger(dynamodb_client, new_ledger_table(f"ledger-budget-{example}"))
+    store = BatchStore(s3_client, s3_bucket)
+    catalogue, prices = _catalogue(drawn["price"]), _prices(drawn["price_factor"])
+    pattern: dict[str, str] = {}
+    tasks = []
+    refs = []
+    for c, (size, kinds) in enumerate(zip(drawn["chunk_sizes"], drawn["patterns"], strict=True)):
+        jobs = [_job(f"c{c}i{i}-1", drawn["width"]) for i in range(size)]
+        pattern.update({job.image_id: kind for job, kind in zip(jobs, kinds, strict=True)})
+        ref = store.put_chunk(
+            ChunkFile(
+                batch_id=batch_id,
+                chunk_id=f"{c:05d}",
+                backend="bedrock",
+                output_prefix="outputs/",
+                images=jobs,
+            )
+        )
+        refs.append(ref)
+        tasks.append(ChunkTask(batch_id=batch_id, bucket=s3_bucket, chunk=ref))
+    store.put_chunk_index(batch_id, refs)
+    images = sum(drawn["chunk_sizes"])
+    estimate = estimate_batch(drawn["price"] * images, drawn["chunk_sizes"], prices, Shape())
+    cap = int((estimate.total_micro_usd + estimate.overhead_reserve_micro_usd) * drawn["cap_share"])
+    cap = max(cap, estimate.overhead_reserve_micro_usd + 1)
+    assert ledger.create_batch(
+        batch_id,
+        {
+            "status": "RUNNING",
+            "images_total": images,
+            "max_cost_micro_usd": cap,
+            "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd,
+            "settings": json.dumps({"model": MODEL}),
+        },
+    )
+    backend = ScriptedBackend(pattern, drawn["price"], png_bytes=drawn["width"])
+
+    # WHEN every chunk runs (with retries) and the batch is finalized
+    for task in tasks:
+        _run_chunk(
+            task,
+            store=store,
+            ledger=ledger,
+            backend=backend,
+            catalogue=catalogue,
+            prices=prices,
+            dynamodb_client=dynamodb_client,
+            cap=cap,
+        )
+    report = finalize_batch(
+        FinalizeEvent(batch_id=batch_id, bucket=s3_bucket, chunk_index_key=""),
+        store=store,
+        ledger=ledger,
+        prices=prices,
+    )
+
+    # THEN spend never exceeded the cap, every hold was settled or released, and every image
+    # is accounted for exactly once
+    summary = _check_invariant(ledger, batch_id, cap)
+    assert summary["reserved_micro_usd"] == 0
+    assert list(ledger.query_batch(batch_id, "RESERVATION#")) == []
+    # an attempt that died after making images spent outside the ledger's image records;
+    # its written-off hold is the upper bound the ledger charges for it
+    assert summary["cost_micro_usd"] <= backend.billed_micro_usd
+    assert backend.billed_micro_usd <= summary["cost_micro_usd"] + summary.get(
+        "unsettled_micro_usd", 0
+    )
+    records = list(ledger.image_records(batch_id))
+    assert sorted(r["image_id"] for r in records) == sorted(pattern)
+    exhausted = {r["image_id"] for r in records if r.get("failure_class") == "budget_exhausted"}
+    if exhausted:
+        assert report.status.value in {"PARTIAL", "FAILED"}
+        redrive = store._s3.get_object(Bucket=s3_bucket, Key=f"reports/{batch_id}/redrive.jsonl")
+        lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
+        assert exhausted <= {line["id"] for line in lines[1:]}
+
+
+def test_a_cap_below_the_estimate_refuses_the_chunk_and_records_budget_exhausted(
+    dynamodb_client: Any, s3_client: Any, s3_bucket: str, ledger_table: str
+) -> None:
+    # GIVEN a batch whose cap covers the bookkeeping reserve but not one image
+    ledger = Ledger(dynamodb_client, ledger_table)
+    store = BatchStore(s3_client, s3_bucket)
+    prices = load_aws_prices().region("us-east-1")
+    jobs = [_job(f"mug-{i}", 1024) for i in range(1, 4)]
+    ref = store.put_chunk(
+        ChunkFile(
+            batch_id="tight", chunk_id="00000", backend="bedrock", output_prefix="o/", images=jobs
+        )
+    )
+    store.put_chunk_index("tight", [ref])
+    estimate = estimate_batch(3 * 80_000, [3], prices, Shape())
+    cap = estimate.overhead_reserve_micro_usd + 50_000
+    ledger.create_batch(
+        "tight",
+        {
+            "status": "RUNNING",
+            "images_total": 3,
+            "max_cost_micro_usd": cap,
+            "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd,
+        },
+    )
+    backend = ScriptedBackend(dict.fromkeys((j.image_id for j in jobs), "ok"), 80_000, 10)
+
+    # WHEN the chunk runs
+    result = generate_chunk(
+        ChunkTask(batch_id="tight", bucket=s3_bucket, chunk=ref),
+        store=store,
+        ledger=ledger,
+        backend=backend,
+        catalogue=_catalogue(80_000),
+        concurrency=1,
+        time_left_ms=lambda: 600_000,
+        commit_reserve_ms=1_000,
+        prices=prices,
+        clock=LambdaClock(512),
+    )
+
+    # THEN nothing was generated, the images are budget_exhausted and the cap holds
+    assert backend.billed_micro_usd == 0
+    assert result.failed == 3
+    records = list(ledger.image_records("tight"))
+    assert {r["failure_class"] for r in records} == {"budget_exhausted"}
+    summary = _check_invariant(ledger, "tight", cap)
+    assert summary["cost_micro_usd"] == 0
+    assert 0 < summary["spent_micro_usd"] <= estimate.overhead_reserve_micro_usd
+
+
+@pytest.mark.parametrize("chunks", [1, 7])
+def test_holdback_covers_refusals(chunks: int) -> None:
+    # A refused chunk's bookkeeping is paid from the reserve ingest holds back for it.
+    prices = load_aws_prices().region("us-east-1")
+    estimate = estimate_batch(0, [50] * chunks, prices, Shape())
+    assert estimate.overhead_reserve_micro_usd > 0
+    assert estimate.orchestration_micro_usd > 0

@@ -1,0 +1,122 @@
+"""The query API without API Gateway: HTTP API (payload 2.0) events for the real handler.
+
+moto does not run API Gateway proxy integrations, so locally the handler from template.yaml's
+QueryFunction is called with the event API Gateway would send. `QueryApiWsgi` serves it over
+WSGI (plus /openapi.json), which is what the schemathesis test drives; the CLI calls
+`LocalQueryApi.get` directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+REPO = Path(__file__).resolve().parents[3]
+
+
+def http_api_event(
+    method: str, path: str, query: Mapping[str, str] | None = None, headers: Mapping[str, str] = {}
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload-2.0 event, as an IAM-authorized request produces."""
+    raw_query = urlencode(query or {})
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "headers": {"host": "localhost", **{k.lower(): v for k, v in headers.items()}},
+        "queryStringParameters": dict(query) if query else None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "authorizer": {"iam": {"accountId": "123456789012", "userId": "local"}},
+            "domainName": "localhost",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "imagebatch-local",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            "timeEpoch": int(time.time() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def load_query_handler(code_dir: Path | None = None) -> Handler:
+    """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
+    path = (code_dir or REPO / "functions" / "query") / "app.py"
+    spec = importlib.util.spec_from_file_location("imagebatch_fn_QueryFunction", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler: Handler = module.handler
+    return handler
+
+
+class LocalQueryApi:
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    def call(
+        self, method: str, path: str, query: Mapping[str, str] | None = None
+    ) -> tuple[int, str]:
+        context = LocalLambdaContext(
+            function_name="imagebatch-local-QueryFunction", memory_limit_in_mb=512, timeout_s=29
+        )
+        response = self._handler(http_api_event(method, path, query), context)
+        body = response.get("body") or ""
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode()
+        return int(response["statusCode"]), body
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        status, body = self.call("GET", path, query)
+        if status != 200:
+            raise QueryApiError(f"GET {path}: HTTP {status}: {body}")
+        loaded: dict[str, Any] = json.loads(body)
+        return loaded
+
+
+class QueryApiError(Exception):
+    pass
+
+
+class QueryApiWsgi:
+    """WSGI app: /openapi.json from the committed document, everything else via the handler."""
+
+    def __init__(self, api: LocalQueryApi, openapi: dict[str, Any]) -> None:
+        self._api = api
+        self._openapi = openapi
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/openapi.json":
+            body = json.dumps(self._openapi)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body.encode()]
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        status, body = self._api.call(environ["REQUEST_METHOD"], path, query)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity"}
+        start_response(
+            f"{status} {reason.get(status, 'Status')}", [("Content-Type", "application/json")]
+        )
+        return [body.encode()]
