@@ -287,6 +287,7 @@ def load_definition(path: Path) -> dict[str, Any]:
     return loaded
 
 
-# What statemachine/batch.asl.json is billed per path; tests derive it from the file and
+# What statemachine/batch.asl.json is billed per path (batch: Map, finalize, contact sheet;
+# chunk: the backend Choice and its task); tests derive it from the file and
 # check it against an execution's history, so a change to the definition must change this.
-BATCH_TRANSITIONS = PathTransitions(batch=2, chunk_attempt=1, chunk_failure=1)
+BATCH_TRANSITIONS = PathTransitions(batch=3, chunk_attempt=2, chunk_failure=1)
