@@ -186,7 +186,11 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
     summary = aws.wait_for_batch(batch_id, timeout_s=120)
+    assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
     calls = _invocations(aws) - before
+    # The contact sheet runs after the batch is settled and is not yet charged to it (a known
+    # gap, see the README): whether it has run when the summary is read is a race.
+    calls.pop("ContactSheetFunction", None)
 
     # THEN the transitions the ledger counted are the ones Step Functions recorded: the
     # parent execution's entered states, plus one per chunk attempt in the child executions
