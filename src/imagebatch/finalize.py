@@ -94,17 +94,12 @@ def _record_lost_images(
 def _failed(
     job: ImageJob, chunk: ChunkFile, failure_class: FailureClass, reason: str
 ) -> ImageOutcome:
-    return ImageOutcome(
-        image_id=job.image_id,
-        item_id=job.item_id,
+    return ImageOutcome.failed(
+        job,
         chunk_id=chunk.chunk_id,
-        status="FAILED",
-        model=job.model,
         backend=chunk.backend,
-        seed=job.seed,
-        prompt_sha256=job.prompt_sha256,
         failure_class=failure_class,
-        failure_reason=reason,
+        reason=reason,
     )
 
 

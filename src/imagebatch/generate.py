@@ -177,17 +177,12 @@ def _refuse_for_budget(
 ) -> ChunkResult:
     """The budget cannot cover the chunk: record its images, spend nothing on them."""
     outcomes = [
-        ImageOutcome(
-            image_id=job.image_id,
-            item_id=job.item_id,
+        ImageOutcome.failed(
+            job,
             chunk_id=chunk.chunk_id,
-            status="FAILED",
-            model=job.model,
             backend=chunk.backend,
-            seed=job.seed,
-            prompt_sha256=job.prompt_sha256,
             failure_class=FailureClass.BUDGET_EXHAUSTED,
-            failure_reason="max_cost_usd reached: the budget left could not cover this chunk",
+            reason="max_cost_usd reached: the budget left could not cover this chunk",
         )
         for job in todo
     ]

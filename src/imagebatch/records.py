@@ -100,6 +100,30 @@ class ImageOutcome(BaseModel):
     # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
     inference_ms: int | None = None
 
+    @classmethod
+    def failed(
+        cls,
+        job: ImageJob,
+        *,
+        chunk_id: str,
+        backend: str,
+        failure_class: FailureClass,
+        reason: str,
+    ) -> ImageOutcome:
+        """An image that was not made: recorded with its class and reason, charged nothing."""
+        return cls(
+            image_id=job.image_id,
+            item_id=job.item_id,
+            chunk_id=chunk_id,
+            status="FAILED",
+            model=job.model,
+            backend=backend,
+            seed=job.seed,
+            prompt_sha256=job.prompt_sha256,
+            failure_class=failure_class,
+            failure_reason=reason[:1000],
+        )
+
 
 class ChunkResult(BaseModel):
     chunk_id: str
