@@ -26,7 +26,8 @@ from typing import Any
 
 import diffusers as _diffusers
 import torch
-from imagebatch_serving.backends import load_diffusers_pipeline
+from imagebatch_serving.backends import DiffusersBackend, load_diffusers_pipeline
+from imagebatch_serving.engine import CallShape
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -306,7 +307,9 @@ class ImageRenderer:
     def __init__(self, pipeline: Any, *, max_batch: int = 1) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self._pipe = pipeline
+        # The serving container's backend makes the images, so the local Bedrock and the
+        # SageMaker endpoint call the pipeline the same way (one seeded generator per image).
+        self._backend = DiffusersBackend(pipeline, max_batch)
         self._max_batch = max_batch
         # A diffusers pipeline mutates its scheduler state per call: one call at a time.
         self._lock = threading.Lock()
@@ -332,18 +335,17 @@ class ImageRenderer:
         first = batch[0]
         negatives = [r.negative_prompt or "" for r in batch]
         started = time.perf_counter()
+        shape = CallShape(
+            width=first.width, height=first.height, steps=first.steps, guidance=first.guidance
+        )
         with self._lock:
-            output = self._pipe(
-                prompt=[r.prompt for r in batch],
-                negative_prompt=negatives if any(negatives) else None,
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
-                output_type="pil",
+            images = self._backend.generate(
+                shape,
+                [r.prompt for r in batch],
+                negatives if any(negatives) else None,
+                [r.seed for r in batch],
             )
-        pngs = [encode_png(image) for image in output.images]
+        pngs = [encode_png(image) for image in images]
         seconds = (time.perf_counter() - started) / len(batch)
         return [
             RenderedImage(png=png, seed=request.seed, seconds=seconds)
