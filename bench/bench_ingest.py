@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.ingest import plan_batch
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.pipeline.ingest import plan_batch
 
 MODEL = "stability.sd3-5-large-v1:0"
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from imagebatch_cli.local.pipeline import LocalOptions, local_aws
 
-from imagebatch.estimate import load_throughput
-from imagebatch.pricing import load_aws_prices
-from imagebatch.usage import Usage, price_usage
+from imagebatch.costs.estimate import load_speed_assumptions
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import Usage, price_usage
 
 MODEL = "stability.sd3-5-large-v1:0"
 TARGET_PER_1000 = Decimal("0.007")
@@ -99,7 +99,7 @@ def main(images: int) -> None:
         "only submits would pay about this)"
     )
     # On Bedrock the chunk Lambda is billed while it waits: seconds_per_image / concurrency
-    bedrock = load_throughput().bedrock
+    bedrock = load_speed_assumptions().bedrock
     waiting_mb_ms = int(bedrock.seconds_per_image * 1000 / concurrency) * chunk_memory * made
     projected = price_usage(usage.model_copy(update={"lambda_mb_ms": waiting_mb_ms}), prices)
     projected_per_1000 = (projected.orchestration + projected.storage) * 1000 / made

@@ -26,8 +26,8 @@ from imagebatch_serving.backends import DiffusersBackend
 from imagebatch_serving.engine import DirectorySink, ServingEngine
 from werkzeug.serving import make_server
 
-from imagebatch.records import ImageJob
-from imagebatch.sagemaker import ChunkInvocation, InvocationResult
+from imagebatch.models.records import ImageJob
+from imagebatch.models.sagemaker_contract import ChunkInvocation, InvocationResult
 
 CHUNKS = 8
 

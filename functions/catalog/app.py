@@ -8,12 +8,12 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.catalog_run import CatalogRunEvent, run_catalogs
-from imagebatch.catalog_state import CatalogState
-from imagebatch.clients import dynamodb_client, s3_client
-from imagebatch.config import StorageSettings
+from imagebatch.aws.catalog_state import CatalogState
+from imagebatch.aws.clients import dynamodb_client, s3_client
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.catalog.nightly import CatalogRunEvent, run_catalogs
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.storage import BatchStore
+from imagebatch.settings import StorageSettings
 
 
 @lru_cache(maxsize=1)

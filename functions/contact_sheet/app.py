@@ -7,12 +7,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.clients import dynamodb_client, s3_client
-from imagebatch.config import StorageSettings
-from imagebatch.contact_sheet import ContactSheetEvent, build_batch_contact_sheet
-from imagebatch.ledger import Ledger
+from imagebatch.aws.clients import dynamodb_client, s3_client
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.storage import BatchStore
+from imagebatch.pipeline.contact_sheet import ContactSheetEvent, build_batch_contact_sheet
+from imagebatch.settings import StorageSettings
 
 
 @lru_cache(maxsize=1)

@@ -7,15 +7,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.catalog_state import CatalogState
-from imagebatch.clients import dynamodb_client, s3_client
-from imagebatch.config import StorageSettings
-from imagebatch.finalize import FinalizeEvent, finalize_batch
-from imagebatch.ledger import Ledger
+from imagebatch.aws.catalog_state import CatalogState
+from imagebatch.aws.clients import dynamodb_client, s3_client
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pricing import load_aws_prices
-from imagebatch.storage import BatchStore
-from imagebatch.usage import LambdaClock
+from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
+from imagebatch.settings import StorageSettings
 
 
 @lru_cache(maxsize=1)

@@ -8,18 +8,18 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.bedrock import BedrockImageBackend
-from imagebatch.catalogue import load_catalogue
-from imagebatch.clients import bedrock_runtime_client, dynamodb_client, s3_client
-from imagebatch.config import GenerateSettings
-from imagebatch.generate import generate_chunk
-from imagebatch.ledger import Ledger
+from imagebatch.aws.bedrock_runtime import BedrockImageBackend
+from imagebatch.aws.clients import bedrock_runtime_client, dynamodb_client, s3_client
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.backends.retry import BackoffPolicy
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import ChunkTask
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pricing import load_aws_prices
-from imagebatch.records import ChunkTask
-from imagebatch.retry import BackoffPolicy
-from imagebatch.storage import BatchStore
-from imagebatch.usage import LambdaClock
+from imagebatch.pipeline.generate import generate_chunk
+from imagebatch.settings import GenerateSettings
 
 
 @lru_cache(maxsize=1)

@@ -12,17 +12,18 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.clients import dynamodb_client, s3_client, sfn_client
-from imagebatch.config import IngestSettings
-from imagebatch.estimate import Shape
-from imagebatch.ingest import IngestOutcome, StepFunctionsStarter, ingest_manifest
-from imagebatch.ledger import Ledger
+from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.aws.stepfunctions import StepFunctionsStarter
+from imagebatch.costs.estimate import Shape
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pricing import load_aws_prices
-from imagebatch.sagemaker import parse_buckets
-from imagebatch.storage import BatchStore
-from imagebatch.usage import LambdaClock
+from imagebatch.pipeline.ingest import IngestOutcome, ingest_manifest
+from imagebatch.settings import IngestSettings
 
 
 @lru_cache(maxsize=1)

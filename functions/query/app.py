@@ -8,12 +8,12 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.api import ApiDependencies, app, configure
-from imagebatch.clients import dynamodb_client
-from imagebatch.config import StorageSettings
-from imagebatch.ledger import LedgerQueries
+from imagebatch.api.routes import ApiDependencies, app, configure
+from imagebatch.aws.clients import dynamodb_client
+from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.costs.prices import load_aws_prices
 from imagebatch.observability import logger, tracer
-from imagebatch.pricing import load_aws_prices
+from imagebatch.settings import StorageSettings
 
 
 @lru_cache(maxsize=1)

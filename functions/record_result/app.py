@@ -18,13 +18,15 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.async_endpoint import record_result
-from imagebatch.clients import dynamodb_client, s3_client, sfn_client
-from imagebatch.config import RecordResultSettings
-from imagebatch.ledger import Ledger
+from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.aws.stepfunctions import TaskTokens
+from imagebatch.costs.prices import InstancePrice, load_aws_prices
+from imagebatch.models.sagemaker_contract import AsyncNotification
 from imagebatch.observability import logger, tracer
-from imagebatch.pricing import InstancePrice, load_aws_prices
-from imagebatch.sagemaker import AsyncNotification
+from imagebatch.pipeline.sagemaker_chunk import record_result
+from imagebatch.settings import RecordResultSettings
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -49,11 +51,12 @@ def parse_notification(body: str) -> AsyncNotification:
 
 def record_handler(record: SQSRecord) -> None:
     notification = parse_notification(record.body)
+    settings = _settings()
     record_result(
         notification,
-        s3=s3_client(),
-        ledger=Ledger(dynamodb_client(), _settings().ledger_table),
-        sfn=sfn_client(),
+        store=BatchStore(s3_client(), settings.data_bucket),
+        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        tokens=TaskTokens(sfn_client()),
         price=_price(),
     )
 

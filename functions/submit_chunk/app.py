@@ -7,17 +7,19 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.async_endpoint import SubmitTask, submit_chunk
-from imagebatch.clients import (
+from imagebatch.aws.clients import (
     dynamodb_client,
     s3_client,
     sagemaker_runtime_client,
     sfn_client,
 )
-from imagebatch.config import SubmitChunkSettings
-from imagebatch.ledger import Ledger
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
+from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.observability import logger, tracer
-from imagebatch.storage import BatchStore
+from imagebatch.pipeline.sagemaker_chunk import SubmitTask, submit_chunk
+from imagebatch.settings import SubmitChunkSettings
 
 
 @lru_cache(maxsize=1)
@@ -35,10 +37,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         task,
         store=BatchStore(s3_client(), task.bucket),
         ledger=Ledger(dynamodb_client(), settings.ledger_table),
-        runtime=sagemaker_runtime_client(),
-        sfn=sfn_client(),
-        endpoint_name=settings.endpoint_name,
-        request_ttl_s=settings.request_ttl_s,
-        invocation_timeout_s=settings.invocation_timeout_s,
+        endpoint=AsyncEndpoint(
+            sagemaker_runtime_client(),
+            settings.endpoint_name,
+            request_ttl_s=settings.request_ttl_s,
+            invocation_timeout_s=settings.invocation_timeout_s,
+        ),
+        tokens=TaskTokens(sfn_client()),
     )
     return receipt.model_dump()

@@ -16,7 +16,7 @@ from imagebatch_cli.local.catalog_local import LocalCatalogRun, run_local_catalo
 from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
-from imagebatch.contact_sheet import COLUMNS, LABEL_HEIGHT, PAD, THUMB
+from imagebatch.pipeline.contact_sheet import COLUMNS, LABEL_HEIGHT, PAD, THUMB
 
 pytestmark = pytest.mark.e2e
 

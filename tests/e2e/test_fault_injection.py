@@ -16,7 +16,7 @@ import pytest
 from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 from imagebatch_cli.redrive import build_redrive, read_s3_reports
 
-from imagebatch.catalogue import load_catalogue
+from imagebatch.models.bedrock_models import load_catalogue
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ import pytest
 from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.estimate import Shape, bedrock_options
-from imagebatch.pricing import load_aws_prices
-from imagebatch.usage import BATCH_TRANSITIONS, summary_costs
+from imagebatch.costs.estimate import Shape, bedrock_options
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import BATCH_TRANSITIONS, summary_costs
+from imagebatch.models.bedrock_models import load_catalogue
 
 pytestmark = pytest.mark.e2e
 

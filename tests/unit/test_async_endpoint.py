@@ -15,23 +15,25 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from imagebatch.async_endpoint import (
-    INFERENCE_FAILED,
-    SubmitTask,
-    record_result,
-    submit_chunk,
-)
-from imagebatch.ledger import Ledger
-from imagebatch.pricing import InstancePrice
-from imagebatch.records import ChunkFile, ChunkRef, ImageJob
-from imagebatch.sagemaker import (
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
+from imagebatch.aws.stepfunctions import TaskTokens
+from imagebatch.costs.prices import InstancePrice
+from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
+from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
     ChunkInvocation,
     InvocationResult,
     ServedImage,
     ServingCall,
 )
-from imagebatch.storage import BatchStore
+from imagebatch.pipeline.sagemaker_chunk import (
+    INFERENCE_FAILED,
+    SubmitTask,
+    record_result,
+    submit_chunk,
+)
 
 PRICE = InstancePrice(
     instance_type="ml.test",
@@ -105,11 +107,8 @@ def test_submit_writes_the_request_and_invokes_async(setup: Any, s3_bucket: str)
             _task(ref, s3_bucket, retry_count=1),
             store=store,
             ledger=ledger,
-            runtime=runtime,
-            sfn=sfn,
-            endpoint_name="ep",
-            request_ttl_s=600,
-            invocation_timeout_s=900,
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=TaskTokens(sfn),
         )
     assert receipt.images == 3
     assert receipt.input_location is not None
@@ -136,11 +135,8 @@ def test_submit_with_everything_recorded_answers_the_token_itself(
             _task(ref, s3_bucket),
             store=store,
             ledger=ledger,
-            runtime=runtime,
-            sfn=sfn,
-            endpoint_name="ep",
-            request_ttl_s=600,
-            invocation_timeout_s=900,
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=TaskTokens(sfn),
         )
         stub.assert_no_pending_responses()
     assert receipt.images == 0
@@ -200,7 +196,9 @@ def _record_all(store: BatchStore, ledger: Ledger, bucket: str) -> None:
     sfn = boto3.client("stepfunctions", region_name="us-east-1")
     with Stubber(sfn) as stub:
         stub.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": ANY})
-        record_result(_notification(bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE)
+        record_result(
+            _notification(bucket), store=store, ledger=ledger, tokens=TaskTokens(sfn), price=PRICE
+        )
 
 
 def test_success_records_costs_once_and_answers_the_token(setup: Any, s3_bucket: str) -> None:
@@ -210,13 +208,21 @@ def test_success_records_costs_once_and_answers_the_token(setup: Any, s3_bucket:
     with Stubber(sfn) as stub:
         stub.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": ANY})
         result = record_result(
-            _notification(s3_bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE
+            _notification(s3_bucket),
+            store=store,
+            ledger=ledger,
+            tokens=TaskTokens(sfn),
+            price=PRICE,
         )
         # a second delivery of the same notification charges nothing; its answer finds the
         # token already answered, which is not an error
         stub.add_client_error("send_task_success", "TaskDoesNotExist", "already answered")
         again = record_result(
-            _notification(s3_bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE
+            _notification(s3_bucket),
+            store=store,
+            ledger=ledger,
+            tokens=TaskTokens(sfn),
+            price=PRICE,
         )
         stub.assert_no_pending_responses()
     assert result is not None
@@ -242,7 +248,11 @@ def test_error_notification_fails_the_task_for_a_retry(setup: Any, s3_bucket: st
             {"taskToken": TOKEN, "error": INFERENCE_FAILED, "cause": ANY},
         )
         record_result(
-            _notification(s3_bucket, "Failed"), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE
+            _notification(s3_bucket, "Failed"),
+            store=store,
+            ledger=ledger,
+            tokens=TaskTokens(sfn),
+            price=PRICE,
         )
         stub.assert_no_pending_responses()
     assert list(ledger.image_records("b1")) == []
@@ -255,7 +265,11 @@ def test_a_token_that_no_longer_waits_is_not_an_error(setup: Any, s3_bucket: str
     with Stubber(sfn) as stub:
         stub.add_client_error("send_task_success", "TaskTimedOut", "Task Timed Out")
         result = record_result(
-            _notification(s3_bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE
+            _notification(s3_bucket),
+            store=store,
+            ledger=ledger,
+            tokens=TaskTokens(sfn),
+            price=PRICE,
         )
     # the images stay recorded: a later attempt of the chunk skips them
     assert result is not None
@@ -295,6 +309,12 @@ def test_a_result_missing_images_records_the_rest_and_fails_for_a_retry(
             {},
             {"taskToken": TOKEN, "error": "SageMaker.IncompleteResult", "cause": ANY},
         )
-        record_result(_notification(s3_bucket), s3=store._s3, ledger=ledger, sfn=sfn, price=PRICE)
+        record_result(
+            _notification(s3_bucket),
+            store=store,
+            ledger=ledger,
+            tokens=TaskTokens(sfn),
+            price=PRICE,
+        )
         stub.assert_no_pending_responses()
     assert {r["image_id"] for r in ledger.image_records("b1")} == {"a-1", "a-2"}

@@ -17,15 +17,11 @@ from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 from PIL import Image
 
-from imagebatch.bedrock import (
-    AmazonAdapter,
-    BedrockImageBackend,
-    ImageGenerationError,
-    StabilityAdapter,
-    classify_client_error,
-)
-from imagebatch.catalogue import ModelSpec, load_catalogue
-from imagebatch.records import FailureClass, ImageJob
+from imagebatch.aws.bedrock_runtime import BedrockImageBackend, classify_client_error
+from imagebatch.backends.bedrock import AmazonAdapter, StabilityAdapter
+from imagebatch.errors import ImageGenerationError
+from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
+from imagebatch.models.records import FailureClass, ImageJob
 
 TITAN = "amazon.titan-image-generator-v2:0"
 NOVA = "amazon.nova-canvas-v1:0"

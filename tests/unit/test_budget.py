@@ -19,16 +19,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagebatch.bedrock import GeneratedImage, ImageGenerationError
-from imagebatch.catalogue import ModelCatalogue, Price, load_catalogue
-from imagebatch.estimate import Shape, estimate_batch
-from imagebatch.finalize import FinalizeEvent, finalize_batch
-from imagebatch.generate import ChunkUnfinished, generate_chunk
-from imagebatch.ledger import Ledger, batch_pk, to_item
-from imagebatch.pricing import RegionPrices, load_aws_prices
-from imagebatch.records import ChunkFile, ChunkTask, FailureClass, ImageJob
-from imagebatch.storage import BatchStore
-from imagebatch.usage import LambdaClock
+from imagebatch.aws.dynamo_items import batch_pk, to_item
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.backends.bedrock import GeneratedImage
+from imagebatch.costs.estimate import Shape, estimate_batch
+from imagebatch.costs.prices import RegionPrices, load_aws_prices
+from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import ChunkUnfinished, ImageGenerationError
+from imagebatch.models.bedrock_models import ModelCatalogue, Price, load_catalogue
+from imagebatch.models.records import ChunkFile, ChunkTask, FailureClass, ImageJob
+from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
+from imagebatch.pipeline.generate import generate_chunk
 
 MODEL = "stability.sd3-5-large-v1:0"
 MAX_ATTEMPTS = 3

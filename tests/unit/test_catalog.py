@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from imagebatch.catalog import (
+from imagebatch.catalog.products import (
     CatalogConfig,
-    CatalogError,
     Product,
     ProductError,
     PromptTemplate,
@@ -20,8 +19,9 @@ from imagebatch.catalog import (
     read_products,
     stable_seed,
 )
-from imagebatch.catalogue import load_catalogue
-from imagebatch.manifest import validate_manifest_file
+from imagebatch.errors import CatalogError
+from imagebatch.manifest.reader import validate_manifest_file
+from imagebatch.models.bedrock_models import load_catalogue
 
 MODEL = "stability.sd3-5-large-v1:0"
 SAMPLE = Path(__file__).resolve().parents[2] / "events" / "catalog"

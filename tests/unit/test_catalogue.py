@@ -8,8 +8,9 @@ from datetime import date
 
 import pytest
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.manifest import ManifestError, ManifestFormat, ManifestReader, ValidItem
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.reader import ManifestFormat, ManifestReader, ValidItem
+from imagebatch.models.bedrock_models import load_catalogue
 
 TODAY = date(2026, 11, 22)
 STABILITY = (

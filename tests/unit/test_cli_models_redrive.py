@@ -16,8 +16,8 @@ from imagebatch_cli.redrive import RedriveError, build_redrive
 from rich.console import Console
 from typer.testing import CliRunner
 
-from imagebatch.catalogue import ModelSpec, load_catalogue
-from imagebatch.records import FailureClass
+from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
+from imagebatch.models.records import FailureClass
 
 runner = CliRunner()
 
@@ -195,7 +195,7 @@ def test_redrive_reads_the_bucket_and_uploads_the_manifest(
     s3_client: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a finished batch's reports in the data bucket (in-process moto)
-    from imagebatch.clients import reset_clients
+    from imagebatch.aws.clients import reset_clients
 
     reset_clients()
     monkeypatch.chdir(tmp_path)

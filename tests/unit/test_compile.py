@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from imagebatch_serving.compile import compile_buckets, export_command, main, pack_model
 
-from imagebatch.sagemaker import ShapeBucket
+from imagebatch.models.sagemaker_contract import ShapeBucket
 
 
 def test_export_command_is_the_static_shape_optimum_cli_call() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from imagebatch.catalogue import Throughput, load_catalogue
-from imagebatch.concurrency import plan_concurrency, sustainable_in_flight
+from imagebatch.backends.concurrency import plan_concurrency, sustainable_in_flight
+from imagebatch.models.bedrock_models import ModelQuota, load_catalogue
 
 
-def quota(per_minute: int, seconds: float) -> Throughput:
-    return Throughput(images_per_minute=per_minute, seconds_per_image=seconds, source="test")
+def quota(per_minute: int, seconds: float) -> ModelQuota:
+    return ModelQuota(images_per_minute=per_minute, seconds_per_image=seconds, source="test")
 
 
 @pytest.mark.parametrize(

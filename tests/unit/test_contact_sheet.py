@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagebatch.contact_sheet import (
+from imagebatch.pipeline.contact_sheet import (
     COLUMNS,
     LABEL_HEIGHT,
     PAD,

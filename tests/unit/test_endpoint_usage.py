@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from imagebatch.endpoint_usage import EndpointUsageStore
-from imagebatch.ledger import Ledger
-from imagebatch.scaling import ScaleEvent
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
+from imagebatch.aws.ledger import Ledger
+from imagebatch.costs.overhead import ScaleEvent
 
 
 def test_scale_events_round_trip_and_overhead_is_kept_per_session(

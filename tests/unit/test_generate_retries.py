@@ -7,15 +7,16 @@ from typing import Any
 
 import pytest
 
-from imagebatch.bedrock import GeneratedImage, ImageGenerationError
-from imagebatch.catalogue import load_catalogue
-from imagebatch.generate import ChunkUnfinished, generate_chunk
-from imagebatch.ledger import Ledger
-from imagebatch.pricing import load_aws_prices
-from imagebatch.records import ChunkFile, ChunkTask, FailureClass, ImageJob
-from imagebatch.retry import BackoffPolicy
-from imagebatch.storage import BatchStore
-from imagebatch.usage import LambdaClock
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.backends.bedrock import GeneratedImage
+from imagebatch.backends.retry import BackoffPolicy
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import ChunkUnfinished, ImageGenerationError
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import ChunkFile, ChunkTask, FailureClass, ImageJob
+from imagebatch.pipeline.generate import generate_chunk
 
 MODEL = "stability.sd3-5-large-v1:0"
 BATCH = "b-1"

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.ingest import plan_batch, rejection_reason
-from imagebatch.pricing import load_aws_prices
-from imagebatch.records import ChunkFile
-from imagebatch.sagemaker import estimate_micro_usd, parse_buckets
+from imagebatch.backends.sagemaker import estimate_micro_usd
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import ChunkFile
+from imagebatch.models.sagemaker_contract import parse_buckets
+from imagebatch.pipeline.ingest import plan_batch, rejection_reason
 
 
 def manifest(*items: dict[str, Any]) -> io.BytesIO:

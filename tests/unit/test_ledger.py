@@ -12,14 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagebatch.ledger import (
-    MAX_IMAGES_PER_COMMIT,
-    ImagesAlreadyRecordedError,
-    Ledger,
-    batch_pk,
-    from_item,
-)
-from imagebatch.records import BatchStatus, FailureClass, ImageOutcome
+from imagebatch.aws.dynamo_items import batch_pk, from_item
+from imagebatch.aws.ledger import MAX_IMAGES_PER_COMMIT, Ledger
+from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.models.records import BatchStatus, FailureClass, ImageOutcome
 
 BATCH = "cats-0123456789abcdef"
 MODEL = "stability.sd3-5-large-v1:0"

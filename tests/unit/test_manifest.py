@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from imagebatch.catalogue import ModelCatalogue, load_catalogue
-from imagebatch.manifest import (
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.reader import (
     MAX_LINE_BYTES,
     SCHEMA_FILES,
     BatchSettings,
     FieldError,
     InvalidLine,
-    ManifestError,
     ManifestFormat,
     ManifestItem,
     ManifestReader,
@@ -35,6 +34,7 @@ from imagebatch.manifest import (
     schema_file_text,
     validate_manifest_file,
 )
+from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 
 # Imported by name: jsonschema ships no type stubs in this environment.
 jsonschema = importlib.import_module("jsonschema")
@@ -797,7 +797,8 @@ def test_committed_schemas_match_the_models(name: str) -> None:
     committed = (REPO / "schemas" / name).read_text(encoding="utf-8")
     assert committed == schema_file_text(name), (
         "regenerate: python -c 'from pathlib import Path; "
-        'from imagebatch.manifest import write_json_schemas; write_json_schemas(Path("schemas"))\''
+        "from imagebatch.manifest.reader import write_json_schemas; "
+        'write_json_schemas(Path("schemas"))\''
     )
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from imagebatch.pricing import load_aws_prices
+from imagebatch.costs.prices import load_aws_prices
 
 
 def test_every_price_has_a_source_and_a_date() -> None:

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, settings
 from imagebatch_cli.local.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
-from imagebatch.api import OPENAPI_FILE, openapi_text
-from imagebatch.clients import dynamodb_client as cached_dynamodb_client
-from imagebatch.clients import reset_clients
-from imagebatch.ledger import Ledger
-from imagebatch.records import FailureClass, ImageOutcome
+from imagebatch.api.routes import OPENAPI_FILE, openapi_text
+from imagebatch.aws.clients import dynamodb_client as cached_dynamodb_client
+from imagebatch.aws.clients import reset_clients
+from imagebatch.aws.ledger import Ledger
+from imagebatch.models.records import FailureClass, ImageOutcome
 
 REPO = Path(__file__).resolve().parents[2]
 SD35 = "stability.sd3-5-large-v1:0"
@@ -86,7 +86,8 @@ def test_committed_openapi_document_is_current() -> None:
     # GIVEN the published document / WHEN generated from the code / THEN identical
     committed = (REPO / "schemas" / OPENAPI_FILE).read_text(encoding="utf-8")
     assert committed == openapi_text(), (
-        "regenerate: .venv/bin/python -c 'from pathlib import Path; from imagebatch.api import "
+        "regenerate: .venv/bin/python -c 'from pathlib import Path; "
+        "from imagebatch.api.routes import "
         'openapi_text; Path("schemas/openapi.json").write_text(openapi_text())\''
     )
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from imagebatch.bedrock import GeneratedImage, ImageGenerationError
-from imagebatch.records import FailureClass, ImageJob
-from imagebatch.retry import AdaptiveConcurrency, BackoffPolicy, RetryingBackend
+from imagebatch.backends.bedrock import GeneratedImage
+from imagebatch.backends.retry import AdaptiveConcurrency, BackoffPolicy, RetryingBackend
+from imagebatch.errors import ImageGenerationError
+from imagebatch.models.records import FailureClass, ImageJob
 
 JOB = ImageJob(
     image_id="a-1",

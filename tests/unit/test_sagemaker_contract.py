@@ -8,19 +8,18 @@ from decimal import Decimal
 
 import pytest
 
-from imagebatch.pricing import InstancePrice, load_aws_prices
-from imagebatch.records import FailureClass, ImageJob
-from imagebatch.sagemaker import (
+from imagebatch.aws.s3_store import split_s3_uri
+from imagebatch.backends.sagemaker import call_costs, price_outcomes
+from imagebatch.costs.prices import InstancePrice, load_aws_prices
+from imagebatch.models.records import FailureClass, ImageJob
+from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
     InvocationResult,
     ServedImage,
     ServingCall,
     ShapeBucket,
     bucket_error,
-    call_costs,
     parse_buckets,
-    price_outcomes,
-    split_s3_uri,
 )
 
 PRICE = InstancePrice(

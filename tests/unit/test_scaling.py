@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
-from imagebatch.pricing import InstancePrice
-from imagebatch.scaling import (
+from imagebatch.costs.overhead import (
     UNATTRIBUTED,
     InferenceSpan,
     ScaleEvent,
     attribute_overhead,
     scale_in_cooldown_s,
 )
+from imagebatch.costs.prices import InstancePrice
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

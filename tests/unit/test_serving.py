@@ -16,8 +16,13 @@ from imagebatch_serving.compile import compile_buckets
 from imagebatch_serving.engine import CallShape, S3Sink, ServingEngine, micro_batches
 from PIL import Image
 
-from imagebatch.records import FailureClass, ImageJob
-from imagebatch.sagemaker import ChunkInvocation, InvocationResult, ShapeBucket, parse_buckets
+from imagebatch.models.records import FailureClass, ImageJob
+from imagebatch.models.sagemaker_contract import (
+    ChunkInvocation,
+    InvocationResult,
+    ShapeBucket,
+    parse_buckets,
+)
 
 NEURON_SKIP = pytest.mark.skipif(
     not neuron_available(),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.estimate import (
+from imagebatch.aws.dynamo_items import to_item
+from imagebatch.costs.estimate import (
     Shape,
     bedrock_options,
     break_even,
@@ -18,9 +18,8 @@ from imagebatch.estimate import (
     chunk_reservation,
     sagemaker_options,
 )
-from imagebatch.ledger import to_item
-from imagebatch.pricing import load_aws_prices
-from imagebatch.usage import (
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import (
     BATCH_TRANSITIONS,
     Usage,
     item_size,
@@ -30,6 +29,7 @@ from imagebatch.usage import (
     read_units,
     write_units,
 )
+from imagebatch.models.bedrock_models import load_catalogue
 
 REPO = Path(__file__).resolve().parents[2]
 PRICES = load_aws_prices().region("us-east-1")
@@ -127,8 +127,8 @@ def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, min
 
 
 def test_ingest_auto_chooses_among_deployed_backends_only(tmp_path: Path) -> None:
-    from imagebatch.ingest import BatchPlan, choose_batch_backend
-    from imagebatch.manifest import BatchSettings
+    from imagebatch.manifest.reader import BatchSettings
+    from imagebatch.pipeline.ingest import BatchPlan, choose_batch_backend
 
     plan = BatchPlan(
         settings=BatchSettings.model_validate({"backend": "auto", "model": MODEL}),

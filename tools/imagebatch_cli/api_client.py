@@ -84,8 +84,8 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
     import boto3
     from moto import mock_aws
 
-    from imagebatch.clients import reset_clients
-    from imagebatch.ledger import to_item
+    from imagebatch.aws.clients import reset_clients
+    from imagebatch.aws.dynamo_items import to_item
     from imagebatch_cli.local.stack import load_template
 
     properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from imagebatch.catalogue import ModelCatalogue
-from imagebatch.estimate import (
+from imagebatch.costs.estimate import (
     BackendOption,
     Shape,
     bedrock_options,
@@ -16,8 +15,14 @@ from imagebatch.estimate import (
     choose_backend,
     sagemaker_options,
 )
-from imagebatch.manifest import ManifestReader, ValidItem, check_item_for_model, format_for_key
-from imagebatch.pricing import RegionPrices
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.manifest.reader import (
+    ManifestReader,
+    ValidItem,
+    check_item_for_model,
+    format_for_key,
+)
+from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch_cli.report import usd
 
 

@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from imagebatch.catalogue import load_catalogue
-from imagebatch.manifest import FieldError, ManifestError, validate_manifest_file
-from imagebatch.records import FailureClass
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.reader import FieldError, validate_manifest_file
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import FailureClass
 from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
@@ -59,8 +60,8 @@ def validate(
 
 def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
     """Sizes the endpoint was not compiled for, as ingest reports them."""
-    from imagebatch.manifest import ManifestReader, ValidItem, format_for_key
-    from imagebatch.sagemaker import bucket_error, parse_buckets
+    from imagebatch.manifest.reader import ManifestReader, ValidItem, format_for_key
+    from imagebatch.models.sagemaker_contract import bucket_error, parse_buckets
 
     buckets = parse_buckets(shape_buckets)
     found = []
@@ -93,8 +94,8 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
 ) -> None:
     """Price MANIFEST on every backend that can make it: total, per image, wall time."""
-    from imagebatch.estimate import Shape
-    from imagebatch.pricing import load_aws_prices
+    from imagebatch.costs.estimate import Shape
+    from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart
 
     instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
@@ -256,7 +257,8 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
 ) -> None:
     """Fire the nightly catalog schedule once: only changed product variants are generated."""
-    from imagebatch.catalog import CatalogConfig, CatalogError
+    from imagebatch.catalog.products import CatalogConfig
+    from imagebatch.errors import CatalogError
     from imagebatch_cli.local.catalog_local import run_local_catalog
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
@@ -416,8 +418,8 @@ def cost(
         console.print(categories_table(summary))
         return
     if table:
-        from imagebatch.clients import dynamodb_client
-        from imagebatch.ledger import Ledger
+        from imagebatch.aws.clients import dynamodb_client
+        from imagebatch.aws.ledger import Ledger
 
         ledger = Ledger(dynamodb_client(), table)
         summary = ledger.get_batch(batch_id)
@@ -501,7 +503,7 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
         raise typer.Exit(2)
     try:
         if bucket:
-            from imagebatch.clients import s3_client
+            from imagebatch.aws.clients import s3_client
 
             redrive_lines, failed_lines = read_s3_reports(s3_client(), bucket, batch_id)
         else:
@@ -522,7 +524,7 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     by_class = ", ".join(f"{n} {c}" for c, n in sorted(manifest.classes.items()))
     console.print(f"{manifest.items} failed image(s) ({by_class}) -> [bold]{target}[/bold]")
     if upload and bucket:
-        from imagebatch.clients import s3_client
+        from imagebatch.aws.clients import s3_client
 
         key = f"manifests/{target.name}"
         s3_client().upload_file(str(target), bucket, key)

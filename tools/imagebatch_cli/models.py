@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 from rich.table import Table
 
-from imagebatch.catalogue import ModelCatalogue, ModelSpec
+from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 
 
 class FoundationModels(Protocol):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagebatch.records import FailureClass
-from imagebatch.storage import report_key
+from imagebatch.aws.s3_store import report_key
+from imagebatch.models.records import FailureClass
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

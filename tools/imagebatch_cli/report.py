@@ -112,8 +112,8 @@ def costs_table(report: dict[str, Any]) -> Table:
 
 
 def print_cost(console: Console, summary: dict[str, Any], images: Iterable[dict[str, Any]]) -> None:
-    from imagebatch.api import batch_summary
-    from imagebatch.pricing import load_aws_prices
+    from imagebatch.api.routes import batch_summary
+    from imagebatch.costs.prices import load_aws_prices
 
     console.print(cost_table(summary, images))
     if summary.get("created_at") and summary.get("batch_id"):

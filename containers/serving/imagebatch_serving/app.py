@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from imagebatch.sagemaker import ChunkInvocation, parse_buckets
+from imagebatch.models.sagemaker_contract import ChunkInvocation, parse_buckets
 from imagebatch_serving.backends import (
     DiffusersBackend,
     NeuronBackend,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from imagebatch.sagemaker import ShapeBucket, parse_buckets
+from imagebatch.models.sagemaker_contract import ShapeBucket, parse_buckets
 from imagebatch_serving.engine import CallShape
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from imagebatch.sagemaker import ShapeBucket, parse_buckets
+from imagebatch.models.sagemaker_contract import ShapeBucket, parse_buckets
 from imagebatch_serving.backends import BUCKETS_FILE
 
 Runner = Callable[[list[str]], None]

@@ -19,17 +19,16 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from imagebatch.records import FailureClass, ImageJob
-from imagebatch.sagemaker import (
+from imagebatch.aws.s3_store import image_key
+from imagebatch.models.records import FailureClass, ImageJob, image_metadata
+from imagebatch.models.sagemaker_contract import (
     ChunkInvocation,
     InvocationResult,
     ServedImage,
     ServingCall,
     ShapeBucket,
     bucket_error,
-    image_metadata,
 )
-from imagebatch.storage import image_key
 
 logger = logging.getLogger(__name__)
 

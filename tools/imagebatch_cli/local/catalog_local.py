@@ -13,10 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from imagebatch.catalog import CONFIG_NAME, CatalogConfig, CatalogError
-from imagebatch.catalog_state import catalog_pk
-from imagebatch.ledger import from_item, to_item
-from imagebatch.records import batch_id_for
+from imagebatch.aws.catalog_state import catalog_pk
+from imagebatch.aws.dynamo_items import from_item, to_item
+from imagebatch.catalog.products import CONFIG_NAME, CatalogConfig
+from imagebatch.errors import CatalogError
+from imagebatch.models.records import batch_id_for
 from imagebatch_cli.local.pipeline import LocalAws, LocalRunError, ProgressCallback
 
 SCHEDULE_ID = "CatalogFunctionNightly"

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from imagebatch.clients import reset_clients
-from imagebatch.ledger import Ledger
-from imagebatch.records import BatchStatus, batch_id_for
+from imagebatch.aws.clients import reset_clients
+from imagebatch.aws.ledger import Ledger
+from imagebatch.models.records import BatchStatus, batch_id_for
 from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
@@ -263,8 +263,8 @@ def _start_sagemaker(
     """The local async endpoint, when the stack deployed the SageMaker backend."""
     if not stack.sagemaker:
         return None, {}
-    from imagebatch.endpoint_usage import EndpointUsageStore
-    from imagebatch.pricing import load_aws_prices
+    from imagebatch.aws.endpoint_usage import EndpointUsageStore
+    from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
 
     config = AsyncEndpointConfig(stack)

@@ -33,10 +33,11 @@ from urllib.parse import unquote
 import boto3
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from imagebatch.endpoint_usage import EndpointUsageStore
-from imagebatch.pricing import InstancePrice
-from imagebatch.sagemaker import AsyncNotification, InvocationResult, split_s3_uri
-from imagebatch.scaling import InferenceSpan, ScaleEvent, attribute_overhead
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
+from imagebatch.aws.s3_store import split_s3_uri
+from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
+from imagebatch.costs.prices import InstancePrice
+from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
 from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class LocalAsyncEndpoint:
                 self.config.endpoint_name,
                 session[0].at.isoformat(),
                 charges,
-                "imagebatch.scaling.attribute_overhead",
+                "imagebatch.costs.overhead.attribute_overhead",
             )
         return charges
 

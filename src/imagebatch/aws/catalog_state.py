@@ -1,0 +1,87 @@
+"""DynamoDB adapter for catalog state: per product variant, the last image that succeeded.
+
+Layout (same table as the ledger, pk = CATALOG#<name>):
+  sk VARIANT#<sku>#<variant>  content_hash, latest_key, batch_id, run
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from imagebatch.aws.dynamo_items import from_item, now_iso, to_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+def catalog_pk(name: str) -> str:
+    return f"CATALOG#{name}"
+
+
+def variant_sk(sku: str, variant: str) -> str:
+    return f"VARIANT#{sku}#{variant}"
+
+
+class CatalogState:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._ddb = client
+        self.table = table
+
+    def recorded_hashes(self, name: str) -> dict[tuple[str, str], str]:
+        """(sku, variant) -> content hash of its latest successful image: one paginated Query."""
+        hashes: dict[tuple[str, str], str] = {}
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :variant)",
+            ExpressionAttributeValues=to_item({":pk": catalog_pk(name), ":variant": "VARIANT#"}),
+            ProjectionExpression="sku, variant, content_hash",
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                record = from_item(item)
+                hashes[(record["sku"], record["variant"])] = record["content_hash"]
+        return hashes
+
+    def record_latest(
+        self,
+        name: str,
+        *,
+        sku: str,
+        variant: str,
+        content_hash: str,
+        latest_key: str,
+        batch_id: str,
+        run: str,
+    ) -> bool:
+        """Record a variant's new latest image; False when a later night already has.
+
+        Batches can finish out of order (a slow night, a redrive); the run date decides.
+        """
+        try:
+            self._ddb.put_item(
+                TableName=self.table,
+                Item=to_item(
+                    {
+                        "pk": catalog_pk(name),
+                        "sk": variant_sk(sku, variant),
+                        "sku": sku,
+                        "variant": variant,
+                        "content_hash": content_hash,
+                        "latest_key": latest_key,
+                        "batch_id": batch_id,
+                        "run": run,
+                        "updated_at": now_iso(),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(sk) OR #run <= :run",
+                ExpressionAttributeNames={"#run": "run"},
+                ExpressionAttributeValues=to_item({":run": run}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

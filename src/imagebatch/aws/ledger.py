@@ -1,0 +1,309 @@
+"""DynamoDB adapter for the cost ledger: one table, money in integer micro-dollars.
+
+Layout (pk = BATCH#<id>):
+  sk SUMMARY          the batch summary, read in one GetItem; counters ADDed once per chunk
+  sk IMAGE#<image-id> one record per image: outcome, cost, price source
+  sk CHUNK#<chunk-id> written by the state machine when a chunk fails for good
+  sk RESERVATION#<chunk-id>  budget a running chunk holds; deleted when the chunk settles
+  sk DAY#<yyyy-mm-dd> cost rollup (totals, per-model totals), ADDed at each commit; in gsi1
+                     under COSTS so cost over a time range is one Query, never a Scan
+
+Budget (when the batch has max_cost_micro_usd): the summary keeps spent_micro_usd (what was
+charged), reserved_micro_usd (held by running chunks) and budget_left_micro_usd, with
+spent + reserved + budget_left + overhead_reserve = cap at every commit. A chunk reserves
+before it spends (conditional on budget_left) and settles in its commit transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from imagebatch.aws.dynamo_items import (
+    BATCH_LIST_PK,
+    COSTS_PK,
+    SUMMARY_SK,
+    add_action,
+    batch_pk,
+    cancelled_by_condition,
+    from_item,
+    image_sk,
+    now_iso,
+    reservation_sk,
+    rollup_sk,
+    to_item,
+)
+from imagebatch.aws.ledger_holds import BudgetHolds
+from imagebatch.costs.settlement import Settlement, rollup_adds, summary_adds
+from imagebatch.costs.usage import (
+    ROLLUP_SIZE_BOUND,
+    SUMMARY_SIZE_BOUND,
+    Usage,
+    item_size,
+    price_usage,
+    read_units,
+    write_units,
+)
+from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.models.money import ceil_micro
+from imagebatch.models.records import BatchStatus, ImageOutcome
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+# DynamoDB caps a transaction at 100 actions; three are the summary update, the day's cost
+# rollup and the deletion of the chunk's budget hold.
+MAX_IMAGES_PER_COMMIT = 97
+_BATCH_GET_LIMIT = 100
+
+logger = Logger(child=True)
+
+
+class Ledger(BudgetHolds):
+    """Batch records, image commits and settlement; budget holds come from BudgetHolds."""
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
+        return from_item(item) if item else None
+
+    def create_batch(self, batch_id: str, attributes: Mapping[str, Any]) -> bool:
+        """Write the batch summary once; False when this batch already exists."""
+        created_at = attributes.get("created_at") or now_iso()
+        record = {
+            "images_succeeded": 0,
+            "images_failed": 0,
+            "cost_micro_usd": 0,
+            "spent_micro_usd": 0,
+            "reserved_micro_usd": 0,
+            "chunk_commits": 0,
+            **attributes,
+            "pk": batch_pk(batch_id),
+            "sk": SUMMARY_SK,
+            "batch_id": batch_id,
+            "created_at": created_at,
+            "gsi1pk": BATCH_LIST_PK,
+            "gsi1sk": f"{created_at}#{batch_id}",
+        }
+        cap = attributes.get("max_cost_micro_usd")
+        if cap is not None:
+            reserve = int(attributes.get("overhead_reserve_micro_usd") or 0)
+            record["overhead_reserve_micro_usd"] = reserve
+            record["budget_left_micro_usd"] = int(cap) - reserve - int(record["spent_micro_usd"])
+        item = to_item(record)
+        self.meter.add(ddb_write_units=write_units(item_size(item)))
+        try:
+            self._ddb.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def recorded_image_ids(self, batch_id: str, image_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(image_ids), _BATCH_GET_LIMIT):
+            keys = [
+                to_item({"pk": batch_pk(batch_id), "sk": image_sk(image_id)})
+                for image_id in image_ids[start : start + _BATCH_GET_LIMIT]
+            ]
+            request: dict[str, Any] = {
+                self.table: {"Keys": keys, "ProjectionExpression": "sk", "ConsistentRead": True}
+            }
+            while request:
+                self.meter.add(ddb_read_units=len(request[self.table]["Keys"]))
+                response = self._ddb.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table, []):
+                    found.add(item["sk"]["S"].removeprefix("IMAGE#"))
+                request = dict(response.get("UnprocessedKeys") or {})
+        return found
+
+    def commit_images(
+        self,
+        batch_id: str,
+        outcomes: Sequence[ImageOutcome],
+        settlement: Settlement | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        capped: bool = False,
+    ) -> None:
+        """Record images, add their totals to the summary and settle, in one transaction.
+
+        Each image record is conditional on not existing, so a retried chunk can never
+        charge an image twice: either the whole commit lands or none of it does. That
+        promise holds only inside one transaction, so a commit larger than one is refused
+        rather than split. The transaction's own write units are part of what it charges.
+        """
+        if not outcomes and settlement is None:
+            return
+        if len(outcomes) > MAX_IMAGES_PER_COMMIT:
+            raise ValueError(
+                f"{len(outcomes)} images in one commit; at most {MAX_IMAGES_PER_COMMIT} fit "
+                "one DynamoDB transaction (keep chunks at or under that size)"
+            )
+        settlement = settlement or Settlement(chunk_id=outcomes[0].chunk_id)
+        pk = batch_pk(batch_id)
+        recorded_at = now_iso()
+        actions: list[TransactWriteItemTypeDef] = []
+        for outcome in outcomes:
+            item = to_item(
+                {
+                    "pk": pk,
+                    "sk": image_sk(outcome.image_id),
+                    "recorded_at": recorded_at,
+                    **outcome.model_dump(mode="json", exclude_none=True),
+                }
+            )
+            actions.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": item,
+                        "ConditionExpression": "attribute_not_exists(sk)",
+                    }
+                }
+            )
+        own_writes = sum(
+            write_units(item_size(a["Put"]["Item"]), transactional=True) for a in actions
+        )
+        own_writes += write_units(SUMMARY_SIZE_BOUND, transactional=True)
+        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if outcomes else 0
+        if settlement.has_reservation:
+            own_writes += write_units(0, transactional=True)
+            actions.append(
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": to_item({"pk": pk, "sk": reservation_sk(settlement.chunk_id)}),
+                        "ConditionExpression": "attribute_exists(sk)",
+                    }
+                }
+            )
+        usage = settlement.usage + Usage(ddb_write_units=own_writes)
+        overhead = (
+            ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0
+        )
+        adds = summary_adds(outcomes, settlement, usage, overhead, capped=capped)
+        actions.append(
+            add_action(self.table, pk, SUMMARY_SK, adds, {}, condition="attribute_exists(pk)")
+        )
+        if outcomes:
+            actions.append(
+                self._rollup_action(
+                    batch_id,
+                    recorded_at[:10],
+                    rollup_adds(outcomes, overhead),
+                    outcomes[0].backend,
+                    tags,
+                )
+            )
+        try:
+            self._ddb.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if cancelled_by_condition(exc):
+                raise ImagesAlreadyRecordedError(str(exc)) from exc
+            # A TransactionConflict or throttle is transient: let the caller's retry handle it.
+            raise
+
+    def _rollup_action(
+        self,
+        batch_id: str,
+        day: str,
+        adds: Mapping[str, int],
+        backend: str,
+        tags: Mapping[str, str] | None,
+    ) -> TransactWriteItemTypeDef:
+        """The batch's cost rollup for the day, ADDed to (in gsi1 under COSTS)."""
+        return add_action(
+            self.table,
+            batch_pk(batch_id),
+            rollup_sk(day),
+            adds,
+            {
+                "gsi1pk": COSTS_PK,
+                "gsi1sk": f"{day}#{batch_id}",
+                "day": day,
+                "batch_id": batch_id,
+                "backend": backend,
+                "tags": dict(tags) if tags else None,
+            },
+        )
+
+    def roll_up_remainder(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+        """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
+        holds) to today's cost rollup, so cost over a time range sums to the batches' spend."""
+        rolled = sum(int(r.get("spent_micro_usd", 0)) for r in self.query_batch(batch_id, "DAY#"))
+        remainder = int(summary.get("spent_micro_usd", 0)) - rolled
+        if remainder <= 0:
+            return 0
+        day = now_iso()[:10]
+        model = (summary.get("models") or ["(none)"])[0]
+        action = add_action(
+            self.table,
+            batch_pk(batch_id),
+            rollup_sk(day),
+            {"spent_micro_usd": remainder, f"model_spent#{model}": remainder},
+            {
+                "gsi1pk": COSTS_PK,
+                "gsi1sk": f"{day}#{batch_id}",
+                "day": day,
+                "batch_id": batch_id,
+                "backend": summary.get("backend"),
+                "tags": summary.get("tags") or None,
+            },
+        )["Update"]
+        self.meter.add(ddb_write_units=write_units(ROLLUP_SIZE_BOUND))
+        self._ddb.update_item(**action)
+        return remainder
+
+    def image_records(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        return self.query_batch(batch_id, "IMAGE#")
+
+    def failed_chunks(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        return {
+            record["sk"].removeprefix("CHUNK#"): record
+            for record in self.query_batch(batch_id, "CHUNK#")
+            if record.get("status") == "FAILED"
+        }
+
+    def settle_batch(
+        self,
+        batch_id: str,
+        status: BatchStatus,
+        extra: Mapping[str, Any],
+        adds: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Set the final status; `adds` are counters ADDed in the same update (finalize's own
+        operations, charged to the batch)."""
+        fields = {"status": status.value, "finished_at": now_iso(), **extra}
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        plain_values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        if adds:
+            names.update({f"#a{i}": name for i, name in enumerate(adds)})
+            plain_values.update({f":a{i}": value for i, value in enumerate(adds.values())})
+            expression += " ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
+        values = to_item(plain_values)
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        response = self._ddb.update_item(
+            TableName=self.table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ConditionExpression="attribute_exists(pk)",
+            ReturnValues="ALL_NEW",
+        )
+        return from_item(response["Attributes"])

@@ -1,0 +1,175 @@
+"""Budget holds on the ledger: a chunk holds an upper bound of its charge before it spends,
+settles in its commit (aws.ledger), and a hold no commit settled is written off as spent.
+
+Invariant on the batch summary: spent + reserved + budget_left + overhead_reserve = cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from imagebatch.aws.dynamo_items import (
+    SUMMARY_SK,
+    add_action,
+    batch_pk,
+    cancelled_by_condition,
+    from_item,
+    reservation_sk,
+    to_item,
+)
+from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, Meter, item_size, read_units, write_units
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+logger = Logger(child=True)
+
+
+class LedgerTable:
+    """The ledger table with its request meter: every read and write is charged to a batch."""
+
+    def __init__(self, client: DynamoDBClient, table: str, meter: Meter | None = None) -> None:
+        self._ddb = client
+        self.table = table
+        # Reads and writes this ledger makes are counted: the batch is charged for them.
+        self.meter = meter or Meter()
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(
+            TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True
+        )
+        item = response.get("Item")
+        self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
+        return from_item(item) if item else None
+
+    def query_batch(self, batch_id: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self._ddb.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=to_item({":pk": batch_pk(batch_id), ":prefix": sk_prefix}),
+            ConsistentRead=True,
+        )
+        for page in pages:
+            items = page.get("Items", [])
+            self.meter.add(ddb_read_units=read_units(sum(item_size(i) for i in items)))
+            for item in items:
+                yield from_item(item)
+
+    def partition(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """Every item of the batch: summary, images, chunk markers, holds, day rollups."""
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=to_item({":pk": batch_pk(batch_id)}),
+            ConsistentRead=True,
+        ):
+            yield from (from_item(item) for item in page.get("Items", []))
+
+
+class BudgetHolds(LedgerTable):
+    def reserve(
+        self, batch_id: str, chunk_id: str, amount: int, *, retry: bool = True
+    ) -> int | None:
+        """Hold `amount` of the batch's budget for a chunk before it spends.
+
+        Returns the amount held, or None when the budget cannot cover it: the chunk must
+        not run.
+        """
+        pk = batch_pk(batch_id)
+        hold = to_item({"pk": pk, "sk": reservation_sk(chunk_id), "amount_micro_usd": amount})
+        self.meter.add(
+            ddb_write_units=write_units(item_size(hold), transactional=True)
+            + write_units(SUMMARY_SIZE_BOUND, transactional=True)
+        )
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": hold,
+                            "ConditionExpression": "attribute_not_exists(sk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": to_item({"pk": pk, "sk": SUMMARY_SK}),
+                            "UpdateExpression": "ADD reserved_micro_usd :r, "
+                            "budget_left_micro_usd :neg",
+                            "ConditionExpression": "budget_left_micro_usd >= :r",
+                            "ExpressionAttributeValues": to_item({":r": amount, ":neg": -amount}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if reasons and reasons[0] == "ConditionalCheckFailed" and retry:
+                # An earlier attempt of this chunk held budget and died before settling:
+                # what it spent is unknown but at most its hold, so the hold is written off
+                # as spent and this attempt holds anew.
+                self._write_off_hold(batch_id, reservation_sk(chunk_id))
+                return self.reserve(batch_id, chunk_id, amount, retry=False)
+            if "ConditionalCheckFailed" in reasons or "ConditionalCheckFailed" in str(exc):
+                return None
+            raise
+        return amount
+
+    def write_off_holds(self, batch_id: str) -> int:
+        """Holds no commit settled belong to attempts that died after they may have spent;
+        each is charged in full as `unsettled_micro_usd` (an upper bound of what it spent)."""
+        written_off = 0
+        for hold in list(self.query_batch(batch_id, "RESERVATION#")):
+            written_off += self._write_off_hold(batch_id, hold["sk"])
+        return written_off
+
+    def _write_off_hold(self, batch_id: str, sk: str) -> int:
+        pk = batch_pk(batch_id)
+        hold = self._get(pk, sk)
+        if hold is None:
+            return 0
+        amount = int(hold["amount_micro_usd"])
+        self.meter.add(
+            ddb_write_units=write_units(0, transactional=True)
+            + write_units(SUMMARY_SIZE_BOUND, transactional=True)
+        )
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": to_item({"pk": pk, "sk": sk}),
+                            "ConditionExpression": "amount_micro_usd = :a",
+                            "ExpressionAttributeValues": to_item({":a": amount}),
+                        }
+                    },
+                    add_action(
+                        self.table,
+                        pk,
+                        SUMMARY_SK,
+                        {
+                            "reserved_micro_usd": -amount,
+                            "spent_micro_usd": amount,
+                            "unsettled_micro_usd": amount,
+                        },
+                        {},
+                        condition="attribute_exists(pk)",
+                    ),
+                ]
+            )
+        except ClientError as exc:
+            if not cancelled_by_condition(exc):
+                raise
+            return 0  # settled or written off by someone else meanwhile
+        logger.warning("budget hold written off", extra={"hold": sk, "micro_usd": amount})
+        return amount

@@ -1,0 +1,146 @@
+"""Read side of the ledger for the query API: every read is a GetItem or a Query, pages
+carry an opaque token."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from imagebatch.aws.dynamo_items import (
+    BATCH_LIST_PK,
+    COSTS_PK,
+    SUMMARY_SK,
+    batch_pk,
+    from_item,
+    to_item,
+)
+from imagebatch.errors import InvalidTokenError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_token: str | None = None
+
+
+def _encode_token(key: Mapping[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(from_item(key)).encode()).decode()
+
+
+def _decode_token(token: str | None, allowed: set[str]) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise InvalidTokenError("next_token is not one this API returned") from exc
+    if not isinstance(plain, dict) or set(plain) != allowed:
+        raise InvalidTokenError("next_token is not one this API returned")
+    if not all(isinstance(v, str) for v in plain.values()):
+        raise InvalidTokenError("next_token is not one this API returned")
+    return to_item(plain)
+
+
+class LedgerQueries:
+    """Read side of the ledger for the query API: every read is a GetItem or a Query."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._ddb = client
+        self.table = table
+
+    def _query(self, request: dict[str, Any], limit: int, key_names: set[str]) -> Page:
+        """Queries until `limit` items pass the filter or the index is exhausted."""
+        items: list[dict[str, Any]] = []
+        start = _decode_token(request.pop("next_token", None), key_names)
+        while True:
+            if start:
+                request["ExclusiveStartKey"] = start
+            request["Limit"] = limit - len(items)
+            response = self._ddb.query(**request)
+            items.extend(from_item(item) for item in response.get("Items", []))
+            start = response.get("LastEvaluatedKey")
+            if not start or len(items) >= limit:
+                return Page(items=items, next_token=_encode_token(start))
+
+    def list_batches(
+        self,
+        *,
+        since: str,
+        until: str,
+        tag: tuple[str, str] | None,
+        limit: int,
+        next_token: str | None,
+    ) -> Page:
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk BETWEEN :since AND :until",
+            "ExpressionAttributeValues": to_item(
+                {":pk": BATCH_LIST_PK, ":since": since, ":until": f"{until}~"}
+            ),
+            "ScanIndexForward": False,
+            "next_token": next_token,
+        }
+        if tag is not None:
+            request["FilterExpression"] = "#tags.#key = :value"
+            request["ExpressionAttributeNames"] = {"#tags": "tags", "#key": tag[0]}
+            request["ExpressionAttributeValues"][":value"] = {"S": tag[1]}
+        return self._query(request, limit, {"pk", "sk", "gsi1pk", "gsi1sk"})
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(
+            TableName=self.table, Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK})
+        )
+        item = response.get("Item")
+        return from_item(item) if item else None
+
+    def items(
+        self,
+        batch_id: str,
+        *,
+        status: str | None,
+        failure_class: str | None,
+        limit: int,
+        next_token: str | None,
+    ) -> Page:
+        values: dict[str, Any] = {":pk": batch_pk(batch_id), ":prefix": "IMAGE#"}
+        filters, names = [], {}
+        if status is not None:
+            filters.append("#status = :status")
+            names["#status"] = "status"
+            values[":status"] = status
+        if failure_class is not None:
+            filters.append("failure_class = :failure_class")
+            values[":failure_class"] = failure_class
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item(values),
+            "next_token": next_token,
+        }
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        if names:
+            request["ExpressionAttributeNames"] = names
+        return self._query(request, limit, {"pk", "sk"})
+
+    def cost_rollups(self, since_day: str, until_day: str) -> Iterator[dict[str, Any]]:
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :pk AND gsi1sk BETWEEN :since AND :until",
+            ExpressionAttributeValues=to_item(
+                {":pk": COSTS_PK, ":since": since_day, ":until": f"{until_day}~"}
+            ),
+        ):
+            for item in page.get("Items", []):
+                yield from_item(item)

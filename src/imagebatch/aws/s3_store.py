@@ -1,0 +1,152 @@
+"""S3 adapter: the only module that talks to the data bucket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from pydantic import BaseModel
+
+from imagebatch.costs.usage import Meter
+from imagebatch.errors import ObjectMissingError
+from imagebatch.models.records import ChunkFile, ChunkRef
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URI without bucket or key: {uri!r}")
+    return bucket, key
+
+
+def chunk_key(batch_id: str, chunk_id: str) -> str:
+    return f"chunks/{batch_id}/{chunk_id}.json"
+
+
+def chunk_index_key(batch_id: str) -> str:
+    return f"chunks/{batch_id}/index.json"
+
+
+def report_key(batch_id: str, name: str) -> str:
+    return f"reports/{batch_id}/{name}"
+
+
+def image_key(output_prefix: str, batch_id: str, image_id: str) -> str:
+    return f"{output_prefix}{batch_id}/{image_id}.png"
+
+
+class BatchStore:
+    def __init__(self, client: S3Client, bucket: str, meter: Meter | None = None) -> None:
+        self._s3 = client
+        self.bucket = bucket
+        # Every request this store makes is counted: the ledger charges the batch for them.
+        self.meter = meter or Meter()
+
+    def _get(self, key: str) -> bytes:
+        self.meter.add(s3_get_requests=1)
+        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def _put(
+        self, key: str, body: bytes, content_type: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            Metadata=metadata or {},
+        )
+
+    def open_manifest(self, key: str) -> BinaryIO:
+        self.meter.add(s3_get_requests=1)
+        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        return cast(BinaryIO, body)
+
+    def put_chunk(self, chunk: ChunkFile) -> ChunkRef:
+        key = chunk_key(chunk.batch_id, chunk.chunk_id)
+        self._put_json(key, chunk.model_dump_json(exclude_defaults=True).encode())
+        return ChunkRef(chunk_id=chunk.chunk_id, key=key, images=len(chunk.images))
+
+    def put_chunk_index(self, batch_id: str, refs: list[ChunkRef]) -> str:
+        key = chunk_index_key(batch_id)
+        self._put_json(key, json.dumps([ref.model_dump() for ref in refs]).encode())
+        return key
+
+    def get_chunk(self, key: str) -> ChunkFile:
+        return ChunkFile.model_validate_json(self._get(key))
+
+    def get_chunk_index(self, batch_id: str) -> list[ChunkRef]:
+        key = chunk_index_key(batch_id)
+        return [ChunkRef.model_validate(entry) for entry in json.loads(self._get(key))]
+
+    def put_image(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
+        self._put(key, png, "image/png", metadata)
+
+    def put_json(self, key: str, body: bytes) -> None:
+        self._put_json(key, body)
+
+    def put_report(self, batch_id: str, name: str, document: BaseModel | dict[str, object]) -> str:
+        key = report_key(batch_id, name)
+        body = (
+            document.model_dump_json(indent=2)
+            if isinstance(document, BaseModel)
+            else json.dumps(document, indent=2, default=str)
+        )
+        self._put_json(key, body.encode())
+        return key
+
+    def put_jsonl_report(self, batch_id: str, name: str, lines: Iterable[str]) -> str:
+        key = report_key(batch_id, name)
+        body = "".join(f"{line}\n" for line in lines).encode()
+        self._put(key, body, "application/x-ndjson")
+        return key
+
+    def read_uri(self, uri: str) -> bytes:
+        """An object named by an s3:// URI (SageMaker's input and output locations), which may
+        be in another bucket than this store's."""
+        bucket, key = split_s3_uri(uri)
+        return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.open_object(key).read()
+
+    def open_object(self, key: str) -> BinaryIO:
+        """A streaming body; ObjectMissingError (not a botocore error) when there is no such key."""
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self._s3.exceptions.NoSuchKey as exc:
+            raise ObjectMissingError(f"s3://{self.bucket}/{key} does not exist") from exc
+        return cast(BinaryIO, body)
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return key
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Server-side copy: metadata (prompt hash, seed, model) travels with the image."""
+        self._s3.copy_object(
+            Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+        )
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def upload_file(self, path: str, key: str, content_type: str) -> None:
+        # Files here stay under the multipart threshold (8 MB): one PUT each.
+        self.meter.add(s3_put_requests=1, s3_bytes_written=Path(path).stat().st_size)
+        self._s3.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def _put_json(self, key: str, body: bytes) -> None:
+        self._put(key, body, "application/json")

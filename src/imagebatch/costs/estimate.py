@@ -1,0 +1,352 @@
+"""Estimates before a run: what a batch costs on each backend, how long it takes, which to pick.
+
+Every figure comes from data files (prices in aws_prices.json and bedrock_models.json,
+speeds in throughput.json); the functions here are pure so the CLI, ingest and tests share
+them. An option's cost is linear in the number of images (a fixed part such as a cold
+start, plus a per-image part), which makes break-even points exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.usage import (
+    BATCH_TRANSITIONS,
+    ROLLUP_WRITE_UNITS,
+    SUMMARY_WRITE_UNITS,
+    CostBreakdown,
+    Usage,
+    price_usage,
+)
+from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.models.money import ceil_micro
+
+# An image record (ids, model, seed, hash, key, price source) stays under 1 KB; with a
+# failure reason (at most 1,000 characters) under 3 KB.
+IMAGE_RECORD_BYTES = 1024
+IMAGE_RECORD_BOUND_BYTES = 3072
+# PNG of a generated photo-like image: about 1.5 bytes per pixel (RGB, deflate); bounds use 4.
+EXPECTED_PNG_BYTES_PER_PIXEL = Decimal("1.5")
+BOUND_PNG_BYTES_PER_PIXEL = 4
+# A chunk refused for budget does a handful of requests; its Lambda time is bounded by this.
+REFUSAL_SECONDS_BOUND = 10
+
+
+class _Figure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    source: str
+    retrieved: date
+
+
+class BedrockSpeed(_Figure):
+    seconds_per_image: Decimal
+    workload: str
+
+
+class InstanceSpeed(_Figure):
+    instance_type: str
+    seconds_per_image: Decimal
+    workload: str
+
+
+class Seconds(_Figure):
+    seconds: Decimal
+
+
+class SpeedAssumptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    about: str
+    bedrock: BedrockSpeed
+    sagemaker: tuple[InstanceSpeed, ...]
+    sagemaker_cold_start_seconds: Seconds
+    sagemaker_idle_tail_seconds: Seconds
+
+
+@lru_cache(maxsize=1)
+def load_speed_assumptions() -> SpeedAssumptions:
+    text = resources.files("imagebatch.data").joinpath("throughput.json").read_text("utf-8")
+    return SpeedAssumptions.model_validate(json.loads(text))
+
+
+class Shape(BaseModel):
+    """How the pipeline is deployed: what decides orchestration counts and wall time."""
+
+    model_config = ConfigDict(frozen=True)
+    chunk_size: int = 50
+    map_concurrency: int = 10
+    chunk_concurrency: int = 4
+    chunk_memory_mb: int = 512
+    chunk_timeout_s: int = 600
+    ingest_memory_mb: int = 1024
+    finalize_memory_mb: int = 512
+    width: int = 1024
+    height: int = 1024
+
+
+def chunk_usage(images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes: int) -> Usage:
+    """Operations one chunk attempt makes on the Bedrock path (see generate.generate_chunk)."""
+    return Usage(
+        sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
+        lambda_requests=1,
+        lambda_mb_ms=math.ceil(lambda_seconds * 1000) * memory_mb,
+        # summary GetItem, BatchGetItem per image, reservation + commit transactions
+        ddb_read_units=1 + images,
+        ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BYTES / 1024)
+        + 2 * SUMMARY_WRITE_UNITS
+        + ROLLUP_WRITE_UNITS
+        + 4,
+        s3_get_requests=1,
+        s3_put_requests=images,
+        s3_bytes_written=png_bytes * images,
+    )
+
+
+def batch_usage(chunks: int, images: int, shape: Shape) -> Usage:
+    """Operations made once per batch: ingest, chunk files, finalize."""
+    chunk_file_bytes = 600 * images + 200 * chunks
+    return Usage(
+        sfn_transitions=BATCH_TRANSITIONS.batch,
+        lambda_requests=2,
+        # ingest streams the manifest (~0.5 ms/image measured by bench_ingest) and finalize
+        # reads the summary; both about a second at these sizes
+        lambda_mb_ms=(1000 + images // 2) * shape.ingest_memory_mb
+        + 1000 * shape.finalize_memory_mb,
+        ddb_read_units=3,
+        ddb_write_units=2 + SUMMARY_WRITE_UNITS,
+        s3_get_requests=1 + 1,
+        s3_put_requests=chunks + 2,
+        s3_bytes_written=chunk_file_bytes + 1024,
+    )
+
+
+def chunk_reservation(
+    inference_micro_usd: int,
+    images: int,
+    *,
+    memory_mb: int,
+    lambda_seconds_bound: float,
+    pixels_bound: int,
+    prices: RegionPrices,
+) -> tuple[int, int]:
+    """(reservation, its overhead part): an upper bound of what one chunk attempt charges.
+
+    The Lambda is bounded by its timeout, each PNG by 4 bytes a pixel, each image record by
+    IMAGE_RECORD_BOUND_BYTES and each image by its own cost rollup, so the settled charge
+    cannot exceed the hold.
+    """
+    usage = Usage(
+        sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
+        lambda_requests=1,
+        lambda_mb_ms=math.ceil(lambda_seconds_bound * 1000) * memory_mb,
+        ddb_read_units=2 + images,
+        ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BOUND_BYTES / 1024)
+        + 2 * SUMMARY_WRITE_UNITS
+        + images * ROLLUP_WRITE_UNITS
+        + 4,
+        s3_get_requests=1,
+        s3_put_requests=images,
+        s3_bytes_written=(pixels_bound * BOUND_PNG_BYTES_PER_PIXEL + 1024) * images,
+    )
+    overhead = ceil_micro(price_usage(usage, prices).total)
+    return inference_micro_usd + overhead, overhead
+
+
+class BackendOption(BaseModel):
+    """One way to make the batch; cost(n) = fixed + n x per_image (micro-dollars, exact)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    backend: Literal["bedrock", "sagemaker"]
+    model: str | None = None
+    instance_type: str | None = None
+    warm: bool | None = None
+    fixed_micro_usd: Decimal
+    inference_per_image_micro_usd: Decimal
+    overhead_per_image_micro_usd: Decimal
+    fixed_seconds: Decimal
+    seconds_per_image: Decimal  # wall time per image with the deployment's parallelism
+    source: str
+
+    def cost_micro_usd(self, images: int) -> int:
+        per_image = self.inference_per_image_micro_usd + self.overhead_per_image_micro_usd
+        return ceil_micro(self.fixed_micro_usd + per_image * images)
+
+    def wall_seconds(self, images: int) -> float:
+        return float(self.fixed_seconds + self.seconds_per_image * images)
+
+
+def _overhead_per_image(
+    prices: RegionPrices, shape: Shape, lambda_seconds_per_image: Decimal, pixels: int
+) -> tuple[Decimal, Decimal]:
+    """(per-image overhead, fixed overhead) in micro-dollars, from a full chunk's usage."""
+    n = shape.chunk_size
+    png = int(pixels * EXPECTED_PNG_BYTES_PER_PIXEL)
+    per_chunk = price_usage(
+        chunk_usage(n, lambda_seconds_per_image * n, shape.chunk_memory_mb, png), prices
+    )
+    fixed = price_usage(batch_usage(0, 0, shape), prices)
+    per_image_files = (
+        price_usage(Usage(s3_bytes_written=600, s3_put_requests=0), prices).total
+        + price_usage(Usage(s3_put_requests=1), prices).total / n
+    )
+    return per_chunk.total / n + per_image_files, fixed.total
+
+
+def bedrock_options(
+    models: Iterable[str], catalogue: ModelCatalogue, prices: RegionPrices, shape: Shape
+) -> list[BackendOption]:
+    speed = load_speed_assumptions().bedrock
+    parallel = Decimal(shape.map_concurrency * shape.chunk_concurrency)
+    # the chunk Lambda waits on Bedrock: with chunk_concurrency calls in flight it is billed
+    # seconds_per_image / chunk_concurrency per image
+    lambda_s = speed.seconds_per_image / shape.chunk_concurrency
+    overhead, fixed = _overhead_per_image(prices, shape, lambda_s, shape.width * shape.height)
+    options = []
+    for model_id in models:
+        spec = catalogue.get(model_id)
+        if spec is None:
+            continue
+        price = spec.price()
+        options.append(
+            BackendOption(
+                name=f"bedrock {model_id}",
+                backend="bedrock",
+                model=model_id,
+                fixed_micro_usd=fixed,
+                inference_per_image_micro_usd=Decimal(price.micro_usd_per_image),
+                overhead_per_image_micro_usd=overhead,
+                fixed_seconds=Decimal(5),
+                seconds_per_image=speed.seconds_per_image / parallel,
+                source=f"{price.source} ({price.retrieved}); speed: {speed.source}",
+            )
+        )
+    return options
+
+
+def sagemaker_options(
+    instance_types: Sequence[str], prices: RegionPrices, shape: Shape
+) -> list[BackendOption]:
+    data = load_speed_assumptions()
+    speeds = {s.instance_type: s for s in data.sagemaker}
+    cold = data.sagemaker_cold_start_seconds.seconds
+    tail = data.sagemaker_idle_tail_seconds.seconds
+    # async endpoint path: the chunk Lambda submits and returns; SNS -> SQS -> result Lambda
+    overhead, fixed = _overhead_per_image(prices, shape, Decimal("0.02"), 512 * 512)
+    messaging = price_usage(Usage(sns_publishes=1, sqs_requests=3, lambda_requests=1), prices)
+    overhead += messaging.total / shape.chunk_size
+    options = []
+    for instance_type in instance_types:
+        speed = speeds.get(instance_type)
+        if speed is None:
+            continue
+        per_second = prices.instance(instance_type).micro_usd_per_second
+        for warm in (True, False):
+            start = Decimal(0) if warm else cold
+            options.append(
+                BackendOption(
+                    name=f"sagemaker {instance_type} ({'warm' if warm else 'cold'})",
+                    backend="sagemaker",
+                    instance_type=instance_type,
+                    warm=warm,
+                    fixed_micro_usd=fixed + per_second * (start + tail),
+                    inference_per_image_micro_usd=per_second * speed.seconds_per_image,
+                    overhead_per_image_micro_usd=overhead,
+                    fixed_seconds=start + 5,
+                    seconds_per_image=speed.seconds_per_image,
+                    source=f"{prices.instance(instance_type).source}; speed: {speed.source} "
+                    f"({speed.workload})",
+                )
+            )
+    return options
+
+
+def choose_backend(
+    options: Sequence[BackendOption], images: int, deadline_s: float | None = None
+) -> BackendOption | None:
+    """The cheapest option that finishes within the deadline; None when none can."""
+    fitting = [o for o in options if deadline_s is None or o.wall_seconds(images) <= deadline_s]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda o: (o.cost_micro_usd(images), o.wall_seconds(images)))
+
+
+def break_even(a: BackendOption, b: BackendOption) -> float | None:
+    """Images at which a and b cost the same, when their lines cross at a positive count."""
+    slope = (a.inference_per_image_micro_usd + a.overhead_per_image_micro_usd) - (
+        b.inference_per_image_micro_usd + b.overhead_per_image_micro_usd
+    )
+    if slope == 0:
+        return None
+    n = (b.fixed_micro_usd - a.fixed_micro_usd) / slope
+    return float(n) if n > 0 else None
+
+
+class BatchEstimate(BaseModel):
+    """What ingest records before a run: expected cost by category and the budget holdback."""
+
+    model_config = ConfigDict(frozen=True)
+    images: int
+    chunks: int
+    inference_micro_usd: int
+    orchestration_micro_usd: int
+    storage_micro_usd: int
+    overhead_reserve_micro_usd: int
+
+    @property
+    def total_micro_usd(self) -> int:
+        return self.inference_micro_usd + self.orchestration_micro_usd + self.storage_micro_usd
+
+
+def estimate_batch(
+    inference_micro_usd: int,
+    chunk_sizes: Sequence[int],
+    prices: RegionPrices,
+    shape: Shape,
+) -> BatchEstimate:
+    """Expected cost of a Bedrock batch with these chunks, and the reserve that lets a chunk
+    refused for budget record its images without going over the cap."""
+    speed = load_speed_assumptions().bedrock
+    lambda_s = speed.seconds_per_image / shape.chunk_concurrency
+    png = int(shape.width * shape.height * EXPECTED_PNG_BYTES_PER_PIXEL)
+    usage = batch_usage(len(chunk_sizes), sum(chunk_sizes), shape)
+    refusals = Usage()
+    for n in chunk_sizes:
+        usage = usage + chunk_usage(n, lambda_s * n, shape.chunk_memory_mb, png)
+        refusals = refusals + refusal_usage(n, shape.chunk_memory_mb)
+    costs: CostBreakdown = price_usage(usage, prices)
+    return BatchEstimate(
+        images=sum(chunk_sizes),
+        chunks=len(chunk_sizes),
+        inference_micro_usd=inference_micro_usd,
+        orchestration_micro_usd=ceil_micro(costs.orchestration),
+        storage_micro_usd=ceil_micro(costs.storage),
+        overhead_reserve_micro_usd=ceil_micro(
+            price_usage(refusals, prices).total
+            + price_usage(batch_usage(0, 0, shape), prices).total
+        ),
+    )
+
+
+def refusal_usage(images: int, memory_mb: int) -> Usage:
+    """An upper bound of what a chunk refused for budget does: read, fail to reserve, record."""
+    return Usage(
+        sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
+        lambda_requests=1,
+        lambda_mb_ms=REFUSAL_SECONDS_BOUND * 1000 * memory_mb,
+        ddb_read_units=2 + images,
+        ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BOUND_BYTES / 1024)
+        + 2 * SUMMARY_WRITE_UNITS
+        + images * ROLLUP_WRITE_UNITS
+        + 2,
+        s3_get_requests=1,
+    )

@@ -1,0 +1,86 @@
+"""What a ledger commit charges: the settlement of a chunk's budget hold and the summary and
+day-rollup deltas of a commit. Pure arithmetic over outcomes; aws.ledger writes the result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel, ConfigDict
+
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.usage import Usage
+from imagebatch.models.records import ImageOutcome
+
+logger = Logger(child=True)
+
+
+class Settlement(BaseModel):
+    """What a commit charges: the chunk's reservation (if any) and the counted operations."""
+
+    model_config = ConfigDict(frozen=True)
+    chunk_id: str
+    reserved_micro_usd: int = 0
+    has_reservation: bool = False
+    # Operations the invocation counted; the commit adds its own writes and charges the
+    # orchestration + storage of all of them (rounded up) at these prices.
+    usage: Usage = Usage()
+    prices: RegionPrices | None = None
+    # A chunk refused for budget pays its bookkeeping from the batch's overhead reserve.
+    from_overhead_reserve: bool = False
+
+
+def summary_adds(
+    outcomes: Sequence[ImageOutcome],
+    settlement: Settlement,
+    usage: Usage,
+    overhead: int,
+    *,
+    capped: bool,
+) -> dict[str, int]:
+    inference = sum(o.cost_micro_usd for o in outcomes)
+    charge = inference + overhead
+    if settlement.has_reservation and charge > settlement.reserved_micro_usd:
+        logger.error(
+            "charge exceeds reservation",
+            extra={"charge": charge, "reserved": settlement.reserved_micro_usd},
+        )
+    succeeded = sum(1 for o in outcomes if o.status == "SUCCEEDED")
+    adds = {
+        "images_succeeded": succeeded,
+        "images_failed": len(outcomes) - succeeded,
+        "cost_micro_usd": inference,
+        "spent_micro_usd": charge,
+        "chunk_commits": 1,
+        **usage.ledger_fields(),
+    }
+    if settlement.has_reservation:
+        adds["reserved_micro_usd"] = -settlement.reserved_micro_usd
+        adds["budget_left_micro_usd"] = settlement.reserved_micro_usd - charge
+    elif capped and settlement.from_overhead_reserve:
+        adds["overhead_reserve_micro_usd"] = -charge
+    elif capped:
+        adds["budget_left_micro_usd"] = -charge
+    return adds
+
+
+def rollup_adds(outcomes: Sequence[ImageOutcome], overhead: int) -> dict[str, int]:
+    """The day rollup's counters for a commit. Per-model totals are top-level attributes
+    (`model_spent#<model>`) because DynamoDB's ADD works only on top-level attributes;
+    overhead is split by image count, the remainder to the first model."""
+    models = sorted({o.model for o in outcomes})
+    counts = {m: sum(1 for o in outcomes if o.model == m) for m in models}
+    shares = {m: overhead * counts[m] // len(outcomes) for m in models}
+    shares[models[0]] += overhead - sum(shares.values())
+    inference = sum(o.cost_micro_usd for o in outcomes)
+    adds = {
+        "images": sum(1 for o in outcomes if o.status == "SUCCEEDED"),
+        "inference_micro_usd": inference,
+        "spent_micro_usd": inference + overhead,
+    }
+    for model in models:
+        mine = [o for o in outcomes if o.model == model]
+        model_inference = sum(o.cost_micro_usd for o in mine)
+        adds[f"model_images#{model}"] = sum(1 for o in mine if o.status == "SUCCEEDED")
+        adds[f"model_spent#{model}"] = model_inference + shares[model]
+    return adds

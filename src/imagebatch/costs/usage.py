@@ -1,0 +1,286 @@
+"""Counted AWS operations and what they cost: the orchestration and storage side of the ledger.
+
+Each Lambda counts what it did (requests to S3 and DynamoDB, bytes written, its own billed
+duration and memory) in a `Meter`; the chunk's ledger commit ADDs the counts to the batch
+summary. Prices come from data/aws_prices.json and are applied when a summary is read, so
+a category's cost is rounded once, not once per chunk. Budget reservations, which must be
+exact integers before anything is spent, round up (`ceil_micro`) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.models.money import MICRO, round_micro
+
+# DynamoDB bills writes per 1 KB and strongly consistent reads per 4 KB of item size;
+# a transactional write costs two write units per KB.
+_WRITE_UNIT_BYTES = 1024
+_READ_UNIT_BYTES = 4096
+# Write units are billed on the larger of the item before and after an update; the summary
+# and rollup items are not read before a commit, so their size is bounded, not measured.
+SUMMARY_SIZE_BOUND = 3072
+ROLLUP_SIZE_BOUND = 1024
+SUMMARY_WRITE_UNITS = 2 * math.ceil(SUMMARY_SIZE_BOUND / _WRITE_UNIT_BYTES)
+ROLLUP_WRITE_UNITS = 2 * math.ceil(ROLLUP_SIZE_BOUND / _WRITE_UNIT_BYTES)
+_MB_MS_PER_GB_S = Decimal(1024 * 1000)
+_BYTES_PER_GB = Decimal(1024**3)
+
+
+class Usage(BaseModel):
+    """Counted operations; every field is an integer that the ledger ADDs up."""
+
+    model_config = ConfigDict(frozen=True)
+    sfn_transitions: int = 0
+    lambda_requests: int = 0
+    lambda_mb_ms: int = 0  # billed duration (ms, rounded up) x configured memory (MB)
+    ddb_write_units: int = 0
+    ddb_read_units: int = 0
+    s3_put_requests: int = 0
+    s3_get_requests: int = 0
+    s3_bytes_written: int = 0
+    sqs_requests: int = 0
+    sns_publishes: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in USAGE_FIELDS})
+
+    def ledger_fields(self) -> dict[str, int]:
+        """Names the summary item keeps these counters under."""
+        return {f"use_{name}": getattr(self, name) for name in USAGE_FIELDS}
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> Usage:
+        return cls(**{name: int(summary.get(f"use_{name}", 0)) for name in USAGE_FIELDS})
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(Usage.model_fields)
+
+
+class Meter:
+    """Thread-safe counters for one invocation; adapters tick it, the commit reads it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = dict.fromkeys(USAGE_FIELDS, 0)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                self._counts[name] += value
+
+    def usage(self) -> Usage:
+        with self._lock:
+            return Usage(**self._counts)
+
+    def take(self) -> Usage:
+        """The counts so far, and start again from zero (they are about to be committed)."""
+        with self._lock:
+            usage = Usage(**self._counts)
+            self._counts = dict.fromkeys(USAGE_FIELDS, 0)
+            return usage
+
+
+class LambdaClock:
+    """The invocation's own billing inputs: configured memory and time since it started."""
+
+    def __init__(self, memory_mb: int, started: float | None = None) -> None:
+        self.memory_mb = memory_mb
+        self._started = time.monotonic() if started is None else started
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._started
+
+
+def billed_mb_ms(seconds: float, memory_mb: int) -> int:
+    """Lambda bills duration rounded up to the millisecond, times configured memory."""
+    return math.ceil(seconds * 1000) * memory_mb
+
+
+# --- DynamoDB item sizes -------------------------------------------------------------------
+
+
+def _value_size(value: Mapping[str, Any]) -> int:  # noqa: PLR0911 - one return per type
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(str(inner).encode("utf-8"))
+    if kind == "N":
+        digits = len(str(inner).lstrip("-").replace(".", "").lstrip("0")) or 1
+        return math.ceil(digits / 2) + 1
+    if kind in {"BOOL", "NULL"}:
+        return 1
+    if kind == "B":
+        return len(inner)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_size(v) for k, v in inner.items())
+    if kind == "L":
+        return 3 + sum(_value_size(v) + 1 for v in inner)
+    if kind in {"SS", "NS", "BS"}:
+        return sum(_value_size({kind[0]: v}) for v in inner)
+    raise ValueError(f"unknown DynamoDB type {kind}")
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """Size of a wire-format item the way DynamoDB bills it: names plus values, in bytes."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+def write_units(size_bytes: int, *, transactional: bool = False) -> int:
+    units = max(1, math.ceil(size_bytes / _WRITE_UNIT_BYTES))
+    return 2 * units if transactional else units
+
+
+def read_units(size_bytes: int, *, transactional: bool = False) -> int:
+    units = max(1, math.ceil(size_bytes / _READ_UNIT_BYTES))
+    return 2 * units if transactional else units
+
+
+# --- pricing -----------------------------------------------------------------------------
+
+
+class CostBreakdown(BaseModel):
+    """Micro-dollars by category. Exact Decimals; `rounded()` turns them into integers once."""
+
+    model_config = ConfigDict(frozen=True)
+    inference: Decimal = Decimal(0)
+    orchestration: Decimal = Decimal(0)
+    storage: Decimal = Decimal(0)
+    lines: dict[str, Decimal] = {}
+
+    @property
+    def total(self) -> Decimal:
+        return self.inference + self.orchestration + self.storage
+
+    def rounded(self) -> dict[str, int]:
+        return {
+            "inference": round_micro(self.inference),
+            "orchestration": round_micro(self.orchestration),
+            "storage": round_micro(self.storage),
+            "total": round_micro(self.total),
+        }
+
+
+def price_usage(
+    usage: Usage,
+    prices: RegionPrices,
+    *,
+    inference_micro_usd: Decimal | int = 0,
+    lambda_arch: str = "arm64",
+) -> CostBreakdown:
+    """Counted operations x prices. Storage is one month of the bytes written (S3 Standard)."""
+
+    def usd(name: str, quantity: Decimal | int) -> Decimal:
+        return prices.service(name).usd * Decimal(quantity) * MICRO
+
+    lines = {
+        "stepfunctions_transitions": usd(
+            "stepfunctions_standard_transition", usage.sfn_transitions
+        ),
+        "lambda_requests": usd("lambda_request", usage.lambda_requests),
+        "lambda_duration": usd(
+            f"lambda_{lambda_arch}_gb_second", Decimal(usage.lambda_mb_ms) / _MB_MS_PER_GB_S
+        ),
+        "dynamodb_writes": usd("dynamodb_write_request_unit", usage.ddb_write_units),
+        "dynamodb_reads": usd("dynamodb_read_request_unit", usage.ddb_read_units),
+        "s3_puts": usd("s3_put_request", usage.s3_put_requests),
+        "s3_gets": usd("s3_get_request", usage.s3_get_requests),
+        "sqs_requests": usd("sqs_request", usage.sqs_requests),
+        "sns_publishes": usd("sns_publish", usage.sns_publishes),
+        "s3_storage_month": usd(
+            "s3_standard_gb_month", Decimal(usage.s3_bytes_written) / _BYTES_PER_GB
+        ),
+    }
+    return CostBreakdown(
+        inference=Decimal(inference_micro_usd),
+        orchestration=sum(
+            (v for k, v in lines.items() if k != "s3_storage_month"), start=Decimal(0)
+        ),
+        storage=lines["s3_storage_month"],
+        lines=lines,
+    )
+
+
+def summary_costs(summary: Mapping[str, Any], prices: RegionPrices) -> CostBreakdown:
+    """The cost categories of a batch summary item, from its counters."""
+    return price_usage(
+        Usage.from_summary(summary),
+        prices,
+        inference_micro_usd=int(summary.get("cost_micro_usd", 0)),
+    )
+
+
+def per_image(breakdown: CostBreakdown, images: int) -> dict[str, dict[str, int]]:
+    """Cost per image and per 1,000 images for each category (integer micro-dollars)."""
+    keys = ("inference", "orchestration", "storage", "total")
+    values = {key: getattr(breakdown, key) for key in keys}
+    if images <= 0:
+        return {"per_image": {}, "per_1000": {}}
+    return {
+        "per_image": {key: round_micro(value / images) for key, value in values.items()},
+        "per_1000": {key: round_micro(value * 1000 / images) for key, value in values.items()},
+    }
+
+
+# --- Step Functions transitions from the definition -----------------------------------------
+
+
+class PathTransitions(BaseModel):
+    """State transitions a Standard workflow is billed for, by path through the definition.
+
+    batch: the top-level states one execution enters (Map state, finalize);
+    chunk_attempt: states a chunk's child execution enters when its task succeeds (each
+    retry of that task is one more transition); chunk_failure: extra states on the Catch path.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    batch: int
+    chunk_attempt: int
+    chunk_failure: int
+
+
+def _walk(states: Mapping[str, Any], start: str) -> list[str]:
+    """States entered from `start` following Next (Choice: Default) until an End."""
+    path, name = [], start
+    while name:
+        if name in path:
+            raise ValueError(f"loop at state {name}")
+        path.append(name)
+        state = states[name]
+        if state.get("End") or state["Type"] in {"Succeed", "Fail"}:
+            break
+        name = state.get("Next") or state.get("Default") or ""
+    return path
+
+
+def path_transitions(definition: Mapping[str, Any], task_state: str) -> PathTransitions:
+    """Count transitions on the success and Catch paths of the Map's chunk task."""
+    top = _walk(definition["States"], definition["StartAt"])
+    maps = [definition["States"][n] for n in top if definition["States"][n]["Type"] == "Map"]
+    if len(maps) != 1:
+        raise ValueError("expected exactly one Map state on the batch path")
+    processor = maps[0]["ItemProcessor"]
+    success = _walk(processor["States"], processor["StartAt"])
+    catch_next = processor["States"][task_state]["Catch"][0]["Next"]
+    failure = _walk(processor["States"], catch_next)
+    return PathTransitions(batch=len(top), chunk_attempt=len(success), chunk_failure=len(failure))
+
+
+def load_definition(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+# What statemachine/batch.asl.json is billed per path (batch: Map, finalize, contact sheet;
+# chunk: the backend Choice and its task); tests derive it from the file and
+# check it against an execution's history, so a change to the definition must change this.
+BATCH_TRANSITIONS = PathTransitions(batch=3, chunk_attempt=2, chunk_failure=1)

@@ -1,0 +1,93 @@
+"""The domain's exceptions, in one place so callers know what each layer can raise.
+
+    ImageBatchError
+    ├── ManifestError              the manifest as a whole is unusable (header, columns, no items)
+    ├── CatalogError               a catalog config is unusable as a whole
+    ├── BatchNotFoundError         a batch id with no summary record in the ledger
+    ├── UnknownModelError          a model id the Bedrock model catalogue does not list
+    ├── ObjectMissingError         an S3 object the pipeline expected is not there
+    ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
+    ├── InvalidTokenError          a pagination token the query API did not hand out
+    ├── ImageGenerationError       a backend did not make an image (with its failure class)
+    └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
+
+Raise them `from` the cause, so the log keeps what AWS or the model actually said.
+"""
+
+from __future__ import annotations
+
+import json
+
+from imagebatch.models.records import FailureClass
+
+
+class ImageBatchError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+
+class ManifestError(ImageBatchError):
+    """The manifest as a whole cannot be used (bad header, unknown column, no items)."""
+
+    def __init__(self, reason: str, *, line: int | None = None, field: str | None = None):
+        self.reason = reason
+        self.line = line
+        self.field = field
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+
+
+class CatalogError(ImageBatchError):
+    """The catalog config is unusable as a whole (not one product's problem)."""
+
+
+class BatchNotFoundError(ImageBatchError):
+    """The ledger has no summary record for this batch id."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"batch {batch_id} has no summary record")
+        self.batch_id = batch_id
+
+
+class UnknownModelError(ImageBatchError):
+    """A model id the Bedrock model catalogue does not list."""
+
+
+class ObjectMissingError(ImageBatchError):
+    """An S3 object the pipeline expected is not there."""
+
+
+class ImagesAlreadyRecordedError(ImageBatchError):
+    """A commit raced another invocation of the same chunk; nothing was written."""
+
+
+class InvalidTokenError(ImageBatchError):
+    """A pagination token this API did not hand out."""
+
+
+class ImageGenerationError(ImageBatchError):
+    """An image the backend did not make, with its failure class."""
+
+    def __init__(self, failure_class: FailureClass, reason: str, *, transient: bool) -> None:
+        super().__init__(f"{failure_class.value}: {reason}")
+        self.failure_class = failure_class
+        self.reason = reason
+        self.transient = transient
+
+
+class ChunkUnfinished(ImageBatchError):
+    """Some images were not made this time (throttled, out of time); Step Functions retries.
+
+    The message is JSON {"unfinished": {image_id: failure_class}} so that, if the retries
+    run out, finalize records each image with the class it last failed with.
+    """
+
+    def __init__(self, unfinished: dict[str, FailureClass]) -> None:
+        super().__init__(json.dumps({"unfinished": {k: v.value for k, v in unfinished.items()}}))
+        self.unfinished = unfinished

@@ -1,0 +1,166 @@
+"""What moves between the pipeline's steps: chunk files, image outcomes, batch records."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FailureClass(StrEnum):
+    THROTTLED = "throttled"
+    CONTENT_FILTERED = "content_filtered"
+    INVALID = "invalid"
+    MODEL_ERROR = "model_error"
+    TIMEOUT = "timeout"
+    # The batch's max_cost_usd could not cover the chunk: it never ran, nothing was spent.
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+class BatchStatus(StrEnum):
+    REJECTED = "REJECTED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+class ImageJob(BaseModel):
+    """One image to make: a manifest item expanded by its `count`."""
+
+    model_config = ConfigDict(frozen=True)
+    image_id: str
+    item_id: str
+    index: int = Field(ge=1)
+    line: int
+    prompt: str
+    negative_prompt: str | None = None
+    width: int
+    height: int
+    seed: int
+    steps: int | None = None
+    guidance: float | None = None
+    model: str
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def prompt_sha256(self) -> str:
+        return hashlib.sha256(self.prompt.encode("utf-8")).hexdigest()
+
+
+class ChunkFile(BaseModel):
+    """chunks/<batch-id>/<chunk-id>.json: the unit one chunk invocation works on."""
+
+    batch_id: str
+    chunk_id: str
+    backend: Literal["bedrock", "sagemaker"]
+    output_prefix: str
+    images: list[ImageJob]
+    # Batch tags, for the cost rollups (images carry batch and item tags merged).
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ChunkRef(BaseModel):
+    """One entry of chunks/<batch-id>/index.json, the Distributed Map's item list."""
+
+    chunk_id: str
+    key: str
+    images: int
+
+
+class ChunkTask(BaseModel):
+    """The Map's per-chunk input (ItemSelector in statemachine/batch.asl.json)."""
+
+    batch_id: str
+    bucket: str
+    chunk: ChunkRef
+    # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
+    chunk_concurrency: int | None = Field(default=None, ge=1)
+
+
+class ImageOutcome(BaseModel):
+    """What happened to one image; becomes its ledger record."""
+
+    image_id: str
+    item_id: str
+    chunk_id: str
+    status: Literal["SUCCEEDED", "FAILED"]
+    model: str
+    backend: str
+    seed: int
+    prompt_sha256: str
+    cost_micro_usd: int = 0
+    price_source: str | None = None
+    output_key: str | None = None
+    failure_class: FailureClass | None = None
+    failure_reason: str | None = None
+    # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
+    inference_ms: int | None = None
+
+    @classmethod
+    def failed(
+        cls,
+        job: ImageJob,
+        *,
+        chunk_id: str,
+        backend: str,
+        failure_class: FailureClass,
+        reason: str,
+    ) -> ImageOutcome:
+        """An image that was not made: recorded with its class and reason, charged nothing."""
+        return cls(
+            image_id=job.image_id,
+            item_id=job.item_id,
+            chunk_id=chunk_id,
+            status="FAILED",
+            model=job.model,
+            backend=backend,
+            seed=job.seed,
+            prompt_sha256=job.prompt_sha256,
+            failure_class=failure_class,
+            failure_reason=reason[:1000],
+        )
+
+
+class ChunkResult(BaseModel):
+    chunk_id: str
+    succeeded: int
+    failed: int
+    cost_micro_usd: int
+    skipped_already_done: int = 0
+
+    @classmethod
+    def already_done(cls, chunk_id: str, images: int) -> ChunkResult:
+        """A chunk whose every image a previous attempt recorded: nothing made or charged."""
+        return cls(
+            chunk_id=chunk_id, succeeded=0, failed=0, cost_micro_usd=0, skipped_already_done=images
+        )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def batch_id_for(bucket: str, key: str, etag: str) -> str:
+    """Same upload (bucket, key, ETag) -> same id, so a re-delivered event never starts twice.
+
+    Also a valid Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]).
+    """
+    bare_etag = etag.strip('"')
+    digest = hashlib.sha256(f"{bucket}/{key}/{bare_etag}".encode()).hexdigest()[:16]
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    readable = _UNSAFE.sub("-", stem).strip("-")[:40] or "batch"
+    return f"{readable}-{digest}"
+
+
+def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:
+    """S3 object metadata of a PNG, the same on every backend."""
+    return {
+        "batch-id": batch_id,
+        "item-id": job.item_id,
+        "model": job.model,
+        "seed": str(seed),
+        "prompt-sha256": job.prompt_sha256,
+    }

@@ -1,0 +1,228 @@
+"""One chunk: make its images, store them, commit their costs once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aws_lambda_powertools import Logger
+
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore, image_key
+from imagebatch.backends.retry import (
+    AdaptiveConcurrency,
+    BackoffPolicy,
+    ImageBackend,
+    RetryingBackend,
+)
+from imagebatch.costs.estimate import chunk_reservation
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.settlement import Settlement
+from imagebatch.costs.usage import BATCH_TRANSITIONS, LambdaClock, Usage, billed_mb_ms
+from imagebatch.errors import ChunkUnfinished, ImageGenerationError, UnknownModelError
+from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.models.records import (
+    ChunkFile,
+    ChunkResult,
+    ChunkTask,
+    FailureClass,
+    ImageJob,
+    ImageOutcome,
+    image_metadata,
+)
+
+logger = Logger(child=True)
+
+
+class _Unfinished:
+    def __init__(self, failure_class: FailureClass) -> None:
+        self.failure_class = failure_class
+
+
+def generate_chunk(
+    task: ChunkTask,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    backend: ImageBackend,
+    catalogue: ModelCatalogue,
+    concurrency: int,
+    time_left_ms: Callable[[], int],
+    commit_reserve_ms: int,
+    prices: RegionPrices,
+    clock: LambdaClock,
+    retry_policy: BackoffPolicy | None = None,
+) -> ChunkResult:
+    chunk = store.get_chunk(task.chunk.key)
+    done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
+    todo = [job for job in chunk.images if job.image_id not in done]
+    if not todo:
+        return ChunkResult.already_done(chunk.chunk_id, len(done))
+    summary = ledger.get_batch(task.batch_id) or {}
+    capped = summary.get("max_cost_micro_usd") is not None
+    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
+    if capped:
+        # Hold the most this attempt can charge before spending anything.
+        amount, _ = chunk_reservation(
+            sum(_price(catalogue, job) for job in todo),
+            len(todo),
+            memory_mb=clock.memory_mb,
+            lambda_seconds_bound=clock.elapsed_s() + time_left_ms() / 1000,
+            pixels_bound=max(job.width * job.height for job in todo),
+            prices=prices,
+        )
+        held = ledger.reserve(task.batch_id, chunk.chunk_id, amount)
+        if held is None:
+            return _refuse_for_budget(
+                task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
+            )
+        settlement = settlement.model_copy(
+            update={"reserved_micro_usd": held, "has_reservation": True}
+        )
+    # The batch's quota-derived share (ingest) caps the function's configured concurrency.
+    ceiling = max(1, min(concurrency, task.chunk_concurrency or concurrency))
+    limiter = AdaptiveConcurrency(initial=ceiling, maximum=ceiling)
+    retrying = RetryingBackend(
+        backend,
+        limiter,
+        retry_policy or BackoffPolicy(),
+        time_left_ms=time_left_ms,
+        reserve_ms=commit_reserve_ms,
+    )
+
+    def make(job: ImageJob) -> ImageOutcome | _Unfinished:
+        if time_left_ms() < commit_reserve_ms:
+            return _Unfinished(FailureClass.TIMEOUT)
+        return _make_image(job, chunk, store, retrying, catalogue)
+
+    # One thread per slot of the ceiling; the limiter decides how many of them call at once.
+    with ThreadPoolExecutor(max_workers=max(1, min(ceiling, len(todo)))) as pool:
+        results = list(pool.map(make, todo))
+
+    outcomes = [r for r in results if isinstance(r, ImageOutcome)]
+    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
+    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
+    unfinished = {
+        job.image_id: r.failure_class
+        for job, r in zip(todo, results, strict=True)
+        if isinstance(r, _Unfinished)
+    }
+    logger.info(
+        "chunk committed",
+        extra={
+            "chunk_id": chunk.chunk_id,
+            "committed": len(outcomes),
+            "already_done": len(done),
+            "unfinished": len(unfinished),
+            "throttles": limiter.throttles,
+            "concurrency_lowest": limiter.lowest,
+        },
+    )
+    if unfinished:
+        raise ChunkUnfinished(unfinished)
+    return ChunkResult(
+        chunk_id=chunk.chunk_id,
+        succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
+        failed=sum(1 for o in outcomes if o.status == "FAILED"),
+        cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
+        skipped_already_done=len(done),
+    )
+
+
+def _price(catalogue: ModelCatalogue, job: ImageJob) -> int:
+    spec = catalogue.get(job.model)
+    return spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+
+
+def _invocation_usage(store: BatchStore, ledger: Ledger, clock: LambdaClock) -> Usage:
+    """What this invocation did so far, its own Lambda request and billed duration included."""
+    return (
+        store.meter.take()
+        + ledger.meter.take()
+        + Usage(
+            sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
+            lambda_requests=1,
+            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
+        )
+    )
+
+
+def _refuse_for_budget(
+    task: ChunkTask,
+    chunk: ChunkFile,
+    todo: list[ImageJob],
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    clock: LambdaClock,
+    settlement: Settlement,
+) -> ChunkResult:
+    """The budget cannot cover the chunk: record its images, spend nothing on them."""
+    outcomes = [
+        ImageOutcome.failed(
+            job,
+            chunk_id=chunk.chunk_id,
+            backend=chunk.backend,
+            failure_class=FailureClass.BUDGET_EXHAUSTED,
+            reason="max_cost_usd reached: the budget left could not cover this chunk",
+        )
+        for job in todo
+    ]
+    settlement = settlement.model_copy(
+        update={
+            "usage": _invocation_usage(store, ledger, clock),
+            "from_overhead_reserve": True,
+        }
+    )
+    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=True)
+    logger.warning("chunk refused: budget exhausted", extra={"chunk_id": chunk.chunk_id})
+    return ChunkResult(chunk_id=chunk.chunk_id, succeeded=0, failed=len(outcomes), cost_micro_usd=0)
+
+
+def _make_image(
+    job: ImageJob,
+    chunk: ChunkFile,
+    store: BatchStore,
+    backend: ImageBackend,
+    catalogue: ModelCatalogue,
+) -> ImageOutcome | _Unfinished:
+    batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
+    base = {
+        "image_id": job.image_id,
+        "item_id": job.item_id,
+        "chunk_id": chunk_id,
+        "model": job.model,
+        "backend": "bedrock",
+        "prompt_sha256": job.prompt_sha256,
+    }
+    started = time.monotonic()
+    try:
+        image = backend.generate(job)
+    except ImageGenerationError as exc:
+        if exc.transient:
+            return _Unfinished(exc.failure_class)
+        logger.warning("image failed", extra={"image_id": job.image_id, "reason": exc.reason})
+        return ImageOutcome(
+            **base,
+            status="FAILED",
+            seed=job.seed,
+            failure_class=exc.failure_class,
+            failure_reason=exc.reason[:1000],
+        )
+    key = image_key(chunk.output_prefix, batch_id, job.image_id)
+    store.put_image(key, image.png, image_metadata(batch_id, job, image.seed))
+    spec = catalogue.get(job.model)
+    if spec is None:
+        # generate() refuses an unknown model before it is called; this is a data error.
+        raise UnknownModelError(f"model {job.model!r} is not in the catalogue")
+    price = spec.price_for(job.width, job.height)
+    logger.debug("image stored", extra={"key": key, "seconds": time.monotonic() - started})
+    return ImageOutcome(
+        **base,
+        status="SUCCEEDED",
+        seed=image.seed,
+        output_key=key,
+        cost_micro_usd=price.micro_usd_per_image,
+        price_source=f"{price.source} (retrieved {price.retrieved.isoformat()})",
+    )

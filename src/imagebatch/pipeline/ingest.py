@@ -1,0 +1,485 @@
+"""Ingest: a manifest in S3 becomes validated chunk files, a batch record and an execution."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Literal, Protocol
+
+from aws_lambda_powertools import Logger
+
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore, chunk_index_key, chunk_key
+from imagebatch.backends.concurrency import ConcurrencyPlan, plan_concurrency
+from imagebatch.backends.sagemaker import estimate_micro_usd as sagemaker_estimate
+from imagebatch.costs.estimate import (
+    BatchEstimate,
+    Shape,
+    bedrock_options,
+    choose_backend,
+    estimate_batch,
+    sagemaker_options,
+)
+from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
+from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
+from imagebatch.costs.usage import write_units as _write_units
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.reader import (
+    BatchSettings,
+    FieldError,
+    InvalidLine,
+    ManifestItem,
+    ManifestReader,
+    ValidItem,
+    format_for_key,
+)
+from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.models.money import MICRO, ceil_micro
+from imagebatch.models.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
+from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error
+
+logger = Logger(child=True)
+
+SEED_MAX = 4_294_967_294
+_UPLOAD_THREADS = 8
+
+
+class BatchStarter(Protocol):
+    def start(self, batch_id: str, execution_input: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ManifestObject:
+    """The uploaded manifest object that a batch comes from."""
+
+    bucket: str
+    key: str
+    etag: str
+
+    @property
+    def batch_id(self) -> str:
+        return batch_id_for(self.bucket, self.key, self.etag)
+
+    def record_fields(self) -> dict[str, str]:
+        return {
+            "manifest_bucket": self.bucket,
+            "manifest_key": self.key,
+            "manifest_etag": self.etag.strip('"'),
+        }
+
+
+@dataclass
+class BatchPlan:
+    """What one streaming pass over a manifest found; chunk files wait in a spool dir."""
+
+    settings: BatchSettings
+    spool: Path
+    chunk_ids: list[str] = field(default_factory=list)
+    chunk_sizes: list[int] = field(default_factory=list)
+    items_valid: int = 0
+    images_total: int = 0
+    invalid_lines: int = 0
+    errors_path: Path | None = None
+    estimate_micro_usd: int = 0  # inference only; `estimate` adds the other categories
+    models: set[str] = field(default_factory=set)
+    estimate: BatchEstimate | None = None
+    backend: str = "bedrock"
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    batch_id: str
+    status: Literal["STARTED", "DUPLICATE", "REJECTED"]
+    images: int = 0
+    invalid_lines: int = 0
+    estimate_micro_usd: int = 0
+    message: str = ""
+
+
+def seed_for(item: ManifestItem, index: int) -> int:
+    """A stable seed per image, so a retried or redriven image is the same image."""
+    if item.seed is not None:
+        return item.seed + index - 1 if item.seed + index - 1 <= SEED_MAX else index
+    digest = hashlib.sha256(f"{item.id}\x00{index}\x00{item.prompt}".encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % SEED_MAX
+
+
+def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> Iterator[ImageJob]:
+    for index in range(1, item.count + 1):
+        yield ImageJob(
+            image_id=f"{item.id}-{index}",
+            item_id=item.id,
+            index=index,
+            line=line,
+            prompt=item.prompt,
+            negative_prompt=item.negative_prompt,
+            width=item.width,
+            height=item.height,
+            seed=seed_for(item, index),
+            steps=item.steps,
+            guidance=item.guidance,
+            model=item.model,
+            tags={**batch_tags, **item.tags},
+        )
+
+
+def plan_batch(
+    stream: BinaryIO,
+    key: str,
+    *,
+    batch_id: str,
+    catalogue: ModelCatalogue,
+    chunk_size: int,
+    spool: Path,
+    shape_buckets: tuple[ShapeBucket, ...] = (),
+    sagemaker_price: InstancePrice | None = None,
+) -> BatchPlan:
+    """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
+    reader = ManifestReader(stream, format_for_key(key), catalogue)
+    plan = BatchPlan(settings=reader.settings, spool=spool)
+    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
+    pending: list[ImageJob] = []
+    errors_file: IO[str] | None = None
+    try:
+        for entry in _with_bucket_checks(reader, shape_buckets):
+            if isinstance(entry, InvalidLine):
+                if errors_file is None:
+                    plan.errors_path = spool / "errors.jsonl"
+                    errors_file = plan.errors_path.open("w", encoding="utf-8")
+                plan.invalid_lines += 1
+                for error in entry.errors:
+                    errors_file.write(error.model_dump_json() + "\n")
+                continue
+            plan.items_valid += 1
+            for job in expand_item(entry.item, entry.line, reader.settings.tags):
+                plan.estimate_micro_usd += price_of(job)
+                plan.models.add(job.model)
+                pending.append(job)
+                if len(pending) == chunk_size:
+                    _spool_chunk(plan, batch_id, pending)
+                    pending = []
+        if pending:
+            _spool_chunk(plan, batch_id, pending)
+    finally:
+        if errors_file is not None:
+            errors_file.close()
+    return plan
+
+
+def _image_pricer(
+    settings: BatchSettings, catalogue: ModelCatalogue, sagemaker_price: InstancePrice | None
+) -> Callable[[ImageJob], int]:
+    """Expected micro-dollars per image: the catalogue price on Bedrock; on the self-hosted
+    endpoint, reference seconds scaled by pixels and steps x the instance price."""
+    if settings.backend == "sagemaker":
+        if sagemaker_price is None:
+            return lambda job: 0
+        price = sagemaker_price
+        return lambda job: sagemaker_estimate(job.width, job.height, job.steps, price)
+    price_by_shape: dict[tuple[str, int, int], int] = {}
+
+    def bedrock(job: ImageJob) -> int:
+        shape = (job.model, job.width, job.height)
+        if shape not in price_by_shape:
+            spec = catalogue.get(job.model)
+            price_by_shape[shape] = (
+                spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+            )
+        return price_by_shape[shape]
+
+    return bedrock
+
+
+def _with_bucket_checks(
+    reader: ManifestReader, buckets: tuple[ShapeBucket, ...]
+) -> Iterator[ValidItem | InvalidLine]:
+    if reader.settings.backend != "sagemaker":
+        yield from reader
+        return
+    for entry in reader:
+        yield _check_shape_bucket(entry, buckets)
+
+
+def _check_shape_bucket(
+    entry: ValidItem | InvalidLine, buckets: tuple[ShapeBucket, ...]
+) -> ValidItem | InvalidLine:
+    """A size the endpoint was not compiled for is a line error, named with the buckets."""
+    if isinstance(entry, InvalidLine):
+        return entry
+    reason = bucket_error(entry.item.width, entry.item.height, buckets)
+    if reason is None:
+        return entry
+    error = FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+    return InvalidLine(line=entry.line, errors=[error])
+
+
+def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
+    chunk_id = f"{len(plan.chunk_ids):05d}"
+    chunk = ChunkFile(
+        batch_id=batch_id,
+        chunk_id=chunk_id,
+        backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
+        output_prefix=plan.settings.output_prefix,
+        images=jobs,
+        tags=plan.settings.tags,
+    )
+    (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
+    plan.chunk_ids.append(chunk_id)
+    plan.chunk_sizes.append(len(jobs))
+    plan.images_total += len(jobs)
+
+
+def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
+    settings = plan.settings
+    if plan.invalid_lines and settings.on_invalid == "reject":
+        return (
+            f"{plan.invalid_lines} invalid line(s) and on_invalid is 'reject': nothing runs; "
+            "see errors.jsonl, fix the lines or set on_invalid to 'skip'"
+        )
+    if plan.images_total == 0:
+        return "no valid items: nothing to generate"
+    if settings.backend == "sagemaker" and not sagemaker_deployed:
+        return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
+    if settings.max_cost_usd is not None:
+        cap = int(settings.max_cost_usd * MICRO)
+        estimate = plan.estimate
+        total = estimate.total_micro_usd if estimate else plan.estimate_micro_usd
+        reserve = estimate.overhead_reserve_micro_usd if estimate else 0
+        if total + reserve > cap:
+            detail = (
+                f" (inference ${estimate.inference_micro_usd / 1e6:.6f}, orchestration "
+                f"${estimate.orchestration_micro_usd / 1e6:.6f}, storage "
+                f"${estimate.storage_micro_usd / 1e6:.6f}; plus ${reserve / 1e6:.6f} held "
+                "back so chunks refused for budget can still be recorded)"
+                if estimate
+                else ""
+            )
+            return (
+                f"estimated cost ${total / 1e6:.6f} for {plan.images_total} images{detail} "
+                f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
+                "max_cost_usd or split the manifest"
+            )
+    return None
+
+
+def choose_batch_backend(
+    plan: BatchPlan,
+    catalogue: ModelCatalogue,
+    prices: RegionPrices,
+    shape: Shape,
+    sagemaker_instance_types: tuple[str, ...] = (),
+) -> str:
+    """`backend: auto`: the cheapest deployed backend for this batch (no deadline at ingest)."""
+    if plan.settings.backend != "auto":
+        return plan.settings.backend
+    options = bedrock_options(sorted(plan.models), catalogue, prices, shape)
+    options += sagemaker_options(sagemaker_instance_types, prices, shape)
+    chosen = choose_backend(options, plan.images_total)
+    return chosen.backend if chosen else "bedrock"
+
+
+def ingest_manifest(
+    bucket: str,
+    key: str,
+    etag: str,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    starter: BatchStarter,
+    catalogue: ModelCatalogue,
+    chunk_size: int,
+    max_concurrency: int,
+    max_chunk_concurrency: int = 4,
+    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
+    sagemaker_price: InstancePrice | None = None,
+    prices: RegionPrices | None = None,
+    shape: Shape | None = None,
+    clock: LambdaClock | None = None,
+    sagemaker_instance_types: tuple[str, ...] = (),
+) -> IngestOutcome:
+    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
+    prices = prices or load_aws_prices().region("us-east-1")
+    shape = shape or Shape(chunk_size=chunk_size, map_concurrency=max_concurrency)
+    manifest = ManifestObject(bucket, key, etag)
+    batch_id = manifest.batch_id
+    existing = ledger.get_batch(batch_id)
+    if existing is not None:
+        if existing["status"] == BatchStatus.RUNNING:
+            restart = ConcurrencyPlan(
+                in_flight=existing.get("in_flight") or max_concurrency * max_chunk_concurrency,
+                map_max_concurrency=existing.get("map_max_concurrency") or max_concurrency,
+                chunk_concurrency=existing.get("chunk_concurrency") or max_chunk_concurrency,
+            )
+            starter.start(
+                batch_id, _execution_input(bucket, batch_id, restart, existing.get("backend"))
+            )
+        return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
+
+    with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
+        spool = Path(spool_dir)
+        try:
+            plan = plan_batch(
+                store.open_manifest(key),
+                key,
+                batch_id=batch_id,
+                catalogue=catalogue,
+                chunk_size=chunk_size,
+                spool=spool,
+                shape_buckets=sagemaker_buckets or (),
+                sagemaker_price=sagemaker_price,
+            )
+        except ManifestError as exc:
+            return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
+        plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, shape)
+        plan.backend = choose_batch_backend(
+            plan, catalogue, prices, shape, sagemaker_instance_types
+        )
+
+        errors_key = None
+        if plan.errors_path is not None:
+            errors_key = f"reports/{batch_id}/errors.jsonl"
+            store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
+        reason = rejection_reason(plan, sagemaker_deployed=sagemaker_buckets is not None)
+        record = _batch_record(plan, manifest, errors_key)
+        if reason is not None:
+            ledger.create_batch(
+                batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
+            )
+            logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
+            return IngestOutcome(
+                batch_id,
+                "REJECTED",
+                plan.images_total,
+                plan.invalid_lines,
+                plan.estimate_micro_usd,
+                reason,
+            )
+        _upload_chunks(store, batch_id, plan)
+
+    record.update(_own_usage(store, ledger, clock, prices))
+    concurrency = plan_concurrency(
+        [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
+        or [catalogue.models[0].throughput],
+        chunks=len(plan.chunk_ids),
+        max_map_concurrency=max_concurrency,
+        max_chunk_concurrency=max_chunk_concurrency,
+    )
+    running = {**record, **concurrency.model_dump(), "status": BatchStatus.RUNNING.value}
+    if not ledger.create_batch(batch_id, running):
+        return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
+    starter.start(batch_id, _execution_input(bucket, batch_id, concurrency, record["backend"]))
+    logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
+    return IngestOutcome(
+        batch_id,
+        "STARTED",
+        plan.images_total,
+        plan.invalid_lines,
+        plan.estimate_micro_usd,
+        f"{plan.images_total} images in {len(plan.chunk_ids)} chunks",
+    )
+
+
+def _own_usage(
+    store: BatchStore, ledger: Ledger, clock: LambdaClock | None, prices: RegionPrices
+) -> dict[str, int]:
+    """Ingest's own operations (its Lambda time and requests, the summary put), charged to
+    the batch it creates."""
+    usage = store.meter.take() + ledger.meter.take()
+    usage += Usage(ddb_write_units=_write_units(SUMMARY_SIZE_BOUND))
+    if clock is not None:
+        usage += Usage(
+            lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
+        )
+    return {
+        **usage.ledger_fields(),
+        "spent_micro_usd": ceil_micro(price_usage(usage, prices).total),
+    }
+
+
+def _execution_input(
+    bucket: str, batch_id: str, plan: ConcurrencyPlan, backend: str | None
+) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id,
+        "backend": backend or "bedrock",
+        "bucket": bucket,
+        "chunk_index_key": chunk_index_key(batch_id),
+        "max_concurrency": plan.map_max_concurrency,
+        "chunk_concurrency": plan.chunk_concurrency,
+    }
+
+
+def _batch_record(
+    plan: BatchPlan, manifest: ManifestObject, errors_key: str | None
+) -> dict[str, Any]:
+    settings = plan.settings
+    return {
+        **manifest.record_fields(),
+        "backend": plan.backend,
+        "models": sorted(plan.models) or None,
+        "output_prefix": settings.output_prefix,
+        "on_invalid": settings.on_invalid,
+        "tags": settings.tags or None,
+        "settings": settings.model_dump_json(),
+        "items_valid": plan.items_valid,
+        "invalid_lines": plan.invalid_lines,
+        "images_total": plan.images_total,
+        "chunks_total": len(plan.chunk_ids),
+        "estimate_micro_usd": (
+            plan.estimate.total_micro_usd if plan.estimate else plan.estimate_micro_usd
+        ),
+        "estimate_inference_micro_usd": plan.estimate_micro_usd,
+        "estimate_orchestration_micro_usd": (
+            plan.estimate.orchestration_micro_usd if plan.estimate else None
+        ),
+        "estimate_storage_micro_usd": plan.estimate.storage_micro_usd if plan.estimate else None,
+        "overhead_reserve_micro_usd": (
+            plan.estimate.overhead_reserve_micro_usd if plan.estimate else None
+        ),
+        "max_cost_micro_usd": (
+            int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
+        ),
+        "errors_key": errors_key,
+    }
+
+
+def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
+    def upload(chunk_id: str) -> None:
+        key = chunk_key(batch_id, chunk_id)
+        store.upload_file(str(plan.spool / f"{chunk_id}.json"), key, "application/json")
+
+    with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
+        list(pool.map(upload, plan.chunk_ids))
+    refs = [
+        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size)
+        for chunk_id, size in zip(plan.chunk_ids, plan.chunk_sizes, strict=True)
+    ]
+    # The index goes last: the state machine never sees a chunk that is not yet in S3.
+    store.put_chunk_index(batch_id, refs)
+
+
+def _reject_unreadable(
+    manifest: ManifestObject, exc: ManifestError, *, store: BatchStore, ledger: Ledger
+) -> IngestOutcome:
+    error = FieldError(
+        line=getattr(exc, "line", 0) or 0,
+        field=getattr(exc, "field", None) or "(manifest)",
+        reason=str(exc),
+    )
+    batch_id = manifest.batch_id
+    errors_key = store.put_jsonl_report(batch_id, "errors.jsonl", [error.model_dump_json()])
+    ledger.create_batch(
+        batch_id,
+        {
+            **manifest.record_fields(),
+            "status": BatchStatus.REJECTED.value,
+            "rejection": str(exc),
+            "errors_key": errors_key,
+            "images_total": 0,
+        },
+    )
+    return IngestOutcome(batch_id, "REJECTED", message=str(exc))
