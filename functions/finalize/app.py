@@ -11,6 +11,7 @@ from imagebatch.aws.catalog_state import CatalogState
 from imagebatch.aws.clients import dynamodb_client, s3_client
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
+from imagebatch.catalog.nightly import CatalogPublisher
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
@@ -30,12 +31,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     clock = LambdaClock(int(context.memory_limit_in_mb))
     finalize_event = FinalizeEvent.model_validate(event)
     logger.append_keys(batch_id=finalize_event.batch_id)
+    store = BatchStore(s3_client(), finalize_event.bucket)
+    ledger = Ledger(dynamodb_client(), _settings().ledger_table)
+    catalog_state = CatalogState(dynamodb_client(), _settings().ledger_table)
     report = finalize_batch(
         finalize_event,
-        store=BatchStore(s3_client(), finalize_event.bucket),
-        ledger=Ledger(dynamodb_client(), _settings().ledger_table),
-        catalog_state=CatalogState(dynamodb_client(), _settings().ledger_table),
+        store=store,
+        ledger=ledger,
         prices=load_aws_prices().region(_settings().aws_region),
         clock=clock,
+        hooks=[CatalogPublisher(store=store, ledger=ledger, state=catalog_state)],
     )
     return report.model_dump(mode="json")

@@ -22,7 +22,13 @@ from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pipeline.ingest import IngestOutcome, ingest_manifest
+from imagebatch.pipeline.ingest import (
+    IngestOutcome,
+    IngestPorts,
+    ManifestObject,
+    StackOptions,
+    ingest_manifest,
+)
 from imagebatch.settings import IngestSettings
 
 
@@ -34,33 +40,30 @@ def _settings() -> IngestSettings:
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
     deployed = bool(settings.sagemaker_endpoint_name)
-    return ingest_manifest(
-        bucket,
-        key,
-        etag,
-        store=BatchStore(s3_client(), bucket),
-        ledger=Ledger(dynamodb_client(), settings.ledger_table),
-        starter=StepFunctionsStarter(sfn_client(), settings.state_machine_arn),
-        catalogue=load_catalogue(),
+    prices = load_aws_prices().region(settings.aws_region)
+    stack = StackOptions(
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
         max_chunk_concurrency=settings.chunk_concurrency,
         sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
-        sagemaker_price=(
-            load_aws_prices().region(settings.aws_region).instance(settings.sagemaker_instance_type)
-            if deployed
-            else None
-        ),
-        prices=load_aws_prices().region(settings.aws_region),
+        sagemaker_price=prices.instance(settings.sagemaker_instance_type) if deployed else None,
+        prices=prices,
         shape=Shape(
             chunk_size=settings.chunk_size,
             map_concurrency=settings.map_max_concurrency,
             chunk_concurrency=settings.chunk_concurrency,
             chunk_memory_mb=settings.chunk_memory_mb,
         ),
-        clock=clock,
         sagemaker_instance_types=settings.sagemaker_instances,
     )
+    ports = IngestPorts(
+        store=BatchStore(s3_client(), bucket),
+        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        starter=StepFunctionsStarter(sfn_client(), settings.state_machine_arn),
+        catalogue=load_catalogue(),
+        clock=clock,
+    )
+    return ingest_manifest(ManifestObject(bucket, key, etag), ports, stack)
 
 
 @logger.inject_lambda_context(clear_state=True)

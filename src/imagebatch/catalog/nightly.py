@@ -7,6 +7,7 @@ The scheduler's event names no products: each run reads every catalogs/<name>/co
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -121,9 +122,24 @@ def run_catalog(name: str, run: str, *, store: BatchStore, state: CatalogState) 
     return result
 
 
+class CatalogPublisher:
+    """Finalize's hook for catalog batches (pipeline.finalize.BatchFinalizedHook): a batch
+    that is not a catalog night is left alone."""
+
+    def __init__(self, *, store: BatchStore, ledger: Ledger, state: CatalogState) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._state = state
+
+    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+        return publish_catalog_batch(
+            batch_id, summary, store=self._store, ledger=self._ledger, state=self._state
+        )
+
+
 def publish_catalog_batch(
     batch_id: str,
-    summary: dict[str, Any],
+    summary: Mapping[str, Any],
     *,
     store: BatchStore,
     ledger: Ledger,

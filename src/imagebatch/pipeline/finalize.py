@@ -1,17 +1,20 @@
-"""Finalize: account for every image, set the batch status, write the report."""
+"""Finalize: account for every image, set the batch status, write the report.
+
+The batch pipeline knows nothing of what a batch is for: whoever needs to act on a finished
+batch (the nightly catalog publishes its variants) passes a `BatchFinalizedHook`.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from imagebatch.aws.catalog_state import CatalogState
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key
-from imagebatch.catalog.nightly import publish_catalog_batch
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.usage import (
     BATCH_TRANSITIONS,
@@ -29,6 +32,13 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 
 logger = Logger(child=True)
+
+
+class BatchFinalizedHook(Protocol):
+    """Called once the batch is settled, with its final summary record; returns what it did
+    (for the log). It runs inside finalize, so its failure fails finalize and is retried."""
+
+    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int: ...
 
 
 class FinalizeEvent(BaseModel):
@@ -64,14 +74,24 @@ def _class_from_chunk_error(
         return FailureClass.MODEL_ERROR, "the chunk never reported back"
     error, cause = str(marker.get("error", "")), str(marker.get("cause", ""))
     if error == "ChunkUnfinished":
-        try:
-            message = json.loads(json.loads(cause)["errorMessage"])
-            return FailureClass(message["unfinished"][image_id]), f"{error} after retries"
-        except (ValueError, KeyError, TypeError):
-            return FailureClass.THROTTLED, f"{error} after retries"
+        unfinished = _unfinished_classes(cause)
+        failure_class = unfinished.get(image_id, FailureClass.THROTTLED)
+        return failure_class, f"{error} after retries"
     if "Timeout" in error or "Timedout" in error:
         return FailureClass.TIMEOUT, error
     return FailureClass.MODEL_ERROR, f"{error}: {cause[:500]}"
+
+
+def _unfinished_classes(cause: str) -> dict[str, FailureClass]:
+    """The per-image classes a ChunkUnfinished carried. Lambda puts the exception in the
+    error's Cause as {"errorMessage": ..., "errorType": ...}, and ChunkUnfinished's message is
+    itself JSON (errors.ChunkUnfinished), hence two decodes; anything else yields none."""
+    try:
+        lambda_error = json.loads(cause)
+        message = json.loads(lambda_error["errorMessage"])
+        return {k: FailureClass(v) for k, v in message["unfinished"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _record_lost_images(
@@ -104,6 +124,21 @@ def _failed(
     )
 
 
+_FAILED_FIELDS = (
+    "image_id",
+    "item_id",
+    "chunk_id",
+    "failure_class",
+    "failure_reason",
+    "model",
+    "seed",
+)
+
+
+def _failed_line(record: Mapping[str, Any]) -> str:
+    return json.dumps({k: record.get(k) for k in _FAILED_FIELDS})
+
+
 def _redrive_line(job: ImageJob) -> str:
     """One failed image as a manifest item that remakes exactly that image."""
     item: dict[str, Any] = {
@@ -132,8 +167,56 @@ def finalize_batch(
     ledger: Ledger,
     prices: RegionPrices,
     clock: LambdaClock | None = None,
-    catalog_state: CatalogState | None = None,
+    hooks: Sequence[BatchFinalizedHook] = (),
 ) -> BatchReport:
+    summary, markers = _account_for_every_image(event, store, ledger)
+    failures = _FailureReports.write(event, summary, store, ledger)
+    succeeded, failed = summary["images_succeeded"], summary["images_failed"]
+    status = (
+        BatchStatus.SUCCEEDED
+        if failed == 0
+        else BatchStatus.FAILED
+        if succeeded == 0
+        else BatchStatus.PARTIAL
+    )
+    adds = _own_charge(summary, store, ledger, prices, clock, failed_chunks=len(markers))
+    final_usage = {k: int(summary.get(k, 0)) + v for k, v in adds.items() if k.startswith("use_")}
+    breakdown = summary_costs({**summary, **final_usage}, prices)
+    report = BatchReport(
+        batch_id=event.batch_id,
+        status=status,
+        images_total=summary["images_total"],
+        images_succeeded=succeeded,
+        images_failed=failed,
+        cost_micro_usd=summary["cost_micro_usd"],
+        estimate_micro_usd=summary.get("estimate_micro_usd", 0),
+        failures_by_class=failures.by_class,
+        costs=breakdown.rounded(),
+        cost_per_image=per_image(breakdown, succeeded)["per_image"],
+        cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
+        failed_key=failures.failed_key,
+        redrive_key=failures.redrive_key,
+        errors_key=summary.get("errors_key"),
+    )
+    report_key = store.put_report(event.batch_id, "summary.json", report)
+    extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": failures.by_class}
+    if failures.redrive_key:
+        extra["redrive_key"] = failures.redrive_key
+    extra["costs"] = breakdown.rounded()
+    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    ledger.roll_up_remainder(event.batch_id, settled)
+    for hook in hooks:
+        done = hook(event.batch_id, settled)
+        logger.info("finalize hook ran", extra={"hook": type(hook).__name__, "result": done})
+    logger.info("batch finalized", extra=report.model_dump(mode="json"))
+    return report
+
+
+def _account_for_every_image(
+    event: FinalizeEvent, store: BatchStore, ledger: Ledger
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Write off unsettled holds and record the images no chunk committed; returns the
+    summary that then counts every image, and the failed chunks' markers."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
@@ -143,54 +226,52 @@ def finalize_batch(
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
         _record_lost_images(event, store, ledger, markers)
         summary = ledger.get_batch(event.batch_id) or summary
+    return summary, markers
 
-    failures = (
-        [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"]
-        if summary["images_failed"]
-        else []
-    )
+
+class _FailureReports(BaseModel):
     by_class: dict[str, int] = {}
-    for record in failures:
-        by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
+    failed_key: str | None = None
+    redrive_key: str | None = None
 
-    failed_key = redrive_key = None
-    if failures:
+    @classmethod
+    def write(
+        cls, event: FinalizeEvent, summary: dict[str, Any], store: BatchStore, ledger: Ledger
+    ) -> _FailureReports:
+        """failed.jsonl (every failed image with its class) and redrive.jsonl (a manifest of
+        exactly those images)."""
+        if not summary["images_failed"]:
+            return cls()
+        failures = [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"]
+        by_class: dict[str, int] = {}
+        for record in failures:
+            by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
+        if not failures:
+            return cls(by_class=by_class)
         failed_key = store.put_jsonl_report(
-            event.batch_id,
-            "failed.jsonl",
-            (
-                json.dumps(
-                    {
-                        k: r.get(k)
-                        for k in (
-                            "image_id",
-                            "item_id",
-                            "chunk_id",
-                            "failure_class",
-                            "failure_reason",
-                            "model",
-                            "seed",
-                        )
-                    }
-                )
-                for r in failures
-            ),
+            event.batch_id, "failed.jsonl", (_failed_line(r) for r in failures)
         )
         redrive_key = _write_redrive(event, summary, failures, store)
+        return cls(by_class=by_class, failed_key=failed_key, redrive_key=redrive_key)
 
-    succeeded, failed = summary["images_succeeded"], summary["images_failed"]
-    status = (
-        BatchStatus.SUCCEEDED
-        if failed == 0
-        else BatchStatus.FAILED
-        if succeeded == 0
-        else BatchStatus.PARTIAL
-    )
-    # The batch path's own transitions, each failed chunk's Catch path, and this function.
-    # The report PUT and the settling update below happen after this count: added here.
+
+def _own_charge(
+    summary: Mapping[str, Any],
+    store: BatchStore,
+    ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock | None,
+    *,
+    failed_chunks: int,
+) -> dict[str, int]:
+    """The counters finalize ADDs when it settles: its own operations and their charge.
+
+    The batch path's own transitions, each failed chunk's Catch path, and this function. The
+    report PUT and the settling update happen after this count: added here.
+    """
     usage = store.meter.take() + ledger.meter.take()
     usage += Usage(
-        sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * len(markers),
+        sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * failed_chunks,
         s3_put_requests=1,
         ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
     )
@@ -202,39 +283,7 @@ def finalize_batch(
     adds = {**usage.ledger_fields(), "spent_micro_usd": charge}
     if summary.get("max_cost_micro_usd") is not None:
         adds["overhead_reserve_micro_usd"] = -charge
-    final_usage = {k: int(summary.get(k, 0)) + v for k, v in adds.items() if k.startswith("use_")}
-    breakdown = summary_costs({**summary, **final_usage}, prices)
-    report = BatchReport(
-        batch_id=event.batch_id,
-        status=status,
-        images_total=summary["images_total"],
-        images_succeeded=succeeded,
-        images_failed=failed,
-        cost_micro_usd=summary["cost_micro_usd"],
-        estimate_micro_usd=summary.get("estimate_micro_usd", 0),
-        failures_by_class=by_class,
-        costs=breakdown.rounded(),
-        cost_per_image=per_image(breakdown, succeeded)["per_image"],
-        cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
-        failed_key=failed_key,
-        redrive_key=redrive_key,
-        errors_key=summary.get("errors_key"),
-    )
-    report_key = store.put_report(event.batch_id, "summary.json", report)
-    extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": by_class}
-    if redrive_key:
-        extra["redrive_key"] = redrive_key
-    extra["costs"] = breakdown.rounded()
-    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
-    ledger.roll_up_remainder(event.batch_id, settled)
-    if catalog_state is not None:
-        published = publish_catalog_batch(
-            event.batch_id, summary, store=store, ledger=ledger, state=catalog_state
-        )
-        if published:
-            logger.info("catalog variants published", extra={"published": published})
-    logger.info("batch finalized", extra=report.model_dump(mode="json"))
-    return report
+    return adds
 
 
 def _write_redrive(

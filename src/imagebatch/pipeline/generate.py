@@ -64,15 +64,8 @@ def generate_chunk(
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
         # Hold the most this attempt can charge before spending anything.
-        amount, _ = chunk_reservation(
-            sum(_price(catalogue, job) for job in todo),
-            len(todo),
-            memory_mb=clock.memory_mb,
-            lambda_seconds_bound=clock.elapsed_s() + time_left_ms() / 1000,
-            pixels_bound=max(job.width * job.height for job in todo),
-            prices=prices,
-        )
-        held = ledger.reserve(task.batch_id, chunk.chunk_id, amount)
+        bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)
+        held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
         if held is None:
             return _refuse_for_budget(
                 task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
@@ -90,15 +83,12 @@ def generate_chunk(
         time_left_ms=time_left_ms,
         reserve_ms=commit_reserve_ms,
     )
-
-    def make(job: ImageJob) -> ImageOutcome | _Unfinished:
-        if time_left_ms() < commit_reserve_ms:
-            return _Unfinished(FailureClass.TIMEOUT)
-        return _make_image(job, chunk, store, retrying, catalogue)
-
-    # One thread per slot of the ceiling; the limiter decides how many of them call at once.
-    with ThreadPoolExecutor(max_workers=max(1, min(ceiling, len(todo)))) as pool:
-        results = list(pool.map(make, todo))
+    results = _make_images(
+        todo,
+        lambda job: _make_image(job, chunk, store, retrying, catalogue),
+        threads=ceiling,
+        out_of_time=lambda: time_left_ms() < commit_reserve_ms,
+    )
 
     outcomes = [r for r in results if isinstance(r, ImageOutcome)]
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
@@ -128,6 +118,44 @@ def generate_chunk(
         cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
         skipped_already_done=len(done),
     )
+
+
+def _make_images(
+    todo: list[ImageJob],
+    make: Callable[[ImageJob], ImageOutcome | _Unfinished],
+    *,
+    threads: int,
+    out_of_time: Callable[[], bool],
+) -> list[ImageOutcome | _Unfinished]:
+    """One thread per slot of the concurrency ceiling (the limiter inside `make` decides how
+    many call at once); an image not started before the commit reserve is unfinished."""
+
+    def attempt(job: ImageJob) -> ImageOutcome | _Unfinished:
+        if out_of_time():
+            return _Unfinished(FailureClass.TIMEOUT)
+        return make(job)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(todo)))) as pool:
+        return list(pool.map(attempt, todo))
+
+
+def _attempt_bound(
+    todo: list[ImageJob],
+    catalogue: ModelCatalogue,
+    clock: LambdaClock,
+    seconds_left: float,
+    prices: RegionPrices,
+) -> int:
+    """The most this attempt can charge: every image made, the Lambda run to its timeout."""
+    amount, _ = chunk_reservation(
+        sum(_price(catalogue, job) for job in todo),
+        len(todo),
+        memory_mb=clock.memory_mb,
+        lambda_seconds_bound=clock.elapsed_s() + seconds_left,
+        pixels_bound=max(job.width * job.height for job in todo),
+        prices=prices,
+    )
+    return amount
 
 
 def _price(catalogue: ModelCatalogue, job: ImageJob) -> int:

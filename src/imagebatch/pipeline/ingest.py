@@ -24,7 +24,7 @@ from imagebatch.costs.estimate import (
     estimate_batch,
     sagemaker_options,
 )
-from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
+from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
@@ -282,96 +282,62 @@ def choose_batch_backend(
     return chosen.backend if chosen else "bedrock"
 
 
+@dataclass(frozen=True)
+class IngestPorts:
+    """What ingest reads and writes through: the adapters, injected by the handler."""
+
+    store: BatchStore
+    ledger: Ledger
+    starter: BatchStarter
+    catalogue: ModelCatalogue
+    clock: LambdaClock | None = None
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What the stack deployed, from its settings: chunking, concurrency ceilings, prices, and
+    the SageMaker endpoint (`sagemaker_buckets` None: no endpoint; empty: any size)."""
+
+    chunk_size: int
+    max_concurrency: int
+    prices: RegionPrices
+    shape: Shape
+    max_chunk_concurrency: int = 4
+    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
+    sagemaker_price: InstancePrice | None = None
+    sagemaker_instance_types: tuple[str, ...] = ()
+
+
 def ingest_manifest(
-    bucket: str,
-    key: str,
-    etag: str,
-    *,
-    store: BatchStore,
-    ledger: Ledger,
-    starter: BatchStarter,
-    catalogue: ModelCatalogue,
-    chunk_size: int,
-    max_concurrency: int,
-    max_chunk_concurrency: int = 4,
-    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None,
-    sagemaker_price: InstancePrice | None = None,
-    prices: RegionPrices | None = None,
-    shape: Shape | None = None,
-    clock: LambdaClock | None = None,
-    sagemaker_instance_types: tuple[str, ...] = (),
+    manifest: ManifestObject, ports: IngestPorts, stack: StackOptions
 ) -> IngestOutcome:
-    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
-    prices = prices or load_aws_prices().region("us-east-1")
-    shape = shape or Shape(chunk_size=chunk_size, map_concurrency=max_concurrency)
-    manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
-    existing = ledger.get_batch(batch_id)
+    existing = ports.ledger.get_batch(batch_id)
     if existing is not None:
-        if existing["status"] == BatchStatus.RUNNING:
-            restart = ConcurrencyPlan(
-                in_flight=existing.get("in_flight") or max_concurrency * max_chunk_concurrency,
-                map_max_concurrency=existing.get("map_max_concurrency") or max_concurrency,
-                chunk_concurrency=existing.get("chunk_concurrency") or max_chunk_concurrency,
-            )
-            starter.start(
-                batch_id, _execution_input(bucket, batch_id, restart, existing.get("backend"))
-            )
+        _restart_if_running(manifest, existing, ports.starter, stack)
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
 
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
-        spool = Path(spool_dir)
-        try:
-            plan = plan_batch(
-                store.open_manifest(key),
-                key,
-                batch_id=batch_id,
-                catalogue=catalogue,
-                chunk_size=chunk_size,
-                spool=spool,
-                shape_buckets=sagemaker_buckets or (),
-                sagemaker_price=sagemaker_price,
-            )
-        except ManifestError as exc:
-            return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
-        plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, shape)
-        plan.backend = choose_batch_backend(
-            plan, catalogue, prices, shape, sagemaker_instance_types
-        )
+        planned = _plan_and_upload(manifest, Path(spool_dir), ports, stack)
+        if isinstance(planned, IngestOutcome):
+            return planned
+        plan, record = planned
 
-        errors_key = None
-        if plan.errors_path is not None:
-            errors_key = f"reports/{batch_id}/errors.jsonl"
-            store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-        reason = rejection_reason(plan, sagemaker_deployed=sagemaker_buckets is not None)
-        record = _batch_record(plan, manifest, errors_key)
-        if reason is not None:
-            ledger.create_batch(
-                batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
-            )
-            logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
-            return IngestOutcome(
-                batch_id,
-                "REJECTED",
-                plan.images_total,
-                plan.invalid_lines,
-                plan.estimate_micro_usd,
-                reason,
-            )
-        _upload_chunks(store, batch_id, plan)
-
-    record.update(_own_usage(store, ledger, clock, prices))
+    record.update(_own_usage(ports.store, ports.ledger, ports.clock, stack.prices))
+    catalogue = ports.catalogue
     concurrency = plan_concurrency(
         [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
         or [catalogue.models[0].throughput],
         chunks=len(plan.chunk_ids),
-        max_map_concurrency=max_concurrency,
-        max_chunk_concurrency=max_chunk_concurrency,
+        max_map_concurrency=stack.max_concurrency,
+        max_chunk_concurrency=stack.max_chunk_concurrency,
     )
     running = {**record, **concurrency.model_dump(), "status": BatchStatus.RUNNING.value}
-    if not ledger.create_batch(batch_id, running):
+    if not ports.ledger.create_batch(batch_id, running):
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
-    starter.start(batch_id, _execution_input(bucket, batch_id, concurrency, record["backend"]))
+    ports.starter.start(
+        batch_id, _execution_input(manifest.bucket, batch_id, concurrency, record["backend"])
+    )
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
         batch_id,
@@ -381,6 +347,73 @@ def ingest_manifest(
         plan.estimate_micro_usd,
         f"{plan.images_total} images in {len(plan.chunk_ids)} chunks",
     )
+
+
+def _restart_if_running(
+    manifest: ManifestObject, existing: dict[str, Any], starter: BatchStarter, stack: StackOptions
+) -> None:
+    """A redelivered upload of a batch still RUNNING starts its execution again: if the first
+    StartExecution never happened (a crash after the batch record), this is its only chance;
+    if it did, the execution name (the batch id) makes this a no-op."""
+    if existing["status"] != BatchStatus.RUNNING:
+        return
+    restart = ConcurrencyPlan(
+        in_flight=existing.get("in_flight") or stack.max_concurrency * stack.max_chunk_concurrency,
+        map_max_concurrency=existing.get("map_max_concurrency") or stack.max_concurrency,
+        chunk_concurrency=existing.get("chunk_concurrency") or stack.max_chunk_concurrency,
+    )
+    batch_id = manifest.batch_id
+    starter.start(
+        batch_id, _execution_input(manifest.bucket, batch_id, restart, existing.get("backend"))
+    )
+
+
+def _plan_and_upload(
+    manifest: ManifestObject, spool: Path, ports: IngestPorts, stack: StackOptions
+) -> tuple[BatchPlan, dict[str, Any]] | IngestOutcome:
+    """One pass over the manifest, then either a rejection (recorded) or the chunk files
+    uploaded and the batch record to create."""
+    batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
+    try:
+        plan = plan_batch(
+            store.open_manifest(manifest.key),
+            manifest.key,
+            batch_id=batch_id,
+            catalogue=ports.catalogue,
+            chunk_size=stack.chunk_size,
+            spool=spool,
+            shape_buckets=stack.sagemaker_buckets or (),
+            sagemaker_price=stack.sagemaker_price,
+        )
+    except ManifestError as exc:
+        return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
+    plan.estimate = estimate_batch(
+        plan.estimate_micro_usd, plan.chunk_sizes, stack.prices, stack.shape
+    )
+    plan.backend = choose_batch_backend(
+        plan, ports.catalogue, stack.prices, stack.shape, stack.sagemaker_instance_types
+    )
+    errors_key = None
+    if plan.errors_path is not None:
+        errors_key = f"reports/{batch_id}/errors.jsonl"
+        store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
+    reason = rejection_reason(plan, sagemaker_deployed=stack.sagemaker_buckets is not None)
+    record = _batch_record(plan, manifest, errors_key)
+    if reason is not None:
+        ledger.create_batch(
+            batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
+        )
+        logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
+        return IngestOutcome(
+            batch_id,
+            "REJECTED",
+            plan.images_total,
+            plan.invalid_lines,
+            plan.estimate_micro_usd,
+            reason,
+        )
+    _upload_chunks(store, batch_id, plan)
+    return plan, record
 
 
 def _own_usage(

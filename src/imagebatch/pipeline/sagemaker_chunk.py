@@ -125,54 +125,19 @@ def record_result(
             "async request without a task token", extra={"id": notification.inference_id}
         )
         return None
-    if notification.invocation_status == "Failed":
-        cause = {
-            "inference_id": notification.inference_id,
-            "failure_reason": notification.failure_reason,
-            "failure_location": notification.response_parameters.failure_location,
-        }
-        tokens.fail(
-            token,
-            INFERENCE_FAILED,
-            json.dumps(cause),
-        )
-        return None
-    output = notification.response_parameters.output_location
-    try:
-        if output is None:
-            raise ValueError("success notification without an outputLocation")
-        result = InvocationResult.model_validate_json(store.read_uri(output))
-    except (ValueError, ValidationError) as exc:
-        tokens.fail(
-            token,
-            INCOMPLETE_RESULT,
-            str(exc)[:30000],
-        )
+    result = _result_or_fail(notification, store, tokens, token)
+    if result is None:
         return None
     missing = {job.image_id for job in invocation.images} - {i.image_id for i in result.images}
     outcomes = price_outcomes(result, invocation.images, price, model_label="sagemaker")
     try:
         ledger.commit_images(invocation.batch_id, outcomes)
     except ImagesAlreadyRecordedError:
-        # A second delivery of this notification, or a late result of an attempt the state
-        # machine already retried: if every image is recorded, this token's chunk is done.
-        ids = [job.image_id for job in invocation.images]
-        recorded = ledger.recorded_image_ids(invocation.batch_id, ids)
-        logger.info(
-            "result already recorded",
-            extra={"inference_id": notification.inference_id, "recorded": len(recorded)},
-        )
-        if len(recorded) == len(ids):
-            done = ChunkResult.already_done(invocation.chunk_id, len(ids))
-            tokens.succeed(token, done.model_dump_json())
+        _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
         return None
     if missing:
         # Recorded what came back; the retry submits only the rest.
-        tokens.fail(
-            token,
-            INCOMPLETE_RESULT,
-            json.dumps({"missing": sorted(missing)}),
-        )
+        tokens.fail(token, INCOMPLETE_RESULT, json.dumps({"missing": sorted(missing)}))
         return None
     chunk_result = ChunkResult(
         chunk_id=invocation.chunk_id,
@@ -182,3 +147,46 @@ def record_result(
     )
     tokens.succeed(token, chunk_result.model_dump_json())
     return chunk_result
+
+
+def _result_or_fail(
+    notification: AsyncNotification, store: BatchStore, tokens: TaskTokens, token: str
+) -> InvocationResult | None:
+    """The container's result, or None after failing the token so the state machine's Retry
+    submits the chunk again (a failed request, or a result that does not parse)."""
+    if notification.invocation_status == "Failed":
+        cause = {
+            "inference_id": notification.inference_id,
+            "failure_reason": notification.failure_reason,
+            "failure_location": notification.response_parameters.failure_location,
+        }
+        tokens.fail(token, INFERENCE_FAILED, json.dumps(cause))
+        return None
+    output = notification.response_parameters.output_location
+    try:
+        if output is None:
+            raise ValueError("success notification without an outputLocation")
+        return InvocationResult.model_validate_json(store.read_uri(output))
+    except (ValueError, ValidationError) as exc:
+        tokens.fail(token, INCOMPLETE_RESULT, str(exc)[:30000])
+        return None
+
+
+def _answer_if_all_recorded(
+    notification: AsyncNotification,
+    invocation: ChunkInvocation,
+    ledger: Ledger,
+    tokens: TaskTokens,
+    token: str,
+) -> None:
+    """A second delivery of this notification, or a late result of an attempt the state
+    machine already retried: if every image is recorded, this token's chunk is done."""
+    ids = [job.image_id for job in invocation.images]
+    recorded = ledger.recorded_image_ids(invocation.batch_id, ids)
+    logger.info(
+        "result already recorded",
+        extra={"inference_id": notification.inference_id, "recorded": len(recorded)},
+    )
+    if len(recorded) == len(ids):
+        done = ChunkResult.already_done(invocation.chunk_id, len(ids))
+        tokens.succeed(token, done.model_dump_json())
