@@ -125,3 +125,113 @@ def test_lambda_code_does_not_import_the_laptop_stack(path: Path) -> None:
         if module.split(".")[0] in FORBIDDEN_IMPORTS
     ]
     assert not bad, "Lambda code must not import these:\n" + "\n".join(bad)
+
+
+# -- layering: the rules the package layout promises (README "Layout") ----------------------
+
+PACKAGE = ROOT / "src" / "imagebatch"
+AWS_SDK = frozenset({"boto3", "botocore", "mypy_boto3"})
+
+
+def package_modules() -> list[Path]:
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if "__pycache__" not in p.parts]
+
+
+def module_imports(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports, TYPE_CHECKING imports included (a type is a dependency)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return list(imported_modules(tree))
+
+
+def subpackage(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else parts[0].removesuffix(".py")
+
+
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
+    # GIVEN a module of the domain package WHEN its imports are read
+    sdk = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for line, name in module_imports(path)
+        if name.split(".")[0].split("_")[0] in {"boto3", "botocore"}
+        or name.split(".")[0].startswith("mypy_boto3")
+    ]
+    # THEN only imagebatch/aws talks to AWS; everything else receives its adapters
+    if subpackage(path) != "aws":
+        assert not sdk, "boto3/botocore belong in imagebatch/aws:\n" + "\n".join(sdk)
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        # pure data: everything may depend on it, so it depends on nothing of ours
+        ("models", "imagebatch."),
+        # batches know nothing of what they are for (finalize takes hooks instead)
+        ("pipeline", "imagebatch.catalog"),
+        # the domain never reaches up into the handlers' wiring or the query API
+        ("costs", "imagebatch.pipeline"),
+        ("backends", "imagebatch.pipeline"),
+        ("aws", "imagebatch.pipeline"),
+        ("manifest", "imagebatch.pipeline"),
+    ],
+)
+def test_package_layering(package: str, forbidden: str) -> None:
+    # GIVEN every module of one subpackage
+    modules = [p for p in package_modules() if subpackage(p) == package]
+    assert modules, f"imagebatch/{package} has no modules"
+    # WHEN its imports of our own code are listed
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in modules
+        for line, name in module_imports(path)
+        if name.startswith(forbidden) and not name.startswith(f"imagebatch.{package}")
+    ]
+    # THEN none crosses the layer boundary
+    assert not bad, f"imagebatch/{package} must not import {forbidden}*:\n" + "\n".join(bad)
+
+
+def test_environment_is_read_only_by_the_settings_module() -> None:
+    readers = [
+        str(path.relative_to(ROOT))
+        for path in package_modules()
+        if path.name != "settings.py"
+        and re.search(r"\bos\.(environ|getenv)\b", path.read_text(encoding="utf-8"))
+    ]
+    assert not readers, f"read the environment through imagebatch.settings: {readers}"
+
+
+def test_no_assert_guards_a_production_path() -> None:
+    asserts = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in package_modules() + sorted((ROOT / "functions").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Assert)
+    ]
+    assert not asserts, f"raise a domain error (imagebatch.errors) instead: {asserts}"
+
+
+def test_domain_exceptions_live_in_the_errors_module() -> None:
+    defined = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.name}"
+        for path in package_modules()
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(base, ast.Name) and base.id.endswith(("Error", "Exception"))
+            for base in node.bases
+        )
+    ]
+    assert not defined, f"declare domain exceptions in imagebatch/errors.py: {defined}"
+
+
+def test_no_two_modules_differ_only_in_spelling() -> None:
+    stems = sorted({p.stem for p in package_modules() if p.stem != "__init__"})
+    close = [
+        (a, b)
+        for i, a in enumerate(stems)
+        for b in stems[i + 1 :]
+        if a != b and (a.startswith(b) or b.startswith(a)) and abs(len(a) - len(b)) <= 2
+    ]
+    assert not close, f"module names that differ only in spelling: {close}"
