@@ -7,6 +7,7 @@
     ├── UnknownModelError          a model id the Bedrock model catalogue does not list
     ├── ObjectMissingError         an S3 object the pipeline expected is not there
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
+    ├── StorageError               our own S3 or DynamoDB call failed after its retries
     ├── InvalidTokenError          a pagination token the query API did not hand out
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
@@ -65,6 +66,16 @@ class ObjectMissingError(ImageBatchError):
 
 class ImagesAlreadyRecordedError(ImageBatchError):
     """A commit raced another invocation of the same chunk; nothing was written."""
+
+
+class StorageError(ImageBatchError):
+    """An S3 or DynamoDB call of ours failed after the adapter's own retries. `transient`:
+    the same call may succeed later (throttling, a transaction conflict, a 5xx)."""
+
+    def __init__(self, reason: str, *, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
 
 
 class InvalidTokenError(ImageBatchError):

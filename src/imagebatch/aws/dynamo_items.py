@@ -65,6 +65,35 @@ def cancelled_by_condition(exc: ClientError) -> bool:
     return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
 
 
+# Errors after which the same request may succeed (AWS DynamoDB error handling docs:
+# throttling, 5xx, and a transaction cancelled by a conflicting one rather than a condition).
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+    }
+)
+_TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError"}
+)
+
+
+def is_transient(exc: ClientError) -> bool:
+    code = exc.response["Error"]["Code"]
+    if code != "TransactionCanceledException":
+        return code in _TRANSIENT_CODES
+    reasons = {r.get("Code") for r in exc.response.get("CancellationReasons") or []}
+    if not reasons:
+        message = exc.response["Error"].get("Message", "")
+        reasons = {r for r in _TRANSIENT_REASONS if r in message}
+    return bool(reasons & _TRANSIENT_REASONS) and "ConditionalCheckFailed" not in reasons
+
+
 def reservation_sk(chunk_id: str) -> str:
     return f"RESERVATION#{chunk_id}"
 

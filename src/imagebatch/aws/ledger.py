@@ -16,6 +16,8 @@ before it spends (conditional on budget_left) and settles in its commit transact
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from imagebatch.aws.dynamo_items import (
     cancelled_by_condition,
     from_item,
     image_sk,
+    is_transient,
     now_iso,
     reservation_sk,
     rollup_sk,
@@ -47,7 +50,7 @@ from imagebatch.costs.usage import (
     read_units,
     write_units,
 )
-from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ImageOutcome
 
@@ -58,6 +61,10 @@ if TYPE_CHECKING:
 # rollup and the deletion of the chunk's budget hold.
 MAX_IMAGES_PER_COMMIT = 97
 _BATCH_GET_LIMIT = 100
+# A conflicting writer (another chunk's commit on the summary) is gone within milliseconds;
+# four tries over about a second outlast it without eating the chunk's time.
+COMMIT_ATTEMPTS = 4
+COMMIT_BACKOFF_S = 0.1
 
 logger = Logger(child=True)
 
@@ -209,13 +216,26 @@ class Ledger(BudgetHolds):
                     tags,
                 )
             )
-        try:
-            self._ddb.transact_write_items(TransactItems=actions)
-        except ClientError as exc:
-            if cancelled_by_condition(exc):
-                raise ImagesAlreadyRecordedError(str(exc)) from exc
-            # A TransactionConflict or throttle is transient: let the caller's retry handle it.
-            raise
+        self._transact(actions)
+
+    def _transact(self, actions: list[TransactWriteItemTypeDef]) -> None:
+        """One transaction, retried here when DynamoDB says the same request may succeed
+        later (a conflict with another writer, throttling): a commit carries images already
+        paid for, so giving up at the first conflict would lose their charge. A transaction
+        that failed wrote nothing, so retrying it is safe."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._ddb.transact_write_items(TransactItems=actions)
+                return
+            except ClientError as exc:
+                if cancelled_by_condition(exc):
+                    raise ImagesAlreadyRecordedError(str(exc)) from exc
+                transient = is_transient(exc)
+                if not transient or attempt == COMMIT_ATTEMPTS - 1:
+                    raise StorageError(f"ledger commit: {exc}", transient=transient) from exc
+                delay = random.uniform(0, COMMIT_BACKOFF_S * 2**attempt)
+                logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
+                time.sleep(delay)
 
     def _rollup_action(
         self,

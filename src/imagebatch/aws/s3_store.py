@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from imagebatch.costs.usage import Meter
-from imagebatch.errors import ObjectMissingError
+from imagebatch.errors import ObjectMissingError, StorageError
 from imagebatch.models.records import ChunkFile, ChunkRef
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 def chunk_key(batch_id: str, chunk_id: str) -> str:
     return f"chunks/{batch_id}/{chunk_id}.json"
+
+
+def pending_commit_key(batch_id: str, chunk_id: str) -> str:
+    return f"chunks/{batch_id}/{chunk_id}.pending.json"
 
 
 def chunk_index_key(batch_id: str) -> str:
@@ -88,7 +93,28 @@ class BatchStore:
         return [ChunkRef.model_validate(entry) for entry in json.loads(self._get(key))]
 
     def put_image(self, key: str, png: bytes, metadata: dict[str, str]) -> None:
-        self._put(key, png, "image/png", metadata)
+        """StorageError when S3 still refuses after botocore's retries: the caller decides
+        what a made-but-unstored image is (it was paid for)."""
+        try:
+            self._put(key, png, "image/png", metadata)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"PNG upload to s3://{self.bucket}/{key}: {exc}", transient=True
+            ) from exc
+
+    def put_pending_commit(self, batch_id: str, chunk_id: str, body: bytes) -> None:
+        """What an attempt made but could not record in the ledger, for the next attempt."""
+        self._put(pending_commit_key(batch_id, chunk_id), body, "application/json")
+
+    def get_pending_commit(self, batch_id: str, chunk_id: str) -> bytes | None:
+        self.meter.add(s3_get_requests=1)
+        try:
+            return self.open_object(pending_commit_key(batch_id, chunk_id)).read()
+        except ObjectMissingError:
+            return None
+
+    def delete_pending_commit(self, batch_id: str, chunk_id: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=pending_commit_key(batch_id, chunk_id))
 
     def put_json(self, key: str, body: bytes) -> None:
         self._put_json(key, body)

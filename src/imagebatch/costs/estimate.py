@@ -105,7 +105,8 @@ def chunk_usage(images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes:
         + 2 * SUMMARY_WRITE_UNITS
         + ROLLUP_WRITE_UNITS
         + 4,
-        s3_get_requests=1,
+        # the chunk file, and the check for what a failed attempt left to commit
+        s3_get_requests=2,
         s3_put_requests=images,
         s3_bytes_written=png_bytes * images,
     )

@@ -18,6 +18,9 @@ class FailureClass(StrEnum):
     TIMEOUT = "timeout"
     # The batch's max_cost_usd could not cover the chunk: it never ran, nothing was spent.
     BUDGET_EXHAUSTED = "budget_exhausted"
+    # Our own storage failed (an S3 PUT of the PNG, or the ledger): the image may have been
+    # made and paid for; the class says it was not the model.
+    STORAGE_ERROR = "storage_error"
 
 
 class BatchStatus(StrEnum):

@@ -30,6 +30,7 @@ from imagebatch.costs.usage import (
 from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
+from imagebatch.pipeline.pending import commit_pending
 
 logger = Logger(child=True)
 
@@ -169,7 +170,7 @@ def finalize_batch(
     clock: LambdaClock | None = None,
     hooks: Sequence[BatchFinalizedHook] = (),
 ) -> BatchReport:
-    summary, markers = _account_for_every_image(event, store, ledger)
+    summary, markers = _account_for_every_image(event, store, ledger, prices)
     failures = _FailureReports.write(event, summary, store, ledger)
     succeeded, failed = summary["images_succeeded"], summary["images_failed"]
     status = (
@@ -213,16 +214,20 @@ def finalize_batch(
 
 
 def _account_for_every_image(
-    event: FinalizeEvent, store: BatchStore, ledger: Ledger
+    event: FinalizeEvent, store: BatchStore, ledger: Ledger, prices: RegionPrices
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Write off unsettled holds and record the images no chunk committed; returns the
     summary that then counts every image, and the failed chunks' markers."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
+    markers = ledger.failed_chunks(event.batch_id)
+    # A chunk that failed for good may have made images it could not record: they were paid
+    # for, so they are recorded (settling that attempt's hold) before anything is written off.
+    for chunk_id in markers:
+        commit_pending(store, ledger, event.batch_id, chunk_id, prices)
     # Holds no commit settled: their attempts died after they may have spent.
     ledger.write_off_holds(event.batch_id)
-    markers = ledger.failed_chunks(event.batch_id)
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
         _record_lost_images(event, store, ledger, markers)
         summary = ledger.get_batch(event.batch_id) or summary

@@ -20,7 +20,12 @@ from imagebatch.costs.estimate import chunk_reservation
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import BATCH_TRANSITIONS, LambdaClock, Usage, billed_mb_ms
-from imagebatch.errors import ChunkUnfinished, ImageGenerationError, UnknownModelError
+from imagebatch.errors import (
+    ChunkUnfinished,
+    ImageGenerationError,
+    StorageError,
+    UnknownModelError,
+)
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.records import (
     ChunkFile,
@@ -31,6 +36,7 @@ from imagebatch.models.records import (
     ImageOutcome,
     image_metadata,
 )
+from imagebatch.pipeline.pending import commit_pending, save_pending
 
 logger = Logger(child=True)
 
@@ -55,6 +61,7 @@ def generate_chunk(
     retry_policy: BackoffPolicy | None = None,
 ) -> ChunkResult:
     chunk = store.get_chunk(task.chunk.key)
+    commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
@@ -92,12 +99,19 @@ def generate_chunk(
 
     outcomes = [r for r in results if isinstance(r, ImageOutcome)]
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
-    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
     unfinished = {
         job.image_id: r.failure_class
         for job, r in zip(todo, results, strict=True)
         if isinstance(r, _Unfinished)
     }
+    try:
+        ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
+    except StorageError:
+        # Paid-for images must not be bought again: the retry (or finalize) commits them.
+        save_pending(store, task.batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        raise ChunkUnfinished(
+            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
+        ) from None
     logger.info(
         "chunk committed",
         extra={
@@ -238,19 +252,28 @@ def _make_image(
             failure_class=exc.failure_class,
             failure_reason=exc.reason[:1000],
         )
-    key = image_key(chunk.output_prefix, batch_id, job.image_id)
-    store.put_image(key, image.png, image_metadata(batch_id, job, image.seed))
     spec = catalogue.get(job.model)
     if spec is None:
         # generate() refuses an unknown model before it is called; this is a data error.
         raise UnknownModelError(f"model {job.model!r} is not in the catalogue")
     price = spec.price_for(job.width, job.height)
+    charge = {
+        "seed": image.seed,
+        "cost_micro_usd": price.micro_usd_per_image,
+        "price_source": f"{price.source} (retrieved {price.retrieved.isoformat()})",
+    }
+    key = image_key(chunk.output_prefix, batch_id, job.image_id)
+    try:
+        store.put_image(key, image.png, image_metadata(batch_id, job, image.seed))
+    except StorageError as exc:
+        # Bedrock made (and billed) the image; only storing it failed.
+        logger.warning("PNG not stored", extra={"image_id": job.image_id, "reason": exc.reason})
+        return ImageOutcome(
+            **base,
+            **charge,
+            status="FAILED",
+            failure_class=FailureClass.STORAGE_ERROR,
+            failure_reason=exc.reason[:1000],
+        )
     logger.debug("image stored", extra={"key": key, "seconds": time.monotonic() - started})
-    return ImageOutcome(
-        **base,
-        status="SUCCEEDED",
-        seed=image.seed,
-        output_key=key,
-        cost_micro_usd=price.micro_usd_per_image,
-        price_source=f"{price.source} (retrieved {price.retrieved.isoformat()})",
-    )
+    return ImageOutcome(**base, **charge, status="SUCCEEDED", output_key=key)

@@ -1,0 +1,85 @@
+"""Images an attempt made but could not record: kept in S3 for the next attempt (or finalize).
+
+Bedrock has been paid for these images and their PNGs are stored; only the ledger commit
+failed (a DynamoDB outage that outlasted the commit's own retries). Making them again would
+buy them twice, so the next attempt of the chunk commits them first, with the same
+settlement the failed commit carried (it settles that attempt's budget hold), and finalize
+does the same for a chunk whose retries ran out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel
+
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.settlement import Settlement
+from imagebatch.costs.usage import Usage
+from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.models.records import ImageOutcome
+
+logger = Logger(child=True)
+
+
+class PendingCommit(BaseModel):
+    outcomes: list[ImageOutcome]
+    reserved_micro_usd: int = 0
+    has_reservation: bool = False
+    usage: Usage = Usage()
+    capped: bool = False
+    tags: dict[str, str] = {}
+
+
+def save_pending(
+    store: BatchStore,
+    batch_id: str,
+    outcomes: list[ImageOutcome],
+    settlement: Settlement,
+    *,
+    capped: bool,
+    tags: Mapping[str, str],
+) -> None:
+    pending = PendingCommit(
+        outcomes=outcomes,
+        reserved_micro_usd=settlement.reserved_micro_usd,
+        has_reservation=settlement.has_reservation,
+        usage=settlement.usage,
+        capped=capped,
+        tags=dict(tags),
+    )
+    store.put_pending_commit(batch_id, settlement.chunk_id, pending.model_dump_json().encode())
+    logger.warning(
+        "ledger commit failed; made images kept for the retry",
+        extra={"chunk_id": settlement.chunk_id, "images": len(outcomes)},
+    )
+
+
+def commit_pending(
+    store: BatchStore, ledger: Ledger, batch_id: str, chunk_id: str, prices: RegionPrices
+) -> int:
+    """Commit what an earlier attempt of this chunk made; returns the images it recorded."""
+    body = store.get_pending_commit(batch_id, chunk_id)
+    if body is None:
+        return 0
+    pending = PendingCommit.model_validate_json(body)
+    settlement = Settlement(
+        chunk_id=chunk_id,
+        reserved_micro_usd=pending.reserved_micro_usd,
+        has_reservation=pending.has_reservation,
+        usage=pending.usage,
+        prices=prices,
+    )
+    try:
+        ledger.commit_images(
+            batch_id, pending.outcomes, settlement, tags=pending.tags, capped=pending.capped
+        )
+        recorded = len(pending.outcomes)
+    except ImagesAlreadyRecordedError:
+        recorded = 0  # an earlier reader of the same file committed it
+    store.delete_pending_commit(batch_id, chunk_id)
+    logger.info("pending commit recorded", extra={"chunk_id": chunk_id, "images": recorded})
+    return recorded
