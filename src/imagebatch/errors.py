@@ -8,6 +8,7 @@
     ├── ObjectMissingError         an S3 object the pipeline expected is not there
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
     ├── StorageError               our own S3 or DynamoDB call failed after its retries
+    ├── RestartLimitError          a batch's execution was restarted too often to try again
     ├── InvalidTokenError          a pagination token the query API did not hand out
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
@@ -76,6 +77,10 @@ class StorageError(ImageBatchError):
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+
+
+class RestartLimitError(ImageBatchError):
+    """A batch's execution ended unfinished too many times; a person should look first."""
 
 
 class InvalidTokenError(ImageBatchError):

@@ -49,7 +49,7 @@ _UPLOAD_THREADS = 8
 
 
 class BatchStarter(Protocol):
-    def start(self, batch_id: str, execution_input: dict[str, Any]) -> None: ...
+    def start(self, batch_id: str, execution_input: dict[str, Any]) -> str: ...
 
 
 @dataclass(frozen=True)
