@@ -127,7 +127,7 @@ def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, min
 
 
 def test_ingest_auto_chooses_among_deployed_backends_only(tmp_path: Path) -> None:
-    from imagebatch.manifest.reader import BatchSettings
+    from imagebatch.manifest.schema import BatchSettings
     from imagebatch.pipeline.ingest import BatchPlan, choose_batch_backend
 
     plan = BatchPlan(
