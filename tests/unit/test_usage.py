@@ -19,12 +19,10 @@ from imagebatch.costs.estimate import (
     sagemaker_options,
 )
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.transitions import BATCH_TRANSITIONS, load_definition, path_transitions
 from imagebatch.costs.usage import (
-    BATCH_TRANSITIONS,
     Usage,
     item_size,
-    load_definition,
-    path_transitions,
     price_usage,
     read_units,
     write_units,
