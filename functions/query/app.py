@@ -13,12 +13,14 @@ from imagebatch.aws.clients import dynamodb_client
 from imagebatch.aws.ledger_queries import LedgerQueries
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.observability import logger, tracer
-from imagebatch.settings import StorageSettings
+from imagebatch.settings import StorageSettings, cached_settings
+
+_settings = cached_settings(StorageSettings)
 
 
 @lru_cache(maxsize=1)
 def _dependencies() -> ApiDependencies:
-    settings = StorageSettings.from_env()
+    settings = _settings()
     return ApiDependencies(
         queries=LedgerQueries(dynamodb_client(), settings.ledger_table),
         prices=load_aws_prices().region(settings.aws_region),
