@@ -20,7 +20,7 @@ from pathlib import Path
 from bare_pipeline import run_bare
 from imagebatch_cli.local.pipeline import LocalOptions, local_aws
 
-from imagebatch.manifest.reader import ManifestItem
+from imagebatch.manifest.schema import ManifestItem
 from imagebatch.pipeline.ingest import seed_for
 
 MODEL = "stability.sd3-5-large-v1:0"

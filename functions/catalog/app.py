@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -13,12 +12,9 @@ from imagebatch.aws.clients import dynamodb_client, s3_client
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.catalog.nightly import CatalogRunEvent, run_catalogs
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.settings import StorageSettings
+from imagebatch.settings import StorageSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> StorageSettings:
-    return StorageSettings.from_env()
+_settings = cached_settings(StorageSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)

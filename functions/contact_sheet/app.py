@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -12,12 +11,9 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.contact_sheet import ContactSheetEvent, build_batch_contact_sheet
-from imagebatch.settings import StorageSettings
+from imagebatch.settings import StorageSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> StorageSettings:
-    return StorageSettings.from_env()
+_settings = cached_settings(StorageSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)

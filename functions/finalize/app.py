@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,12 +15,9 @@ from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
-from imagebatch.settings import StorageSettings
+from imagebatch.settings import StorageSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> StorageSettings:
-    return StorageSettings.from_env()
+_settings = cached_settings(StorageSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -19,12 +18,9 @@ from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkTask
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.generate import generate_chunk
-from imagebatch.settings import GenerateSettings
+from imagebatch.settings import GenerateSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> GenerateSettings:
-    return GenerateSettings.from_env()
+_settings = cached_settings(GenerateSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)

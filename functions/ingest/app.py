@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -29,12 +28,9 @@ from imagebatch.pipeline.ingest import (
     StackOptions,
     ingest_manifest,
 )
-from imagebatch.settings import IngestSettings
+from imagebatch.settings import IngestSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> IngestSettings:
-    return IngestSettings.from_env()
+_settings = cached_settings(IngestSettings)
 
 
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:

@@ -8,27 +8,26 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.api.routes import ApiDependencies, app, configure
+from imagebatch.api.routes import ApiDependencies, resolve
 from imagebatch.aws.clients import dynamodb_client
 from imagebatch.aws.ledger_queries import LedgerQueries
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.observability import logger, tracer
-from imagebatch.settings import StorageSettings
+from imagebatch.settings import StorageSettings, cached_settings
+
+_settings = cached_settings(StorageSettings)
 
 
 @lru_cache(maxsize=1)
 def _dependencies() -> ApiDependencies:
-    settings = StorageSettings.from_env()
+    settings = _settings()
     return ApiDependencies(
         queries=LedgerQueries(dynamodb_client(), settings.ledger_table),
         prices=load_aws_prices().region(settings.aws_region),
     )
 
 
-configure(_dependencies)
-
-
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return resolve(event, context, _dependencies())

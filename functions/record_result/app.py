@@ -26,14 +26,12 @@ from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.models.sagemaker_contract import AsyncNotification
 from imagebatch.observability import logger, tracer
 from imagebatch.pipeline.sagemaker_chunk import record_result
-from imagebatch.settings import RecordResultSettings
+from imagebatch.settings import RecordResultSettings, cached_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@lru_cache(maxsize=1)
-def _settings() -> RecordResultSettings:
-    return RecordResultSettings.from_env()
+_settings = cached_settings(RecordResultSettings)
 
 
 @lru_cache(maxsize=1)

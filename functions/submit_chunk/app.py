@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,12 +18,9 @@ from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.observability import logger, tracer
 from imagebatch.pipeline.sagemaker_chunk import SubmitTask, submit_chunk
-from imagebatch.settings import SubmitChunkSettings
+from imagebatch.settings import SubmitChunkSettings, cached_settings
 
-
-@lru_cache(maxsize=1)
-def _settings() -> SubmitChunkSettings:
-    return SubmitChunkSettings.from_env()
+_settings = cached_settings(SubmitChunkSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,13 +1,15 @@
 """Function settings, validated once from the environment and passed down.
 
-Domain code never reads os.environ; handlers build one of these at cold start.
+This is the only module in the package that reads os.environ; handlers load one of these
+settings models through `cached_settings` and pass what it holds down.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Self
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +20,25 @@ class _EnvSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         return cls.model_validate(dict(os.environ if environ is None else environ))
+
+
+SettingsT = TypeVar("SettingsT", bound=_EnvSettings)
+
+
+def cached_settings(settings_type: type[SettingsT]) -> Callable[[], SettingsT]:
+    """A handler module's settings loader.
+
+    It reads the environment on its first call, not at import, so the local runtime and tests
+    can set the environment after loading a handler; then it keeps what it read for the life
+    of the execution environment. Each loader caches on its own, so a handler module loaded
+    again (as the local runtime does per stack) reads the environment again.
+    """
+
+    @lru_cache(maxsize=1)
+    def load() -> SettingsT:
+        return settings_type.from_env()
+
+    return load
 
 
 class StorageSettings(_EnvSettings):

@@ -16,7 +16,8 @@ from PIL import Image
 
 from imagebatch.costs.estimate import Shape, bedrock_options
 from imagebatch.costs.prices import load_aws_prices
-from imagebatch.costs.usage import BATCH_TRANSITIONS, summary_costs
+from imagebatch.costs.transitions import BATCH_TRANSITIONS
+from imagebatch.costs.usage import summary_costs
 from imagebatch.models.bedrock_models import load_catalogue
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,8 @@ from datetime import date
 import pytest
 
 from imagebatch.errors import ManifestError
-from imagebatch.manifest.reader import ManifestFormat, ManifestReader, ValidItem
+from imagebatch.manifest.reader import ManifestFormat, ManifestReader
+from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import load_catalogue
 
 TODAY = date(2026, 11, 22)

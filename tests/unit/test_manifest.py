@@ -17,22 +17,24 @@ from typing import Any
 import pytest
 
 from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import (
     MAX_LINE_BYTES,
+    ManifestFormat,
+    ManifestReader,
+    format_for_key,
+    validate_manifest_file,
+)
+from imagebatch.manifest.schema import (
     SCHEMA_FILES,
     BatchSettings,
     FieldError,
     InvalidLine,
-    ManifestFormat,
     ManifestItem,
-    ManifestReader,
     ValidItem,
-    check_item_for_model,
-    format_for_key,
     header_json_schema,
     manifest_json_schema,
     schema_file_text,
-    validate_manifest_file,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 
@@ -797,7 +799,7 @@ def test_committed_schemas_match_the_models(name: str) -> None:
     committed = (REPO / "schemas" / name).read_text(encoding="utf-8")
     assert committed == schema_file_text(name), (
         "regenerate: python -c 'from pathlib import Path; "
-        "from imagebatch.manifest.reader import write_json_schemas; "
+        "from imagebatch.manifest.schema import write_json_schemas; "
         'write_json_schemas(Path("schemas"))\''
     )
 

@@ -11,14 +11,23 @@ from typing import Any
 
 import pytest
 import schemathesis
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from hypothesis import HealthCheck, settings
-from imagebatch_cli.local.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
+from imagebatch_cli.local.http_api import (
+    LocalQueryApi,
+    QueryApiWsgi,
+    http_api_event,
+    load_query_handler,
+)
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
-from imagebatch.api.routes import OPENAPI_FILE, openapi_text
+from imagebatch.api.openapi import OPENAPI_FILE, openapi_text
+from imagebatch.api.routes import ApiDependencies, app, resolve
 from imagebatch.aws.clients import dynamodb_client as cached_dynamodb_client
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.records import FailureClass, ImageOutcome
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +96,7 @@ def test_committed_openapi_document_is_current() -> None:
     committed = (REPO / "schemas" / OPENAPI_FILE).read_text(encoding="utf-8")
     assert committed == openapi_text(), (
         "regenerate: .venv/bin/python -c 'from pathlib import Path; "
-        "from imagebatch.api.routes import "
+        "from imagebatch.api.openapi import "
         'openapi_text; Path("schemas/openapi.json").write_text(openapi_text())\''
     )
 
@@ -159,6 +168,23 @@ def test_costs_grouped_by_model_backend_and_tag_without_a_scan(api: LocalQueryAp
     assert by_backend["groups"][0]["key"] == "bedrock"
     assert by_model["total_spent_micro_usd"] == by_backend["total_spent_micro_usd"]
     assert api.call("GET", "/costs", {"group_by": "colour"})[0] == 422
+
+
+def test_dependencies_serve_only_the_request_they_came_with(
+    api: LocalQueryApi, dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN one request answered with the dependencies it was resolved with
+    dependencies = ApiDependencies(
+        queries=LedgerQueries(dynamodb_client, ledger_table),
+        prices=load_aws_prices().region("us-east-1"),
+    )
+    context = LambdaContext()
+    answered = resolve(http_api_event("GET", "/batches/first"), context, dependencies)
+    assert answered["statusCode"] == 200
+
+    # WHEN the next request reaches the routes without any / THEN it fails, never reusing them
+    with pytest.raises(RuntimeError, match="without resolve"):
+        app.resolve(http_api_event("GET", "/batches/first"), context)
 
 
 # The handler's contract: the published document less its SigV4 security requirement, which

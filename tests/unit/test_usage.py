@@ -19,12 +19,10 @@ from imagebatch.costs.estimate import (
     sagemaker_options,
 )
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.transitions import BATCH_TRANSITIONS, load_definition, path_transitions
 from imagebatch.costs.usage import (
-    BATCH_TRANSITIONS,
     Usage,
     item_size,
-    load_definition,
-    path_transitions,
     price_usage,
     read_units,
     write_units,
@@ -127,7 +125,7 @@ def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, min
 
 
 def test_ingest_auto_chooses_among_deployed_backends_only(tmp_path: Path) -> None:
-    from imagebatch.manifest.reader import BatchSettings
+    from imagebatch.manifest.schema import BatchSettings
     from imagebatch.pipeline.ingest import BatchPlan, choose_batch_backend
 
     plan = BatchPlan(

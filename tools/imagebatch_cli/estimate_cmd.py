@@ -16,12 +16,9 @@ from imagebatch.costs.estimate import (
     sagemaker_options,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.manifest.reader import (
-    ManifestReader,
-    ValidItem,
-    check_item_for_model,
-    format_for_key,
-)
+from imagebatch.manifest.checks import check_item_for_model
+from imagebatch.manifest.reader import ManifestReader, format_for_key
+from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch_cli.report import usd
 

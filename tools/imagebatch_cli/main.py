@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from imagebatch.errors import ManifestError
-from imagebatch.manifest.reader import FieldError, validate_manifest_file
+from imagebatch.manifest.reader import validate_manifest_file
+from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import FailureClass
 from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
@@ -60,7 +61,8 @@ def validate(
 
 def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
     """Sizes the endpoint was not compiled for, as ingest reports them."""
-    from imagebatch.manifest.reader import ManifestReader, ValidItem, format_for_key
+    from imagebatch.manifest.reader import ManifestReader, format_for_key
+    from imagebatch.manifest.schema import ValidItem
     from imagebatch.models.sagemaker_contract import bucket_error, parse_buckets
 
     buckets = parse_buckets(shape_buckets)

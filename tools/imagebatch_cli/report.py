@@ -112,7 +112,7 @@ def costs_table(report: dict[str, Any]) -> Table:
 
 
 def print_cost(console: Console, summary: dict[str, Any], images: Iterable[dict[str, Any]]) -> None:
-    from imagebatch.api.routes import batch_summary
+    from imagebatch.api.responses import batch_summary
     from imagebatch.costs.prices import load_aws_prices
 
     console.print(cost_table(summary, images))

@@ -1,2 +1,2 @@
-"""The read-only query API: routes (Powertools resolver), response models and its OpenAPI
-document."""
+"""The read-only query API: routes (routes.py, a Powertools resolver), response models
+(responses.py) and its OpenAPI document (openapi.py)."""

@@ -20,8 +20,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
-    BATCH_TRANSITIONS,
     ROLLUP_WRITE_UNITS,
     SUMMARY_WRITE_UNITS,
     CostBreakdown,

@@ -84,8 +84,8 @@ class ChunkTask(BaseModel):
     chunk_concurrency: int | None = Field(default=None, ge=1)
 
 
-class ImageOutcome(BaseModel):
-    """What happened to one image; becomes its ledger record."""
+class ImageRecord(BaseModel):
+    """One image's ledger record as a reader of the ledger sees it (the query API's items)."""
 
     image_id: str
     item_id: str
@@ -94,12 +94,20 @@ class ImageOutcome(BaseModel):
     model: str
     backend: str
     seed: int
-    prompt_sha256: str
     cost_micro_usd: int = 0
-    price_source: str | None = None
     output_key: str | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
+
+
+class ImageOutcome(ImageRecord):
+    """What happened to one image; becomes its ledger record.
+
+    The fields added here are the pipeline's own bookkeeping, recorded but not published.
+    """
+
+    prompt_sha256: str
+    price_source: str | None = None
     # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
     inference_ms: int | None = None
 

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
-    BATCH_TRANSITIONS,
     SUMMARY_SIZE_BOUND,
     LambdaClock,
     Usage,

@@ -19,7 +19,8 @@ from imagebatch.backends.retry import (
 from imagebatch.costs.estimate import chunk_reservation
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
-from imagebatch.costs.usage import BATCH_TRANSITIONS, LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.transitions import BATCH_TRANSITIONS
+from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import (
     ChunkUnfinished,
     ImageGenerationError,

@@ -28,14 +28,13 @@ from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
-from imagebatch.manifest.reader import (
+from imagebatch.manifest.reader import ManifestReader, format_for_key
+from imagebatch.manifest.schema import (
     BatchSettings,
     FieldError,
     InvalidLine,
     ManifestItem,
-    ManifestReader,
     ValidItem,
-    format_for_key,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro

@@ -1,0 +1,50 @@
+"""Spend over a time range: the ledger's day rollups summed by model, backend, batch or tag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class CostGroup(BaseModel):
+    key: str
+    images: int
+    inference_micro_usd: int
+    spent_micro_usd: int
+
+
+def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[CostGroup]:
+    """Sum day rollups by model (their per-model attributes), backend, batch or a tag."""
+    totals: dict[str, list[int]] = {}
+
+    def add(key: str, images: int, inference: int, spent: int) -> None:
+        entry = totals.setdefault(key, [0, 0, 0])
+        entry[0] += images
+        entry[1] += inference
+        entry[2] += spent
+
+    for rollup in rollups:
+        if group_by == "model":
+            for name, value in rollup.items():
+                if name.startswith("model_spent#"):
+                    model = name.removeprefix("model_spent#")
+                    add(model, int(rollup.get(f"model_images#{model}", 0)), 0, int(value))
+            continue
+        if group_by == "backend":
+            key = str(rollup.get("backend", "-"))
+        elif group_by == "batch":
+            key = str(rollup.get("batch_id"))
+        else:
+            key = str((rollup.get("tags") or {}).get(group_by.removeprefix("tag:"), "(untagged)"))
+        add(
+            key,
+            int(rollup.get("images", 0)),
+            int(rollup.get("inference_micro_usd", 0)),
+            int(rollup.get("spent_micro_usd", 0)),
+        )
+    return [
+        CostGroup(key=key, images=v[0], inference_micro_usd=v[1], spent_micro_usd=v[2])
+        for key, v in sorted(totals.items(), key=lambda kv: -kv[1][2])
+    ]
