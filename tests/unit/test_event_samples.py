@@ -21,6 +21,7 @@ from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 
 from imagebatch.aws.clients import reset_clients
+from imagebatch.observability import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AWS_REGION = "us-east-1"
@@ -85,6 +86,9 @@ def stack(
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.endpoint_url,
         }.items():
             monkeypatch.setenv(name, value)
+        # Powertools reads the namespace when the shared Metrics object is built, which an
+        # earlier test may have done without this environment: set it as the stack would.
+        monkeypatch.setattr(metrics, "namespace", "imagebatch-test")
         reset_clients()
         yield {"bucket": bucket, "state_machine": machine}
     reset_clients()
