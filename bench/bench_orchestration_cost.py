@@ -23,7 +23,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from imagebatch_cli.local.pipeline import LocalOptions, local_aws
+from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
 
 from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import load_aws_prices

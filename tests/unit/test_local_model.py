@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from imagebatch_cli.local.tiny_model import (
+from imagebatch_cli.local.fakes.tiny_model import (
     MARKER,
     ImageRenderer,
     RenderRequest,

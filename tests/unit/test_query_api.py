@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from imagebatch_cli.local.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
+from imagebatch_cli.local.cloud.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
 from imagebatch.api.routes import OPENAPI_FILE, openapi_text

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from imagebatch_cli.local.http_api import LocalQueryApi, QueryApiError, load_query_handler
+from imagebatch_cli.local.cloud.http_api import LocalQueryApi, QueryApiError, load_query_handler
 
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -86,7 +86,7 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
 
     from imagebatch.aws.clients import reset_clients
     from imagebatch.aws.dynamo_items import to_item
-    from imagebatch_cli.local.stack import load_template
+    from imagebatch_cli.local.cloud.stack import load_template
 
     properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
     shape = json.loads(

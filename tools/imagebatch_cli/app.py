@@ -17,7 +17,7 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import FieldError, validate_manifest_file
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import FailureClass
-from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
+from imagebatch_cli.views.report import batches_table, categories_table, costs_table, print_cost
 
 app = typer.Typer(help="Batch image generation on AWS, priced per image.", no_args_is_help=True)
 local_app = typer.Typer(help="Run the pipeline on this machine: no AWS account needed.")
@@ -96,7 +96,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     """Price MANIFEST on every backend that can make it: total, per image, wall time."""
     from imagebatch.costs.estimate import Shape
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart
+    from imagebatch_cli.commands.estimate import estimate_manifest, estimate_table, write_chart
 
     instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
     try:
@@ -163,7 +163,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     if backend not in {"bedrock", "sagemaker"}:
         raise typer.BadParameter("--backend is bedrock or sagemaker")
-    from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
     function_env = {
@@ -259,8 +259,8 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     """Fire the nightly catalog schedule once: only changed product variants are generated."""
     from imagebatch.catalog.products import CatalogConfig
     from imagebatch.errors import CatalogError
-    from imagebatch_cli.local.catalog_local import run_local_catalog
-    from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
+    from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
 
     try:
         name = CatalogConfig.parse(config.read_bytes(), str(config)).name
@@ -334,7 +334,7 @@ OutOption = Annotated[Path, typer.Option(help="Where `local run` exported ledger
 
 @contextmanager
 def _query_api(api: str | None, out: Path) -> Iterator[Any]:
-    from imagebatch_cli.api_client import SigV4Api, local_api
+    from imagebatch_cli.query_client import SigV4Api, local_api
 
     if api:
         yield SigV4Api(api)
@@ -352,8 +352,8 @@ def batches(
     limit: Annotated[int, typer.Option(min=1, max=100)] = 25,
 ) -> None:
     """List batches, newest first, with what each spent."""
-    from imagebatch_cli.api_client import parse_since
-    from imagebatch_cli.local.http_api import QueryApiError
+    from imagebatch_cli.local.cloud.http_api import QueryApiError
+    from imagebatch_cli.query_client import parse_since
 
     query = {"limit": str(limit)}
     if since:
@@ -380,8 +380,8 @@ def costs(
     until: Annotated[str | None, typer.Option(help="ISO date; default now")] = None,
 ) -> None:
     """What was spent over a time range, grouped by model, backend, batch or a tag."""
-    from imagebatch_cli.api_client import parse_since
-    from imagebatch_cli.local.http_api import QueryApiError
+    from imagebatch_cli.local.cloud.http_api import QueryApiError
+    from imagebatch_cli.query_client import parse_since
 
     query = {"group_by": group_by, "since": str(parse_since(since))}
     if until:
@@ -407,7 +407,7 @@ def cost(
 ) -> None:
     """Print what a batch cost and why, by category, from the ledger."""
     if api:
-        from imagebatch_cli.local.http_api import QueryApiError
+        from imagebatch_cli.local.cloud.http_api import QueryApiError
 
         try:
             with _query_api(api, out) as client:
@@ -451,7 +451,7 @@ def models(
     region: Annotated[str | None, typer.Option(help="Region for --live.")] = None,
 ) -> None:
     """List the Bedrock model catalogue: families, lifecycle, prices by tier, quotas."""
-    from imagebatch_cli.models import catalogue_table, live_lifecycles
+    from imagebatch_cli.commands.models import catalogue_table, live_lifecycles
 
     catalogue = load_catalogue()
     live_by_model = None
@@ -491,7 +491,7 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = False,
 ) -> None:
     """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
-    from imagebatch_cli.redrive import (
+    from imagebatch_cli.commands.redrive import (
         RedriveError,
         build_redrive,
         read_local_reports,

@@ -38,7 +38,7 @@ from imagebatch.aws.s3_store import split_s3_uri
 from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch.costs.prices import InstancePrice
 from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
-from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack
 
 logger = logging.getLogger(__name__)
 

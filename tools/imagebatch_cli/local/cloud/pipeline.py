@@ -23,12 +23,12 @@ import boto3
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
 from imagebatch.models.records import BatchStatus, batch_id_for
-from imagebatch_cli.local import moto_workarounds
-from imagebatch_cli.local.bedrock_server import LocalBedrock
-from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
-from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
-from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
-from imagebatch_cli.local.tiny_model import (
+from imagebatch_cli.local.cloud import moto_workarounds
+from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource
+from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.cloud.stack import REGION, LocalStack, create_stack
+from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
+from imagebatch_cli.local.fakes.tiny_model import (
     ImageRenderer,
     ensure_tiny_model,
     limit_threads_for_tiny_model,
@@ -265,7 +265,10 @@ def _start_sagemaker(
         return None, {}
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
+    from imagebatch_cli.local.fakes.sagemaker_endpoint import (
+        AsyncEndpointConfig,
+        LocalAsyncEndpoint,
+    )
 
     config = AsyncEndpointConfig(stack)
     sagemaker = LocalAsyncEndpoint(

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
+from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def http_api_event(

@@ -23,7 +23,7 @@ from imagebatch.manifest.reader import (
     format_for_key,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
-from imagebatch_cli.report import usd
+from imagebatch_cli.views.report import usd
 
 
 @dataclass

@@ -46,7 +46,7 @@ from urllib.parse import unquote
 from PIL import Image
 
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
-from imagebatch_cli.local.tiny_model import ImageRenderer, RenderRequest
+from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, RenderRequest
 
 logger = logging.getLogger(__name__)
 
