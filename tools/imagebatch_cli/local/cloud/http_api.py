@@ -3,7 +3,7 @@
 moto does not run API Gateway proxy integrations, so locally the handler from template.yaml's
 QueryFunction is called with the event API Gateway would send. `QueryApiWsgi` serves it over
 WSGI (plus /openapi.json), which is what the schemathesis test drives; the CLI calls
-`LocalQueryApi.get` directly.
+`LocalQueryApi.get` directly, over the ledgers `local run` exported (`local_api`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_cli.local.cloud.ledger_export import ledger_exports
+from imagebatch_cli.query_client import QueryApiError
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 REPO = Path(__file__).resolve().parents[4]
@@ -94,10 +98,6 @@ class LocalQueryApi:
         return loaded
 
 
-class QueryApiError(Exception):
-    pass
-
-
 class QueryApiWsgi:
     """WSGI app: /openapi.json from the committed document, everything else via the handler."""
 
@@ -120,3 +120,52 @@ class QueryApiWsgi:
             f"{status} {reason.get(status, 'Status')}", [("Content-Type", "application/json")]
         )
         return [body.encode()]
+
+
+@contextmanager
+def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
+    """The query handler over the ledgers `imagebatch local run` exported under `out`.
+
+    The exports are loaded into an in-memory DynamoDB (moto) table shaped like template.yaml's
+    LedgerTable, so the handler reads them exactly as it reads the deployed table.
+    """
+    import boto3
+    from moto import mock_aws
+
+    from imagebatch.aws.clients import reset_clients
+    from imagebatch.aws.dynamo_items import to_item
+    from imagebatch_cli.local.cloud.stack import load_template
+
+    properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
+    shape = json.loads(
+        json.dumps(
+            {
+                k: properties[k]
+                for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+                if k in properties
+            }
+        )
+    )
+    saved = {k: os.environ.get(k) for k in ("LEDGER_TABLE", "DATA_BUCKET", "AWS_DEFAULT_REGION")}
+    with mock_aws():
+        os.environ.update(
+            {
+                "LEDGER_TABLE": "local-ledger",
+                "DATA_BUCKET": "local-data",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        try:
+            client = boto3.client("dynamodb", region_name="us-east-1")
+            client.create_table(TableName="local-ledger", BillingMode="PAY_PER_REQUEST", **shape)
+            for record in ledger_exports(out):
+                client.put_item(TableName="local-ledger", Item=to_item(record))
+            reset_clients()
+            yield LocalQueryApi(load_query_handler(template.parent / "functions" / "query"))
+        finally:
+            reset_clients()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
