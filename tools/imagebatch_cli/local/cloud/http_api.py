@@ -9,9 +9,7 @@ WSGI (plus /openapi.json), which is what the schemathesis test drives; the CLI c
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,8 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_cli.local.cloud.lambda_runtime import (
+    LocalLambdaContext,
+    load_module,
+    process_environment,
+)
 from imagebatch_cli.local.cloud.ledger_export import ledger_exports
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
 from imagebatch_cli.query_client import QueryApiError
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -41,9 +44,9 @@ def http_api_event(
         "headers": {"host": "localhost", **{k.lower(): v for k, v in headers.items()}},
         "queryStringParameters": dict(query) if query else None,
         "requestContext": {
-            "accountId": "123456789012",
+            "accountId": ACCOUNT_ID,
             "apiId": "local",
-            "authorizer": {"iam": {"accountId": "123456789012", "userId": "local"}},
+            "authorizer": {"iam": {"accountId": ACCOUNT_ID, "userId": "local"}},
             "domainName": "localhost",
             "http": {
                 "method": method,
@@ -65,12 +68,7 @@ def http_api_event(
 def load_query_handler(code_dir: Path | None = None) -> Handler:
     """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
     path = (code_dir or REPO / "functions" / "query") / "app.py"
-    spec = importlib.util.spec_from_file_location("imagebatch_fn_QueryFunction", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler: Handler = module.handler
+    handler: Handler = load_module("imagebatch_fn_QueryFunction", path).handler
     return handler
 
 
@@ -146,17 +144,14 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
             }
         )
     )
-    saved = {k: os.environ.get(k) for k in ("LEDGER_TABLE", "DATA_BUCKET", "AWS_DEFAULT_REGION")}
-    with mock_aws():
-        os.environ.update(
-            {
-                "LEDGER_TABLE": "local-ledger",
-                "DATA_BUCKET": "local-data",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-        )
+    settings = {
+        "LEDGER_TABLE": "local-ledger",
+        "DATA_BUCKET": "local-data",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    with mock_aws(), process_environment(settings):
         try:
-            client = boto3.client("dynamodb", region_name="us-east-1")
+            client = boto3.client("dynamodb", region_name=REGION)
             client.create_table(TableName="local-ledger", BillingMode="PAY_PER_REQUEST", **shape)
             for record in ledger_exports(out):
                 client.put_item(TableName="local-ledger", Item=to_item(record))
@@ -164,8 +159,3 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
             yield LocalQueryApi(load_query_handler(template.parent / "functions" / "query"))
         finally:
             reset_clients()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
