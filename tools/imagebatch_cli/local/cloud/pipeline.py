@@ -1,7 +1,8 @@
 """The whole pipeline on this machine: moto plays AWS, a local model plays Bedrock.
 
 Same template, same handlers, same state machine definition as a deployment; only the
-endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py.
+endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py. What this
+relies on, and what it cannot check, is in docs/local-aws.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 SAM's transform and CloudFormation do not run offline, so this reads the template itself
 (cfn-lint's decoder understands !Ref, !GetAtt and !Sub), resolves intrinsics and creates
-each resource the pipeline uses with boto3 against the moto server.
+each resource the pipeline uses with boto3 against the moto server (docs/local-aws.md).
 """
 
 from __future__ import annotations
