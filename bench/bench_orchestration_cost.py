@@ -4,8 +4,9 @@ Runs IMAGES (default 10,000) images of 64x64 at 1 step through the local AWS (`l
 template, handlers, state machine, local Bedrock), then prices the operations the ledger
 counted (Step Functions transitions, Lambda requests and billed GB-s, DynamoDB units, S3
 requests, bytes stored) with src/imagebatch/data/aws_prices.json, per 1,000 images made.
-Baseline: one Standard workflow execution per image (8 transitions, DESIGN.md) with one
-Lambda request per image and the same S3/DynamoDB work. Target: <= $0.007 per 1,000.
+Baseline: one Standard workflow execution per image (8 transitions: an assumed per-image
+workflow, see bench/README.md) with one Lambda request per image and the same S3/DynamoDB
+work. Target: <= $0.007 per 1,000.
 
 The chunk Lambdas' billed duration here is how long they waited on the local model; on
 Bedrock they wait on Bedrock, so a projection with throughput.json's Bedrock latency is
@@ -23,7 +24,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from imagebatch_cli.local.pipeline import LocalOptions, local_aws
+from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
 
 from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import load_aws_prices

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
-from imagebatch_cli.redrive import build_redrive, read_s3_reports
+from imagebatch_cli.commands.redrive import build_redrive, read_s3_reports
+from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 
 from imagebatch.models.bedrock_models import load_catalogue
 

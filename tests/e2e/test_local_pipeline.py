@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
 from imagebatch.costs.estimate import Shape, bedrock_options

@@ -10,9 +10,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from imagebatch_cli.main import app
-from imagebatch_cli.models import catalogue_table, live_lifecycles
-from imagebatch_cli.redrive import RedriveError, build_redrive
+from imagebatch_cli.app import app
+from imagebatch_cli.commands.models import live_lifecycles
+from imagebatch_cli.commands.redrive import RedriveError, build_redrive
+from imagebatch_cli.views.catalogue import catalogue_table
 from rich.console import Console
 from typer.testing import CliRunner
 

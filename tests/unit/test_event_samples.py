@@ -16,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from imagebatch_cli.local.bedrock_server import LocalBedrock
-from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
-from imagebatch_cli.local.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
+from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
+from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.observability import metrics

@@ -87,7 +87,7 @@ def test_sagemaker_estimate_uses_instance_seconds_and_budgets_refuse_it(tmp_path
 
 
 def test_validate_cli_names_the_buckets_like_ingest(tmp_path: Path) -> None:
-    from imagebatch_cli.main import app
+    from imagebatch_cli.app import app
     from typer.testing import CliRunner
 
     path = tmp_path / "m.jsonl"

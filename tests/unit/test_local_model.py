@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from imagebatch_cli.local.tiny_model import (
+from imagebatch_cli.local.fakes.tiny_model import (
     MARKER,
     ImageRenderer,
     RenderRequest,
@@ -111,6 +113,41 @@ def test_negative_prompts_mix_with_none(renderer: ImageRenderer) -> None:
     negative = RenderRequest("a red cube", "blurry", 64, 64, seed=5, steps=1, guidance=2.0)
     images = renderer.render([plain, negative])
     assert len(images) == 2
+
+
+class RecordingPipeline:
+    """A stand-in diffusers pipeline: records each call's shape, answers blank images."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int, list[str] | None]] = []
+
+    def __call__(self, **kwargs: Any) -> Any:
+        prompts = kwargs["prompt"]
+        self.calls.append(
+            (kwargs["width"], kwargs["height"], len(prompts), kwargs["negative_prompt"])
+        )
+        blank = Image.new("RGB", (kwargs["width"], kwargs["height"]))
+        return SimpleNamespace(images=[blank] * len(prompts))
+
+
+def test_renderer_makes_the_pipeline_calls_the_serving_engine_would() -> None:
+    # GIVEN a renderer of at most 2 images a call over a pipeline that records its calls
+    pipeline = RecordingPipeline()
+    renderer = ImageRenderer(pipeline, max_batch=2)
+    negative = RenderRequest("a cup", "blurry", 64, 64, seed=9, steps=1)
+    requests = [request(1), request(2, width=112), request(3), request(4), negative]
+    # WHEN it renders five requests of two shapes
+    images = renderer.render(requests)
+    # THEN calls group one shape up to the batch size in first-seen order (the serving
+    # engine's micro-batching), negatives go as a list only to the call that has one,
+    # and the images come back in request order as PNGs
+    assert pipeline.calls == [
+        (64, 64, 2, None),
+        (112, 64, 1, None),
+        (64, 64, 2, ["", "blurry"]),
+    ]
+    assert [image.seed for image in images] == [1, 2, 3, 4, 9]
+    assert [png_size(image.png) for image in images][:2] == [(64, 64), (112, 64)]
 
 
 def test_request_rejects_sizes_the_unet_cannot_take() -> None:

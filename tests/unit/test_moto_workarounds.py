@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from imagebatch_cli.local import moto_workarounds
+from imagebatch_cli.local.cloud import moto_workarounds
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"

@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from hypothesis import HealthCheck, settings
-from imagebatch_cli.local.http_api import (
+from imagebatch_cli.local.cloud.http_api import (
     LocalQueryApi,
     QueryApiWsgi,
     http_api_event,

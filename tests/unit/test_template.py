@@ -4,7 +4,7 @@ cfn-lint and `sam validate` check that the template is well formed; these tests 
 project's own rules, which no linter knows: explicit IAM actions, locked-down buckets, every
 function on arm64/python3.12+/X-Ray with the domain layer, ASL placeholders that match the
 template's substitutions, and no ASL feature that the local Step Functions engine (moto)
-cannot run (see DESIGN.md, "Running without AWS").
+cannot run (docs/local-aws.md, "What moto does not check").
 """
 
 from __future__ import annotations
@@ -410,8 +410,8 @@ def test_state_machines_are_standard(template: dict[str, Any]) -> None:
 
 
 def test_asl_uses_only_features_the_local_engine_runs(template: dict[str, Any]) -> None:
-    # DESIGN.md: moto cannot parse ItemBatcher and rejects JSONL input and EXPRESS children;
-    # chunk at ingest instead, and run Distributed Map children as STANDARD executions.
+    # docs/local-aws.md: moto cannot parse ItemBatcher and rejects JSONL input and EXPRESS
+    # children; chunk at ingest instead, and run Distributed Map children as STANDARD.
     for machine in state_machines(template).values():
         path, text = load_asl(machine)
         for key, value in walk_json(json.loads(text)):

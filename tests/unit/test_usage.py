@@ -88,7 +88,7 @@ def test_auto_picks_the_cheapest_option_within_the_deadline() -> None:
 
 
 def test_estimate_command_prints_every_backend_and_writes_a_chart(tmp_path: Path) -> None:
-    from imagebatch_cli.main import app
+    from imagebatch_cli.app import app
 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(
@@ -114,7 +114,7 @@ def test_estimate_command_prints_every_backend_and_writes_a_chart(tmp_path: Path
 
 @pytest.mark.parametrize("minutes", ["0.01"])
 def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, minutes: str) -> None:
-    from imagebatch_cli.main import app
+    from imagebatch_cli.app import app
 
     manifest = tmp_path / "m.jsonl"
     lines = [{"batch": {"model": MODEL}}, *({"id": f"i{i}", "prompt": "a"} for i in range(500))]

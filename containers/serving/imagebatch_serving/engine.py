@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
@@ -31,6 +31,8 @@ from imagebatch.models.sagemaker_contract import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 7.5
@@ -112,21 +114,39 @@ def shape_of(job: ImageJob) -> CallShape:
     )
 
 
-def micro_batches(jobs: Sequence[ImageJob], max_batch: int) -> list[list[ImageJob]]:
-    """Group jobs of one shape into calls of at most max_batch, keeping first-seen order."""
+def group_by_shape(
+    items: Sequence[T], shape: Callable[[T], CallShape], max_batch: int
+) -> list[list[T]]:
+    """Group items of one shape into calls of at most max_batch, keeping first-seen order.
+
+    Generic over the item so the local Bedrock's renderer (tools/imagebatch_cli/local/fakes)
+    batches its requests exactly as this engine batches a chunk's jobs.
+    """
     if max_batch < 1:
         raise ValueError("max_batch must be at least 1")
-    open_batches: dict[CallShape, list[ImageJob]] = {}
-    batches: list[list[ImageJob]] = []
-    for job in jobs:
-        shape = shape_of(job)
-        batch = open_batches.get(shape)
+    open_batches: dict[CallShape, list[T]] = {}
+    batches: list[list[T]] = []
+    for item in items:
+        key = shape(item)
+        batch = open_batches.get(key)
         if batch is None or len(batch) >= max_batch:
             batch = []
-            open_batches[shape] = batch
+            open_batches[key] = batch
             batches.append(batch)
-        batch.append(job)
+        batch.append(item)
     return batches
+
+
+def negative_prompts_of(negatives: Sequence[str | None]) -> list[str] | None:
+    """A call's negative prompts: one per image ('' where an image has none), or None when
+    no image has one, so the pipeline keeps its own default."""
+    values = [negative or "" for negative in negatives]
+    return values if any(values) else None
+
+
+def micro_batches(jobs: Sequence[ImageJob], max_batch: int) -> list[list[ImageJob]]:
+    """A chunk's jobs as pipeline calls: one shape per call, at most max_batch each."""
+    return group_by_shape(jobs, shape_of, max_batch)
 
 
 class ServingEngine:
@@ -192,13 +212,12 @@ class ServingEngine:
         self, invocation: ChunkInvocation, batch: list[ImageJob], index: int
     ) -> ServingCall:
         shape = shape_of(batch[0])
-        negatives = [job.negative_prompt or "" for job in batch]
         with self._lock:
             started = time.perf_counter()
             images = self.backend.generate(
                 shape,
                 [job.prompt for job in batch],
-                negatives if any(negatives) else None,
+                negative_prompts_of([job.negative_prompt for job in batch]),
                 [job.seed for job in batch],
             )
             # Measured around the pipeline only: the instance-seconds the images consumed.

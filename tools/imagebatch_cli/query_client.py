@@ -6,8 +6,8 @@ Both answer the same paths with the same JSON, so the CLI's tables do not care w
 from __future__ import annotations
 
 import json
-import os
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
-
-from imagebatch_cli.local.http_api import LocalQueryApi, QueryApiError, load_query_handler
 
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -31,6 +29,10 @@ def parse_since(value: str | None) -> str | None:
         delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
         return (datetime.now(UTC) - delta).isoformat(timespec="seconds").replace("+00:00", "Z")
     return value
+
+
+class QueryApiError(Exception):
+    pass
 
 
 class QueryApi(Protocol):
@@ -67,57 +69,16 @@ class SigV4Api:
             raise QueryApiError(f"GET {path}: HTTP {exc.code}: {exc.read().decode()}") from exc
 
 
-def _ledger_exports(out: Path) -> Iterator[dict[str, Any]]:
-    for export in sorted(out.glob("*/ledger.jsonl")):
-        for line in export.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield json.loads(line)
-
-
 @contextmanager
-def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
-    """The query handler over the ledgers `imagebatch local run` exported under `out`.
+def query_api(
+    api: str | None, out: Path, template: Path = Path("template.yaml")
+) -> Iterator[QueryApi]:
+    """The deployed stack's API when `api` is given, else the same handler over the ledgers
+    `imagebatch local run` exported under `out`."""
+    if api:
+        yield SigV4Api(api)
+        return
+    from imagebatch_cli.local.cloud.http_api import local_api
 
-    The exports are loaded into an in-memory DynamoDB (moto) table shaped like template.yaml's
-    LedgerTable, so the handler reads them exactly as it reads the deployed table.
-    """
-    import boto3
-    from moto import mock_aws
-
-    from imagebatch.aws.clients import reset_clients
-    from imagebatch.aws.dynamo_items import to_item
-    from imagebatch_cli.local.stack import load_template
-
-    properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
-    shape = json.loads(
-        json.dumps(
-            {
-                k: properties[k]
-                for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
-                if k in properties
-            }
-        )
-    )
-    saved = {k: os.environ.get(k) for k in ("LEDGER_TABLE", "DATA_BUCKET", "AWS_DEFAULT_REGION")}
-    with mock_aws():
-        os.environ.update(
-            {
-                "LEDGER_TABLE": "local-ledger",
-                "DATA_BUCKET": "local-data",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-        )
-        try:
-            client = boto3.client("dynamodb", region_name="us-east-1")
-            client.create_table(TableName="local-ledger", BillingMode="PAY_PER_REQUEST", **shape)
-            for record in _ledger_exports(out):
-                client.put_item(TableName="local-ledger", Item=to_item(record))
-            reset_clients()
-            yield LocalQueryApi(load_query_handler(template.parent / "functions" / "query"))
-        finally:
-            reset_clients()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with local_api(out, template) as local:
+        yield local

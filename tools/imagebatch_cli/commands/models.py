@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any, Protocol
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Protocol
 
-from botocore.exceptions import ClientError
-from rich.table import Table
+import typer
 
-from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
+from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec, load_catalogue
+from imagebatch_cli.views.console import console, fail
 
 
 class FoundationModels(Protocol):
@@ -44,6 +44,9 @@ def _day(value: object) -> date | None:
 
 def live_lifecycles(client: FoundationModels, catalogue: ModelCatalogue) -> list[LiveLifecycle]:
     """GetFoundationModel for each catalogue model; a model the region lacks is reported."""
+    # botocore only when asked to go live: `imagebatch models` alone stays offline and fast.
+    from botocore.exceptions import ClientError
+
     found = []
     for spec in catalogue.models:
         try:
@@ -72,48 +75,31 @@ def live_lifecycles(client: FoundationModels, catalogue: ModelCatalogue) -> list
     return found
 
 
-def _prices(spec: ModelSpec) -> str:
-    return ", ".join(f"{p.tier} ${p.usd_per_image}" for p in spec.prices)
+def models(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also ask Bedrock (GetFoundationModel, your AWS credentials) for each "
+            "model's lifecycle and compare it with the catalogue.",
+        ),
+    ] = False,
+    region: Annotated[str | None, typer.Option(help="Region for --live.")] = None,
+) -> None:
+    """List the Bedrock model catalogue: families, lifecycle, prices by tier, quotas."""
+    from imagebatch_cli.views.catalogue import catalogue_table
 
+    catalogue = load_catalogue()
+    live_by_model = None
+    if live:
+        import boto3
+        from botocore.exceptions import BotoCoreError
 
-def _lifecycle(spec: ModelSpec, today: date) -> str:
-    lifecycle = spec.lifecycle
-    if lifecycle.end_of_life is None:
-        return lifecycle.status
-    state = "RETIRED" if spec.is_retired(today) else lifecycle.status
-    advice = f", use {lifecycle.replacement}" if lifecycle.replacement else ""
-    return f"{state} (end of life {lifecycle.end_of_life}{advice})"
-
-
-def catalogue_table(
-    catalogue: ModelCatalogue, today: date, live: dict[str, LiveLifecycle] | None = None
-) -> Table:
-    table = Table(title="Bedrock text-to-image models (catalogue)", header_style="bold")
-    # Never truncate an id: it is what a manifest must name.
-    table.add_column("model id", no_wrap=True, min_width=max(len(m) for m in catalogue.model_ids))
-    for column in ("family", "lifecycle", "price per image", "quota img/min"):
-        table.add_column(column)
-    if live is not None:
-        table.add_column("live (GetFoundationModel)")
+        try:
+            client = boto3.client("bedrock", region_name=region)
+            live_by_model = {f.model_id: f for f in live_lifecycles(client, catalogue)}
+        except BotoCoreError as exc:
+            fail(f"cannot ask Bedrock: {exc}")
+    console.print(catalogue_table(catalogue, datetime.now(UTC).date(), live_by_model))
     for spec in catalogue.models:
-        row = [
-            spec.model_id,
-            spec.request_family,
-            _lifecycle(spec, today),
-            _prices(spec),
-            str(spec.throughput.images_per_minute),
-        ]
-        if live is not None:
-            row.append(_live_cell(spec, live.get(spec.model_id)))
-        table.add_row(*row)
-    return table
-
-
-def _live_cell(spec: ModelSpec, live: LiveLifecycle | None) -> str:
-    if live is None:
-        return "-"
-    if live.error is not None:
-        return f"[red]{live.error}[/red]"
-    eol = f", end of life {live.end_of_life}" if live.end_of_life else ""
-    verdict = "agrees" if live.agrees_with(spec) else "[yellow]differs from the catalogue[/yellow]"
-    return f"{live.status}{eol}: {verdict}"
+        console.print(f"  {spec.model_id}: sizes {spec.describe_sizes()}", soft_wrap=True)

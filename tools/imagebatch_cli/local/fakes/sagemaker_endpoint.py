@@ -38,7 +38,8 @@ from imagebatch.aws.s3_store import split_s3_uri
 from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch.costs.prices import InstancePrice
 from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
-from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack
+from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +72,11 @@ class LocalServingApp:
         )
         server = make_server("127.0.0.1", 0, create_app(load_engine(settings)), threaded=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="serving", daemon=True)
-        self._thread.start()
+        self._thread = serve_in_background(server, "serving")
         return f"http://127.0.0.1:{server.server_port}"
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        stop_serving(self._server, self._thread)
         self._server, self._thread = None, None
 
 
@@ -140,15 +136,8 @@ class LocalAsyncEndpoint:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="local-sagemaker-runtime",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = serve_in_background(self._server, "local-sagemaker-runtime")
         return self.url
 
     @property
@@ -158,12 +147,10 @@ class LocalAsyncEndpoint:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_serving(self._server, self._thread)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.scale_in()
-        self._server = None
+        self._server, self._thread = None, None
 
     def _record(self, event: ScaleEvent) -> None:
         self.scaling_events.append(event)
@@ -290,6 +277,22 @@ class LocalAsyncEndpoint:
         location = request["output_location"] if ok else request["failure_location"]
         out_bucket, out_key = split_s3_uri(location)
         s3.put_object(Bucket=out_bucket, Key=out_key, Body=answer, ContentType=content_type)
+        notification = self._notification(request, status, content_type, location)
+        topic = self.config.success_topic if ok else self.config.error_topic
+        if topic:
+            sns = boto3.client("sns", endpoint_url=self._aws_endpoint, region_name=REGION)
+            sns.publish(TopicArn=topic, Message=json.dumps(notification))
+        with self._lock:
+            if ok:
+                self.completed += 1
+            else:
+                self.failed += 1
+
+    def _notification(
+        self, request: dict[str, Any], status: int, content_type: str, location: str
+    ) -> dict[str, Any]:
+        """The success or error notification SageMaker publishes for one request."""
+        ok = status == 200
         response_parameters: dict[str, str] = {"contentType": content_type}
         response_parameters["outputLocation" if ok else "failureLocation"] = location
         notification: dict[str, Any] = {
@@ -311,15 +314,7 @@ class LocalAsyncEndpoint:
         if not ok:
             notification["failureReason"] = MODEL_ERROR_REASON.format(status=status)
         AsyncNotification.model_validate(notification)  # the shape record_result will parse
-        topic = self.config.success_topic if ok else self.config.error_topic
-        if topic:
-            sns = boto3.client("sns", endpoint_url=self._aws_endpoint, region_name=REGION)
-            sns.publish(TopicArn=topic, Message=json.dumps(notification))
-        with self._lock:
-            if ok:
-                self.completed += 1
-            else:
-                self.failed += 1
+        return notification
 
     def _post(self, request: dict[str, Any], body: bytes) -> tuple[int, str, bytes]:
         headers = {"Content-Type": request["content_type"], "Accept": request["accept"]}

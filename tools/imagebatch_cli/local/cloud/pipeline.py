@@ -1,14 +1,14 @@
 """The whole pipeline on this machine: moto plays AWS, a local model plays Bedrock.
 
 Same template, same handlers, same state machine definition as a deployment; only the
-endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py.
+endpoints differ (AWS_ENDPOINT_URL*), and the workarounds in moto_workarounds.py. What this
+relies on, and what it cannot check, is in docs/local-aws.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +23,12 @@ import boto3
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
 from imagebatch.models.records import BatchStatus, batch_id_for
-from imagebatch_cli.local import moto_workarounds
-from imagebatch_cli.local.bedrock_server import LocalBedrock
-from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
-from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
-from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
-from imagebatch_cli.local.tiny_model import (
+from imagebatch_cli.local.cloud import moto_workarounds
+from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource
+from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime, process_environment
+from imagebatch_cli.local.cloud.stack import REGION, LocalStack, create_stack
+from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
+from imagebatch_cli.local.fakes.tiny_model import (
     ImageRenderer,
     ensure_tiny_model,
     limit_threads_for_tiny_model,
@@ -232,20 +232,6 @@ _LOCAL_ENV = {
 }
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _function_environment(stack: LocalStack) -> dict[str, str]:
     """Handlers run in one process, so their variables share os.environ; none may clash."""
     merged: dict[str, str] = {}
@@ -265,7 +251,10 @@ def _start_sagemaker(
         return None, {}
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
+    from imagebatch_cli.local.fakes.sagemaker_endpoint import (
+        AsyncEndpointConfig,
+        LocalAsyncEndpoint,
+    )
 
     config = AsyncEndpointConfig(stack)
     sagemaker = LocalAsyncEndpoint(
@@ -297,6 +286,51 @@ def _quiet_libraries() -> None:
         library_logging.disable_progress_bar()
 
 
+def _local_bedrock(options: LocalOptions) -> LocalBedrock:
+    """The local Bedrock over the tiny model, or over the model in options.model_dir."""
+    if options.model_dir is None:
+        limit_threads_for_tiny_model()
+    renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
+    return LocalBedrock(
+        renderer,
+        render_short_side=options.render_short_side,
+        render_steps=options.render_steps,
+        throttle_rate=options.throttle_rate,
+        content_filter_rate=options.content_filter_rate,
+        fault_seed=options.fault_seed,
+    )
+
+
+@contextmanager
+def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> Iterator[LocalAws]:
+    """The template's resources in moto, its handlers run in-process, its SQS event sources
+    polled and, with the SageMaker backend, the local async endpoint; stopped after."""
+    moto_workarounds.enable_state_machine_execution(endpoint)
+    moto_workarounds.serialise_dynamodb_writes()
+    moto_workarounds.forward_task_failure_cause()
+    errors: list[BaseException] = []
+    moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
+    stack = create_stack(options.template, endpoint, parameter_overrides=options.stack_parameters())
+    runtime = InProcessLambdaRuntime(stack.functions)
+    moto_workarounds.run_lambdas_in_process(runtime.invoke)
+    sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
+    poller = SqsEventSourcePoller(
+        runtime, [SqsSource(*source) for source in stack.sqs_sources], endpoint
+    )
+    poller.start()
+    with process_environment(
+        {**_function_environment(stack), **sagemaker_env, **options.function_environment}
+    ):
+        reset_clients()
+        try:
+            yield LocalAws(endpoint, stack, runtime, bedrock, errors, sagemaker, poller)
+        finally:
+            reset_clients()
+            poller.stop()
+            if sagemaker is not None:
+                sagemaker.stop()
+
+
 @contextmanager
 def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     """Start moto, the local Bedrock and the template's resources; tear all down after."""
@@ -307,61 +341,21 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     bedrock: LocalBedrock | None = None
-    sagemaker: Any = None
     try:
         server.start()
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         # moto's backends live in this process: start from nothing every time.
         moto_workarounds.reset_moto(endpoint)
-        if options.model_dir is None:
-            limit_threads_for_tiny_model()
-        renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
-        bedrock = LocalBedrock(
-            renderer,
-            render_short_side=options.render_short_side,
-            render_steps=options.render_steps,
-            throttle_rate=options.throttle_rate,
-            content_filter_rate=options.content_filter_rate,
-            fault_seed=options.fault_seed,
-        )
+        bedrock = _local_bedrock(options)
         env = {
             **_LOCAL_ENV,
             "MOTO_PORT": str(port),
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start(),
         }
-        with _environment(env):
-            moto_workarounds.enable_state_machine_execution(endpoint)
-            moto_workarounds.serialise_dynamodb_writes()
-            moto_workarounds.forward_task_failure_cause()
-            errors: list[BaseException] = []
-            moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
-            stack = create_stack(
-                options.template, endpoint, parameter_overrides=options.stack_parameters()
-            )
-            runtime = InProcessLambdaRuntime(stack.functions)
-            moto_workarounds.run_lambdas_in_process(runtime.invoke)
-            sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
-            poller = SqsEventSourcePoller(
-                runtime, [SqsSource(*source) for source in stack.sqs_sources], endpoint
-            )
-            poller.start()
-            with _environment(
-                {
-                    **_function_environment(stack),
-                    **sagemaker_env,
-                    **options.function_environment,
-                }
-            ):
-                reset_clients()
-                try:
-                    yield LocalAws(endpoint, stack, runtime, bedrock, errors, sagemaker, poller)
-                finally:
-                    reset_clients()
-                    poller.stop()
-                    if sagemaker is not None:
-                        sagemaker.stop()
+        with process_environment(env), _deployed(options, endpoint, bedrock) as aws:
+            yield aws
     finally:
         if bedrock is not None:
             bedrock.stop()

@@ -14,10 +14,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 from imagebatch.aws.s3_store import report_key
 from imagebatch.models.records import FailureClass
+from imagebatch_cli.views.console import console, fail
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -102,3 +105,60 @@ def read_s3_reports(s3: S3Client, bucket: str, batch_id: str) -> tuple[list[str]
             ) from exc
         return [], []
     return redrive, lines(FAILED_REPORT) or []
+
+
+def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
+    batch_id: str,
+    out: Annotated[Path, typer.Option(help="Where `local run` exported the batch.")] = Path("out"),
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="Read the report from this data bucket instead (AWS credentials)."),
+    ] = None,
+    failure_class: Annotated[
+        list[FailureClass] | None,
+        typer.Option("--class", help="Only images that failed with this class (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Manifest to write; default redrive-<batch-id>.jsonl.")
+    ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(help="Upload it under manifests/ of --bucket, which starts the redrive."),
+    ] = False,
+) -> None:
+    """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
+    if upload and not bucket:
+        fail("--upload needs --bucket", code=2)
+    try:
+        if bucket:
+            from imagebatch.aws.clients import s3_client
+
+            redrive_lines, failed_lines = read_s3_reports(s3_client(), bucket, batch_id)
+        else:
+            redrive_lines, failed_lines = read_local_reports(out, batch_id)
+        if not redrive_lines:
+            console.print(f"batch {batch_id} has no failed images: nothing to redrive")
+            return
+        manifest = build_redrive(
+            redrive_lines, failed_lines, set(failure_class) if failure_class else None
+        )
+    except RedriveError as exc:
+        fail(exc)
+    if manifest.items == 0:
+        console.print(f"no failed image of batch {batch_id} has the classes asked for")
+        return
+    target = manifest.write(output or Path(f"redrive-{batch_id}.jsonl"))
+    by_class = ", ".join(f"{n} {c}" for c, n in sorted(manifest.classes.items()))
+    console.print(f"{manifest.items} failed image(s) ({by_class}) -> [bold]{target}[/bold]")
+    if upload and bucket:
+        _upload(target, bucket)
+    elif not bucket:
+        console.print(f"run it: imagebatch local run {target}")
+
+
+def _upload(manifest: Path, bucket: str) -> None:
+    from imagebatch.aws.clients import s3_client
+
+    key = f"manifests/{manifest.name}"
+    s3_client().upload_file(str(manifest), bucket, key)
+    console.print(f"uploaded to s3://{bucket}/{key}: the redrive batch has started")

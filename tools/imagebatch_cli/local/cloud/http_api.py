@@ -3,25 +3,32 @@
 moto does not run API Gateway proxy integrations, so locally the handler from template.yaml's
 QueryFunction is called with the event API Gateway would send. `QueryApiWsgi` serves it over
 WSGI (plus /openapi.json), which is what the schemathesis test drives; the CLI calls
-`LocalQueryApi.get` directly.
+`LocalQueryApi.get` directly, over the ledgers `local run` exported (`local_api`).
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
+from imagebatch_cli.local.cloud.lambda_runtime import (
+    LocalLambdaContext,
+    load_module,
+    process_environment,
+)
+from imagebatch_cli.local.cloud.ledger_export import ledger_exports
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
+from imagebatch_cli.query_client import QueryApiError
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def http_api_event(
@@ -37,9 +44,9 @@ def http_api_event(
         "headers": {"host": "localhost", **{k.lower(): v for k, v in headers.items()}},
         "queryStringParameters": dict(query) if query else None,
         "requestContext": {
-            "accountId": "123456789012",
+            "accountId": ACCOUNT_ID,
             "apiId": "local",
-            "authorizer": {"iam": {"accountId": "123456789012", "userId": "local"}},
+            "authorizer": {"iam": {"accountId": ACCOUNT_ID, "userId": "local"}},
             "domainName": "localhost",
             "http": {
                 "method": method,
@@ -61,12 +68,7 @@ def http_api_event(
 def load_query_handler(code_dir: Path | None = None) -> Handler:
     """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
     path = (code_dir or REPO / "functions" / "query") / "app.py"
-    spec = importlib.util.spec_from_file_location("imagebatch_fn_QueryFunction", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler: Handler = module.handler
+    handler: Handler = load_module("imagebatch_fn_QueryFunction", path).handler
     return handler
 
 
@@ -94,10 +96,6 @@ class LocalQueryApi:
         return loaded
 
 
-class QueryApiError(Exception):
-    pass
-
-
 class QueryApiWsgi:
     """WSGI app: /openapi.json from the committed document, everything else via the handler."""
 
@@ -120,3 +118,44 @@ class QueryApiWsgi:
             f"{status} {reason.get(status, 'Status')}", [("Content-Type", "application/json")]
         )
         return [body.encode()]
+
+
+@contextmanager
+def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
+    """The query handler over the ledgers `imagebatch local run` exported under `out`.
+
+    The exports are loaded into an in-memory DynamoDB (moto) table shaped like template.yaml's
+    LedgerTable, so the handler reads them exactly as it reads the deployed table.
+    """
+    import boto3
+    from moto import mock_aws
+
+    from imagebatch.aws.clients import reset_clients
+    from imagebatch.aws.dynamo_items import to_item
+    from imagebatch_cli.local.cloud.stack import load_template
+
+    properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
+    shape = json.loads(
+        json.dumps(
+            {
+                k: properties[k]
+                for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+                if k in properties
+            }
+        )
+    )
+    settings = {
+        "LEDGER_TABLE": "local-ledger",
+        "DATA_BUCKET": "local-data",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    with mock_aws(), process_environment(settings):
+        try:
+            client = boto3.client("dynamodb", region_name=REGION)
+            client.create_table(TableName="local-ledger", BillingMode="PAY_PER_REQUEST", **shape)
+            for record in ledger_exports(out):
+                client.put_item(TableName="local-ledger", Item=to_item(record))
+            reset_clients()
+            yield LocalQueryApi(load_query_handler(template.parent / "functions" / "query"))
+        finally:
+            reset_clients()

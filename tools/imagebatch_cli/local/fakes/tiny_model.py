@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import logging
 import os
@@ -27,8 +26,7 @@ from typing import Any
 import diffusers as _diffusers
 import torch
 from imagebatch_serving.backends import DiffusersBackend, load_diffusers_pipeline
-from imagebatch_serving.engine import CallShape
-from PIL import Image
+from imagebatch_serving.engine import CallShape, encode_png, group_by_shape, negative_prompts_of
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 logger = logging.getLogger(__name__)
@@ -263,8 +261,11 @@ class RenderRequest:
             raise ValueError(f"seed must not be negative: {self}")
 
     @property
-    def shape_key(self) -> tuple[int, int, int, float]:
-        return (self.width, self.height, self.steps, self.guidance)
+    def call_shape(self) -> CallShape:
+        """Requests of one call shape share a pipeline call (the serving engine's rule)."""
+        return CallShape(
+            width=self.width, height=self.height, steps=self.steps, guidance=self.guidance
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,29 +273,6 @@ class RenderedImage:
     png: bytes
     seed: int
     seconds: float
-
-
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes that depend only on the pixels: fixed compression, no metadata chunks."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
-
-
-def _micro_batches(
-    requests: Sequence[RenderRequest], max_batch: int
-) -> list[list[tuple[int, RenderRequest]]]:
-    """Group requests of the same shape into batches, remembering each one's position."""
-    open_batches: dict[tuple[int, int, int, float], list[tuple[int, RenderRequest]]] = {}
-    batches: list[list[tuple[int, RenderRequest]]] = []
-    for index, request in enumerate(requests):
-        batch = open_batches.get(request.shape_key)
-        if batch is None or len(batch) >= max_batch:
-            batch = []
-            open_batches[request.shape_key] = batch
-            batches.append(batch)
-        batch.append((index, request))
-    return batches
 
 
 class ImageRenderer:
@@ -323,8 +301,12 @@ class ImageRenderer:
         return self._max_batch
 
     def render(self, requests: Sequence[RenderRequest]) -> list[RenderedImage]:
+        """Render every request, in shape-grouped calls; results in the requests' order."""
         results: list[RenderedImage | None] = [None] * len(requests)
-        for batch in _micro_batches(requests, self._max_batch):
+        batches = group_by_shape(
+            list(enumerate(requests)), lambda indexed: indexed[1].call_shape, self._max_batch
+        )
+        for batch in batches:
             for index, image in zip(
                 (i for i, _ in batch), self._render_batch([r for _, r in batch]), strict=True
             ):
@@ -332,17 +314,12 @@ class ImageRenderer:
         return [image for image in results if image is not None]
 
     def _render_batch(self, batch: list[RenderRequest]) -> list[RenderedImage]:
-        first = batch[0]
-        negatives = [r.negative_prompt or "" for r in batch]
         started = time.perf_counter()
-        shape = CallShape(
-            width=first.width, height=first.height, steps=first.steps, guidance=first.guidance
-        )
         with self._lock:
             images = self._backend.generate(
-                shape,
+                batch[0].call_shape,
                 [r.prompt for r in batch],
-                negatives if any(negatives) else None,
+                negative_prompts_of([r.negative_prompt for r in batch]),
                 [r.seed for r in batch],
             )
         pngs = [encode_png(image) for image in images]
@@ -359,7 +336,6 @@ __all__ = [
     "RenderedImage",
     "build_tiny_model",
     "default_model_dir",
-    "encode_png",
     "ensure_tiny_model",
     "load_pipeline",
 ]

@@ -19,8 +19,8 @@ from typing import Any
 
 import boto3
 
-from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
-from imagebatch_cli.local.stack import ACCOUNT_ID, REGION
+from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
 
 logger = logging.getLogger(__name__)
 

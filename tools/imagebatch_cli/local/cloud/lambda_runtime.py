@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -74,7 +76,7 @@ class InProcessLambdaRuntime:
             if spec.name not in self._handlers:
                 module_name, _, attr = spec.handler.rpartition(".")
                 path = spec.code_dir / f"{module_name.replace('.', '/')}.py"
-                module = _load_module(f"imagebatch_fn_{spec.logical_id}", path)
+                module = load_module(f"imagebatch_fn_{spec.logical_id}", path)
                 self._handlers[spec.name] = getattr(module, attr)
             return self._handlers[spec.name]
 
@@ -114,10 +116,31 @@ class InProcessLambdaRuntime:
             self.invocations.append(invocation)
 
 
-def _load_module(name: str, path: Path) -> ModuleType:
+def load_module(name: str, path: Path) -> ModuleType:
+    """A handler's module loaded from its file, as the Lambda runtime imports it: by path,
+    not through sys.path, so every function's app.py can be called app."""
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load a handler module from {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextmanager
+def process_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set `values` in os.environ for the block, then put back what was there.
+
+    In-process handlers read their settings from os.environ, as on Lambda; here they share
+    it with this process, so every setting is undone when the local AWS stops.
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -46,7 +46,8 @@ from urllib.parse import unquote
 from PIL import Image
 
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
-from imagebatch_cli.local.tiny_model import ImageRenderer, RenderRequest
+from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
+from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, RenderedImage, RenderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -386,27 +387,15 @@ class LocalBedrock:
     def start(self) -> str:
         if self._server is not None:
             return self.endpoint_url
-        server = _Server(self)
-        self._server = server
-        # A short poll interval makes stop() return promptly (shutdown waits for one poll).
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="local-bedrock",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = _Server(self)
+        self._thread = serve_in_background(self._server, "local-bedrock")
         logger.info("local Bedrock Runtime listening on %s", self.endpoint_url)
         return self.endpoint_url
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
         self._server, self._thread = None, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=10)
+        stop_serving(server, thread)
 
     def __enter__(self) -> LocalBedrock:
         self.start()
@@ -488,6 +477,26 @@ class LocalBedrock:
             throttle_draw, filter_draw = self._faults.random(), self._faults.random()
         return throttle_draw < self.throttle_rate, filter_draw < self.content_filter_rate
 
+    def _render(
+        self, request: StabilityRequest | AmazonRequest, seeds: list[int]
+    ) -> list[RenderedImage]:
+        """One image per seed, at the local scale of the request's aspect ratio."""
+        width, height = render_size(request.aspect_ratio, self.render_short_side)
+        return self._renderer.render(
+            [
+                RenderRequest(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt,
+                    width=width,
+                    height=height,
+                    seed=seed,
+                    steps=self.render_steps,
+                    guidance=self.render_guidance,
+                )
+                for seed in seeds
+            ]
+        )
+
     def _invoke_stability(self, spec: ModelSpec, body: dict[str, Any]) -> dict[str, Any]:
         request = parse_stability(body, spec)
         throttle, filtered = self._fault(request.prompt)
@@ -500,20 +509,7 @@ class LocalBedrock:
         if filtered:
             self._count(filtered=1)
             return {"seeds": [seed], "finish_reasons": [FILTER_REASON], "images": []}
-        width, height = render_size(request.aspect_ratio, self.render_short_side)
-        rendered = self._renderer.render(
-            [
-                RenderRequest(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt,
-                    width=width,
-                    height=height,
-                    seed=seed,
-                    steps=self.render_steps,
-                    guidance=self.render_guidance,
-                )
-            ]
-        )
+        rendered = self._render(request, [seed])
         images = [
             base64.b64encode(_to_format(image.png, request.output_format)).decode("ascii")
             for image in rendered
@@ -529,23 +525,11 @@ class LocalBedrock:
         if filtered:
             self._count(filtered=1)
             return {"images": [], "error": AMAZON_OUTPUT_BLOCKED}
-        width, height = render_size(request.aspect_ratio, self.render_short_side)
-        rendered = self._renderer.render(
-            [
-                RenderRequest(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt,
-                    width=width,
-                    height=height,
-                    # Amazon models take seed 0 as a seed, and n images count up from it.
-                    seed=request.seed + index,
-                    steps=self.render_steps,
-                    guidance=self.render_guidance,
-                )
-                for index in range(request.number_of_images)
-            ]
-        )
-        images = [base64.b64encode(image.png).decode("ascii") for image in rendered]
+        # Amazon models take seed 0 as a seed, and n images count up from it.
+        seeds = [request.seed + index for index in range(request.number_of_images)]
+        images = [
+            base64.b64encode(image.png).decode("ascii") for image in self._render(request, seeds)
+        ]
         self._count(images_returned=len(images))
         return {"images": images, "error": None}
 

@@ -2,7 +2,7 @@
 
 SAM's transform and CloudFormation do not run offline, so this reads the template itself
 (cfn-lint's decoder understands !Ref, !GetAtt and !Sub), resolves intrinsics and creates
-each resource the pipeline uses with boto3 against the moto server.
+each resource the pipeline uses with boto3 against the moto server (docs/local-aws.md).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from imagebatch_cli.local.lambda_runtime import FunctionSpec
+from imagebatch_cli.local.cloud.lambda_runtime import FunctionSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
@@ -178,6 +179,22 @@ class LocalStack:
         return dict(self.template.get("Globals", {}).get("Function", {}))
 
 
+Resource = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LocalAccount:
+    """Where the creators below create: moto's clients by service name, and the one role
+    every resource is given (IAM grants nothing locally)."""
+
+    clients: dict[str, Any]
+    role_arn: str
+
+
+#: Creates one resource of the template (logical id, its definition) in the local AWS.
+Creator = Callable[[LocalStack, str, Resource, LocalAccount], None]
+
+
 def _dummy_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -211,28 +228,25 @@ def create_stack(
         RoleName=f"{stack_name}-local",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
+    account = LocalAccount(clients, role_arn)
     # Order matters: environments refer to the table, the state machine to the functions.
     for resource_type, creator in _CREATORS.items():
         for logical_id, resource in stack.of_type(resource_type).items():
-            creator(stack, logical_id, resource, clients, role_arn)
+            creator(stack, logical_id, resource, account)
         if resource_type == "AWS::Serverless::Function":
-            _create_functions(stack, clients, role_arn)
+            _create_functions(stack, account)
     _wire_s3_events(stack, clients["s3"])
-    _create_schedules(stack, clients, role_arn)
+    _create_schedules(stack, account)
     _collect_sqs_events(stack, clients["sqs"])
     return stack
 
 
 def _create_bucket(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = resource.get("Properties", {})
     name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
-    clients["s3"].create_bucket(Bucket=name)
+    account.clients["s3"].create_bucket(Bucket=name)
     if "BucketEncryption" in props:
         # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
         rules = [
@@ -242,7 +256,7 @@ def _create_bucket(
             }
             for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         ]
-        clients["s3"].put_bucket_encryption(
+        account.clients["s3"].put_bucket_encryption(
             Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules}
         )
     stack.physical[logical_id] = name
@@ -250,11 +264,7 @@ def _create_bucket(
 
 
 def _create_table(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = stack.resolve(resource.get("Properties", {}))
     name = props.get("TableName") or f"{stack.name}-{logical_id}"
@@ -266,17 +276,13 @@ def _create_table(
     }
     if props.get("GlobalSecondaryIndexes"):
         request["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-    clients["dynamodb"].create_table(**request)
+    account.clients["dynamodb"].create_table(**request)
     stack.physical[logical_id] = name
     stack.arns[logical_id] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
 
 
 def _name_function(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     # Named before any is created: environments refer to functions and vice versa.
     name = f"{stack.name}-{logical_id}"
@@ -284,7 +290,7 @@ def _name_function(
     stack.arns[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
 
-def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str) -> None:
+def _create_functions(stack: LocalStack, account: LocalAccount) -> None:
     defaults = stack.function_globals()
     for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
         props = resource.get("Properties", {})
@@ -295,10 +301,10 @@ def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str)
         timeout = int(stack.resolve(props.get("Timeout", defaults.get("Timeout", 3))))
         memory = int(stack.resolve(props.get("MemorySize", defaults.get("MemorySize", 128))))
         name = stack.physical[logical_id]
-        clients["lambda"].create_function(
+        account.clients["lambda"].create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", defaults.get("Runtime", "python3.12")),
-            Role=role_arn,
+            Role=account.role_arn,
             Handler=props.get("Handler", defaults.get("Handler")),
             Code={"ZipFile": _dummy_zip()},
             Timeout=timeout,
@@ -320,11 +326,7 @@ def _create_functions(stack: LocalStack, clients: dict[str, Any], role_arn: str)
 
 
 def _create_state_machine(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = resource.get("Properties", {})
     definition = (stack.template_dir / props["DefinitionUri"]).read_text(encoding="utf-8")
@@ -334,10 +336,10 @@ def _create_state_machine(
     if leftover:
         raise TemplateError(f"{props['DefinitionUri']}: no substitution for {leftover}")
     name = stack.resolve(props.get("Name")) or f"{stack.name}-{logical_id}"
-    arn = clients["stepfunctions"].create_state_machine(
+    arn = account.clients["stepfunctions"].create_state_machine(
         name=name,
         definition=definition,
-        roleArn=role_arn,
+        roleArn=account.role_arn,
         type=props.get("Type", "STANDARD"),
     )["stateMachineArn"]
     stack.physical[logical_id] = arn
@@ -367,7 +369,7 @@ def _wire_s3_events(stack: LocalStack, s3: Any) -> None:
         )
 
 
-def _create_schedules(stack: LocalStack, clients: dict[str, Any], role_arn: str) -> None:
+def _create_schedules(stack: LocalStack, account: LocalAccount) -> None:
     """SAM turns a function's ScheduleV2 event into a Scheduler schedule (and its DLQ).
 
     moto stores the schedule but never fires it: `imagebatch local catalog` reads it back
@@ -379,17 +381,17 @@ def _create_schedules(stack: LocalStack, clients: dict[str, Any], role_arn: str)
                 continue
             props = stack.resolve(event["Properties"])
             name = f"{stack.name}-{logical_id}{event_id}"
-            target: dict[str, Any] = {"Arn": stack.arns[logical_id], "RoleArn": role_arn}
+            target: dict[str, Any] = {"Arn": stack.arns[logical_id], "RoleArn": account.role_arn}
             for key in ("Input", "RetryPolicy"):
                 if key in props:
                     target[key] = props[key]
             if props.get("DeadLetterConfig", {}).get("Type") == "SQS":
-                queue_url = clients["sqs"].create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-                queue_arn = clients["sqs"].get_queue_attributes(
+                queue_url = account.clients["sqs"].create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+                queue_arn = account.clients["sqs"].get_queue_attributes(
                     QueueUrl=queue_url, AttributeNames=["QueueArn"]
                 )["Attributes"]["QueueArn"]
                 target["DeadLetterConfig"] = {"Arn": queue_arn}
-            clients["scheduler"].create_schedule(
+            account.clients["scheduler"].create_schedule(
                 Name=name,
                 ScheduleExpression=props["ScheduleExpression"],
                 ScheduleExpressionTimezone=props.get("ScheduleExpressionTimezone", "UTC"),
@@ -401,15 +403,11 @@ def _create_schedules(stack: LocalStack, clients: dict[str, Any], role_arn: str)
 
 
 def _create_topic(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = stack.resolve(resource.get("Properties", {}))
     name = props.get("TopicName") or f"{stack.name}-{logical_id}"
-    arn = clients["sns"].create_topic(Name=name)["TopicArn"]
+    arn = account.clients["sns"].create_topic(Name=name)["TopicArn"]
     # !Ref of a topic is its ARN.
     stack.physical[logical_id] = arn
     stack.arns[logical_id] = arn
@@ -417,11 +415,7 @@ def _create_topic(
 
 
 def _create_queue(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = stack.resolve(resource.get("Properties", {}))
     name = props.get("QueueName") or f"{stack.name}-{logical_id}"
@@ -430,7 +424,7 @@ def _create_queue(
         for key, value in props.items()
         if key in {"VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy"}
     }
-    url = clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    url = account.clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     # !Ref of a queue is its URL.
     stack.physical[logical_id] = url
     stack.arns[logical_id] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
@@ -439,15 +433,11 @@ def _create_queue(
 
 
 def _create_subscription(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = stack.resolve(resource.get("Properties", {}))
     attributes = {"RawMessageDelivery": "true"} if props.get("RawMessageDelivery") else {}
-    arn = clients["sns"].subscribe(
+    arn = account.clients["sns"].subscribe(
         TopicArn=props["TopicArn"],
         Protocol=props["Protocol"],
         Endpoint=props["Endpoint"],
@@ -458,11 +448,7 @@ def _create_subscription(
 
 
 def _name_role(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     # Roles grant nothing locally; only their ARN is referred to (the SageMaker model's).
     stack.physical[logical_id] = f"{stack.name}-{logical_id}"
@@ -470,11 +456,7 @@ def _name_role(
 
 
 def _record_sagemaker(
-    stack: LocalStack,
-    logical_id: str,
-    resource: dict[str, Any],
-    clients: dict[str, Any],
-    role_arn: str,
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     """Model, EndpointConfig and Endpoint: kept resolved for the local async endpoint."""
     props = stack.resolve(resource.get("Properties", {}))
@@ -506,7 +488,7 @@ def _collect_sqs_events(stack: LocalStack, sqs: Any) -> None:
             )
 
 
-_CREATORS: dict[str, Any] = {
+_CREATORS: dict[str, Creator] = {
     "AWS::S3::Bucket": _create_bucket,
     "AWS::DynamoDB::Table": _create_table,
     "AWS::SNS::Topic": _create_topic,

@@ -1,68 +1,17 @@
-"""`imagebatch estimate MANIFEST`: every backend that can make the manifest, priced."""
+"""`imagebatch estimate`'s table and chart: each backend's cost, the pick, break-even points."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from imagebatch.costs.estimate import (
-    BackendOption,
-    Shape,
-    bedrock_options,
-    break_even,
-    choose_backend,
-    sagemaker_options,
-)
-from imagebatch.costs.prices import RegionPrices
-from imagebatch.manifest.checks import check_item_for_model
-from imagebatch.manifest.reader import ManifestReader, format_for_key
-from imagebatch.manifest.schema import ValidItem
-from imagebatch.models.bedrock_models import ModelCatalogue
-from imagebatch_cli.report import usd
+from imagebatch.costs.estimate import BackendOption, break_even
+from imagebatch_cli.views.report import usd
 
-
-@dataclass
-class ManifestEstimate:
-    images: int
-    invalid_lines: int
-    options: list[BackendOption]
-    chosen: BackendOption | None
-    deadline_s: float | None
-
-
-def compatible_models(path: Path, catalogue: ModelCatalogue) -> tuple[int, int, list[str]]:
-    """(images, invalid lines, Bedrock models that can make every valid item as written)."""
-    images = invalid = 0
-    fits = {spec.model_id: True for spec in catalogue.models}
-    with path.open("rb") as stream:
-        for entry in ManifestReader(stream, format_for_key(path.name), catalogue):
-            if not isinstance(entry, ValidItem):
-                invalid += 1
-                continue
-            images += entry.item.count
-            for spec in catalogue.models:
-                if fits[spec.model_id] and check_item_for_model(entry.item, spec, line=entry.line):
-                    fits[spec.model_id] = False
-    return images, invalid, [model for model, ok in fits.items() if ok]
-
-
-def estimate_manifest(
-    path: Path,
-    *,
-    catalogue: ModelCatalogue,
-    prices: RegionPrices,
-    shape: Shape,
-    instance_types: list[str],
-    deadline_s: float | None = None,
-) -> ManifestEstimate:
-    images, invalid, models = compatible_models(path, catalogue)
-    options = bedrock_options(models, catalogue, prices, shape)
-    options += sagemaker_options(instance_types, prices, shape)
-    return ManifestEstimate(
-        images, invalid, options, choose_backend(options, images, deadline_s), deadline_s
-    )
+if TYPE_CHECKING:
+    from imagebatch_cli.commands.estimate import ManifestEstimate
 
 
 def _duration(seconds: float) -> str:

@@ -1,7 +1,8 @@
 """Every way the local AWS differs from moto 5.2.5 as shipped, in one place.
 
 Each workaround is one function with a test of its own (tests/unit/test_moto_workarounds.py),
-so a moto upgrade that fixes or breaks one is caught by name. See DESIGN.md for the facts.
+so a moto upgrade that fixes or breaks one is caught by name. docs/local-aws.md lists them,
+with what moto does not check at all.
 """
 
 from __future__ import annotations

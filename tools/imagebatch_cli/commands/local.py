@@ -1,0 +1,303 @@
+"""`imagebatch local run` and `imagebatch local catalog`: the pipeline on this machine.
+
+Both start the local AWS (local/cloud/pipeline.py: moto, the template's resources, the real
+handlers and state machine; docs/local-aws.md) for the length of one command, run a batch
+through it, copy its images and reports under --out and keep its ledger there
+(local/cloud/ledger_export.py), because the local AWS is gone when the command ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from imagebatch_cli.commands._args import ManifestArgument, TemplateOption
+from imagebatch_cli.views.console import console, fail
+from imagebatch_cli.views.progress import image_progress
+from imagebatch_cli.views.report import print_cost
+
+if TYPE_CHECKING:
+    from imagebatch_cli.local.cloud.catalog_local import LocalCatalogRun
+    from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions
+    from imagebatch_cli.local.fakes.bedrock_server import BedrockStats
+
+# `local run`'s options, one alias each so the command's signature stays readable.
+RunOutOption = Annotated[Path, typer.Option(help="Where the batch's images are copied.")]
+RunModelDirOption = Annotated[
+    Path | None,
+    typer.Option(help="A local diffusers model folder; default: the tiny offline model."),
+]
+RenderSizeOption = Annotated[int, typer.Option(help="Short side of local images, px.")]
+StepsOption = Annotated[int, typer.Option(help="Denoising steps of the local model.")]
+ThrottleRateOption = Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")]
+FilterRateOption = Annotated[float, typer.Option(help="Share refused by content filter.")]
+ChunkSizeOption = Annotated[int | None, typer.Option(help="Images per chunk.")]
+FaultSeedOption = Annotated[int, typer.Option(help="Seed of the injected faults.")]
+RetryBaseOption = Annotated[
+    int | None,
+    typer.Option(help="First backoff ceiling after a throttle (deployed default 500)."),
+]
+RetryCapOption = Annotated[
+    int | None, typer.Option(help="Largest backoff ceiling (deployed default 20000).")
+]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        help="'sagemaker' also deploys the SageMaker backend and serves it locally "
+        "(batches whose manifest says backend sagemaker run there)."
+    ),
+]
+ShapeBucketsOption = Annotated[
+    str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
+]
+MaxBatchOption = Annotated[int, typer.Option(help="SageMaker images per pipeline call.")]
+
+
+class LocalRunOptions(BaseModel):
+    """`imagebatch local run`'s options as one checked value (no defaults: the command's
+    signature holds them, once)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    out: Path
+    model_dir: Path | None
+    template: Path
+    render_size: int
+    steps: int
+    throttle_rate: float
+    filter_rate: float
+    chunk_size: int | None
+    fault_seed: int
+    retry_base_ms: int | None
+    retry_cap_ms: int | None
+    backend: Literal["bedrock", "sagemaker"]
+    shape_buckets: str
+    max_batch: int
+
+    def function_environment(self) -> dict[str, str]:
+        """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
+        settings = (("RETRY_BASE_MS", self.retry_base_ms), ("RETRY_CAP_MS", self.retry_cap_ms))
+        return {name: str(value) for name, value in settings if value is not None}
+
+    def local_options(self) -> LocalOptions:
+        """The local AWS's settings for this run."""
+        from imagebatch_cli.local.cloud.pipeline import LocalOptions
+
+        return LocalOptions(
+            template=self.template,
+            model_dir=self.model_dir,
+            render_short_side=self.render_size,
+            render_steps=self.steps,
+            throttle_rate=self.throttle_rate,
+            content_filter_rate=self.filter_rate,
+            fault_seed=self.fault_seed,
+            parameter_overrides={"ChunkSize": str(self.chunk_size)} if self.chunk_size else {},
+            function_environment=self.function_environment(),
+            backend=self.backend,
+            shape_buckets=self.shape_buckets,
+            max_batch=self.max_batch,
+        )
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """What one `local run` left behind, for the report printed after the local AWS stops."""
+
+    batch_id: str
+    summary: dict[str, Any]
+    images: list[dict[str, Any]]
+    bedrock: BedrockStats
+    # Micro-dollars of the local endpoint's cold start and idle time, per batch charged.
+    overhead: dict[str, int]
+    target: Path
+    files: list[Path]
+
+
+def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
+    manifest: ManifestArgument,
+    out: RunOutOption = Path("out"),
+    model_dir: RunModelDirOption = None,
+    template: TemplateOption = Path("template.yaml"),
+    render_size: RenderSizeOption = 64,
+    steps: StepsOption = 1,
+    throttle_rate: ThrottleRateOption = 0.0,
+    filter_rate: FilterRateOption = 0.0,
+    chunk_size: ChunkSizeOption = None,
+    fault_seed: FaultSeedOption = 0,
+    retry_base_ms: RetryBaseOption = None,
+    retry_cap_ms: RetryCapOption = None,
+    backend: BackendOption = "bedrock",
+    shape_buckets: ShapeBucketsOption = "",
+    max_batch: MaxBatchOption = 4,
+) -> None:
+    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    try:
+        options = LocalRunOptions(
+            out=out,
+            model_dir=model_dir,
+            template=template,
+            render_size=render_size,
+            steps=steps,
+            throttle_rate=throttle_rate,
+            filter_rate=filter_rate,
+            chunk_size=chunk_size,
+            fault_seed=fault_seed,
+            retry_base_ms=retry_base_ms,
+            retry_cap_ms=retry_cap_ms,
+            backend=backend,
+            shape_buckets=shape_buckets,
+            max_batch=max_batch,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
+    run = _run_batch(manifest, options)
+    _print_run(run, options.out)
+    if run.summary["status"] in {"REJECTED", "FAILED"}:
+        raise typer.Exit(1)
+
+
+def _run_batch(manifest: Path, options: LocalRunOptions) -> LocalRun:
+    """Start the local AWS, run MANIFEST through it, and keep what the report needs."""
+    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_cli.local.cloud.pipeline import LocalRunError, local_aws
+
+    try:
+        with local_aws(options.local_options()) as aws:
+            batch_id = aws.upload_manifest(manifest)
+            console.print(
+                f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+                f"{manifest.name}  batch [bold]{batch_id}[/bold]"
+            )
+            with image_progress(console) as progress:
+                summary = aws.wait_for_batch(batch_id, progress)
+            # The contact sheet is the execution's last step, after the status is final.
+            aws.wait_for_execution(batch_id)
+            images = list(aws.ledger().image_records(batch_id))
+            bedrock_stats = aws.bedrock.stats
+            # The local endpoint scales in once the batch is done: its cold start and idle
+            # time are charged to the batches of the session (docs/sagemaker.md).
+            overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
+            target = options.out / batch_id
+            files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
+            others = _ledger_records(aws, batch_id)
+            write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+    except LocalRunError as exc:
+        fail(exc)
+    return LocalRun(batch_id, summary, images, bedrock_stats, overhead, target, files)
+
+
+def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's ledger partition but its summary (exported beside it)."""
+    return [r for r in aws.ledger().partition(batch_id) if r["sk"] != "SUMMARY"]
+
+
+def _print_run(run: LocalRun, out: Path) -> None:
+    from imagebatch_cli.local.cloud.ledger_export import LEDGER_EXPORT
+
+    print_cost(console, run.summary, run.images)
+    for charged, micro_usd in sorted(run.overhead.items()):
+        console.print(
+            f"endpoint cold start + idle charged to {charged}: ${micro_usd / 1e6:.6f} "
+            "(beside the image costs above)"
+        )
+    stats = run.bedrock
+    console.print(
+        f"local Bedrock: {stats.invocations} call(s), {stats.throttled} "
+        f"throttled, {stats.filtered} content-filtered, "
+        f"{stats.images_returned} image(s) returned"
+    )
+    if run.summary.get("images_failed"):
+        console.print(f"failed images: imagebatch redrive {run.batch_id} --out {out}")
+    console.print(
+        f"{len(run.files)} image(s) in [bold]{run.target}/[/bold]; reports in "
+        f"{run.target}/reports/; ledger export {run.target / LEDGER_EXPORT}"
+    )
+
+
+def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
+    catalog: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Products: CSV or JSON Lines.")
+    ],
+    config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Catalog config.")],
+    out: Annotated[Path, typer.Option(help="Batch images and reports go here.")] = Path("out"),
+    state: Annotated[
+        Path | None,
+        typer.Option(help="Catalog state kept between runs; default out/catalogs/<name>/."),
+    ] = None,
+    at: Annotated[
+        datetime | None, typer.Option(help="Scheduled time of the run (default: now, UTC).")
+    ] = None,
+    template: TemplateOption = Path("template.yaml"),
+    model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
+) -> None:
+    """Fire the nightly catalog schedule once: only changed product variants are generated."""
+    from imagebatch.catalog.products import CatalogConfig
+    from imagebatch.errors import CatalogError
+
+    try:
+        name = CatalogConfig.parse(config.read_bytes(), str(config)).name
+    except CatalogError as exc:
+        fail(exc)
+    state_dir = state or out / "catalogs" / name
+    when = (at or datetime.now(UTC)).replace(tzinfo=(at.tzinfo if at and at.tzinfo else UTC))
+    run = _run_catalog(catalog, config, out, state_dir, when, template, model_dir)
+    _print_catalog(run, name, out, state_dir)
+
+
+def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
+    catalog: Path,
+    config: Path,
+    out: Path,
+    state_dir: Path,
+    when: datetime,
+    template: Path,
+    model_dir: Path | None,
+) -> LocalCatalogRun:
+    from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
+    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
+
+    try:
+        with (
+            local_aws(LocalOptions(template=template, model_dir=model_dir)) as aws,
+            image_progress(console) as progress,
+        ):
+            run = run_local_catalog(
+                aws,
+                products=catalog,
+                config_path=config,
+                state_dir=state_dir,
+                out=out,
+                at=when,
+                progress=progress,
+            )
+    except LocalRunError as exc:
+        fail(exc)
+    if run.batch_id is not None and run.summary is not None:
+        write_ledger_export(ledger_export_path(out, run.batch_id), run.summary, run.ledger_records)
+    return run
+
+
+def _print_catalog(run: LocalCatalogRun, name: str, out: Path, state_dir: Path) -> None:
+    result = run.result
+    console.print(
+        f"catalog [bold]{name}[/bold] run {result['run']}: {result['products']} products, "
+        f"{result['changed']} variant(s) changed, {result['unchanged']} unchanged, "
+        f"{result['errors']} product error(s)"
+        + (f" (see {state_dir / 'errors.jsonl'})" if result["errors"] else "")
+    )
+    if run.batch_id is None or run.summary is None:
+        console.print("nothing changed: no batch, nothing charged")
+    else:
+        target = out / run.batch_id
+        print_cost(console, run.summary, run.images)
+        console.print(
+            f"{len(run.files)} image(s) in [bold]{target}/[/bold]; contact sheet "
+            f"{target}/reports/contact-sheet.png and {target}/reports/index.html"
+        )
+    console.print(f"latest image per product variant: [bold]{state_dir / 'latest'}/[/bold]")

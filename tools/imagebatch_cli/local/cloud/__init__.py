@@ -1,0 +1,1 @@
+"""The local AWS: moto plays the services, template.yaml says what to create (docs/local-aws.md)."""

@@ -1,0 +1,1 @@
+"""What the CLI prints: rich tables, the cost report, the estimate chart."""
