@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imagebatch.errors import CatalogError
+from imagebatch.models.records import hashed_seed
 
 CATALOG_PREFIX = "catalogs/"
 CONFIG_NAME = "config.json"
@@ -283,8 +284,9 @@ def stable_seed(catalog: str, sku: str) -> int:
 
     Shared by a product's variants so its angles look like one product.
     """
-    digest = hashlib.sha256(f"{catalog}\x00{sku}".encode()).digest()
-    return 1 + int.from_bytes(digest[:8], "big") % _SEED_MAX
+    # Written into the night's manifest as an explicit seed, so it must be one every model
+    # accepts: the smallest seed range in the catalogue (Amazon models: up to 2,147,483,646).
+    return hashed_seed(catalog, sku, maximum=_SEED_MAX)
 
 
 @dataclass

@@ -175,3 +175,10 @@ def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:
         "seed": str(seed),
         "prompt-sha256": job.prompt_sha256,
     }
+
+
+def hashed_seed(*parts: str, maximum: int) -> int:
+    """A seed in [1, maximum] that depends only on `parts`: the same image (or product) gets
+    the same seed on every run, retry and redrive."""
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % maximum

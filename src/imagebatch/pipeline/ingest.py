@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,14 @@ from imagebatch.manifest.schema import (
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro
-from imagebatch.models.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
+from imagebatch.models.records import (
+    BatchStatus,
+    ChunkFile,
+    ChunkRef,
+    ImageJob,
+    batch_id_for,
+    hashed_seed,
+)
 from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error
 
 logger = Logger(child=True)
@@ -103,8 +109,9 @@ def seed_for(item: ManifestItem, index: int) -> int:
     """A stable seed per image, so a retried or redriven image is the same image."""
     if item.seed is not None:
         return item.seed + index - 1 if item.seed + index - 1 <= SEED_MAX else index
-    digest = hashlib.sha256(f"{item.id}\x00{index}\x00{item.prompt}".encode()).digest()
-    return 1 + int.from_bytes(digest[:8], "big") % SEED_MAX
+    # Derived seeds are mapped into each model's own range when the request is built
+    # (backends.bedrock.model_seed), so the widest range is used here.
+    return hashed_seed(item.id, str(index), item.prompt, maximum=SEED_MAX)
 
 
 def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> Iterator[ImageJob]:
