@@ -144,6 +144,17 @@ class ChunkResult(BaseModel):
     skipped_already_done: int = 0
 
     @classmethod
+    def of(cls, chunk_id: str, outcomes: list[ImageOutcome], *, skipped: int = 0) -> ChunkResult:
+        """The totals of what one attempt committed."""
+        return cls(
+            chunk_id=chunk_id,
+            succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
+            failed=sum(1 for o in outcomes if o.status == "FAILED"),
+            cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
+            skipped_already_done=skipped,
+        )
+
+    @classmethod
     def already_done(cls, chunk_id: str, images: int) -> ChunkResult:
         """A chunk whose every image a previous attempt recorded: nothing made or charged."""
         return cls(

@@ -61,6 +61,12 @@ def generate_chunk(
     clock: LambdaClock,
     retry_policy: BackoffPolicy | None = None,
 ) -> ChunkResult:
+    """Make the chunk's images not yet in the ledger and commit them in one transaction.
+
+    Under a budget the attempt first holds the most it can charge (images, its Lambda run to
+    the timeout, PNG bytes) and does not run when the hold fails; images still unmade when
+    time runs out, or throttled past their attempts, go back as ChunkUnfinished.
+    """
     chunk = store.get_chunk(task.chunk.key)
     commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
@@ -71,7 +77,6 @@ def generate_chunk(
     capped = summary.get("max_cost_micro_usd") is not None
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
-        # Hold the most this attempt can charge before spending anything.
         bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)
         held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
         if held is None:
@@ -97,22 +102,23 @@ def generate_chunk(
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
-
     outcomes = [r for r in results if isinstance(r, ImageOutcome)]
-    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
     unfinished = {
         job.image_id: r.failure_class
         for job, r in zip(todo, results, strict=True)
         if isinstance(r, _Unfinished)
     }
-    try:
-        ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
-    except StorageError:
-        # Paid-for images must not be bought again: the retry (or finalize) commits them.
-        save_pending(store, task.batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
-        raise ChunkUnfinished(
-            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
-        ) from None
+    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
+    _commit_or_keep(
+        task.batch_id,
+        chunk,
+        outcomes,
+        unfinished,
+        settlement,
+        store=store,
+        ledger=ledger,
+        capped=capped,
+    )
     logger.info(
         "chunk committed",
         extra={
@@ -126,13 +132,30 @@ def generate_chunk(
     )
     if unfinished:
         raise ChunkUnfinished(unfinished)
-    return ChunkResult(
-        chunk_id=chunk.chunk_id,
-        succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
-        failed=sum(1 for o in outcomes if o.status == "FAILED"),
-        cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
-        skipped_already_done=len(done),
-    )
+    return ChunkResult.of(chunk.chunk_id, outcomes, skipped=len(done))
+
+
+def _commit_or_keep(
+    batch_id: str,
+    chunk: ChunkFile,
+    outcomes: list[ImageOutcome],
+    unfinished: dict[str, FailureClass],
+    settlement: Settlement,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    capped: bool,
+) -> None:
+    """One ledger transaction for the attempt; if the ledger stays unavailable, the made
+    images are kept for the retry (pipeline.pending) and the chunk goes back unfinished:
+    paid-for images must not be bought again."""
+    try:
+        ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
+    except StorageError:
+        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        raise ChunkUnfinished(
+            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
+        ) from None
 
 
 def _make_images(
