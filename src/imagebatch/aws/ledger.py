@@ -163,25 +163,7 @@ class Ledger(BudgetHolds):
         settlement = settlement or Settlement(chunk_id=outcomes[0].chunk_id)
         pk = batch_pk(batch_id)
         recorded_at = now_iso()
-        actions: list[TransactWriteItemTypeDef] = []
-        for outcome in outcomes:
-            item = to_item(
-                {
-                    "pk": pk,
-                    "sk": image_sk(outcome.image_id),
-                    "recorded_at": recorded_at,
-                    **outcome.model_dump(mode="json", exclude_none=True),
-                }
-            )
-            actions.append(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": item,
-                        "ConditionExpression": "attribute_not_exists(sk)",
-                    }
-                }
-            )
+        actions = self._image_puts(pk, outcomes, recorded_at)
         own_writes = sum(
             write_units(item_size(a["Put"]["Item"]), transactional=True) for a in actions
         )
@@ -217,6 +199,28 @@ class Ledger(BudgetHolds):
                 )
             )
         self._transact(actions)
+
+    def _image_puts(
+        self, pk: str, outcomes: Sequence[ImageOutcome], recorded_at: str
+    ) -> list[TransactWriteItemTypeDef]:
+        """One conditional Put per image: a retried commit can never record an image twice."""
+        return [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": pk,
+                            "sk": image_sk(outcome.image_id),
+                            "recorded_at": recorded_at,
+                            **outcome.model_dump(mode="json", exclude_none=True),
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(sk)",
+                }
+            }
+            for outcome in outcomes
+        ]
 
     def _transact(self, actions: list[TransactWriteItemTypeDef]) -> None:
         """One transaction, retried here when DynamoDB says the same request may succeed
