@@ -12,14 +12,31 @@ and !If, as the local stack does) and match request ARNs against them with IAM's
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.client import BaseClient
+from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.stack import ACCOUNT_ID, REGION, LocalStack, load_template
+
+from imagebatch.aws.clients import reset_clients
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.models.records import ImageJob
+from imagebatch.models.sagemaker_contract import (
+    AsyncNotification,
+    ChunkInvocation,
+    InvocationResult,
+    ServedImage,
+    ServingCall,
+)
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 STACK = "imagebatch"
@@ -175,3 +192,289 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
     documented = {"states:StartExecution", "states:DescribeExecution", "states:RedriveExecution"}
     granted = {action for grant in grants for action in grant.actions}
     assert granted == documented, f"states actions beyond the documented policy: {granted}"
+
+
+# --- each function's role: the calls its code path makes ------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str
+    operation: str
+    params: dict[str, Any]
+
+
+def _s3(bucket: str, key: str | None = None) -> str:
+    return f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
+
+
+def _copy_source(source: Any) -> tuple[str, str]:
+    if isinstance(source, dict):
+        return str(source["Bucket"]), str(source["Key"])
+    bucket, _, key = str(source).lstrip("/").partition("/")
+    return bucket, key.split("?", 1)[0]
+
+
+S3_WRITES = {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "PutObject"}
+TRANSACT_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
+
+def _table(name: str, index: str | None = None) -> str:
+    arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    return f"{arn}/index/{index}" if index else arn
+
+
+def _s3_needs(call: Call) -> list[tuple[str, str]]:
+    params = call.params
+    bucket = str(params.get("Bucket"))
+    if call.operation in {"GetObject", "HeadObject"}:
+        return [("s3:GetObject", _s3(bucket, params["Key"]))]
+    if call.operation in S3_WRITES:
+        return [("s3:PutObject", _s3(bucket, params["Key"]))]
+    if call.operation == "CopyObject":
+        source_bucket, source_key = _copy_source(params["CopySource"])
+        return [
+            ("s3:PutObject", _s3(bucket, params["Key"])),
+            ("s3:GetObject", _s3(source_bucket, source_key)),
+        ]
+    if call.operation in {"ListObjectsV2", "ListObjects"}:
+        return [("s3:ListBucket", _s3(bucket))]
+    return [(f"s3:{call.operation}", _s3(bucket, params.get("Key")))]
+
+
+def _dynamodb_needs(call: Call) -> list[tuple[str, str]]:
+    params = call.params
+    if call.operation == "TransactWriteItems":
+        return [
+            (TRANSACT_ACTIONS[kind], _table(body["TableName"]))
+            for item in params["TransactItems"]
+            for kind, body in item.items()
+        ]
+    if call.operation == "TransactGetItems":
+        return [
+            ("dynamodb:GetItem", _table(i["Get"]["TableName"])) for i in params["TransactItems"]
+        ]
+    if call.operation in {"BatchGetItem", "BatchWriteItem"}:
+        return [(f"dynamodb:{call.operation}", _table(t)) for t in params["RequestItems"]]
+    return [(f"dynamodb:{call.operation}", _table(params["TableName"], params.get("IndexName")))]
+
+
+def required_permissions(stack: LocalStack, call: Call) -> list[tuple[str, str]] | None:
+    """(IAM action, resource ARN) pairs AWS authorizes the call against; None: not checked
+    here (Bedrock, SageMaker Runtime: their grants name fixed resources in the template)."""
+    if call.service == "s3":
+        return _s3_needs(call)
+    if call.service == "dynamodb":
+        return _dynamodb_needs(call)
+    if call.service == "states":
+        if call.operation == "StartExecution":
+            return [("states:StartExecution", str(call.params["stateMachineArn"]))]
+        # A task token does not name its state machine; this stack has one.
+        return [(f"states:{call.operation}", stack.arns["BatchStateMachine"])]
+    return None
+
+
+class Recorder:
+    """Every AWS API call any botocore client makes, from any thread, while switched on."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.on = False
+
+    def __enter__(self) -> Recorder:
+        self.on = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.on = False
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    original = BaseClient._make_api_call
+
+    def record(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if recorder.on:
+            service = self.meta.service_model.endpoint_prefix
+            recorder.calls.append(Call(service, operation_name, dict(api_params)))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return recorder
+
+
+def denied_calls(stack: LocalStack, logical_id: str, calls: list[Call]) -> list[str]:
+    grants = grants_of(stack, logical_id)
+    denied = []
+    for call in calls:
+        for action, arn in required_permissions(stack, call) or []:
+            if not allowed(grants, action, arn):
+                denied.append(f"{call.service}.{call.operation}: {action} on {arn}")
+    return sorted(set(denied))
+
+
+class Handlers:
+    """Runs a function's handler in-process against moto, with the template's environment."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        monkeypatch: pytest.MonkeyPatch,
+        new_ledger_table: Callable[[str], str],
+    ) -> None:
+        self._stack = stack
+        self._monkeypatch = monkeypatch
+        self._new_ledger_table = new_ledger_table
+
+    def environment(self, logical_id: str) -> dict[str, str]:
+        defaults = self._stack.template.get("Globals", {}).get("Function", {})
+        own = self._stack.template["Resources"][logical_id]["Properties"]
+        merged = {
+            **self._stack.resolve(defaults.get("Environment", {}).get("Variables", {})),
+            **self._stack.resolve(own.get("Environment", {}).get("Variables", {})),
+        }
+        return {key: str(value) for key, value in merged.items()}
+
+    def create_storage(self) -> tuple[str, str]:
+        """The data bucket and the ledger table, named as the stack names them."""
+        env = self.environment("FinalizeFunction")
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=env["DATA_BUCKET"])
+        return env["DATA_BUCKET"], self._new_ledger_table(env["LEDGER_TABLE"])
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        environment = {
+            **self.environment(logical_id),
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+        for key, value in environment.items():
+            self._monkeypatch.setenv(key, value)
+        reset_clients()
+        resource = self._stack.template["Resources"][logical_id]["Properties"]
+        path = TEMPLATE_PATH.parent / resource["CodeUri"] / "app.py"
+        spec = importlib.util.spec_from_file_location(f"iam_{logical_id}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        context = LocalLambdaContext(function_name=logical_id, memory_limit_in_mb=512, timeout_s=60)
+        return module.handler(event, context)
+
+
+@pytest.fixture
+def handlers(
+    stack: LocalStack,
+    aws: None,
+    monkeypatch: pytest.MonkeyPatch,
+    new_ledger_table: Callable[[str], str],
+) -> Iterator[Handlers]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    yield Handlers(stack, monkeypatch, new_ledger_table)
+    reset_clients()
+
+
+def _jobs(n: int) -> list[ImageJob]:
+    return [
+        ImageJob(
+            image_id=f"a-{i}",
+            item_id="a",
+            index=i,
+            line=2,
+            prompt="a mug",
+            width=64,
+            height=64,
+            seed=i,
+            model="sd15",
+        )
+        for i in range(1, n + 1)
+    ]
+
+
+def _sagemaker_result(bucket: str, table: str) -> dict[str, Any]:
+    """A finished async request in S3 and the SQS event its SNS notification arrives in."""
+    store = BatchStore(boto3.client("s3", region_name=REGION), bucket)
+    Ledger(boto3.client("dynamodb", region_name=REGION), table).create_batch(
+        "b1", {"status": "RUNNING", "images_total": 2}
+    )
+    invocation = ChunkInvocation(
+        batch_id="b1",
+        chunk_id="00000",
+        bucket=bucket,
+        output_prefix="outputs/",
+        task_token="token-" + "x" * 100,
+        images=_jobs(2),
+    )
+    store.put_json("async-inputs/b1/x.json", invocation.model_dump_json().encode())
+    result = InvocationResult(
+        batch_id="b1",
+        chunk_id="00000",
+        accelerator="cpu",
+        max_batch=2,
+        images=[
+            ServedImage(image_id=f"a-{i}", status="SUCCEEDED", seed=i, key=f"k{i}", call=0)
+            for i in (1, 2)
+        ],
+        calls=[ServingCall(call=0, width=64, height=64, steps=1, images=2, seconds=0.5)],
+    )
+    store.put_json("async-outputs/x.out", result.model_dump_json().encode())
+    notification = AsyncNotification.model_validate(
+        {
+            "invocationStatus": "Completed",
+            "inferenceId": "x",
+            "requestParameters": {
+                "endpointName": "ep",
+                "inputLocation": f"s3://{bucket}/async-inputs/b1/x.json",
+            },
+            "responseParameters": {"outputLocation": f"s3://{bucket}/async-outputs/x.out"},
+        }
+    )
+    body = json.dumps(
+        {"Type": "Notification", "Message": notification.model_dump_json(by_alias=True)}
+    )
+    return {
+        "Records": [
+            {
+                "messageId": "m-1",
+                "receiptHandle": "r",
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "0",
+                    "SenderId": "sns",
+                    "ApproximateFirstReceiveTimestamp": "0",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "x",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:q",
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
+def test_record_result_is_granted_what_a_duplicate_result_calls(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    # GIVEN a finished SageMaker request whose notification arrives twice (SQS delivers at
+    # least once), or late after the state machine retried the chunk
+    bucket, table = handlers.create_storage()
+    event = _sagemaker_result(bucket, table)
+
+    # WHEN RecordResult handles both deliveries
+    with recorder:
+        first = handlers.invoke("RecordResultFunction", event)
+        second = handlers.invoke("RecordResultFunction", event)
+
+    # THEN both succeed, the second through the already-recorded path (BatchGetItem)...
+    assert first == {"batchItemFailures": []} and second == {"batchItemFailures": []}
+    assert any(call.operation == "BatchGetItem" for call in recorder.calls)
+    # ...and every call either made is granted to RecordResultFunction's role
+    assert denied_calls(stack, "RecordResultFunction", recorder.calls) == []
