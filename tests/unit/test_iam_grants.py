@@ -12,6 +12,7 @@ and !If, as the local stack does) and match request ARNs against them with IAM's
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -92,6 +93,8 @@ def stack() -> LocalStack:
 class Grant:
     actions: tuple[str, ...]
     resources: tuple[str, ...]
+    # StringLike conditions only (the one operator this template uses): key -> patterns
+    string_like: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def _statements(node: Any) -> Iterator[dict[str, Any]]:
@@ -115,10 +118,16 @@ def grants_of(stack: LocalStack, logical_id: str) -> list[Grant]:
         assert statement.get("Effect") == "Allow", f"{logical_id}: {statement}"
         actions = statement["Action"]
         resources = statement["Resource"]
+        condition = statement.get("Condition", {})
+        assert set(condition) <= {"StringLike"}, f"{logical_id}: a condition not checked here"
         grants.append(
             Grant(
                 tuple(actions if isinstance(actions, list) else [actions]),
                 tuple(resources if isinstance(resources, list) else [resources]),
+                tuple(
+                    (key, tuple(value if isinstance(value, list) else [value]))
+                    for key, value in condition.get("StringLike", {}).items()
+                ),
             )
         )
     return grants
@@ -132,9 +141,22 @@ def arn_matches(pattern: str, arn: str) -> bool:
     return re.fullmatch(regex, arn) is not None
 
 
-def allowed(grants: list[Grant], action: str, arn: str) -> bool:
+def allowed(
+    grants: list[Grant], action: str, arn: str, context: dict[str, str] | None = None
+) -> bool:
+    """Whether an Allow covers the request; `context` holds its condition keys."""
+    context = context or {}
+
+    def conditions_hold(grant: Grant) -> bool:
+        return all(
+            key in context and any(arn_matches(p, context[key]) for p in patterns)
+            for key, patterns in grant.string_like
+        )
+
     return any(
-        action in grant.actions and any(arn_matches(pattern, arn) for pattern in grant.resources)
+        action in grant.actions
+        and any(arn_matches(pattern, arn) for pattern in grant.resources)
+        and conditions_hold(grant)
         for grant in grants
     )
 
@@ -297,7 +319,8 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    original = BaseClient._make_api_call
+    # Every client operation goes through this private method (botocore/client.py).
+    original = getattr(BaseClient, "_make_api_call")  # noqa: B009 - untyped in the stubs
 
     def record(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
         if recorder.on:
@@ -313,8 +336,10 @@ def denied_calls(stack: LocalStack, logical_id: str, calls: list[Call]) -> list[
     grants = grants_of(stack, logical_id)
     denied = []
     for call in calls:
+        # The one condition key this template uses: ListBucket's s3:prefix.
+        context = {"s3:prefix": str(call.params["Prefix"])} if "Prefix" in call.params else {}
         for action, arn in required_permissions(stack, call) or []:
-            if not allowed(grants, action, arn):
+            if not allowed(grants, action, arn, context):
                 denied.append(f"{call.service}.{call.operation}: {action} on {arn}")
     return sorted(set(denied))
 
@@ -478,3 +503,189 @@ def test_record_result_is_granted_what_a_duplicate_result_calls(
     assert any(call.operation == "BatchGetItem" for call in recorder.calls)
     # ...and every call either made is granted to RecordResultFunction's role
     assert denied_calls(stack, "RecordResultFunction", recorder.calls) == []
+
+
+# The rest of a batch's functions, each through its handler on one small batch.
+
+DEMO_MANIFEST = TEMPLATE_PATH.parent / "events" / "manifests" / "demo.jsonl"
+
+
+def _s3_event(bucket: str, key: str, etag: str) -> dict[str, Any]:
+    template = json.loads((TEMPLATE_PATH.parent / "events" / "s3-manifest-put.json").read_text())
+    record = template["Records"][0]
+    record["awsRegion"] = REGION
+    record["s3"]["bucket"]["name"] = bucket
+    record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
+    record["s3"]["object"].update(key=key, eTag=etag)
+    return {"Records": [record]}
+
+
+def _ingested(stack: LocalStack, handlers: Handlers, recorder: Recorder) -> dict[str, Any]:
+    """Ingest the demo manifest (recorded); returns the execution input it started."""
+    bucket, _ = handlers.create_storage()
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.create_role(RoleName="sm", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    name = stack.arns["BatchStateMachine"].rsplit(":", 1)[-1]
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)
+    s3 = boto3.client("s3", region_name=REGION)
+    key = f"manifests/{DEMO_MANIFEST.name}"
+    etag = s3.put_object(Bucket=bucket, Key=key, Body=DEMO_MANIFEST.read_bytes())["ETag"]
+    with recorder:
+        outcome = handlers.invoke("IngestFunction", _s3_event(bucket, key, etag))
+    assert outcome["batches"][0]["status"] == "STARTED", outcome
+    executions = sfn.list_executions(stateMachineArn=stack.arns["BatchStateMachine"])
+    described = sfn.describe_execution(executionArn=executions["executions"][0]["executionArn"])
+    execution_input: dict[str, Any] = json.loads(described["input"])
+    return execution_input
+
+
+def test_ingest_is_granted_what_it_calls(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    _ingested(stack, handlers, recorder)
+    assert {"GetObject", "PutObject", "StartExecution"} <= {c.operation for c in recorder.calls}
+    assert denied_calls(stack, "IngestFunction", recorder.calls) == []
+
+
+def _stability_client(images: int) -> Any:
+    """A Bedrock Runtime client whose InvokeModel answers like SD3.5 Large, `images` times."""
+    import base64
+    import io
+
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    client = boto3.client("bedrock-runtime", region_name=REGION)
+    stubber = Stubber(client)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    for seed in range(images):
+        body = json.dumps(
+            {"seeds": [seed], "finish_reasons": [None], "images": [base64.b64encode(png).decode()]}
+        ).encode()
+        stubber.add_response(
+            "invoke_model",
+            {"body": StreamingBody(io.BytesIO(body), len(body)), "contentType": "application/json"},
+        )
+    stubber.activate()
+    return client
+
+
+def test_generate_finalize_and_contact_sheet_are_granted_what_they_call(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an ingested batch
+    execution_input = _ingested(stack, handlers, recorder)
+    bucket = execution_input["bucket"]
+    index = BatchStore(boto3.client("s3", region_name=REGION), bucket).get_chunk_index(
+        execution_input["batch_id"]
+    )
+    item = {**execution_input, "chunk": index[0].model_dump()}
+    # Bedrock is not in moto: the chunk's InvokeModel calls are answered by a Stubber.
+    stubbed = functools.lru_cache(maxsize=1)(lambda: _stability_client(index[0].images))
+    monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client", stubbed)
+
+    # WHEN a chunk is generated, then the batch finalized and its contact sheet drawn
+    recorder.calls.clear()
+    with recorder:
+        result = handlers.invoke("GenerateChunkFunction", item)
+    assert result["succeeded"] == index[0].images
+    generate_calls = list(recorder.calls)
+    recorder.calls.clear()
+    with recorder:
+        report = handlers.invoke("FinalizeFunction", execution_input)
+    assert report["images_total"] == sum(ref.images for ref in index)
+    finalize_calls = list(recorder.calls)
+    recorder.calls.clear()
+    with recorder:
+        handlers.invoke("ContactSheetFunction", {"batch_id": report["batch_id"], "bucket": bucket})
+
+    # THEN each function's role grants every call it made
+    assert "TransactWriteItems" in {c.operation for c in generate_calls}
+    assert denied_calls(stack, "GenerateChunkFunction", generate_calls) == []
+    assert denied_calls(stack, "FinalizeFunction", finalize_calls) == []
+    assert denied_calls(stack, "ContactSheetFunction", recorder.calls) == []
+
+
+def test_submit_chunk_and_query_are_granted_what_they_call(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    from imagebatch_cli.local.http_api import http_api_event
+
+    # GIVEN an ingested batch, one of its chunks sent to the SageMaker endpoint
+    execution_input = _ingested(stack, handlers, recorder)
+    index = BatchStore(
+        boto3.client("s3", region_name=REGION), execution_input["bucket"]
+    ).get_chunk_index(execution_input["batch_id"])
+    task = {
+        "batch_id": execution_input["batch_id"],
+        "bucket": execution_input["bucket"],
+        "chunk": index[0].model_dump(),
+        "task_token": "token-" + "x" * 100,
+        "retry_count": 0,
+    }
+    recorder.calls.clear()
+    with recorder:
+        receipt = handlers.invoke("SubmitChunkFunction", task)
+    assert receipt["images"] == index[0].images
+    submit_calls = list(recorder.calls)
+
+    # WHEN the query API lists batches and reads this one
+    recorder.calls.clear()
+    with recorder:
+        for path in ("/batches", f"/batches/{execution_input['batch_id']}"):
+            response = handlers.invoke("QueryFunction", http_api_event("GET", path))
+            assert response["statusCode"] == 200, response
+
+    # THEN both roles grant every call made
+    assert denied_calls(stack, "SubmitChunkFunction", submit_calls) == []
+    assert denied_calls(stack, "QueryFunction", recorder.calls) == []
+
+
+def test_catalog_is_granted_what_it_calls(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    # GIVEN the sample catalog under catalogs/<name>/ in the data bucket
+    bucket, _ = handlers.create_storage()
+    s3 = boto3.client("s3", region_name=REGION)
+    samples = TEMPLATE_PATH.parent / "events" / "catalog"
+    config = json.loads((samples / "config.json").read_text())
+    for sample in ("config.json", config["products"]):
+        key = f"catalogs/{config['name']}/{sample}"
+        s3.put_object(Bucket=bucket, Key=key, Body=(samples / sample).read_bytes())
+
+    # WHEN the nightly schedule fires
+    with recorder:
+        handlers.invoke("CatalogFunction", {"scheduled_time": "2026-11-22T02:00:00Z"})
+
+    # THEN it listed (under its prefix condition), read and wrote only what it is granted
+    operations = {call.operation for call in recorder.calls}
+    assert {"ListObjectsV2", "GetObject", "PutObject"} <= operations, operations
+    assert denied_calls(stack, "CatalogFunction", recorder.calls) == []
+
+
+COVERED_FUNCTIONS = {
+    "IngestFunction": test_ingest_is_granted_what_it_calls,
+    "GenerateChunkFunction": test_generate_finalize_and_contact_sheet_are_granted_what_they_call,
+    "FinalizeFunction": test_generate_finalize_and_contact_sheet_are_granted_what_they_call,
+    "ContactSheetFunction": test_generate_finalize_and_contact_sheet_are_granted_what_they_call,
+    "CatalogFunction": test_catalog_is_granted_what_it_calls,
+    "QueryFunction": test_submit_chunk_and_query_are_granted_what_they_call,
+    "SubmitChunkFunction": test_submit_chunk_and_query_are_granted_what_they_call,
+    "RecordResultFunction": test_record_result_is_granted_what_a_duplicate_result_calls,
+}
+
+
+def test_every_function_has_its_calls_checked(stack: LocalStack) -> None:
+    functions = set(stack.of_type("AWS::Serverless::Function"))
+    assert functions == set(COVERED_FUNCTIONS), "give a new function a scenario above"
+
+
+def test_conditions_are_checked() -> None:
+    grant = Grant(("s3:ListBucket",), ("arn:aws:s3:::b",), (("s3:prefix", ("catalogs/*",)),))
+    assert allowed([grant], "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "catalogs/x/"})
+    assert not allowed([grant], "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "outputs/"})
+    assert not allowed([grant], "s3:ListBucket", "arn:aws:s3:::b")
