@@ -79,6 +79,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             continue
         # S3 URL-encodes keys in events ('a b.jsonl' arrives as 'a+b.jsonl').
         key = unquote_plus(s3_object.key)
+        if key.endswith("/"):
+            # A folder marker (the console's "Create folder"): no upload, nothing to refuse.
+            logger.info("ignoring folder marker", extra={"key": key})
+            continue
         outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "", clock)
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
         outcomes.append(asdict(outcome))

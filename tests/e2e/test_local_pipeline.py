@@ -281,3 +281,34 @@ def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
     redrive = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/redrive.jsonl")
     lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
     assert len(lines) == 7 and lines[0]["batch"]["max_cost_usd"] == "0.482"
+
+
+def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN the same two-item manifest saved as .NDJSON (valid) and as .txt (not a manifest)
+    valid = _write_manifest(tmp_path / "upper.NDJSON", _items(2, prefix="nd"))
+    other = tmp_path / "notes.txt"
+    other.write_bytes(valid.read_bytes())
+
+    # WHEN both are dropped under manifests/
+    ran = aws.wait_for_batch(aws.upload_manifest(valid), timeout_s=120)
+    started = time.monotonic()
+    refused_id = aws.upload_manifest(other)
+    refused = aws.wait_for_batch(refused_id, timeout_s=60)
+
+    # THEN the .NDJSON one runs, and the .txt one is refused within seconds, with the reason
+    # in the batch record and in its errors report
+    assert ran["status"] == "SUCCEEDED" and ran["images_succeeded"] == 2
+    assert refused["status"] == "REJECTED" and time.monotonic() - started < 60
+    assert "'.txt'" in refused["rejection"] and ".ndjson" in refused["rejection"]
+    body = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{refused_id}/errors.jsonl")
+    assert "'.txt'" in json.loads(body["Body"].read().splitlines()[0])["reason"]
+
+    # AND a folder marker under manifests/ starts nothing and fails nothing
+    calls_before = _ingest_calls(aws)
+    aws.s3().put_object(Bucket=aws.bucket, Key="manifests/incoming/", Body=b"")
+    deadline = time.monotonic() + 30
+    while _ingest_calls(aws) == calls_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    aws.wait_for_batch(refused_id, timeout_s=5)  # raises if any ingest invocation failed
