@@ -148,3 +148,16 @@ def test_every_reference_to_the_bucket_names_the_same_bucket() -> None:
     named |= set(re.findall(r"s3://([^/\"]+)", text))
     assert named == {bucket}
     assert resolved["Globals"]["Function"]["Environment"]["Variables"]["DATA_BUCKET"] == bucket
+
+
+def test_ingest_never_refers_to_the_bucket_resource() -> None:
+    # The bucket's notification depends on IngestFunction (SAM adds the Lambda permission as a
+    # DependsOn of the bucket): a !Ref or !GetAtt of DataBucket in the function, its policy or
+    # the Globals it inherits is a CloudFormation cycle (cfn-lint E3004 on the transformed
+    # template, `make check-template`).
+    # (The S3 event itself names the bucket: that is the notification.)
+    template = load_template(TEMPLATE_PATH)
+    ingest = dict(template["Resources"]["IngestFunction"]["Properties"])
+    ingest.pop("Events")
+    for where in (ingest, template["Globals"]):
+        assert "DataBucket" not in json.dumps(where)

@@ -329,7 +329,8 @@ def test_functions_use_the_domain_layer(template: dict[str, Any]) -> None:
 
 def names_per_stack(value: Any) -> bool:
     """A physical name must vary with the stack, so two stacks can live in one account."""
-    return not isinstance(value, str) and "AWS::StackName" in json.dumps(value)
+    text = json.dumps(value)
+    return not isinstance(value, str) and ("AWS::StackName" in text or "AWS::StackId" in text)
 
 
 @pytest.mark.parametrize(

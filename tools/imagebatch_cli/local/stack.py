@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,10 +107,15 @@ class LocalStack:
         return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
 
     def pseudo(self, name: str) -> str:
+        # A stack id as CloudFormation forms it; the UUID is stable per stack name locally.
+        stack_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"imagebatch-local/{self.name}")
         values = {
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Region": REGION,
             "AWS::StackName": self.name,
+            "AWS::StackId": (
+                f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.name}/{stack_uuid}"
+            ),
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
         }
@@ -154,6 +160,8 @@ class LocalStack:
             ),
             "Fn::Sub": self._sub,
             "Fn::Join": lambda arg: str(arg[0]).join(str(self.resolve(v)) for v in arg[1]),
+            "Fn::Split": lambda arg: str(self.resolve(arg[1])).split(str(arg[0])),
+            "Fn::Select": lambda arg: self.resolve(arg[1])[int(self.resolve(arg[0]))],
             "Fn::If": lambda arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
         }
 
