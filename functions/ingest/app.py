@@ -34,6 +34,8 @@ def _settings() -> IngestSettings:
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
     deployed = bool(settings.sagemaker_endpoint_name)
+    # None where imagebatch has no prices: ingest refuses the batch with a message.
+    prices = load_aws_prices().find(settings.aws_region)
     return ingest_manifest(
         bucket,
         key,
@@ -47,11 +49,12 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
         max_chunk_concurrency=settings.chunk_concurrency,
         sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
         sagemaker_price=(
-            load_aws_prices().region(settings.aws_region).instance(settings.sagemaker_instance_type)
-            if deployed
+            prices.find_instance(settings.sagemaker_instance_type)
+            if deployed and prices is not None
             else None
         ),
-        prices=load_aws_prices().region(settings.aws_region),
+        prices=prices,
+        region=settings.aws_region,
         shape=Shape(
             chunk_size=settings.chunk_size,
             map_concurrency=settings.map_max_concurrency,

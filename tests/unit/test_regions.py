@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from cfnlint.decode import decode
 from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.stack import REGION as LOCAL_REGION
 from imagebatch_cli.main import app
@@ -24,9 +25,12 @@ from typer.testing import CliRunner
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import batch_id_for
+from imagebatch.models.sagemaker_contract import parse_buckets
+from imagebatch.pipeline.ingest import ingest_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "events" / "manifests" / "demo.jsonl"
@@ -55,6 +59,16 @@ def test_prices_cover_the_deploy_region_and_an_eu_region(region: str) -> None:
             assert "not confirmed" in price.source, price.name
 
 
+def _ledger_table_shape() -> dict[str, Any]:
+    """LedgerTable's keys, indexes and billing mode as template.yaml declares them."""
+    decoded, _ = decode(str(ROOT / "template.yaml"))
+    assert decoded is not None
+    props = decoded["Resources"]["LedgerTable"]["Properties"]
+    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+    shape: dict[str, Any] = json.loads(json.dumps({key: props[key] for key in keys}))
+    return shape
+
+
 # --- ingest in the stack's region --------------------------------------------------------------
 
 
@@ -79,7 +93,9 @@ def ingest_in(aws: None, monkeypatch: pytest.MonkeyPatch, new_ledger_table: Any)
         reset_clients()
         s3 = boto3.client("s3", region_name=region)
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
-        new_ledger_table(table)
+        boto3.client("dynamodb", region_name=region).create_table(
+            TableName=table, **_ledger_table_shape()
+        )
         key = "manifests/demo.jsonl"
         etag = s3.put_object(Bucket=bucket, Key=key, Body=DEMO.read_bytes())["ETag"]
         record = json.loads((ROOT / "events" / "s3-manifest-put.json").read_text())["Records"][0]
@@ -170,3 +186,34 @@ def test_the_stack_deploys_where_the_default_model_runs() -> None:
 
 def test_the_local_aws_rehearses_the_deploy_region() -> None:
     assert _deploy_region() == LOCAL_REGION
+
+
+def test_a_sagemaker_batch_is_refused_where_its_instance_has_no_price(
+    aws: None, s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a stack with the SageMaker endpoint in a region that prices no instance type
+    assert not load_aws_prices().region("eu-west-1").sagemaker_instances
+    header = {"batch": {"backend": "sagemaker"}}
+    item = {"id": "a", "prompt": "b", "width": 512, "height": 512}
+    body = f"{json.dumps(header)}\n{json.dumps(item)}\n".encode()
+    etag = s3_client.put_object(Bucket=s3_bucket, Key="manifests/s.jsonl", Body=body)["ETag"]
+
+    # WHEN its manifest is ingested
+    outcome = ingest_manifest(
+        s3_bucket,
+        "manifests/s.jsonl",
+        etag,
+        store=BatchStore(s3_client, s3_bucket),
+        ledger=Ledger(dynamodb_client, ledger_table),
+        starter=None,  # type: ignore[arg-type]  # a refused batch starts nothing
+        catalogue=load_catalogue(),
+        chunk_size=50,
+        max_concurrency=2,
+        sagemaker_buckets=parse_buckets("512x512"),
+        sagemaker_price=None,
+        region="eu-west-1",
+    )
+
+    # THEN it is refused, saying why, before anything is charged
+    assert outcome.status == "REJECTED"
+    assert "no price" in outcome.message and "'bedrock'" in outcome.message

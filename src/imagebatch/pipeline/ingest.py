@@ -233,7 +233,9 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     plan.images_total += len(jobs)
 
 
-def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
+def rejection_reason(
+    plan: BatchPlan, *, sagemaker_deployed: bool = False, sagemaker_priced: bool = True
+) -> str | None:
     settings = plan.settings
     if plan.invalid_lines and settings.on_invalid == "reject":
         return (
@@ -244,6 +246,12 @@ def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> st
         return "no valid items: nothing to generate"
     if settings.backend == "sagemaker" and not sagemaker_deployed:
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
+    if settings.backend == "sagemaker" and not sagemaker_priced:
+        return (
+            "backend 'sagemaker': src/imagebatch/data/aws_prices.json has no price for the "
+            "endpoint's instance type in this region, so its images cannot be charged; "
+            "use 'bedrock'"
+        )
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
         estimate = plan.estimate
@@ -300,9 +308,13 @@ def ingest_manifest(
     shape: Shape | None = None,
     clock: LambdaClock | None = None,
     sagemaker_instance_types: tuple[str, ...] = (),
+    region: str | None = None,
 ) -> IngestOutcome:
-    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed."""
-    prices = prices or load_aws_prices().region("us-east-1")
+    """`sagemaker_buckets`: the endpoint's shape buckets (empty: any size), None: not deployed.
+    `region`: the stack's; a region without prices, or a model it does not offer, is refused."""
+    aws_prices = load_aws_prices()
+    unsupported = aws_prices.unsupported_region_reason(region) if region else None
+    prices = prices or aws_prices.find(region or "") or aws_prices.region("us-east-1")
     shape = shape or Shape(chunk_size=chunk_size, map_concurrency=max_concurrency)
     manifest = ManifestObject(bucket, key, etag)
     batch_id = manifest.batch_id
@@ -318,6 +330,9 @@ def ingest_manifest(
                 batch_id, _execution_input(bucket, batch_id, restart, existing.get("backend"))
             )
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
+    if unsupported is not None:
+        error = ManifestError(unsupported, field="(region)")
+        return _reject_unreadable(manifest, error, store=store, ledger=ledger)
 
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
         spool = Path(spool_dir)
@@ -343,7 +358,11 @@ def ingest_manifest(
         if plan.errors_path is not None:
             errors_key = f"reports/{batch_id}/errors.jsonl"
             store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-        reason = rejection_reason(plan, sagemaker_deployed=sagemaker_buckets is not None)
+        reason = rejection_reason(
+            plan,
+            sagemaker_deployed=sagemaker_buckets is not None,
+            sagemaker_priced=sagemaker_buckets is None or sagemaker_price is not None,
+        )
         record = _batch_record(plan, manifest, errors_key)
         if reason is not None:
             ledger.create_batch(
