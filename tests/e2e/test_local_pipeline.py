@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from imagebatch_cli.local.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_cli.local.stack import REGION
 from PIL import Image
 
 from imagebatch.costs.estimate import Shape, bedrock_options
@@ -218,11 +219,11 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     assert summary["use_s3_put_requests"] >= 8 + 2 + 1 + 1
 
     # AND the estimate made at ingest is within 5% of what the ledger charged
-    costs = summary_costs(summary, load_aws_prices().region("us-east-1")).rounded()
+    costs = summary_costs(summary, load_aws_prices().region(REGION)).rounded()
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"]
     # AND so is `imagebatch estimate`'s figure for this model
     option = bedrock_options(
-        [MODEL], load_catalogue(), load_aws_prices().region("us-east-1"), Shape(chunk_size=6)
+        [MODEL], load_catalogue(), load_aws_prices().region(REGION), Shape(chunk_size=6)
     )[0]
     assert abs(option.cost_micro_usd(8) - costs["total"]) <= 0.05 * costs["total"]
 

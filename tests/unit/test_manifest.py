@@ -61,6 +61,7 @@ def _model(model_id: str, **overrides: Any) -> dict[str, Any]:
         "provider": "Test",
         "request_family": "stability",
         "lifecycle": {"status": "active", "end_of_life": None, "replacement": None},
+        "availability": {"regions": ["us-west-2"], "source": "test", "retrieved": "2026-11-01"},
         "limits": limits,
         "sizes": [
             {"width": 512, "height": 512, "aspect_ratio": "1:1"},

@@ -91,8 +91,13 @@ def ingest_in(aws: None, monkeypatch: pytest.MonkeyPatch, new_ledger_table: Any)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         reset_clients()
-        s3 = boto3.client("s3", region_name=region)
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        s3: Any = boto3.client("s3", region_name=region)
+        if region == "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+            s3.create_bucket(Bucket=bucket)
+        else:
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+            )
         boto3.client("dynamodb", region_name=region).create_table(
             TableName=table, **_ledger_table_shape()
         )

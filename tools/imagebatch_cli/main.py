@@ -35,14 +35,26 @@ def validate(
         str | None,
         typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="The stack's region: models it does not serve are line errors. Default: the "
+            "region ./samconfig.toml deploys to, else AWS_REGION."
+        ),
+    ] = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
+    region = region or _default_region()
     try:
         settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
         if shape_buckets is not None and settings.backend == "sagemaker":
             bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
             valid -= len(bucket_errors)
             errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
+        if region is not None and settings.backend != "sagemaker":
+            region_errors = _region_errors(manifest, region)
+            valid -= len(region_errors)
+            errors = sorted([*errors, *region_errors], key=lambda error: error.line)
     except ManifestError as exc:
         err_console.print(f"[red]{manifest}: {exc}[/red]")
         raise typer.Exit(1) from exc
@@ -56,6 +68,40 @@ def validate(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _default_region() -> str | None:
+    """The region ./samconfig.toml deploys the stack to, else AWS_REGION/AWS_DEFAULT_REGION."""
+    import os
+    import tomllib
+
+    config = Path("samconfig.toml")
+    if config.is_file():
+        parameters = tomllib.loads(config.read_text(encoding="utf-8")).get("default", {})
+        region = parameters.get("deploy", {}).get("parameters", {}).get("region")
+        if region:
+            return str(region)
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _region_errors(manifest: Path, region: str) -> list[FieldError]:
+    """Items whose model the region does not serve, as ingest reports them."""
+    from imagebatch.manifest.reader import InvalidLine, ManifestReader, format_for_key
+    from imagebatch.manifest.region_check import check_region
+
+    catalogue = load_catalogue()
+    found: list[FieldError] = []
+    with manifest.open("rb") as stream:
+        for entry in ManifestReader(stream, format_for_key(manifest.name), catalogue):
+            if isinstance(entry, InvalidLine):
+                continue
+            checked = check_region(entry, catalogue, region)
+            if isinstance(checked, InvalidLine):
+                found.extend(checked.errors)
+    return found
 
 
 def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
@@ -90,10 +136,14 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
         list[str] | None,
         typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
     ] = None,
-    region: Annotated[str, typer.Option(help="Prices of this region.")] = "us-east-1",
+    region: Annotated[
+        str | None,
+        typer.Option(help="Prices of this region (default: samconfig.toml's, else AWS_REGION)."),
+    ] = None,
     chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
 ) -> None:
     """Price MANIFEST on every backend that can make it: total, per image, wall time."""
+    region = region or _default_region() or "us-east-1"
     from imagebatch.costs.estimate import Shape
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart

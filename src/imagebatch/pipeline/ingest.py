@@ -37,6 +37,7 @@ from imagebatch.manifest.reader import (
     ValidItem,
     format_for_key,
 )
+from imagebatch.manifest.region_check import check_regions
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
@@ -137,6 +138,7 @@ def plan_batch(
     spool: Path,
     shape_buckets: tuple[ShapeBucket, ...] = (),
     sagemaker_price: InstancePrice | None = None,
+    region: str | None = None,
 ) -> BatchPlan:
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
@@ -144,8 +146,12 @@ def plan_batch(
     price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
+    entries = _with_bucket_checks(reader, shape_buckets)
+    if region is not None and reader.settings.backend != "sagemaker":
+        # Bedrock serves each model in some regions only (data/bedrock_models.json).
+        entries = check_regions(entries, catalogue, region)
     try:
-        for entry in _with_bucket_checks(reader, shape_buckets):
+        for entry in entries:
             if isinstance(entry, InvalidLine):
                 if errors_file is None:
                     plan.errors_path = spool / "errors.jsonl"
@@ -346,6 +352,7 @@ def ingest_manifest(
                 spool=spool,
                 shape_buckets=sagemaker_buckets or (),
                 sagemaker_price=sagemaker_price,
+                region=region,
             )
         except ManifestError as exc:
             return _reject_unreadable(manifest, exc, store=store, ledger=ledger)

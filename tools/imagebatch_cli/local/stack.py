@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
 ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
+# The region samconfig.toml deploys to: the local AWS rehearses that stack (its prices, and
+# the models Bedrock serves there).
+REGION = "us-west-2"
 # Resource types the local pipeline has no use for (permissions, policies, the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
 # The HTTP API is not emulated: the CLI calls the query handler with API Gateway events.
@@ -240,7 +242,12 @@ def _create_bucket(
 ) -> None:
     props = resource.get("Properties", {})
     name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
-    clients["s3"].create_bucket(Bucket=name)
+    if REGION == "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+        clients["s3"].create_bucket(Bucket=name)
+    else:
+        clients["s3"].create_bucket(
+            Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
     if "BucketEncryption" in props:
         # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
         rules = [
