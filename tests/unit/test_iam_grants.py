@@ -16,7 +16,7 @@ import functools
 import importlib.util
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,15 +347,9 @@ def denied_calls(stack: LocalStack, logical_id: str, calls: list[Call]) -> list[
 class Handlers:
     """Runs a function's handler in-process against moto, with the template's environment."""
 
-    def __init__(
-        self,
-        stack: LocalStack,
-        monkeypatch: pytest.MonkeyPatch,
-        new_ledger_table: Callable[[str], str],
-    ) -> None:
+    def __init__(self, stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
         self._stack = stack
         self._monkeypatch = monkeypatch
-        self._new_ledger_table = new_ledger_table
 
     def environment(self, logical_id: str) -> dict[str, str]:
         defaults = self._stack.template.get("Globals", {}).get("Function", {})
@@ -369,8 +363,21 @@ class Handlers:
     def create_storage(self) -> tuple[str, str]:
         """The data bucket and the ledger table, named as the stack names them."""
         env = self.environment("FinalizeFunction")
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=env["DATA_BUCKET"])
-        return env["DATA_BUCKET"], self._new_ledger_table(env["LEDGER_TABLE"])
+        s3: Any = boto3.client("s3", region_name=REGION)
+        if REGION == "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+            s3.create_bucket(Bucket=env["DATA_BUCKET"])
+        else:
+            s3.create_bucket(
+                Bucket=env["DATA_BUCKET"],
+                CreateBucketConfiguration={"LocationConstraint": REGION},
+            )
+        table = self._stack.template["Resources"]["LedgerTable"]["Properties"]
+        keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+        shape = json.loads(json.dumps({key: table[key] for key in keys}))
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=env["LEDGER_TABLE"], **shape
+        )
+        return env["DATA_BUCKET"], env["LEDGER_TABLE"]
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         environment = {
@@ -394,14 +401,9 @@ class Handlers:
 
 
 @pytest.fixture
-def handlers(
-    stack: LocalStack,
-    aws: None,
-    monkeypatch: pytest.MonkeyPatch,
-    new_ledger_table: Callable[[str], str],
-) -> Iterator[Handlers]:
+def handlers(stack: LocalStack, aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Handlers]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    yield Handlers(stack, monkeypatch, new_ledger_table)
+    yield Handlers(stack, monkeypatch)
     reset_clients()
 
 
