@@ -59,8 +59,14 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff format --check $(RUFF_EXCLUDE) .
 	$(VENV)/bin/mypy
 
+# cfn-lint twice: the SAM template, and what CloudFormation receives after the SAM transform
+# (roles, permissions, the bucket's notification and its DependsOn: a cycle shows only there).
+TRANSFORMED := .aws-sam/transformed.json
+
 check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/python tools/sam_transform.py template.yaml $(TRANSFORMED)
+	$(VENV)/bin/cfn-lint $(TRANSFORMED)
 	for f in $(ASL_FILES); do npx --no-install asl-validator --json-path "$$f" || exit 1; done
 	$(SAM) validate --lint --template-file template.yaml
 	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build

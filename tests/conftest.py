@@ -89,6 +89,14 @@ def new_ledger_table(dynamodb_client: Any) -> Callable[[str], str]:
 
 
 @pytest.fixture
+def regional_ledger_table(aws: None) -> Callable[[str, str], str]:
+    """Creates a ledger table by name in another region than the default one."""
+    return lambda name, region: create_ledger_table(
+        boto3.client("dynamodb", region_name=region), name
+    )
+
+
+@pytest.fixture
 def s3_bucket(s3_client: Any) -> str:
     """An empty data bucket in us-east-1; returns its name."""
     s3_client.create_bucket(Bucket=DATA_BUCKET_NAME)

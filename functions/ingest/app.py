@@ -36,14 +36,20 @@ _settings = cached_settings(IngestSettings)
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
     deployed = bool(settings.sagemaker_endpoint_name)
-    prices = load_aws_prices().region(settings.aws_region)
+    # None where imagebatch has no prices: ingest refuses the batch with a message.
+    prices = load_aws_prices().find(settings.aws_region)
     stack = StackOptions(
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
         max_chunk_concurrency=settings.chunk_concurrency,
         sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
-        sagemaker_price=prices.instance(settings.sagemaker_instance_type) if deployed else None,
+        sagemaker_price=(
+            prices.find_instance(settings.sagemaker_instance_type)
+            if deployed and prices is not None
+            else None
+        ),
         prices=prices,
+        region=settings.aws_region,
         shape=Shape(
             chunk_size=settings.chunk_size,
             map_concurrency=settings.map_max_concurrency,
@@ -78,6 +84,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             continue
         # S3 URL-encodes keys in events ('a b.jsonl' arrives as 'a+b.jsonl').
         key = unquote_plus(s3_object.key)
+        if key.endswith("/"):
+            # A folder marker (the console's "Create folder"): no upload, nothing to refuse.
+            logger.info("ignoring folder marker", extra={"key": key})
+            continue
         outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "", clock)
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
         outcomes.append(asdict(outcome))

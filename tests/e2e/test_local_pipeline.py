@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_cli.local.cloud.stack import REGION
 from PIL import Image
 
 from imagebatch.costs.estimate import Shape, bedrock_options
@@ -219,11 +220,11 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     assert summary["use_s3_put_requests"] >= 8 + 2 + 1 + 1
 
     # AND the estimate made at ingest is within 5% of what the ledger charged
-    costs = summary_costs(summary, load_aws_prices().region("us-east-1")).rounded()
+    costs = summary_costs(summary, load_aws_prices().region(REGION)).rounded()
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"]
     # AND so is `imagebatch estimate`'s figure for this model
     option = bedrock_options(
-        [MODEL], load_catalogue(), load_aws_prices().region("us-east-1"), Shape(chunk_size=6)
+        [MODEL], load_catalogue(), load_aws_prices().region(REGION), Shape(chunk_size=6)
     )[0]
     assert abs(option.cost_micro_usd(8) - costs["total"]) <= 0.05 * costs["total"]
 
@@ -282,3 +283,34 @@ def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
     redrive = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{batch_id}/redrive.jsonl")
     lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
     assert len(lines) == 7 and lines[0]["batch"]["max_cost_usd"] == "0.482"
+
+
+def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN the same two-item manifest saved as .NDJSON (valid) and as .txt (not a manifest)
+    valid = _write_manifest(tmp_path / "upper.NDJSON", _items(2, prefix="nd"))
+    other = tmp_path / "notes.txt"
+    other.write_bytes(valid.read_bytes())
+
+    # WHEN both are dropped under manifests/
+    ran = aws.wait_for_batch(aws.upload_manifest(valid), timeout_s=120)
+    started = time.monotonic()
+    refused_id = aws.upload_manifest(other)
+    refused = aws.wait_for_batch(refused_id, timeout_s=60)
+
+    # THEN the .NDJSON one runs, and the .txt one is refused within seconds, with the reason
+    # in the batch record and in its errors report
+    assert ran["status"] == "SUCCEEDED" and ran["images_succeeded"] == 2
+    assert refused["status"] == "REJECTED" and time.monotonic() - started < 60
+    assert "'.txt'" in refused["rejection"] and ".ndjson" in refused["rejection"]
+    body = aws.s3().get_object(Bucket=aws.bucket, Key=f"reports/{refused_id}/errors.jsonl")
+    assert "'.txt'" in json.loads(body["Body"].read().splitlines()[0])["reason"]
+
+    # AND a folder marker under manifests/ starts nothing and fails nothing
+    calls_before = _ingest_calls(aws)
+    aws.s3().put_object(Bucket=aws.bucket, Key="manifests/incoming/", Body=b"")
+    deadline = time.monotonic() + 30
+    while _ingest_calls(aws) == calls_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    aws.wait_for_batch(refused_id, timeout_s=5)  # raises if any ingest invocation failed

@@ -171,7 +171,13 @@ def _run_chunk(
                 "sk": f"CHUNK#{task.chunk.chunk_id}",
                 "status": "FAILED",
                 "error": type(error).__name__,
-                "cause": json.dumps({"errorMessage": str(error)}),
+                # As RecordChunkFailure writes it: the whole error output as JSON.
+                "error_detail": json.dumps(
+                    {
+                        "Error": type(error).__name__,
+                        "Cause": json.dumps({"errorMessage": str(error)}),
+                    }
+                ),
             }
         ),
     )

@@ -24,7 +24,6 @@ from imagebatch.aws.clients import reset_clients
 from imagebatch.observability import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-AWS_REGION = "us-east-1"
 EVENTS = REPO_ROOT / "events"
 FUNCTIONS = REPO_ROOT / "functions"
 TABLE = "imagebatch-ledger-events"
@@ -33,6 +32,10 @@ TABLE = "imagebatch-ledger-events"
 def sample(name: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
     return event
+
+
+# The region the samples come from: where the stack (samconfig.toml) and its models run.
+AWS_REGION = sample("s3-manifest-put.json")["Records"][0]["awsRegion"]
 
 
 def load_handler(function: str) -> Any:
@@ -63,12 +66,14 @@ def stack(
     aws: None,
     monkeypatch: pytest.MonkeyPatch,
     renderer: ImageRenderer,
-    new_ledger_table: Callable[[str], str],
+    regional_ledger_table: Callable[[str, str], str],
 ) -> Iterator[dict[str, str]]:
     """The bucket the samples name, the ledger table and a state machine, on moto."""
     bucket = sample("s3-manifest-put.json")["Records"][0]["s3"]["bucket"]["name"]
-    boto3.client("s3", region_name=AWS_REGION).create_bucket(Bucket=bucket)
-    new_ledger_table(TABLE)
+    boto3.client("s3", region_name=AWS_REGION).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": AWS_REGION}
+    )
+    regional_ledger_table(TABLE, AWS_REGION)
     iam = boto3.client("iam", region_name=AWS_REGION)
     role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     definition = (REPO_ROOT / "statemachine" / "batch.asl.json").read_text(encoding="utf-8")
@@ -81,6 +86,7 @@ def stack(
             "LEDGER_TABLE": TABLE,
             "STATE_MACHINE_ARN": machine,
             "AWS_REGION": AWS_REGION,
+            "AWS_DEFAULT_REGION": AWS_REGION,
             "POWERTOOLS_SERVICE_NAME": "imagebatch",
             "POWERTOOLS_METRICS_NAMESPACE": "imagebatch-test",
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.endpoint_url,

@@ -63,6 +63,7 @@ def _model(model_id: str, **overrides: Any) -> dict[str, Any]:
         "provider": "Test",
         "request_family": "stability",
         "lifecycle": {"status": "active", "end_of_life": None, "replacement": None},
+        "availability": {"regions": ["us-west-2"], "source": "test", "retrieved": "2026-11-01"},
         "limits": limits,
         "sizes": [
             {"width": 512, "height": 512, "aspect_ratio": "1:1"},
@@ -179,7 +180,7 @@ def test_header_settings_are_read(catalogue: ModelCatalogue) -> None:
             "backend": "bedrock",
             "model": "test.plain",
             "max_cost_usd": "2.50",
-            "output_prefix": "runs/2026/",
+            "output_prefix": "outputs/runs/2026/",
             "tags": {"project": "demo"},
             "on_invalid": "skip",
         }
@@ -189,7 +190,7 @@ def test_header_settings_are_read(catalogue: ModelCatalogue) -> None:
     # THEN every setting is kept, money exact, and the item is on line 2 using the batch model
     assert settings.max_cost_usd == Decimal("2.50")
     assert settings.model == "test.plain" and settings.on_invalid == "skip"
-    assert settings.tags == {"project": "demo"} and settings.output_prefix == "runs/2026/"
+    assert settings.tags == {"project": "demo"} and settings.output_prefix == "outputs/runs/2026/"
     assert isinstance(results[0], ValidItem)
     assert (results[0].line, results[0].item.model) == (2, "test.plain")
 

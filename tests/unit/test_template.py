@@ -329,7 +329,8 @@ def test_functions_use_the_domain_layer(template: dict[str, Any]) -> None:
 
 def names_per_stack(value: Any) -> bool:
     """A physical name must vary with the stack, so two stacks can live in one account."""
-    return not isinstance(value, str) and "AWS::StackName" in json.dumps(value)
+    text = json.dumps(value)
+    return not isinstance(value, str) and ("AWS::StackName" in text or "AWS::StackId" in text)
 
 
 @pytest.mark.parametrize(
@@ -440,3 +441,42 @@ def test_contact_sheet_runs_after_finalize_and_cannot_fail_the_batch() -> None:
     sheet = states["BuildContactSheet"]
     assert sheet["Catch"][0]["ErrorEquals"] == ["States.ALL"]
     assert states[sheet["Catch"][0]["Next"]]["Type"] == "Pass"
+
+
+def test_a_failed_ingest_lands_in_a_dead_letter_queue_with_an_alarm(
+    template: dict[str, Any],
+) -> None:
+    # S3 invokes ingest asynchronously: after Lambda's retries an event with no on-failure
+    # destination is dropped, and the batch it carried is lost without a trace.
+    ingest = properties(template["Resources"]["IngestFunction"])
+    config = ingest.get("EventInvokeConfig")
+    assert config is not None, "IngestFunction: no EventInvokeConfig"
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue_id = on_failure["Destination"]["Fn::GetAtt"][0]
+    queue = template["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    # Kept long enough to replay after a weekend (SQS allows at most 14 days).
+    assert properties(queue)["MessageRetentionPeriod"] >= 4 * 24 * 3600
+    assert is_true(properties(queue).get("SqsManagedSseEnabled"))
+    assert 0 <= config["MaximumRetryAttempts"] <= 2
+
+    # AND an alarm fires on the first message in it, and tells someone
+    alarms = [
+        properties(alarm)
+        for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
+        if properties(alarm).get("Namespace") == "AWS/SQS"
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}
+        in properties(alarm).get("Dimensions", [])
+    ]
+    assert len(alarms) == 1, f"no alarm on {queue_id}"
+    alarm = alarms[0]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Threshold"] == 1
+    assert alarm.get("AlarmActions"), "the alarm notifies nobody"
+
+    # AND the replay needs the queue and the function, which the outputs give
+    outputs = template["Outputs"]
+    assert outputs["IngestFailureQueueUrl"]["Value"] == {"Ref": queue_id}
+    assert outputs["IngestFunctionName"]["Value"] == {"Ref": "IngestFunction"}

@@ -20,6 +20,8 @@ class ServicePrice(BaseModel):
     unit: str
     source: str
     retrieved: date
+    # False: not read from the source for this region; the source says how it was obtained.
+    confirmed: bool = True
 
 
 class InstancePrice(BaseModel):
@@ -29,6 +31,7 @@ class InstancePrice(BaseModel):
     usd_per_hour: Decimal
     source: str
     retrieved: date
+    confirmed: bool = True
 
     @property
     def micro_usd_per_second(self) -> Decimal:
@@ -46,6 +49,9 @@ class RegionPrices(BaseModel):
             if price.name == name:
                 return price
         raise KeyError(f"no price for {name!r}; known: {[p.name for p in self.services]}")
+
+    def find_instance(self, instance_type: str) -> InstancePrice | None:
+        return next((p for p in self.sagemaker_instances if p.instance_type == instance_type), None)
 
     def instance(self, instance_type: str) -> InstancePrice:
         for price in self.sagemaker_instances:
@@ -67,6 +73,21 @@ class AwsPrices(BaseModel):
             raise KeyError(
                 f"no prices recorded for region {name!r}; known: {sorted(self.regions)}"
             ) from None
+
+    def find(self, name: str) -> RegionPrices | None:
+        """The region's prices, or None where imagebatch has none (it cannot run there)."""
+        return self.regions.get(name)
+
+    def unsupported_region_reason(self, name: str) -> str | None:
+        """Why a stack in region `name` cannot run batches, or None if it can."""
+        if name in self.regions:
+            return None
+        known = ", ".join(sorted(self.regions))
+        return (
+            f"this stack is in {name}, where imagebatch has no AWS prices to count a batch's "
+            f"cost with (src/imagebatch/data/aws_prices.json has {known}): nothing runs; "
+            "deploy in one of those regions or add the region's prices"
+        )
 
 
 @lru_cache(maxsize=1)

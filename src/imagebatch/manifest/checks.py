@@ -29,7 +29,10 @@ from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 # Pydantic's wording for a failed pattern says nothing a user can act on.
 PATTERN_EXPLANATIONS = {
     "id": "use 1-128 characters from A-Z a-z 0-9 . _ - (the id becomes part of an S3 key)",
-    "output_prefix": "use only A-Z a-z 0-9 and ! - _ . * ' ( ) / (S3-safe key characters)",
+    "output_prefix": (
+        "start with 'outputs/' (images may be written only under outputs/) and use only "
+        "A-Z a-z 0-9 and ! - _ . * ' ( ) / (S3-safe key characters)"
+    ),
     "prompt": "the prompt is empty or only whitespace",
 }
 

@@ -31,7 +31,10 @@ SELF_HOSTED_DEFAULT_SIZE = (512, 512)
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 ITEM_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-OUTPUT_PREFIX_PATTERN = r"^[A-Za-z0-9!_.*'()/-]+$"
+# Images go under outputs/ only: the roles that write them (GenerateChunkFunction, the
+# SageMaker execution role in template.yaml) may put objects there and nowhere else.
+OUTPUT_PREFIX_ROOT = "outputs/"
+OUTPUT_PREFIX_PATTERN = r"^outputs/[A-Za-z0-9!_.*'()/-]*$"
 LINE_FIELD = "(line)"
 
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -93,11 +96,11 @@ class BatchSettings(BaseModel):
         default=None, gt=0, strict=False, description="Spend cap for the batch in US dollars."
     )
     output_prefix: str = Field(
-        default="outputs/",
+        default=OUTPUT_PREFIX_ROOT,
         min_length=1,
         max_length=512,
         pattern=OUTPUT_PREFIX_PATTERN,
-        description="S3 key prefix for images: ends in '/', no leading '/', no '..'.",
+        description="S3 key prefix for images: starts with 'outputs/', ends in '/', no '..'.",
     )
     tags: Tags = Field(default_factory=dict, description="Up to 50 batch tags.")
     on_invalid: Literal["skip", "reject"] = Field(

@@ -23,6 +23,20 @@ class Lifecycle(BaseModel):
     source: str | None = None
 
 
+class RegionAvailability(BaseModel):
+    """Where Bedrock serves a model on demand (InvokeModel with the bare model id)."""
+
+    model_config = ConfigDict(frozen=True)
+    regions: tuple[str, ...] = Field(min_length=1)
+    # Cross-Region inference profile ids (e.g. "us.<model id>"); none recorded for these.
+    inference_profiles: tuple[str, ...] = ()
+    source: str
+    retrieved: date
+    # False: not read from AWS documentation; the source says where it comes from.
+    confirmed: bool = True
+    note: str | None = None
+
+
 class ModelLimits(BaseModel):
     model_config = ConfigDict(frozen=True)
     prompt_max_chars: int
@@ -96,6 +110,7 @@ class ModelSpec(BaseModel):
     provider: str
     request_family: Literal["stability", "amazon"]
     lifecycle: Lifecycle
+    availability: RegionAvailability
     limits: ModelLimits
     sizes: tuple[ImageSize, ...]
     prices: tuple[Price, ...]
@@ -145,6 +160,16 @@ class ModelSpec(BaseModel):
             if price.tier == tier:
                 return price
         raise KeyError(f"{self.model_id} has no price for tier {tier!r}")
+
+    def region_error(self, region: str) -> str | None:
+        """Why this model cannot run in `region`, naming the regions that serve it."""
+        if region in self.availability.regions:
+            return None
+        return (
+            f"{self.model_id} is not served in {region}, the stack's region; regions that "
+            f"serve it: {', '.join(self.availability.regions)} (deploy there, or choose a "
+            "model this region serves)"
+        )
 
     def is_retired(self, today: date) -> bool:
         eol = self.lifecycle.end_of_life

@@ -68,12 +68,25 @@ class BatchReport(BaseModel):
     errors_key: str | None = None
 
 
+def _marker_cause(marker: dict[str, Any]) -> str:
+    """The chunk's error Cause: RecordChunkFailure stores the whole error output as JSON in
+    `error_detail` (it may have no Cause); markers written before that carry `cause`."""
+    detail = marker.get("error_detail")
+    if detail is None:
+        return str(marker.get("cause", ""))
+    try:
+        parsed = json.loads(str(detail))
+    except ValueError:
+        return str(detail)
+    return str(parsed.get("Cause", "")) if isinstance(parsed, dict) else str(detail)
+
+
 def _class_from_chunk_error(
     marker: dict[str, Any] | None, image_id: str
 ) -> tuple[FailureClass, str]:
     if marker is None:
         return FailureClass.MODEL_ERROR, "the chunk never reported back"
-    error, cause = str(marker.get("error", "")), str(marker.get("cause", ""))
+    error, cause = str(marker.get("error", "")), _marker_cause(marker)
     if error == "ChunkUnfinished":
         unfinished = _unfinished_classes(cause)
         failure_class = unfinished.get(image_id, FailureClass.THROTTLED)

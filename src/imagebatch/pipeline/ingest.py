@@ -23,11 +23,12 @@ from imagebatch.costs.estimate import (
     estimate_batch,
     sagemaker_options,
 )
-from imagebatch.costs.prices import InstancePrice, RegionPrices
+from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import ManifestReader, format_for_key
+from imagebatch.manifest.region_check import check_regions
 from imagebatch.manifest.schema import (
     BatchSettings,
     FieldError,
@@ -143,6 +144,7 @@ def plan_batch(
     spool: Path,
     shape_buckets: tuple[ShapeBucket, ...] = (),
     sagemaker_price: InstancePrice | None = None,
+    region: str | None = None,
 ) -> BatchPlan:
     """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
@@ -150,8 +152,12 @@ def plan_batch(
     price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
+    entries = _with_bucket_checks(reader, shape_buckets)
+    if region is not None and reader.settings.backend != "sagemaker":
+        # Bedrock serves each model in some regions only (data/bedrock_models.json).
+        entries = check_regions(entries, catalogue, region)
     try:
-        for entry in _with_bucket_checks(reader, shape_buckets):
+        for entry in entries:
             if isinstance(entry, InvalidLine):
                 if errors_file is None:
                     plan.errors_path = spool / "errors.jsonl"
@@ -239,7 +245,9 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
     plan.images_total += len(jobs)
 
 
-def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
+def rejection_reason(
+    plan: BatchPlan, *, sagemaker_deployed: bool = False, sagemaker_priced: bool = True
+) -> str | None:
     settings = plan.settings
     if plan.invalid_lines and settings.on_invalid == "reject":
         return (
@@ -250,6 +258,12 @@ def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> st
         return "no valid items: nothing to generate"
     if settings.backend == "sagemaker" and not sagemaker_deployed:
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
+    if settings.backend == "sagemaker" and not sagemaker_priced:
+        return (
+            "backend 'sagemaker': src/imagebatch/data/aws_prices.json has no price for the "
+            "endpoint's instance type in this region, so its images cannot be charged; "
+            "use 'bedrock'"
+        )
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
         estimate = plan.estimate
@@ -306,30 +320,42 @@ class StackOptions:
 
     chunk_size: int
     max_concurrency: int
-    prices: RegionPrices
+    # None where imagebatch has no prices for the stack's region: every batch is refused.
+    prices: RegionPrices | None
     shape: Shape
     max_chunk_concurrency: int = 4
     sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
     sagemaker_price: InstancePrice | None = None
     sagemaker_instance_types: tuple[str, ...] = ()
+    # The stack's region: Bedrock serves each model in some regions only.
+    region: str | None = None
 
 
 def ingest_manifest(
     manifest: ManifestObject, ports: IngestPorts, stack: StackOptions
 ) -> IngestOutcome:
+    """A region without prices, or a model it does not offer, is refused with a message."""
+    unsupported = (
+        load_aws_prices().unsupported_region_reason(stack.region) if stack.region else None
+    )
     batch_id = manifest.batch_id
     existing = ports.ledger.get_batch(batch_id)
     if existing is not None:
         _restart_if_running(manifest, existing, ports.starter, stack)
         return IngestOutcome(batch_id, "DUPLICATE", message="this upload was already ingested")
+    if unsupported is not None or stack.prices is None:
+        reason = unsupported or f"no prices recorded for region {stack.region!r}"
+        error = ManifestError(reason, field="(region)")
+        return _reject_unreadable(manifest, error, store=ports.store, ledger=ports.ledger)
 
+    prices = stack.prices
     with tempfile.TemporaryDirectory(prefix="imagebatch-") as spool_dir:
-        planned = _plan_and_upload(manifest, Path(spool_dir), ports, stack)
+        planned = _plan_and_upload(manifest, Path(spool_dir), ports, stack, prices)
         if isinstance(planned, IngestOutcome):
             return planned
         plan, record = planned
 
-    record.update(_own_usage(ports.store, ports.ledger, ports.clock, stack.prices))
+    record.update(_own_usage(ports.store, ports.ledger, ports.clock, prices))
     catalogue = ports.catalogue
     concurrency = plan_concurrency(
         [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
@@ -375,7 +401,11 @@ def _restart_if_running(
 
 
 def _plan_and_upload(
-    manifest: ManifestObject, spool: Path, ports: IngestPorts, stack: StackOptions
+    manifest: ManifestObject,
+    spool: Path,
+    ports: IngestPorts,
+    stack: StackOptions,
+    prices: RegionPrices,
 ) -> tuple[BatchPlan, dict[str, Any]] | IngestOutcome:
     """One pass over the manifest, then either a rejection (recorded) or the chunk files
     uploaded and the batch record to create."""
@@ -390,20 +420,23 @@ def _plan_and_upload(
             spool=spool,
             shape_buckets=stack.sagemaker_buckets or (),
             sagemaker_price=stack.sagemaker_price,
+            region=stack.region,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
-    plan.estimate = estimate_batch(
-        plan.estimate_micro_usd, plan.chunk_sizes, stack.prices, stack.shape
-    )
+    plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
     plan.backend = choose_batch_backend(
-        plan, ports.catalogue, stack.prices, stack.shape, stack.sagemaker_instance_types
+        plan, ports.catalogue, prices, stack.shape, stack.sagemaker_instance_types
     )
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
         store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-    reason = rejection_reason(plan, sagemaker_deployed=stack.sagemaker_buckets is not None)
+    reason = rejection_reason(
+        plan,
+        sagemaker_deployed=stack.sagemaker_buckets is not None,
+        sagemaker_priced=stack.sagemaker_buckets is None or stack.sagemaker_price is not None,
+    )
     record = _batch_record(plan, manifest, errors_key)
     if reason is not None:
         ledger.create_batch(

@@ -21,7 +21,7 @@ from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument
+from imagebatch_cli.commands._args import ManifestArgument, default_region
 from imagebatch_cli.views.console import console, err_console, fail
 
 
@@ -79,7 +79,10 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
         list[str] | None,
         typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
     ] = None,
-    region: Annotated[str, typer.Option(help="Prices of this region.")] = "us-east-1",
+    region: Annotated[
+        str | None,
+        typer.Option(help="Prices of this region (default: samconfig.toml's, else AWS_REGION)."),
+    ] = None,
     chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
 ) -> None:
     """Price MANIFEST on every backend that can make it: total, per image, wall time."""
@@ -91,7 +94,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
         result = estimate_manifest(
             manifest,
             catalogue=load_catalogue(),
-            prices=load_aws_prices().region(region),
+            prices=load_aws_prices().region(region or default_region() or "us-east-1"),
             shape=Shape(chunk_size=chunk_size),
             instance_types=instances,
             deadline_s=deadline * 60 if deadline is not None else None,

@@ -11,7 +11,7 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import validate_manifest_file
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument
+from imagebatch_cli.commands._args import ManifestArgument, default_region
 from imagebatch_cli.views.console import console, err_console, fail
 
 
@@ -21,14 +21,26 @@ def validate(
         str | None,
         typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="The stack's region: models it does not serve are line errors. Default: the "
+            "region ./samconfig.toml deploys to, else AWS_REGION."
+        ),
+    ] = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
+    region = region or default_region()
     try:
         settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
         if shape_buckets is not None and settings.backend == "sagemaker":
             bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
             valid -= len(bucket_errors)
             errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
+        if region is not None and settings.backend != "sagemaker":
+            region_errors = _region_errors(manifest, region)
+            valid -= len(region_errors)
+            errors = sorted([*errors, *region_errors], key=lambda error: error.line)
     except ManifestError as exc:
         fail(f"{manifest}: {exc}")
     for error in errors:
@@ -41,6 +53,24 @@ def validate(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _region_errors(manifest: Path, region: str) -> list[FieldError]:
+    """Items whose model the region does not serve, as ingest reports them."""
+    from imagebatch.manifest.reader import ManifestReader, format_for_key
+    from imagebatch.manifest.region_check import check_region
+    from imagebatch.manifest.schema import InvalidLine
+
+    catalogue = load_catalogue()
+    found: list[FieldError] = []
+    with manifest.open("rb") as stream:
+        for entry in ManifestReader(stream, format_for_key(manifest.name), catalogue):
+            if isinstance(entry, InvalidLine):
+                continue
+            checked = check_region(entry, catalogue, region)
+            if isinstance(checked, InvalidLine):
+                found.extend(checked.errors)
+    return found
 
 
 def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
 ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
+# The region samconfig.toml deploys to: the local AWS rehearses that stack (its prices, and
+# the models Bedrock serves there).
+REGION = "us-west-2"
 # Resource types the local pipeline has no use for (permissions, policies, the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
 # The HTTP API is not emulated: the CLI calls the query handler with API Gateway events.
@@ -107,10 +110,15 @@ class LocalStack:
         return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
 
     def pseudo(self, name: str) -> str:
+        # A stack id as CloudFormation forms it; the UUID is stable per stack name locally.
+        stack_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"imagebatch-local/{self.name}")
         values = {
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Region": REGION,
             "AWS::StackName": self.name,
+            "AWS::StackId": (
+                f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.name}/{stack_uuid}"
+            ),
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
         }
@@ -155,6 +163,8 @@ class LocalStack:
             ),
             "Fn::Sub": self._sub,
             "Fn::Join": lambda arg: str(arg[0]).join(str(self.resolve(v)) for v in arg[1]),
+            "Fn::Split": lambda arg: str(self.resolve(arg[1])).split(str(arg[0])),
+            "Fn::Select": lambda arg: self.resolve(arg[1])[int(self.resolve(arg[0]))],
             "Fn::If": lambda arg: self.resolve(arg[1] if self.condition(arg[0]) else arg[2]),
         }
 
@@ -246,7 +256,12 @@ def _create_bucket(
 ) -> None:
     props = resource.get("Properties", {})
     name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
-    account.clients["s3"].create_bucket(Bucket=name)
+    if REGION == "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+        account.clients["s3"].create_bucket(Bucket=name)
+    else:
+        account.clients["s3"].create_bucket(
+            Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
     if "BucketEncryption" in props:
         # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
         rules = [
