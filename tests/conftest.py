@@ -50,8 +50,12 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[None]:
-    """Every AWS call in the test goes to in-process moto."""
-    with mock_aws():
+    """Every AWS call in the test goes to in-process moto.
+
+    Executions are only recorded, never run, whatever an earlier test in this worker told
+    moto (the local pipeline turns moto's Step Functions engine on process-wide).
+    """
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         yield
 
 
