@@ -11,6 +11,10 @@ VENV_STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+# checkov in a venv of its own: its dependencies would move the project's pins.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 NODE_STAMP := node_modules/.installed
 
 # sam build for the python3.12 runtime needs a python3.12 on PATH, else it fails with
@@ -22,7 +26,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam lint check-template test demo bench clean
+.PHONY: venv node_modules .venv-sam .venv-checkov lint check-template test demo bench clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -48,11 +52,19 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/python -m pip install 'aws-sam-cli==$(SAM_CLI_VERSION)'
 	touch $@
 
+.venv-checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
 # --- checks ---------------------------------------------------------------------------
 
 # ruff skips .venv by default and .gitignore'd paths only inside a git checkout:
 # exclude the SAM CLI venv explicitly so a tarball checkout lints the same.
-RUFF_EXCLUDE := --extend-exclude $(SAM_VENV)
+RUFF_EXCLUDE := --extend-exclude $(SAM_VENV),$(CHECKOV_VENV)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
@@ -63,15 +75,19 @@ lint: $(VENV_STAMP)
 # (roles, permissions, the bucket's notification and its DependsOn: a cycle shows only there).
 TRANSFORMED := .aws-sam/transformed.json
 
-check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP)
+# checkov reads the transformed template too (the functions' checks need SAM's expansion);
+# every finding is fixed or skipped in template.yaml with the reason (Metadata: checkov).
+# --skip-download: no vendor API (it carries on without one, but does not wait for it).
+check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/python tools/sam_transform.py template.yaml $(TRANSFORMED)
 	$(VENV)/bin/cfn-lint $(TRANSFORMED)
+	$(CHECKOV_VENV)/bin/checkov --file $(TRANSFORMED) --framework cloudformation --quiet --compact --skip-download
 	for f in $(ASL_FILES); do npx --no-install asl-validator --json-path "$$f" || exit 1; done
 	$(SAM) validate --lint --template-file template.yaml
 	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build
 
-test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP)
+test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(MAKE) lint
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests/
@@ -85,6 +101,6 @@ bench: $(VENV_STAMP)
 	shopt -s nullglob; for f in bench/bench_*.py; do $(VENV)/bin/python "$$f" || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -428,7 +428,11 @@ def test_catalog_schedule_retries_and_has_a_dead_letter_queue(template: dict[str
     props = schedule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "CatalogSchedule"}
     assert props["ScheduleExpressionTimezone"] == {"Ref": "CatalogScheduleTimezone"}
-    assert props["DeadLetterConfig"] == {"Type": "SQS"}
+    assert props["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["CatalogScheduleDeadLetterQueue", "Arn"]}
+    }
+    queue = template["Resources"]["CatalogScheduleDeadLetterQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
     assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     # The scheduled time names the night, so a re-fired schedule renders the same manifest.
     assert json.loads(props["Input"]) == {"scheduled_time": "<aws.scheduler.scheduled-time>"}

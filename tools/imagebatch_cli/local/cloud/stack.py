@@ -30,8 +30,10 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-west-2"
 # Resource types the local pipeline has no use for (permissions, policies, the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
-# The HTTP API is not emulated: the CLI calls the query handler with API Gateway events.
+# The HTTP API is not emulated: the CLI calls the query handler with API Gateway events, so
+# its access-log group has nothing to receive either.
 NOT_EMULATED = {
+    "AWS::Logs::LogGroup",
     "AWS::S3::BucketPolicy",
     "AWS::Serverless::LayerVersion",
     "AWS::SQS::QueuePolicy",
@@ -406,6 +408,8 @@ def _create_schedules(stack: LocalStack, account: LocalAccount) -> None:
                     QueueUrl=queue_url, AttributeNames=["QueueArn"]
                 )["Attributes"]["QueueArn"]
                 target["DeadLetterConfig"] = {"Arn": queue_arn}
+            elif "Arn" in props.get("DeadLetterConfig", {}):
+                target["DeadLetterConfig"] = {"Arn": props["DeadLetterConfig"]["Arn"]}
             account.clients["scheduler"].create_schedule(
                 Name=name,
                 ScheduleExpression=props["ScheduleExpression"],
