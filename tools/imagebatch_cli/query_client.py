@@ -70,15 +70,14 @@ class SigV4Api:
 
 
 @contextmanager
-def query_api(
-    api: str | None, out: Path, template: Path = Path("template.yaml")
-) -> Iterator[QueryApi]:
+def query_api(api: str | None, out: Path, template: Path | None = None) -> Iterator[QueryApi]:
     """The deployed stack's API when `api` is given, else the same handler over the ledgers
     `imagebatch local run` exported under `out`."""
     if api:
         yield SigV4Api(api)
         return
     from imagebatch_cli.local.cloud.http_api import local_api
+    from imagebatch_cli.project import template_path
 
-    with local_api(out, template) as local:
+    with local_api(out, template_path(template)) as local:
         yield local

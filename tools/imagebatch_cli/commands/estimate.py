@@ -21,7 +21,7 @@ from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument
+from imagebatch_cli.commands._args import ManifestArgument, SampleOption, manifest_path
 from imagebatch_cli.views.console import console, err_console, fail
 
 
@@ -68,7 +68,8 @@ def estimate_manifest(
 
 
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     chart: Annotated[
         Path | None, typer.Option(help="Write a PNG of cost against number of images.")
     ] = None,
@@ -86,6 +87,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.views.estimate import estimate_table, write_chart
 
+    manifest = manifest_path(manifest, sample)
     instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
     try:
         result = estimate_manifest(

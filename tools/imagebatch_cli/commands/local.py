@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from imagebatch_cli.commands._args import ManifestArgument, TemplateOption
+from imagebatch_cli.commands._args import (
+    ManifestArgument,
+    SampleOption,
+    TemplateOption,
+    manifest_path,
+    resolved_template,
+)
 from imagebatch_cli.views.console import console, fail
 from imagebatch_cli.views.progress import image_progress
 from imagebatch_cli.views.report import print_cost
@@ -119,10 +125,11 @@ class LocalRun:
 
 
 def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     out: RunOutOption = Path("out"),
     model_dir: RunModelDirOption = None,
-    template: TemplateOption = Path("template.yaml"),
+    template: TemplateOption = None,
     render_size: RenderSizeOption = 64,
     steps: StepsOption = 1,
     throttle_rate: ThrottleRateOption = 0.0,
@@ -136,11 +143,12 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     max_batch: MaxBatchOption = 4,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    manifest = manifest_path(manifest, sample)
     try:
         options = LocalRunOptions(
             out=out,
             model_dir=model_dir,
-            template=template,
+            template=resolved_template(template),
             render_size=render_size,
             steps=steps,
             throttle_rate=throttle_rate,
@@ -232,7 +240,7 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     at: Annotated[
         datetime | None, typer.Option(help="Scheduled time of the run (default: now, UTC).")
     ] = None,
-    template: TemplateOption = Path("template.yaml"),
+    template: TemplateOption = None,
     model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
 ) -> None:
     """Fire the nightly catalog schedule once: only changed product variants are generated."""
@@ -245,7 +253,9 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
         fail(exc)
     state_dir = state or out / "catalogs" / name
     when = (at or datetime.now(UTC)).replace(tzinfo=(at.tzinfo if at and at.tzinfo else UTC))
-    run = _run_catalog(catalog, config, out, state_dir, when, template, model_dir)
+    run = _run_catalog(
+        catalog, config, out, state_dir, when, resolved_template(template), model_dir
+    )
     _print_catalog(run, name, out, state_dir)
 
 

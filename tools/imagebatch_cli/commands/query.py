@@ -28,12 +28,13 @@ OutOption = Annotated[Path, typer.Option(help="Where `local run` exported ledger
 
 def _get(api: str | None, out: Path, path: str, query: Mapping[str, str] | None = None) -> Any:
     """One GET on the query API; an error the API answers ends the command (exit 1)."""
+    from imagebatch_cli.project import ProjectFilesNotFound
     from imagebatch_cli.query_client import QueryApiError, query_api
 
     try:
         with query_api(api, out) as client:
             return client.get(path, query)
-    except QueryApiError as exc:
+    except (QueryApiError, ProjectFilesNotFound) as exc:
         fail(exc)
 
 

@@ -11,18 +11,20 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import validate_manifest_file
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument
+from imagebatch_cli.commands._args import ManifestArgument, SampleOption, manifest_path
 from imagebatch_cli.views.console import console, err_console, fail
 
 
 def validate(
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     shape_buckets: Annotated[
         str | None,
         typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
     ] = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
+    manifest = manifest_path(manifest, sample)
     try:
         settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
         if shape_buckets is not None and settings.backend == "sagemaker":
