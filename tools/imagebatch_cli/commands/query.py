@@ -115,36 +115,39 @@ def cost(
     """Print what a batch cost and why, by category, from the ledger."""
     from imagebatch.api.responses import batch_summary
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.views.report import categories_table, print_cost
+    from imagebatch_cli.views.report import print_categories, print_cost
 
     if api:
         shaped = _get(api, out, f"/batches/{batch_id}")
         if as_json:
             emit_json(shaped)
         else:
-            console.print(categories_table(shaped))
+            print_categories(console, shaped)
         return
+    region = "us-east-1"
     if table:
-        summary, images = _from_table(table, batch_id)
+        summary, images, region = _from_table(table, batch_id)
     else:
         summary, images = _from_export(out, batch_id)
     if as_json:
-        emit_json(batch_summary(summary, load_aws_prices().region("us-east-1")))
+        emit_json(batch_summary(summary, load_aws_prices().region(region)))
         return
-    print_cost(console, summary, images)
+    print_cost(console, summary, images, region)
 
 
-def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """The batch's summary and image records from a deployed ledger, and its region."""
     from imagebatch.aws.ledger import Ledger
     from imagebatch.aws.session import aws_errors
     from imagebatch_cli.settings import aws_session
 
+    session = aws_session()
     with aws_errors(f"reading table {table}"):
-        ledger = Ledger(aws_session().dynamodb(), table)
+        ledger = Ledger(session.dynamodb(), table)
         summary = ledger.get_batch(batch_id)
         if summary is None:
             fail(f"no batch {batch_id} in {table}")
-        return summary, list(ledger.image_records(batch_id))
+        return summary, list(ledger.image_records(batch_id)), session.region
 
 
 def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

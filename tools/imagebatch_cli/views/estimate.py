@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -88,6 +88,17 @@ def images_within(option: BackendOption, deadline_s: float) -> float:
 
 
 def write_chart(estimate: ManifestEstimate, target: Path) -> list[tuple[str, str, float]]:
+    """The chart as a PNG; returns the break-even points it marks."""
+    import matplotlib.pyplot as plt
+
+    fig, points = estimate_figure(estimate)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return points
+
+
+def estimate_figure(estimate: ManifestEstimate) -> tuple[Any, list[tuple[str, str, float]]]:
     """Cost in dollars against number of images (log axes, 1 to 100,000) for every option the
     manifest allows; this manifest's size marked, break-even points dotted, and past the
     deadline each line dashed."""
@@ -147,10 +158,7 @@ def write_chart(estimate: ManifestEstimate, target: Path) -> list[tuple[str, str
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return points
+    return fig, points
 
 
 def _dollars(value: float, _: object) -> str:
