@@ -196,7 +196,7 @@ def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = Fals
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalRunError, local_aws
     from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
-    from imagebatch_cli.local.run_folder import fresh_batch_folder
+    from imagebatch_cli.local.run_folder import fresh_batch_folder, relink_review_page
 
     try:
         with lambda_output(verbose=verbose) as log, local_aws(options.local_options()) as aws:
@@ -217,9 +217,10 @@ def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = Fals
             # A batch id that ran before starts from a clean folder: no earlier run's images.
             target = fresh_batch_folder(options.out, batch_id)
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
+            relink_review_page(target)
             others = _ledger_records(aws, batch_id)
             write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
-        log_path = log.save(target / LAMBDA_LOG)
+            log_path = log.save(target / LAMBDA_LOG)
     except LocalRunError as exc:
         fail(exc)
     return LocalRun(batch_id, summary, images, bedrock_stats, overhead, target, files, log_path)
@@ -316,6 +317,7 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
     from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.local.run_folder import relink_review_page
 
     try:
         with (
@@ -335,6 +337,7 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
         fail(exc)
     if run.batch_id is not None and run.summary is not None:
         write_ledger_export(ledger_export_path(out, run.batch_id), run.summary, run.ledger_records)
+        relink_review_page(out / run.batch_id)
     return run
 
 

@@ -64,14 +64,15 @@ class LambdaLog:
         return path
 
 
-def _stream_handlers() -> list[logging.StreamHandler[IO[str]]]:
-    """Handlers that write to the console: Powertools' (on its service logger) and the root's."""
+def _stream_handlers(*streams: object) -> list[logging.StreamHandler[IO[str]]]:
+    """Handlers that write to one of `streams` (default: the console): Powertools' on its
+    service logger, and any a library put on the root logger."""
+    targets = streams or (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     found = []
     for name in {"", *logging.root.manager.loggerDict}:
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and any(
+                handler.stream is target for target in targets
             ):
                 found.append(handler)
     return found
@@ -99,7 +100,6 @@ def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
                 if previous is not None:
                     handler.setStream(previous)
             # Loggers made while the block ran (a handler module imported then) bound the sink.
-            for handler in _stream_handlers():
-                if handler.stream is stream:
-                    handler.setStream(saved_stdout)
+            for handler in _stream_handlers(stream):
+                handler.setStream(saved_stdout)
             sink.flush()

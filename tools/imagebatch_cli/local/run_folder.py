@@ -7,6 +7,8 @@ would still show the PNG an earlier run made.
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 from pathlib import Path
 
@@ -22,3 +24,27 @@ def fresh_batch_folder(out: Path, batch_id: str) -> Path:
         shutil.rmtree(target)
     target.mkdir(parents=True)
     return target
+
+
+_LINK = re.compile(r'href="[^"]*" data-key="([^"]+)"')
+
+
+def relink_review_page(target: Path) -> Path | None:
+    """Point the review page's image links at the local copies.
+
+    The contact-sheet Lambda writes reports/<batch-id>/index.html for the bucket's layout
+    (../../outputs/<batch-id>/<image>.png); the local export keeps images in <out>/<batch-id>/
+    and the page in <out>/<batch-id>/reports/, so each link becomes ../<image>.png. The page
+    names every link's key in data-key, which is what is rewritten from.
+    """
+    page = target / "reports" / "index.html"
+    if not page.exists():
+        return None
+    text = page.read_text(encoding="utf-8")
+
+    def local(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f'href="../{html.escape(key.rsplit("/", 1)[-1])}" data-key="{key}"'
+
+    page.write_text(_LINK.sub(local, text), encoding="utf-8")
+    return page
