@@ -35,6 +35,12 @@ def ledger_table_properties() -> dict[str, Any]:
 
 
 @pytest.fixture
+def ledger_table_shape() -> dict[str, Any]:
+    """template.yaml's LedgerTable properties, for a test that creates the table itself."""
+    return ledger_table_properties()
+
+
+@pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dummy credentials and region, and no endpoint or profile that could reach real AWS."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL"):

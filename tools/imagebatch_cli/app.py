@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imagebatch_cli.commands import estimate, local, models, query, redrive, validate
+from imagebatch_cli.commands import deployed, estimate, local, models, query, redrive, validate
 from imagebatch_cli.exit_codes import guarded
 from imagebatch_cli.settings import set_global_options
 
@@ -95,6 +95,9 @@ _command(app)(query.costs)
 _command(app)(query.cost)
 _command(app)(models.models)
 _command(app)(redrive.redrive)
+_command(app)(deployed.submit)
+_command(app)(deployed.watch)
+_command(app, "stack")(deployed.stack_outputs)
 
 
 def main() -> None:

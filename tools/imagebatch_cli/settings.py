@@ -24,8 +24,11 @@ def set_global_options(profile: str | None, region: str | None) -> None:
     current.region = region
 
 
-def aws_session(region: str | None = None) -> AwsSession:
-    """A session with --profile and --region (a command's own --region wins)."""
+def aws_session(region: str | None = None, default_region: str | None = None) -> AwsSession:
+    """A session with --profile and --region (a command's own --region wins); without any,
+    `default_region` (samconfig.toml's) is used."""
     from imagebatch.aws.session import AwsSession
 
-    return AwsSession(profile=current.profile, region=region or current.region)
+    return AwsSession(
+        profile=current.profile, region=region or current.region, default_region=default_region
+    )

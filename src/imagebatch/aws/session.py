@@ -91,13 +91,22 @@ class SignedResponse:
 class AwsSession:
     """One boto3 session with the person's profile and region; clients are made from it."""
 
-    def __init__(self, profile: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        profile: str | None = None,
+        region: str | None = None,
+        *,
+        default_region: str | None = None,
+    ) -> None:
+        """`region` wins; else the environment's or the profile's; else `default_region`
+        (the region samconfig.toml deploys to)."""
         with aws_errors("AWS profile"):
             self._session = boto3.Session(profile_name=profile, region_name=region)
+        self._default_region = default_region
 
     @property
     def region(self) -> str:
-        region = self._session.region_name
+        region = self._session.region_name or self._default_region
         if not region:
             raise AwsAccessError(_NO_REGION)
         return region

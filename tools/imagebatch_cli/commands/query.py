@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from imagebatch_cli.query_client import check_group_by, check_tag, time_range
+from imagebatch_cli.stack import StackOption
 from imagebatch_cli.views.console import console, emit_json, fail
 
 ApiOption = Annotated[
@@ -32,19 +33,31 @@ JsonOption = Annotated[
 SinceHelp = "7d, 24h, 30m, a date (2026-11-22) or a UTC time (2026-11-22T10:00:00Z)"
 
 
-def _get(api: str | None, out: Path, path: str, query: Mapping[str, str] | None = None) -> Any:
-    """One GET on the query API; an error the API answers ends the command (exit 1)."""
+def _get(
+    where: tuple[str | None, str | None, Path], path: str, query: Mapping[str, str] | None = None
+) -> Any:
+    """One GET on the query API: the --stack's (its QueryApiUrl output), --api's, or the local
+    exports under --out; an error the API answers ends the command (exit 1)."""
     from imagebatch_cli.query_client import QueryApiError, query_api
     from imagebatch_cli.settings import aws_session
+    from imagebatch_cli.stack import deployed_stack
 
+    stack, api, out = where
+    session = None
+    if stack:
+        deployed = deployed_stack(stack, use_samconfig=False)
+        api, session = deployed.outputs.query_api_url, deployed.session
+    elif api:
+        session = aws_session()
     try:
-        with query_api(api, out, session=aws_session() if api else None) as client:
+        with query_api(api, out, session=session) as client:
             return client.get(path, query)
     except QueryApiError as exc:
         fail(exc)
 
 
 def batches(  # noqa: PLR0917 - typer turns each parameter into an option
+    stack: StackOption = None,
     api: ApiOption = None,
     out: OutOption = Path("out"),
     since: Annotated[str | None, typer.Option(help=SinceHelp, show_default=False)] = None,
@@ -66,7 +79,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
         query["until"] = end
     if tag:
         query["tag"] = check_tag(tag)
-    page = _get(api, out, "/batches", query)
+    page = _get((stack, api, out), "/batches", query)
     if as_json:
         emit_json(page)
         return
@@ -76,6 +89,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
 
 
 def costs(  # noqa: PLR0917 - typer turns each parameter into an option
+    stack: StackOption = None,
     api: ApiOption = None,
     out: OutOption = Path("out"),
     group_by: Annotated[str, typer.Option(help="model, backend, batch or tag:<key>")] = "model",
@@ -92,15 +106,16 @@ def costs(  # noqa: PLR0917 - typer turns each parameter into an option
     query = {"group_by": check_group_by(group_by), "since": str(start)}
     if end:
         query["until"] = end
-    report = _get(api, out, "/costs", query)
+    report = _get((stack, api, out), "/costs", query)
     if as_json:
         emit_json(report)
         return
     console.print(costs_table(report))
 
 
-def cost(
+def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     batch_id: str,
+    stack: StackOption = None,
     table: Annotated[
         str | None,
         typer.Option(
@@ -117,8 +132,8 @@ def cost(
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.views.report import print_categories, print_cost
 
-    if api:
-        shaped = _get(api, out, f"/batches/{batch_id}")
+    if stack or api:
+        shaped = _get((stack, api, out), f"/batches/{batch_id}")
         if as_json:
             emit_json(shaped)
         else:

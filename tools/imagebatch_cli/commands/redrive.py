@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imagebatch.models.records import FailureClass
+from imagebatch_cli.stack import StackOption
 from imagebatch_cli.views.console import console, fail, say
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def read_s3_reports(bucket: DataBucket, batch_id: str) -> tuple[list[str], list[
 
 def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     batch_id: str,
+    stack: StackOption = None,
     out: Annotated[Path, typer.Option(help="Where `local run` exported the batch.")] = Path("out"),
     bucket: Annotated[
         str | None,
@@ -113,13 +115,15 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = None,
     upload: Annotated[
         bool,
-        typer.Option(help="Upload it under manifests/ of --bucket, which starts the redrive."),
+        typer.Option(
+            help="Upload it under manifests/ of --bucket (or --stack's), which starts the redrive."
+        ),
     ] = False,
 ) -> None:
     """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
-    if upload and not bucket:
-        fail("--upload needs --bucket", code=2)
-    data_bucket = _data_bucket(bucket) if bucket else None
+    if upload and not (bucket or stack):
+        fail("--upload needs --stack or --bucket", code=2)
+    data_bucket = _data_bucket(bucket, stack) if bucket or stack else None
     try:
         if data_bucket is not None:
             redrive_lines, failed_lines = read_s3_reports(data_bucket, batch_id)
@@ -142,13 +146,18 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     if upload and data_bucket is not None:
         key, new_batch = data_bucket.upload_manifest(target)
         say(f"uploaded to s3://{data_bucket.bucket}/{key}: batch {new_batch} has started")
-        say(f"follow it: imagebatch watch {new_batch}")
+        say(f"follow it: imagebatch watch {new_batch}" + (f" --stack {stack}" if stack else ""))
     elif data_bucket is None:
         say(f"run it: imagebatch local run {target}")
 
 
-def _data_bucket(bucket: str) -> DataBucket:
+def _data_bucket(bucket: str | None, stack: str | None) -> DataBucket:
+    """--bucket as given, or the --stack's DataBucketName output."""
     from imagebatch.aws.deployed import DataBucket
     from imagebatch_cli.settings import aws_session
+    from imagebatch_cli.stack import deployed_stack
 
-    return DataBucket(aws_session().s3(), bucket)
+    if bucket:
+        return DataBucket(aws_session().s3(), bucket)
+    deployed = deployed_stack(stack, use_samconfig=False)
+    return DataBucket(deployed.session.s3(), deployed.outputs.data_bucket)
