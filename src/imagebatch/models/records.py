@@ -142,6 +142,8 @@ class ChunkResult(BaseModel):
     failed: int
     cost_micro_usd: int
     skipped_already_done: int = 0
+    # Bedrock throttles the chunk met (each retried; the BedrockThrottles metric)
+    throttles: int = 0
 
     @classmethod
     def already_done(cls, chunk_id: str, images: int) -> ChunkResult:

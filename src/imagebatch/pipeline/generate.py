@@ -132,6 +132,7 @@ def generate_chunk(
         failed=sum(1 for o in outcomes if o.status == "FAILED"),
         cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
         skipped_already_done=len(done),
+        throttles=limiter.throttles,
     )
 
 
