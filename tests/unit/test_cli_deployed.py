@@ -211,3 +211,13 @@ def test_redrive_uploads_to_the_stacks_bucket(stack: dict[str, str], tmp_path: P
     assert result.exit_code == 0, result.output
     assert s3.head_object(Bucket=BUCKET, Key="manifests/r.jsonl")["ContentLength"] > 0
     assert "imagebatch watch" in result.output
+
+
+def test_watch_names_a_batch_ingest_never_recorded(
+    stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagebatch_cli.commands import deployed
+
+    monkeypatch.setattr(deployed, "INGEST_WAIT_S", 0.2)
+    result = runner.invoke(app, ["watch", "nope", "--stack", STACK, "--interval", "0.05"])
+    assert result.exit_code == ExitCode.ERROR and "no batch nope" in result.output

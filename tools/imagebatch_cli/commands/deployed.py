@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from imagebatch_cli.stack import DeployedStack
 
 FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "REJECTED"}
+# How long watch waits for ingest to record a batch it has never seen (a wrong id, or an
+# upload ingest never got) before it says so.
+INGEST_WAIT_S = 300.0
 IntervalOption = Annotated[
     float, typer.Option(min=0.05, help="Seconds between looks at the batch summary.")
 ]
@@ -103,12 +106,15 @@ def _watch(
     from imagebatch_cli.views.progress import image_progress
 
     ledger = Ledger(deployed.session.dynamodb(), deployed.outputs.ledger_table)
-    deadline = time.monotonic() + timeout_min * 60 if timeout_min is not None else None
+    started = time.monotonic()
+    deadline = started + timeout_min * 60 if timeout_min is not None else None
     summary: dict[str, Any] | None = None
     with image_progress(err_console) as progress:
         while deadline is None or time.monotonic() < deadline:
             with aws_errors(f"reading batch {batch_id}"):
                 summary = ledger.get_batch(batch_id)
+            if summary is None and time.monotonic() - started > INGEST_WAIT_S:
+                break
             if summary is not None:
                 done = int(summary.get("images_succeeded", 0)) + int(
                     summary.get("images_failed", 0)
@@ -119,7 +125,8 @@ def _watch(
             time.sleep(interval)
     if summary is None:
         fail(
-            f"no batch {batch_id} in {deployed.outputs.ledger_table} yet: has ingest run? "
+            f"no batch {batch_id} in {deployed.outputs.ledger_table}: is the id right, and did "
+            "ingest run? "
             f"(its log group: /aws/lambda/{deployed.outputs.stack_name}-IngestFunction-*)"
         )
     status = str(summary.get("status"))
