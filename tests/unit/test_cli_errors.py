@@ -53,6 +53,12 @@ def _clean(result: Result, code: int) -> str:
         (["--region", "us-east-1", "cost", "b1", "--table", "t"], ExitCode.ERROR, "credentials"),
         (["--profile", "nosuch", "cost", "b1", "--table", "t"], ExitCode.ERROR, "'nosuch'"),
         (["redrive", "b1", "--bucket", "b"], ExitCode.ERROR, "no AWS region"),
+        # the deployed-stack commands take samconfig.toml's stack and region: credentials next
+        (["submit", "--sample", "demo"], ExitCode.ERROR, "no AWS credentials found"),
+        (["watch", "b1"], ExitCode.ERROR, "no AWS credentials found"),
+        (["stack"], ExitCode.ERROR, "no AWS credentials found"),
+        (["batches", "--stack", "s"], ExitCode.ERROR, "no AWS credentials found"),
+        (["redrive", "b1", "--upload"], ExitCode.USAGE, "--upload needs --stack or --bucket"),
         (["models", "--live"], ExitCode.ERROR, "no AWS region"),
         (["cost", "nope"], ExitCode.ERROR, "no local ledger"),
         (["batches", "--tag", "project"], ExitCode.USAGE, "key:value"),

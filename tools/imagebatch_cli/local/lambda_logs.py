@@ -64,18 +64,40 @@ class LambdaLog:
         return path
 
 
+def _is_powertools(handler: logging.Handler) -> bool:
+    from aws_lambda_powertools.logging.formatter import BasePowertoolsFormatter
+
+    return isinstance(handler.formatter, BasePowertoolsFormatter)
+
+
 def _stream_handlers(*streams: object) -> list[logging.StreamHandler[IO[str]]]:
-    """Handlers that write to one of `streams` (default: the console): Powertools' on its
-    service logger, and any a library put on the root logger."""
+    """Handlers to point at the log: Powertools' (wherever they write: the handler binds the
+    stdout of the moment its Logger was made) and any that write to one of `streams`
+    (default: the console), e.g. one a library put on the root logger."""
     targets = streams or (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     found = []
     for name in {"", *logging.root.manager.loggerDict}:
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and any(
+            if not isinstance(handler, logging.StreamHandler):
+                continue
+            if (not streams and _is_powertools(handler)) or any(
                 handler.stream is target for target in targets
             ):
                 found.append(handler)
     return found
+
+
+class _NotPowertools(logging.Filter):
+    """Powertools loggers propagate to the root: their records are in the log already, once,
+    as JSON."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(_is_powertools(handler) for handler in logger.handlers):
+                return False
+            logger = logger.parent if logger.propagate else None
+        return True
 
 
 @contextmanager
@@ -89,6 +111,7 @@ def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
         saved = [(handler, handler.setStream(stream)) for handler in handlers]
         root_handler = logging.StreamHandler(stream)
         root_handler.setLevel(logging.WARNING)
+        root_handler.addFilter(_NotPowertools())
         logging.root.addHandler(root_handler)
         sys.stdout = stream
         try:
