@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,31 @@ def ledger_table_properties() -> dict[str, Any]:
         json.dumps({key: properties[key] for key in _TABLE_SHAPE_KEYS if key in properties})
     )
     return shape
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
+    """Powertools binds its handler to the sys.stdout of the moment its Logger is made; when
+    that was a CliRunner's stream (a test that loaded a handler through the CLI), point it
+    back at stderr once the stream is closed, so later tests' log lines are not lost in
+    "I/O operation on closed file" errors."""
+    yield
+    for name in ["", *logging.root.manager.loggerDict]:
+        for handler in logging.getLogger(name).handlers:
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+                # not setStream: it flushes the old stream first, which is closed
+                handler.acquire()
+                try:
+                    handler.stream = sys.stderr
+                finally:
+                    handler.release()
+
+
+@pytest.fixture
+def ledger_table_shape() -> dict[str, Any]:
+    """template.yaml's LedgerTable properties, for a test that creates the table itself."""
+    return ledger_table_properties()
 
 
 @pytest.fixture
@@ -105,3 +132,101 @@ def s3_bucket(s3_client: Any) -> str:
     """An empty data bucket in us-east-1; returns its name."""
     s3_client.create_bucket(Bucket=DATA_BUCKET_NAME)
     return DATA_BUCKET_NAME
+
+
+# -- a batch as `imagebatch local run` leaves it on disk, for the CLI's tests -----------------
+
+EXPORT_MODEL = "stability.sd3-5-large-v1:0"
+
+
+def _export_outcome(image_id: str, *, ok: bool) -> Any:
+    from imagebatch.models.records import FailureClass, ImageOutcome
+
+    return ImageOutcome(
+        image_id=image_id,
+        item_id=image_id.rsplit("-", 1)[0],
+        chunk_id="00000",
+        status="SUCCEEDED" if ok else "FAILED",
+        model=EXPORT_MODEL,
+        backend="bedrock",
+        seed=1,
+        prompt_sha256="0" * 64,
+        cost_micro_usd=80_000 if ok else 0,
+        failure_class=None if ok else FailureClass.CONTENT_FILTERED,
+        failure_reason=None if ok else "Filter reason: prompt",
+    )
+
+
+ExportBatch = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def export_batch(aws_credentials: None) -> ExportBatch:
+    """Writes a settled batch through the real Ledger (its own moto, closed after) and exports
+    its partition under `out` exactly as `local run` does; returns the batch's summary."""
+
+    def export(out: Path, batch_id: str = "demo-0123456789ab", **options: Any) -> dict[str, Any]:
+        with mock_aws():
+            return _export(
+                boto3.client("dynamodb", region_name=AWS_REGION), out, batch_id, **options
+            )
+
+    return export
+
+
+def _export(
+    client: Any,
+    out: Path,
+    batch_id: str,
+    *,
+    made: int = 3,
+    failed: int = 1,
+    tags: dict[str, str] | None = None,
+    created_at: str = "2026-11-22T10:00:00.000+00:00",
+    max_cost_micro_usd: int | None = 5_000_000,
+) -> dict[str, Any]:
+    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
+
+    from imagebatch.aws.dynamo_items import batch_pk, from_item
+    from imagebatch.aws.ledger import Ledger
+    from imagebatch.models.records import BatchStatus
+
+    table = create_ledger_table(client, "export-ledger")
+    ledger = Ledger(client, table)
+    tags = tags if tags is not None else {"project": "demo"}
+    ledger.create_batch(
+        batch_id,
+        {
+            "status": "RUNNING",
+            "backend": "bedrock",
+            "models": [EXPORT_MODEL],
+            "images_total": made + failed,
+            "tags": tags,
+            "created_at": created_at,
+            "estimate_micro_usd": 80_000 * (made + failed) + 900,
+            "max_cost_micro_usd": max_cost_micro_usd,
+            "overhead_reserve_micro_usd": 500,
+            "use_sfn_transitions": 7,
+            "use_lambda_requests": 4,
+            "use_lambda_mb_ms": 2_000_000,
+            "use_s3_put_requests": made + 3,
+            "use_s3_bytes_written": 40_000,
+        },
+    )
+    outcomes = [_export_outcome(f"img-{i}-1", ok=True) for i in range(made)]
+    outcomes += [_export_outcome(f"bad-{i}-1", ok=False) for i in range(failed)]
+    if outcomes:
+        ledger.commit_images(batch_id, outcomes, tags=tags)
+    status = BatchStatus.PARTIAL if failed and made else BatchStatus.SUCCEEDED
+    if failed and not made:
+        status = BatchStatus.FAILED
+    summary = ledger.settle_batch(batch_id, status, {}, {"spent_micro_usd": 300})
+    response = client.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": batch_pk(batch_id)}},
+    )
+    others = [from_item(item) for item in response["Items"]]
+    others = [record for record in others if record["sk"] != "SUMMARY"]
+    write_ledger_export(ledger_export_path(out, batch_id), summary, others)
+    return summary

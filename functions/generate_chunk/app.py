@@ -50,4 +50,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)
+    metrics.add_metric(name="BedrockThrottles", unit=MetricUnit.Count, value=result.throttles)
     return result.model_dump()

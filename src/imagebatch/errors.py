@@ -10,6 +10,9 @@
     ├── StorageError               our own S3 or DynamoDB call failed after its retries
     ├── RestartLimitError          a batch's execution was restarted too often to try again
     ├── InvalidTokenError          a pagination token the query API did not hand out
+    ├── AwsAccessError             an AWS call a person made (the CLI) failed: no region or
+    │                              credentials, endpoint unreachable, refused; worded to act on
+    ├── StackOutputsError          a deployed stack lacks what the CLI needs (outputs, config)
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
 
@@ -85,6 +88,14 @@ class RestartLimitError(ImageBatchError):
 
 class InvalidTokenError(ImageBatchError):
     """A pagination token this API did not hand out."""
+
+
+class AwsAccessError(ImageBatchError):
+    """An AWS call made for a person (the CLI) failed; the message says what to change."""
+
+
+class StackOutputsError(ImageBatchError):
+    """A deployed stack cannot be used: no such stack, or an output the CLI needs is absent."""
 
 
 class ImageGenerationError(ImageBatchError):

@@ -16,7 +16,7 @@ from imagebatch_cli.local.cloud.catalog_local import LocalCatalogRun, run_local_
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
-from imagebatch.pipeline.contact_sheet import COLUMNS, LABEL_HEIGHT, PAD, THUMB
+from imagebatch.pipeline.contact_sheet import HEADER_LINE, LABEL_HEIGHT, PAD, THUMB, sheet_columns
 
 pytestmark = pytest.mark.e2e
 
@@ -70,11 +70,12 @@ def _assert_contact_sheet(aws: LocalAws, run: LocalCatalogRun) -> None:
     sheet_png = s3.get_object(Bucket=aws.bucket, Key=f"reports/{run.batch_id}/contact-sheet.png")
     sheet = Image.open(io.BytesIO(sheet_png["Body"].read()))
     n = len(run.images)
-    rows = -(-n // COLUMNS)
-    assert sheet.size == (
-        min(n, COLUMNS) * (THUMB + PAD) + PAD,
-        rows * (THUMB + LABEL_HEIGHT + PAD) + PAD,
-    )
+    columns = sheet_columns(n)
+    rows = -(-n // columns)
+    # a header of three lines over a near-square grid
+    assert sheet.size[0] >= columns * (THUMB + PAD) + PAD
+    assert sheet.size[1] == 3 * HEADER_LINE + PAD + rows * (THUMB + LABEL_HEIGHT + PAD) + PAD
+    assert 0.5 <= sheet.size[0] / sheet.size[1] <= 2
 
 
 def test_second_night_regenerates_exactly_the_changed_variants(

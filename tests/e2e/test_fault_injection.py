@@ -16,6 +16,7 @@ import pytest
 from imagebatch_cli.commands.redrive import build_redrive, read_s3_reports
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 
+from imagebatch.aws.deployed import DataBucket
 from imagebatch.models.bedrock_models import load_catalogue
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +121,7 @@ def test_throttled_and_refused_images_are_never_lost_or_charged_twice(
     assert summary["map_max_concurrency"] * summary["chunk_concurrency"] <= summary["in_flight"]
 
     # WHEN the report's redrive manifest is built and uploaded (the filter no longer fires)
-    redrive = build_redrive(*read_s3_reports(aws.s3(), aws.bucket, batch_id))
+    redrive = build_redrive(*read_s3_reports(DataBucket(aws.s3(), aws.bucket), batch_id))
     assert redrive.items == filtered and dict(redrive.classes) == {"content_filtered": filtered}
     aws.bedrock.content_filter_rate = 0.0
     before_redrive = aws.bedrock.stats

@@ -11,12 +11,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from imagebatch_cli.app import app
-from imagebatch_cli.commands.models import live_lifecycles
 from imagebatch_cli.commands.redrive import RedriveError, build_redrive
 from imagebatch_cli.views.catalogue import catalogue_table
 from rich.console import Console
 from typer.testing import CliRunner
 
+from imagebatch.aws.foundation_models import live_lifecycles
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
 from imagebatch.models.records import FailureClass
 

@@ -235,3 +235,37 @@ def test_no_two_modules_differ_only_in_spelling() -> None:
         if a != b and (a.startswith(b) or b.startswith(a)) and abs(len(a) - len(b)) <= 2
     ]
     assert not close, f"module names that differ only in spelling: {close}"
+
+
+# -- the CLI: AWS only through imagebatch.aws adapters -------------------------------------
+
+CLI = ROOT / "tools" / "imagebatch_cli"
+
+
+def cli_modules_outside_local() -> list[Path]:
+    return [
+        path
+        for path in sorted(CLI.rglob("*.py"))
+        if "__pycache__" not in path.parts and (CLI / "local") not in path.parents
+    ]
+
+
+def test_there_are_cli_modules_to_check() -> None:
+    names = {path.name for path in cli_modules_outside_local()}
+    assert {"app.py", "query_client.py", "stack.py"} <= names
+
+
+@pytest.mark.parametrize(
+    "path", cli_modules_outside_local(), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_cli_reaches_aws_only_through_the_adapters(path: Path) -> None:
+    # GIVEN a CLI module outside local/ (the local AWS is moto's, and may use boto3)
+    # WHEN its imports are read, TYPE_CHECKING ones included
+    sdk = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for line, name in module_imports(path)
+        if name.split(".")[0] in {"boto3", "botocore"} or name.startswith("mypy_boto3")
+    ]
+    # THEN none is the AWS SDK: CloudFormation, S3, DynamoDB, SigV4 and Bedrock calls live in
+    # src/imagebatch/aws/ (session.py, deployed.py, foundation_models.py)
+    assert not sdk, "use an imagebatch.aws adapter:\n" + "\n".join(sdk)

@@ -1,38 +1,108 @@
 """Clients for the query API: a deployed stack (SigV4-signed HTTPS) or the local ledger exports.
 
 Both answer the same paths with the same JSON, so the CLI's tables do not care which it is.
+What a person types (--since, --until, --tag, --group-by) is checked here before any request,
+so a typo is a usage error naming the option, never an HTTP 422.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any, Protocol
+
+import typer
+
+if TYPE_CHECKING:
+    from imagebatch.aws.session import AwsSession
 
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_TIME_FORMS = "7d, 24h, 30m, a date (2026-11-22) or a UTC time (2026-11-22T10:00:00Z)"
+
+
+def parse_time(value: str, option: str = "--since") -> datetime:
+    """'7d', '24h', '30m' (ago) or an ISO date/time -> an aware UTC datetime; anything else
+    is a usage error naming the option."""
+    match = _RELATIVE.match(value)
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}T.+", value):
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    raise typer.BadParameter(f"{value!r} is not one of {_TIME_FORMS}", param_hint=option)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def time_range(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """--since/--until as the API's ISO timestamps; a range that ends before it starts is a
+    usage error (it would silently match nothing)."""
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
+    if start is not None and end is not None and start > end:
+        raise typer.BadParameter(
+            f"--since {since} is after --until {until}: the range is empty", param_hint="--since"
+        )
+    return (iso(start) if start else None, iso(end) if end else None)
 
 
 def parse_since(value: str | None) -> str | None:
     """'7d', '24h', '30m' or an ISO date/time -> an ISO timestamp (UTC)."""
-    if value is None:
-        return None
-    match = _RELATIVE.match(value)
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (datetime.now(UTC) - delta).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso(parse_time(value)) if value is not None else None
+
+
+def check_tag(value: str) -> str:
+    key, sep, _ = value.partition(":")
+    if not sep or not key:
+        raise typer.BadParameter(
+            f"{value!r} is not key:value (for example project:demo)", param_hint="--tag"
+        )
     return value
+
+
+GROUPS = ("model", "backend", "batch")
+
+
+def check_group_by(value: str) -> str:
+    if value in GROUPS or (value.startswith("tag:") and len(value) > 4 and ":" not in value[4:]):
+        return value
+    raise typer.BadParameter(
+        f"{value!r} is not one of {', '.join(GROUPS)} or tag:<key>", param_hint="--group-by"
+    )
 
 
 class QueryApiError(Exception):
     pass
+
+
+def api_error_message(path: str, status: int, body: str) -> str:
+    """A refusal from the query API in one line: the parameter and what it must be."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return f"GET {path}: HTTP {status}: {body[:200]}"
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
+        parts = []
+        for detail in parsed["detail"]:
+            where = " ".join(str(part) for part in detail.get("loc", []))
+            parts.append(f"{where}: {detail.get('msg', detail.get('type', 'invalid'))}")
+        return f"the query API refused GET {path}: " + "; ".join(parts)
+    if isinstance(parsed, dict) and "message" in parsed:
+        return f"GET {path}: {parsed['message']} (HTTP {status})"
+    return f"GET {path}: HTTP {status}: {body[:200]}"
 
 
 class QueryApi(Protocol):
@@ -42,43 +112,36 @@ class QueryApi(Protocol):
 class SigV4Api:
     """The deployed HTTP API (AWS_IAM authorization): requests signed with your credentials."""
 
-    def __init__(self, base_url: str, region: str | None = None) -> None:
-        import botocore.session
-
+    def __init__(self, base_url: str, session: AwsSession) -> None:
         self.base_url = base_url.rstrip("/")
-        session = botocore.session.get_session()
-        self.region = region or session.get_config_variable("region") or "us-east-1"
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise QueryApiError("no AWS credentials found to sign query API requests")
-        self._credentials = credentials
+        self._session = session
 
     def get(self, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        from imagebatch.aws.session import json_body
 
-        url = f"{self.base_url}{path}" + (f"?{urlencode(query)}" if query else "")
-        request = AWSRequest(method="GET", url=url)
-        SigV4Auth(self._credentials, "execute-api", self.region).add_auth(request)
-        prepared = urllib.request.Request(url, headers=dict(request.headers.items()))  # noqa: S310 - https from the stack output
-        try:
-            with urllib.request.urlopen(prepared, timeout=30) as response:  # noqa: S310
-                loaded: dict[str, Any] = json.loads(response.read())
-                return loaded
-        except urllib.error.HTTPError as exc:
-            raise QueryApiError(f"GET {path}: HTTP {exc.code}: {exc.read().decode()}") from exc
+        response = self._session.signed_get(f"{self.base_url}{path}", query)
+        if response.status != 200:
+            raise QueryApiError(api_error_message(path, response.status, response.body))
+        loaded: dict[str, Any] = json_body(response)
+        return loaded
 
 
 @contextmanager
 def query_api(
-    api: str | None, out: Path, template: Path = Path("template.yaml")
+    api: str | None,
+    out: Path,
+    template: Path | None = None,
+    session: AwsSession | None = None,
 ) -> Iterator[QueryApi]:
     """The deployed stack's API when `api` is given, else the same handler over the ledgers
     `imagebatch local run` exported under `out`."""
     if api:
-        yield SigV4Api(api)
+        from imagebatch.aws.session import AwsSession
+
+        yield SigV4Api(api, session or AwsSession())
         return
     from imagebatch_cli.local.cloud.http_api import local_api
+    from imagebatch_cli.project import template_path
 
-    with local_api(out, template) as local:
+    with local_api(out, template_path(template)) as local:
         yield local

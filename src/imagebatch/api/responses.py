@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from imagebatch.costs.grouping import CostGroup
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.terms import charge_note
 from imagebatch.costs.usage import Usage, per_image, summary_costs
 from imagebatch.models.records import ImageRecord
 
@@ -37,6 +38,10 @@ class Budget(BaseModel):
 
 
 class BatchSummary(BaseModel):
+    """One batch. `costs` are the categories and their total; `charged_micro_usd` is what the
+    budget was charged (the ledger's spent), and `charge_note` says why it differs from the
+    total when it does (costs/terms.py)."""
+
     batch_id: str
     status: str
     created_at: str
@@ -49,6 +54,9 @@ class BatchSummary(BaseModel):
     images_failed: int
     estimate_micro_usd: int
     costs: Costs
+    charged_micro_usd: int = 0
+    charge_note: str | None = None
+    max_cost_micro_usd: int | None = None
     cost_per_image: Costs | None = None
     cost_per_1000: Costs | None = None
     budget: Budget | None = None
@@ -58,6 +66,9 @@ class BatchSummary(BaseModel):
 
 
 class BatchListEntry(BaseModel):
+    """One batch in a list: `costs.total` is its cost, `spent_micro_usd` what its budget was
+    charged (labelled "charged" in the CLI)."""
+
     batch_id: str
     status: str
     created_at: str
@@ -67,6 +78,7 @@ class BatchListEntry(BaseModel):
     images_succeeded: int
     images_failed: int
     spent_micro_usd: int
+    costs: Costs | None = None
 
 
 class BatchPage(BaseModel):
@@ -112,8 +124,9 @@ def route_responses(model: type[BaseModel], **errors: str) -> dict[int, OpenAPIR
     return responses
 
 
-def list_entry(item: Mapping[str, Any]) -> BatchListEntry:
+def list_entry(item: Mapping[str, Any], prices: RegionPrices | None = None) -> BatchListEntry:
     return BatchListEntry(
+        costs=Costs(**summary_costs(item, prices).rounded()) if prices is not None else None,
         batch_id=item["batch_id"],
         status=item.get("status", "-"),
         created_at=item["created_at"],
@@ -129,6 +142,8 @@ def list_entry(item: Mapping[str, Any]) -> BatchListEntry:
 def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSummary:
     """A ledger summary item as the API and CLI show it: categories priced from counters."""
     breakdown = summary_costs(summary, prices)
+    rounded = breakdown.rounded()
+    charged = int(summary.get("spent_micro_usd", 0))
     succeeded = int(summary.get("images_succeeded", 0))
     unit = per_image(breakdown, succeeded)
     budget = None
@@ -153,7 +168,14 @@ def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSumm
         images_succeeded=succeeded,
         images_failed=int(summary.get("images_failed", 0)),
         estimate_micro_usd=int(summary.get("estimate_micro_usd", 0)),
-        costs=Costs(**breakdown.rounded()),
+        costs=Costs(**rounded),
+        charged_micro_usd=charged,
+        charge_note=charge_note(
+            rounded["total"], charged, int(summary.get("unsettled_micro_usd", 0))
+        ),
+        max_cost_micro_usd=int(summary["max_cost_micro_usd"])
+        if summary.get("max_cost_micro_usd") is not None
+        else None,
         cost_per_image=Costs(**unit["per_image"]) if unit["per_image"] else None,
         cost_per_1000=Costs(**unit["per_1000"]) if unit["per_1000"] else None,
         budget=budget,

@@ -93,8 +93,9 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     next_token: Annotated[str | None, Query(pattern=PAGE_KEY_PATTERN)] = None,
 ) -> BatchPage:
+    deps = _deps()
     try:
-        page = _deps().queries.list_batches(
+        page = deps.queries.list_batches(
             since=since or EARLIEST,
             until=until or "9999",
             tag=_tag(tag),
@@ -103,7 +104,9 @@ def list_batches(
         )
     except InvalidTokenError as exc:
         raise BadRequestError(str(exc)) from exc
-    return BatchPage(batches=[list_entry(item) for item in page.items], next_token=page.next_token)
+    return BatchPage(
+        batches=[list_entry(item, deps.prices) for item in page.items], next_token=page.next_token
+    )
 
 
 @app.get(

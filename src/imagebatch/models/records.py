@@ -142,9 +142,13 @@ class ChunkResult(BaseModel):
     failed: int
     cost_micro_usd: int
     skipped_already_done: int = 0
+    # Bedrock throttles the chunk met (each retried; the BedrockThrottles metric)
+    throttles: int = 0
 
     @classmethod
-    def of(cls, chunk_id: str, outcomes: list[ImageOutcome], *, skipped: int = 0) -> ChunkResult:
+    def of(
+        cls, chunk_id: str, outcomes: list[ImageOutcome], *, skipped: int = 0, throttles: int = 0
+    ) -> ChunkResult:
         """The totals of what one attempt committed."""
         return cls(
             chunk_id=chunk_id,
@@ -152,6 +156,7 @@ class ChunkResult(BaseModel):
             failed=sum(1 for o in outcomes if o.status == "FAILED"),
             cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
             skipped_already_done=skipped,
+            throttles=throttles,
         )
 
     @classmethod

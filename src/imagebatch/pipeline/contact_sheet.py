@@ -20,12 +20,16 @@ from pydantic import BaseModel
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, report_key
+from imagebatch.costs import terms
 from imagebatch.errors import BatchNotFoundError
 
 THUMB = 128
-LABEL_HEIGHT = 30
+# three label lines under each tile: id, seed, cost (or failure class)
+LABEL_HEIGHT = 44
 PAD = 6
-COLUMNS = 20
+# the most columns a sheet has; fewer images are laid out near-square (sheet_columns)
+COLUMNS = 24
+HEADER_LINE = 18
 # A reviewer scrolls one sheet of this many; a larger batch gets more sheets.
 PER_SHEET = 500
 INDEX_THUMB = 192
@@ -100,17 +104,60 @@ def thumbnail(png: bytes, size: int) -> Image.Image:
     return copy
 
 
-def render_sheet(entries: Sequence[SheetEntry], thumbs: dict[str, Image.Image]) -> bytes:
-    """One PNG: a grid of tiles, each a thumbnail (or a red failure tile) over its id."""
-    columns = min(COLUMNS, max(1, len(entries)))
+def sheet_columns(images: int) -> int:
+    """Columns that make the grid of `images` tiles about as tall as it is wide."""
+    tile_w, tile_h = THUMB + PAD, THUMB + LABEL_HEIGHT + PAD
+    return max(1, min(COLUMNS, images, math.ceil(math.sqrt(images * tile_h / tile_w))))
+
+
+def sheet_header(
+    batch_id: str, summary: dict[str, Any], first: int, last: int, total: int
+) -> list[str]:
+    """The lines over a sheet: the batch, its outcome and money, and which images it shows."""
+    costs = summary.get("costs") or {}
+    money = []
+    if "total" in costs:
+        money.append(f"total {_usd(int(costs['total']))}")
+    if summary.get("spent_micro_usd") is not None:
+        money.append(f"charged {_usd(int(summary['spent_micro_usd']))}")
+    elif summary.get("cost_micro_usd") is not None:
+        money.append(f"inference {_usd(int(summary['cost_micro_usd']))}")
+    counts = (
+        f"status {summary.get('status', '-')} · {int(summary.get('images_succeeded', 0))} made"
+        f" · {int(summary.get('images_failed', 0))} failed"
+    )
+    return [
+        f"batch {batch_id}",
+        " · ".join([counts, *money]),
+        f"images {first}-{last} of {total}" if total else "no images",
+    ]
+
+
+def render_sheet(
+    entries: Sequence[SheetEntry], thumbs: dict[str, Image.Image], header: Sequence[str] = ()
+) -> bytes:
+    """One PNG: the header lines, then a near-square grid of tiles, each a thumbnail (or a
+    red failure tile with its class) over its id, seed and cost."""
+    columns = sheet_columns(len(entries))
     rows = max(1, math.ceil(len(entries) / columns))
     tile_w, tile_h = THUMB + PAD, THUMB + LABEL_HEIGHT + PAD
-    sheet = Image.new("RGB", (columns * tile_w + PAD, rows * tile_h + PAD), _BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
+    title_font = ImageFont.load_default(size=15)
     font = ImageFont.load_default(size=11)
+    header_h = (len(header) * HEADER_LINE + PAD) if header else 0
+    text_w = max((int(title_font.getlength(line)) for line in header), default=0)
+    width = max(columns * tile_w + PAD, text_w + 2 * PAD)
+    sheet = Image.new("RGB", (width, header_h + rows * tile_h + PAD), _BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for number, line in enumerate(header):
+        draw.text(
+            (PAD, PAD + number * HEADER_LINE),
+            line,
+            fill=_TEXT,
+            font=title_font if number == 0 else font,
+        )
     for position, entry in enumerate(entries):
         left = PAD + (position % columns) * tile_w
-        top = PAD + (position // columns) * tile_h
+        top = header_h + PAD + (position // columns) * tile_h
         thumb = thumbs.get(entry.image_id)
         if thumb is not None:
             sheet.paste(
@@ -120,16 +167,24 @@ def render_sheet(entries: Sequence[SheetEntry], thumbs: dict[str, Image.Image]) 
             draw.rectangle((left, top, left + THUMB - 1, top + THUMB - 1), fill=_FAILED_TILE)
             draw.text(
                 (left + 4, top + THUMB // 2 - 6),
-                (entry.failure_class or entry.status)[:20],
+                _fit(entry.failure_class or entry.status, 20),
                 fill=(255, 255, 255),
                 font=font,
             )
-        draw.text((left, top + THUMB + 2), _fit(entry.image_id, 22), fill=_TEXT, font=font)
-        second = f"${entry.cost_micro_usd / 1_000_000:.4f} seed {entry.seed}"
-        draw.text((left, top + THUMB + 15), _fit(second, 22), fill=_TEXT, font=font)
+        cost = (
+            _usd(entry.cost_micro_usd, 4)
+            if entry.status == "SUCCEEDED"
+            else f"failed: {entry.failure_class or entry.status}"
+        )
+        for row, text in enumerate((entry.image_id, f"seed {entry.seed}", cost)):
+            draw.text((left, top + THUMB + 2 + 13 * row), _fit(text, 22), fill=_TEXT, font=font)
     out = io.BytesIO()
     sheet.save(out, format="PNG", optimize=False)
     return out.getvalue()
+
+
+def _usd(micro: int, places: int = 6) -> str:
+    return f"${micro / 1_000_000:,.{places}f}"
 
 
 def _fit(text: str, chars: int) -> str:
@@ -142,6 +197,109 @@ def _data_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+def _card(entry: SheetEntry, thumb: Image.Image | None) -> str:
+    """One image's card: the picture (linked to the full PNG) or a failure tile with its
+    class, then prompt, seed, model, cost, and for a failed image its reason."""
+    image_id = html.escape(entry.image_id)
+    if thumb is not None and entry.output_key:
+        key = html.escape(entry.output_key)
+        picture = (
+            f'<a class="full" href="../../{key}" data-key="{key}">'
+            f'<img src="{_data_uri(thumb)}" alt="{image_id}"></a>'
+        )
+    else:
+        picture = (
+            f'<div class="failure-tile">{html.escape(entry.failure_class or entry.status)}</div>'
+        )
+    reason = (
+        f"<dt>reason</dt><dd class='reason'>{html.escape(entry.failure_reason)}</dd>"
+        if entry.failure_reason
+        else ""
+    )
+    tags = " ".join(
+        f"<span class='tag'>{html.escape(k)}={html.escape(v)}</span>"
+        for k, v in sorted(entry.tags.items())
+    )
+    return (
+        f"<figure id='{image_id}' class='card {entry.status.lower()}'>"
+        f"{picture}<figcaption><b>{image_id}</b><dl>"
+        f"<dt>status</dt><dd class='status'>{html.escape(entry.status)}</dd>{reason}"
+        f"<dt>prompt</dt><dd class='prompt'>{html.escape(entry.prompt)}</dd>"
+        f"<dt>seed</dt><dd class='seed'>{entry.seed}</dd>"
+        f"<dt>model</dt><dd class='model'>{html.escape(entry.model)}</dd>"
+        f"<dt>cost</dt><dd class='cost'>{_usd(entry.cost_micro_usd)}</dd>"
+        f"</dl>{tags}</figcaption></figure>"
+    )
+
+
+def _money_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The batch's money in the one vocabulary (costs/terms.py): categories, total, charged,
+    estimate, budget."""
+    rows = []
+    costs = summary.get("costs") or {}
+    for category, label in terms.CATEGORY_LABELS.items():
+        if category in costs:
+            rows.append((label, _usd(int(costs[category]))))
+    if "inference" not in costs:
+        rows.append(("inference", _usd(int(summary.get("cost_micro_usd", 0)))))
+    if summary.get("spent_micro_usd") is not None:
+        rows.append((terms.CHARGED, _usd(int(summary["spent_micro_usd"]))))
+    if summary.get("estimate_micro_usd") is not None:
+        rows.append((terms.ESTIMATE, _usd(int(summary["estimate_micro_usd"]))))
+    if summary.get("max_cost_micro_usd") is not None:
+        rows.append((terms.BUDGET, _usd(int(summary["max_cost_micro_usd"]))))
+    return rows
+
+
+def _header(batch_id: str, summary: dict[str, Any], sheet_names: Sequence[str]) -> str:
+    counts = [
+        ("status", str(summary.get("status", "-"))),
+        ("images requested", str(int(summary.get("images_total", 0)))),
+        ("made", str(int(summary.get("images_succeeded", 0)))),
+        ("failed", str(int(summary.get("images_failed", 0)))),
+    ]
+    cells = "".join(
+        f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>"
+        for k, v in [*counts, *_money_rows(summary)]
+    )
+    costs = summary.get("costs") or {}
+    note = None
+    if "total" in costs and summary.get("spent_micro_usd") is not None:
+        note = terms.charge_note(
+            int(costs["total"]),
+            int(summary["spent_micro_usd"]),
+            int(summary.get("unsettled_micro_usd", 0)),
+        )
+    sheets = " ".join(
+        f'<a href="{html.escape(name)}">{html.escape(name)}</a>' for name in sheet_names
+    )
+    return (
+        f"<header><h1>Batch {html.escape(batch_id)}</h1>"
+        f"<dl id='summary' class='facts'>{cells}</dl>"
+        + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
+        + f"<p>contact sheet: {sheets}</p></header>"
+    )
+
+
+_STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #1a1a1a; }
+header .facts { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 0 0 8px; }
+header .facts div { display: flex; gap: 6px; } header .facts dd { margin: 0; font-weight: 600; }
+.note { color: #555; font-size: 13px; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
+figure.card { margin: 0; background: #fff; color: #1a1a1a; border: 1px solid #ddd; padding: 8px; }
+figure.card img { width: 100%; image-rendering: pixelated; }
+figure.card.failed { border: 2px solid #b42318; }
+.failure-tile { background: #b42318; color: #fff; font-weight: 600; aspect-ratio: 1;
+  display: grid; place-items: center; padding: 8px; text-align: center; }
+figure.card dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 8px; margin: 6px 0; }
+figure.card dt { color: #555; } figure.card dd { margin: 0; overflow-wrap: anywhere; }
+figure.card dd.reason { color: #b42318; font-weight: 600; }
+.tag { font-size: 11px; background: #eef; color: #1a1a1a; padding: 1px 4px;
+  margin: 0 4px 2px 0; display: inline-block; max-width: 100%; overflow-wrap: anywhere; }
+"""
+
+
 def render_index(
     batch_id: str,
     summary: dict[str, Any],
@@ -149,64 +307,21 @@ def render_index(
     thumbs: dict[str, Image.Image],
     sheet_names: Sequence[str],
 ) -> str:
-    """Self-contained HTML (thumbnails inlined) that links each full image by its S3 key.
+    """Self-contained HTML (thumbnails inlined): a header with the batch's status, counts and
+    money, then a card per image linking its full PNG.
 
-    Links are relative to reports/<batch-id>/, so they resolve wherever the bucket's layout
-    is browsed or synced.
+    Links are relative to reports/<batch-id>/ in the bucket (../../<output key>), so they
+    resolve in the bucket's layout; each carries its key in data-key, so a copy laid out
+    differently (`imagebatch local run`'s export) can point it at its own files.
     """
-    cards = []
-    for entry in entries:
-        thumb = thumbs.get(entry.image_id)
-        picture = (
-            f'<a href="../../{html.escape(entry.output_key)}">'
-            f'<img src="{_data_uri(thumb)}" alt="{html.escape(entry.image_id)}"></a>'
-            if thumb is not None and entry.output_key
-            else f'<div class="failed">{html.escape(entry.failure_class or entry.status)}</div>'
-        )
-        reason = (
-            f"<dd class='reason'>{html.escape(entry.failure_reason)}</dd>"
-            if entry.failure_reason
-            else ""
-        )
-        tags = " ".join(
-            f"<span class='tag'>{html.escape(k)}={html.escape(v)}</span>"
-            for k, v in sorted(entry.tags.items())
-        )
-        cards.append(
-            f"<figure id='{html.escape(entry.image_id)}' class='{entry.status.lower()}'>"
-            f"{picture}<figcaption><b>{html.escape(entry.image_id)}</b><dl>"
-            f"<dt>prompt</dt><dd class='prompt'>{html.escape(entry.prompt)}</dd>"
-            f"<dt>seed</dt><dd class='seed'>{entry.seed}</dd>"
-            f"<dt>model</dt><dd class='model'>{html.escape(entry.model)}</dd>"
-            f"<dt>cost</dt><dd class='cost'>${entry.cost_micro_usd / 1_000_000:.6f}</dd>"
-            f"<dt>status</dt><dd class='status'>{html.escape(entry.status)}</dd>{reason}"
-            f"</dl>{tags}</figcaption></figure>"
-        )
-    sheets = " ".join(
-        f'<a href="{html.escape(name)}">{html.escape(name)}</a>' for name in sheet_names
-    )
-    total = int(summary.get("cost_micro_usd", 0))
+    cards = "\n".join(_card(entry, thumbs.get(entry.image_id)) for entry in entries)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>imagebatch {html.escape(batch_id)}</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 1.5em; background: #fafafa; }}
-main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }}
-figure {{ margin: 0; background: #fff; border: 1px solid #ddd; padding: 8px; }}
-figure img {{ width: 100%; image-rendering: pixelated; }}
-figure.failed {{ border-color: #c44; }}
-.failed {{ background: #cd4646; color: #fff; height: 120px; display: grid; place-items: center; }}
-dl {{ display: grid; grid-template-columns: auto 1fr; gap: 2px 8px; margin: 6px 0; }}
-dt {{ color: #666; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
-.tag {{ font-size: 11px; background: #eef; padding: 1px 4px; margin: 0 4px 2px 0;
-        display: inline-block; max-width: 100%; overflow-wrap: anywhere; }}
-</style></head><body>
-<h1>Batch {html.escape(batch_id)}</h1>
-<p id="summary">status <b>{html.escape(str(summary.get("status", "")))}</b> &middot;
-{int(summary.get("images_succeeded", 0))} made, {int(summary.get("images_failed", 0))} failed
-&middot; cost <b>${total / 1_000_000:.6f}</b> &middot; contact sheet: {sheets}</p>
+<style>{_STYLE}</style></head><body>
+{_header(batch_id, summary, sheet_names)}
 <main>
-{chr(10).join(cards)}
+{cards}
 </main></body></html>
 """
 
@@ -241,8 +356,22 @@ def build_contact_sheet(
         for number in range(1, len(pages) + 1)
     ]
     keys = [
-        put_report(name, render_sheet(page, sheet_thumbs), "image/png")
-        for name, page in zip(names, pages, strict=True)
+        put_report(
+            name,
+            render_sheet(
+                page,
+                sheet_thumbs,
+                sheet_header(
+                    batch_id,
+                    summary,
+                    number * PER_SHEET + 1,
+                    number * PER_SHEET + len(page),
+                    len(entries),
+                ),
+            ),
+            "image/png",
+        )
+        for number, (name, page) in enumerate(zip(names, pages, strict=True))
     ]
     index = render_index(batch_id, summary, entries, index_thumbs, names)
     index_key = put_report("index.html", index.encode("utf-8"), "text/html; charset=utf-8")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.terms import charge_note
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
     SUMMARY_SIZE_BOUND,
@@ -61,6 +62,11 @@ class BatchReport(BaseModel):
     # micro-dollars by category (inference, orchestration, storage, total), per image and
     # per 1,000 images made
     costs: dict[str, int] = {}
+    # what the budget was charged (the ledger's spent), the cap, and why charged and the
+    # categories' total differ when they do (costs/terms.py)
+    charged_micro_usd: int = 0
+    max_cost_micro_usd: int | None = None
+    charge_note: str | None = None
     cost_per_image: dict[str, int] = {}
     cost_per_1000: dict[str, int] = {}
     failed_key: str | None = None
@@ -196,6 +202,7 @@ def finalize_batch(
     adds = _own_charge(summary, store, ledger, prices, clock, failed_chunks=len(markers))
     final_usage = {k: int(summary.get(k, 0)) + v for k, v in adds.items() if k.startswith("use_")}
     breakdown = summary_costs({**summary, **final_usage}, prices)
+    charged = int(summary.get("spent_micro_usd", 0)) + adds["spent_micro_usd"]
     report = BatchReport(
         batch_id=event.batch_id,
         status=status,
@@ -206,6 +213,11 @@ def finalize_batch(
         estimate_micro_usd=summary.get("estimate_micro_usd", 0),
         failures_by_class=failures.by_class,
         costs=breakdown.rounded(),
+        charged_micro_usd=charged,
+        max_cost_micro_usd=summary.get("max_cost_micro_usd"),
+        charge_note=charge_note(
+            breakdown.rounded()["total"], charged, int(summary.get("unsettled_micro_usd", 0))
+        ),
         cost_per_image=per_image(breakdown, succeeded)["per_image"],
         cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
         failed_key=failures.failed_key,
@@ -240,9 +252,12 @@ def _account_for_every_image(
     for chunk_id in markers:
         commit_pending(store, ledger, event.batch_id, chunk_id, prices)
     # Holds no commit settled: their attempts died after they may have spent.
-    ledger.write_off_holds(event.batch_id)
+    written_off = ledger.write_off_holds(event.batch_id)
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
         _record_lost_images(event, store, ledger, markers)
+        summary = ledger.get_batch(event.batch_id) or summary
+    elif markers or written_off:
+        # what they charged is in the summary now, not in the copy read above
         summary = ledger.get_batch(event.batch_id) or summary
     return summary, markers
 

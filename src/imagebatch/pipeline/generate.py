@@ -132,7 +132,7 @@ def generate_chunk(
     )
     if unfinished:
         raise ChunkUnfinished(unfinished)
-    return ChunkResult.of(chunk.chunk_id, outcomes, skipped=len(done))
+    return ChunkResult.of(chunk.chunk_id, outcomes, skipped=len(done), throttles=limiter.throttles)
 
 
 def _commit_or_keep(

@@ -302,6 +302,23 @@ def choose_batch_backend(
     return chosen.backend if chosen else "bedrock"
 
 
+def assess_plan(
+    plan: BatchPlan, catalogue: ModelCatalogue, stack: StackOptions, prices: RegionPrices
+) -> str | None:
+    """What ingest decides before it writes anything: the estimate by category, the backend
+    (`auto` resolved), and the rejection reason (None: the batch runs). `imagebatch validate`
+    calls this too, so its verdict is ingest's."""
+    plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
+    plan.backend = choose_batch_backend(
+        plan, catalogue, prices, stack.shape, stack.sagemaker_instance_types
+    )
+    return rejection_reason(
+        plan,
+        sagemaker_deployed=stack.sagemaker_buckets is not None,
+        sagemaker_priced=stack.sagemaker_buckets is None or stack.sagemaker_price is not None,
+    )
+
+
 @dataclass(frozen=True)
 class IngestPorts:
     """What ingest reads and writes through: the adapters, injected by the handler."""
@@ -424,19 +441,11 @@ def _plan_and_upload(
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
-    plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
-    plan.backend = choose_batch_backend(
-        plan, ports.catalogue, prices, stack.shape, stack.sagemaker_instance_types
-    )
+    reason = assess_plan(plan, ports.catalogue, stack, prices)
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
         store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-    reason = rejection_reason(
-        plan,
-        sagemaker_deployed=stack.sagemaker_buckets is not None,
-        sagemaker_priced=stack.sagemaker_buckets is None or stack.sagemaker_price is not None,
-    )
     record = _batch_record(plan, manifest, errors_key)
     if reason is not None:
         ledger.create_batch(

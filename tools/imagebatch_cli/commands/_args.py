@@ -7,12 +7,62 @@ from typing import Annotated
 
 import typer
 
-ManifestArgument = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
-TemplateOption = Annotated[Path, typer.Option(exists=True)]
+from imagebatch_cli.project import ProjectFilesNotFound, sample_manifest, template_path
+from imagebatch_cli.views.console import fail
+
+ManifestArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        show_default=False,
+        help="The manifest (JSON Lines or CSV); or name a packaged one with --sample.",
+    ),
+]
+SampleOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Use a sample manifest shipped with imagebatch instead: demo (JSON Lines) or "
+        "demo.csv.",
+        show_default=False,
+    ),
+]
+TemplateOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+        help="The SAM template to run; default: the application imagebatch is installed from.",
+    ),
+]
 
 
-def default_region() -> str | None:
-    """The region ./samconfig.toml deploys the stack to, else AWS_REGION/AWS_DEFAULT_REGION."""
+def manifest_path(manifest: Path | None, sample: str | None) -> Path:
+    """MANIFEST as given, or the packaged sample named by --sample (exactly one of them)."""
+    if (manifest is None) == (sample is None):
+        fail("give a MANIFEST or --sample NAME (one of them)", code=2)
+    if manifest is not None:
+        return manifest
+    try:
+        return sample_manifest(str(sample))
+    except ProjectFilesNotFound as exc:
+        fail(exc, code=2)
+
+
+def resolved_template(template: Path | None) -> Path:
+    """--template, or the application's own template.yaml: never one from the working dir."""
+    try:
+        return template_path(template)
+    except ProjectFilesNotFound as exc:
+        fail(exc)
+
+
+def default_region() -> str:
+    """The region the stack is deployed to: --region wins; else ./samconfig.toml's deploy
+    region; else AWS_REGION/AWS_DEFAULT_REGION; else us-west-2, where the sample config
+    deploys (the default model's region)."""
     import os
     import tomllib
 
@@ -25,4 +75,4 @@ def default_region() -> str | None:
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         if os.environ.get(name):
             return os.environ[name]
-    return None
+    return "us-west-2"

@@ -1,28 +1,54 @@
-"""`imagebatch estimate MANIFEST`: every backend that can make the manifest, priced."""
+"""`imagebatch estimate MANIFEST`: every backend the manifest allows, priced.
+
+The options are those ingest would choose among for this manifest: `backend: bedrock` runs on
+the Bedrock models its lines name, `sagemaker` on the instance types asked for, `auto` on
+either (pipeline.ingest.choose_batch_backend). Other Bedrock models that could make every item
+are named below the table, not offered as choices the manifest does not allow.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
 from imagebatch.costs.estimate import (
     BackendOption,
     Shape,
     bedrock_options,
     choose_backend,
+    load_speed_assumptions,
     sagemaker_options,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.errors import ManifestError
 from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument, default_region
-from imagebatch_cli.views.console import console, err_console, fail
+from imagebatch_cli.commands._args import (
+    ManifestArgument,
+    SampleOption,
+    default_region,
+    manifest_path,
+)
+from imagebatch_cli.exit_codes import ExitCode
+from imagebatch_cli.views.console import console, emit_json, fail, say
+
+DEFAULT_INSTANCES = ("ml.inf2.xlarge", "ml.g4dn.xlarge")
+
+
+@dataclass
+class ManifestScan:
+    """One pass over the manifest: what it asks for."""
+
+    backend: str
+    images: int = 0
+    invalid_lines: int = 0
+    models: set[str] = field(default_factory=set)
+    compatible: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -32,22 +58,55 @@ class ManifestEstimate:
     options: list[BackendOption]
     chosen: BackendOption | None
     deadline_s: float | None
+    backend: str = "auto"
+    alternatives: list[str] = field(default_factory=list)
 
 
-def compatible_models(path: Path, catalogue: ModelCatalogue) -> tuple[int, int, list[str]]:
-    """(images, invalid lines, Bedrock models that can make every valid item as written)."""
-    images = invalid = 0
-    fits = {spec.model_id: True for spec in catalogue.models}
+class OptionJson(BaseModel):
+    name: str
+    backend: str
+    model: str | None
+    instance_type: str | None
+    warm: bool | None
+    total_micro_usd: int
+    per_image_micro_usd: int | None
+    per_1000_micro_usd: int | None
+    wall_seconds: float
+    meets_deadline: bool
+    chosen: bool
+
+
+class EstimateJson(BaseModel):
+    """`imagebatch estimate --json`."""
+
+    manifest: str
+    backend: str
+    images: int
+    invalid_lines: int
+    deadline_s: float | None
+    options: list[OptionJson]
+    chosen: str | None
+    alternatives: list[str]
+
+
+def scan_manifest(path: Path, catalogue: ModelCatalogue) -> ManifestScan:
+    """Images, invalid lines, the models the lines name, and the Bedrock models that could
+    make every valid item as written."""
     with path.open("rb") as stream:
-        for entry in ManifestReader(stream, format_for_key(path.name), catalogue):
+        reader = ManifestReader(stream, format_for_key(path.name), catalogue)
+        scan = ManifestScan(backend=reader.settings.backend)
+        fits = {spec.model_id: True for spec in catalogue.models}
+        for entry in reader:
             if not isinstance(entry, ValidItem):
-                invalid += 1
+                scan.invalid_lines += 1
                 continue
-            images += entry.item.count
+            scan.images += entry.item.count
+            scan.models.add(entry.item.model)
             for spec in catalogue.models:
                 if fits[spec.model_id] and check_item_for_model(entry.item, spec, line=entry.line):
                     fits[spec.model_id] = False
-    return images, invalid, [model for model, ok in fits.items() if ok]
+    scan.compatible = [model for model, ok in fits.items() if ok]
+    return scan
 
 
 def estimate_manifest(
@@ -59,58 +118,160 @@ def estimate_manifest(
     instance_types: list[str],
     deadline_s: float | None = None,
 ) -> ManifestEstimate:
-    images, invalid, models = compatible_models(path, catalogue)
-    options = bedrock_options(models, catalogue, prices, shape)
-    options += sagemaker_options(instance_types, prices, shape)
+    scan = scan_manifest(path, catalogue)
+    options: list[BackendOption] = []
+    if scan.backend in {"bedrock", "auto"}:
+        options += bedrock_options(sorted(scan.models), catalogue, prices, shape)
+    if scan.backend in {"sagemaker", "auto"}:
+        options += sagemaker_options(instance_types, prices, shape)
     return ManifestEstimate(
-        images, invalid, options, choose_backend(options, images, deadline_s), deadline_s
+        images=scan.images,
+        invalid_lines=scan.invalid_lines,
+        options=options,
+        chosen=choose_backend(options, scan.images, deadline_s),
+        deadline_s=deadline_s,
+        backend=scan.backend,
+        alternatives=[m for m in scan.compatible if m not in scan.models]
+        if scan.backend != "sagemaker"
+        else [],
     )
 
 
+def known_instance_types(prices: RegionPrices) -> list[str]:
+    """Instance types with both a price in this region and a measured speed."""
+    priced = {price.instance_type for price in prices.sagemaker_instances}
+    return [
+        s.instance_type for s in load_speed_assumptions().sagemaker if s.instance_type in priced
+    ]
+
+
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     chart: Annotated[
-        Path | None, typer.Option(help="Write a PNG of cost against number of images.")
+        Path | None,
+        typer.Option(help="Write a PNG of cost against number of images.", show_default=False),
     ] = None,
     deadline: Annotated[
-        float | None, typer.Option(help="Minutes the batch may take; auto picks within it.")
+        float | None,
+        typer.Option(
+            min=0.1, help="Minutes the batch may take; auto picks within it.", show_default=False
+        ),
     ] = None,
     sagemaker_instance: Annotated[
         list[str] | None,
-        typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
+        typer.Option(
+            help="SageMaker instance types to price (repeat); default ml.inf2.xlarge and "
+            "ml.g4dn.xlarge.",
+            show_default=False,
+        ),
     ] = None,
     region: Annotated[
         str | None,
-        typer.Option(help="Prices of this region (default: samconfig.toml's, else AWS_REGION)."),
+        typer.Option(
+            help="Prices of this region (default: samconfig.toml's, else AWS_REGION, else "
+            "us-west-2).",
+            show_default=False,
+        ),
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
+    chunk_size: Annotated[int, typer.Option(min=1, max=90, help="Images per chunk.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the options as JSON.")] = False,
 ) -> None:
-    """Price MANIFEST on every backend that can make it: total, per image, wall time."""
+    """Price MANIFEST on every backend it allows: total, per image, wall time. Exit 1 when no
+    option meets --deadline."""
     from imagebatch.costs.prices import load_aws_prices
+
+    manifest = manifest_path(manifest, sample)
+    try:
+        region = region or default_region()
+        prices = load_aws_prices().region(region)
+    except KeyError:
+        fail(f"no prices for region {region!r} in data/aws_prices.json", code=ExitCode.USAGE)
+    known = known_instance_types(prices)
+    unknown = [t for t in sagemaker_instance or [] if t not in known]
+    if unknown:
+        fail(
+            f"--sagemaker-instance {', '.join(unknown)}: no price and speed for it; known: "
+            + ", ".join(known),
+            code=ExitCode.USAGE,
+        )
+    result = estimate_manifest(
+        manifest,
+        catalogue=load_catalogue(),
+        prices=prices,
+        shape=Shape(chunk_size=chunk_size),
+        instance_types=list(sagemaker_instance or DEFAULT_INSTANCES),
+        deadline_s=deadline * 60 if deadline is not None else None,
+    )
+    if as_json:
+        emit_json(_as_json(str(manifest), result))
+    else:
+        _print(result, chart)
+    if result.chosen is None:
+        if not as_json:
+            say(_missed_deadline(result), err=True)
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _print(result: ManifestEstimate, chart: Path | None) -> None:
     from imagebatch_cli.views.estimate import estimate_table, write_chart
 
-    instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
-    try:
-        result = estimate_manifest(
-            manifest,
-            catalogue=load_catalogue(),
-            prices=load_aws_prices().region(region or default_region() or "us-east-1"),
-            shape=Shape(chunk_size=chunk_size),
-            instance_types=instances,
-            deadline_s=deadline * 60 if deadline is not None else None,
-        )
-    except (ManifestError, KeyError) as exc:
-        fail(f"{manifest}: {exc}")
     console.print(estimate_table(result))
     if result.invalid_lines:
-        err_console.print(f"{result.invalid_lines} invalid line(s) left out: see `validate`")
-    if result.chosen is None:
-        err_console.print("[red]no backend meets the deadline[/red]")
+        say(f"{result.invalid_lines} invalid line(s) left out: see `imagebatch validate`")
+    if result.alternatives:
+        say(
+            "other Bedrock models that can make every item (name one as `model` to use it): "
+            + ", ".join(result.alternatives)
+        )
     if chart is not None:
         points = write_chart(result, chart)
-        console.print(
+        say(
             f"chart: {chart}; break-even points: "
             + (", ".join(f"{a} = {b} at {n:,.0f} images" for a, b, n in points) or "none")
         )
-    if result.chosen is None:
-        raise typer.Exit(1)
+
+
+def _missed_deadline(result: ManifestEstimate) -> str:
+    if not result.options:
+        return f"no option: backend {result.backend} has nothing to price for this manifest"
+    fastest = min(result.options, key=lambda o: o.wall_seconds(result.images))
+    minutes = fastest.wall_seconds(result.images) / 60
+    return (
+        f"no option this manifest allows meets the deadline of "
+        f"{(result.deadline_s or 0) / 60:g} min: the fastest, {fastest.name}, takes "
+        f"{minutes:.1f} min for {result.images} images"
+    )
+
+
+def _as_json(manifest: str, result: ManifestEstimate) -> EstimateJson:
+    n = result.images
+    rows = []
+    for option in sorted(result.options, key=lambda o: o.cost_micro_usd(n)):
+        total = option.cost_micro_usd(n)
+        wall = option.wall_seconds(n)
+        rows.append(
+            OptionJson(
+                name=option.name,
+                backend=option.backend,
+                model=option.model,
+                instance_type=option.instance_type,
+                warm=option.warm,
+                total_micro_usd=total,
+                per_image_micro_usd=total // n if n else None,
+                per_1000_micro_usd=total * 1000 // n if n else None,
+                wall_seconds=round(wall, 1),
+                meets_deadline=result.deadline_s is None or wall <= result.deadline_s,
+                chosen=option == result.chosen,
+            )
+        )
+    return EstimateJson(
+        manifest=manifest,
+        backend=result.backend,
+        images=n,
+        invalid_lines=result.invalid_lines,
+        deadline_s=result.deadline_s,
+        options=rows,
+        chosen=result.chosen.name if result.chosen else None,
+        alternatives=result.alternatives,
+    )

@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from imagebatch_cli.commands._args import ManifestArgument, TemplateOption
-from imagebatch_cli.views.console import console, fail
+from imagebatch_cli.commands._args import (
+    ManifestArgument,
+    SampleOption,
+    TemplateOption,
+    manifest_path,
+    resolved_template,
+)
+from imagebatch_cli.exit_codes import exit_code_for_status
+from imagebatch_cli.views.console import console, emit_json, err_console, fail
 from imagebatch_cli.views.progress import image_progress
 from imagebatch_cli.views.report import print_cost
 
@@ -34,8 +41,22 @@ RunModelDirOption = Annotated[
 ]
 RenderSizeOption = Annotated[int, typer.Option(help="Short side of local images, px.")]
 StepsOption = Annotated[int, typer.Option(help="Denoising steps of the local model.")]
-ThrottleRateOption = Annotated[float, typer.Option(help="Share of Bedrock calls throttled.")]
-FilterRateOption = Annotated[float, typer.Option(help="Share refused by content filter.")]
+ThrottleRateOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of Bedrock calls throttled (0 to 1).")
+]
+FilterRateOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share refused by content filter (0 to 1).")
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Also show the Lambdas' own log lines (always in lambda.log)."
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print the batch's summary as JSON (the query API's shape)."),
+]
 ChunkSizeOption = Annotated[int | None, typer.Option(help="Images per chunk.")]
 FaultSeedOption = Annotated[int, typer.Option(help="Seed of the injected faults.")]
 RetryBaseOption = Annotated[
@@ -116,13 +137,15 @@ class LocalRun:
     overhead: dict[str, int]
     target: Path
     files: list[Path]
+    log: Path
 
 
 def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     out: RunOutOption = Path("out"),
     model_dir: RunModelDirOption = None,
-    template: TemplateOption = Path("template.yaml"),
+    template: TemplateOption = None,
     render_size: RenderSizeOption = 64,
     steps: StepsOption = 1,
     throttle_rate: ThrottleRateOption = 0.0,
@@ -134,13 +157,17 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     backend: BackendOption = "bedrock",
     shape_buckets: ShapeBucketsOption = "",
     max_batch: MaxBatchOption = 4,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
+    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine. Exit 0: every
+    image made; 3 PARTIAL; 4 FAILED; 5 REJECTED."""
+    manifest = manifest_path(manifest, sample)
     try:
         options = LocalRunOptions(
             out=out,
             model_dir=model_dir,
-            template=template,
+            template=resolved_template(template),
             render_size=render_size,
             steps=steps,
             throttle_rate=throttle_rate,
@@ -155,25 +182,30 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
-    run = _run_batch(manifest, options)
-    _print_run(run, options.out)
-    if run.summary["status"] in {"REJECTED", "FAILED"}:
-        raise typer.Exit(1)
+    run = _run_batch(manifest, options, verbose=verbose)
+    if as_json:
+        _print_json(run)
+    else:
+        _print_run(run, options.out)
+    raise typer.Exit(exit_code_for_status(str(run.summary["status"])))
 
 
-def _run_batch(manifest: Path, options: LocalRunOptions) -> LocalRun:
-    """Start the local AWS, run MANIFEST through it, and keep what the report needs."""
+def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
+    """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
+    Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalRunError, local_aws
+    from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_cli.local.run_folder import fresh_batch_folder, relink_review_page
 
     try:
-        with local_aws(options.local_options()) as aws:
+        with lambda_output(verbose=verbose) as log, local_aws(options.local_options()) as aws:
             batch_id = aws.upload_manifest(manifest)
-            console.print(
+            err_console.print(
                 f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
                 f"{manifest.name}  batch [bold]{batch_id}[/bold]"
             )
-            with image_progress(console) as progress:
+            with image_progress(err_console) as progress:
                 summary = aws.wait_for_batch(batch_id, progress)
             # The contact sheet is the execution's last step, after the status is final.
             aws.wait_for_execution(batch_id)
@@ -182,13 +214,16 @@ def _run_batch(manifest: Path, options: LocalRunOptions) -> LocalRun:
             # The local endpoint scales in once the batch is done: its cold start and idle
             # time are charged to the batches of the session (docs/sagemaker.md).
             overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
-            target = options.out / batch_id
+            # A batch id that ran before starts from a clean folder: no earlier run's images.
+            target = fresh_batch_folder(options.out, batch_id)
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
+            relink_review_page(target)
             others = _ledger_records(aws, batch_id)
             write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+            log_path = log.save(target / LAMBDA_LOG)
     except LocalRunError as exc:
         fail(exc)
-    return LocalRun(batch_id, summary, images, bedrock_stats, overhead, target, files)
+    return LocalRun(batch_id, summary, images, bedrock_stats, overhead, target, files, log_path)
 
 
 def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
@@ -214,8 +249,27 @@ def _print_run(run: LocalRun, out: Path) -> None:
     if run.summary.get("images_failed"):
         console.print(f"failed images: imagebatch redrive {run.batch_id} --out {out}")
     console.print(
-        f"{len(run.files)} image(s) in [bold]{run.target}/[/bold]; reports in "
-        f"{run.target}/reports/; ledger export {run.target / LEDGER_EXPORT}"
+        f"{len(run.files)} image(s) in [bold]{run.target}/[/bold]; review page "
+        f"{run.target}/reports/index.html; ledger export {run.target / LEDGER_EXPORT}; "
+        f"Lambda logs {run.log}",
+        soft_wrap=True,
+    )
+
+
+def _print_json(run: LocalRun) -> None:
+    """`local run --json`: {"batch": the query API's batch summary, "images_dir", "review_page",
+    "lambda_log"}."""
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.costs.prices import load_aws_prices
+
+    shaped = batch_summary(run.summary, load_aws_prices().region("us-east-1"))
+    emit_json(
+        {
+            "batch": shaped.model_dump(mode="json"),
+            "images_dir": str(run.target),
+            "review_page": str(run.target / "reports" / "index.html"),
+            "lambda_log": str(run.log),
+        }
     )
 
 
@@ -232,7 +286,7 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     at: Annotated[
         datetime | None, typer.Option(help="Scheduled time of the run (default: now, UTC).")
     ] = None,
-    template: TemplateOption = Path("template.yaml"),
+    template: TemplateOption = None,
     model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
 ) -> None:
     """Fire the nightly catalog schedule once: only changed product variants are generated."""
@@ -245,7 +299,9 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
         fail(exc)
     state_dir = state or out / "catalogs" / name
     when = (at or datetime.now(UTC)).replace(tzinfo=(at.tzinfo if at and at.tzinfo else UTC))
-    run = _run_catalog(catalog, config, out, state_dir, when, template, model_dir)
+    run = _run_catalog(
+        catalog, config, out, state_dir, when, resolved_template(template), model_dir
+    )
     _print_catalog(run, name, out, state_dir)
 
 
@@ -261,6 +317,7 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
     from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.local.run_folder import relink_review_page
 
     try:
         with (
@@ -280,6 +337,7 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
         fail(exc)
     if run.batch_id is not None and run.summary is not None:
         write_ledger_export(ledger_export_path(out, run.batch_id), run.summary, run.ledger_records)
+        relink_review_page(out / run.batch_id)
     return run
 
 

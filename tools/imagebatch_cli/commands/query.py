@@ -2,6 +2,7 @@
 
 With `--api` (or IMAGEBATCH_API) they ask a deployed stack's query API; without it the same
 query handler answers over the ledgers `imagebatch local run` exported under `--out`.
+`--json` prints the query API's own response body (schemas/openapi.json) and nothing else.
 """
 
 from __future__ import annotations
@@ -12,97 +13,156 @@ from typing import Annotated, Any
 
 import typer
 
-from imagebatch_cli.views.console import console, fail
-from imagebatch_cli.views.report import batches_table, categories_table, costs_table, print_cost
+from imagebatch_cli.query_client import check_group_by, check_tag, time_range
+from imagebatch_cli.stack import StackOption
+from imagebatch_cli.views.console import console, emit_json, fail
 
 ApiOption = Annotated[
     str | None,
     typer.Option(
         envvar="IMAGEBATCH_API",
+        show_default=False,
         help="Query API URL of a deployed stack (stack output QueryApiUrl); requests are "
         "SigV4-signed with your AWS credentials. Default: the ledgers `local run` exported.",
     ),
 ]
 OutOption = Annotated[Path, typer.Option(help="Where `local run` exported ledgers.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the query API's JSON body instead of a table.")
+]
+SinceHelp = "7d, 24h, 30m, a date (2026-11-22) or a UTC time (2026-11-22T10:00:00Z)"
 
 
-def _get(api: str | None, out: Path, path: str, query: Mapping[str, str] | None = None) -> Any:
-    """One GET on the query API; an error the API answers ends the command (exit 1)."""
+def _get(
+    where: tuple[str | None, str | None, Path], path: str, query: Mapping[str, str] | None = None
+) -> Any:
+    """One GET on the query API: the --stack's (its QueryApiUrl output), --api's, or the local
+    exports under --out; an error the API answers ends the command (exit 1)."""
     from imagebatch_cli.query_client import QueryApiError, query_api
+    from imagebatch_cli.settings import aws_session
+    from imagebatch_cli.stack import deployed_stack
 
+    stack, api, out = where
+    session = None
+    if stack:
+        deployed = deployed_stack(stack, use_samconfig=False)
+        api, session = deployed.outputs.query_api_url, deployed.session
+    elif api:
+        session = aws_session()
     try:
-        with query_api(api, out) as client:
+        with query_api(api, out, session=session) as client:
             return client.get(path, query)
     except QueryApiError as exc:
         fail(exc)
 
 
-def batches(
+def batches(  # noqa: PLR0917 - typer turns each parameter into an option
+    stack: StackOption = None,
     api: ApiOption = None,
     out: OutOption = Path("out"),
-    since: Annotated[str | None, typer.Option(help="7d, 24h or an ISO date")] = None,
-    tag: Annotated[str | None, typer.Option(help="key:value")] = None,
+    since: Annotated[str | None, typer.Option(help=SinceHelp, show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(help=SinceHelp, show_default=False)] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="key:value, a batch tag", show_default=False)
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 25,
+    as_json: JsonOption = False,
 ) -> None:
-    """List batches, newest first, with what each spent."""
-    from imagebatch_cli.query_client import parse_since
+    """List batches, newest first, with what each cost."""
+    from imagebatch_cli.views.report import batches_table
 
+    start, end = time_range(since, until)
     query = {"limit": str(limit)}
-    if since:
-        query["since"] = str(parse_since(since))
+    if start:
+        query["since"] = start
+    if end:
+        query["until"] = end
     if tag:
-        query["tag"] = tag
-    page = _get(api, out, "/batches", query)
+        query["tag"] = check_tag(tag)
+    page = _get((stack, api, out), "/batches", query)
+    if as_json:
+        emit_json(page)
+        return
     console.print(batches_table(page["batches"]))
     if page.get("next_token"):
         console.print("(more: narrow with --since or --tag, or raise --limit)")
 
 
-def costs(
+def costs(  # noqa: PLR0917 - typer turns each parameter into an option
+    stack: StackOption = None,
     api: ApiOption = None,
     out: OutOption = Path("out"),
     group_by: Annotated[str, typer.Option(help="model, backend, batch or tag:<key>")] = "model",
-    since: Annotated[str, typer.Option(help="7d, 24h or an ISO date")] = "7d",
-    until: Annotated[str | None, typer.Option(help="ISO date; default now")] = None,
+    since: Annotated[str, typer.Option(help=SinceHelp)] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help=SinceHelp + "; default now", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """What was spent over a time range, grouped by model, backend, batch or a tag."""
-    from imagebatch_cli.query_client import parse_since
+    """What was charged over a time range, grouped by model, backend, batch or a tag."""
+    from imagebatch_cli.views.report import costs_table
 
-    query = {"group_by": group_by, "since": str(parse_since(since))}
-    if until:
-        query["until"] = until
-    console.print(costs_table(_get(api, out, "/costs", query)))
+    start, end = time_range(since, until)
+    query = {"group_by": check_group_by(group_by), "since": str(start)}
+    if end:
+        query["until"] = end
+    report = _get((stack, api, out), "/costs", query)
+    if as_json:
+        emit_json(report)
+        return
+    console.print(costs_table(report))
 
 
-def cost(
+def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     batch_id: str,
+    stack: StackOption = None,
     table: Annotated[
         str | None,
-        typer.Option(help="Ledger table of a deployed stack (uses your AWS credentials)."),
+        typer.Option(
+            help="Ledger table of a deployed stack (uses your AWS credentials).",
+            show_default=False,
+        ),
     ] = None,
     api: ApiOption = None,
     out: OutOption = Path("out"),
+    as_json: JsonOption = False,
 ) -> None:
     """Print what a batch cost and why, by category, from the ledger."""
-    if api:
-        console.print(categories_table(_get(api, out, f"/batches/{batch_id}")))
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.costs.prices import load_aws_prices
+    from imagebatch_cli.views.report import print_categories, print_cost
+
+    if stack or api:
+        shaped = _get((stack, api, out), f"/batches/{batch_id}")
+        if as_json:
+            emit_json(shaped)
+        else:
+            print_categories(console, shaped)
         return
+    region = "us-east-1"
     if table:
-        summary, images = _from_table(table, batch_id)
+        summary, images, region = _from_table(table, batch_id)
     else:
         summary, images = _from_export(out, batch_id)
-    print_cost(console, summary, images)
+    if as_json:
+        emit_json(batch_summary(summary, load_aws_prices().region(region)))
+        return
+    print_cost(console, summary, images, region)
 
 
-def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from imagebatch.aws.clients import dynamodb_client
+def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """The batch's summary and image records from a deployed ledger, and its region."""
     from imagebatch.aws.ledger import Ledger
+    from imagebatch.aws.session import aws_errors
+    from imagebatch_cli.settings import aws_session
 
-    ledger = Ledger(dynamodb_client(), table)
-    summary = ledger.get_batch(batch_id)
-    if summary is None:
-        fail(f"no batch {batch_id} in {table}")
-    return summary, list(ledger.image_records(batch_id))
+    session = aws_session()
+    with aws_errors(f"reading table {table}"):
+        ledger = Ledger(session.dynamodb(), table)
+        summary = ledger.get_batch(batch_id)
+        if summary is None:
+            fail(f"no batch {batch_id} in {table}")
+        return summary, list(ledger.image_records(batch_id)), session.region
 
 
 def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -110,5 +170,5 @@ def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[st
 
     export = ledger_export_path(out, batch_id)
     if not export.exists():
-        fail(f"no local ledger at {export}; pass --table for AWS")
+        fail(f"no local ledger at {export}; pass --table or --api for a deployed stack")
     return read_ledger_export(export)

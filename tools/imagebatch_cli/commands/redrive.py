@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from imagebatch.aws.s3_store import report_key
 from imagebatch.models.records import FailureClass
-from imagebatch_cli.views.console import console, fail
+from imagebatch_cli.stack import StackOption
+from imagebatch_cli.views.console import console, fail, say
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from imagebatch.aws.deployed import DataBucket
 
 REDRIVE_REPORT = "redrive.jsonl"
 FAILED_REPORT = "failed.jsonl"
@@ -87,28 +87,20 @@ def read_local_reports(out: Path, batch_id: str) -> tuple[list[str], list[str]]:
     )
 
 
-def read_s3_reports(s3: S3Client, bucket: str, batch_id: str) -> tuple[list[str], list[str]]:
-    def lines(name: str) -> list[str] | None:
-        try:
-            body = s3.get_object(Bucket=bucket, Key=report_key(batch_id, name))["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            return None
-        return body.decode("utf-8").splitlines()
-
-    redrive = lines(REDRIVE_REPORT)
+def read_s3_reports(bucket: DataBucket, batch_id: str) -> tuple[list[str], list[str]]:
+    redrive = bucket.report_lines(batch_id, REDRIVE_REPORT)
     if redrive is None:
-        try:
-            s3.head_object(Bucket=bucket, Key=report_key(batch_id, "summary.json"))
-        except s3.exceptions.ClientError as exc:
+        if not bucket.has_report(batch_id, "summary.json"):
             raise RedriveError(
-                f"no report for batch {batch_id} in s3://{bucket}/reports/ (is it finished?)"
-            ) from exc
+                f"no report for batch {batch_id} in s3://{bucket.bucket}/reports/ (is it finished?)"
+            )
         return [], []
-    return redrive, lines(FAILED_REPORT) or []
+    return redrive, bucket.report_lines(batch_id, FAILED_REPORT) or []
 
 
 def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     batch_id: str,
+    stack: StackOption = None,
     out: Annotated[Path, typer.Option(help="Where `local run` exported the batch.")] = Path("out"),
     bucket: Annotated[
         str | None,
@@ -123,17 +115,18 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = None,
     upload: Annotated[
         bool,
-        typer.Option(help="Upload it under manifests/ of --bucket, which starts the redrive."),
+        typer.Option(
+            help="Upload it under manifests/ of --bucket (or --stack's), which starts the redrive."
+        ),
     ] = False,
 ) -> None:
     """Write a manifest of exactly a batch's failed images; uploading it runs only those."""
-    if upload and not bucket:
-        fail("--upload needs --bucket", code=2)
+    if upload and not (bucket or stack):
+        fail("--upload needs --stack or --bucket", code=2)
+    data_bucket = _data_bucket(bucket, stack) if bucket or stack else None
     try:
-        if bucket:
-            from imagebatch.aws.clients import s3_client
-
-            redrive_lines, failed_lines = read_s3_reports(s3_client(), bucket, batch_id)
+        if data_bucket is not None:
+            redrive_lines, failed_lines = read_s3_reports(data_bucket, batch_id)
         else:
             redrive_lines, failed_lines = read_local_reports(out, batch_id)
         if not redrive_lines:
@@ -149,16 +142,22 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
         return
     target = manifest.write(output or Path(f"redrive-{batch_id}.jsonl"))
     by_class = ", ".join(f"{n} {c}" for c, n in sorted(manifest.classes.items()))
-    console.print(f"{manifest.items} failed image(s) ({by_class}) -> [bold]{target}[/bold]")
-    if upload and bucket:
-        _upload(target, bucket)
-    elif not bucket:
-        console.print(f"run it: imagebatch local run {target}")
+    say(f"{manifest.items} failed image(s) ({by_class}) -> {target}")
+    if upload and data_bucket is not None:
+        key, new_batch = data_bucket.upload_manifest(target)
+        say(f"uploaded to s3://{data_bucket.bucket}/{key}: batch {new_batch} has started")
+        say(f"follow it: imagebatch watch {new_batch}" + (f" --stack {stack}" if stack else ""))
+    elif data_bucket is None:
+        say(f"run it: imagebatch local run {target}")
 
 
-def _upload(manifest: Path, bucket: str) -> None:
-    from imagebatch.aws.clients import s3_client
+def _data_bucket(bucket: str | None, stack: str | None) -> DataBucket:
+    """--bucket as given, or the --stack's DataBucketName output."""
+    from imagebatch.aws.deployed import DataBucket
+    from imagebatch_cli.settings import aws_session
+    from imagebatch_cli.stack import deployed_stack
 
-    key = f"manifests/{manifest.name}"
-    s3_client().upload_file(str(manifest), bucket, key)
-    console.print(f"uploaded to s3://{bucket}/{key}: the redrive batch has started")
+    if bucket:
+        return DataBucket(aws_session().s3(), bucket)
+    deployed = deployed_stack(stack, use_samconfig=False)
+    return DataBucket(deployed.session.s3(), deployed.outputs.data_bucket)

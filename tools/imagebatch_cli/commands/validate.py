@@ -1,93 +1,224 @@
-"""`imagebatch validate MANIFEST`: the manifest checked offline, exactly as ingest checks it."""
+"""`imagebatch validate MANIFEST`: the manifest checked offline, exactly as ingest checks it.
+
+It runs ingest's own planning (pipeline.ingest.plan_batch and assess_plan) over the file: the
+same line checks, the same estimate on the backend the manifest would run, and the same
+budget verdict. Exit 0: ingest runs every line; 1: some lines are invalid and would be
+skipped (on_invalid skip); 5: ingest would reject the batch (exit_codes.py).
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
-from imagebatch.errors import ManifestError
-from imagebatch.manifest.reader import validate_manifest_file
 from imagebatch.manifest.schema import FieldError
-from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch_cli.commands._args import ManifestArgument, default_region
-from imagebatch_cli.views.console import console, err_console, fail
+from imagebatch_cli.commands._args import (
+    ManifestArgument,
+    SampleOption,
+    default_region,
+    manifest_path,
+)
+from imagebatch_cli.exit_codes import ExitCode
+from imagebatch_cli.views.console import emit_json, fail, say
+
+DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
+DEFAULT_INSTANCE = "ml.inf2.xlarge"  # template.yaml SageMakerInstanceType's default
 
 
-def validate(
-    manifest: ManifestArgument,
+class EstimateByCategory(BaseModel):
+    """Micro-dollars, as ingest records them on the batch before it runs."""
+
+    inference_micro_usd: int
+    orchestration_micro_usd: int
+    storage_micro_usd: int
+    total_micro_usd: int
+    overhead_reserve_micro_usd: int
+
+
+class ValidationReport(BaseModel):
+    """`imagebatch validate --json`."""
+
+    manifest: str
+    backend: str
+    on_invalid: str
+    items_valid: int
+    images: int
+    invalid_lines: int
+    errors: list[FieldError]
+    estimate: EstimateByCategory | None
+    max_cost_micro_usd: int | None
+    verdict: str  # "accepted" | "rejected", as ingest will decide
+    rejection: str | None
+
+
+def validate(  # noqa: PLR0917 - typer turns each parameter into an option
+    manifest: ManifestArgument = None,
+    sample: SampleOption = None,
     shape_buckets: Annotated[
         str | None,
-        typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
+        typer.Option(
+            help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed.",
+            show_default=False,
+        ),
     ] = None,
     region: Annotated[
         str | None,
         typer.Option(
-            help="The stack's region: models it does not serve are line errors. Default: the "
-            "region ./samconfig.toml deploys to, else AWS_REGION."
+            help="The stack's region: its prices, and models it does not serve are line errors "
+            "(default: samconfig.toml's deploy region, else AWS_REGION, else us-west-2).",
+            show_default=False,
         ),
     ] = None,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, max=90, help="Images per chunk (the stack's ChunkSize).")
+    ] = DEFAULT_CHUNK_SIZE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
-    region = region or default_region()
-    try:
-        settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
-        if shape_buckets is not None and settings.backend == "sagemaker":
-            bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
-            valid -= len(bucket_errors)
-            errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
-        if region is not None and settings.backend != "sagemaker":
-            region_errors = _region_errors(manifest, region)
-            valid -= len(region_errors)
-            errors = sorted([*errors, *region_errors], key=lambda error: error.line)
-    except ManifestError as exc:
-        fail(f"{manifest}: {exc}")
-    for error in errors:
-        item = f" (id {error.item_id})" if error.item_id else ""
-        err_console.print(f"{manifest}:{error.line}: {error.field}{item}: {error.reason}")
-    lines = len({error.line for error in errors})
-    console.print(
-        f"{valid} valid item(s), {lines} invalid line(s); backend {settings.backend}, "
-        f"on_invalid {settings.on_invalid}"
+    """Validate a manifest offline, exactly as ingest will: every invalid line, the images,
+    their estimate and the budget verdict. Exit 0 runs as is, 1 lines skipped, 5 rejected."""
+    manifest = manifest_path(manifest, sample)
+    report = check_manifest(
+        manifest, region=region or default_region(), chunk_size=chunk_size, buckets=shape_buckets
     )
-    if errors:
-        raise typer.Exit(1)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_report(report)
+    if report.verdict == "rejected":
+        raise typer.Exit(ExitCode.REJECTED)
+    if report.invalid_lines:
+        raise typer.Exit(ExitCode.ERROR)
 
 
-def _region_errors(manifest: Path, region: str) -> list[FieldError]:
-    """Items whose model the region does not serve, as ingest reports them."""
-    from imagebatch.manifest.reader import ManifestReader, format_for_key
-    from imagebatch.manifest.region_check import check_region
-    from imagebatch.manifest.schema import InvalidLine
+def check_manifest(
+    manifest: Path, *, region: str, chunk_size: int, buckets: str | None
+) -> ValidationReport:
+    """Ingest's plan of the manifest, without uploading anything."""
+    from imagebatch.costs.estimate import Shape
+    from imagebatch.costs.prices import load_aws_prices
+    from imagebatch.errors import ManifestError
+    from imagebatch.manifest.reader import format_for_key
+    from imagebatch.models.bedrock_models import load_catalogue
+    from imagebatch.models.money import MICRO
+    from imagebatch.models.sagemaker_contract import parse_buckets
+    from imagebatch.pipeline.ingest import StackOptions, assess_plan, plan_batch
 
+    prices = load_aws_prices().find(region)
+    if prices is None:
+        fail(load_aws_prices().unsupported_region_reason(region) or f"no prices for {region}")
+    sagemaker_buckets = parse_buckets(buckets) if buckets else ()
+    stack = StackOptions(
+        chunk_size=chunk_size,
+        max_concurrency=10,
+        prices=prices,
+        shape=Shape(chunk_size=chunk_size),
+        sagemaker_buckets=sagemaker_buckets,
+        sagemaker_price=prices.find_instance(DEFAULT_INSTANCE),
+        region=region,
+    )
     catalogue = load_catalogue()
-    found: list[FieldError] = []
-    with manifest.open("rb") as stream:
-        for entry in ManifestReader(stream, format_for_key(manifest.name), catalogue):
-            if isinstance(entry, InvalidLine):
-                continue
-            checked = check_region(entry, catalogue, region)
-            if isinstance(checked, InvalidLine):
-                found.extend(checked.errors)
-    return found
-
-
-def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
-    """Sizes the endpoint was not compiled for, as ingest reports them."""
-    from imagebatch.manifest.reader import ManifestReader, format_for_key
-    from imagebatch.manifest.schema import ValidItem
-    from imagebatch.models.sagemaker_contract import bucket_error, parse_buckets
-
-    buckets = parse_buckets(shape_buckets)
-    found = []
-    with manifest.open("rb") as stream:
-        for entry in ManifestReader(stream, format_for_key(manifest.name), load_catalogue()):
-            if not isinstance(entry, ValidItem):
-                continue
-            reason = bucket_error(entry.item.width, entry.item.height, buckets)
-            if reason is not None:
-                found.append(
-                    FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
+    with tempfile.TemporaryDirectory(prefix="imagebatch-validate-") as spool:
+        try:
+            format_for_key(manifest.name)
+            with manifest.open("rb") as stream:
+                plan = plan_batch(
+                    stream,
+                    manifest.name,
+                    batch_id="validate",
+                    catalogue=catalogue,
+                    chunk_size=chunk_size,
+                    spool=Path(spool),
+                    shape_buckets=sagemaker_buckets,
+                    sagemaker_price=stack.sagemaker_price,
+                    region=region,
                 )
-    return found
+        except ManifestError as exc:
+            # A manifest ingest cannot read at all (header, columns): rejected as a whole.
+            where = f":{exc.line}" if exc.line else ""
+            fail(f"{manifest}{where}: {exc}", code=ExitCode.REJECTED)
+        errors = (
+            [
+                FieldError.model_validate_json(line)
+                for line in plan.errors_path.read_text(encoding="utf-8").splitlines()
+            ]
+            if plan.errors_path is not None
+            else []
+        )
+    rejection = assess_plan(plan, catalogue, stack, prices)
+    estimate = plan.estimate
+    settings = plan.settings
+    return ValidationReport(
+        manifest=str(manifest),
+        backend=plan.backend,
+        on_invalid=settings.on_invalid,
+        items_valid=plan.items_valid,
+        images=plan.images_total,
+        invalid_lines=plan.invalid_lines,
+        errors=errors,
+        estimate=EstimateByCategory(
+            inference_micro_usd=estimate.inference_micro_usd,
+            orchestration_micro_usd=estimate.orchestration_micro_usd,
+            storage_micro_usd=estimate.storage_micro_usd,
+            total_micro_usd=estimate.total_micro_usd,
+            overhead_reserve_micro_usd=estimate.overhead_reserve_micro_usd,
+        )
+        if estimate is not None and plan.images_total
+        else None,
+        max_cost_micro_usd=int(settings.max_cost_usd * MICRO)
+        if settings.max_cost_usd is not None
+        else None,
+        verdict="rejected" if rejection else "accepted",
+        rejection=rejection,
+    )
+
+
+def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
+    """One line per invalid manifest line: `file:line: field: reason; field: reason (id X)`."""
+    by_line: dict[int, list[FieldError]] = defaultdict(list)
+    for error in errors:
+        by_line[error.line].append(error)
+    lines = []
+    for line, found in sorted(by_line.items()):
+        item_id = next((e.item_id for e in found if e.item_id), None)
+        reasons = "; ".join(f"{e.field}: {e.reason}" for e in found)
+        lines.append(f"{manifest}:{line}: {reasons}" + (f" (id {item_id})" if item_id else ""))
+    return lines
+
+
+def _print_report(report: ValidationReport) -> None:
+    from imagebatch_cli.views.report import usd
+
+    for line in error_lines(report.manifest, report.errors):
+        say(line, err=True)
+    say(
+        f"{report.manifest}: {report.items_valid} valid item(s), {report.images} image(s), "
+        f"{report.invalid_lines} invalid line(s); backend {report.backend}, "
+        f"on_invalid {report.on_invalid}"
+    )
+    estimate = report.estimate
+    if estimate is not None:
+        say(
+            f"estimate on {report.backend}: {usd(estimate.total_micro_usd)} "
+            f"(inference {usd(estimate.inference_micro_usd)}, orchestration "
+            f"{usd(estimate.orchestration_micro_usd)}, storage "
+            f"{usd(estimate.storage_micro_usd)})"
+        )
+    if report.max_cost_micro_usd is not None and estimate is not None:
+        held = estimate.total_micro_usd + estimate.overhead_reserve_micro_usd
+        verdict = "exceeds it" if held > report.max_cost_micro_usd else "fits"
+        say(
+            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}: estimate + reserve "
+            f"{usd(held)} {verdict}"
+        )
+    if report.rejection:
+        say(f"ingest would REJECT this batch: {report.rejection}", err=True)
+    else:
+        skipped = (
+            f", skipping {report.invalid_lines} invalid line(s)" if report.invalid_lines else ""
+        )
+        say(f"ingest would accept this batch{skipped}")

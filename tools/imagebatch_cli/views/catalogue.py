@@ -10,7 +10,7 @@ from rich.table import Table
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 
 if TYPE_CHECKING:
-    from imagebatch_cli.commands.models import LiveLifecycle
+    from imagebatch.aws.foundation_models import LiveLifecycle
 
 
 def _prices(spec: ModelSpec) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -22,24 +22,37 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _mark(estimate: ManifestEstimate, option: BackendOption) -> str:
+    late = (
+        estimate.deadline_s is not None
+        and option.wall_seconds(estimate.images) > estimate.deadline_s
+    )
+    if option == estimate.chosen:
+        return "auto picks this" if estimate.backend == "auto" else "cheapest allowed"
+    return "misses deadline" if late else ""
+
+
 def estimate_table(estimate: ManifestEstimate) -> Table:
     n = estimate.images
-    table = Table(title=f"{n} images", header_style="bold")
+    title = f"{n} images, backend {estimate.backend}"
+    if estimate.deadline_s is not None:
+        title += f", deadline {estimate.deadline_s / 60:g} min"
+    table = Table(title=title, header_style="bold")
     for column in ("backend", "total", "per image", "per 1,000", "wall time", ""):
-        table.add_column(column, justify="left" if column in {"backend", ""} else "right")
+        table.add_column(
+            column,
+            justify="left" if column in {"backend", ""} else "right",
+            no_wrap=column == "backend",
+        )
     for option in sorted(estimate.options, key=lambda o: o.cost_micro_usd(n)):
         total = option.cost_micro_usd(n)
-        late = estimate.deadline_s is not None and option.wall_seconds(n) > estimate.deadline_s
-        mark = (
-            "auto picks this" if option == estimate.chosen else ("misses deadline" if late else "")
-        )
         table.add_row(
             option.name,
             usd(total),
             usd(total // n) if n else "-",
             usd(total * 1000 // n) if n else "-",
             _duration(option.wall_seconds(n)),
-            mark,
+            _mark(estimate, option),
         )
     return table
 
@@ -49,40 +62,106 @@ def break_even_points(options: list[BackendOption]) -> list[tuple[str, str, floa
     for i, a in enumerate(options):
         for b in options[i + 1 :]:
             n = break_even(a, b)
-            if n is not None:
+            if n is not None and CHART_MIN_IMAGES <= n <= CHART_MAX_IMAGES:
                 points.append((a.name, b.name, n))
     return points
 
 
+CHART_MIN_IMAGES = 1
+CHART_MAX_IMAGES = 100_000
+
+
+def chart_points() -> list[int]:
+    """Image counts from 1 to 100,000, evenly spaced on a log axis (40 per decade)."""
+    counts = {round(10 ** (step / 40)) for step in range(0, 5 * 40 + 1)}
+    return sorted(n for n in counts if CHART_MIN_IMAGES <= n <= CHART_MAX_IMAGES)
+
+
+def images_within(option: BackendOption, deadline_s: float) -> float:
+    """How many images the option makes before the deadline (0 when its start-up alone
+    misses it)."""
+    per_image = float(option.seconds_per_image)
+    spare = deadline_s - float(option.fixed_seconds)
+    if spare <= 0:
+        return 0.0
+    return spare / per_image if per_image > 0 else float(CHART_MAX_IMAGES)
+
+
 def write_chart(estimate: ManifestEstimate, target: Path) -> list[tuple[str, str, float]]:
-    """Cost against number of images for every option, break-even points marked (PNG)."""
+    """The chart as a PNG; returns the break-even points it marks."""
+    import matplotlib.pyplot as plt
+
+    fig, points = estimate_figure(estimate)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return points
+
+
+def estimate_figure(estimate: ManifestEstimate) -> tuple[Any, list[tuple[str, str, float]]]:
+    """Cost in dollars against number of images (log axes, 1 to 100,000) for every option the
+    manifest allows; this manifest's size marked, break-even points dotted, and past the
+    deadline each line dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     points = break_even_points(estimate.options)
-    top = max([estimate.images * 2, 10, *(int(n * 1.5) for _, _, n in points)])
-    xs = sorted({1, *range(1, top + 1, max(1, top // 200)), estimate.images})
+    xs = chart_points()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for option in estimate.options:
-        ax.plot(xs, [option.cost_micro_usd(x) / 1e6 for x in xs], label=option.name)
+        limit = (
+            images_within(option, estimate.deadline_s)
+            if estimate.deadline_s is not None
+            else float(CHART_MAX_IMAGES)
+        )
+        inside = [x for x in xs if x <= limit]
+        outside = [x for x in xs if x >= limit] if limit < CHART_MAX_IMAGES else []
+        (line,) = ax.plot(
+            inside or [xs[0]],
+            [option.cost_micro_usd(x) / 1e6 for x in inside or [xs[0]]],
+            label=option.name,
+        )
+        if outside:
+            ax.plot(
+                outside,
+                [option.cost_micro_usd(x) / 1e6 for x in outside],
+                linestyle="--",
+                color=line.get_color(),
+                alpha=0.6,
+            )
     for a_name, _, n in points:
         option = next(o for o in estimate.options if o.name == a_name)
         y = option.cost_micro_usd(round(n)) / 1e6
         ax.plot([n], [y], "ko", markersize=4)
         ax.annotate(f"{n:,.0f}", (n, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.axvline(
-        estimate.images, color="grey", linestyle=":", label=f"this manifest ({estimate.images})"
-    )
-    ax.set_xlabel("images")
-    ax.set_ylabel("estimated cost (USD)")
+    if estimate.images:
+        ax.axvline(
+            estimate.images,
+            color="grey",
+            linestyle=":",
+            label=f"this manifest ({estimate.images:,} images)",
+        )
+    title = "imagebatch estimate: cost by backend (dots: break-even points)"
+    if estimate.deadline_s is not None:
+        title += f"\ndashed: past the {estimate.deadline_s / 60:g}-minute deadline"
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("imagebatch estimate: cost by backend (dots: break-even points)")
+    ax.set_xlim(CHART_MIN_IMAGES, CHART_MAX_IMAGES)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(_dollars))
+    ax.set_xlabel("images in the batch (log scale)")
+    ax.set_ylabel("estimated cost of the batch (US dollars, log scale)")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return points
+    return fig, points
+
+
+def _dollars(value: float, _: object) -> str:
+    if value >= 1:
+        return f"${value:,.0f}"
+    return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"

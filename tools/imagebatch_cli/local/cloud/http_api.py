@@ -25,7 +25,7 @@ from imagebatch_cli.local.cloud.lambda_runtime import (
 )
 from imagebatch_cli.local.cloud.ledger_export import ledger_exports
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
-from imagebatch_cli.query_client import QueryApiError
+from imagebatch_cli.query_client import QueryApiError, api_error_message
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 REPO = Path(__file__).resolve().parents[4]
@@ -91,7 +91,7 @@ class LocalQueryApi:
     def get(self, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]:
         status, body = self.call("GET", path, query)
         if status != 200:
-            raise QueryApiError(f"GET {path}: HTTP {status}: {body}")
+            raise QueryApiError(api_error_message(path, status, body))
         loaded: dict[str, Any] = json.loads(body)
         return loaded
 

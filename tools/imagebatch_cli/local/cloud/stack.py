@@ -40,6 +40,7 @@ NOT_EMULATED = {
     "AWS::ApplicationAutoScaling::ScalableTarget",
     "AWS::ApplicationAutoScaling::ScalingPolicy",
     "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard",
     "AWS::Serverless::HttpApi",
 }
 # Stands for !Ref AWS::NoValue while resolving; dropped from the lists and maps holding it.

@@ -1,0 +1,51 @@
+"""The words every report uses for a batch's money, and why two of its figures can differ.
+
+One vocabulary across `imagebatch cost`, `batches`, `costs`, summary.json and index.html:
+
+- inference, orchestration, storage (1 month): the cost categories, each priced once from the
+  summary's counters (costs.usage.summary_costs) and rounded once;
+- total: inference + orchestration + storage;
+- charged: what the ledger charged against the budget (`spent_micro_usd`). Each settlement is
+  rounded up to a whole micro-dollar when it happens, and a hold no commit settled is charged
+  in full, so charged can sit a little above the total;
+- estimate: ingest's estimate before the run; budget: the manifest's max_cost_usd.
+"""
+
+from __future__ import annotations
+
+CATEGORY_LABELS = {
+    "inference": "inference",
+    "orchestration": "orchestration",
+    "storage": "storage (1 month)",
+    "total": "total",
+}
+CHARGED = "charged to budget"
+ESTIMATE = "estimate (before run)"
+BUDGET = "budget (max_cost_usd)"
+
+
+def _usd(micro: int) -> str:
+    return f"${micro / 1_000_000:,.6f}"
+
+
+def charge_note(
+    total_micro_usd: int, charged_micro_usd: int, unsettled_micro_usd: int = 0
+) -> str | None:
+    """One line saying why the charge differs from the total; None when they agree."""
+    difference = charged_micro_usd - total_micro_usd
+    if difference == 0:
+        return None
+    direction = "more" if difference > 0 else "less"
+    reasons = [
+        "each settlement is rounded up to a whole micro-dollar when it is charged, the total "
+        "is priced from the counters and rounded once"
+    ]
+    if unsettled_micro_usd:
+        reasons.append(
+            f"{_usd(unsettled_micro_usd)} of budget holds no commit settled (attempts that "
+            "died) is charged in full"
+        )
+    return (
+        f"charged {_usd(charged_micro_usd)} is {_usd(abs(difference))} {direction} than the "
+        f"total {_usd(total_micro_usd)}: " + "; ".join(reasons)
+    )
