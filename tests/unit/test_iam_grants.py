@@ -119,14 +119,18 @@ def grants_of(stack: LocalStack, logical_id: str) -> list[Grant]:
         actions = statement["Action"]
         resources = statement["Resource"]
         condition = statement.get("Condition", {})
-        assert set(condition) <= {"StringLike"}, f"{logical_id}: a condition not checked here"
+        assert set(condition) <= {"StringLike", "StringEquals"}, (
+            f"{logical_id}: a condition not checked here"
+        )
+        # StringEquals is StringLike without wildcards (the template's values have none).
+        operators = {**condition.get("StringLike", {}), **condition.get("StringEquals", {})}
         grants.append(
             Grant(
                 tuple(actions if isinstance(actions, list) else [actions]),
                 tuple(resources if isinstance(resources, list) else [resources]),
                 tuple(
                     (key, tuple(value if isinstance(value, list) else [value]))
-                    for key, value in condition.get("StringLike", {}).items()
+                    for key, value in operators.items()
                 ),
             )
         )
@@ -336,8 +340,10 @@ def denied_calls(stack: LocalStack, logical_id: str, calls: list[Call]) -> list[
     grants = grants_of(stack, logical_id)
     denied = []
     for call in calls:
-        # The one condition key this template uses: ListBucket's s3:prefix.
+        # The condition keys this template uses: ListBucket's s3:prefix, PutEvents' source.
         context = {"s3:prefix": str(call.params["Prefix"])} if "Prefix" in call.params else {}
+        if call.operation == "PutEvents":
+            context["events:source"] = str(call.params["Entries"][0].get("Source", ""))
         for action, arn in required_permissions(stack, call) or []:
             if not allowed(grants, action, arn, context):
                 denied.append(f"{call.service}.{call.operation}: {action} on {arn}")

@@ -19,6 +19,7 @@ import boto3
 import pytest
 from cfnlint.decode import decode
 from imagebatch_cli.app import app
+from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.cloud.stack import REGION as LOCAL_REGION
 from typer.testing import CliRunner
@@ -174,7 +175,8 @@ def test_validate_refuses_a_model_the_region_does_not_offer(tmp_path: Path) -> N
     assert default is not None
     elsewhere = next(r for r in load_aws_prices().regions if r not in default.availability.regions)
     refused = CliRunner().invoke(app, ["validate", str(DEMO), "--region", elsewhere])
-    assert refused.exit_code == 1
+    # every line names a model the region does not serve: ingest would reject the batch
+    assert refused.exit_code == ExitCode.REJECTED
     assert default.availability.regions[0] in refused.output
     accepted = CliRunner().invoke(
         app, ["validate", str(DEMO), "--region", default.availability.regions[0]]
