@@ -155,7 +155,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     deadline: Annotated[
         float | None,
         typer.Option(
-            min=0.1, help="Minutes the batch may take; auto picks within it.", show_default=False
+            min=0.0, help="Minutes the batch may take; auto picks within it.", show_default=False
         ),
     ] = None,
     sagemaker_instance: Annotated[

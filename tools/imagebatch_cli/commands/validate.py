@@ -178,15 +178,16 @@ def check_manifest(
 
 
 def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
-    """One line per invalid manifest line: `file:line: field: reason; field: reason (id X)`."""
+    """One line per invalid manifest line: `file:line: field (id X): reason; field: reason`."""
     by_line: dict[int, list[FieldError]] = defaultdict(list)
     for error in errors:
         by_line[error.line].append(error)
     lines = []
     for line, found in sorted(by_line.items()):
         item_id = next((e.item_id for e in found if e.item_id), None)
-        reasons = "; ".join(f"{e.field}: {e.reason}" for e in found)
-        lines.append(f"{manifest}:{line}: {reasons}" + (f" (id {item_id})" if item_id else ""))
+        item = f" (id {item_id})" if item_id else ""
+        reasons = [f"{e.field}{item if n == 0 else ''}: {e.reason}" for n, e in enumerate(found)]
+        lines.append(f"{manifest}:{line}: " + "; ".join(reasons))
     return lines
 
 
