@@ -56,6 +56,7 @@ ShapeBucketsOption = Annotated[
     str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
 ]
 MaxBatchOption = Annotated[int, typer.Option(help="SageMaker images per pipeline call.")]
+RegionOption = Annotated[str, typer.Option(help="The AWS region the local AWS plays.")]
 
 
 class LocalRunOptions(BaseModel):
@@ -78,6 +79,7 @@ class LocalRunOptions(BaseModel):
     backend: Literal["bedrock", "sagemaker"]
     shape_buckets: str
     max_batch: int
+    region: str = "us-east-1"
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -101,6 +103,7 @@ class LocalRunOptions(BaseModel):
             backend=self.backend,
             shape_buckets=self.shape_buckets,
             max_batch=self.max_batch,
+            region=self.region,
         )
 
 
@@ -134,6 +137,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     backend: BackendOption = "bedrock",
     shape_buckets: ShapeBucketsOption = "",
     max_batch: MaxBatchOption = 4,
+    region: RegionOption = "us-east-1",
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     try:
@@ -152,6 +156,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             backend=backend,
             shape_buckets=shape_buckets,
             max_batch=max_batch,
+            region=region,
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
