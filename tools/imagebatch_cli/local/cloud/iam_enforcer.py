@@ -10,9 +10,11 @@ also kept, so a local run fails with it even where the code catches the error.
 
 Who makes a call: the function whose handler runs on the thread (lambda_runtime's
 current_identity, set by the in-process runtime and inherited by the handler's thread pools),
-or the state machine when moto's Step Functions engine makes it (that engine signs its
-service calls with the access key "ak"). Calls of no identity (the CLI, tests) are the
-operator's and are not checked. Why a hook and not moto's own IAM: docs/local-aws.md.
+the identity a client was bound to (bind_identity: the serving container's clients make the
+SageMaker execution role's calls), or the state machine when moto's Step Functions engine
+makes it (that engine signs its service calls with the access key "ak"). Calls of no
+identity (the CLI, tests) are the operator's and are not checked. Why a hook and not moto's
+own IAM: docs/local-aws.md.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from imagebatch_cli.local.cloud.iam_policies import Decision, Grant, PolicyError, Role
 from imagebatch_cli.local.cloud.iam_requests import IamRequest, Where, requests_for
-from imagebatch_cli.local.cloud.lambda_runtime import current_identity
+from imagebatch_cli.local.cloud.lambda_runtime import IDENTITY_CONTEXT_KEY, current_identity
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +126,8 @@ class IamEnforcer:
         events.unregister("after-call", unique_id=f"{_HOOK_ID}-after")
         self._session = None
 
-    def _identity(self, request_signer: Any) -> str | None:
-        identity = current_identity.get()
+    def _identity(self, request_signer: Any, context: dict[str, Any]) -> str | None:
+        identity: str | None = context.get(IDENTITY_CONTEXT_KEY) or current_identity.get()
         if identity is not None:
             return identity
         credentials = getattr(request_signer, "_credentials", None)
@@ -143,7 +145,7 @@ class IamEnforcer:
     def _authorize(
         self, model: Any, context: dict[str, Any], request_signer: Any = None, **_: Any
     ) -> tuple[AWSResponse, dict[str, Any]] | None:
-        owner = self._identity(request_signer)
+        owner = self._identity(request_signer, context)
         if owner is None or _CONTEXT_KEY not in context:
             return None
         service, operation, params = context[_CONTEXT_KEY]

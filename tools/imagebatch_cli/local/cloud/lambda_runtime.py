@@ -40,6 +40,21 @@ def acting_as(identity: str | None) -> Iterator[None]:
         current_identity.reset(token)
 
 
+#: Set in a call's botocore request context by a client bound to an identity (bind_identity).
+IDENTITY_CONTEXT_KEY = "imagebatch_local_identity"
+
+
+def bind_identity(client: Any, identity: str | None) -> Any:
+    """Every call through `client` is made with `identity`'s role, whatever thread makes it:
+    for code that runs on threads of its own, like the serving container's S3 writer."""
+
+    def mark(context: dict[str, Any], **_: Any) -> None:
+        context[IDENTITY_CONTEXT_KEY] = identity
+
+    client.meta.events.register("before-parameter-build", mark)
+    return client
+
+
 @contextmanager
 def executor_tasks_inherit_identity() -> Iterator[None]:
     """A task a handler submits to a thread pool runs as that handler, as every thread of a

@@ -38,7 +38,7 @@ from imagebatch.aws.s3_store import split_s3_uri
 from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch.costs.prices import InstancePrice
 from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
-from imagebatch_cli.local.cloud.lambda_runtime import acting_as
+from imagebatch_cli.local.cloud.lambda_runtime import acting_as, bind_identity
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack
 from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
 
@@ -55,9 +55,13 @@ MODEL_ERROR_REASON = (
 class LocalServingApp:
     """containers/serving's app on 127.0.0.1 with the diffusers backend (one 'instance')."""
 
-    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+    def __init__(
+        self, model_dir: Path, environment: dict[str, str], execution_role: str | None = None
+    ) -> None:
         self._model_dir = model_dir
         self._environment = environment
+        # The container's own S3 writes and task heartbeats use the model's execution role.
+        self._execution_role = execution_role
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -71,7 +75,13 @@ class LocalServingApp:
                 "IMAGEBATCH_ACCELERATOR": "diffusers",
             }
         )
-        server = make_server("127.0.0.1", 0, create_app(load_engine(settings)), threaded=True)
+        role = self._execution_role
+        engine = load_engine(
+            settings,
+            s3=bind_identity(boto3.client("s3"), role),
+            sfn=bind_identity(boto3.client("stepfunctions"), role),
+        )
+        server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
         self._server = server
         self._thread = serve_in_background(server, "serving")
         return f"http://127.0.0.1:{server.server_port}"
@@ -124,7 +134,7 @@ class LocalAsyncEndpoint:
         self.config = config
         self._usage = usage
         self._price = price
-        self._serving = LocalServingApp(model_dir, config.environment)
+        self._serving = LocalServingApp(model_dir, config.environment, config.execution_role)
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
         self._pool = ThreadPoolExecutor(
