@@ -406,8 +406,9 @@ def _schedule_role(stack: LocalStack, function: str, schedule: str, event: Any) 
         "Resource": stack.arns[function],
     }
     builder.statements.append(Statement.parse(invoke, line, "sam:ScheduleV2"))
-    if event["Properties"].get("DeadLetterConfig", {}).get("Type") == "SQS":
+    dead_letters = event["Properties"].get("DeadLetterConfig", {})
+    if dead_letters.get("Type") == "SQS":
         queue = stack.arns[f"{schedule}Queue"]
         send = {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue}
-        builder.statements.append(Statement.parse(send, _line(event["Properties"]), "sam:DLQ"))
+        builder.statements.append(Statement.parse(send, _line(dead_letters), "sam:DLQ"))
     return builder.build(f"{stack.name}-{schedule}Role", uuid.uuid4().hex, line)
