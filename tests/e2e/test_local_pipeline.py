@@ -8,11 +8,12 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, LocalRunError, local_aws
 from imagebatch_cli.local.cloud.sfn_limits import PAYLOAD_LIMIT_BYTES, collected_result_size
 from imagebatch_cli.local.cloud.stack import load_template
 from PIL import Image
@@ -332,3 +333,26 @@ def test_the_distributed_maps_result_for_200000_images_fits(aws: LocalAws, tmp_p
     chunks = math.ceil(200_000 / chunk_size)
     assert chunks == 4_000
     assert collected_result_size([largest] * chunks) <= PAYLOAD_LIMIT_BYTES
+
+
+def test_a_run_whose_map_result_crosses_256_kib_fails(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a batch that ran, whose Map run is then made to have collected 300 KB of outputs
+    manifest = _write_manifest(tmp_path / "limit.jsonl", _items(2, prefix="lim"))
+    batch_id = aws.upload_manifest(manifest)
+    aws.wait_for_batch(batch_id, timeout_s=120)
+    execution = aws.execution_arn(batch_id)
+    (arn,) = [arn for arn, run in aws.map_runs.items() if run.execution_arn == execution]
+    real = aws.map_runs[arn]
+    aws.map_runs[arn] = replace(real, result=[{"blob": "x" * 100_000}] * 3)
+
+    # WHEN the run waits for the execution to end
+    try:
+        with pytest.raises(LocalRunError) as crossed:
+            aws.wait_for_execution(batch_id)
+    finally:
+        aws.map_runs[arn] = real
+
+    # THEN it fails, naming the execution, the Map run and the size
+    assert "Step Functions limit crossed" in str(crossed.value)
+    assert "the Map's collected result is 300," in str(crossed.value)
+    assert real.map_run_arn in str(crossed.value)
