@@ -97,6 +97,12 @@ def test_enable_state_machine_execution_runs_definitions(moto_endpoint: str) -> 
     assert json.loads(described["output"]) == {"x": 1}
     assert execution["executionArn"].endswith(":run-1")
 
+    # AND restore_all puts moto's process-wide setting back (a later mock_aws only records)
+    from moto.core.config import default_user_config
+
+    moto_workarounds.restore_all()
+    assert default_user_config["stepfunctions"]["execute_state_machine"] is False
+
 
 def test_serialise_dynamodb_writes_keeps_every_concurrent_add(moto_endpoint: str) -> None:
     # GIVEN a table and the write lock

@@ -25,6 +25,7 @@ InProcessInvoker = Callable[[str, Any], tuple[str, bool]]
 
 _patch_lock = threading.Lock()
 _originals: dict[str, Any] = {}
+_saved_config: dict[str, Any] = {}
 
 
 def _post(endpoint: str, path: str, body: dict[str, Any]) -> None:
@@ -45,7 +46,18 @@ def reset_moto(endpoint: str) -> None:
 
 def enable_state_machine_execution(endpoint: str) -> None:
     """moto only records executions unless told to run them (POST /moto-api/config).
-    Call it before creating state machines: the config call drops existing ones."""
+    Call it before creating state machines: the config call drops existing ones.
+
+    The setting is moto's process-wide config, and the server runs in this process: it
+    outlives the server, and a later in-process mock_aws would run (and race) executions a
+    test only meant to record. restore_all() puts the previous value back."""
+    from moto.core.config import default_user_config
+
+    with _patch_lock:
+        _saved_config.setdefault(
+            "execute_state_machine",
+            default_user_config.get("stepfunctions", {}).get("execute_state_machine", False),
+        )
     _post(endpoint, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
 
 
@@ -268,6 +280,7 @@ def capture_map_runs(
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
     from moto.awslambda.models import LambdaFunction
+    from moto.core.config import default_user_config
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
@@ -279,6 +292,10 @@ def restore_all() -> None:
     from moto.stepfunctions.responses import StepFunctionResponse
 
     with _patch_lock:
+        if "execute_state_machine" in _saved_config:
+            default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = (
+                _saved_config.pop("execute_state_machine")
+            )
         for key, original in list(_originals.items()):
             owner_name, attr = key.split(".", 1)
             owner: Any = {
