@@ -26,7 +26,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov lint check-template test demo bench clean
+.PHONY: venv node_modules .venv-sam .venv-checkov lint check-template test iam-report demo bench clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -92,6 +92,15 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests/
 
+# The e2e suite with every local IAM decision recorded, then the permissions template.yaml
+# grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).
+IAM_USAGE := .iam-usage
+
+iam-report: $(VENV_STAMP)
+	rm -rf $(IAM_USAGE)
+	IMAGEBATCH_IAM_USAGE_DIR=$(abspath $(IAM_USAGE)) $(VENV)/bin/pytest -n 2 --dist loadfile -q tests/e2e
+	$(VENV)/bin/python -m imagebatch_cli.local.cloud.iam_report $(IAM_USAGE)
+
 # --- running --------------------------------------------------------------------------
 
 demo: $(VENV_STAMP)
@@ -101,6 +110,6 @@ bench: $(VENV_STAMP)
 	shopt -s nullglob; for f in bench/bench_*.py; do $(VENV)/bin/python "$$f" || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

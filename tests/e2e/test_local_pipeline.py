@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
-from imagebatch_cli.local.cloud.stack import REGION
+from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, LocalRunError, local_aws
+from imagebatch_cli.local.cloud.sfn_limits import PAYLOAD_LIMIT_BYTES, collected_result_size
+from imagebatch_cli.local.cloud.stack import load_template
 from PIL import Image
 
 from imagebatch.costs.estimate import Shape, bedrock_options
@@ -25,11 +28,19 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "stability.sd3-5-large-v1:0"
 REPO = Path(__file__).resolve().parents[2]
+# The suite runs in two regions: ARNs, bucket names and prices follow the stack's region.
+REGIONS = ["us-east-1", "us-west-2"]
 
 
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    options = LocalOptions(template=REPO / "template.yaml", parameter_overrides={"ChunkSize": "6"})
+@pytest.fixture(scope="module", params=REGIONS)
+def aws(request: pytest.FixtureRequest) -> Iterator[LocalAws]:
+    region: str = request.param
+    if region not in load_aws_prices().regions:
+        # The handlers price with the region's prices and refuse a region without them.
+        pytest.skip(f"src/imagebatch/data/aws_prices.json has no prices for {region} yet")
+    options = LocalOptions(
+        template=REPO / "template.yaml", parameter_overrides={"ChunkSize": "6"}, region=region
+    )
     with local_aws(options) as running:
         yield running
 
@@ -220,11 +231,11 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     assert summary["use_s3_put_requests"] >= 8 + 2 + 1 + 1
 
     # AND the estimate made at ingest is within 5% of what the ledger charged
-    costs = summary_costs(summary, load_aws_prices().region(REGION)).rounded()
+    costs = summary_costs(summary, load_aws_prices().region(aws.region)).rounded()
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"]
     # AND so is `imagebatch estimate`'s figure for this model
     option = bedrock_options(
-        [MODEL], load_catalogue(), load_aws_prices().region(REGION), Shape(chunk_size=6)
+        [MODEL], load_catalogue(), load_aws_prices().region(aws.region), Shape(chunk_size=6)
     )[0]
     assert abs(option.cost_micro_usd(8) - costs["total"]) <= 0.05 * costs["total"]
 
@@ -314,3 +325,65 @@ def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
     while _ingest_calls(aws) == calls_before and time.monotonic() < deadline:
         time.sleep(0.1)
     aws.wait_for_batch(refused_id, timeout_s=5)  # raises if any ingest invocation failed
+
+
+def test_the_stack_lives_in_its_region(aws: LocalAws) -> None:
+    # The bucket, the table, the state machine and the ledger's view of prices are regional.
+    assert aws.bucket == f"imagebatch-123456789012-{aws.region}-imagebatch-local"
+    assert aws.s3().get_bucket_location(Bucket=aws.bucket).get("LocationConstraint") == (
+        None if aws.region == "us-east-1" else aws.region
+    )
+    assert aws.state_machine_arn.startswith(f"arn:aws:states:{aws.region}:123456789012:")
+    assert aws.stack.arns["LedgerTable"].startswith(f"arn:aws:dynamodb:{aws.region}:")
+
+
+def test_the_distributed_maps_result_for_200000_images_fits(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a batch of two chunks through the Distributed Map
+    manifest = _write_manifest(tmp_path / "map.jsonl", _items(8, prefix="map"))
+
+    # WHEN it runs
+    batch_id = aws.upload_manifest(manifest)
+    aws.wait_for_batch(batch_id, timeout_s=120)
+    assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
+
+    # THEN the local check saw every state of the parent and of each child within the limits
+    execution = aws.execution_arn(batch_id)
+    assert aws.limit_violations(execution) == []
+    (run,) = [r for r in aws.map_runs.values() if r.execution_arn == execution]
+    assert {
+        e["stateEnteredEventDetails"]["name"] for e in run.events if "Entered" in e["type"]
+    } >= {
+        "ChooseBackend",
+        "GenerateChunk",
+    }
+    # AND what the Map collects is one output per child, each as large as the largest seen
+    assert len(run.result or []) == 2
+    largest = max(run.result or [], key=lambda output: collected_result_size([output]))
+    # AND for 200,000 images at the template's default chunk size, that array fits 256 KiB
+    chunk_size = int(load_template(REPO / "template.yaml")["Parameters"]["ChunkSize"]["Default"])
+    chunks = math.ceil(200_000 / chunk_size)
+    assert chunks == 4_000
+    assert collected_result_size([largest] * chunks) <= PAYLOAD_LIMIT_BYTES
+
+
+def test_a_run_whose_map_result_crosses_256_kib_fails(aws: LocalAws, tmp_path: Path) -> None:
+    # GIVEN a batch that ran, whose Map run is then made to have collected 300 KB of outputs
+    manifest = _write_manifest(tmp_path / "limit.jsonl", _items(2, prefix="lim"))
+    batch_id = aws.upload_manifest(manifest)
+    aws.wait_for_batch(batch_id, timeout_s=120)
+    execution = aws.execution_arn(batch_id)
+    (arn,) = [arn for arn, run in aws.map_runs.items() if run.execution_arn == execution]
+    real = aws.map_runs[arn]
+    aws.map_runs[arn] = replace(real, result=[{"blob": "x" * 100_000}] * 3)
+
+    # WHEN the run waits for the execution to end
+    try:
+        with pytest.raises(LocalRunError) as crossed:
+            aws.wait_for_execution(batch_id)
+    finally:
+        aws.map_runs[arn] = real
+
+    # THEN it fails, naming the execution, the Map run and the size
+    assert "Step Functions limit crossed" in str(crossed.value)
+    assert "the Map's collected result is 300," in str(crossed.value)
+    assert real.map_run_arn in str(crossed.value)

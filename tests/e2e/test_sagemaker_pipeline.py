@@ -114,6 +114,13 @@ def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(
     assert {r["failure_class"] for r in doomed} == {"model_error"}
     assert all("SageMaker.InferenceFailed" in r["failure_reason"] for r in doomed)
     assert all(r["cost_micro_usd"] == 0 for r in doomed)
+    # AND both child paths (SubmitChunk, RecordChunkFailure) hand the Map an empty output, so
+    # its collected result stays small at any batch size (test_local_pipeline: 200,000 images)
+    assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
+    (run,) = [r for r in aws.map_runs.values() if r.execution_arn == aws.execution_arn(batch_id)]
+    assert run.result == [{}, {}]
+    exited = {e["stateExitedEventDetails"]["name"] for e in run.events if "Exited" in e["type"]}
+    assert {"SubmitChunk", "RecordChunkFailure"} <= exited
     # AND the 512x512 line was refused at ingest, naming the buckets
     errors = aws.s3().get_object(Bucket=aws.bucket, Key=summary["errors_key"])["Body"].read()
     error = json.loads(errors.decode().splitlines()[0])

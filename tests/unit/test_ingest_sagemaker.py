@@ -87,7 +87,7 @@ def test_sagemaker_estimate_uses_instance_seconds_and_budgets_refuse_it(tmp_path
 
 
 def test_validate_cli_names_the_buckets_like_ingest(tmp_path: Path) -> None:
-    from imagebatch_cli.main import app
+    from imagebatch_cli.app import app
     from typer.testing import CliRunner
 
     path = tmp_path / "m.jsonl"
@@ -102,6 +102,8 @@ def test_validate_cli_names_the_buckets_like_ingest(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(path), "--shape-buckets", "512x512"])
     assert result.exit_code == 1
     output = "".join(result.output.split())  # rich wraps long lines anywhere
-    assert "m.jsonl:3:width(idbig)" in output
+    # one line per invalid manifest line: file:line: field: reason (id X)
+    assert "m.jsonl:3:width:size1024x1024isnotone" in output
+    assert "(idbig)" in output
     assert "itserves512x512" in output
     assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0

@@ -14,6 +14,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from imagebatch_cli.local.cloud import moto_workarounds
+from imagebatch_cli.local.cloud.iam_enforcer import IamEnforcer, enforcing
+from imagebatch_cli.local.cloud.iam_policies import Role
+from imagebatch_cli.local.cloud.iam_requests import Where
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
@@ -93,6 +96,12 @@ def test_enable_state_machine_execution_runs_definitions(moto_endpoint: str) -> 
     assert described["status"] == "SUCCEEDED"
     assert json.loads(described["output"]) == {"x": 1}
     assert execution["executionArn"].endswith(":run-1")
+
+    # AND restore_all puts moto's process-wide setting back (a later mock_aws only records)
+    from moto.core.config import default_user_config
+
+    moto_workarounds.restore_all()
+    assert default_user_config["stepfunctions"]["execute_state_machine"] is False
 
 
 def test_serialise_dynamodb_writes_keeps_every_concurrent_add(moto_endpoint: str) -> None:
@@ -307,3 +316,141 @@ def test_forward_task_failure_cause_reaches_the_catch(moto_endpoint: str) -> Non
         "Error": "SageMaker.InferenceFailed",
         "Cause": "why",
     }
+
+
+def test_a_lambda_task_denied_access_fails_with_aws_error_name(moto_endpoint: str) -> None:
+    # GIVEN a Lambda task whose state machine role grants nothing (the local IAM check answers
+    # the engine's Invoke with AccessDeniedException), its failure caught into $.error
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    moto_workarounds.name_lambda_access_denied_as_aws()
+    aws_lambda, sfn = _client("lambda", moto_endpoint), _client("stepfunctions", moto_endpoint)
+    role = _role(moto_endpoint)
+    function = aws_lambda.create_function(
+        FunctionName="fn",
+        Runtime="python3.12",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": _zip()},
+    )["FunctionArn"]
+    definition = {
+        "StartAt": "Call",
+        "States": {
+            "Call": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": function, "Payload": {}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+                "End": True,
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+    arn = sfn.create_state_machine(name="sm", definition=json.dumps(definition), roleArn=role)[
+        "stateMachineArn"
+    ]
+    nothing = Role("sm", "sm-role", "session", ())
+    iam = IamEnforcer({"sm": nothing}, Where(REGION, "123456789012", (arn,)), "sm")
+
+    # WHEN it runs
+    with enforcing(iam):
+        execution = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+        done = _wait_for(
+            lambda: (
+                (d := sfn.describe_execution(executionArn=execution))["status"] != "RUNNING" and d
+            )
+        )
+
+    # THEN the error is the one AWS names, and the cause is AWS's AccessDenied wording
+    error = json.loads(done["output"])["error"]
+    assert error["Error"] == "Lambda.AWSLambdaException"
+    assert "is not authorized to perform: lambda:InvokeFunction" in error["Cause"]
+    assert "Error Code: AccessDeniedException" in error["Cause"]
+    assert [d.action for d in iam.denials] == ["lambda:InvokeFunction"]
+
+
+def _distributed_map_machine(sfn: Any, endpoint: str) -> str:
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Twice",
+                    "States": {
+                        "Twice": {
+                            "Type": "Pass",
+                            "Parameters": {"n.$": "States.MathAdd($.v, $.v)"},
+                            "End": True,
+                        }
+                    },
+                },
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+                "ResultPath": "$.doubled",
+                "Next": "Done",
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+    arn: str = sfn.create_state_machine(
+        name="dm", definition=json.dumps(definition), roleArn=_role(endpoint)
+    )["stateMachineArn"]
+    return arn
+
+
+def test_capture_map_runs_keeps_what_the_children_did(moto_endpoint: str) -> None:
+    # GIVEN a Distributed Map over three items
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    started: list[tuple[str, str]] = []
+    runs: list[moto_workarounds.MapRunCapture] = []
+    moto_workarounds.capture_map_runs(lambda *ids: started.append(ids), runs.append)
+    sfn = _client("stepfunctions", moto_endpoint)
+    arn = _distributed_map_machine(sfn, moto_endpoint)
+
+    # WHEN it runs
+    items = {"items": [{"v": 1}, {"v": 2}, {"v": 3}]}
+    execution = sfn.start_execution(stateMachineArn=arn, input=json.dumps(items))["executionArn"]
+    done = _wait_for(
+        lambda: (d := sfn.describe_execution(executionArn=execution))["status"] != "RUNNING" and d
+    )
+
+    # THEN the children's history and the collected result were kept (moto's API has neither)
+    assert done["status"] == "SUCCEEDED"
+    assert started == [(arn, execution)]
+    (run,) = runs
+    assert run.execution_arn == execution and run.state_machine_arn == arn
+    assert sorted(r["n"] for r in run.result or []) == [2, 4, 6]
+    exited = [e for e in run.events if e["type"] == "PassStateExited"]
+    assert sorted(json.loads(e["stateExitedEventDetails"]["output"])["n"] for e in exited) == [
+        2,
+        4,
+        6,
+    ]
+    assert run.map_run_arn == sfn.list_map_runs(executionArn=execution)["mapRuns"][0]["mapRunArn"]
+
+
+def test_capture_map_runs_can_refuse_to_start_the_children(moto_endpoint: str) -> None:
+    # GIVEN a Distributed Map whose children may not be started
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    runs: list[moto_workarounds.MapRunCapture] = []
+
+    def refuse(machine: str, execution: str) -> None:
+        raise PermissionError("states:StartExecution denied")
+
+    moto_workarounds.capture_map_runs(refuse, runs.append)
+    sfn = _client("stepfunctions", moto_endpoint)
+    arn = _distributed_map_machine(sfn, moto_endpoint)
+
+    # WHEN it runs
+    items = json.dumps({"items": [{"v": 1}]})
+    execution = sfn.start_execution(stateMachineArn=arn, input=items)["executionArn"]
+    done = _wait_for(
+        lambda: (d := sfn.describe_execution(executionArn=execution))["status"] != "RUNNING" and d
+    )
+
+    # THEN no child ran and the Map did not succeed
+    assert runs == []
+    assert done["status"] == "FAILED" or "error" in json.loads(done.get("output", "{}"))
+    history = sfn.get_execution_history(executionArn=execution)["events"]
+    assert "MapStateSucceeded" not in {e["type"] for e in history}

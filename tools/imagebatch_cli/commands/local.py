@@ -20,6 +20,7 @@ from imagebatch_cli.commands._args import (
     ManifestArgument,
     SampleOption,
     TemplateOption,
+    default_region,
     manifest_path,
     resolved_template,
 )
@@ -77,6 +78,14 @@ ShapeBucketsOption = Annotated[
     str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
 ]
 MaxBatchOption = Annotated[int, typer.Option(help="SageMaker images per pipeline call.")]
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The AWS region the local AWS plays (default: samconfig.toml's deploy region, "
+        "else AWS_REGION, else us-west-2).",
+        show_default=False,
+    ),
+]
 
 
 class LocalRunOptions(BaseModel):
@@ -99,6 +108,7 @@ class LocalRunOptions(BaseModel):
     backend: Literal["bedrock", "sagemaker"]
     shape_buckets: str
     max_batch: int
+    region: str = "us-west-2"
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -122,6 +132,7 @@ class LocalRunOptions(BaseModel):
             backend=self.backend,
             shape_buckets=self.shape_buckets,
             max_batch=self.max_batch,
+            region=self.region,
         )
 
 
@@ -138,6 +149,7 @@ class LocalRun:
     target: Path
     files: list[Path]
     log: Path
+    region: str
 
 
 def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
@@ -159,6 +171,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     max_batch: MaxBatchOption = 4,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
+    region: RegionOption = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine. Exit 0: every
     image made; 3 PARTIAL; 4 FAILED; 5 REJECTED."""
@@ -179,6 +192,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             backend=backend,
             shape_buckets=shape_buckets,
             max_batch=max_batch,
+            region=region or default_region(),
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
@@ -223,7 +237,9 @@ def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = Fals
             log_path = log.save(target / LAMBDA_LOG)
     except LocalRunError as exc:
         fail(exc)
-    return LocalRun(batch_id, summary, images, bedrock_stats, overhead, target, files, log_path)
+    return LocalRun(
+        batch_id, summary, images, bedrock_stats, overhead, target, files, log_path, options.region
+    )
 
 
 def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
@@ -262,7 +278,7 @@ def _print_json(run: LocalRun) -> None:
     from imagebatch.api.responses import batch_summary
     from imagebatch.costs.prices import load_aws_prices
 
-    shaped = batch_summary(run.summary, load_aws_prices().region("us-east-1"))
+    shaped = batch_summary(run.summary, load_aws_prices().region(run.region))
     emit_json(
         {
             "batch": shaped.model_dump(mode="json"),

@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime, acting_as
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
 
 logger = logging.getLogger(__name__)
@@ -33,13 +33,16 @@ class SqsSource:
     queue_url: str
     batch_size: int = 10
     report_batch_item_failures: bool = False
+    region: str = REGION
 
     @property
     def queue_arn(self) -> str:
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{self.queue_url.rsplit('/', 1)[-1]}"
+        return f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{self.queue_url.rsplit('/', 1)[-1]}"
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+def sqs_event(
+    messages: list[dict[str, Any]], queue_arn: str, region: str = REGION
+) -> dict[str, Any]:
     """The event Lambda passes for SQS messages (the shape Powertools' SQSRecord reads)."""
     return {
         "Records": [
@@ -53,7 +56,7 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
                 or hashlib.md5(message["Body"].encode(), usedforsecurity=False).hexdigest(),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
+                "awsRegion": region,
             }
             for message in messages
         ]
@@ -87,7 +90,12 @@ class SqsEventSourcePoller:
         self._threads.clear()
 
     def _poll(self, source: SqsSource) -> None:
-        sqs = boto3.client("sqs", endpoint_url=self._endpoint, region_name=REGION)
+        # The Lambda service polls with the function's execution role.
+        with acting_as(self._runtime.logical_id(source.function_name)):
+            self._poll_until_stopped(source)
+
+    def _poll_until_stopped(self, source: SqsSource) -> None:
+        sqs = boto3.client("sqs", endpoint_url=self._endpoint, region_name=source.region)
         while not self._stop.is_set():
             try:
                 self.poll_once(sqs, source, wait_s=1)
@@ -110,7 +118,7 @@ class SqsEventSourcePoller:
             return 0
         self.batches += 1
         payload, errored = self._runtime.invoke(
-            source.function_name, sqs_event(messages, source.queue_arn)
+            source.function_name, sqs_event(messages, source.queue_arn, source.region)
         )
         if errored:
             # The whole batch returns to the queue after its visibility timeout.

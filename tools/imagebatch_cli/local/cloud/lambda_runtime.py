@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import json
 import logging
@@ -11,6 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,59 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Any], Any]
+
+#: Whose role the AWS calls of this thread are made with: the logical id of a function (or of
+#: a schedule, or the SQS event source polling for a function); None for the operator (the CLI,
+#: tests), whose calls the local IAM does not check (iam_enforcer.py).
+current_identity: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "imagebatch_local_identity", default=None
+)
+
+
+@contextmanager
+def acting_as(identity: str | None) -> Iterator[None]:
+    token = current_identity.set(identity)
+    try:
+        yield
+    finally:
+        current_identity.reset(token)
+
+
+#: Set in a call's botocore request context by a client bound to an identity (bind_identity).
+IDENTITY_CONTEXT_KEY = "imagebatch_local_identity"
+
+
+def bind_identity(client: Any, identity: str | None) -> Any:
+    """Every call through `client` is made with `identity`'s role, whatever thread makes it:
+    for code that runs on threads of its own, like the serving container's S3 writer."""
+
+    def mark(context: dict[str, Any], **_: Any) -> None:
+        context[IDENTITY_CONTEXT_KEY] = identity
+
+    client.meta.events.register("before-parameter-build", mark)
+    return client
+
+
+@contextmanager
+def executor_tasks_inherit_identity() -> Iterator[None]:
+    """A task a handler submits to a thread pool runs as that handler, as every thread of a
+    Lambda process does: each submit runs its task in a copy of the submitter's context.
+
+    Python's ThreadPoolExecutor does not copy contextvars into its workers; the handlers use
+    one for Bedrock calls, PNG uploads and thumbnails, and boto3's transfer manager another.
+    """
+    original = ThreadPoolExecutor.submit
+
+    def submit(
+        self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        return original(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        ThreadPoolExecutor.submit = original  # type: ignore[method-assign]
 
 
 @dataclass
@@ -93,7 +148,8 @@ class InProcessLambdaRuntime:
         )
         started = time.monotonic()
         try:
-            result = self._handler(spec)(event, context)
+            with acting_as(spec.logical_id):
+                result = self._handler(spec)(event, context)
         except Exception as exc:  # noqa: BLE001 - becomes the Lambda error payload
             self._record(
                 Invocation(
@@ -110,6 +166,9 @@ class InProcessLambdaRuntime:
             ), True
         self._record(Invocation(spec.name, time.monotonic() - started, False))
         return json.dumps(result, default=str), False
+
+    def logical_id(self, function_name: str) -> str:
+        return self._functions[function_name].logical_id
 
     def _record(self, invocation: Invocation) -> None:
         with self._log_lock:

@@ -15,6 +15,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ InProcessInvoker = Callable[[str, Any], tuple[str, bool]]
 
 _patch_lock = threading.Lock()
 _originals: dict[str, Any] = {}
+_saved_config: dict[str, Any] = {}
 
 
 def _post(endpoint: str, path: str, body: dict[str, Any]) -> None:
@@ -44,7 +46,18 @@ def reset_moto(endpoint: str) -> None:
 
 def enable_state_machine_execution(endpoint: str) -> None:
     """moto only records executions unless told to run them (POST /moto-api/config).
-    Call it before creating state machines: the config call drops existing ones."""
+    Call it before creating state machines: the config call drops existing ones.
+
+    The setting is moto's process-wide config, and the server runs in this process: it
+    outlives the server, and a later in-process mock_aws would run (and race) executions a
+    test only meant to record. restore_all() puts the previous value back."""
+    from moto.core.config import default_user_config
+
+    with _patch_lock:
+        _saved_config.setdefault(
+            "execute_state_machine",
+            default_user_config.get("stepfunctions", {}).get("execute_state_machine", False),
+        )
     _post(endpoint, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
 
 
@@ -189,14 +202,100 @@ def forward_task_failure_cause() -> None:
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
 
 
+def name_lambda_access_denied_as_aws() -> None:
+    """A Lambda task whose role may not invoke the function fails on AWS with the error
+    `Lambda.AWSLambdaException` (the cause carries "Error Code: AccessDeniedException", e.g.
+    awslabs/aws-deployment-framework#460); moto names it `Lambda.AccessDeniedException`,
+    which the state machine's Retry on Lambda.AWSLambdaException would not match."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_lambda as module,
+    )
+
+    service = module.StateTaskServiceLambda
+    with _patch_lock:
+        original = _originals.setdefault(
+            "sfn_lambda._error_cause_from_client_error", service._error_cause_from_client_error
+        )
+
+        def error_cause(client_error: Any) -> tuple[str, str]:
+            error, cause = original(client_error)
+            if error == "Lambda.AccessDeniedException":
+                return "Lambda.AWSLambdaException", cause
+            return error, cause
+
+        service._error_cause_from_client_error = staticmethod(error_cause)  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class MapRunCapture:
+    """What a Distributed Map's children did: moto runs them inside the parent and throws
+    their history away, so neither DescribeExecution nor GetExecutionHistory has them."""
+
+    map_run_arn: str
+    execution_arn: str
+    state_machine_arn: str
+    #: The child executions' history events, interleaved as they happened.
+    events: list[dict[str, Any]]
+    #: The Map state's collected result (one output per child), None if the run failed.
+    result: list[Any] | None
+
+
+def capture_map_runs(
+    before_children: Callable[[str, str], None], on_done: Callable[[MapRunCapture], None]
+) -> None:
+    """Keep each Map Run's child history and collected result (on_done), and let the local
+    IAM authorize the child executions it starts (before_children(state machine ARN,
+    execution ARN) may raise: the Map Run then fails before any child runs)."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as module,
+    )
+
+    component = module.DistributedIterationComponent
+    with _patch_lock:
+        original = _originals.setdefault("sfn_map._map_run", component._map_run)
+
+        def map_run(self: Any, env: Any, eval_input: Any) -> None:
+            data = env.states.context_object.context_object_data
+            execution, machine = data["Execution"]["Id"], data["StateMachine"]["Id"]
+            before_children(machine, execution)
+            children = env.event_manager  # the run's own: the parent's is swapped back after
+            result: list[Any] | None = None
+            try:
+                original(self, env, eval_input)
+                result = list(env.stack[-1])
+            finally:
+                on_done(
+                    MapRunCapture(
+                        eval_input.map_run_record.map_run_arn,
+                        execution,
+                        machine,
+                        [dict(event) for event in children.get_event_history()],
+                        result,
+                    )
+                )
+
+        component._map_run = map_run  # type: ignore[method-assign]
+
+
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
     from moto.awslambda.models import LambdaFunction
+    from moto.core.config import default_user_config
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as map_module,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_lambda as lambda_module,
+    )
     from moto.stepfunctions.responses import StepFunctionResponse
 
     with _patch_lock:
+        if "execute_state_machine" in _saved_config:
+            default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = (
+                _saved_config.pop("execute_state_machine")
+            )
         for key, original in list(_originals.items()):
             owner_name, attr = key.split(".", 1)
             owner: Any = {
@@ -204,6 +303,8 @@ def restore_all() -> None:
                 "lambda": LambdaFunction,
                 "s3": notifications,
                 "sfn_responses": StepFunctionResponse,
+                "sfn_lambda": lambda_module.StateTaskServiceLambda,
+                "sfn_map": map_module.DistributedIterationComponent,
             }[owner_name]
-            setattr(owner, attr, original)
+            setattr(owner, attr, staticmethod(original) if owner_name == "sfn_lambda" else original)
             del _originals[key]

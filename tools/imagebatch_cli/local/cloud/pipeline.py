@@ -25,8 +25,21 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.models.records import BatchStatus, batch_id_for
 from imagebatch_cli.local.cloud import moto_workarounds
 from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource
-from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime, process_environment
-from imagebatch_cli.local.cloud.stack import REGION, LocalStack, create_stack
+from imagebatch_cli.local.cloud.iam_enforcer import IamEnforcer, enforcing
+from imagebatch_cli.local.cloud.iam_policies import stack_roles
+from imagebatch_cli.local.cloud.iam_requests import Where
+from imagebatch_cli.local.cloud.lambda_runtime import (
+    InProcessLambdaRuntime,
+    acting_as,
+    executor_tasks_inherit_identity,
+    process_environment,
+)
+from imagebatch_cli.local.cloud.sfn_limits import (
+    LimitViolation,
+    history_violations,
+    map_run_violations,
+)
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, create_stack
 from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
 from imagebatch_cli.local.fakes.tiny_model import (
     ImageRenderer,
@@ -61,10 +74,14 @@ class LocalOptions:
     # Extra function settings over the template's (e.g. RETRY_BASE_MS for a quick rehearsal).
     function_environment: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 1800.0
+    region: str = REGION
     # "sagemaker" deploys the template with EnableSageMaker=true and serves its endpoint locally.
     backend: str = "bedrock"
     shape_buckets: str = ""
     max_batch: int = 4
+    #: (role owner, action) pairs taken out of the template's roles: shows what AWS would
+    #: refuse if the template lacked them (`imagebatch local run --without-permission`).
+    without_permissions: tuple[tuple[str, str], ...] = ()
 
     def stack_parameters(self) -> dict[str, str]:
         parameters = {"LogLevel": "WARNING"}
@@ -78,8 +95,8 @@ class LocalOptions:
         return parameters | self.parameter_overrides
 
 
-# Keyed by endpoint: each local AWS has its own moto server port.
-_clients: dict[tuple[str, str], Any] = {}
+# Keyed by endpoint and region: each local AWS has its own moto server port.
+_clients: dict[tuple[str, str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 
@@ -90,8 +107,16 @@ class LocalAws:
     runtime: InProcessLambdaRuntime
     bedrock: LocalBedrock
     notification_errors: list[BaseException]
+    iam: IamEnforcer
     sagemaker: Any = None  # LocalAsyncEndpoint when the stack has the SageMaker backend
     poller: SqsEventSourcePoller | None = None
+    #: What each Distributed Map run's children did, by map run ARN (moto keeps none of it).
+    map_runs: dict[str, moto_workarounds.MapRunCapture] = field(default_factory=dict)
+    _reported_denials: int = 0
+
+    @property
+    def region(self) -> str:
+        return self.stack.region
 
     @property
     def bucket(self) -> str:
@@ -109,10 +134,12 @@ class LocalAws:
         """One client per service for the whole run: creating a boto3 client costs tens of
         milliseconds of CPU, and wait_for_batch polls five times a second."""
         with _clients_lock:
-            key = (self.endpoint, service)
+            key = (self.endpoint, self.region, service)
             if key not in _clients:
                 make_client: Any = boto3.client  # typed per literal service name; this takes any
-                _clients[key] = make_client(service, endpoint_url=self.endpoint, region_name=REGION)
+                _clients[key] = make_client(
+                    service, endpoint_url=self.endpoint, region_name=self.region
+                )
             return _clients[key]
 
     def s3(self) -> S3Client:
@@ -140,6 +167,7 @@ class LocalAws:
     ) -> dict[str, Any]:
         ledger, deadline = self.ledger(), time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            self.raise_if_denied()
             self._raise_if_ingest_failed()
             summary = ledger.get_batch(batch_id)
             if summary is not None:
@@ -147,13 +175,15 @@ class LocalAws:
                     done = summary["images_succeeded"] + summary["images_failed"]
                     progress(done, summary["images_total"])
                 if summary["status"] in FINAL:
+                    self.raise_if_denied()
                     return summary
                 self._raise_if_execution_failed(batch_id)
             time.sleep(0.2)
         raise LocalRunError(f"batch {batch_id} did not finish within {timeout_s:.0f} s")
 
     def wait_for_execution(self, batch_id: str, timeout_s: float = 300.0) -> str:
-        """The batch's execution status once it has left RUNNING (the contact sheet is last)."""
+        """The batch's execution status once it has left RUNNING (the contact sheet is last);
+        LocalRunError if it crossed a Step Functions limit or was denied a call."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -161,9 +191,42 @@ class LocalAws:
             except self.sfn().exceptions.ExecutionDoesNotExist:
                 return "NONE"
             if status["status"] != "RUNNING":
+                self.raise_if_denied()
+                violations = self.limit_violations(self.execution_arn(batch_id))
+                if violations:
+                    raise LocalRunError("; ".join(v.describe() for v in violations))
                 return status["status"]
             time.sleep(0.2)
         raise LocalRunError(f"execution {batch_id} still running after {timeout_s:.0f} s")
+
+    def raise_if_denied(self) -> None:
+        """A call some role was denied fails the run (once per denial), even where the code
+        caught the AccessDenied: on AWS that path would be broken."""
+        denials = self.iam.denials[self._reported_denials :]
+        if denials:
+            self._reported_denials += len(denials)
+            raise LocalRunError("\n".join(d.describe() for d in denials))
+
+    def limit_violations(self, execution_arn: str) -> list[LimitViolation]:
+        """Step Functions limits the execution crossed: its own history and its Map runs'."""
+        sfn = self.sfn()
+        events: list[dict[str, Any]] = []
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+            events.extend(dict(event) for event in page["events"])
+        violations = history_violations(execution_arn, events)
+        for run in self.map_runs.values():
+            if run.execution_arn == execution_arn:
+                violations.extend(map_run_violations(run.map_run_arn, run.events, run.result))
+        return violations
+
+    def all_limit_violations(self) -> list[LimitViolation]:
+        sfn, violations = self.sfn(), []
+        for page in sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=self.state_machine_arn
+        ):
+            for execution in page["executions"]:
+                violations.extend(self.limit_violations(execution["executionArn"]))
+        return violations
 
     def fire_schedule(self, schedule_id: str, at: datetime) -> dict[str, Any]:
         """Deliver a schedule's Input to its target once, as EventBridge Scheduler would."""
@@ -173,13 +236,30 @@ class LocalAws:
             "<aws.scheduler.scheduled-time>", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         )
         lambda_client = self.client("lambda")
-        response = lambda_client.invoke(FunctionName=target["Arn"], Payload=payload.encode())
+        # The Scheduler invokes with the schedule's own role (SAM makes one per schedule).
+        with acting_as(schedule_id):
+            response = lambda_client.invoke(FunctionName=target["Arn"], Payload=payload.encode())
         body: dict[str, Any] = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError"):
             raise LocalRunError(
                 f"{schedule_id} target failed: {body.get('errorType')}: {body.get('errorMessage')}"
             )
         return body
+
+    def query_api(
+        self, path: str, query: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """GET `path` of the query API: the QueryFunction invoked in-process with the event an
+        IAM-authorized API Gateway request produces (moto runs no HTTP API integration)."""
+        from imagebatch_cli.local.cloud.http_api import http_api_event
+
+        payload, errored = self.runtime.invoke(
+            self.stack.physical["QueryFunction"], http_api_event("GET", path, query)
+        )
+        if errored:
+            raise LocalRunError(f"query API GET {path}: {payload}")
+        response = json.loads(payload)
+        return int(response["statusCode"]), json.loads(response.get("body") or "null")
 
     def _raise_if_ingest_failed(self) -> None:
         if self.sagemaker is not None and self.sagemaker.errors:
@@ -222,8 +302,6 @@ class LocalAws:
 
 
 _LOCAL_ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -262,10 +340,10 @@ def _start_sagemaker(
         options.model_dir or ensure_tiny_model(),
         endpoint,
         usage=EndpointUsageStore(
-            boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION),
+            boto3.client("dynamodb", endpoint_url=endpoint, region_name=stack.region),
             stack.physical["LedgerTable"],
         ),
-        price=load_aws_prices().region(REGION).instance(config.instance_type),
+        price=load_aws_prices().region(stack.region).instance(config.instance_type),
     )
     return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
 
@@ -308,27 +386,78 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     moto_workarounds.enable_state_machine_execution(endpoint)
     moto_workarounds.serialise_dynamodb_writes()
     moto_workarounds.forward_task_failure_cause()
+    moto_workarounds.name_lambda_access_denied_as_aws()
     errors: list[BaseException] = []
     moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
-    stack = create_stack(options.template, endpoint, parameter_overrides=options.stack_parameters())
+    stack = create_stack(
+        options.template,
+        endpoint,
+        parameter_overrides=options.stack_parameters(),
+        region=options.region,
+    )
+    iam = _iam_enforcer(stack, options)
+    map_runs: dict[str, moto_workarounds.MapRunCapture] = {}
+    moto_workarounds.capture_map_runs(
+        _authorize_map_run(iam), lambda run: map_runs.__setitem__(run.map_run_arn, run)
+    )
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
-    sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
-    poller = SqsEventSourcePoller(
-        runtime, [SqsSource(*source) for source in stack.sqs_sources], endpoint
-    )
-    poller.start()
-    with process_environment(
-        {**_function_environment(stack), **sagemaker_env, **options.function_environment}
-    ):
-        reset_clients()
-        try:
-            yield LocalAws(endpoint, stack, runtime, bedrock, errors, sagemaker, poller)
-        finally:
+    with enforcing(iam), executor_tasks_inherit_identity():
+        sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
+        sources = [SqsSource(*source, region=stack.region) for source in stack.sqs_sources]
+        poller = SqsEventSourcePoller(runtime, sources, endpoint)
+        poller.start()
+        with process_environment(
+            {**_function_environment(stack), **sagemaker_env, **options.function_environment}
+        ):
             reset_clients()
-            poller.stop()
-            if sagemaker is not None:
-                sagemaker.stop()
+            aws = LocalAws(
+                endpoint, stack, runtime, bedrock, errors, iam, sagemaker, poller, map_runs
+            )
+            try:
+                yield aws
+                _raise_if_strict_checks_failed(aws)
+            finally:
+                reset_clients()
+                poller.stop()
+                if sagemaker is not None:
+                    sagemaker.stop()
+
+
+def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
+    """The stack's roles (less any permission options.without_permissions removes)."""
+    roles = stack_roles(stack)
+    for owner, action in options.without_permissions:
+        if owner not in roles:
+            raise LocalRunError(f"no role {owner} in the stack: {sorted(roles)}")
+        roles[owner] = roles[owner].without(action)
+    machines = list(stack.of_type("AWS::Serverless::StateMachine"))
+    where = Where(stack.region, ACCOUNT_ID, tuple(stack.arns[m] for m in machines))
+    return IamEnforcer(roles, where, machines[0] if len(machines) == 1 else None)
+
+
+def _authorize_map_run(iam: IamEnforcer) -> Callable[[str, str], None]:
+    """A Distributed Map starts its children with the state machine's role: it needs
+    states:StartExecution on the state machine (Step Functions guide, "IAM policies for
+    using Distributed Map states")."""
+
+    def authorize(state_machine_arn: str, execution_arn: str) -> None:
+        if iam.engine_role is None:
+            raise LocalRunError("cannot tell which state machine runs a Distributed Map")
+        denial = iam.check(iam.engine_role, "states:StartExecution", state_machine_arn)
+        if denial is not None:
+            raise LocalRunError(f"{execution_arn}: {denial.describe()}")
+
+    return authorize
+
+
+def _raise_if_strict_checks_failed(aws: LocalAws) -> None:
+    """What the local AWS found that AWS would refuse, not yet reported: a denied call, a
+    Step Functions limit crossed by any execution."""
+    aws.raise_if_denied()
+    violations = aws.all_limit_violations()
+    if violations:
+        raise LocalRunError("; ".join(v.describe() for v in violations))
 
 
 @contextmanager
@@ -350,6 +479,8 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         bedrock = _local_bedrock(options)
         env = {
             **_LOCAL_ENV,
+            "AWS_DEFAULT_REGION": options.region,
+            "AWS_REGION": options.region,
             "MOTO_PORT": str(port),
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start(),

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
 ACCOUNT_ID = "123456789012"
-# The region samconfig.toml deploys to: the local AWS rehearses that stack (its prices, and
-# the models Bedrock serves there).
+# The region a local AWS plays unless told otherwise (`imagebatch local run --region`): the
+# one samconfig.toml deploys to, so the local AWS rehearses that stack (its prices, and the
+# models Bedrock serves there).
 REGION = "us-west-2"
 # Resource types the local pipeline has no use for (permissions, policies, the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
@@ -68,6 +69,7 @@ class LocalStack:
     name: str
     template_dir: Path
     template: dict[str, Any]
+    region: str = REGION
     parameters: dict[str, str] = field(default_factory=dict)
     physical: dict[str, str] = field(default_factory=dict)
     arns: dict[str, str] = field(default_factory=dict)
@@ -117,10 +119,10 @@ class LocalStack:
         stack_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"imagebatch-local/{self.name}")
         values = {
             "AWS::AccountId": ACCOUNT_ID,
-            "AWS::Region": REGION,
+            "AWS::Region": self.region,
             "AWS::StackName": self.name,
             "AWS::StackId": (
-                f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.name}/{stack_uuid}"
+                f"arn:aws:cloudformation:{self.region}:{ACCOUNT_ID}:stack/{self.name}/{stack_uuid}"
             ),
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
@@ -217,14 +219,17 @@ def _dummy_zip() -> bytes:
 
 def create_stack(
     template_path: Path,
-    endpoint: str,
+    endpoint: str | None,
     *,
     stack_name: str = "imagebatch-local",
     parameter_overrides: dict[str, str] | None = None,
+    region: str = REGION,
 ) -> LocalStack:
-    stack = LocalStack(stack_name, template_path.parent, load_template(template_path))
+    """The template's resources in `region` (endpoint None: wherever boto3 is pointed, e.g.
+    moto's in-process mock)."""
+    stack = LocalStack(stack_name, template_path.parent, load_template(template_path), region)
     stack.parameter_defaults(parameter_overrides or {})
-    session = boto3.Session(region_name=REGION)
+    session = boto3.Session(region_name=region)
     # Typed as Any: the creators below each use the one client their resource needs.
     clients: dict[str, Any] = {
         name: session.client(name, endpoint_url=endpoint)
@@ -259,11 +264,12 @@ def _create_bucket(
 ) -> None:
     props = resource.get("Properties", {})
     name = stack.resolve(props.get("BucketName")) or f"{stack.name}-{logical_id}".lower()
-    if REGION == "us-east-1":  # S3 refuses a LocationConstraint of us-east-1
+    if stack.region == "us-east-1":
         account.clients["s3"].create_bucket(Bucket=name)
     else:
+        # Outside us-east-1 S3 refuses a CreateBucket without the region's LocationConstraint.
         account.clients["s3"].create_bucket(
-            Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION}
+            Bucket=name, CreateBucketConfiguration={"LocationConstraint": stack.region}
         )
     if "BucketEncryption" in props:
         # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
@@ -296,7 +302,7 @@ def _create_table(
         request["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
     account.clients["dynamodb"].create_table(**request)
     stack.physical[logical_id] = name
-    stack.arns[logical_id] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    stack.arns[logical_id] = f"arn:aws:dynamodb:{stack.region}:{ACCOUNT_ID}:table/{name}"
 
 
 def _name_function(
@@ -305,7 +311,7 @@ def _name_function(
     # Named before any is created: environments refer to functions and vice versa.
     name = f"{stack.name}-{logical_id}"
     stack.physical[logical_id] = name
-    stack.arns[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+    stack.arns[logical_id] = f"arn:aws:lambda:{stack.region}:{ACCOUNT_ID}:function:{name}"
 
 
 def _create_functions(stack: LocalStack, account: LocalAccount) -> None:
@@ -409,8 +415,8 @@ def _create_schedules(stack: LocalStack, account: LocalAccount) -> None:
                     QueueUrl=queue_url, AttributeNames=["QueueArn"]
                 )["Attributes"]["QueueArn"]
                 target["DeadLetterConfig"] = {"Arn": queue_arn}
-            elif "Arn" in props.get("DeadLetterConfig", {}):
-                target["DeadLetterConfig"] = {"Arn": props["DeadLetterConfig"]["Arn"]}
+                # SAM's name for the queue it generates (its role's SendMessage grant).
+                stack.arns[f"{logical_id}{event_id}Queue"] = queue_arn
             account.clients["scheduler"].create_schedule(
                 Name=name,
                 ScheduleExpression=props["ScheduleExpression"],
@@ -447,7 +453,7 @@ def _create_queue(
     url = account.clients["sqs"].create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     # !Ref of a queue is its URL.
     stack.physical[logical_id] = url
-    stack.arns[logical_id] = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+    stack.arns[logical_id] = f"arn:aws:sqs:{stack.region}:{ACCOUNT_ID}:{name}"
     stack.attributes[(logical_id, "QueueName")] = name
     stack.attributes[(logical_id, "QueueUrl")] = url
 
@@ -484,7 +490,9 @@ def _record_sagemaker(
     name = props.get(f"{kind}Name") or f"{stack.name}-{logical_id}"
     stack.physical[logical_id] = name
     stack.attributes[(logical_id, f"{kind}Name")] = name
-    stack.arns[logical_id] = f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:{kind.lower()}/{name}"
+    stack.arns[logical_id] = (
+        f"arn:aws:sagemaker:{stack.region}:{ACCOUNT_ID}:{kind.lower()}/{name.lower()}"
+    )
     stack.sagemaker[logical_id] = {"Type": resource["Type"], "Name": name, **props}
 
 

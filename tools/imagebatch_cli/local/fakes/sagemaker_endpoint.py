@@ -38,7 +38,8 @@ from imagebatch.aws.s3_store import split_s3_uri
 from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch.costs.prices import InstancePrice
 from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack
+from imagebatch_cli.local.cloud.lambda_runtime import acting_as, bind_identity
+from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack
 from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ MODEL_ERROR_REASON = (
 class LocalServingApp:
     """containers/serving's app on 127.0.0.1 with the diffusers backend (one 'instance')."""
 
-    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+    def __init__(
+        self, model_dir: Path, environment: dict[str, str], execution_role: str | None = None
+    ) -> None:
         self._model_dir = model_dir
         self._environment = environment
+        # The container's own S3 writes and task heartbeats use the model's execution role.
+        self._execution_role = execution_role
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -70,7 +75,13 @@ class LocalServingApp:
                 "IMAGEBATCH_ACCELERATOR": "diffusers",
             }
         )
-        server = make_server("127.0.0.1", 0, create_app(load_engine(settings)), threaded=True)
+        role = self._execution_role
+        engine = load_engine(
+            settings,
+            s3=bind_identity(boto3.client("s3"), role),
+            sfn=bind_identity(boto3.client("stepfunctions"), role),
+        )
+        server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
         self._server = server
         self._thread = serve_in_background(server, "serving")
         return f"http://127.0.0.1:{server.server_port}"
@@ -88,6 +99,11 @@ class AsyncEndpointConfig:
         endpoint = by_type["AWS::SageMaker::Endpoint"]
         config = by_type["AWS::SageMaker::EndpointConfig"]
         model = by_type["AWS::SageMaker::Model"]
+        self.region = stack.region
+        # SageMaker reads inputs, writes results and notifies with the model's execution role.
+        self.execution_role: str | None = next(
+            (k for k, arn in stack.arns.items() if arn == model.get("ExecutionRoleArn")), None
+        )
         async_config = config["AsyncInferenceConfig"]
         output = async_config["OutputConfig"]
         notifications = output.get("NotificationConfig", {})
@@ -118,7 +134,7 @@ class LocalAsyncEndpoint:
         self.config = config
         self._usage = usage
         self._price = price
-        self._serving = LocalServingApp(model_dir, config.environment)
+        self._serving = LocalServingApp(model_dir, config.environment, config.execution_role)
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
         self._pool = ThreadPoolExecutor(
@@ -155,7 +171,9 @@ class LocalAsyncEndpoint:
     def _record(self, event: ScaleEvent) -> None:
         self.scaling_events.append(event)
         if self._usage is not None:
-            self._usage.record_scale_event(self.config.endpoint_name, event)
+            # The local endpoint's own bookkeeping, no call SageMaker makes: not its role's.
+            with acting_as(None):
+                self._usage.record_scale_event(self.config.endpoint_name, event)
 
     def scale_in(self) -> dict[str, int]:
         """Stop the instance (as the cooldown would) and charge its session's cold-start and
@@ -172,12 +190,13 @@ class LocalAsyncEndpoint:
             return {}
         charges = attribute_overhead(session, spans, self._price, until=session[-1].at)
         if self._usage is not None:
-            self._usage.record_overhead(
-                self.config.endpoint_name,
-                session[0].at.isoformat(),
-                charges,
-                "imagebatch.costs.overhead.attribute_overhead",
-            )
+            with acting_as(None):
+                self._usage.record_overhead(
+                    self.config.endpoint_name,
+                    session[0].at.isoformat(),
+                    charges,
+                    "imagebatch.costs.overhead.attribute_overhead",
+                )
         return charges
 
     def _instance_url(self) -> str:
@@ -242,13 +261,14 @@ class LocalAsyncEndpoint:
 
     def _process(self, request: dict[str, Any]) -> None:
         try:
-            self._invoke(request)
+            with acting_as(self.config.execution_role):
+                self._invoke(request)
         except Exception as exc:  # reported: a lost request must be visible
             logger.exception("local async invocation %s failed", request["inference_id"])
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _invoke(self, request: dict[str, Any]) -> None:
-        s3 = boto3.client("s3", endpoint_url=self._aws_endpoint, region_name=REGION)
+        s3 = boto3.client("s3", endpoint_url=self._aws_endpoint, region_name=self.config.region)
         bucket, key = split_s3_uri(request["input_location"])
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         if INSTANCE_FAILURE.encode() in body:
@@ -280,7 +300,9 @@ class LocalAsyncEndpoint:
         notification = self._notification(request, status, content_type, location)
         topic = self.config.success_topic if ok else self.config.error_topic
         if topic:
-            sns = boto3.client("sns", endpoint_url=self._aws_endpoint, region_name=REGION)
+            sns = boto3.client(
+                "sns", endpoint_url=self._aws_endpoint, region_name=self.config.region
+            )
             sns.publish(TopicArn=topic, Message=json.dumps(notification))
         with self._lock:
             if ok:
@@ -296,7 +318,7 @@ class LocalAsyncEndpoint:
         response_parameters: dict[str, str] = {"contentType": content_type}
         response_parameters["outputLocation" if ok else "failureLocation"] = location
         notification: dict[str, Any] = {
-            "awsRegion": REGION,
+            "awsRegion": self.config.region,
             "eventTime": _iso(datetime.now(UTC)),
             "receivedTime": _iso(request["received"]),
             "invocationStatus": "Completed" if ok else "Failed",
