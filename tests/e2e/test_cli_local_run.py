@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 from imagebatch.models.records import batch_id_for
 
 pytestmark = pytest.mark.e2e
-LOCAL_BUCKET = "imagebatch-123456789012-us-east-1-imagebatch-local"
+# The local stack's bucket: the account and the stack id's UUID (uuid5 of the stack name),
+# as template.yaml's DataBucket names it.
+LOCAL_BUCKET = "imagebatch-123456789012-d4005fb3-87db-5cc3-bf09-776370523461"
 
 
 def test_the_demo_runs_from_anywhere_and_leaves_a_clean_reviewable_folder(

@@ -40,13 +40,13 @@ def _options(*without: tuple[str, str]) -> LocalOptions:
         (
             "GenerateChunkFunction",
             "bedrock:InvokeModel",
-            f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}",
+            f"arn:aws:bedrock:us-west-2::foundation-model/{MODEL}",
         ),
         # a state machine task, made by moto's Step Functions engine
         (
             "BatchStateMachine",
             "lambda:InvokeFunction",
-            "arn:aws:lambda:us-east-1:123456789012:function:imagebatch-local-GenerateChunkFunction",
+            "arn:aws:lambda:us-west-2:123456789012:function:imagebatch-local-GenerateChunkFunction",
         ),
     ],
 )

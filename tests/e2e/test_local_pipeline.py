@@ -28,8 +28,10 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "stability.sd3-5-large-v1:0"
 REPO = Path(__file__).resolve().parents[2]
-# The suite runs in two regions: ARNs, bucket names and prices follow the stack's region.
-REGIONS = ["us-east-1", "us-west-2"]
+# ARNs, bucket names and prices follow the stack's region. The suite's model, SD3.5 Large, is
+# offered in us-west-2 only (data/bedrock_models.json), so a second region needs a model it
+# serves; until the catalogue records one, the suite runs in the deploy region.
+REGIONS = ["us-west-2"]
 
 
 @pytest.fixture(scope="module", params=REGIONS)
@@ -329,7 +331,10 @@ def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
 
 def test_the_stack_lives_in_its_region(aws: LocalAws) -> None:
     # The bucket, the table, the state machine and the ledger's view of prices are regional.
-    assert aws.bucket == f"imagebatch-123456789012-{aws.region}-imagebatch-local"
+    # named from the account and the stack id's UUID (template.yaml DataBucket)
+    stack_uuid = aws.stack.pseudo("AWS::StackId").rsplit("/", 1)[-1]
+    assert aws.stack.pseudo("AWS::StackId").startswith(f"arn:aws:cloudformation:{aws.region}:")
+    assert aws.bucket == f"imagebatch-123456789012-{stack_uuid}"
     assert aws.s3().get_bucket_location(Bucket=aws.bucket).get("LocationConstraint") == (
         None if aws.region == "us-east-1" else aws.region
     )

@@ -279,7 +279,28 @@ def _sns(operation: str, params: Params, where: Where) -> list[IamRequest]:
     raise _unknown("sns", operation)
 
 
+def _events(operation: str, params: Params, where: Where) -> list[IamRequest]:
+    """PutEvents is authorized per entry on its event bus, with the entry's source and
+    detail type as condition keys (events:source, events:detail-type)."""
+    if operation != "PutEvents":
+        raise _unknown("events", operation)
+    requests = []
+    for entry in params.get("Entries", []):
+        bus = str(entry.get("EventBusName") or "default")
+        arn = (
+            bus
+            if bus.startswith("arn:")
+            else (f"arn:aws:events:{where.region}:{where.account}:event-bus/{bus}")
+        )
+        context = {"events:source": str(entry.get("Source", ""))}
+        if "DetailType" in entry:
+            context["events:detail-type"] = str(entry["DetailType"])
+        requests.append(IamRequest("events:PutEvents", arn, context))
+    return requests
+
+
 _MAPPERS: dict[str, _Mapper] = {
+    "events": _events,
     "s3": _s3,
     "dynamodb": _dynamodb,
     "stepfunctions": _states,
