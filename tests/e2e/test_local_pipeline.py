@@ -191,11 +191,24 @@ def _invocations(aws: LocalAws) -> Counter[str]:
     )
 
 
+def _wait_until_no_execution_runs(aws: LocalAws, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    sfn = aws.sfn()
+    while time.monotonic() < deadline:
+        listed = sfn.list_executions(stateMachineArn=aws.state_machine_arn)["executions"]
+        if all(e["status"] != "RUNNING" for e in listed):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"executions still running after {timeout_s} s")
+
+
 def test_counted_operations_match_the_execution_and_the_estimate(
     aws: LocalAws, tmp_path: Path
 ) -> None:
-    # GIVEN an 8-item manifest (two chunks of at most 6)
+    # GIVEN an 8-item manifest (two chunks of at most 6), and no earlier batch still running
+    # (its finalize is recorded when the handler returns, after the summary it waits on)
     manifest = _write_manifest(tmp_path / "counted.jsonl", _items(8, prefix="cnt"))
+    _wait_until_no_execution_runs(aws)
     before = _invocations(aws)
 
     # WHEN it runs
