@@ -29,8 +29,8 @@ from imagebatch.models.records import BatchStatus, batch_id_for
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = "imagebatch"  # samconfig.toml's stack_name: commands without --stack find it
-BUCKET = "imagebatch-123456789012-us-east-1-imagebatch"
-AWS_REGION = "us-east-1"
+BUCKET = "imagebatch-123456789012-us-west-2-imagebatch"
+AWS_REGION = "us-west-2"  # where samconfig.toml deploys (the default model's region)
 runner = CliRunner()
 
 
@@ -67,6 +67,8 @@ def stack(
     ledger_table_shape: dict[str, Any],
 ) -> dict[str, str]:
     """A stack in moto's CloudFormation with template.yaml's outputs."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+    monkeypatch.setenv("AWS_REGION", AWS_REGION)
     ledger_shape = ledger_table_shape
     template = {
         "Resources": {
@@ -97,14 +99,15 @@ def test_stack_outputs_are_read_from_describe_stacks(stack: dict[str, str]) -> N
     cfn = boto3.client("cloudformation", region_name=AWS_REGION)
     outputs = read_stack_outputs(cfn, STACK, AWS_REGION)
     assert outputs.data_bucket == BUCKET and outputs.ledger_table == stack["table"]
-    with pytest.raises(StackOutputsError, match="no stack 'other' in us-east-1"):
+    with pytest.raises(StackOutputsError, match=f"no stack 'other' in {AWS_REGION}"):
         read_stack_outputs(cfn, "other", AWS_REGION)
     result = runner.invoke(app, ["stack", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_bucket"] == BUCKET
 
 
-def test_a_stack_without_the_outputs_is_named(aws: None) -> None:
+def test_a_stack_without_the_outputs_is_named(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
     cfn = boto3.client("cloudformation", region_name=AWS_REGION)
     bare = {"Resources": {"B": {"Type": "AWS::S3::Bucket"}}}
     cfn.create_stack(StackName="bare", TemplateBody=json.dumps(bare))
@@ -115,7 +118,7 @@ def test_a_stack_without_the_outputs_is_named(aws: None) -> None:
 
 def test_samconfig_gives_the_default_stack_and_region() -> None:
     config = read_samconfig(REPO / "samconfig.toml")
-    assert config.stack_name == STACK and config.region == "us-east-1"
+    assert config.stack_name == STACK and config.region == AWS_REGION
 
 
 def test_submit_uploads_to_the_stacks_bucket(stack: dict[str, str]) -> None:

@@ -103,7 +103,6 @@ def test_validate_cli_names_the_buckets_like_ingest(tmp_path: Path) -> None:
     assert result.exit_code == 1
     output = "".join(result.output.split())  # rich wraps long lines anywhere
     # one line per invalid manifest line: file:line: field: reason (id X)
-    assert "m.jsonl:3:width:size1024x1024isnotone" in output
-    assert "(idbig)" in output
+    assert "m.jsonl:3:width(idbig)" in output
     assert "itserves512x512" in output
     assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0

@@ -233,7 +233,7 @@ def test_a_transaction_is_denied_by_its_one_unallowed_item(
     with acting_as("IngestFunction"), pytest.raises(ClientError) as denied:
         ddb.transact_write_items(TransactItems=[put, delete])
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
-    assert "dynamodb:DeleteItem on resource: arn:aws:dynamodb:us-east-1:" in str(denied.value)
+    assert "dynamodb:DeleteItem on resource: arn:aws:dynamodb:us-west-2:" in str(denied.value)
     assert ddb.scan(TableName=table)["Count"] == 0  # nothing of it was written
 
 

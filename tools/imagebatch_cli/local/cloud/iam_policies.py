@@ -381,6 +381,17 @@ def _function_roles(stack: LocalStack, owner: str, resource: Any) -> dict[str, R
     globals_line = _line(stack.template.get("Globals", {}).get("Function")) or _line(resource)
     builder = _RoleBuilder(stack, owner)
     builder.policies(props.get("Policies", []))
+    # SAM grants an asynchronous invocation's SQS destinations to the function's role.
+    destinations = props.get("EventInvokeConfig", {}).get("DestinationConfig", {})
+    for outcome in ("OnFailure", "OnSuccess"):
+        target = destinations.get(outcome, {})
+        if target.get("Type") == "SQS" and "Destination" in target:
+            send = {
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": stack.resolve(target["Destination"]),
+            }
+            builder.statements.append(Statement.parse(send, _line(target), "sam:Destination"))
     builder.attach("AWSLambdaBasicExecutionRole", globals_line)
     if props.get("Tracing", stack.function_globals().get("Tracing")) == "Active":
         builder.attach("AWSXrayWriteOnlyAccess", globals_line)
@@ -410,5 +421,12 @@ def _schedule_role(stack: LocalStack, function: str, schedule: str, event: Any) 
     if dead_letters.get("Type") == "SQS":
         queue = stack.arns[f"{schedule}Queue"]
         send = {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue}
+        builder.statements.append(Statement.parse(send, _line(dead_letters), "sam:DLQ"))
+    elif "Arn" in dead_letters:
+        send = {
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": stack.resolve(dead_letters["Arn"]),
+        }
         builder.statements.append(Statement.parse(send, _line(dead_letters), "sam:DLQ"))
     return builder.build(f"{stack.name}-{schedule}Role", uuid.uuid4().hex, line)
