@@ -5,7 +5,6 @@ and a running or finished execution is never started twice (issue 10, defect 4).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import boto3
@@ -35,22 +34,6 @@ def machine(sfn_client: Any) -> str:
     return arn
 
 
-def stop(sfn: Any, execution_arn: str, **reason: str) -> None:
-    """StopExecution once the execution has started. moto's execution worker parses the
-    definition in its own thread before it can be stopped; a stop that comes first fails
-    inside moto ('NoneType' object has no attribute 'set_stop'), which a loaded machine
-    (two xdist workers, one running the local pipeline) hits."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if sfn.get_execution_history(executionArn=execution_arn, maxResults=1)["events"]:
-                break
-        except AttributeError:
-            pass  # the worker has no environment yet
-        time.sleep(0.02)
-    sfn.stop_execution(executionArn=execution_arn, **reason)
-
-
 def executions(sfn: Any, machine: str) -> dict[str, str]:
     listed = sfn.list_executions(stateMachineArn=machine)["executions"]
     return {e["name"]: e["status"] for e in listed}
@@ -69,7 +52,7 @@ def test_an_execution_that_ended_unfinished_is_restarted_under_the_next_name(
     starter = StepFunctionsStarter(sfn_client, machine)
     starter.start("b-1", {"batch_id": "b-1"})
     # GIVEN the batch's execution was stopped (as after a failed finalize, it is over)
-    stop(sfn_client, starter.execution_arn("b-1"), error="Finalize")
+    sfn_client.stop_execution(executionArn=starter.execution_arn("b-1"), error="Finalize")
 
     # WHEN the batch is started again
     name = starter.start("b-1", {"batch_id": "b-1"})
@@ -85,7 +68,7 @@ def test_restarts_are_bounded(sfn_client: Any, machine: str) -> None:
     starter = StepFunctionsStarter(sfn_client, machine)
     for _ in range(MAX_RESTARTS + 1):
         name = starter.start("b-1", {})
-        stop(sfn_client, starter.execution_arn(name))
+        sfn_client.stop_execution(executionArn=starter.execution_arn(name))
     with pytest.raises(RestartLimitError):
         starter.start("b-1", {})
 
@@ -119,7 +102,7 @@ def test_delivering_the_upload_again_restarts_a_batch_whose_execution_failed(
     first = ingest_manifest(upload, ports, stack)
     assert first.status == "STARTED"
     # GIVEN the execution failed before finalize settled the batch (still RUNNING)
-    stop(sfn_client, starter.execution_arn(first.batch_id))
+    sfn_client.stop_execution(executionArn=starter.execution_arn(first.batch_id))
 
     # WHEN S3 delivers the same upload again (or the user uploads the same bytes again)
     again = ingest_manifest(upload, ports, stack)
