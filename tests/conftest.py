@@ -77,8 +77,11 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[None]:
-    """Every AWS call in the test goes to in-process moto."""
-    with mock_aws():
+    """Every AWS call in the test goes to in-process moto, which records Step Functions
+    executions without running them. Said explicitly: the local AWS turns on moto's
+    process-wide execute_state_machine switch, and a test that ran it earlier in this worker
+    would otherwise leave executions running (and racing the test) in threads."""
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         yield
 
 
