@@ -104,7 +104,7 @@ iam-report: $(VENV_STAMP)
 # --- running --------------------------------------------------------------------------
 
 demo: $(VENV_STAMP)
-	$(VENV)/bin/imagebatch local run events/manifests/demo.jsonl
+	$(VENV)/bin/imagebatch local run --sample demo
 
 bench: $(VENV_STAMP)
 	shopt -s nullglob; for f in bench/bench_*.py; do $(VENV)/bin/python "$$f" || exit 1; done

@@ -77,11 +77,10 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[None]:
-    """Every AWS call in the test goes to in-process moto.
-
-    Executions are only recorded, never run, whatever an earlier test in this worker told
-    moto (the local pipeline turns moto's Step Functions engine on process-wide).
-    """
+    """Every AWS call in the test goes to in-process moto, which records Step Functions
+    executions without running them. Said explicitly: the local AWS turns on moto's
+    process-wide execute_state_machine switch, and a test that ran it earlier in this worker
+    would otherwise leave executions running (and racing the test) in threads."""
     with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         yield
 

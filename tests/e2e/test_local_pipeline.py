@@ -64,6 +64,18 @@ def _items(n: int, prefix: str = "item") -> list[dict[str, Any]]:
     return items
 
 
+def _wait_until_no_execution_runs(aws: LocalAws, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = aws.sfn().list_executions(
+            stateMachineArn=aws.state_machine_arn, statusFilter="RUNNING"
+        )["executions"]
+        if not running:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"executions still running after {timeout_s} s")
+
+
 def _ingest_calls(aws: LocalAws) -> int:
     ingest = aws.stack.physical["IngestFunction"]
     return sum(1 for call in aws.runtime.invocations if call.function == ingest)
@@ -191,22 +203,11 @@ def _invocations(aws: LocalAws) -> Counter[str]:
     )
 
 
-def _wait_until_no_execution_runs(aws: LocalAws, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    sfn = aws.sfn()
-    while time.monotonic() < deadline:
-        listed = sfn.list_executions(stateMachineArn=aws.state_machine_arn)["executions"]
-        if all(e["status"] != "RUNNING" for e in listed):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"executions still running after {timeout_s} s")
-
-
 def test_counted_operations_match_the_execution_and_the_estimate(
     aws: LocalAws, tmp_path: Path
 ) -> None:
-    # GIVEN an 8-item manifest (two chunks of at most 6), and no earlier batch still running
-    # (its finalize is recorded when the handler returns, after the summary it waits on)
+    # GIVEN an 8-item manifest (two chunks of at most 6), and no earlier batch's execution
+    # still running (its finalize returns after the batch is settled: hooks run then)
     manifest = _write_manifest(tmp_path / "counted.jsonl", _items(8, prefix="cnt"))
     _wait_until_no_execution_runs(aws)
     before = _invocations(aws)

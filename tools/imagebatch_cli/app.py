@@ -22,7 +22,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 # columns, so a script or `grep` sees the whole message.
 
 app = typer.Typer(
-    help="Batch image generation on AWS, priced per image.",
+    help="Batch image generation on AWS, priced per image.\n\nExit codes: 0 done, 1 error, "
+    "2 usage, 3 batch PARTIAL, 4 batch FAILED, 5 batch REJECTED (docs/cli.md).",
     no_args_is_help=True,
     context_settings=CONTEXT,
     pretty_exceptions_enable=False,
@@ -74,8 +75,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Batch image generation on AWS, priced per image. Exit codes: 0 done, 1 error, 2 usage,
-    3 batch PARTIAL, 4 batch FAILED, 5 batch REJECTED."""
+    """The options every command shares."""
     set_global_options(profile, region)
 
 
