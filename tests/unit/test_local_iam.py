@@ -226,14 +226,14 @@ def test_a_transaction_is_denied_by_its_one_unallowed_item(
     stack: LocalStack, enforcer: IamEnforcer
 ) -> None:
     table = stack.physical["LedgerTable"]
-    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb = boto3.client("dynamodb", region_name=stack.region)
     put: Any = {"Put": {"TableName": table, "Item": {"pk": {"S": "p"}, "sk": {"S": "s"}}}}
     delete: Any = {"Delete": {"TableName": table, "Key": {"pk": {"S": "p"}, "sk": {"S": "t"}}}}
     # Ingest may put items, not delete them.
     with acting_as("IngestFunction"), pytest.raises(ClientError) as denied:
         ddb.transact_write_items(TransactItems=[put, delete])
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
-    assert "dynamodb:DeleteItem on resource: arn:aws:dynamodb:us-west-2:" in str(denied.value)
+    assert f"dynamodb:DeleteItem on resource: arn:aws:dynamodb:{stack.region}:" in str(denied.value)
     assert ddb.scan(TableName=table)["Count"] == 0  # nothing of it was written
 
 
