@@ -159,10 +159,19 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
     ] = "",
     max_batch: Annotated[int, typer.Option(help="SageMaker images per pipeline call.")] = 4,
+    renderer: Annotated[
+        str,
+        typer.Option(
+            help="'tiny': the tiny diffusers model (or --model-dir); 'null': a flat "
+            "seed-coloured PNG of the asked size at once, no torch (benchmarks)."
+        ),
+    ] = "tiny",
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     if backend not in {"bedrock", "sagemaker"}:
         raise typer.BadParameter("--backend is bedrock or sagemaker")
+    if renderer not in {"tiny", "null"}:
+        raise typer.BadParameter("--renderer is tiny or null")
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
 
     overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
@@ -184,6 +193,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         backend=backend,
         shape_buckets=shape_buckets,
         max_batch=max_batch,
+        renderer=renderer,
     )
     try:
         with local_aws(options) as aws:

@@ -10,7 +10,8 @@ Stability AI (`prompt`/`aspect_ratio` -> `seeds`/`finish_reasons`/`images`) and 
 
 What differs from AWS, on purpose:
 
-- Images are rendered by a local `ImageRenderer` (normally the tiny random-weight model) at a
+- Images are rendered by a local `Renderer` (the tiny random-weight model, or the null
+  renderer that answers at once with a flat seed-coloured image for benchmarks) at a
   local scale: the requested aspect ratio with the short side `render_short_side` pixels and
   the long side rounded to a multiple of 8, in `render_steps` steps with classifier-free
   guidance `render_guidance` (0 turns it off, halving the work). 1:1 is 64x64 and 16:9 is
@@ -46,7 +47,7 @@ from urllib.parse import unquote
 from PIL import Image
 
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
-from imagebatch_cli.local.tiny_model import ImageRenderer, RenderRequest
+from imagebatch_cli.local.renderers import Renderer, RenderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class LocalBedrock:
 
     def __init__(
         self,
-        renderer: ImageRenderer,
+        renderer: Renderer,
         *,
         render_short_side: int = 64,
         render_steps: int = 1,

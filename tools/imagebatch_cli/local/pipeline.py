@@ -27,12 +27,8 @@ from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.renderers import RENDERERS, NullRenderer, Renderer
 from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
-from imagebatch_cli.local.tiny_model import (
-    ImageRenderer,
-    ensure_tiny_model,
-    limit_threads_for_tiny_model,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -65,6 +61,9 @@ class LocalOptions:
     backend: str = "bedrock"
     shape_buckets: str = ""
     max_batch: int = 4
+    # "tiny": the tiny diffusers model (or model_dir); "null": flat seed-coloured images at
+    # once, no torch (renderers.py) - for benchmarks of the pipeline itself.
+    renderer: str = "tiny"
 
     def stack_parameters(self) -> dict[str, str]:
         parameters = {"LogLevel": "WARNING"}
@@ -268,10 +267,12 @@ def _start_sagemaker(
     from imagebatch_cli.local.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
 
     config = AsyncEndpointConfig(stack)
+    null = options.renderer == "null"
     sagemaker = LocalAsyncEndpoint(
         config,
-        options.model_dir or ensure_tiny_model(),
+        Path(os.devnull) if null else options.model_dir or _tiny_model_dir(),
         endpoint,
+        accelerator="null" if null else "diffusers",
         usage=EndpointUsageStore(
             boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION),
             stack.physical["LedgerTable"],
@@ -284,10 +285,28 @@ def _start_sagemaker(
 _run_lock = threading.Lock()
 
 
-def _quiet_libraries() -> None:
-    """The moto server logs every request and CLIP warns of every long prompt; a local run
-    shows progress instead."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+def _tiny_model_dir() -> Path:
+    from imagebatch_cli.local.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+def _renderer(options: LocalOptions) -> Renderer:
+    """The local Bedrock's renderer; torch and diffusers load only for a model."""
+    if options.renderer not in RENDERERS:
+        raise LocalRunError(f"renderer {options.renderer!r}: one of {', '.join(RENDERERS)}")
+    if options.renderer == "null":
+        return NullRenderer()
+    from imagebatch_cli.local.tiny_model import ImageRenderer, limit_threads_for_tiny_model
+
+    _quiet_model_libraries()
+    if options.model_dir is None:
+        limit_threads_for_tiny_model()
+    return ImageRenderer.from_model_dir(options.model_dir or _tiny_model_dir())
+
+
+def _quiet_model_libraries() -> None:
+    """CLIP warns of every long prompt; a local run shows progress instead."""
     import diffusers
     import transformers
 
@@ -302,7 +321,8 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     """Start moto, the local Bedrock and the template's resources; tear all down after."""
     from moto.server import ThreadedMotoServer
 
-    _quiet_libraries()
+    # The moto server logs every request; a local run shows progress instead.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -314,11 +334,8 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         endpoint = f"http://{host}:{port}"
         # moto's backends live in this process: start from nothing every time.
         moto_workarounds.reset_moto(endpoint)
-        if options.model_dir is None:
-            limit_threads_for_tiny_model()
-        renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
         bedrock = LocalBedrock(
-            renderer,
+            _renderer(options),
             render_short_side=options.render_short_side,
             render_steps=options.render_steps,
             throttle_rate=options.throttle_rate,

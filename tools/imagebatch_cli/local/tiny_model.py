@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,9 @@ import diffusers as _diffusers
 import torch
 from imagebatch_serving.backends import DiffusersBackend, load_diffusers_pipeline
 from imagebatch_serving.engine import CallShape
-from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from imagebatch_cli.local.renderers import RenderedImage, RenderRequest, encode_png
 
 logger = logging.getLogger(__name__)
 
@@ -241,44 +240,6 @@ def load_pipeline(model_dir: Path) -> Any:
     exactly as the SageMaker serving container loads its model."""
     pipe, _ = load_diffusers_pipeline(model_dir)
     return pipe
-
-
-@dataclass(frozen=True, slots=True)
-class RenderRequest:
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    seed: int
-    steps: int = 1
-    guidance: float = 0.0
-
-    def __post_init__(self) -> None:
-        # The UNet halves the latent per down block; multiples of 8 fit every SD-family model.
-        if self.width <= 0 or self.height <= 0 or self.width % 8 or self.height % 8:
-            raise ValueError(f"width and height must be positive multiples of 8: {self}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1: {self}")
-        if self.seed < 0:
-            raise ValueError(f"seed must not be negative: {self}")
-
-    @property
-    def shape_key(self) -> tuple[int, int, int, float]:
-        return (self.width, self.height, self.steps, self.guidance)
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedImage:
-    png: bytes
-    seed: int
-    seconds: float
-
-
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes that depend only on the pixels: fixed compression, no metadata chunks."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
 
 
 def _micro_batches(
