@@ -12,8 +12,7 @@ import json
 import logging
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -47,40 +46,87 @@ def enable_state_machine_execution(endpoint: str) -> None:
     _post(endpoint, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
 
 
-class _TableCopyOnce:
-    """Stands in for the `copy` module inside moto's transact_write_items."""
+class _NoTableCopy:
+    """Stands in for the `copy` module inside moto's transact_write_items: the table itself is
+    not copied (its rollback "copy" is the table), the touched items are kept instead."""
 
     def __init__(self, table_type: type) -> None:
         self._table_type = table_type
-        self._copies: dict[int, Any] = {}
 
     def deepcopy(self, value: Any, memo: Any = None) -> Any:
         if isinstance(value, self._table_type):
-            if id(value) not in self._copies:
-                self._copies[id(value)] = copy.deepcopy(value)
-            return self._copies[id(value)]
+            return value
         return copy.deepcopy(value, memo)
 
 
-@contextmanager
-def _one_table_copy_per_transaction() -> Iterator[None]:
-    """moto keeps a rollback copy of the table by deep-copying the WHOLE table once per
-    action of a transaction: a 53-action commit on a 10,000-item table made 53 copies, and a
-    10,000-image local run grew past 24 GB and was killed. One copy per table per
-    transaction is the same rollback state. Runs under the write lock, so the module-level
-    swap is seen by this transaction only."""
+def _touched_keys(backend: Any, actions: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    """(table, hash key, range key) of every item a transaction's actions name."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    keys = []
+    for action in actions:
+        op = next(iter(action.values()), None)
+        if not isinstance(op, dict) or op.get("TableName") not in backend.tables:
+            continue
+        table = backend.tables[op["TableName"]]
+        attrs = op.get("Item") if "Item" in op else op.get("Key")
+        if not isinstance(attrs, dict) or table.hash_key_attr not in attrs:
+            continue
+        range_attr = table.range_key_attr
+        if range_attr is not None and range_attr not in attrs:
+            continue
+        hash_key = DynamoType(attrs[table.hash_key_attr])
+        range_key = DynamoType(attrs[range_attr]) if range_attr is not None else None
+        keys.append((table, hash_key, range_key))
+    return keys
+
+
+def _restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+    elif item is None:
+        table.items[hash_key].pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = item
+
+
+def _transact_with_item_rollback(original: Any) -> Any:
+    """moto keeps a rollback copy of a transaction's table by deep-copying the WHOLE table, once
+    per action: the cost of a commit grows with the table, so a local batch got slower with
+    every image it recorded (and a 53-action commit on a 10,000-item table made 53 copies; a
+    10,000-image run once grew past 24 GB). A transaction touches at most 100 items: keep
+    copies of those (absent ones as None), let moto run with no table copy, and put them back
+    if it fails. Called under the write lock, so the swap of moto's `copy` is this
+    transaction's alone."""
     from moto.dynamodb import models
     from moto.dynamodb.models.table import Table
 
-    setattr(models, "copy", _TableCopyOnce(Table))  # noqa: B010 - a module global
-    try:
-        yield
-    finally:
-        setattr(models, "copy", copy)  # noqa: B010
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        before = {}
+        for table, hash_key, range_key in _touched_keys(self, transact_items):
+            ident = (id(table), hash_key, range_key)
+            if ident not in before:
+                current = table.get_item(hash_key, range_key)
+                before[ident] = (table, hash_key, range_key, copy.deepcopy(current))
+        setattr(models, "copy", _NoTableCopy(Table))  # noqa: B010 - a module global
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            for table, hash_key, range_key, item in before.values():
+                _restore(table, hash_key, range_key, item)
+            raise
+        finally:
+            setattr(models, "copy", copy)  # noqa: B010
+
+    return transact
 
 
 def serialise_dynamodb_writes() -> None:
-    """moto's DynamoDB writes are not atomic across threads: concurrent ADDs lose updates."""
+    """moto's DynamoDB writes are not atomic across threads: concurrent ADDs lose updates.
+    Transactions run under the same lock, rolled back by item (_transact_with_item_rollback)."""
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.RLock()
@@ -90,15 +136,11 @@ def serialise_dynamodb_writes() -> None:
             continue
         original = getattr(DynamoDBBackend, name)
         _originals[key] = original
+        run = _transact_with_item_rollback(original) if name == "transact_write_items" else original
 
-        def locked(
-            *args: Any, __original: Any = original, __name: str = name, **kwargs: Any
-        ) -> Any:
+        def locked(*args: Any, __run: Any = run, **kwargs: Any) -> Any:
             with lock:
-                if __name != "transact_write_items":
-                    return __original(*args, **kwargs)
-                with _one_table_copy_per_transaction():
-                    return __original(*args, **kwargs)
+                return __run(*args, **kwargs)
 
         functools.update_wrapper(locked, original)
         setattr(DynamoDBBackend, name, locked)
@@ -188,8 +230,27 @@ def forward_task_failure_cause() -> None:
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
 
 
+def list_moto_modules_once() -> None:
+    """moto's server routes every request by host, and to do so lists its own package folder
+    (os.listdir, then an isdir per entry: about 1 ms, under the dispatcher's global lock) on
+    each request. The folder does not change while a server runs: list it once."""
+    from moto import backends
+
+    with _patch_lock:
+        original = _originals.setdefault(
+            "backends.list_of_moto_modules", backends.list_of_moto_modules
+        )
+        modules = tuple(original())
+
+        def listed() -> tuple[str, ...]:
+            return modules
+
+        backends.list_of_moto_modules = listed
+
+
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
+    from moto import backends
     from moto.awslambda.models import LambdaFunction
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
@@ -199,6 +260,7 @@ def restore_all() -> None:
         for key, original in list(_originals.items()):
             owner_name, attr = key.split(".", 1)
             owner: Any = {
+                "backends": backends,
                 "dynamodb": DynamoDBBackend,
                 "lambda": LambdaFunction,
                 "s3": notifications,

@@ -325,6 +325,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
+    moto_workarounds.list_moto_modules_once()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     bedrock: LocalBedrock | None = None
     sagemaker: Any = None
