@@ -84,8 +84,9 @@ class Shape(BaseModel):
     model_config = ConfigDict(frozen=True)
     chunk_size: int = 50
     map_concurrency: int = 10
-    chunk_concurrency: int = 4
-    chunk_memory_mb: int = 512
+    # template.yaml's ChunkConcurrency and ChunkMemorySize defaults
+    chunk_concurrency: int = 50
+    chunk_memory_mb: int = 256
     chunk_timeout_s: int = 600
     ingest_memory_mb: int = 1024
     finalize_memory_mb: int = 512

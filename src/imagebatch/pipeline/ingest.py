@@ -302,7 +302,7 @@ class StackOptions:
     max_concurrency: int
     prices: RegionPrices
     shape: Shape
-    max_chunk_concurrency: int = 4
+    max_chunk_concurrency: int = 50
     sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
     sagemaker_price: InstancePrice | None = None
     sagemaker_instance_types: tuple[str, ...] = ()

@@ -553,6 +553,9 @@ class LocalBedrock:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bedrock takes many calls at once; socketserver's default backlog of 5 dropped
+    # connections when a chunk opened 50 together.
+    request_queue_size = 128
 
     def __init__(self, bedrock: LocalBedrock) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
