@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,16 @@ def write_manifest(path: Path, images: int) -> None:
         for i in range(images):
             item = {"id": f"s-{i:07d}", "prompt": f"studio product photo {i}, white background"}
             handle.write(json.dumps(item) + "\n")
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM; ru_maxrss would include what the forked
+    parent had resident before exec)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 class RssSampler:
@@ -82,6 +91,10 @@ def run_one(images: int) -> dict[str, Any]:
     from imagebatch_cli.local.pipeline import LocalOptions, local_aws
 
     logging.basicConfig(level=logging.WARNING)
+    # moto's state machine interpreter reports a failed Map item only at debug level.
+    logging.getLogger("moto.stepfunctions.parser.asl.component.state.exec.state_map").setLevel(
+        logging.DEBUG
+    )
     rss = RssSampler()
     with tempfile.TemporaryDirectory() as scratch:
         manifest = Path(scratch) / f"scale-{images}.jsonl"
@@ -113,7 +126,7 @@ def run_one(images: int) -> dict[str, Any]:
         "chunks": int(summary["chunks_total"]),
         "wall_s": wall,
         "settled_s": settled,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "rss_to_settled_mb": rss_settled,
         "rss_contact_sheet_mb": rss_sheet,
         "cpu_s": sum(os.times()[:2]),
@@ -125,16 +138,22 @@ def run_one(images: int) -> dict[str, Any]:
 
 
 def measure(images: int) -> dict[str, Any]:
-    """`run_one` in a fresh interpreter: peak RSS and imports are that size's alone."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--one", str(images)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise SystemExit(f"{images} images failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    """`run_one` in a fresh interpreter: peak RSS and imports are that size's alone. Its logs
+    (the handlers' and moto's) go to a file, named if the run fails."""
+    log = Path(tempfile.gettempdir()) / f"bench_scale-{images}-{os.getpid()}.log"
+    with log.open("w", encoding="utf-8") as log_file:
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", str(images)],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            check=False,
+        )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines or not lines[-1].startswith('{"images"'):
+        raise SystemExit(f"{images} images failed (exit {done.returncode}); log: {log}")
+    log.unlink()
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
@@ -156,7 +175,11 @@ def report(result: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 2 and argv[1] == "--one":
-        print(json.dumps(run_one(int(argv[2]))))
+        # The handlers log to stdout; the figures are the last line, so logs go to stderr.
+        figures = sys.stdout
+        sys.stdout = sys.stderr
+        result = run_one(int(argv[2]))
+        print(json.dumps(result), file=figures)
         return
     sizes = [int(a) for a in argv[1:]] or list(DEFAULT_SIZES)
     with open("/proc/loadavg", encoding="ascii") as loadavg:
