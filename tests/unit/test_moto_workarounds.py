@@ -375,3 +375,49 @@ def test_list_moto_modules_once_routes_requests_without_listing_the_package(
 
     assert "s3" in list(backends.list_of_moto_modules())
     assert len(listings) > 0
+
+
+def test_iterate_distributed_map_items_runs_more_items_than_the_stack_allows(
+    moto_endpoint: str,
+) -> None:
+    # GIVEN execution enabled, the loop instead of moto's per-item recursion, and a
+    # Distributed Map of 1,200 items on a single worker (more than the ~970 moto managed)
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    moto_workarounds.iterate_distributed_map_items()
+    sfn = _client("stepfunctions", moto_endpoint)
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "MaxConcurrency": 1,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Keep",
+                    "States": {"Keep": {"Type": "Pass", "End": True}},
+                },
+                "ResultSelector": {"n.$": "States.ArrayLength($)"},
+                "End": True,
+            }
+        },
+    }
+    arn = sfn.create_state_machine(
+        name="many", definition=json.dumps(definition), roleArn=_role(moto_endpoint)
+    )["stateMachineArn"]
+
+    # WHEN it runs
+    execution = sfn.start_execution(
+        stateMachineArn=arn, name="many-1", input=json.dumps(list(range(1200)))
+    )
+
+    # THEN every item was processed and the execution finished
+    described = _wait_for(
+        lambda: (
+            (d := sfn.describe_execution(executionArn=execution["executionArn"]))["status"]
+            != "RUNNING"
+            and d
+        ),
+        timeout=120,
+    )
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"]) == {"n": 1200}

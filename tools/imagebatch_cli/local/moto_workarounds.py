@@ -230,6 +230,42 @@ def forward_task_failure_cause() -> None:
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
 
 
+def _eval_pool_in_a_loop(self: Any, job: Any, worker_frame: Any) -> None:
+    """moto's DistributedItemProcessorWorker._eval_pool, with its tail call as a loop."""
+    while job is not None:
+        job_frame = worker_frame.open_inner_frame()
+        self._eval_job(env=job_frame, job=job)
+        worker_frame.delete_frame(job_frame)
+        # Evaluation terminates here due to exception in job, or worker was stopped.
+        if isinstance(job.job_output, Exception) or self.stopped():
+            break
+        next_job = self._job_pool.next_job()
+        if next_job is None:
+            # The frame is closed before the job, so the map sees the environment updated.
+            break
+        self._job_pool.close_job(job)
+        job = next_job
+    self._env.delete_frame(worker_frame)
+    if job is not None:
+        self._job_pool.close_job(job)
+
+
+def iterate_distributed_map_items() -> None:
+    """moto's Distributed Map worker evaluates each item and then calls itself for the next
+    one: a worker's stack grows by a frame per item, so after about 970 items on one worker
+    the interpreter raises RecursionError, the failed items are never reported (only at debug
+    level) and the Map waits forever. A 100,000-image batch (2,000 chunks) stalled that way,
+    twice. The same steps in a loop."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor import (  # noqa: E501
+        distributed_item_processor_worker as workers,
+    )
+
+    worker: Any = workers.DistributedItemProcessorWorker
+    with _patch_lock:
+        _originals.setdefault("distributed_worker._eval_pool", worker._eval_pool)
+        worker._eval_pool = _eval_pool_in_a_loop
+
+
 def list_moto_modules_once() -> None:
     """moto's server routes every request by host, and to do so lists its own package folder
     (os.listdir, then an isdir per entry: about 1 ms, under the dispatcher's global lock) on
@@ -254,6 +290,9 @@ def restore_all() -> None:
     from moto.awslambda.models import LambdaFunction
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor import (  # noqa: E501
+        distributed_item_processor_worker as workers,
+    )
     from moto.stepfunctions.responses import StepFunctionResponse
 
     with _patch_lock:
@@ -261,6 +300,7 @@ def restore_all() -> None:
             owner_name, attr = key.split(".", 1)
             owner: Any = {
                 "backends": backends,
+                "distributed_worker": workers.DistributedItemProcessorWorker,
                 "dynamodb": DynamoDBBackend,
                 "lambda": LambdaFunction,
                 "s3": notifications,

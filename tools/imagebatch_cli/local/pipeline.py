@@ -353,6 +353,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             moto_workarounds.enable_state_machine_execution(endpoint)
             moto_workarounds.serialise_dynamodb_writes()
             moto_workarounds.forward_task_failure_cause()
+            moto_workarounds.iterate_distributed_map_items()
             errors: list[BaseException] = []
             moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
             stack = create_stack(
