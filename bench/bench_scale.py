@@ -26,8 +26,12 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import Usage, price_usage
 
 MODEL = "stability.sd3-5-large-v1:0"
 DEFAULT_SIZES = (1_000, 10_000)
@@ -134,6 +138,7 @@ def run_one(images: int) -> dict[str, Any]:
         "function_calls": dict(sorted(calls.items())),
         "contact_sheets": sum(1 for r in reports if r.startswith("contact-sheet")),
         "index_pages": sum(1 for r in reports if r.startswith("index")),
+        "usage": Usage.from_summary(summary).model_dump(),
     }
 
 
@@ -165,6 +170,14 @@ def report(result: dict[str, Any]) -> None:
         f"peak RSS {result['peak_rss_mb']:,.0f} MB, CPU {result['cpu_s']:.0f} s; "
         f"{result['status']}, {result['made']:,} made in {result['chunks']:,} chunks, "
         f"{result['contact_sheets']} contact sheet(s), {result['index_pages']} index page(s)"
+    )
+    prices = load_aws_prices().region("us-east-1")
+    costs = price_usage(Usage.model_validate(result["usage"]), prices)
+    per_1000 = Decimal(1000) / result["made"]
+    print(
+        f"         per 1,000 images from the ledger's counts: orchestration "
+        f"${costs.orchestration * per_1000 / 1_000_000:.6f}, storage (1 month) "
+        f"${costs.storage * per_1000 / 1_000_000:.6f}"
     )
     print(
         f"         largest RSS until settled {result['rss_to_settled_mb']:,.0f} MB, "
