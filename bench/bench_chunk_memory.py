@@ -7,7 +7,8 @@ PNG of about IMAGE_MB megabytes (part noise, so it does not compress away; base6
 as Bedrock sends it) after a latency of LATENCY_S +/- JITTER_S seconds. Per calls-in-flight
 setting (CHUNK_CONCURRENCY) it reports the process's peak RSS (what Lambda reports as Max
 Memory Used, the runtime aside), its RSS after imports, and the CPU seconds per image. From
-those it suggests the smallest memory size that holds the peak with 15% headroom.
+those it suggests the smallest memory size that holds the peak with 50% headroom (the
+Lambda runtime's own memory, larger PNGs than assumed).
 
 The image size and the latency are assumptions (Bedrock publishes neither; see
 src/imagebatch/data/throughput.json): a 1-megapixel PNG from SD3.5 Large is typically
@@ -42,7 +43,7 @@ IMAGE_MB = 1.5
 LATENCY_S = 6.0
 JITTER_S = 1.5
 DEFAULT_IN_FLIGHT = (6, 16, 50)
-HEADROOM = 1.15
+HEADROOM = 1.5
 
 
 def payload_png(width: int, height: int, megabytes: float) -> bytes:
