@@ -20,6 +20,7 @@ from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 
+from imagebatch import observability
 from imagebatch.aws.clients import reset_clients
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,9 @@ def stack(
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.endpoint_url,
         }.items():
             monkeypatch.setenv(name, value)
+        # Powertools reads the namespace when imagebatch.observability is first imported,
+        # which another test file in this worker may have done without it.
+        monkeypatch.setattr(observability.metrics, "namespace", "imagebatch-test")
         reset_clients()
         yield {"bucket": bucket, "state_machine": machine}
     reset_clients()
