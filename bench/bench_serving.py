@@ -4,7 +4,10 @@ The real serving app (containers/serving, Flask over HTTP on 127.0.0.1) with the
 backend on the tiny offline model; 8 chunks of 64x64, 1-step images posted to /invocations at
 once, PNGs written to a temporary folder instead of S3 (S3 is not what is measured). Two runs:
 `--max-batch 8` (shape-grouped micro-batches) and `--max-batch 1`. Target: ratio >= 3 on 2 CPU
-cores. Run: `make bench` or `.venv/bin/python bench/bench_serving.py [IMAGES_PER_CHUNK]`.
+cores. Side by side, in the same rounds, the bare pipeline (same backend object, same calls and
+PNG encoding, no HTTP/JSON/engine/sink): the serving app's throughput over the bare one's at
+the same micro-batch size is the serving path's overhead as a ratio (target >= 0.95).
+Run: `make bench` or `.venv/bin/python bench/bench_serving.py [IMAGES_PER_CHUNK]`.
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ import torch
 from imagebatch_cli.local.fakes.tiny_model import build_tiny_model
 from imagebatch_serving.app import create_app
 from imagebatch_serving.backends import DiffusersBackend
-from imagebatch_serving.engine import DirectorySink, ServingEngine
+from imagebatch_serving.engine import DirectorySink, ServingEngine, encode_png, shape_of
 from werkzeug.serving import make_server
 
 from imagebatch.models.records import ImageJob
 from imagebatch.models.sagemaker_contract import ChunkInvocation, InvocationResult
 
 CHUNKS = 8
+# The serving app's throughput over the bare pipeline's at the same micro-batch size.
+SERVING_RATIO_TARGET = 0.95
 
 
-def chunk(index: int, images: int) -> bytes:
-    jobs = [
+def chunk_jobs(index: int, images: int) -> list[ImageJob]:
+    return [
         ImageJob(
             image_id=f"c{index}-{i}",
             item_id=f"c{index}",
@@ -49,6 +54,10 @@ def chunk(index: int, images: int) -> bytes:
         )
         for i in range(images)
     ]
+
+
+def chunk(index: int, images: int) -> bytes:
+    jobs = chunk_jobs(index, images)
     invocation = ChunkInvocation(
         batch_id="bench",
         chunk_id=f"{index:05d}",
@@ -89,6 +98,22 @@ def run(backend: DiffusersBackend, max_batch: int, images: int, out: Path) -> tu
     return seconds, calls
 
 
+def bare(backend: DiffusersBackend, max_batch: int, images: int) -> float:
+    """Seconds for the same images through the bare pipeline, in-process: the same calls the
+    engine makes (`max_batch` images of one shape per call, one seeded generator each) and
+    the same PNG encoding, without HTTP, JSON, the engine or a sink."""
+    jobs = [job for i in range(CHUNKS) for job in chunk_jobs(i, images)]
+    backend.generate(shape_of(jobs[0]), ["warm-up"] * max_batch, None, list(range(max_batch)))
+    started = time.perf_counter()
+    for start in range(0, len(jobs), max_batch):
+        batch = jobs[start : start + max_batch]
+        for image in backend.generate(
+            shape_of(batch[0]), [job.prompt for job in batch], None, [job.seed for job in batch]
+        ):
+            encode_png(image)
+    return time.perf_counter() - started
+
+
 def main(images: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as model_root:
@@ -105,18 +130,26 @@ def measure(backend: DiffusersBackend, images: int, rounds: int = 3) -> None:
         f"best of {rounds} alternating rounds"
     )
     best: dict[int, float] = {}
+    best_bare: dict[int, float] = {}
     calls: dict[int, int] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        # Alternate the modes so a burst of load from elsewhere hits both, and keep each
-        # mode's best round: the run least disturbed by other work on the machine.
+        # Alternate the modes (and the serving app with the bare pipeline) so a burst of load
+        # from elsewhere hits all of them, and keep each one's best round: the run least
+        # disturbed by other work on the machine.
         for _ in range(rounds):
             for max_batch in (8, 1):
                 seconds, calls[max_batch] = run(backend, max_batch, images, Path(scratch))
                 best[max_batch] = min(seconds, best.get(max_batch, seconds))
+                seconds = bare(backend, max_batch, images)
+                best_bare[max_batch] = min(seconds, best_bare.get(max_batch, seconds))
+    total = CHUNKS * images
     for max_batch in (8, 1):
+        ratio = best_bare[max_batch] / best[max_batch]
         print(
-            f"  max_batch {max_batch}: {CHUNKS * images} images in {best[max_batch]:.2f} s, "
-            f"{calls[max_batch]} pipeline calls, {CHUNKS * images / best[max_batch]:.1f} images/s"
+            f"  max_batch {max_batch}: {total} images in {best[max_batch]:.2f} s, "
+            f"{calls[max_batch]} pipeline calls, {total / best[max_batch]:.1f} images/s; bare "
+            f"pipeline {total / best_bare[max_batch]:.1f} images/s; serving/bare "
+            f"{ratio:.2f} (target >= {SERVING_RATIO_TARGET})"
         )
     print(f"  micro-batching speed-up: {best[1] / best[8]:.2f}x (target >= 3x)")
 

@@ -54,10 +54,10 @@ class IngestSettings(StorageSettings):
     chunk_size: int = Field(alias="CHUNK_SIZE", default=50, ge=1, le=90)
     map_max_concurrency: int = Field(alias="MAP_MAX_CONCURRENCY", default=10, ge=1, le=1000)
     # The ceiling for each chunk's share of the quota (GenerateSettings reads the same value).
-    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=50, ge=1, le=90)
     # The chunk function's memory: what the estimate and budget holdback price chunk Lambda
     # time with.
-    chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=512, ge=128, le=10240)
+    chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=256, ge=128, le=10240)
     # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
     # so `backend: auto` chooses among Bedrock models only.
     sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
@@ -73,7 +73,7 @@ class IngestSettings(StorageSettings):
 
 
 class GenerateSettings(StorageSettings):
-    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=4, ge=1, le=32)
+    chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=50, ge=1, le=90)
     # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
     # so `backend: auto` chooses among Bedrock models only.
     sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")

@@ -6,6 +6,7 @@ import base64
 import io
 import shutil
 import subprocess
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -315,3 +316,49 @@ def test_the_failed_card_is_readable_in_a_browser(tmp_path: Path) -> None:
         assert contrast(part["fg"], part["bg"]) >= 4.5, part
     assert found["reason"]["text"] == "Filter reason: prompt"
     assert "charged to budget" in found["header"] and "PARTIAL" in found["header"]
+
+
+def test_pages_are_written_as_entries_arrive_and_link_each_other() -> None:
+    # GIVEN two and a half sheets' worth of entries, handed over lazily
+    total = 2 * PER_SHEET + 7
+    pulled = 0
+
+    def entries() -> Iterator[SheetEntry]:
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield entry(i, ok=i % 50 != 0)
+
+    one = png(8, 8, (9, 9, 9))
+    pulled_at_put: dict[str, int] = {}
+    written: dict[str, bytes] = {}
+
+    def put(name: str, body: bytes, content_type: str) -> str:
+        pulled_at_put[name] = pulled
+        written[name] = body
+        return f"reports/b/{name}"
+
+    # WHEN the contact sheet is built
+    result = build_contact_sheet("b", {"images_total": total}, entries(), lambda key: one, put)
+    # THEN each page was written before more than one page beyond it was read (flat memory)
+    assert pulled_at_put["contact-sheet.png"] <= 2 * PER_SHEET
+    assert pulled_at_put["index.html"] <= 2 * PER_SHEET
+    assert result.images == total
+    assert result.sheet_keys == [
+        "reports/b/contact-sheet.png",
+        "reports/b/contact-sheet-2.png",
+        "reports/b/contact-sheet-3.png",
+    ]
+    assert result.index_keys == [
+        "reports/b/index.html",
+        "reports/b/index-2.html",
+        "reports/b/index-3.html",
+    ]
+    # AND each index page holds its own images and links to the other pages
+    second = _Index()
+    second.feed(written["index-2.html"].decode())
+    assert second.figures == [entry(i).image_id for i in range(PER_SHEET, 2 * PER_SHEET)]
+    page_two = written["index-2.html"].decode()
+    assert 'href="index.html"' in page_two and 'href="index-3.html"' in page_two
+    assert 'href="contact-sheet-2.png"' in page_two
+    assert "page 2 of 3" in page_two

@@ -41,7 +41,7 @@ def test_sizes_outside_the_buckets_are_line_errors_naming_them(tmp_path: Path) -
     assert error["line"] == 3
     assert error["item_id"] == "big"
     assert "512x512, 768x768" in error["reason"]
-    chunk = ChunkFile.model_validate_json((tmp_path / "00000.json").read_text())
+    chunk = ChunkFile.model_validate_json(plan.chunk_body(0))
     assert chunk.backend == "sagemaker"
 
 

@@ -137,21 +137,28 @@ def test_serialise_dynamodb_writes_keeps_every_concurrent_add(moto_endpoint: str
     assert item["n"]["N"] == "100"
 
 
-def test_serialised_transactions_copy_each_table_once_and_still_roll_back(
+def test_serialised_transactions_never_copy_the_table_and_still_roll_back(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN the write lock and a table with one item
+    # GIVEN the write lock and a ledger-shaped table (pk, sk) with a counter and a record
     from moto.dynamodb.models.table import Table
 
     moto_workarounds.serialise_dynamodb_writes()
     ddb = _client("dynamodb", moto_endpoint)
     ddb.create_table(
         TableName="tx",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
-    ddb.put_item(TableName="tx", Item={"pk": {"S": "k0"}})
+    ddb.put_item(TableName="tx", Item={"pk": {"S": "b"}, "sk": {"S": "SUMMARY"}, "n": {"N": "5"}})
+    ddb.put_item(TableName="tx", Item={"pk": {"S": "b"}, "sk": {"S": "OLD"}, "v": {"S": "old"}})
     table_copies = []
     real_deepcopy = copy.deepcopy
 
@@ -161,26 +168,50 @@ def test_serialised_transactions_copy_each_table_once_and_still_roll_back(
         return real_deepcopy(value, memo)
 
     monkeypatch.setattr(copy, "deepcopy", counting)
-    puts = [{"Put": {"TableName": "tx", "Item": {"pk": {"S": f"k{i}"}}}} for i in range(1, 20)]
+    puts = [
+        {"Put": {"TableName": "tx", "Item": {"pk": {"S": "b"}, "sk": {"S": f"IMAGE#{i}"}}}}
+        for i in range(1, 20)
+    ]
+    overwrite = {
+        "Put": {"TableName": "tx", "Item": {"pk": {"S": "b"}, "sk": {"S": "OLD"}, "v": {"S": "x"}}}
+    }
+    add = {
+        "Update": {
+            "TableName": "tx",
+            "Key": {"pk": {"S": "b"}, "sk": {"S": "SUMMARY"}},
+            "UpdateExpression": "ADD n :one",
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+    }
+    remove = {"Delete": {"TableName": "tx", "Key": {"pk": {"S": "b"}, "sk": {"S": "GONE"}}}}
+    ddb.put_item(TableName="tx", Item={"pk": {"S": "b"}, "sk": {"S": "GONE"}})
 
-    # WHEN a 20-action transaction fails on its last condition
+    # WHEN a transaction of new items, an overwrite, an ADD and a delete fails on its last check
     failing = {
         "ConditionCheck": {
             "TableName": "tx",
-            "Key": {"pk": {"S": "k0"}},
-            "ConditionExpression": "attribute_not_exists(pk)",
+            "Key": {"pk": {"S": "b"}, "sk": {"S": "MISSING"}},
+            "ConditionExpression": "attribute_exists(pk)",
         }
     }
     with pytest.raises(ClientError, match="TransactionCanceled"):
-        ddb.transact_write_items(TransactItems=[*puts, failing])
+        ddb.transact_write_items(TransactItems=[*puts, overwrite, add, remove, failing])
 
-    # THEN nothing of it landed, and the table was copied once, not once per action
-    assert ddb.scan(TableName="tx")["Count"] == 1
-    assert len(table_copies) == 1
+    # THEN nothing of it landed: new items gone, the overwritten, added-to and deleted items
+    # as they were; and the table was never copied
+    items = {i["sk"]["S"]: i for i in ddb.scan(TableName="tx")["Items"]}
+    assert sorted(items) == ["GONE", "OLD", "SUMMARY"]
+    assert items["OLD"]["v"]["S"] == "old"
+    assert items["SUMMARY"]["n"]["N"] == "5"
+    assert table_copies == []
 
     # AND the same transaction without the failing check lands whole
-    ddb.transact_write_items(TransactItems=puts)
-    assert ddb.scan(TableName="tx")["Count"] == 20
+    ddb.transact_write_items(TransactItems=[*puts, overwrite, add, remove])
+    items = {i["sk"]["S"]: i for i in ddb.scan(TableName="tx")["Items"]}
+    assert len(items) == 21
+    assert items["OLD"]["v"]["S"] == "x"
+    assert items["SUMMARY"]["n"]["N"] == "6"
+    assert "GONE" not in items
 
 
 def test_run_lambdas_in_process_returns_results_and_errors(moto_endpoint: str) -> None:
@@ -454,3 +485,86 @@ def test_capture_map_runs_can_refuse_to_start_the_children(moto_endpoint: str) -
     assert done["status"] == "FAILED" or "error" in json.loads(done.get("output", "{}"))
     history = sfn.get_execution_history(executionArn=execution)["events"]
     assert "MapStateSucceeded" not in {e["type"] for e in history}
+
+
+def test_list_moto_modules_once_routes_requests_without_listing_the_package(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the module list taken once
+    import os
+
+    moto_workarounds.list_moto_modules_once()
+    listings: list[str] = []
+    real_listdir = os.listdir
+
+    def counting(path: Any = ".") -> list[str]:
+        listings.append(str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    s3 = _client("s3", moto_endpoint)
+    ddb = _client("dynamodb", moto_endpoint)
+
+    # WHEN requests for two services reach the server
+    s3.create_bucket(Bucket="routing-bucket")
+    for i in range(5):
+        s3.put_object(Bucket="routing-bucket", Key=f"k{i}", Body=b"x")
+    tables = ddb.list_tables()["TableNames"]
+
+    # THEN each went to its own backend, and moto's package folder was never listed
+    assert len(s3.list_objects_v2(Bucket="routing-bucket")["Contents"]) == 5
+    assert tables == []
+    assert not [path for path in listings if path.rstrip("/").endswith("moto")]
+
+    # AND restore_all puts moto's own listing back
+    moto_workarounds.restore_all()
+    from moto import backends
+
+    assert "s3" in list(backends.list_of_moto_modules())
+    assert len(listings) > 0
+
+
+def test_iterate_distributed_map_items_runs_more_items_than_the_stack_allows(
+    moto_endpoint: str,
+) -> None:
+    # GIVEN execution enabled, the loop instead of moto's per-item recursion, and a
+    # Distributed Map of 1,200 items on a single worker (more than the ~970 moto managed)
+    moto_workarounds.enable_state_machine_execution(moto_endpoint)
+    moto_workarounds.iterate_distributed_map_items()
+    sfn = _client("stepfunctions", moto_endpoint)
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "MaxConcurrency": 1,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Keep",
+                    "States": {"Keep": {"Type": "Pass", "End": True}},
+                },
+                "ResultSelector": {"n.$": "States.ArrayLength($)"},
+                "End": True,
+            }
+        },
+    }
+    arn = sfn.create_state_machine(
+        name="many", definition=json.dumps(definition), roleArn=_role(moto_endpoint)
+    )["stateMachineArn"]
+
+    # WHEN it runs
+    execution = sfn.start_execution(
+        stateMachineArn=arn, name="many-1", input=json.dumps(list(range(1200)))
+    )
+
+    # THEN every item was processed and the execution finished
+    described = _wait_for(
+        lambda: (
+            (d := sfn.describe_execution(executionArn=execution["executionArn"]))["status"]
+            != "RUNNING"
+            and d
+        ),
+        timeout=120,
+    )
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"]) == {"n": 1200}

@@ -19,12 +19,8 @@ from flask import Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imagebatch.models.sagemaker_contract import ChunkInvocation, parse_buckets
-from imagebatch_serving.backends import (
-    DiffusersBackend,
-    NeuronBackend,
-    neuron_available,
-)
-from imagebatch_serving.engine import Heartbeat, S3Sink, ServingEngine
+from imagebatch_serving.engine import Heartbeat, PipelineBackend, S3Sink, ServingEngine
+from imagebatch_serving.null_backend import NullBackend
 
 logger = logging.getLogger(__name__)
 
@@ -49,20 +45,27 @@ class ServingSettings(BaseModel):
 def load_engine(settings: ServingSettings, *, s3: Any = None, sfn: Any = None) -> ServingEngine:
     import boto3
 
+    heartbeat = _heartbeat(sfn or boto3.client("stepfunctions")) if settings.heartbeat else None
+    return ServingEngine(
+        load_backend(settings), S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat
+    )
+
+
+def load_backend(settings: ServingSettings) -> PipelineBackend:
+    """The backend IMAGEBATCH_ACCELERATOR names: neuron, diffusers, auto (neuron where the
+    Neuron SDK is installed), or null (no model: flat seed-coloured images, for benchmarks of
+    the serving path). torch loads only for the first three."""
+    buckets = parse_buckets(settings.shape_buckets)
+    if settings.accelerator == "null":
+        return NullBackend(max_batch=settings.max_batch, buckets=buckets)
+    from imagebatch_serving.backends import DiffusersBackend, NeuronBackend, neuron_available
+
     accelerator = settings.accelerator
     if accelerator == "auto":
         accelerator = "neuron" if neuron_available() else "diffusers"
-    backend: DiffusersBackend | NeuronBackend
     if accelerator == "neuron":
-        backend = NeuronBackend.load(settings.model_dir)
-    else:
-        backend = DiffusersBackend.load(
-            settings.model_dir,
-            max_batch=settings.max_batch,
-            buckets=parse_buckets(settings.shape_buckets),
-        )
-    heartbeat = _heartbeat(sfn or boto3.client("stepfunctions")) if settings.heartbeat else None
-    return ServingEngine(backend, S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat)
+        return NeuronBackend.load(settings.model_dir)
+    return DiffusersBackend.load(settings.model_dir, max_batch=settings.max_batch, buckets=buckets)
 
 
 def _heartbeat(sfn: Any) -> Heartbeat:

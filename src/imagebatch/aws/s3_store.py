@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -16,6 +17,10 @@ from imagebatch.models.records import ChunkFile, ChunkRef
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+# A report larger than this is spooled to /tmp on its way to S3, not held in memory.
+SPOOL_BYTES = 8 * 1024 * 1024
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -130,9 +135,18 @@ class BatchStore:
         return key
 
     def put_jsonl_report(self, batch_id: str, name: str, lines: Iterable[str]) -> str:
+        """One PUT of every line, spooled to a temporary file past SPOOL_BYTES, so a report of
+        any length is written with flat memory."""
         key = report_key(batch_id, name)
-        body = "".join(f"{line}\n" for line in lines).encode()
-        self._put(key, body, "application/x-ndjson")
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            for line in lines:
+                spool.write(f"{line}\n".encode())
+            size = spool.tell()
+            spool.seek(0)
+            self.meter.add(s3_put_requests=1, s3_bytes_written=size)
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=spool, ContentType="application/x-ndjson"
+            )
         return key
 
     def read_uri(self, uri: str) -> bytes:

@@ -84,8 +84,9 @@ class Shape(BaseModel):
     model_config = ConfigDict(frozen=True)
     chunk_size: int = 50
     map_concurrency: int = 10
-    chunk_concurrency: int = 4
-    chunk_memory_mb: int = 512
+    # template.yaml's ChunkConcurrency and ChunkMemorySize defaults
+    chunk_concurrency: int = 50
+    chunk_memory_mb: int = 256
     chunk_timeout_s: int = 600
     ingest_memory_mb: int = 1024
     finalize_memory_mb: int = 512
@@ -218,6 +219,9 @@ def bedrock_options(
         if spec is None:
             continue
         price = spec.price()
+        # More calls in flight do not beat the model's images-per-minute quota: the chunks
+        # pace themselves to it (backends/concurrency.py), so neither does the estimate.
+        paced = Decimal(60) / Decimal(spec.throughput.images_per_minute)
         options.append(
             BackendOption(
                 name=f"bedrock {model_id}",
@@ -227,7 +231,7 @@ def bedrock_options(
                 inference_per_image_micro_usd=Decimal(price.micro_usd_per_image),
                 overhead_per_image_micro_usd=overhead,
                 fixed_seconds=Decimal(5),
-                seconds_per_image=speed.seconds_per_image / parallel,
+                seconds_per_image=max(speed.seconds_per_image / parallel, paced),
                 source=f"{price.source} ({price.retrieved}); speed: {speed.source}",
             )
         )

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel
 
 from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore, report_key
+from imagebatch.aws.s3_store import BatchStore, chunk_key, report_key
 from imagebatch.costs import terms
 from imagebatch.errors import BatchNotFoundError
 
@@ -48,6 +50,7 @@ class ContactSheetResult(BaseModel):
     images: int
     sheet_keys: list[str]
     index_key: str
+    index_keys: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -66,42 +69,49 @@ class SheetEntry:
     tags: dict[str, str]
 
 
-def entries_for(
-    records: Iterable[dict[str, Any]], prompts: dict[str, tuple[str, dict[str, str]]]
-) -> list[SheetEntry]:
-    """Ledger records joined with the prompt and tags from the chunk files, in id order."""
-    entries = []
-    for record in records:
-        prompt, tags = prompts.get(record["image_id"], ("", {}))
-        entries.append(
-            SheetEntry(
-                image_id=record["image_id"],
-                status=record["status"],
-                prompt=prompt,
-                seed=int(record.get("seed", 0)),
-                model=str(record.get("model", "")),
-                cost_micro_usd=int(record.get("cost_micro_usd", 0)),
-                output_key=record.get("output_key"),
-                failure_class=record.get("failure_class"),
-                failure_reason=record.get("failure_reason"),
-                tags=tags,
-            )
+def entry_for(record: Mapping[str, Any], prompt: str, tags: dict[str, str]) -> SheetEntry:
+    """One ledger image record, with the prompt and tags from its chunk file."""
+    return SheetEntry(
+        image_id=record["image_id"],
+        status=record["status"],
+        prompt=prompt,
+        seed=int(record.get("seed", 0)),
+        model=str(record.get("model", "")),
+        cost_micro_usd=int(record.get("cost_micro_usd", 0)),
+        output_key=record.get("output_key"),
+        failure_class=record.get("failure_class"),
+        failure_reason=record.get("failure_reason"),
+        tags=tags,
+    )
+
+
+def _scaled(image: Image.Image, size: int) -> Image.Image:
+    """`image` with its long side `size`: nearest-neighbour up (keeps a 64x64 local image
+    crisp), a filter down (real images)."""
+    if max(image.size) < size:
+        scale = size / max(image.size)
+        return image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.NEAREST,
         )
-    return sorted(entries, key=lambda entry: entry.image_id)
+    copy = image.copy()
+    copy.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return copy
 
 
 def thumbnail(png: bytes, size: int) -> Image.Image:
     with Image.open(io.BytesIO(png)) as image:
-        copy = image.convert("RGB")
-    # Nearest keeps a 64x64 local image crisp; real images are downscaled with a filter.
-    resample = Image.Resampling.NEAREST if max(copy.size) < size else Image.Resampling.LANCZOS
-    if max(copy.size) < size:
-        scale = size / max(copy.size)
-        return copy.resize(
-            (max(1, round(copy.width * scale)), max(1, round(copy.height * scale))), resample
-        )
-    copy.thumbnail((size, size), resample)
-    return copy
+        return _scaled(image.convert("RGB"), size)
+
+
+def thumbnails(png: bytes) -> tuple[Image.Image, Image.Image]:
+    """The index thumbnail (INDEX_THUMB) and the sheet's (THUMB) from one decode: a small
+    image is scaled up to each directly, a large one filtered down once and then again."""
+    with Image.open(io.BytesIO(png)) as image:
+        source = image.convert("RGB")
+    index = _scaled(source, INDEX_THUMB)
+    sheet = _scaled(source if max(source.size) < THUMB else index, THUMB)
+    return index, sheet
 
 
 def sheet_columns(images: int) -> int:
@@ -306,98 +316,158 @@ def render_index(
     entries: Sequence[SheetEntry],
     thumbs: dict[str, Image.Image],
     sheet_names: Sequence[str],
+    *,
+    page: PageNav | None = None,
 ) -> str:
     """Self-contained HTML (thumbnails inlined): a header with the batch's status, counts and
     money, then a card per image linking its full PNG.
 
     Links are relative to reports/<batch-id>/ in the bucket (../../<output key>), so they
     resolve in the bucket's layout; each carries its key in data-key, so a copy laid out
-    differently (`imagebatch local run`'s export) can point it at its own files.
+    differently (`imagebatch local run`'s export) can point it at its own files. A large batch
+    has one such page per contact sheet; `page` says which, and each links to the others.
     """
+    pages = page.html() if page is not None and page.count > 1 else ""
     cards = "\n".join(_card(entry, thumbs.get(entry.image_id)) for entry in entries)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>imagebatch {html.escape(batch_id)}</title>
 <style>{_STYLE}</style></head><body>
 {_header(batch_id, summary, sheet_names)}
-<main>
+{pages}<main>
 {cards}
 </main></body></html>
 """
 
 
+@dataclass(frozen=True)
+class PageNav:
+    """Page `number` (from 1) of `count` index pages."""
+
+    number: int
+    count: int
+
+    def html(self) -> str:
+        links = " ".join(
+            f"<b>{n}</b>" if n == self.number else f'<a href="{index_name(n)}">{n}</a>'
+            for n in range(1, self.count + 1)
+        )
+        return f'<nav id="pages">page {self.number} of {self.count}: {links}</nav>\n'
+
+
+def sheet_name(number: int) -> str:
+    return "contact-sheet.png" if number == 1 else f"contact-sheet-{number}.png"
+
+
+def index_name(number: int) -> str:
+    return "index.html" if number == 1 else f"index-{number}.html"
+
+
+def _pages(entries: Iterable[SheetEntry]) -> Iterator[tuple[list[SheetEntry], bool]]:
+    """PER_SHEET entries at a time, and whether it is the last page (one page of look-ahead,
+    never the whole batch)."""
+    iterator = iter(entries)
+    page = list(itertools.islice(iterator, PER_SHEET))
+    while True:
+        following = list(itertools.islice(iterator, PER_SHEET))
+        yield page, not following
+        if not following:
+            return
+        page = following
+
+
 def build_contact_sheet(
     batch_id: str,
     summary: dict[str, Any],
-    entries: Sequence[SheetEntry],
+    entries: Iterable[SheetEntry],
     fetch_png: Callable[[str], bytes],
     put_report: Callable[[str, bytes, str], str],
 ) -> ContactSheetResult:
-    """Fetch every made image, write the sheet PNG(s) and index.html; returns their keys."""
+    """Fetch every made image, write the sheet PNG(s) and index page(s); returns their keys.
 
-    def thumbs_of(size: int) -> Callable[[SheetEntry], tuple[str, Image.Image | None]]:
-        def one(entry: SheetEntry) -> tuple[str, Image.Image | None]:
-            if entry.status != "SUCCEEDED" or not entry.output_key:
-                return entry.image_id, None
-            return entry.image_id, thumbnail(fetch_png(entry.output_key), size)
+    One page of PER_SHEET images at a time (a sheet PNG and its index page, thumbnails
+    dropped after), so memory stays flat at any batch size: a 100,000-image batch gets 200
+    sheets and 200 linked index pages.
+    """
 
-        return one
+    def thumbs_of(entry: SheetEntry) -> tuple[str, tuple[Image.Image, Image.Image] | None]:
+        if entry.status != "SUCCEEDED" or not entry.output_key:
+            return entry.image_id, None
+        return entry.image_id, thumbnails(fetch_png(entry.output_key))
 
+    total = int(summary.get("images_total", 0))
+    planned = max(1, math.ceil(total / PER_SHEET))
+    sheet_keys: list[str] = []
+    index_keys: list[str] = []
+    images = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
-        pairs = list(pool.map(thumbs_of(INDEX_THUMB), entries))
-    index_thumbs = {image_id: thumb for image_id, thumb in pairs if thumb is not None}
-    sheet_thumbs = {
-        image_id: thumb.copy() if max(thumb.size) <= THUMB else _shrink(thumb, THUMB)
-        for image_id, thumb in index_thumbs.items()
-    }
-    pages = [entries[i : i + PER_SHEET] for i in range(0, len(entries), PER_SHEET)] or [[]]
-    names = [
-        "contact-sheet.png" if number == 1 else f"contact-sheet-{number}.png"
-        for number in range(1, len(pages) + 1)
-    ]
-    keys = [
-        put_report(
-            name,
-            render_sheet(
-                page,
-                sheet_thumbs,
-                sheet_header(
-                    batch_id,
-                    summary,
-                    number * PER_SHEET + 1,
-                    number * PER_SHEET + len(page),
-                    len(entries),
-                ),
-            ),
-            "image/png",
-        )
-        for number, (name, page) in enumerate(zip(names, pages, strict=True))
-    ]
-    index = render_index(batch_id, summary, entries, index_thumbs, names)
-    index_key = put_report("index.html", index.encode("utf-8"), "text/html; charset=utf-8")
+        for number, (page, last) in enumerate(_pages(entries), start=1):
+            pairs = {
+                image_id: pair for image_id, pair in pool.map(thumbs_of, page) if pair is not None
+            }
+            index_thumbs = {image_id: index for image_id, (index, _) in pairs.items()}
+            sheet_thumbs = {image_id: sheet for image_id, (_, sheet) in pairs.items()}
+            del pairs
+            name = sheet_name(number)
+            header = sheet_header(
+                batch_id, summary, images + 1, images + len(page), max(total, images + len(page))
+            )
+            sheet_keys.append(
+                put_report(name, render_sheet(page, sheet_thumbs, header), "image/png")
+            )
+            nav = PageNav(number, number if last else max(planned, number + 1))
+            index = render_index(batch_id, summary, page, index_thumbs, [name], page=nav)
+            index_keys.append(
+                put_report(index_name(number), index.encode("utf-8"), "text/html; charset=utf-8")
+            )
+            images += len(page)
     return ContactSheetResult(
-        batch_id=batch_id, images=len(entries), sheet_keys=keys, index_key=index_key
+        batch_id=batch_id,
+        images=images,
+        sheet_keys=sheet_keys,
+        index_key=index_keys[0],
+        index_keys=index_keys,
     )
 
 
-def _shrink(image: Image.Image, size: int) -> Image.Image:
-    copy = image.copy()
-    copy.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return copy
+class _ChunkPrompts:
+    """Prompt and tags of an image, from its chunk file; the last few chunk files are kept
+    (ledger order is id order, which usually follows the chunks), never the whole batch."""
+
+    def __init__(self, store: BatchStore, batch_id: str, keep: int = 16) -> None:
+        self._store = store
+        self._batch_id = batch_id
+        self._keep = keep
+        self._chunks: OrderedDict[str, dict[str, tuple[str, dict[str, str]]]] = OrderedDict()
+
+    def of(self, record: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+        chunk_id = record.get("chunk_id")
+        if not chunk_id:
+            return "", {}
+        jobs = self._chunks.get(chunk_id)
+        if jobs is None:
+            chunk = self._store.get_chunk(chunk_key(self._batch_id, chunk_id))
+            jobs = {job.image_id: (job.prompt, job.tags) for job in chunk.images}
+            self._chunks[chunk_id] = jobs
+            if len(self._chunks) > self._keep:
+                self._chunks.popitem(last=False)
+        else:
+            self._chunks.move_to_end(chunk_id)
+        return jobs.get(record["image_id"], ("", {}))
 
 
 def build_batch_contact_sheet(
     event: ContactSheetEvent, *, store: BatchStore, ledger: Ledger
 ) -> ContactSheetResult:
-    """The contact sheet of a finished batch, from its ledger records and chunk files."""
+    """The contact sheet of a finished batch, streamed from its ledger records (id order)
+    joined with their chunk files' prompts."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
-    prompts: dict[str, tuple[str, dict[str, str]]] = {}
-    for ref in store.get_chunk_index(event.batch_id):
-        for job in store.get_chunk(ref.key).images:
-            prompts[job.image_id] = (job.prompt, job.tags)
-    entries = entries_for(ledger.image_records(event.batch_id), prompts)
+    prompts = _ChunkPrompts(store, event.batch_id)
+    entries = (
+        entry_for(record, *prompts.of(record)) for record in ledger.image_records(event.batch_id)
+    )
     return build_contact_sheet(
         event.batch_id,
         summary,

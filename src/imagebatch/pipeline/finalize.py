@@ -6,8 +6,9 @@ batch (the nightly catalog publishes its variants) passes a `BatchFinalizedHook`
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -117,10 +118,13 @@ def _unfinished_classes(cause: str) -> dict[str, FailureClass]:
 def _record_lost_images(
     event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: dict[str, dict[str, Any]]
 ) -> None:
-    """Images no chunk committed (a chunk that failed for good) are recorded as failed."""
-    recorded = {r["sk"].removeprefix("IMAGE#") for r in ledger.image_records(event.batch_id)}
+    """Images no chunk committed (a chunk that failed for good) are recorded as failed.
+
+    Chunk by chunk (a BatchGetItem of its image ids), so memory stays flat at any batch size;
+    this runs only when the summary counts fewer images than the batch has."""
     for ref in store.get_chunk_index(event.batch_id):
         chunk = store.get_chunk(ref.key)
+        recorded = ledger.recorded_image_ids(event.batch_id, [job.image_id for job in chunk.images])
         lost = [job for job in chunk.images if job.image_id not in recorded]
         if not lost:
             continue
@@ -272,19 +276,27 @@ class _FailureReports(BaseModel):
         cls, event: FinalizeEvent, summary: dict[str, Any], store: BatchStore, ledger: Ledger
     ) -> _FailureReports:
         """failed.jsonl (every failed image with its class) and redrive.jsonl (a manifest of
-        exactly those images)."""
+        exactly those images), streamed from the ledger to S3: what stays in memory is the
+        failed images' ids by chunk, never their records or the reports."""
         if not summary["images_failed"]:
             return cls()
-        failures = [r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED"]
         by_class: dict[str, int] = {}
-        for record in failures:
-            by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
-        if not failures:
+        wanted: dict[str, set[str]] = {}
+
+        def failed_lines(records: Iterator[dict[str, Any]]) -> Iterator[str]:
+            for record in records:
+                by_class[record["failure_class"]] = by_class.get(record["failure_class"], 0) + 1
+                wanted.setdefault(record["chunk_id"], set()).add(record["image_id"])
+                yield _failed_line(record)
+
+        failures = (r for r in ledger.image_records(event.batch_id) if r["status"] == "FAILED")
+        first = next(failures, None)
+        if first is None:
             return cls(by_class=by_class)
         failed_key = store.put_jsonl_report(
-            event.batch_id, "failed.jsonl", (_failed_line(r) for r in failures)
+            event.batch_id, "failed.jsonl", failed_lines(itertools.chain([first], failures))
         )
-        redrive_key = _write_redrive(event, summary, failures, store)
+        redrive_key = _write_redrive(event, summary, wanted, store)
         return cls(by_class=by_class, failed_key=failed_key, redrive_key=redrive_key)
 
 
@@ -322,15 +334,18 @@ def _own_charge(
 def _write_redrive(
     event: FinalizeEvent,
     summary: dict[str, Any],
-    failures: list[dict[str, Any]],
+    wanted: dict[str, set[str]],
     store: BatchStore,
 ) -> str:
-    wanted: dict[str, set[str]] = {}
-    for record in failures:
-        wanted.setdefault(record["chunk_id"], set()).add(record["image_id"])
+    """The failed images as a manifest, chunk by chunk (one chunk file in memory at a time)."""
     settings = json.loads(summary.get("settings") or "{}")
-    lines = [json.dumps({"batch": settings})]
-    for chunk_id in sorted(wanted):
-        chunk = store.get_chunk(chunk_key(event.batch_id, chunk_id))
-        lines.extend(_redrive_line(job) for job in chunk.images if job.image_id in wanted[chunk_id])
-    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines)
+
+    def lines() -> Iterator[str]:
+        yield json.dumps({"batch": settings})
+        for chunk_id in sorted(wanted):
+            chunk = store.get_chunk(chunk_key(event.batch_id, chunk_id))
+            yield from (
+                _redrive_line(job) for job in chunk.images if job.image_id in wanted[chunk_id]
+            )
+
+    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines())

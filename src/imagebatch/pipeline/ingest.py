@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,14 +79,21 @@ class ManifestObject:
         }
 
 
+# Every chunk of a plan is appended to this one file in the spool dir: creating a file per
+# chunk cost 3.5 of 20 s for a 1,000,000-line manifest (20,000 chunks).
+CHUNKS_SPOOL = "chunks.spool"
+
+
 @dataclass
 class BatchPlan:
-    """What one streaming pass over a manifest found; chunk files wait in a spool dir."""
+    """What one streaming pass over a manifest found; chunk files wait in a spool file."""
 
     settings: BatchSettings
     spool: Path
     chunk_ids: list[str] = field(default_factory=list)
     chunk_sizes: list[int] = field(default_factory=list)
+    # (offset, length) of each chunk's JSON in spool/CHUNKS_SPOOL, in chunk_ids order
+    chunk_spans: list[tuple[int, int]] = field(default_factory=list)
     items_valid: int = 0
     images_total: int = 0
     invalid_lines: int = 0
@@ -94,6 +102,16 @@ class BatchPlan:
     models: set[str] = field(default_factory=set)
     estimate: BatchEstimate | None = None
     backend: str = "bedrock"
+
+    def chunk_body(self, index: int, spool_fd: int | None = None) -> bytes:
+        """The JSON of chunk `index` (a ChunkFile), read back from the spool file; pass an
+        open descriptor of it to read many without reopening (os.pread is thread-safe)."""
+        offset, length = self.chunk_spans[index]
+        if spool_fd is not None:
+            return os.pread(spool_fd, length, offset)
+        with (self.spool / CHUNKS_SPOOL).open("rb") as spooled:
+            spooled.seek(offset)
+            return spooled.read(length)
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,7 @@ def plan_batch(
     if region is not None and reader.settings.backend != "sagemaker":
         # Bedrock serves each model in some regions only (data/bedrock_models.json).
         entries = check_regions(entries, catalogue, region)
+    chunks_out = (spool / CHUNKS_SPOOL).open("wb")
     try:
         for entry in entries:
             if isinstance(entry, InvalidLine):
@@ -172,11 +191,12 @@ def plan_batch(
                 plan.models.add(job.model)
                 pending.append(job)
                 if len(pending) == chunk_size:
-                    _spool_chunk(plan, batch_id, pending)
+                    _spool_chunk(plan, batch_id, pending, chunks_out)
                     pending = []
         if pending:
-            _spool_chunk(plan, batch_id, pending)
+            _spool_chunk(plan, batch_id, pending, chunks_out)
     finally:
+        chunks_out.close()
         if errors_file is not None:
             errors_file.close()
     return plan
@@ -229,7 +249,7 @@ def _check_shape_bucket(
     return InvalidLine(line=entry.line, errors=[error])
 
 
-def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
+def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob], out: BinaryIO) -> None:
     chunk_id = f"{len(plan.chunk_ids):05d}"
     chunk = ChunkFile(
         batch_id=batch_id,
@@ -239,7 +259,9 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
         images=jobs,
         tags=plan.settings.tags,
     )
-    (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
+    body = chunk.model_dump_json(exclude_defaults=True).encode()
+    plan.chunk_spans.append((out.tell(), len(body)))
+    out.write(body)
     plan.chunk_ids.append(chunk_id)
     plan.chunk_sizes.append(len(jobs))
     plan.images_total += len(jobs)
@@ -340,7 +362,7 @@ class StackOptions:
     # None where imagebatch has no prices for the stack's region: every batch is refused.
     prices: RegionPrices | None
     shape: Shape
-    max_chunk_concurrency: int = 4
+    max_chunk_concurrency: int = 50
     sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
     sagemaker_price: InstancePrice | None = None
     sagemaker_instance_types: tuple[str, ...] = ()
@@ -529,12 +551,17 @@ def _batch_record(
 
 
 def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
-    def upload(chunk_id: str) -> None:
-        key = chunk_key(batch_id, chunk_id)
-        store.upload_file(str(plan.spool / f"{chunk_id}.json"), key, "application/json")
+    spool_fd = os.open(plan.spool / CHUNKS_SPOOL, os.O_RDONLY)
 
-    with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
-        list(pool.map(upload, plan.chunk_ids))
+    def upload(index: int) -> None:
+        key = chunk_key(batch_id, plan.chunk_ids[index])
+        store.put_json(key, plan.chunk_body(index, spool_fd))
+
+    try:
+        with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
+            list(pool.map(upload, range(len(plan.chunk_ids))))
+    finally:
+        os.close(spool_fd)
     refs = [
         ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size)
         for chunk_id, size in zip(plan.chunk_ids, plan.chunk_sizes, strict=True)

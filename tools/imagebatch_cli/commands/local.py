@@ -78,6 +78,13 @@ ShapeBucketsOption = Annotated[
     str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
 ]
 MaxBatchOption = Annotated[int, typer.Option(help="SageMaker images per pipeline call.")]
+RendererOption = Annotated[
+    Literal["tiny", "null"],
+    typer.Option(
+        help="'tiny': the tiny diffusers model (or --model-dir); 'null': a flat "
+        "seed-coloured PNG of the asked size at once, no torch (benchmarks)."
+    ),
+]
 RegionOption = Annotated[
     str | None,
     typer.Option(
@@ -108,6 +115,7 @@ class LocalRunOptions(BaseModel):
     backend: Literal["bedrock", "sagemaker"]
     shape_buckets: str
     max_batch: int
+    renderer: Literal["tiny", "null"] = "tiny"
     region: str = "us-west-2"
 
     def function_environment(self) -> dict[str, str]:
@@ -132,6 +140,7 @@ class LocalRunOptions(BaseModel):
             backend=self.backend,
             shape_buckets=self.shape_buckets,
             max_batch=self.max_batch,
+            renderer=self.renderer,
             region=self.region,
         )
 
@@ -169,6 +178,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     backend: BackendOption = "bedrock",
     shape_buckets: ShapeBucketsOption = "",
     max_batch: MaxBatchOption = 4,
+    renderer: RendererOption = "tiny",
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
     region: RegionOption = None,
@@ -192,6 +202,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             backend=backend,
             shape_buckets=shape_buckets,
             max_batch=max_batch,
+            renderer=renderer,
             region=region or default_region(),
         )
     except ValidationError as exc:

@@ -13,8 +13,7 @@ import json
 import logging
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,40 +60,87 @@ def enable_state_machine_execution(endpoint: str) -> None:
     _post(endpoint, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
 
 
-class _TableCopyOnce:
-    """Stands in for the `copy` module inside moto's transact_write_items."""
+class _NoTableCopy:
+    """Stands in for the `copy` module inside moto's transact_write_items: the table itself is
+    not copied (its rollback "copy" is the table), the touched items are kept instead."""
 
     def __init__(self, table_type: type) -> None:
         self._table_type = table_type
-        self._copies: dict[int, Any] = {}
 
     def deepcopy(self, value: Any, memo: Any = None) -> Any:
         if isinstance(value, self._table_type):
-            if id(value) not in self._copies:
-                self._copies[id(value)] = copy.deepcopy(value)
-            return self._copies[id(value)]
+            return value
         return copy.deepcopy(value, memo)
 
 
-@contextmanager
-def _one_table_copy_per_transaction() -> Iterator[None]:
-    """moto keeps a rollback copy of the table by deep-copying the WHOLE table once per
-    action of a transaction: a 53-action commit on a 10,000-item table made 53 copies, and a
-    10,000-image local run grew past 24 GB and was killed. One copy per table per
-    transaction is the same rollback state. Runs under the write lock, so the module-level
-    swap is seen by this transaction only."""
+def _touched_keys(backend: Any, actions: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    """(table, hash key, range key) of every item a transaction's actions name."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    keys = []
+    for action in actions:
+        op = next(iter(action.values()), None)
+        if not isinstance(op, dict) or op.get("TableName") not in backend.tables:
+            continue
+        table = backend.tables[op["TableName"]]
+        attrs = op.get("Item") if "Item" in op else op.get("Key")
+        if not isinstance(attrs, dict) or table.hash_key_attr not in attrs:
+            continue
+        range_attr = table.range_key_attr
+        if range_attr is not None and range_attr not in attrs:
+            continue
+        hash_key = DynamoType(attrs[table.hash_key_attr])
+        range_key = DynamoType(attrs[range_attr]) if range_attr is not None else None
+        keys.append((table, hash_key, range_key))
+    return keys
+
+
+def _restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+    elif item is None:
+        table.items[hash_key].pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = item
+
+
+def _transact_with_item_rollback(original: Any) -> Any:
+    """moto keeps a rollback copy of a transaction's table by deep-copying the WHOLE table, once
+    per action: the cost of a commit grows with the table, so a local batch got slower with
+    every image it recorded (and a 53-action commit on a 10,000-item table made 53 copies; a
+    10,000-image run once grew past 24 GB). A transaction touches at most 100 items: keep
+    copies of those (absent ones as None), let moto run with no table copy, and put them back
+    if it fails. Called under the write lock, so the swap of moto's `copy` is this
+    transaction's alone."""
     from moto.dynamodb import models
     from moto.dynamodb.models.table import Table
 
-    setattr(models, "copy", _TableCopyOnce(Table))  # noqa: B010 - a module global
-    try:
-        yield
-    finally:
-        setattr(models, "copy", copy)  # noqa: B010
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        before = {}
+        for table, hash_key, range_key in _touched_keys(self, transact_items):
+            ident = (id(table), hash_key, range_key)
+            if ident not in before:
+                current = table.get_item(hash_key, range_key)
+                before[ident] = (table, hash_key, range_key, copy.deepcopy(current))
+        setattr(models, "copy", _NoTableCopy(Table))  # noqa: B010 - a module global
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            for table, hash_key, range_key, item in before.values():
+                _restore(table, hash_key, range_key, item)
+            raise
+        finally:
+            setattr(models, "copy", copy)  # noqa: B010
+
+    return transact
 
 
 def serialise_dynamodb_writes() -> None:
-    """moto's DynamoDB writes are not atomic across threads: concurrent ADDs lose updates."""
+    """moto's DynamoDB writes are not atomic across threads: concurrent ADDs lose updates.
+    Transactions run under the same lock, rolled back by item (_transact_with_item_rollback)."""
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.RLock()
@@ -104,15 +150,11 @@ def serialise_dynamodb_writes() -> None:
             continue
         original = getattr(DynamoDBBackend, name)
         _originals[key] = original
+        run = _transact_with_item_rollback(original) if name == "transact_write_items" else original
 
-        def locked(
-            *args: Any, __original: Any = original, __name: str = name, **kwargs: Any
-        ) -> Any:
+        def locked(*args: Any, __run: Any = run, **kwargs: Any) -> Any:
             with lock:
-                if __name != "transact_write_items":
-                    return __original(*args, **kwargs)
-                with _one_table_copy_per_transaction():
-                    return __original(*args, **kwargs)
+                return __run(*args, **kwargs)
 
         functools.update_wrapper(locked, original)
         setattr(DynamoDBBackend, name, locked)
@@ -277,14 +319,72 @@ def capture_map_runs(
         component._map_run = map_run  # type: ignore[method-assign]
 
 
+def _eval_pool_in_a_loop(self: Any, job: Any, worker_frame: Any) -> None:
+    """moto's DistributedItemProcessorWorker._eval_pool, with its tail call as a loop."""
+    while job is not None:
+        job_frame = worker_frame.open_inner_frame()
+        self._eval_job(env=job_frame, job=job)
+        worker_frame.delete_frame(job_frame)
+        # Evaluation terminates here due to exception in job, or worker was stopped.
+        if isinstance(job.job_output, Exception) or self.stopped():
+            break
+        next_job = self._job_pool.next_job()
+        if next_job is None:
+            # The frame is closed before the job, so the map sees the environment updated.
+            break
+        self._job_pool.close_job(job)
+        job = next_job
+    self._env.delete_frame(worker_frame)
+    if job is not None:
+        self._job_pool.close_job(job)
+
+
+def iterate_distributed_map_items() -> None:
+    """moto's Distributed Map worker evaluates each item and then calls itself for the next
+    one: a worker's stack grows by a frame per item, so after about 970 items on one worker
+    the interpreter raises RecursionError, the failed items are never reported (only at debug
+    level) and the Map waits forever. A 100,000-image batch (2,000 chunks) stalled that way,
+    twice. The same steps in a loop."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor import (  # noqa: E501
+        distributed_item_processor_worker as workers,
+    )
+
+    worker: Any = workers.DistributedItemProcessorWorker
+    with _patch_lock:
+        _originals.setdefault("distributed_worker._eval_pool", worker._eval_pool)
+        worker._eval_pool = _eval_pool_in_a_loop
+
+
+def list_moto_modules_once() -> None:
+    """moto's server routes every request by host, and to do so lists its own package folder
+    (os.listdir, then an isdir per entry: about 1 ms, under the dispatcher's global lock) on
+    each request. The folder does not change while a server runs: list it once."""
+    from moto import backends
+
+    with _patch_lock:
+        original = _originals.setdefault(
+            "backends.list_of_moto_modules", backends.list_of_moto_modules
+        )
+        modules = tuple(original())
+
+        def listed() -> tuple[str, ...]:
+            return modules
+
+        backends.list_of_moto_modules = listed
+
+
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
+    from moto import backends
     from moto.awslambda.models import LambdaFunction
     from moto.core.config import default_user_config
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
         distributed_iteration_component as map_module,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor import (  # noqa: E501
+        distributed_item_processor_worker as workers,
     )
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_lambda as lambda_module,
@@ -299,6 +399,8 @@ def restore_all() -> None:
         for key, original in list(_originals.items()):
             owner_name, attr = key.split(".", 1)
             owner: Any = {
+                "backends": backends,
+                "distributed_worker": workers.DistributedItemProcessorWorker,
                 "dynamodb": DynamoDBBackend,
                 "lambda": LambdaFunction,
                 "s3": notifications,

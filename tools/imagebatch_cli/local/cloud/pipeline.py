@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,11 +42,7 @@ from imagebatch_cli.local.cloud.sfn_limits import (
 )
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, create_stack
 from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
-from imagebatch_cli.local.fakes.tiny_model import (
-    ImageRenderer,
-    ensure_tiny_model,
-    limit_threads_for_tiny_model,
-)
+from imagebatch_cli.local.fakes.renderers import RENDERERS, NullRenderer, Renderer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -82,6 +79,9 @@ class LocalOptions:
     #: (role owner, action) pairs taken out of the template's roles: shows what AWS would
     #: refuse if the template lacked them (`imagebatch local run --without-permission`).
     without_permissions: tuple[tuple[str, str], ...] = ()
+    # "tiny": the tiny diffusers model (or model_dir); "null": flat seed-coloured images at
+    # once, no torch (renderers.py) - for benchmarks of the pipeline itself.
+    renderer: str = "tiny"
 
     def stack_parameters(self) -> dict[str, str]:
         parameters = {"LogLevel": "WARNING"}
@@ -335,10 +335,12 @@ def _start_sagemaker(
     )
 
     config = AsyncEndpointConfig(stack)
+    null = options.renderer == "null"
     sagemaker = LocalAsyncEndpoint(
         config,
-        options.model_dir or ensure_tiny_model(),
+        Path(os.devnull) if null else options.model_dir or _tiny_model_dir(),
         endpoint,
+        accelerator="null" if null else "diffusers",
         usage=EndpointUsageStore(
             boto3.client("dynamodb", endpoint_url=endpoint, region_name=stack.region),
             stack.physical["LedgerTable"],
@@ -351,10 +353,28 @@ def _start_sagemaker(
 _run_lock = threading.Lock()
 
 
-def _quiet_libraries() -> None:
-    """The moto server logs every request and CLIP warns of every long prompt; a local run
-    shows progress instead."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+def _tiny_model_dir() -> Path:
+    from imagebatch_cli.local.fakes.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+def _renderer(options: LocalOptions) -> Renderer:
+    """The local Bedrock's renderer; torch and diffusers load only for a model."""
+    if options.renderer not in RENDERERS:
+        raise LocalRunError(f"renderer {options.renderer!r}: one of {', '.join(RENDERERS)}")
+    if options.renderer == "null":
+        return NullRenderer()
+    from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, limit_threads_for_tiny_model
+
+    _quiet_model_libraries()
+    if options.model_dir is None:
+        limit_threads_for_tiny_model()
+    return ImageRenderer.from_model_dir(options.model_dir or _tiny_model_dir())
+
+
+def _quiet_model_libraries() -> None:
+    """CLIP warns of every long prompt; a local run shows progress instead."""
     import diffusers
     import transformers
 
@@ -365,12 +385,10 @@ def _quiet_libraries() -> None:
 
 
 def _local_bedrock(options: LocalOptions) -> LocalBedrock:
-    """The local Bedrock over the tiny model, or over the model in options.model_dir."""
-    if options.model_dir is None:
-        limit_threads_for_tiny_model()
-    renderer = ImageRenderer.from_model_dir(options.model_dir or ensure_tiny_model())
+    """The local Bedrock over options.renderer: the tiny model (or the model in
+    options.model_dir), or the null renderer."""
     return LocalBedrock(
-        renderer,
+        _renderer(options),
         render_short_side=options.render_short_side,
         render_steps=options.render_steps,
         throttle_rate=options.throttle_rate,
@@ -386,6 +404,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     moto_workarounds.enable_state_machine_execution(endpoint)
     moto_workarounds.serialise_dynamodb_writes()
     moto_workarounds.forward_task_failure_cause()
+    moto_workarounds.iterate_distributed_map_items()
     moto_workarounds.name_lambda_access_denied_as_aws()
     errors: list[BaseException] = []
     moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
@@ -465,9 +484,11 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     """Start moto, the local Bedrock and the template's resources; tear all down after."""
     from moto.server import ThreadedMotoServer
 
-    _quiet_libraries()
+    # The moto server logs every request; a local run shows progress instead.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
+    moto_workarounds.list_moto_modules_once()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     bedrock: LocalBedrock | None = None
     try:

@@ -10,7 +10,8 @@ Stability AI (`prompt`/`aspect_ratio` -> `seeds`/`finish_reasons`/`images`) and 
 
 What differs from AWS, on purpose:
 
-- Images are rendered by a local `ImageRenderer` (normally the tiny random-weight model) at a
+- Images are rendered by a local `Renderer` (the tiny random-weight model, or the null
+  renderer that answers at once with a flat seed-coloured image for benchmarks) at a
   local scale: the requested aspect ratio with the short side `render_short_side` pixels and
   the long side rounded to a multiple of 8, in `render_steps` steps with classifier-free
   guidance `render_guidance` (0 turns it off, halving the work). 1:1 is 64x64 and 16:9 is
@@ -47,7 +48,7 @@ from PIL import Image
 
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
 from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
-from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, RenderedImage, RenderRequest
+from imagebatch_cli.local.fakes.renderers import RenderedImage, Renderer, RenderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ class LocalBedrock:
 
     def __init__(
         self,
-        renderer: ImageRenderer,
+        renderer: Renderer,
         *,
         render_short_side: int = 64,
         render_steps: int = 1,
@@ -536,6 +537,9 @@ class LocalBedrock:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Bedrock takes many calls at once; socketserver's default backlog of 5 dropped
+    # connections when a chunk opened 50 together.
+    request_queue_size = 128
 
     def __init__(self, bedrock: LocalBedrock) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

@@ -8,9 +8,10 @@ the response to S3OutputPath/<id>.out (or S3FailurePath/<id>-error.out) and publ
 success or error notification JSON to the topics of the endpoint config. Everything it needs
 comes from template.yaml's Model, EndpointConfig and Endpoint.
 
-The serving application is containers/serving's Flask app with the diffusers backend on
-127.0.0.1, started when the first request arrives (a scale-out from zero, whose model load is
-the local cold start) and stopped at the end (scale-in); both are recorded as ScaleEvents.
+The serving application is containers/serving's Flask app with the diffusers backend (or
+the null backend, for benchmarks of the path around the model) on 127.0.0.1, started when
+the first request arrives (a scale-out from zero, whose model load is the local cold start)
+and stopped at the end (scale-in); both are recorded as ScaleEvents.
 Fault injection for rehearsals: an input whose text contains `[[instance-failure]]` fails as
 an instance that died mid-request would, without reaching the model.
 """
@@ -53,15 +54,21 @@ MODEL_ERROR_REASON = (
 
 
 class LocalServingApp:
-    """containers/serving's app on 127.0.0.1 with the diffusers backend (one 'instance')."""
+    """containers/serving's app on 127.0.0.1 (one 'instance'), with the diffusers backend or
+    the null backend (`accelerator="null"`: no model, flat seed-coloured images)."""
 
     def __init__(
-        self, model_dir: Path, environment: dict[str, str], execution_role: str | None = None
+        self,
+        model_dir: Path,
+        environment: dict[str, str],
+        execution_role: str | None = None,
+        accelerator: str = "diffusers",
     ) -> None:
         self._model_dir = model_dir
         self._environment = environment
         # The container's own S3 writes and task heartbeats use the model's execution role.
         self._execution_role = execution_role
+        self._accelerator = accelerator
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -72,7 +79,7 @@ class LocalServingApp:
             {
                 **self._environment,
                 "SM_MODEL_DIR": str(self._model_dir),
-                "IMAGEBATCH_ACCELERATOR": "diffusers",
+                "IMAGEBATCH_ACCELERATOR": self._accelerator,
             }
         )
         role = self._execution_role
@@ -130,11 +137,14 @@ class LocalAsyncEndpoint:
         *,
         usage: EndpointUsageStore | None = None,
         price: InstancePrice | None = None,
+        accelerator: str = "diffusers",
     ) -> None:
         self.config = config
         self._usage = usage
         self._price = price
-        self._serving = LocalServingApp(model_dir, config.environment, config.execution_role)
+        self._serving = LocalServingApp(
+            model_dir, config.environment, config.execution_role, accelerator
+        )
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
         self._pool = ThreadPoolExecutor(

@@ -19,15 +19,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import diffusers as _diffusers
 import torch
 from imagebatch_serving.backends import DiffusersBackend, load_diffusers_pipeline
-from imagebatch_serving.engine import CallShape, encode_png, group_by_shape, negative_prompts_of
+from imagebatch_serving.engine import encode_png, group_by_shape, negative_prompts_of
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from imagebatch_cli.local.fakes.renderers import RenderedImage, RenderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -239,40 +240,6 @@ def load_pipeline(model_dir: Path) -> Any:
     exactly as the SageMaker serving container loads its model."""
     pipe, _ = load_diffusers_pipeline(model_dir)
     return pipe
-
-
-@dataclass(frozen=True, slots=True)
-class RenderRequest:
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    seed: int
-    steps: int = 1
-    guidance: float = 0.0
-
-    def __post_init__(self) -> None:
-        # The UNet halves the latent per down block; multiples of 8 fit every SD-family model.
-        if self.width <= 0 or self.height <= 0 or self.width % 8 or self.height % 8:
-            raise ValueError(f"width and height must be positive multiples of 8: {self}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1: {self}")
-        if self.seed < 0:
-            raise ValueError(f"seed must not be negative: {self}")
-
-    @property
-    def call_shape(self) -> CallShape:
-        """Requests of one call shape share a pipeline call (the serving engine's rule)."""
-        return CallShape(
-            width=self.width, height=self.height, steps=self.steps, guidance=self.guidance
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedImage:
-    png: bytes
-    seed: int
-    seconds: float
 
 
 class ImageRenderer:
