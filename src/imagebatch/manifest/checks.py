@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from imagebatch.errors import ManifestError
+from imagebatch.manifest.id_index import FirstLines
 from imagebatch.manifest.schema import (
     LINE_FIELD,
     BatchSettings,
@@ -199,7 +200,7 @@ class LineChecks:
         self._catalogue = catalogue
         self._today = today
         self._context = {"catalogue": catalogue, "default_model": settings.model}
-        self._seen_ids: dict[str, int] = {}
+        self._seen_ids = FirstLines()
 
     def check_json(self, text: str, line: int) -> ValidItem | InvalidLine:
         """A JSONL item line."""
@@ -226,7 +227,7 @@ class LineChecks:
         if item is not None:
             errors = self._model_errors(item, line)
         if item_id is not None:
-            first_line = self._seen_ids.setdefault(item_id, line)
+            first_line = self._seen_ids.first_line(item_id, line)
             if first_line != line:
                 reason = f"duplicate id {item_id!r}: first used on line {first_line}"
                 errors.append(FieldError(line=line, field="id", reason=reason, item_id=item_id))
