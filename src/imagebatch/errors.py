@@ -66,7 +66,15 @@ class ObjectMissingError(ImageBatchError):
 
 
 class ImagesAlreadyRecordedError(ImageBatchError):
-    """A commit raced another invocation of the same chunk; nothing was written."""
+    """A commit raced another invocation of the same chunk; nothing was written.
+
+    `settled_elsewhere`: the commit's request marker or budget hold said so (this result was
+    recorded before, or its hold was settled or written off); otherwise an image record did.
+    """
+
+    def __init__(self, reason: str, *, settled_elsewhere: bool = False) -> None:
+        super().__init__(reason)
+        self.settled_elsewhere = settled_elsewhere
 
 
 class StorageError(ImageBatchError):

@@ -139,7 +139,11 @@ class BatchStore:
         """An object named by an s3:// URI (SageMaker's input and output locations), which may
         be in another bucket than this store's."""
         bucket, key = split_s3_uri(uri)
-        return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        self.meter.add(s3_get_requests=1)
+        try:
+            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self._s3.exceptions.NoSuchKey as exc:
+            raise ObjectMissingError(f"{uri} does not exist") from exc
 
     def get_bytes(self, key: str) -> bytes:
         return self.open_object(key).read()

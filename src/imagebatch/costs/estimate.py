@@ -63,11 +63,17 @@ class Seconds(_Figure):
     seconds: Decimal
 
 
+class LambdaSeconds(_Figure):
+    submit: Decimal
+    record: Decimal
+
+
 class SpeedAssumptions(BaseModel):
     model_config = ConfigDict(frozen=True)
     about: str
     bedrock: BedrockSpeed
     sagemaker: tuple[InstanceSpeed, ...]
+    sagemaker_lambda_seconds: LambdaSeconds
     sagemaker_cold_start_seconds: Seconds
     sagemaker_idle_tail_seconds: Seconds
 

@@ -27,6 +27,7 @@ from imagebatch_cli.local import moto_workarounds
 from imagebatch_cli.local.bedrock_server import LocalBedrock
 from imagebatch_cli.local.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_cli.local.lambda_runtime import InProcessLambdaRuntime
+from imagebatch_cli.local.moto_callbacks import answers_before_the_wait_are_kept
 from imagebatch_cli.local.stack import REGION, LocalStack, create_stack
 from imagebatch_cli.local.tiny_model import (
     ImageRenderer,
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 logger = logging.getLogger(__name__)
+
+# The model id of the tiny offline model (data/sagemaker_throughput.json has its speed).
+TINY_MODEL_ID = "tiny-sd"
 
 FINAL = {BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED}
 ProgressCallback = Callable[[int, int], None]
@@ -74,6 +78,8 @@ class LocalOptions:
                 "SageMakerImageUri": "local/containers-serving",
                 "SageMakerShapeBuckets": self.shape_buckets,
                 "SageMakerMaxBatch": str(self.max_batch),
+                # what the local endpoint serves: the tiny model, or --model-dir's folder
+                "SageMakerModelId": self.model_dir.name if self.model_dir else TINY_MODEL_ID,
             }
         return parameters | self.parameter_overrides
 
@@ -277,6 +283,9 @@ def _start_sagemaker(
             stack.physical["LedgerTable"],
         ),
         price=load_aws_prices().region(REGION).instance(config.instance_type),
+        # The tiny model runs on one torch thread: that thread's CPU time is what the call
+        # would take on an instance of its own, whatever else this machine is doing.
+        clock=time.thread_time if options.model_dir is None else time.perf_counter,
     )
     return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
 
@@ -331,7 +340,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start(),
         }
-        with _environment(env):
+        with _environment(env), answers_before_the_wait_are_kept():
             moto_workarounds.enable_state_machine_execution(endpoint)
             moto_workarounds.serialise_dynamodb_writes()
             moto_workarounds.forward_task_failure_cause()

@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,9 +55,15 @@ MODEL_ERROR_REASON = (
 class LocalServingApp:
     """containers/serving's app on 127.0.0.1 with the diffusers backend (one 'instance')."""
 
-    def __init__(self, model_dir: Path, environment: dict[str, str]) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        environment: dict[str, str],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._model_dir = model_dir
         self._environment = environment
+        self._clock = clock
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -69,7 +77,9 @@ class LocalServingApp:
                 "IMAGEBATCH_ACCELERATOR": "diffusers",
             }
         )
-        server = make_server("127.0.0.1", 0, create_app(load_engine(settings)), threaded=True)
+        server = make_server(
+            "127.0.0.1", 0, create_app(load_engine(settings, clock=self._clock)), threaded=True
+        )
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="serving", daemon=True)
         self._thread.start()
@@ -118,11 +128,12 @@ class LocalAsyncEndpoint:
         *,
         usage: EndpointUsageStore | None = None,
         price: InstancePrice | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config
         self._usage = usage
         self._price = price
-        self._serving = LocalServingApp(model_dir, config.environment)
+        self._serving = LocalServingApp(model_dir, config.environment, clock)
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
         self._pool = ThreadPoolExecutor(
