@@ -65,6 +65,11 @@ class ObjectMissingError(ImageBatchError):
     """An S3 object the pipeline expected is not there."""
 
 
+class ContactSheetOutOfBudgetError(ImageBatchError):
+    """The contact sheet used the time its budget hold covers; it stops (its cost so far is
+    charged to the batch, and the batch's result stands)."""
+
+
 class ImagesAlreadyRecordedError(ImageBatchError):
     """A commit raced another invocation of the same chunk; nothing was written.
 

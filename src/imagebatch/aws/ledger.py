@@ -146,8 +146,13 @@ class Ledger(BudgetHolds):
         *,
         tags: Mapping[str, str] | None = None,
         capped: bool = False,
-    ) -> None:
-        """Record images, add their totals to the summary and settle, in one transaction.
+        rollup_model: str | None = None,
+    ) -> int:
+        """Record images, add their totals to the summary and settle, in one transaction;
+        returns what the commit charged (micro-dollars).
+
+        A commit without images (a contact sheet, a request whose images another attempt
+        recorded) adds its charge to the day's rollup under `rollup_model` when given.
 
         Each image record is conditional on not existing, so a retried chunk can never
         charge an image twice: either the whole commit lands or none of it does. That
@@ -155,7 +160,7 @@ class Ledger(BudgetHolds):
         rather than split. The transaction's own write units are part of what it charges.
         """
         if not outcomes and settlement is None:
-            return
+            return 0
         if len(outcomes) > MAX_IMAGES_PER_COMMIT:
             raise ValueError(
                 f"{len(outcomes)} images in one commit; at most {MAX_IMAGES_PER_COMMIT} fit "
@@ -187,7 +192,8 @@ class Ledger(BudgetHolds):
             write_units(item_size(a["Put"]["Item"]), transactional=True) for a in actions
         )
         own_writes += write_units(SUMMARY_SIZE_BOUND, transactional=True)
-        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if outcomes else 0
+        rolls_up = bool(outcomes) or rollup_model is not None
+        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0
         guards = 0  # actions before the images whose condition means "settled elsewhere"
         if settlement.request_key is not None:
             marker = to_item(
@@ -245,7 +251,14 @@ class Ledger(BudgetHolds):
                     tags,
                 )
             )
+        elif rollup_model is not None and overhead + settlement.rework_micro_usd > 0:
+            charge = overhead + settlement.rework_micro_usd
+            adds = {"spent_micro_usd": charge, f"model_spent#{rollup_model}": charge}
+            if settlement.rework_micro_usd:
+                adds["inference_micro_usd"] = settlement.rework_micro_usd
+            actions.append(self._rollup_action(batch_id, recorded_at[:10], adds, None, tags))
         self._transact(actions, guards=guards)
+        return adds["spent_micro_usd"]
 
     def _transact(self, actions: list[TransactWriteItemTypeDef], *, guards: int = 0) -> None:
         """One transaction, retried here when DynamoDB says the same request may succeed
@@ -273,7 +286,7 @@ class Ledger(BudgetHolds):
         batch_id: str,
         day: str,
         adds: Mapping[str, int],
-        backend: str,
+        backend: str | None,
         tags: Mapping[str, str] | None,
     ) -> TransactWriteItemTypeDef:
         """The batch's cost rollup for the day, ADDed to (in gsi1 under COSTS)."""

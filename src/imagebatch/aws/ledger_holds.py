@@ -139,6 +139,27 @@ class BudgetHolds(LedgerTable):
             raise
         return amount
 
+    def release_overhead_reserve(self, batch_id: str, amount: int) -> bool:
+        """Move what is left of the overhead reserve (`amount`, as read) into budget_left: a
+        settled batch's last spender (the contact sheet) may use it. False when it changed
+        meanwhile."""
+        if amount <= 0:
+            return True
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+                UpdateExpression="ADD overhead_reserve_micro_usd :neg, budget_left_micro_usd :r",
+                ConditionExpression="overhead_reserve_micro_usd = :r",
+                ExpressionAttributeValues=to_item({":r": amount, ":neg": -amount}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def hold_amount(self, batch_id: str, hold_id: str) -> int | None:
         """What a hold still holds; None when it was settled or written off."""
         hold = self._get(batch_pk(batch_id), reservation_sk(hold_id))

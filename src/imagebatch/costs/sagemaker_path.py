@@ -26,6 +26,8 @@ from imagebatch.costs.estimate import (
     BatchEstimate,
     Shape,
     batch_usage,
+    contact_sheet_reserve,
+    expected_contact_sheet,
     load_speed_assumptions,
 )
 from imagebatch.costs.prices import InstancePrice, RegionPrices
@@ -238,8 +240,9 @@ def estimate_sagemaker_batch(
     the reserve that lets a chunk refused for budget record its images."""
     lambdas = load_speed_assumptions().sagemaker_lambda_seconds
     png = int(pixels * EXPECTED_PNG_BYTES_PER_PIXEL)
-    usage = batch_usage(len(chunk_sizes), sum(chunk_sizes), shape)
-    refusals = Usage()
+    images, chunks = sum(chunk_sizes), len(chunk_sizes)
+    usage = batch_usage(chunks, images, shape) + expected_contact_sheet(images, chunks, shape)
+    refusals = contact_sheet_reserve(images, chunks, shape)
     for n, shapes in zip(chunk_sizes, chunk_shapes, strict=True):
         usage += attempt_usage(
             n,

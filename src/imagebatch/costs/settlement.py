@@ -37,6 +37,8 @@ class Settlement(BaseModel):
     # Makes the commit once-only when its images alone cannot (a result that may carry no new
     # image): a marker item written in the same transaction, conditional on not existing.
     request_key: str | None = None
+    # Counted in the summary's chunk_commits (the contact sheet's commit is not a chunk's).
+    chunk_commit: bool = True
 
     @property
     def hold_key(self) -> str:
@@ -64,7 +66,7 @@ def summary_adds(
         "images_failed": len(outcomes) - succeeded,
         "cost_micro_usd": inference,
         "spent_micro_usd": charge,
-        "chunk_commits": 1,
+        "chunk_commits": 1 if settlement.chunk_commit else 0,
         **usage.ledger_fields(),
     }
     if settlement.rework_micro_usd:
