@@ -1,4 +1,4 @@
-"""A finished batch -> reports/<batch-id>/contact-sheet.png and index.html."""
+"""A finished batch -> reports/<batch-id>/contact-sheet.png and index.html, charged to it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagebatch.aws.clients import dynamodb_client, s3_client
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pipeline.contact_sheet import ContactSheetEvent, build_batch_contact_sheet
+from imagebatch.pipeline.contact_sheet import ContactSheetEvent
+from imagebatch.pipeline.contact_sheet_cost import build_and_charge
 from imagebatch.settings import StorageSettings, cached_settings
 
 _settings = cached_settings(StorageSettings)
@@ -20,11 +23,16 @@ _settings = cached_settings(StorageSettings)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    clock = LambdaClock(int(context.memory_limit_in_mb))
     sheet_event = ContactSheetEvent.model_validate(event)
     logger.append_keys(batch_id=sheet_event.batch_id)
-    result = build_batch_contact_sheet(
+    charge = build_and_charge(
         sheet_event,
         store=BatchStore(s3_client(), sheet_event.bucket),
         ledger=Ledger(dynamodb_client(), _settings().ledger_table),
+        prices=load_aws_prices().region(_settings().aws_region),
+        clock=clock,
     )
-    return result.model_dump(mode="json")
+    # the sheet's keys as before, and what it charged the batch
+    sheet = charge.result.model_dump(mode="json") if charge.result else {}
+    return {**sheet, **charge.model_dump(mode="json", exclude={"result"})}

@@ -15,8 +15,10 @@ from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.stepfunctions import StepFunctionsStarter
+from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.sagemaker_contract import parse_buckets
@@ -57,13 +59,20 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
             chunk_memory_mb=settings.chunk_memory_mb,
         ),
         sagemaker_instance_types=settings.sagemaker_instances,
+        sagemaker_endpoint=settings.sagemaker_endpoint_name,
+        sagemaker_model=settings.sagemaker_model_id,
+        sagemaker_path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
     )
+    ledger = Ledger(dynamodb_client(), settings.ledger_table)
     ports = IngestPorts(
         store=BatchStore(s3_client(), bucket),
-        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        ledger=ledger,
         starter=StepFunctionsStarter(sfn_client(), settings.state_machine_arn),
         catalogue=load_catalogue(),
         clock=clock,
+        throughput=(
+            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployed else None
+        ),
     )
     return ingest_manifest(ManifestObject(bucket, key, etag), ports, stack)
 

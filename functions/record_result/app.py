@@ -7,7 +7,6 @@ so one bad message is retried alone and, after maxReceiveCount, lands in the DLQ
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -22,10 +21,11 @@ from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.stepfunctions import TaskTokens
-from imagebatch.costs.prices import InstancePrice, load_aws_prices
+from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.sagemaker_contract import AsyncNotification
 from imagebatch.observability import logger, tracer
-from imagebatch.pipeline.sagemaker_chunk import record_result
+from imagebatch.pipeline.sagemaker_chunk import InvocationRequest, record_result
+from imagebatch.pipeline.sagemaker_costing import endpoint_costing
 from imagebatch.settings import RecordResultSettings, cached_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -34,10 +34,12 @@ processor = BatchProcessor(event_type=EventType.SQS)
 _settings = cached_settings(RecordResultSettings)
 
 
-@lru_cache(maxsize=1)
-def _price() -> InstancePrice:
-    settings = _settings()
-    return load_aws_prices().region(settings.aws_region).instance(settings.instance_type)
+class _Invocation:
+    """This invocation's memory and its one Lambda request (charged by the first record
+    that commits; each record charges its own duration)."""
+
+    memory_mb = 512
+    request = InvocationRequest()
 
 
 def parse_notification(body: str) -> AsyncNotification:
@@ -48,20 +50,26 @@ def parse_notification(body: str) -> AsyncNotification:
 
 
 def record_handler(record: SQSRecord) -> None:
+    clock = LambdaClock(_Invocation.memory_mb)
     notification = parse_notification(record.body)
     settings = _settings()
+    ledger = Ledger(dynamodb_client(), settings.ledger_table)
     record_result(
         notification,
         store=BatchStore(s3_client(), settings.data_bucket),
-        ledger=Ledger(dynamodb_client(), settings.ledger_table),
+        ledger=ledger,
         tokens=TaskTokens(sfn_client()),
-        price=_price(),
+        costing=endpoint_costing(settings, ledger),
+        clock=clock,
+        request=_Invocation.request,
     )
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _Invocation.memory_mb = int(context.memory_limit_in_mb)
+    _Invocation.request = InvocationRequest()
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

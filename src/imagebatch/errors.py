@@ -68,8 +68,21 @@ class ObjectMissingError(ImageBatchError):
     """An S3 object the pipeline expected is not there."""
 
 
+class ContactSheetOutOfBudgetError(ImageBatchError):
+    """The contact sheet used the time its budget hold covers; it stops (its cost so far is
+    charged to the batch, and the batch's result stands)."""
+
+
 class ImagesAlreadyRecordedError(ImageBatchError):
-    """A commit raced another invocation of the same chunk; nothing was written."""
+    """A commit raced another invocation of the same chunk; nothing was written.
+
+    `settled_elsewhere`: the commit's request marker or budget hold said so (this result was
+    recorded before, or its hold was settled or written off); otherwise an image record did.
+    """
+
+    def __init__(self, reason: str, *, settled_elsewhere: bool = False) -> None:
+        super().__init__(reason)
+        self.settled_elsewhere = settled_elsewhere
 
 
 class StorageError(ImageBatchError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from functools import lru_cache
 from typing import Self, TypeVar
 
@@ -66,6 +67,8 @@ class IngestSettings(StorageSettings):
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
     sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
     sagemaker_instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", default="ml.inf2.xlarge")
+    sagemaker_model_id: str = Field(alias="SAGEMAKER_MODEL_ID", default="")
+    sagemaker_max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
 
     @property
     def sagemaker_instances(self) -> tuple[str, ...]:
@@ -91,8 +94,24 @@ class GenerateSettings(StorageSettings):
     retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)
 
 
-class SubmitChunkSettings(StorageSettings):
+class SageMakerSettings(StorageSettings):
+    """What the SageMaker path's functions price the endpoint's work with."""
+
     endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
+    # The model the endpoint serves (records and measured throughput carry it); empty: the
+    # images' own model ids.
+    model_id: str = Field(alias="SAGEMAKER_MODEL_ID", default="")
+    # Images per pipeline call (the compiled batch size on Neuron).
+    max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
+    # A budget hold covers this many times the chunk's expected instance-seconds.
+    hold_factor: Decimal = Field(alias="SAGEMAKER_HOLD_FACTOR", default=Decimal(2), ge=1, le=10)
+    # RecordResult's MemorySize and Timeout in template.yaml: a budget hold bounds its run.
+    record_memory_mb: int = Field(alias="RECORD_RESULT_MEMORY_MB", default=256, ge=128)
+    record_timeout_s: int = Field(alias="RECORD_RESULT_TIMEOUT_S", default=30, ge=1, le=900)
+
+
+class SubmitChunkSettings(SageMakerSettings):
     # SageMaker drops a request that waited this long in its queue (cold start included); with
     # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
     # request is never still queued when the state machine has moved on.
@@ -102,5 +121,5 @@ class SubmitChunkSettings(StorageSettings):
     )
 
 
-class RecordResultSettings(StorageSettings):
-    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
+class RecordResultSettings(SageMakerSettings):
+    pass

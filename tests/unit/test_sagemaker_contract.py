@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from imagebatch.aws.s3_store import split_s3_uri
-from imagebatch.backends.sagemaker import call_costs, price_outcomes
+from imagebatch.backends.sagemaker import price_outcomes, price_result
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.models.records import FailureClass, ImageJob
 from imagebatch.models.sagemaker_contract import (
@@ -132,11 +132,33 @@ def _result() -> InvocationResult:
     )
 
 
+def _job_ids() -> list[ImageJob]:
+    return [job(i) for i in ("a-1", "a-2", "a-3", "b-1", "c-1")]
+
+
 def test_micro_batched_images_share_their_call_exactly() -> None:
-    costs = call_costs(_result(), PRICE)
+    priced = price_result(_result(), _job_ids(), PRICE)
+    costs = {o.image_id: o.cost_micro_usd for o in priced.outcomes}
     # 0.010001 s x 1,000 u$/s = 10.001 -> 10 u$, split 4/3/3; 0.5 s -> 500 u$
-    assert costs == {"a-1": 4, "a-2": 3, "a-3": 3, "c-1": 500}
-    assert "b-1" not in costs
+    assert costs == {"a-1": 4, "a-2": 3, "a-3": 3, "b-1": 0, "c-1": 500}
+    assert priced.rework_micro_usd == 0
+    assert priced.total_micro_usd == 510
+
+
+def test_seconds_no_new_record_carries_are_rework_and_add_up_to_every_call() -> None:
+    # GIVEN a result whose call 0 images another attempt recorded, and a call that was
+    # stopped mid-step (its images are not in the result)
+    result = _result()
+    result.calls.append(
+        ServingCall(call=2, width=64, height=64, steps=1, images=2, seconds=0.25, interrupted=True)
+    )
+    # WHEN it is priced
+    priced = price_result(result, _job_ids(), PRICE, recorded={"a-1", "a-2", "a-3"})
+    # THEN call 0 (10 u$) and call 2 (250 u$) are rework; the new records carry the rest
+    assert {o.image_id for o in priced.outcomes} == {"b-1", "c-1"}
+    assert priced.rework_micro_usd == 10 + 250
+    assert priced.rework_micro_usd + sum(o.cost_micro_usd for o in priced.outcomes) == 760
+    assert priced.total_micro_usd == 760
 
 
 def test_price_outcomes_records_failures_at_zero_with_their_class() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -172,7 +173,103 @@ def test_a_pipeline_failure_is_a_500_so_sagemaker_reports_an_error(s3_bucket: st
         content_type="application/json",
     )
     assert response.status_code == 500
-    assert json.loads(response.data) == {"error": "RuntimeError", "message": "device lost"}
+    body = json.loads(response.data)
+    assert (body["error"], body["message"]) == ("RuntimeError", "device lost")
+    # the failed call's seconds travel with the error, so they are charged
+    assert [c["images"] for c in body["partial"]["calls"]] == [1]
+    assert body["partial"]["images"] == []
+
+
+class _Timed:
+    """A pipeline whose calls take scripted seconds on a fake clock, step by step."""
+
+    accelerator, max_batch, buckets = "cpu", 2, ()
+
+    def __init__(self, step_seconds: float) -> None:
+        self.now = 0.0
+        self.step_seconds = step_seconds
+        self.calls = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def generate(
+        self,
+        shape: CallShape,
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str] | None,
+        seeds: Sequence[int],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Image.Image]:
+        self.calls += 1
+        for _ in range(shape.steps):
+            self.now += self.step_seconds * len(prompts)
+            if should_stop is not None and should_stop():
+                break
+        return [Image.new("RGB", (shape.width, shape.height)) for _ in prompts]
+
+
+def _budgeted(jobs: list[ImageJob], bucket: str, seconds: float, per_image: float) -> Any:
+    invocation = chunk(jobs, bucket)
+    return invocation.model_copy(
+        update={
+            "max_seconds": seconds,
+            "seconds_per_image": {"64x64/4/nocfg": per_image},
+        }
+    )
+
+
+def _jobs4(n: int) -> list[ImageJob]:
+    return [job(f"h-{i}", i).model_copy(update={"steps": 4}) for i in range(n)]
+
+
+def test_no_call_starts_that_would_run_past_the_held_seconds(
+    s3_client: Any, s3_bucket: str
+) -> None:
+    # GIVEN 6 images (3 calls of 2) at 1 s per image and a hold of 4.5 instance-seconds
+    backend = _Timed(step_seconds=0.25)
+    engine = ServingEngine(backend, S3Sink(s3_client), clock=backend.clock)
+    # WHEN the chunk runs
+    result = engine.run(_budgeted(_jobs4(6), s3_bucket, seconds=4.5, per_image=1.0))
+    # THEN two calls ran (4 s); the third (2 s more) did not start and its images are left
+    # out for the retry, with the reason
+    assert backend.calls == 2
+    assert [c.seconds for c in result.calls] == [2.0, 2.0]
+    assert [i.image_id for i in result.images] == ["h-0", "h-1", "h-2", "h-3"]
+    assert result.stopped is not None
+    assert "4.500" in result.stopped
+
+
+def test_a_call_slower_than_expected_is_stopped_at_a_step_and_its_seconds_kept(
+    s3_client: Any, s3_bucket: str
+) -> None:
+    # GIVEN images expected at 0.1 s that take 1 s (0.5 s a step for a call of two), and
+    # 1.2 instance-seconds held
+    backend = _Timed(step_seconds=0.25)
+    engine = ServingEngine(backend, S3Sink(s3_client), clock=backend.clock)
+    # WHEN the chunk runs
+    result = engine.run(_budgeted(_jobs4(4), s3_bucket, seconds=1.2, per_image=0.1))
+    # THEN the first call was stopped at the step that passed the held seconds: its seconds
+    # are in the result, its images are not, it went past the hold by less than one step,
+    # and no later call started
+    assert [c.interrupted for c in result.calls] == [True]
+    assert result.calls[0].seconds == pytest.approx(1.5)
+    assert result.calls[0].steps_done == 3
+    assert result.images == []
+    assert result.stopped is not None
+
+
+def test_the_tiny_pipeline_stops_at_a_step_when_asked(backend: DiffusersBackend) -> None:
+    steps: list[int] = []
+
+    def stop() -> bool:
+        steps.append(1)
+        return True
+
+    images = backend.generate(CallShape(64, 64, 5, 0.0), ["a mug"], None, [1], stop)
+    # asked once: after the first step the loop skips the rest
+    assert len(steps) == 1
+    assert len(images) == 1
 
 
 class _CompiledPipeline:

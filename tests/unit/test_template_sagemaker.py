@@ -121,3 +121,26 @@ def test_local_stack_evaluates_conditions_if_and_no_value() -> None:
     stack.parameter_defaults({"EnableSageMaker": "true"})
     assert stack.condition("SageMakerEnabled")
     assert "SubmitChunkFunction" in stack.resources
+
+
+def test_the_budget_hold_bounds_record_result_as_deployed(template: dict[str, Any]) -> None:
+    # SubmitChunk sizes each hold with RecordResult's memory and timeout: they must be the
+    # function's own, and the queue's visibility timeout at least six times that timeout
+    record = props(template, "RecordResultFunction")
+    env = props(template, "SubmitChunkFunction")["Environment"]["Variables"]
+    assert int(env["RECORD_RESULT_MEMORY_MB"]) == record["MemorySize"]
+    assert int(env["RECORD_RESULT_TIMEOUT_S"]) == record["Timeout"]
+    queue = props(template, "InferenceResultQueue")
+    assert queue["VisibilityTimeout"] >= 6 * record["Timeout"]
+
+
+def test_every_instance_type_the_template_allows_has_a_price_and_a_speed(
+    template: dict[str, Any],
+) -> None:
+    from imagebatch.backends.sagemaker import reference_throughput
+    from imagebatch.costs.prices import load_aws_prices
+
+    prices = load_aws_prices().region("us-east-1")
+    for instance_type in template["Parameters"]["SageMakerInstanceType"]["AllowedValues"]:
+        assert prices.instance(instance_type).usd_per_hour > 0
+        assert reference_throughput(instance_type, "any-model").seconds_per_image > 0

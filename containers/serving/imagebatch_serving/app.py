@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from imagebatch.models.sagemaker_contract import ChunkInvocation, parse_buckets
-from imagebatch_serving.engine import Heartbeat, PipelineBackend, S3Sink, ServingEngine
+from imagebatch.models.sagemaker_contract import (
+    ChunkInvocation,
+    InvocationResult,
+    parse_buckets,
+)
+from imagebatch_serving.engine import (
+    CallFailedError,
+    Heartbeat,
+    PipelineBackend,
+    S3Sink,
+    ServingEngine,
+)
 from imagebatch_serving.null_backend import NullBackend
 
 logger = logging.getLogger(__name__)
@@ -42,12 +53,21 @@ class ServingSettings(BaseModel):
         return cls.model_validate(dict(os.environ if environ is None else environ))
 
 
-def load_engine(settings: ServingSettings, *, s3: Any = None, sfn: Any = None) -> ServingEngine:
+def load_engine(
+    settings: ServingSettings,
+    *,
+    s3: Any = None,
+    sfn: Any = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ServingEngine:
+    """The engine over the configured backend. `clock` times each pipeline call: wall time
+    on an instance of its own (what SageMaker bills); the local endpoint, on a shared
+    machine, passes the thread's CPU time instead."""
     import boto3
 
     heartbeat = _heartbeat(sfn or boto3.client("stepfunctions")) if settings.heartbeat else None
     return ServingEngine(
-        load_backend(settings), S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat
+        load_backend(settings), S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat, clock=clock
     )
 
 
@@ -78,14 +98,22 @@ def _heartbeat(sfn: Any) -> Heartbeat:
     return beat
 
 
-def _error(status: int, kind: str, message: str) -> Response:
-    body = ErrorBody(error=kind, message=message).model_dump_json()
-    return Response(body, status=status, mimetype=JSON)
+def _error(
+    status: int, kind: str, message: str, partial: InvocationResult | None = None
+) -> Response:
+    body = ErrorBody(error=kind, message=message, partial=partial)
+    return Response(body.model_dump_json(exclude_none=True), status=status, mimetype=JSON)
 
 
 class ErrorBody(BaseModel):
+    """What a failed request returns; SageMaker stores it at the failure location."""
+
     error: str
     message: str
+    # What the request did before it failed: the images it made and every call's seconds
+    # (the failed call's too), so record_result charges the instance time and keeps the
+    # images; the retry makes only the rest.
+    partial: InvocationResult | None = None
 
 
 def create_app(engine: ServingEngine) -> Flask:
@@ -104,6 +132,9 @@ def create_app(engine: ServingEngine) -> Flask:
             return _error(400, "InvalidRequest", str(exc))
         try:
             result = engine.run(invocation)
+        except CallFailedError as exc:
+            logger.exception("chunk %s/%s failed", invocation.batch_id, invocation.chunk_id)
+            return _error(500, type(exc.cause).__name__, str(exc.cause)[:2000], exc.partial)
         except Exception as exc:
             # A 500 makes SageMaker write the failure object and publish to the error
             # topic; the state machine retries the chunk.

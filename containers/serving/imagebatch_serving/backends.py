@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from imagebatch.models.sagemaker_contract import ShapeBucket, parse_buckets
-from imagebatch_serving.engine import CallShape
+from imagebatch_serving.engine import CallShape, StopCheck
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class DiffusersBackend:
         prompts: Sequence[str],
         negative_prompts: Sequence[str] | None,
         seeds: Sequence[int],
+        should_stop: StopCheck | None = None,
     ) -> list[Image.Image]:
         output = self.pipeline(
             prompt=list(prompts),
@@ -107,8 +108,24 @@ class DiffusersBackend:
             guidance_scale=shape.guidance,
             generator=_generators(seeds),
             output_type="pil",
+            callback_on_step_end=_interrupter(should_stop) if should_stop else None,
         )
         return list(output.images)
+
+
+def _interrupter(should_stop: StopCheck) -> Any:
+    """A diffusers step-end callback that stops the denoising loop when `should_stop` says so:
+    diffusers pipelines skip the remaining steps once `pipeline._interrupt` is set (see
+    `interrupt` in StableDiffusionPipeline.__call__)."""
+
+    def on_step_end(
+        pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        if should_stop():
+            pipeline._interrupt = True
+        return callback_kwargs
+
+    return on_step_end
 
 
 def neuron_available() -> bool:
@@ -163,7 +180,10 @@ class NeuronBackend:
         prompts: Sequence[str],
         negative_prompts: Sequence[str] | None,
         seeds: Sequence[int],
+        should_stop: StopCheck | None = None,
     ) -> list[Image.Image]:
+        # A compiled graph's call time is fixed per bucket, so the engine's prediction (the
+        # last call of the bucket) bounds it; `should_stop` is not wired into the Neuron loop.
         pipeline = self.pipelines[ShapeBucket(width=shape.width, height=shape.height)]
         # A compiled graph takes exactly its batch size: pad with copies of the last image
         # and drop their outputs (their time is the price of a partial micro-batch).

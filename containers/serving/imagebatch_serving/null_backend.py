@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from imagebatch.models.sagemaker_contract import ShapeBucket
-from imagebatch_serving.engine import CallShape
+from imagebatch_serving.engine import CallShape, StopCheck
 
 
 def seed_colour(seed: int) -> tuple[int, int, int]:
@@ -45,7 +45,9 @@ class NullBackend:
         prompts: Sequence[str],
         negative_prompts: Sequence[str] | None,
         seeds: Sequence[int],
+        should_stop: StopCheck | None = None,
     ) -> list[Image.Image]:
+        # One "step" and no time to speak of: there is nothing for should_stop to interrupt.
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts for {len(seeds)} seeds")
         return [null_image(shape.width, shape.height, seed) for seed in seeds]

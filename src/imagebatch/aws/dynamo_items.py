@@ -1,7 +1,8 @@
 """DynamoDB item helpers for the ledger table: keys, (de)serialisation, update actions.
 
 Key layout (one table; see aws.ledger for what each item holds):
-  pk BATCH#<id>     sk SUMMARY | IMAGE#<image> | CHUNK#<chunk> | RESERVATION#<chunk> | DAY#<day>
+  pk BATCH#<id>     sk SUMMARY | IMAGE#<image> | CHUNK#<chunk> | RESERVATION#<hold> | DAY#<day>
+                       | REQUEST#<self-hosted request>
   pk BATCHES (gsi1) the batch list;  pk COSTS (gsi1) the day rollups
 """
 
@@ -96,6 +97,11 @@ def is_transient(exc: ClientError) -> bool:
 
 def reservation_sk(chunk_id: str) -> str:
     return f"RESERVATION#{chunk_id}"
+
+
+def request_sk(request_key: str) -> str:
+    """A self-hosted request whose result was recorded (its commit is once-only)."""
+    return f"REQUEST#{request_key}"
 
 
 def rollup_sk(day: str) -> str:

@@ -35,6 +35,7 @@ from imagebatch.aws.dynamo_items import (
     image_sk,
     is_transient,
     now_iso,
+    request_sk,
     reservation_sk,
     rollup_sk,
     to_item,
@@ -145,8 +146,13 @@ class Ledger(BudgetHolds):
         *,
         tags: Mapping[str, str] | None = None,
         capped: bool = False,
-    ) -> None:
-        """Record images, add their totals to the summary and settle, in one transaction.
+        rollup_model: str | None = None,
+    ) -> int:
+        """Record images, add their totals to the summary and settle, in one transaction;
+        returns what the commit charged (micro-dollars).
+
+        A commit without images (a contact sheet, a request whose images another attempt
+        recorded) adds its charge to the day's rollup under `rollup_model` when given.
 
         Each image record is conditional on not existing, so a retried chunk can never
         charge an image twice: either the whole commit lands or none of it does. That
@@ -154,7 +160,7 @@ class Ledger(BudgetHolds):
         rather than split. The transaction's own write units are part of what it charges.
         """
         if not outcomes and settlement is None:
-            return
+            return 0
         if len(outcomes) > MAX_IMAGES_PER_COMMIT:
             raise ValueError(
                 f"{len(outcomes)} images in one commit; at most {MAX_IMAGES_PER_COMMIT} fit "
@@ -168,18 +174,47 @@ class Ledger(BudgetHolds):
             write_units(item_size(a["Put"]["Item"]), transactional=True) for a in actions
         )
         own_writes += write_units(SUMMARY_SIZE_BOUND, transactional=True)
-        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if outcomes else 0
+        rolls_up = bool(outcomes) or rollup_model is not None
+        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0
+        guards = 0  # actions before the images whose condition means "settled elsewhere"
+        if settlement.request_key is not None:
+            marker = to_item(
+                {
+                    "pk": pk,
+                    "sk": request_sk(settlement.request_key),
+                    "chunk_id": settlement.chunk_id,
+                    "rework_micro_usd": settlement.rework_micro_usd,
+                    "recorded_at": recorded_at,
+                }
+            )
+            own_writes += write_units(item_size(marker), transactional=True)
+            actions.insert(
+                0,
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": marker,
+                        "ConditionExpression": "attribute_not_exists(sk)",
+                    }
+                },
+            )
+            guards += 1
         if settlement.has_reservation:
             own_writes += write_units(0, transactional=True)
-            actions.append(
+            actions.insert(
+                guards,
                 {
                     "Delete": {
                         "TableName": self.table,
-                        "Key": to_item({"pk": pk, "sk": reservation_sk(settlement.chunk_id)}),
-                        "ConditionExpression": "attribute_exists(sk)",
+                        "Key": to_item({"pk": pk, "sk": reservation_sk(settlement.hold_key)}),
+                        # the amount this commit settles: a hold written off meanwhile (or
+                        # settled by another delivery) is not settled twice
+                        "ConditionExpression": "amount_micro_usd = :a",
+                        "ExpressionAttributeValues": to_item({":a": settlement.reserved_micro_usd}),
                     }
-                }
+                },
             )
+            guards += 1
         usage = settlement.usage + Usage(ddb_write_units=own_writes)
         overhead = (
             ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0
@@ -193,12 +228,19 @@ class Ledger(BudgetHolds):
                 self._rollup_action(
                     batch_id,
                     recorded_at[:10],
-                    rollup_adds(outcomes, overhead),
+                    rollup_adds(outcomes, overhead, settlement.rework_micro_usd),
                     outcomes[0].backend,
                     tags,
                 )
             )
-        self._transact(actions)
+        elif rollup_model is not None and overhead + settlement.rework_micro_usd > 0:
+            charge = overhead + settlement.rework_micro_usd
+            adds = {"spent_micro_usd": charge, f"model_spent#{rollup_model}": charge}
+            if settlement.rework_micro_usd:
+                adds["inference_micro_usd"] = settlement.rework_micro_usd
+            actions.append(self._rollup_action(batch_id, recorded_at[:10], adds, None, tags))
+        self._transact(actions, guards=guards)
+        return adds["spent_micro_usd"]
 
     def _image_puts(
         self, pk: str, outcomes: Sequence[ImageOutcome], recorded_at: str
@@ -222,7 +264,7 @@ class Ledger(BudgetHolds):
             for outcome in outcomes
         ]
 
-    def _transact(self, actions: list[TransactWriteItemTypeDef]) -> None:
+    def _transact(self, actions: list[TransactWriteItemTypeDef], *, guards: int = 0) -> None:
         """One transaction, retried here when DynamoDB says the same request may succeed
         later (a conflict with another writer, throttling): a commit carries images already
         paid for, so giving up at the first conflict would lose their charge. A transaction
@@ -233,7 +275,9 @@ class Ledger(BudgetHolds):
                 return
             except ClientError as exc:
                 if cancelled_by_condition(exc):
-                    raise ImagesAlreadyRecordedError(str(exc)) from exc
+                    raise ImagesAlreadyRecordedError(
+                        str(exc), settled_elsewhere=_failed_within(exc, guards)
+                    ) from exc
                 transient = is_transient(exc)
                 if not transient or attempt == COMMIT_ATTEMPTS - 1:
                     raise StorageError(f"ledger commit: {exc}", transient=transient) from exc
@@ -246,7 +290,7 @@ class Ledger(BudgetHolds):
         batch_id: str,
         day: str,
         adds: Mapping[str, int],
-        backend: str,
+        backend: str | None,
         tags: Mapping[str, str] | None,
     ) -> TransactWriteItemTypeDef:
         """The batch's cost rollup for the day, ADDed to (in gsi1 under COSTS)."""
@@ -331,3 +375,11 @@ class Ledger(BudgetHolds):
             ReturnValues="ALL_NEW",
         )
         return from_item(response["Attributes"])
+
+
+def _failed_within(exc: ClientError, first: int) -> bool:
+    """Whether one of the transaction's first `first` actions failed its condition."""
+    if first == 0:
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:first])

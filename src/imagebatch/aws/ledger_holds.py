@@ -38,6 +38,11 @@ class LedgerTable:
         # Reads and writes this ledger makes are counted: the batch is charged for them.
         self.meter = meter or Meter()
 
+    @property
+    def client(self) -> DynamoDBClient:
+        """For another adapter of the same table that counts on this meter."""
+        return self._ddb
+
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(
             TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True
@@ -70,6 +75,16 @@ class LedgerTable:
             ConsistentRead=True,
         ):
             yield from (from_item(item) for item in page.get("Items", []))
+
+
+def hold_write_units(batch_id: str, hold_id: str) -> int:
+    """What `reserve` writes: the hold item (its amount at its widest) and the summary."""
+    hold = to_item(
+        {"pk": batch_pk(batch_id), "sk": reservation_sk(hold_id), "amount_micro_usd": 10**15}
+    )
+    return write_units(item_size(hold), transactional=True) + write_units(
+        SUMMARY_SIZE_BOUND, transactional=True
+    )
 
 
 class BudgetHolds(LedgerTable):
@@ -123,6 +138,32 @@ class BudgetHolds(LedgerTable):
                 return None
             raise
         return amount
+
+    def release_overhead_reserve(self, batch_id: str, amount: int) -> bool:
+        """Move what is left of the overhead reserve (`amount`, as read) into budget_left: a
+        settled batch's last spender (the contact sheet) may use it. False when it changed
+        meanwhile."""
+        if amount <= 0:
+            return True
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+                UpdateExpression="ADD overhead_reserve_micro_usd :neg, budget_left_micro_usd :r",
+                ConditionExpression="overhead_reserve_micro_usd = :r",
+                ExpressionAttributeValues=to_item({":r": amount, ":neg": -amount}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def hold_amount(self, batch_id: str, hold_id: str) -> int | None:
+        """What a hold still holds; None when it was settled or written off."""
+        hold = self._get(batch_pk(batch_id), reservation_sk(hold_id))
+        return int(hold["amount_micro_usd"]) if hold else None
 
     def write_off_holds(self, batch_id: str) -> int:
         """Holds no commit settled belong to attempts that died after they may have spent;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -58,6 +58,9 @@ class BatchStore:
         self.bucket = bucket
         # Every request this store makes is counted: the ledger charges the batch for them.
         self.meter = meter or Meter()
+        # Asked before each object read: a caller with a deadline (the contact sheet's budget
+        # hold) raises from it to stop reading.
+        self.before_read: Callable[[], None] | None = None
 
     def _get(self, key: str) -> bytes:
         self.meter.add(s3_get_requests=1)
@@ -153,13 +156,20 @@ class BatchStore:
         """An object named by an s3:// URI (SageMaker's input and output locations), which may
         be in another bucket than this store's."""
         bucket, key = split_s3_uri(uri)
-        return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        self.meter.add(s3_get_requests=1)
+        try:
+            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self._s3.exceptions.NoSuchKey as exc:
+            raise ObjectMissingError(f"{uri} does not exist") from exc
 
     def get_bytes(self, key: str) -> bytes:
+        self.meter.add(s3_get_requests=1)
         return self.open_object(key).read()
 
     def open_object(self, key: str) -> BinaryIO:
         """A streaming body; ObjectMissingError (not a botocore error) when there is no such key."""
+        if self.before_read is not None:
+            self.before_read()
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         except self._s3.exceptions.NoSuchKey as exc:
@@ -167,6 +177,7 @@ class BatchStore:
         return cast(BinaryIO, body)
 
     def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+        self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         return key
 

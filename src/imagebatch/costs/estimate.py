@@ -63,11 +63,26 @@ class Seconds(_Figure):
     seconds: Decimal
 
 
+class LambdaSeconds(_Figure):
+    submit: Decimal
+    record: Decimal
+
+
+class ContactSheetSeconds(_Figure):
+    fixed: Decimal
+    per_image: Decimal
+
+    def for_images(self, images: int) -> Decimal:
+        return self.fixed + self.per_image * images
+
+
 class SpeedAssumptions(BaseModel):
     model_config = ConfigDict(frozen=True)
     about: str
     bedrock: BedrockSpeed
     sagemaker: tuple[InstanceSpeed, ...]
+    sagemaker_lambda_seconds: LambdaSeconds
+    contact_sheet_seconds: ContactSheetSeconds
     sagemaker_cold_start_seconds: Seconds
     sagemaker_idle_tail_seconds: Seconds
 
@@ -90,6 +105,7 @@ class Shape(BaseModel):
     chunk_timeout_s: int = 600
     ingest_memory_mb: int = 1024
     finalize_memory_mb: int = 512
+    contact_sheet_memory_mb: int = 1024
     width: int = 1024
     height: int = 1024
 
@@ -128,6 +144,50 @@ def batch_usage(chunks: int, images: int, shape: Shape) -> Usage:
         s3_get_requests=1 + 1,
         s3_put_requests=chunks + 2,
         s3_bytes_written=chunk_file_bytes + 1024,
+    )
+
+
+# A contact sheet's PNG is under 64 KB per 128-px tile; index.html inlines a 192-px JPEG
+# (about 10 KB in base64) and a caption per image.
+SHEET_BYTES_PER_IMAGE = 16 * 1024
+SHEET_BOUND_BYTES_PER_IMAGE = 96 * 1024
+
+
+def contact_sheet_usage(
+    images: int, chunks: int, *, seconds: Decimal, memory_mb: int, bound: bool = False
+) -> Usage:
+    """What the contact sheet counts (pipeline/contact_sheet_cost.py): its Lambda, the summary
+    and the image records read, the chunk index and files, one GET per image made, the sheet
+    and index PUTs, and its commit (with `bound`: its hold and a failed run's extra state)."""
+    sheets = max(1, math.ceil(images / 500))
+    return Usage(
+        sfn_transitions=1 if bound else 0,
+        lambda_requests=1,
+        lambda_mb_ms=math.ceil(seconds * 1000) * memory_mb,
+        ddb_read_units=2 + math.ceil(images * IMAGE_RECORD_BYTES / 4096),
+        ddb_write_units=SUMMARY_WRITE_UNITS
+        + ROLLUP_WRITE_UNITS
+        + (2 * SUMMARY_WRITE_UNITS + 6 if bound else 0),
+        s3_get_requests=1 + chunks + images,
+        s3_put_requests=sheets + 1,
+        s3_bytes_written=(SHEET_BOUND_BYTES_PER_IMAGE if bound else SHEET_BYTES_PER_IMAGE)
+        * max(1, images),
+    )
+
+
+def expected_contact_sheet(images: int, chunks: int, shape: Shape) -> Usage:
+    seconds = load_speed_assumptions().contact_sheet_seconds.for_images(images)
+    return contact_sheet_usage(
+        images, chunks, seconds=seconds, memory_mb=shape.contact_sheet_memory_mb
+    )
+
+
+def contact_sheet_reserve(images: int, chunks: int, shape: Shape) -> Usage:
+    """Held back at ingest so a batch that spent its cap still gets its contact sheet: twice
+    the expected run, bounded."""
+    seconds = 2 * load_speed_assumptions().contact_sheet_seconds.for_images(images)
+    return contact_sheet_usage(
+        images, chunks, seconds=seconds, memory_mb=shape.contact_sheet_memory_mb, bound=True
     )
 
 
@@ -196,12 +256,14 @@ def _overhead_per_image(
     per_chunk = price_usage(
         chunk_usage(n, lambda_seconds_per_image * n, shape.chunk_memory_mb, png), prices
     )
-    fixed = price_usage(batch_usage(0, 0, shape), prices)
+    sheet_fixed = price_usage(expected_contact_sheet(0, 0, shape), prices).total
+    sheet_chunk = price_usage(expected_contact_sheet(n, 1, shape), prices).total - sheet_fixed
+    fixed = price_usage(batch_usage(0, 0, shape), prices).total + sheet_fixed
     per_image_files = (
         price_usage(Usage(s3_bytes_written=600, s3_put_requests=0), prices).total
         + price_usage(Usage(s3_put_requests=1), prices).total / n
     )
-    return per_chunk.total / n + per_image_files, fixed.total
+    return per_chunk.total / n + per_image_files + sheet_chunk / n, fixed
 
 
 def bedrock_options(
@@ -323,15 +385,16 @@ def estimate_batch(
     speed = load_speed_assumptions().bedrock
     lambda_s = speed.seconds_per_image / shape.chunk_concurrency
     png = int(shape.width * shape.height * EXPECTED_PNG_BYTES_PER_PIXEL)
-    usage = batch_usage(len(chunk_sizes), sum(chunk_sizes), shape)
-    refusals = Usage()
+    images, chunks = sum(chunk_sizes), len(chunk_sizes)
+    usage = batch_usage(chunks, images, shape) + expected_contact_sheet(images, chunks, shape)
+    refusals = contact_sheet_reserve(images, chunks, shape)
     for n in chunk_sizes:
         usage = usage + chunk_usage(n, lambda_s * n, shape.chunk_memory_mb, png)
         refusals = refusals + refusal_usage(n, shape.chunk_memory_mb)
     costs: CostBreakdown = price_usage(usage, prices)
     return BatchEstimate(
-        images=sum(chunk_sizes),
-        chunks=len(chunk_sizes),
+        images=images,
+        chunks=chunks,
         inference_micro_usd=inference_micro_usd,
         orchestration_micro_usd=ceil_micro(costs.orchestration),
         storage_micro_usd=ceil_micro(costs.storage),

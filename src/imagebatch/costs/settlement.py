@@ -28,6 +28,21 @@ class Settlement(BaseModel):
     prices: RegionPrices | None = None
     # A chunk refused for budget pays its bookkeeping from the batch's overhead reserve.
     from_overhead_reserve: bool = False
+    # The hold this commit settles, when it is not the chunk's own (a SageMaker request holds
+    # per attempt: a late result of an earlier attempt settles that attempt's hold).
+    hold_id: str | None = None
+    # Self-hosted instance time no image record of this commit carries (a failed or stopped
+    # call, images another attempt recorded); charged as inference all the same.
+    rework_micro_usd: int = 0
+    # Makes the commit once-only when its images alone cannot (a result that may carry no new
+    # image): a marker item written in the same transaction, conditional on not existing.
+    request_key: str | None = None
+    # Counted in the summary's chunk_commits (the contact sheet's commit is not a chunk's).
+    chunk_commit: bool = True
+
+    @property
+    def hold_key(self) -> str:
+        return self.hold_id or self.chunk_id
 
 
 def summary_adds(
@@ -39,7 +54,7 @@ def summary_adds(
     capped: bool,
 ) -> dict[str, int]:
     inference = sum(o.cost_micro_usd for o in outcomes)
-    charge = inference + overhead
+    charge = inference + settlement.rework_micro_usd + overhead
     if settlement.has_reservation and charge > settlement.reserved_micro_usd:
         logger.error(
             "charge exceeds reservation",
@@ -51,9 +66,11 @@ def summary_adds(
         "images_failed": len(outcomes) - succeeded,
         "cost_micro_usd": inference,
         "spent_micro_usd": charge,
-        "chunk_commits": 1,
+        "chunk_commits": 1 if settlement.chunk_commit else 0,
         **usage.ledger_fields(),
     }
+    if settlement.rework_micro_usd:
+        adds["rework_micro_usd"] = settlement.rework_micro_usd
     if settlement.has_reservation:
         adds["reserved_micro_usd"] = -settlement.reserved_micro_usd
         adds["budget_left_micro_usd"] = settlement.reserved_micro_usd - charge
@@ -64,15 +81,16 @@ def summary_adds(
     return adds
 
 
-def rollup_adds(outcomes: Sequence[ImageOutcome], overhead: int) -> dict[str, int]:
+def rollup_adds(outcomes: Sequence[ImageOutcome], overhead: int, rework: int = 0) -> dict[str, int]:
     """The day rollup's counters for a commit. Per-model totals are top-level attributes
     (`model_spent#<model>`) because DynamoDB's ADD works only on top-level attributes;
-    overhead is split by image count, the remainder to the first model."""
+    overhead and rework are split by image count, the remainder to the first model."""
     models = sorted({o.model for o in outcomes})
     counts = {m: sum(1 for o in outcomes if o.model == m) for m in models}
-    shares = {m: overhead * counts[m] // len(outcomes) for m in models}
-    shares[models[0]] += overhead - sum(shares.values())
-    inference = sum(o.cost_micro_usd for o in outcomes)
+    shared = overhead + rework
+    shares = {m: shared * counts[m] // len(outcomes) for m in models}
+    shares[models[0]] += shared - sum(shares.values())
+    inference = sum(o.cost_micro_usd for o in outcomes) + rework
     adds = {
         "images": sum(1 for o in outcomes if o.status == "SUCCEEDED"),
         "inference_micro_usd": inference,

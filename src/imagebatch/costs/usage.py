@@ -209,11 +209,13 @@ def price_usage(
 
 
 def summary_costs(summary: Mapping[str, Any], prices: RegionPrices) -> CostBreakdown:
-    """The cost categories of a batch summary item, from its counters."""
+    """The cost categories of a batch summary item, from its counters. Inference is the
+    image records' costs plus self-hosted instance time no image record carries (rework)."""
     return price_usage(
         Usage.from_summary(summary),
         prices,
-        inference_micro_usd=int(summary.get("cost_micro_usd", 0)),
+        inference_micro_usd=int(summary.get("cost_micro_usd", 0))
+        + int(summary.get("rework_micro_usd", 0)),
     )
 
 

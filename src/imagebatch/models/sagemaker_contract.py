@@ -23,6 +23,24 @@ from imagebatch.models.records import FailureClass, ImageJob
 
 _BUCKET = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
+# What the serving container uses when an image leaves steps or guidance out; the estimate
+# and the budget hold must assume the same.
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 7.5
+# Classifier-free guidance runs the UNet twice per step; at or below 1 diffusers skips it.
+_CFG_THRESHOLD = 1.0
+
+
+def shape_key(job: ImageJob) -> str:
+    """The call shape an image runs in, as far as its time goes: size, steps, guidance on/off.
+
+    Images of one key take the same time on one endpoint; the endpoint's measured throughput
+    and the budget hold are kept per key.
+    """
+    steps = job.steps or DEFAULT_STEPS
+    guidance = DEFAULT_GUIDANCE if job.guidance is None else job.guidance
+    return f"{job.width}x{job.height}/{steps}/{'cfg' if guidance > _CFG_THRESHOLD else 'nocfg'}"
+
 
 class ShapeBucket(BaseModel):
     """One static shape the endpoint was compiled for (Neuron compiles per resolution)."""
@@ -78,6 +96,20 @@ class ChunkInvocation(BaseModel):
     # record_result answers it; it never leaves the data bucket and the state machine.
     task_token: str | None = None
     images: list[ImageJob]
+    # The budget: a capped batch's request carries the id of its budget hold and the
+    # instance-seconds of pipeline calls the hold covers. The container starts no call it
+    # expects to run past `max_seconds` and stops one that does at its next step, so the
+    # request never uses more instance time than was held; the images it did not start are
+    # left out of the result and the state machine's retry asks for them again.
+    hold_id: str | None = None
+    max_seconds: float | None = Field(default=None, gt=0)
+    # Expected seconds per image by shape_key (what the hold was computed from): the
+    # container's guess for a call shape it has not timed yet.
+    seconds_per_image: dict[str, float] = Field(default_factory=dict)
+    # What the submitting Lambda counted (usage.Usage fields), charged when the result is
+    # recorded, and the batch tags for the cost rollups.
+    submit_usage: dict[str, int] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class ServedImage(BaseModel):
@@ -90,6 +122,8 @@ class ServedImage(BaseModel):
     call: int | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
+    # Bytes of the PNG written to S3 (storage is charged per byte).
+    png_bytes: int = Field(ge=0, default=0)
 
 
 class ServingCall(BaseModel):
@@ -101,6 +135,18 @@ class ServingCall(BaseModel):
     steps: int
     images: int
     seconds: float = Field(ge=0)
+    # Classifier-free guidance on (guidance > 1): the UNet runs twice per step.
+    cfg: bool = True
+    # The call ran past the seconds the request's hold left it and was stopped at a step:
+    # its images are left out of the result, its seconds charged; `steps_done` of `steps`
+    # ran (what its seconds say about a whole call's time).
+    interrupted: bool = False
+    steps_done: int | None = Field(default=None, ge=0)
+
+    @property
+    def key(self) -> str:
+        """The shape_key of the call's images."""
+        return f"{self.width}x{self.height}/{self.steps}/{'cfg' if self.cfg else 'nocfg'}"
 
 
 class InvocationResult(BaseModel):
@@ -111,6 +157,8 @@ class InvocationResult(BaseModel):
     max_batch: int
     images: list[ServedImage]
     calls: list[ServingCall]
+    # Why images of the request were left out (the hold's seconds ran out before them).
+    stopped: str | None = None
 
 
 class AsyncRequestParameters(BaseModel):

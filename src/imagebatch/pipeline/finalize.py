@@ -33,6 +33,7 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
+from imagebatch.pipeline.sagemaker_chunk import INCOMPLETE_RESULT
 
 logger = Logger(child=True)
 
@@ -100,7 +101,19 @@ def _class_from_chunk_error(
         return failure_class, f"{error} after retries"
     if "Timeout" in error or "Timedout" in error:
         return FailureClass.TIMEOUT, error
+    if error == INCOMPLETE_RESULT and _stopped_by_hold(cause):
+        # The endpoint stopped because the chunk's budget hold ran out, on every attempt.
+        return FailureClass.BUDGET_EXHAUSTED, f"{error}: {cause[:500]}"
     return FailureClass.MODEL_ERROR, f"{error}: {cause[:500]}"
+
+
+def _stopped_by_hold(cause: str) -> bool:
+    """Whether a SageMaker.IncompleteResult's cause (record_result's JSON) says the request
+    stopped at its budget hold."""
+    try:
+        return bool(json.loads(cause).get("stopped"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def _unfinished_classes(cause: str) -> dict[str, FailureClass]:

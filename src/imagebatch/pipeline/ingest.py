@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol
 
@@ -14,8 +15,10 @@ from aws_lambda_powertools import Logger
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_index_key, chunk_key
+from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.backends.concurrency import ConcurrencyPlan, plan_concurrency
 from imagebatch.backends.sagemaker import estimate_micro_usd as sagemaker_estimate
+from imagebatch.backends.sagemaker import expected_seconds
 from imagebatch.costs.estimate import (
     BatchEstimate,
     Shape,
@@ -25,6 +28,7 @@ from imagebatch.costs.estimate import (
     sagemaker_options,
 )
 from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_sagemaker_batch
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
@@ -47,7 +51,7 @@ from imagebatch.models.records import (
     batch_id_for,
     hashed_seed,
 )
-from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error
+from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error, shape_key
 
 logger = Logger(child=True)
 
@@ -102,6 +106,11 @@ class BatchPlan:
     models: set[str] = field(default_factory=set)
     estimate: BatchEstimate | None = None
     backend: str = "bedrock"
+    # SageMaker: exact expected inference (rounded up once into estimate_micro_usd), the
+    # distinct call shapes per chunk and the pixels made (for the orchestration estimate)
+    inference_exact: Decimal = Decimal(0)
+    chunk_shapes: list[int] = field(default_factory=list)
+    pixels_total: int = 0
 
     def chunk_body(self, index: int, spool_fd: int | None = None) -> bytes:
         """The JSON of chunk `index` (a ChunkFile), read back from the spool file; pass an
@@ -163,11 +172,15 @@ def plan_batch(
     shape_buckets: tuple[ShapeBucket, ...] = (),
     sagemaker_price: InstancePrice | None = None,
     region: str | None = None,
+    sagemaker_seconds: Callable[[ImageJob], Decimal] | None = None,
 ) -> BatchPlan:
-    """Validate and chunk in one streaming pass; memory stays flat at any manifest size."""
+    """Validate and chunk in one streaming pass; memory stays flat at any manifest size.
+
+    `sagemaker_seconds`: the seconds the endpoint is expected to take per image (its own
+    measurements where it has them); without it, the data file's reference figure."""
     reader = ManifestReader(stream, format_for_key(key), catalogue)
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price)
+    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price, sagemaker_seconds)
     pending: list[ImageJob] = []
     errors_file: IO[str] | None = None
     entries = _with_bucket_checks(reader, shape_buckets)
@@ -187,7 +200,8 @@ def plan_batch(
                 continue
             plan.items_valid += 1
             for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                plan.estimate_micro_usd += price_of(job)
+                plan.inference_exact += price_of(job)
+                plan.pixels_total += job.width * job.height
                 plan.models.add(job.model)
                 pending.append(job)
                 if len(pending) == chunk_size:
@@ -199,31 +213,67 @@ def plan_batch(
         chunks_out.close()
         if errors_file is not None:
             errors_file.close()
+    plan.estimate_micro_usd = ceil_micro(plan.inference_exact)
     return plan
 
 
 def _image_pricer(
-    settings: BatchSettings, catalogue: ModelCatalogue, sagemaker_price: InstancePrice | None
-) -> Callable[[ImageJob], int]:
-    """Expected micro-dollars per image: the catalogue price on Bedrock; on the self-hosted
-    endpoint, reference seconds scaled by pixels and steps x the instance price."""
+    settings: BatchSettings,
+    catalogue: ModelCatalogue,
+    sagemaker_price: InstancePrice | None,
+    sagemaker_seconds: Callable[[ImageJob], Decimal] | None,
+) -> Callable[[ImageJob], Decimal]:
+    """Expected micro-dollars per image (exact): the catalogue price on Bedrock; on the
+    self-hosted endpoint, its expected seconds x the instance price."""
     if settings.backend == "sagemaker":
         if sagemaker_price is None:
-            return lambda job: 0
+            return lambda job: Decimal(0)
         price = sagemaker_price
-        return lambda job: sagemaker_estimate(job.width, job.height, job.steps, price)
+        if sagemaker_seconds is None:
+            return lambda job: Decimal(
+                sagemaker_estimate(job.width, job.height, job.steps, price, model=job.model)
+            )
+        seconds = sagemaker_seconds
+        return lambda job: seconds(job) * price.micro_usd_per_second
     price_by_shape: dict[tuple[str, int, int], int] = {}
 
-    def bedrock(job: ImageJob) -> int:
+    def bedrock(job: ImageJob) -> Decimal:
         shape = (job.model, job.width, job.height)
         if shape not in price_by_shape:
             spec = catalogue.get(job.model)
             price_by_shape[shape] = (
                 spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
             )
-        return price_by_shape[shape]
+        return Decimal(price_by_shape[shape])
 
     return bedrock
+
+
+class EndpointSeconds:
+    """Expected seconds per image on the deployed endpoint: its own measured mean for a shape
+    it has served (read once per shape), else the data file's reference figure."""
+
+    def __init__(
+        self, throughput: EndpointThroughput, endpoint: str, instance_type: str, model: str
+    ) -> None:
+        self._throughput = throughput
+        self._endpoint = endpoint
+        self._instance_type = instance_type
+        self._model = model
+        self._seconds: dict[tuple[str, str], Decimal] = {}
+
+    def __call__(self, job: ImageJob) -> Decimal:
+        model = self._model or job.model
+        key = shape_key(job)
+        if (model, key) not in self._seconds:
+            expected = expected_seconds(
+                [key],
+                instance_type=self._instance_type,
+                model=model,
+                measured=self._throughput.measured(self._endpoint, model, [key]),
+            )
+            self._seconds[(model, key)] = expected.per_image[key]
+        return self._seconds[(model, key)]
 
 
 def _with_bucket_checks(
@@ -262,6 +312,7 @@ def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob], out: Bina
     body = chunk.model_dump_json(exclude_defaults=True).encode()
     plan.chunk_spans.append((out.tell(), len(body)))
     out.write(body)
+    plan.chunk_shapes.append(len({shape_key(job) for job in jobs}))
     plan.chunk_ids.append(chunk_id)
     plan.chunk_sizes.append(len(jobs))
     plan.images_total += len(jobs)
@@ -330,7 +381,7 @@ def assess_plan(
     """What ingest decides before it writes anything: the estimate by category, the backend
     (`auto` resolved), and the rejection reason (None: the batch runs). `imagebatch validate`
     calls this too, so its verdict is ingest's."""
-    plan.estimate = estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
+    plan.estimate = _estimate(plan, stack, prices)
     plan.backend = choose_batch_backend(
         plan, catalogue, prices, stack.shape, stack.sagemaker_instance_types
     )
@@ -350,6 +401,8 @@ class IngestPorts:
     starter: BatchStarter
     catalogue: ModelCatalogue
     clock: LambdaClock | None = None
+    # The endpoint's measured throughput (same table as the ledger); None: reference only.
+    throughput: EndpointThroughput | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +421,10 @@ class StackOptions:
     sagemaker_instance_types: tuple[str, ...] = ()
     # The stack's region: Bedrock serves each model in some regions only.
     region: str | None = None
+    sagemaker_endpoint: str = ""
+    # The model the endpoint serves (empty: the images' own ids) and its functions' shape.
+    sagemaker_model: str = ""
+    sagemaker_path: SageMakerPath = field(default_factory=SageMakerPath)
 
 
 def ingest_manifest(
@@ -460,6 +517,16 @@ def _plan_and_upload(
             shape_buckets=stack.sagemaker_buckets or (),
             sagemaker_price=stack.sagemaker_price,
             region=stack.region,
+            sagemaker_seconds=(
+                EndpointSeconds(
+                    ports.throughput,
+                    stack.sagemaker_endpoint,
+                    stack.sagemaker_price.instance_type,
+                    stack.sagemaker_model,
+                )
+                if ports.throughput is not None and stack.sagemaker_price is not None
+                else None
+            ),
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
@@ -484,6 +551,21 @@ def _plan_and_upload(
         )
     _upload_chunks(store, batch_id, plan)
     return plan, record
+
+
+def _estimate(plan: BatchPlan, stack: StackOptions, prices: RegionPrices) -> BatchEstimate:
+    if plan.settings.backend == "sagemaker":
+        return estimate_sagemaker_batch(
+            plan.inference_exact,
+            plan.chunk_sizes,
+            plan.chunk_shapes,
+            prices,
+            stack.shape,
+            path=stack.sagemaker_path,
+            capped=plan.settings.max_cost_usd is not None,
+            pixels=plan.pixels_total // max(1, plan.images_total),
+        )
+    return estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
 
 
 def _own_usage(

@@ -35,6 +35,7 @@ from imagebatch_cli.local.cloud.lambda_runtime import (
     executor_tasks_inherit_identity,
     process_environment,
 )
+from imagebatch_cli.local.cloud.moto_callbacks import answers_before_the_wait_are_kept
 from imagebatch_cli.local.cloud.sfn_limits import (
     LimitViolation,
     history_violations,
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 logger = logging.getLogger(__name__)
+
+# The model id of the tiny offline model (data/sagemaker_throughput.json has its speed).
+TINY_MODEL_ID = "tiny-sd"
 
 FINAL = {BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED}
 ProgressCallback = Callable[[int, int], None]
@@ -91,6 +95,8 @@ class LocalOptions:
                 "SageMakerImageUri": "local/containers-serving",
                 "SageMakerShapeBuckets": self.shape_buckets,
                 "SageMakerMaxBatch": str(self.max_batch),
+                # what the local endpoint serves: the tiny model, or --model-dir's folder
+                "SageMakerModelId": self.model_dir.name if self.model_dir else TINY_MODEL_ID,
             }
         return parameters | self.parameter_overrides
 
@@ -346,6 +352,9 @@ def _start_sagemaker(
             stack.physical["LedgerTable"],
         ),
         price=load_aws_prices().region(stack.region).instance(config.instance_type),
+        # The tiny model runs on one torch thread: that thread's CPU time is what the call
+        # would take on an instance of its own, whatever else this machine is doing.
+        clock=time.thread_time if options.model_dir is None else time.perf_counter,
     )
     return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
 
@@ -506,7 +515,11 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock.start(),
         }
-        with process_environment(env), _deployed(options, endpoint, bedrock) as aws:
+        with (
+            process_environment(env),
+            answers_before_the_wait_are_kept(),
+            _deployed(options, endpoint, bedrock) as aws,
+        ):
             yield aws
     finally:
         if bedrock is not None:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,12 +65,14 @@ class LocalServingApp:
         environment: dict[str, str],
         execution_role: str | None = None,
         accelerator: str = "diffusers",
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._model_dir = model_dir
         self._environment = environment
         # The container's own S3 writes and task heartbeats use the model's execution role.
         self._execution_role = execution_role
         self._accelerator = accelerator
+        self._clock = clock
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -87,6 +91,7 @@ class LocalServingApp:
             settings,
             s3=bind_identity(boto3.client("s3"), role),
             sfn=bind_identity(boto3.client("stepfunctions"), role),
+            clock=self._clock,
         )
         server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
         self._server = server
@@ -138,12 +143,13 @@ class LocalAsyncEndpoint:
         usage: EndpointUsageStore | None = None,
         price: InstancePrice | None = None,
         accelerator: str = "diffusers",
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config
         self._usage = usage
         self._price = price
         self._serving = LocalServingApp(
-            model_dir, config.environment, config.execution_role, accelerator
+            model_dir, config.environment, config.execution_role, accelerator, clock
         )
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint

@@ -1,0 +1,198 @@
+"""The contact sheet's own cost, charged to its batch.
+
+The sheet runs after finalize has settled the batch, so it settles its own charge: its Lambda
+request and duration, the ledger reads, one S3 GET per image made, the chunk files, the sheet
+and index PUTs and their bytes, and (when it fails) the state the Catch path enters, in one
+ledger commit that also adds the charge to the day's cost rollup.
+
+For a batch with max_cost_usd it holds budget first, like a chunk: the most a run of twice its
+expected length can count (data/throughput.json `contact_sheet_seconds`), or what the budget
+has left (the rest of the overhead reserve ingest held back for it included) if that is less.
+It stops reading thumbnails when 70% of the time held is used, so rendering and writing what
+it has fit in the rest; a sheet stopped that way fails (the batch's result stands) and is
+charged what it used. With nothing left to hold, the sheet is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel
+
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs.estimate import contact_sheet_usage, load_speed_assumptions
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.settlement import Settlement
+from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms, price_usage
+from imagebatch.errors import BatchNotFoundError, ContactSheetOutOfBudgetError
+from imagebatch.models.money import ceil_micro
+from imagebatch.pipeline.contact_sheet import (
+    ContactSheetEvent,
+    ContactSheetResult,
+    build_batch_contact_sheet,
+)
+
+logger = Logger(child=True)
+
+HOLD_ID = "contact-sheet"
+# Reading stops at this share of the held time; rendering and writing use the rest.
+READ_SHARE = Decimal("0.7")
+# Less than this much Lambda time is not worth holding for: the sheet is skipped.
+MIN_SECONDS = Decimal(1)
+
+
+class ContactSheetCharge(BaseModel):
+    batch_id: str
+    result: ContactSheetResult | None = None
+    charged_micro_usd: int = 0
+    held_micro_usd: int | None = None
+    skipped: str | None = None
+
+
+class _Plan(BaseModel):
+    seconds: Decimal
+    micro_usd: int
+
+
+def _plan(summary: dict[str, Any], prices: RegionPrices, memory_mb: int, left: int) -> _Plan | None:
+    """Twice the expected run, or the longest run `left` covers (at least MIN_SECONDS)."""
+    images = int(summary.get("images_succeeded", 0))
+    chunks = int(summary.get("chunks_total", 0))
+
+    def cost(seconds: Decimal) -> int:
+        usage = contact_sheet_usage(
+            images, chunks, seconds=seconds, memory_mb=memory_mb, bound=True
+        )
+        return ceil_micro(price_usage(usage, prices).total)
+
+    wanted = 2 * load_speed_assumptions().contact_sheet_seconds.for_images(images)
+    if cost(wanted) <= left:
+        return _Plan(seconds=wanted, micro_usd=cost(wanted))
+    per_second = Decimal(cost(Decimal(1001)) - cost(Decimal(1))) / 1000
+    seconds = Decimal(math.floor((Decimal(left - cost(Decimal(0))) / per_second) * 1000)) / 1000
+    if seconds < MIN_SECONDS:
+        return None
+    plan = _Plan(seconds=seconds, micro_usd=cost(seconds))
+    return plan if plan.micro_usd <= left else None
+
+
+def build_and_charge(
+    event: ContactSheetEvent,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock,
+) -> ContactSheetCharge:
+    """Build the batch's contact sheet and charge the batch for it (within its cap)."""
+    summary = ledger.get_batch(event.batch_id)
+    if summary is None:
+        raise BatchNotFoundError(event.batch_id)
+    capped = summary.get("max_cost_micro_usd") is not None
+    held: int | None = None
+    if capped:
+        held, seconds = _hold(event.batch_id, summary, ledger, prices, clock)
+        if held is None:
+            reason = "max_cost_usd reached: the budget left cannot cover the contact sheet"
+            logger.warning("contact sheet skipped", extra={"reason": reason})
+            return ContactSheetCharge(batch_id=event.batch_id, skipped=reason)
+        read_until = clock.elapsed_s() + float(seconds * READ_SHARE)
+
+        def before_read() -> None:
+            if clock.elapsed_s() > read_until:
+                raise ContactSheetOutOfBudgetError(
+                    f"the contact sheet used the {seconds} s of Lambda its budget hold covers"
+                )
+
+        store.before_read = before_read
+
+    def settle(*, failed: bool) -> int:
+        return _settle(
+            event.batch_id,
+            summary,
+            held,
+            failed=failed,
+            store=store,
+            ledger=ledger,
+            prices=prices,
+            clock=clock,
+        )
+
+    try:
+        result = build_batch_contact_sheet(event, store=store, ledger=ledger)
+    except Exception:
+        # charged, then raised: the state machine's Catch records the sheet as failed
+        settle(failed=True)
+        raise
+    charged = settle(failed=False)
+    return ContactSheetCharge(
+        batch_id=event.batch_id, result=result, charged_micro_usd=charged, held_micro_usd=held
+    )
+
+
+def _hold(
+    batch_id: str,
+    summary: dict[str, Any],
+    ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock,
+) -> tuple[int | None, Decimal]:
+    """Hold for the sheet from what the settled batch has left, its overhead reserve
+    included (nothing else spends after finalize)."""
+    left = int(summary.get("budget_left_micro_usd", 0))
+    reserve = int(summary.get("overhead_reserve_micro_usd", 0))
+    plan = _plan(summary, prices, clock.memory_mb, left + reserve)
+    if plan is None:
+        return None, Decimal(0)
+    if plan.micro_usd > left and not ledger.release_overhead_reserve(batch_id, reserve):
+        return None, Decimal(0)
+    held = ledger.reserve(batch_id, HOLD_ID, plan.micro_usd)
+    return held, plan.seconds
+
+
+def _settle(
+    batch_id: str,
+    summary: dict[str, Any],
+    held: int | None,
+    *,
+    failed: bool,
+    store: BatchStore,
+    ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock,
+) -> int:
+    """One commit: the sheet's usage charged to the batch and its hold settled."""
+    usage = (
+        store.meter.take()
+        + ledger.meter.take()
+        + Usage(
+            # a failed sheet's Catch path enters ContactSheetFailed
+            sfn_transitions=1 if failed else 0,
+            lambda_requests=1,
+            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
+        )
+    )
+    settlement = Settlement(
+        chunk_id=HOLD_ID,
+        hold_id=HOLD_ID,
+        reserved_micro_usd=held or 0,
+        has_reservation=held is not None,
+        usage=usage,
+        prices=prices,
+        chunk_commit=False,
+    )
+    models = summary.get("models") or ["(none)"]
+    charged = ledger.commit_images(
+        batch_id,
+        [],
+        settlement,
+        tags=summary.get("tags") or None,
+        capped=summary.get("max_cost_micro_usd") is not None,
+        rollup_model=str(models[0]),
+    )
+    logger.info("contact sheet charged", extra={"micro_usd": charged, "held": held})
+    return charged

@@ -1,0 +1,153 @@
+"""Budgets and estimates on the SageMaker path, end to end on the local AWS: the estimate a
+measured endpoint gives, and a cap half what the batch would cost.
+
+The local endpoint times calls by the serving thread's CPU time (the tiny model runs on one
+thread), so its figures do not move with whatever else this shared machine is doing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import summary_costs
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+# Instance time is most of the cost: the tiny model takes about 0.13 s of CPU an image at 10
+# steps (70% of what 40 images cost) and 0.6 s at 50 (85%), in chunks of 10. A busy machine
+# moves CPU time by a few per cent from batch to batch; at 10 steps that stays inside 5%.
+ESTIMATE_STEPS = 10
+HOSTILE_STEPS = 50
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    options = LocalOptions(
+        template=REPO / "template.yaml",
+        backend="sagemaker",
+        shape_buckets="64x64",
+        max_batch=4,
+        parameter_overrides={"ChunkSize": "10"},
+    )
+    with local_aws(options) as running:
+        yield running
+
+
+def _forty(name: str) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{name}{i:02d}", "prompt": f"a mug, view {i}", "width": 64, "height": 64}
+        for i in range(40)
+    ]
+
+
+def _run(
+    aws: LocalAws, path: Path, items: list[dict[str, Any]], steps: int, **settings: Any
+) -> Any:
+    lines = [json.dumps({"batch": {"backend": "sagemaker", "model": "tiny-sd", **settings}})]
+    lines += [json.dumps({"steps": steps, "guidance": 0, **item}) for item in items]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batch_id = aws.upload_manifest(path)
+    aws.wait_for_batch(batch_id, timeout_s=600)
+    assert aws.wait_for_execution(batch_id, timeout_s=120) == "SUCCEEDED"
+    summary = aws.ledger().get_batch(batch_id)
+    assert summary is not None
+    return summary
+
+
+def _throughput_key(aws: LocalAws, steps: int) -> dict[str, Any]:
+    return {
+        "pk": {"S": f"ENDPOINT#{aws.sagemaker.config.endpoint_name}"},
+        "sk": {"S": f"THROUGHPUT#tiny-sd#64x64/{steps}/nocfg"},
+    }
+
+
+def _measured(aws: LocalAws, steps: int) -> dict[str, Any]:
+    key = _throughput_key(aws, steps)
+    item = aws.client("dynamodb").get_item(TableName=aws.table, Key=key)["Item"]
+    return {"seconds_us": int(item["seconds_us"]["N"]), "images": int(item["images"]["N"])}
+
+
+def test_the_estimate_comes_within_5_percent_once_the_endpoint_has_measured_the_shape(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN the endpoint has served 40 images of this shape (its measured throughput)
+    first = _run(aws, tmp_path / "calibrate.jsonl", _forty("cal"), ESTIMATE_STEPS)
+    assert first["status"] == "SUCCEEDED"
+    assert _measured(aws, ESTIMATE_STEPS)["images"] >= 40
+    # WHEN 40 more of the same shape run
+    summary = _run(aws, tmp_path / "measured.jsonl", _forty("est"), ESTIMATE_STEPS)
+    # THEN the estimate made at ingest is within 5% of what the ledger charged, every
+    # category counted (instance-seconds, both Lambdas, messages, transitions, storage)
+    costs = summary_costs(summary, load_aws_prices().region("us-east-1")).rounded()
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["use_sns_publishes"] == summary["use_sqs_requests"] // 3 == 4
+    assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"], (
+        summary["estimate_micro_usd"],
+        costs,
+    )
+    print(  # the figures for the record (pytest -s)
+        f"estimate vs ledger: ${summary['estimate_micro_usd'] / 1e6:.6f} estimated, "
+        f"${costs['total'] / 1e6:.6f} charged "
+        f"({(summary['estimate_micro_usd'] - costs['total']) / costs['total']:+.1%})"
+    )
+
+
+def test_a_cap_half_the_cost_stops_spending_at_the_cap_and_the_rest_go_to_redrive(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN what 40 images of this shape cost without a cap
+    uncapped = _run(aws, tmp_path / "uncapped.jsonl", _forty("unc"), HOSTILE_STEPS)
+    actual = summary_costs(uncapped, load_aws_prices().region("us-east-1")).rounded()["total"]
+    # AND an endpoint whose record says it is four times faster than it is (measured on a
+    # faster model, say), so the estimate is low enough to pass ingest with half that cap
+    measured = _measured(aws, HOSTILE_STEPS)
+    aws.client("dynamodb").update_item(
+        TableName=aws.table,
+        Key=_throughput_key(aws, HOSTILE_STEPS),
+        UpdateExpression="SET seconds_us = :s, images = :n",
+        ExpressionAttributeValues={
+            ":s": {"N": str(measured["seconds_us"] // measured["images"])},
+            ":n": {"N": "4"},
+        },
+    )
+    cap_usd = f"{actual / 2 / 1e6:.6f}"
+    # WHEN 40 images run with that cap
+    summary = _run(
+        aws, tmp_path / "hostile.jsonl", _forty("cap"), HOSTILE_STEPS, max_cost_usd=cap_usd
+    )
+    # THEN the spend stayed within the cap, everything held was settled or written off and
+    # spent + left + reserve add up to the cap
+    cap = summary["max_cost_micro_usd"]
+    assert abs(cap - actual / 2) <= 1
+    assert summary["spent_micro_usd"] <= cap
+    assert summary["reserved_micro_usd"] == 0
+    assert (
+        summary["spent_micro_usd"]
+        + summary["budget_left_micro_usd"]
+        + summary["overhead_reserve_micro_usd"]
+        == cap
+    )
+    # AND some images were made, the rest refused for budget, and every refused image is in
+    # the redrive manifest
+    assert summary["status"] == "PARTIAL", summary
+    assert 0 < summary["images_succeeded"] < 40
+    records = list(aws.ledger().image_records(summary["batch_id"]))
+    refused = {r["image_id"] for r in records if r["status"] == "FAILED"}
+    assert {r["failure_class"] for r in records if r["status"] == "FAILED"} == {"budget_exhausted"}
+    redrive = aws.s3().get_object(Bucket=aws.bucket, Key=summary["redrive_key"])["Body"].read()
+    lines = [json.loads(line) for line in redrive.decode().splitlines()]
+    assert {line["id"] for line in lines[1:]} == refused
+    print(  # the figures for the record (pytest -s)
+        f"hostile cap: actual uncapped ${actual / 1e6:.6f}, cap ${cap / 1e6:.6f}, "
+        f"estimate ${summary['estimate_micro_usd'] / 1e6:.6f}, "
+        f"spent ${summary['spent_micro_usd'] / 1e6:.6f}, made {summary['images_succeeded']}, "
+        f"refused {len(refused)}"
+    )
