@@ -1,4 +1,7 @@
-"""A finished batch -> reports/<batch-id>/contact-sheet.png and index.html, charged to it."""
+"""A finished batch -> reports/<batch-id>/contact-sheet*.png and index*.html, charged to it.
+
+A large batch's sheet takes several invocations: one out of time raises ContactSheetUnfinished
+after recording where it stopped, and the state machine's Retry goes on from there."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         ledger=Ledger(dynamodb_client(), _settings().ledger_table),
         prices=load_aws_prices().region(_settings().aws_region),
         clock=clock,
+        remaining_s=lambda: context.get_remaining_time_in_millis() / 1000,
     )
     # the sheet's keys as before, and what it charged the batch
     sheet = charge.result.model_dump(mode="json") if charge.result else {}

@@ -121,6 +121,12 @@ class ImageGenerationError(ImageBatchError):
         self.transient = transient
 
 
+class ContactSheetUnfinished(ImageBatchError):
+    """The contact sheet ran out of invocation time between pages; it recorded where it
+    stopped, and Step Functions retries it from there (the class name is the error name the
+    state machine's Retry matches)."""
+
+
 class ChunkUnfinished(ImageBatchError):
     """Some images were not made this time (throttled, out of time); Step Functions retries.
 

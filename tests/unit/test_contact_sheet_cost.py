@@ -12,8 +12,9 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock, Usage
-from imagebatch.errors import ContactSheetOutOfBudgetError
+from imagebatch.errors import ContactSheetOutOfBudgetError, ContactSheetUnfinished
 from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome
+from imagebatch.pipeline import contact_sheet, contact_sheet_cost
 from imagebatch.pipeline.contact_sheet import ContactSheetEvent
 from imagebatch.pipeline.contact_sheet_cost import HOLD_ID, build_and_charge
 
@@ -94,6 +95,7 @@ def _fresh(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
         "ledger": Ledger(ledger.client, ledger.table),
         "prices": PRICES,
         "clock": LambdaClock(1024),
+        "remaining_s": lambda: 900.0,
     }
 
 
@@ -200,3 +202,66 @@ def test_a_sheet_that_runs_past_its_hold_stops_and_is_charged_within_the_cap(bat
     assert after["reserved_micro_usd"] == 0
     assert after["use_sfn_transitions"] == 1
     assert not list(ledger.query_batch("b", f"RESERVATION#{HOLD_ID}"))
+
+
+def test_a_sheet_that_outlasts_an_invocation_goes_on_in_the_retry(
+    batch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a capped batch whose sheet is three pages (two images a page), and invocations
+    # with under a minute left after each page (Lambda would stop them at their timeout)
+    store, ledger, outcomes = batch
+    monkeypatch.setattr(contact_sheet, "PER_SHEET", 2)
+    monkeypatch.setattr(contact_sheet_cost, "PER_SHEET", 2)
+    _create(ledger, outcomes, max_cost_micro_usd=1_000_000, overhead_reserve_micro_usd=2_000)
+    # the same event each time, as Step Functions retries the task with its input
+    event = ContactSheetEvent(batch_id="b", bucket=store.bucket, execution="arn:exec:1")
+    unfinished = 0
+    charged = []
+    for _ in range(5):
+        adapters = _fresh(store, ledger) | {"remaining_s": lambda: 30.0}
+        try:
+            charge = build_and_charge(event, **adapters)
+        except ContactSheetUnfinished:
+            unfinished += 1
+            # each invocation settled its own hold, and the cap's invariant holds between them
+            assert _invariant(ledger)["reserved_micro_usd"] == 0
+            continue
+        assert charge.result is not None and charge.result.done
+        charged.append(charge.charged_micro_usd)
+        break
+    # THEN two invocations ran out of time and the third finished, one page each
+    assert unfinished == 2 and len(charged) == 1
+    keys = sorted(o["Key"] for o in store._s3.list_objects_v2(Bucket=store.bucket)["Contents"])
+    assert [k for k in keys if k.startswith("reports/b/contact-sheet")] == [
+        "reports/b/contact-sheet-2.png",
+        "reports/b/contact-sheet-3.png",
+        "reports/b/contact-sheet.png",
+    ]
+    # AND every image is on exactly one page
+    shown = []
+    for name in ("index.html", "index-2.html", "index-3.html"):
+        page = store.get_bytes(f"reports/b/{name}").decode()
+        shown += [o.image_id for o in outcomes if f"id='{o.image_id}'" in page]
+    assert sorted(shown) == sorted(o.image_id for o in outcomes)
+    # AND the two retries' transitions are charged, and every hold is gone
+    after = _invariant(ledger)
+    assert after["use_sfn_transitions"] == 2
+    assert list(ledger.query_batch("b", "RESERVATION#")) == []
+
+
+def test_another_execution_starts_its_sheet_from_the_first_page(
+    batch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger, outcomes = batch
+    monkeypatch.setattr(contact_sheet, "PER_SHEET", 2)
+    monkeypatch.setattr(contact_sheet_cost, "PER_SHEET", 2)
+    _create(ledger, outcomes)
+    first = ContactSheetEvent(batch_id="b", bucket=store.bucket, execution="arn:exec:1")
+    with pytest.raises(ContactSheetUnfinished):
+        build_and_charge(first, **(_fresh(store, ledger) | {"remaining_s": lambda: 30.0}))
+    # WHEN a restarted execution builds the sheet with time to spare
+    again = ContactSheetEvent(batch_id="b", bucket=store.bucket, execution="arn:exec:2")
+    charge = build_and_charge(again, **_fresh(store, ledger))
+    # THEN it showed every image itself, from page 1
+    assert charge.result is not None and charge.result.images == IMAGES
+    assert charge.result.sheet_keys[0] == "reports/b/contact-sheet.png"

@@ -336,8 +336,12 @@ class Ledger(BudgetHolds):
         self._ddb.update_item(**action)
         return remainder
 
-    def image_records(self, batch_id: str) -> Iterator[dict[str, Any]]:
-        return self.query_batch(batch_id, "IMAGE#")
+    def image_records(
+        self, batch_id: str, *, after_image_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The batch's image records in id order (after `after_image_id` when given)."""
+        after = image_sk(after_image_id) if after_image_id is not None else None
+        return self.query_batch(batch_id, "IMAGE#", after_sk=after)
 
     def failed_chunks(self, batch_id: str) -> dict[str, dict[str, Any]]:
         return {

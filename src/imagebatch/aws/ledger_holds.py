@@ -6,7 +6,7 @@ Invariant on the batch summary: spent + reserved + budget_left + overhead_reserv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -51,19 +51,34 @@ class LedgerTable:
         self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
         return from_item(item) if item else None
 
-    def query_batch(self, batch_id: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+    def query_batch(
+        self, batch_id: str, sk_prefix: str, *, after_sk: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The batch's items whose sort key starts with `sk_prefix`, in key order; with
+        `after_sk`, only those after it (where an earlier invocation stopped)."""
         paginator = self._ddb.get_paginator("query")
+        if after_sk is None:
+            condition = "pk = :pk AND begins_with(sk, :prefix)"
+            values = {":pk": batch_pk(batch_id), ":prefix": sk_prefix}
+        else:
+            # Every key with the prefix sorts below the prefix with its last character
+            # raised by one ("IMAGE#..." < "IMAGE$"); BETWEEN includes after_sk itself.
+            condition = "pk = :pk AND sk BETWEEN :after AND :end"
+            end = sk_prefix[:-1] + chr(ord(sk_prefix[-1]) + 1)
+            values = {":pk": batch_pk(batch_id), ":after": after_sk, ":end": end}
         pages = paginator.paginate(
             TableName=self.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues=to_item({":pk": batch_pk(batch_id), ":prefix": sk_prefix}),
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=to_item(values),
             ConsistentRead=True,
         )
         for page in pages:
             items = page.get("Items", [])
             self.meter.add(ddb_read_units=read_units(sum(item_size(i) for i in items)))
             for item in items:
-                yield from_item(item)
+                record = from_item(item)
+                if record["sk"] != after_sk:
+                    yield record
 
     def partition(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every item of the batch: summary, images, chunk markers, holds, day rollups."""
@@ -159,6 +174,18 @@ class BudgetHolds(LedgerTable):
                 return False
             raise
         return True
+
+    def save_sheet_position(self, batch_id: str, position: Mapping[str, Any]) -> None:
+        """Where this execution's contact sheet goes on (the summary's contact_sheet_position),
+        for the invocation Step Functions retries it with."""
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        self._ddb.update_item(
+            TableName=self.table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+            UpdateExpression="SET contact_sheet_position = :p",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=to_item({":p": dict(position)}),
+        )
 
     def hold_amount(self, batch_id: str, hold_id: str) -> int | None:
         """What a hold still holds; None when it was settled or written off."""

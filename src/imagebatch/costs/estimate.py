@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.transitions import BATCH_TRANSITIONS
+from imagebatch.costs.transitions import BATCH_TRANSITIONS, CONTINUATION_TRANSITIONS
 from imagebatch.costs.usage import (
     ROLLUP_WRITE_UNITS,
     SUMMARY_WRITE_UNITS,
@@ -158,10 +158,12 @@ def contact_sheet_usage(
 ) -> Usage:
     """What the contact sheet counts (pipeline/contact_sheet_cost.py): its Lambda, the summary
     and the image records read, the chunk index and files, one GET per image made, the sheet
-    and index PUTs, and its commit (with `bound`: its hold and a failed run's extra state)."""
+    and index PUTs, and its commit (with `bound`: its hold, and a continued run's retry and a
+    failed run's Catch state)."""
     sheets = max(1, math.ceil(images / 500))
     return Usage(
-        sfn_transitions=1 if bound else 0,
+        # bound: a continuation (its retry) that fails (its Catch state)
+        sfn_transitions=CONTINUATION_TRANSITIONS + 1 if bound else 0,
         lambda_requests=1,
         lambda_mb_ms=math.ceil(seconds * 1000) * memory_mb,
         ddb_read_units=2 + math.ceil(images * IMAGE_RECORD_BYTES / 4096),

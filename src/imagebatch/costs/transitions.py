@@ -65,3 +65,5 @@ def load_definition(path: Path) -> dict[str, Any]:
 # chunk: the backend Choice and its task); tests derive it from the file and
 # check it against an execution's history, so a change to the definition must change this.
 BATCH_TRANSITIONS = PathTransitions(batch=3, chunk_attempt=2, chunk_failure=1)
+# A contact sheet that goes on in another invocation is its task's retry: one transition.
+CONTINUATION_TRANSITIONS = 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key, report_key
@@ -40,17 +40,34 @@ _FAILED_TILE = (205, 70, 70)
 _TEXT = (20, 20, 20)
 
 
+class SheetPosition(BaseModel):
+    """Where a contact sheet continues: its next page number, and the last image id the
+    pages before it showed (None: from the first image)."""
+
+    page: int = Field(default=1, ge=1)
+    after_image_id: str | None = None
+
+
 class ContactSheetEvent(BaseModel):
     batch_id: str
     bucket: str
+    # The execution building it: a large batch's sheet takes more than one invocation
+    # (Lambda stops at 15 minutes), and a retry of this execution's task goes on where the
+    # last invocation recorded it stopped; another execution starts from the first page.
+    execution: str | None = None
+    position: SheetPosition = SheetPosition()
 
 
 class ContactSheetResult(BaseModel):
     batch_id: str
+    # images shown by this invocation's pages
     images: int
     sheet_keys: list[str]
-    index_key: str
+    index_key: str | None
     index_keys: list[str] = []
+    # False: stopped between pages for lack of time; `next` is where to go on
+    done: bool = True
+    next: SheetPosition | None = None
 
 
 @dataclass(frozen=True)
@@ -382,12 +399,18 @@ def build_contact_sheet(
     entries: Iterable[SheetEntry],
     fetch_png: Callable[[str], bytes],
     put_report: Callable[[str, bytes, str], str],
+    *,
+    start: SheetPosition | None = None,
+    images_before: int = 0,
+    may_start_page: Callable[[], bool] = lambda: True,
 ) -> ContactSheetResult:
     """Fetch every made image, write the sheet PNG(s) and index page(s); returns their keys.
 
     One page of PER_SHEET images at a time (a sheet PNG and its index page, thumbnails
     dropped after), so memory stays flat at any batch size: a 100,000-image batch gets 200
-    sheets and 200 linked index pages.
+    sheets and 200 linked index pages. Before each page after the first, `may_start_page`
+    says whether there is time for it; when not, the result says where to continue
+    (`start`, with the `images_before` the earlier pages showed).
     """
 
     def thumbs_of(entry: SheetEntry) -> tuple[str, tuple[Image.Image, Image.Image] | None]:
@@ -395,13 +418,28 @@ def build_contact_sheet(
             return entry.image_id, None
         return entry.image_id, thumbnails(fetch_png(entry.output_key))
 
+    start = start or SheetPosition()
     total = int(summary.get("images_total", 0))
     planned = max(1, math.ceil(total / PER_SHEET))
     sheet_keys: list[str] = []
     index_keys: list[str] = []
+    shown = images_before
     images = 0
+    after = start.after_image_id
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for number, (page, last) in enumerate(_pages(entries), start=1):
+        for number, (page, last) in enumerate(_pages(entries), start=start.page):
+            if number > start.page and not may_start_page():
+                return ContactSheetResult(
+                    batch_id=batch_id,
+                    images=images,
+                    sheet_keys=sheet_keys,
+                    index_key=index_keys[0] if index_keys else None,
+                    index_keys=index_keys,
+                    done=False,
+                    next=SheetPosition(page=number, after_image_id=after),
+                )
+            if not page and number > 1:
+                break  # the earlier invocation ended exactly at the last image
             pairs = {
                 image_id: pair for image_id, pair in pool.map(thumbs_of, page) if pair is not None
             }
@@ -410,7 +448,7 @@ def build_contact_sheet(
             del pairs
             name = sheet_name(number)
             header = sheet_header(
-                batch_id, summary, images + 1, images + len(page), max(total, images + len(page))
+                batch_id, summary, shown + 1, shown + len(page), max(total, shown + len(page))
             )
             sheet_keys.append(
                 put_report(name, render_sheet(page, sheet_thumbs, header), "image/png")
@@ -420,12 +458,15 @@ def build_contact_sheet(
             index_keys.append(
                 put_report(index_name(number), index.encode("utf-8"), "text/html; charset=utf-8")
             )
+            shown += len(page)
             images += len(page)
+            if page:
+                after = page[-1].image_id
     return ContactSheetResult(
         batch_id=batch_id,
         images=images,
         sheet_keys=sheet_keys,
-        index_key=index_keys[0],
+        index_key=index_keys[0] if index_keys else None,
         index_keys=index_keys,
     )
 
@@ -457,17 +498,21 @@ class _ChunkPrompts:
 
 
 def build_batch_contact_sheet(
-    event: ContactSheetEvent, *, store: BatchStore, ledger: Ledger
+    event: ContactSheetEvent,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    may_start_page: Callable[[], bool] = lambda: True,
 ) -> ContactSheetResult:
-    """The contact sheet of a finished batch, streamed from its ledger records (id order)
-    joined with their chunk files' prompts."""
+    """The contact sheet of a finished batch (from event.position on), streamed from its
+    ledger records (id order) joined with their chunk files' prompts."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
     prompts = _ChunkPrompts(store, event.batch_id)
-    entries = (
-        entry_for(record, *prompts.of(record)) for record in ledger.image_records(event.batch_id)
-    )
+    position = event.position
+    records = ledger.image_records(event.batch_id, after_image_id=position.after_image_id)
+    entries = (entry_for(record, *prompts.of(record)) for record in records)
     return build_contact_sheet(
         event.batch_id,
         summary,
@@ -476,4 +521,7 @@ def build_batch_contact_sheet(
         put_report=lambda name, body, content_type: store.put_bytes(
             report_key(event.batch_id, name), body, content_type
         ),
+        start=position,
+        images_before=(position.page - 1) * PER_SHEET,
+        may_start_page=may_start_page,
     )

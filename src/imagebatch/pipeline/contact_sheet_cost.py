@@ -11,11 +11,18 @@ has left (the rest of the overhead reserve ingest held back for it included) if 
 It stops reading thumbnails when 70% of the time held is used, so rendering and writing what
 it has fit in the rest; a sheet stopped that way fails (the batch's result stands) and is
 charged what it used. With nothing left to hold, the sheet is skipped.
+
+A large batch's sheet spans invocations: between pages, an invocation that has less Lambda
+time (or held time) left than twice its slowest page (at least MARGIN_S) stops, records on
+the batch where it stopped, settles what it used and raises ContactSheetUnfinished; the
+state machine's Retry invokes the function again, which goes on from there (for the same
+execution) and holds and settles its own part.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -27,12 +34,19 @@ from imagebatch.aws.s3_store import BatchStore
 from imagebatch.costs.estimate import contact_sheet_usage, load_speed_assumptions
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
+from imagebatch.costs.transitions import CONTINUATION_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms, price_usage
-from imagebatch.errors import BatchNotFoundError, ContactSheetOutOfBudgetError
+from imagebatch.errors import (
+    BatchNotFoundError,
+    ContactSheetOutOfBudgetError,
+    ContactSheetUnfinished,
+)
 from imagebatch.models.money import ceil_micro
 from imagebatch.pipeline.contact_sheet import (
+    PER_SHEET,
     ContactSheetEvent,
     ContactSheetResult,
+    SheetPosition,
     build_batch_contact_sheet,
 )
 
@@ -43,6 +57,9 @@ HOLD_ID = "contact-sheet"
 READ_SHARE = Decimal("0.7")
 # Less than this much Lambda time is not worth holding for: the sheet is skipped.
 MIN_SECONDS = Decimal(1)
+# An invocation starts another page only with at least this much time left (and twice its
+# slowest page so far): Lambda ends an invocation at its timeout, mid-page.
+MARGIN_S = 60.0
 
 
 class ContactSheetCharge(BaseModel):
@@ -58,9 +75,12 @@ class _Plan(BaseModel):
     micro_usd: int
 
 
-def _plan(summary: dict[str, Any], prices: RegionPrices, memory_mb: int, left: int) -> _Plan | None:
-    """Twice the expected run, or the longest run `left` covers (at least MIN_SECONDS)."""
-    images = int(summary.get("images_succeeded", 0))
+def _plan(
+    summary: dict[str, Any], prices: RegionPrices, memory_mb: int, left: int, images_before: int
+) -> _Plan | None:
+    """Twice the expected run of the images still to show, or the longest run `left` covers
+    (at least MIN_SECONDS)."""
+    images = max(0, int(summary.get("images_succeeded", 0)) - images_before)
     chunks = int(summary.get("chunks_total", 0))
 
     def cost(seconds: Decimal) -> int:
@@ -87,15 +107,29 @@ def build_and_charge(
     ledger: Ledger,
     prices: RegionPrices,
     clock: LambdaClock,
+    remaining_s: Callable[[], float],
 ) -> ContactSheetCharge:
-    """Build the batch's contact sheet and charge the batch for it (within its cap)."""
+    """Build the batch's contact sheet (from event.position on, as far as this invocation's
+    time allows) and charge the batch for it (within its cap)."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
     capped = summary.get("max_cost_micro_usd") is not None
+    event = event.model_copy(update={"position": _position(event, summary)})
+    hold_id = _hold_id(event.position.page)
+    images_before = (event.position.page - 1) * PER_SHEET
     held: int | None = None
+    read_until: float | None = None
     if capped:
-        held, seconds = _hold(event.batch_id, summary, ledger, prices, clock)
+        held, seconds = _hold(
+            event.batch_id,
+            hold_id,
+            summary,
+            ledger=ledger,
+            prices=prices,
+            clock=clock,
+            images_before=images_before,
+        )
         if held is None:
             reason = "max_cost_usd reached: the budget left cannot cover the contact sheet"
             logger.warning("contact sheet skipped", extra={"reason": reason})
@@ -110,11 +144,15 @@ def build_and_charge(
 
         store.before_read = before_read
 
+    pages = _PageTimer(clock, remaining_s, read_until)
+
     def settle(*, failed: bool) -> int:
         return _settle(
             event.batch_id,
             summary,
             held,
+            hold_id,
+            continued=event.position.page > 1,
             failed=failed,
             store=store,
             ledger=ledger,
@@ -123,34 +161,85 @@ def build_and_charge(
         )
 
     try:
-        result = build_batch_contact_sheet(event, store=store, ledger=ledger)
+        result = build_batch_contact_sheet(
+            event, store=store, ledger=ledger, may_start_page=pages.may_start_page
+        )
     except Exception:
         # charged, then raised: the state machine's Catch records the sheet as failed
         settle(failed=True)
         raise
+    unfinished = result.next if not result.done else None
+    if unfinished is not None:
+        ledger.save_sheet_position(
+            event.batch_id, {"execution": event.execution, **unfinished.model_dump()}
+        )
     charged = settle(failed=False)
+    if unfinished is not None:
+        raise ContactSheetUnfinished(
+            f"{result.images} images shown in this invocation; pages from {unfinished.page} "
+            "go on in the next"
+        )
     return ContactSheetCharge(
         batch_id=event.batch_id, result=result, charged_micro_usd=charged, held_micro_usd=held
     )
 
 
+class _PageTimer:
+    """Whether an invocation has time for another page: twice its slowest page so far (at
+    least MARGIN_S) of Lambda time left, and, for a capped batch, of its held time."""
+
+    def __init__(
+        self, clock: LambdaClock, remaining_s: Callable[[], float], read_until: float | None
+    ) -> None:
+        self._clock = clock
+        self._remaining_s = remaining_s
+        self._read_until = read_until
+        self._page_started = clock.elapsed_s()
+        self._slowest = 0.0
+
+    def may_start_page(self) -> bool:
+        now = self._clock.elapsed_s()
+        self._slowest = max(self._slowest, now - self._page_started)
+        self._page_started = now
+        if self._remaining_s() < max(MARGIN_S, 2 * self._slowest):
+            return False
+        return self._read_until is None or now + 2 * self._slowest <= self._read_until
+
+
+def _position(event: ContactSheetEvent, summary: dict[str, Any]) -> SheetPosition:
+    """Where this invocation starts: where the last one of the same execution stopped, or
+    where the event says (the first page)."""
+    stored = summary.get("contact_sheet_position") or {}
+    if event.execution is not None and stored.get("execution") == event.execution:
+        return SheetPosition(page=int(stored["page"]), after_image_id=stored.get("after_image_id"))
+    return event.position
+
+
+def _hold_id(page: int) -> str:
+    """One hold per invocation: the first keeps the name earlier stacks used."""
+    return HOLD_ID if page == 1 else f"{HOLD_ID}-p{page}"
+
+
 def _hold(
     batch_id: str,
+    hold_id: str,
     summary: dict[str, Any],
+    *,
     ledger: Ledger,
     prices: RegionPrices,
     clock: LambdaClock,
+    images_before: int,
 ) -> tuple[int | None, Decimal]:
     """Hold for the sheet from what the settled batch has left, its overhead reserve
     included (nothing else spends after finalize)."""
     left = int(summary.get("budget_left_micro_usd", 0))
     reserve = int(summary.get("overhead_reserve_micro_usd", 0))
-    plan = _plan(summary, prices, clock.memory_mb, left + reserve)
+    plan = _plan(summary, prices, clock.memory_mb, left + reserve, images_before)
     if plan is None:
         return None, Decimal(0)
     if plan.micro_usd > left and not ledger.release_overhead_reserve(batch_id, reserve):
         return None, Decimal(0)
-    held = ledger.reserve(batch_id, HOLD_ID, plan.micro_usd)
+    held = ledger.reserve(batch_id, hold_id, plan.micro_usd)
     return held, plan.seconds
 
 
@@ -158,7 +247,9 @@ def _settle(
     batch_id: str,
     summary: dict[str, Any],
     held: int | None,
+    hold_id: str,
     *,
+    continued: bool,
     failed: bool,
     store: BatchStore,
     ledger: Ledger,
@@ -170,15 +261,16 @@ def _settle(
         store.meter.take()
         + ledger.meter.take()
         + Usage(
-            # a failed sheet's Catch path enters ContactSheetFailed
-            sfn_transitions=1 if failed else 0,
+            # a continuation is its task's retry; a failed sheet's Catch enters
+            # ContactSheetFailed
+            sfn_transitions=(CONTINUATION_TRANSITIONS if continued else 0) + (1 if failed else 0),
             lambda_requests=1,
             lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
         )
     )
     settlement = Settlement(
-        chunk_id=HOLD_ID,
-        hold_id=HOLD_ID,
+        chunk_id=hold_id,
+        hold_id=hold_id,
         reserved_micro_usd=held or 0,
         has_reservation=held is not None,
         usage=usage,

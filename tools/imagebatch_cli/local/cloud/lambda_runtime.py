@@ -77,6 +77,12 @@ def executor_tasks_inherit_identity() -> Iterator[None]:
         ThreadPoolExecutor.submit = original  # type: ignore[method-assign]
 
 
+# What a task state sees when Lambda stops an invocation at its Timeout: "Unhandled errors in
+# Lambda are reported as Lambda.Unknown ... These include out-of-memory errors and function
+# timeouts" (docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html).
+TIMED_OUT = "Lambda.Unknown"
+
+
 @dataclass
 class LocalLambdaContext:
     """The attributes of the Lambda context object handlers and Powertools read."""
@@ -164,7 +170,17 @@ class InProcessLambdaRuntime:
                     "stackTrace": traceback.format_exception(exc)[-5:],
                 }
             ), True
-        self._record(Invocation(spec.name, time.monotonic() - started, False))
+        seconds = time.monotonic() - started
+        if seconds > spec.timeout_s:
+            # Lambda would have stopped it at its Timeout: what it did after that would not
+            # have happened, and its caller sees the error Lambda reports, not this result.
+            message = f"Task timed out after {spec.timeout_s:.2f} seconds"
+            self._record(Invocation(spec.name, seconds, True, TIMED_OUT, message))
+            logger.warning(
+                "%s ran %.1f s, past its Timeout of %d s", spec.name, seconds, spec.timeout_s
+            )
+            return json.dumps({"errorType": TIMED_OUT, "errorMessage": message}), True
+        self._record(Invocation(spec.name, seconds, False))
         return json.dumps(result, default=str), False
 
     def logical_id(self, function_name: str) -> str:
