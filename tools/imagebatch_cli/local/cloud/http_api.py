@@ -25,10 +25,10 @@ from imagebatch_cli.local.cloud.lambda_runtime import (
 )
 from imagebatch_cli.local.cloud.ledger_export import ledger_exports
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
+from imagebatch_cli.project import project_root
 from imagebatch_cli.query_client import QueryApiError, api_error_message
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-REPO = Path(__file__).resolve().parents[4]
 
 
 def http_api_event(
@@ -67,7 +67,7 @@ def http_api_event(
 
 def load_query_handler(code_dir: Path | None = None) -> Handler:
     """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
-    path = (code_dir or REPO / "functions" / "query") / "app.py"
+    path = (code_dir or project_root() / "functions" / "query") / "app.py"
     handler: Handler = load_module("imagebatch_fn_QueryFunction", path).handler
     return handler
 
