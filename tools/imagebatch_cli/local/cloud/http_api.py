@@ -134,7 +134,8 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
     from imagebatch.aws.dynamo_items import to_item
     from imagebatch_cli.local.cloud.stack import load_template
 
-    properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
+    loaded = load_template(template)
+    properties = loaded["Resources"]["LedgerTable"]["Properties"]
     shape = json.loads(
         json.dumps(
             {
@@ -144,10 +145,16 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
             }
         )
     )
+    # The functions' Powertools service, as deployed: the shared logger is made once, on first
+    # import, and the modules' child loggers hang under its name (a later local run in this
+    # process would otherwise log under another service, past its handler).
+    variables = loaded.get("Globals", {}).get("Function", {}).get("Environment", {})
+    service = variables.get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
     settings = {
         "LEDGER_TABLE": "local-ledger",
         "DATA_BUCKET": "local-data",
         "AWS_DEFAULT_REGION": REGION,
+        **({"POWERTOOLS_SERVICE_NAME": str(service)} if isinstance(service, str) else {}),
     }
     with mock_aws(), process_environment(settings):
         try:
