@@ -26,7 +26,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov lint check-template test iam-report demo bench clean
+.PHONY: venv node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -60,6 +60,26 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
+# The review page's browser tests (tests/unit/test_contact_sheet.py) drive headless Chromium
+# by its binary. Where none is on PATH it is installed from the distribution's package when
+# apt-get can (root, or sudo without a password) and the package exists; otherwise this says
+# why and those tests skip, naming what is missing. Never fails the build.
+CHROMIUM_BINS ?= chromium chromium-browser google-chrome
+CHROMIUM_PACKAGE ?= chromium
+APT_GET ?= apt-get
+
+chromium:
+	@for bin in $(CHROMIUM_BINS); do command -v "$$bin" >/dev/null && exit 0; done; \
+	if ! command -v $(firstword $(APT_GET)) >/dev/null; then \
+	  echo "chromium: none on PATH and no apt-get here: the browser tests will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "chromium: none on PATH, and installing needs root: the browser tests will skip"; exit 0; fi; \
+	apt-cache show $(CHROMIUM_PACKAGE) >/dev/null 2>&1 || $$sudo $(APT_GET) update -qq || true; \
+	if ! apt-cache show $(CHROMIUM_PACKAGE) >/dev/null 2>&1; then \
+	  echo "chromium: no '$(CHROMIUM_PACKAGE)' package in apt's sources: the browser tests will skip"; exit 0; fi; \
+	$$sudo $(APT_GET) install -y --no-install-recommends $(CHROMIUM_PACKAGE) \
+	  || echo "chromium: installing '$(CHROMIUM_PACKAGE)' failed: the browser tests will skip"
+
 # --- checks ---------------------------------------------------------------------------
 
 # ruff skips .venv by default and .gitignore'd paths only inside a git checkout:
@@ -87,7 +107,7 @@ check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(SAM) validate --lint --template-file template.yaml
 	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build
 
-test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
+test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) chromium
 	$(MAKE) lint
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests/

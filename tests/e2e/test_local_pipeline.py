@@ -29,8 +29,9 @@ pytestmark = pytest.mark.e2e
 MODEL = "stability.sd3-5-large-v1:0"
 REPO = Path(__file__).resolve().parents[2]
 # ARNs, bucket names and prices follow the stack's region. The suite's model, SD3.5 Large, is
-# offered in us-west-2 only (data/bedrock_models.json), so a second region needs a model it
-# serves; until the catalogue records one, the suite runs in the deploy region.
+# offered in us-west-2 only (data/bedrock_models.json) and the models the catalogue records in
+# other regions are past their end of life, so this suite runs in the deploy region; the
+# SageMaker suite (test_sagemaker_pipeline.py) runs the stack in us-east-1.
 REGIONS = ["us-west-2"]
 
 

@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.models.bedrock_models import load_catalogue
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
+# The Bedrock suite (test_local_pipeline.py) runs in us-west-2, the only region the catalogue
+# records for its model; this one runs in us-east-1, whose SageMaker instance prices are read
+# from AWS's pricing page (data/aws_prices.json; us-west-2's are marked unconfirmed). So the
+# e2e suite builds and runs the whole stack in two regions.
+REGION = "us-east-1"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +32,7 @@ def aws() -> Iterator[LocalAws]:
         shape_buckets="64x64,128x64",
         max_batch=4,
         parameter_overrides={"ChunkSize": "5"},
+        region=REGION,
     )
     with local_aws(options) as running:
         yield running
@@ -68,7 +77,9 @@ def test_images_are_served_written_and_priced_per_instance_second(
     # AND the cost is measured seconds x the instance price, added up exactly
     assert all(r["cost_micro_usd"] > 0 and r["inference_ms"] >= 0 for r in records.values())
     assert summary["cost_micro_usd"] == sum(r["cost_micro_usd"] for r in records.values())
-    assert all("ml.inf2.xlarge" in r["price_source"] for r in records.values())
+    # priced with the stack region's instance price (us-west-2's has another source)
+    price = load_aws_prices().region(REGION).instance("ml.inf2.xlarge")
+    assert all(price.source in r["price_source"] for r in records.values())
     # AND the results travelled SNS -> SQS -> RecordResult, one request per chunk
     assert _invocations(aws, "SubmitChunkFunction") == summary["chunks_total"] == 2
     assert aws.sagemaker.completed >= 2
@@ -127,3 +138,28 @@ def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(
     assert error["line"] == 4
     assert "512x512" in error["reason"]
     assert "64x64, 128x64" in error["reason"]
+
+
+def test_the_stack_lives_in_us_east_1_and_refuses_a_model_not_offered_there(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN the stack built in us-east-1: its bucket, table and state machine are there
+    assert aws.region == REGION
+    assert aws.stack.pseudo("AWS::StackId").startswith(f"arn:aws:cloudformation:{REGION}:")
+    assert aws.s3().get_bucket_location(Bucket=aws.bucket).get("LocationConstraint") is None
+    assert aws.state_machine_arn.startswith(f"arn:aws:states:{REGION}:123456789012:")
+    assert aws.stack.arns["LedgerTable"].startswith(f"arn:aws:dynamodb:{REGION}:")
+    # WHEN a manifest asks for the default Bedrock model, which the catalogue records elsewhere
+    catalogue = load_catalogue()
+    model = catalogue.get(catalogue.default_model_id)
+    assert model is not None and REGION not in model.availability.regions
+    manifest = tmp_path / "elsewhere.jsonl"
+    header = {"batch": {"backend": "bedrock", "model": model.model_id}}
+    manifest.write_text(f"{json.dumps(header)}\n{json.dumps({'id': 'a', 'prompt': 'a mug'})}\n")
+    summary = aws.wait_for_batch(aws.upload_manifest(manifest), timeout_s=120)
+    # THEN ingest refuses it before anything is bought, naming the regions that offer it
+    assert summary["status"] == "REJECTED", summary
+    assert summary.get("cost_micro_usd", 0) == 0
+    errors = aws.s3().get_object(Bucket=aws.bucket, Key=summary["errors_key"])["Body"].read()
+    reason = json.loads(errors.decode().splitlines()[0])["reason"]
+    assert all(region in reason for region in model.availability.regions), reason

@@ -164,12 +164,16 @@ def test_large_batches_get_more_sheets() -> None:
     assert first.size[0] == COLUMNS * (THUMB + PAD) + PAD
 
 
-_BROWSER = (
-    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+# The Makefile's `chromium` target (run by `make test`) installs one where apt-get can.
+_BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+_BROWSER = next((found for name in _BROWSER_NAMES if (found := shutil.which(name))), None)
+_NO_BROWSER = (
+    f"no headless Chromium on this machine: none of {', '.join(_BROWSER_NAMES)} is on PATH "
+    "(`make chromium` installs Debian's chromium package where apt-get can, and says why not)"
 )
 
 
-@pytest.mark.skipif(_BROWSER is None, reason="no headless Chromium on this machine")
+@pytest.mark.skipif(_BROWSER is None, reason=_NO_BROWSER)
 def test_index_renders_in_a_headless_browser(tmp_path: Path) -> None:
     entries = [entry(1), entry(2, ok=False), entry(3)]
     sources = {
@@ -270,10 +274,7 @@ def contrast(a: list[float], b: list[float]) -> float:
     return (light + 0.05) / (dark + 0.05)
 
 
-@pytest.mark.skipif(
-    _BROWSER is None,
-    reason="no headless Chromium on this machine (apt-get install chromium to run this test)",
-)
+@pytest.mark.skipif(_BROWSER is None, reason=_NO_BROWSER)
 def test_the_failed_card_is_readable_in_a_browser(tmp_path: Path) -> None:
     # GIVEN the review page of a batch with a failed image, opened in headless Chromium
     import html as html_module

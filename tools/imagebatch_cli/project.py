@@ -1,10 +1,11 @@
 """Where the SAM application and the sample manifests are: found from the CLI's own files.
 
-`imagebatch local run` runs template.yaml, statemachine/ and functions/ on this machine, and
-`--sample` names a manifest under events/manifests/. All of them are looked up from where the
-`imagebatch_cli` package itself lives (the repository it is installed from, `pip install -e`),
-never from the working directory: the only path a command takes from the working directory
-is one the user typed (a manifest, `--out`).
+`imagebatch local run` runs template.yaml, statemachine/ and functions/, and `--sample` names
+a manifest under events/manifests/. They are looked up where the `imagebatch_cli` package
+itself lives: the repository it is installed from (`pip install -e`), else the copy a wheel
+carries in imagebatch_cli/application/ (setup.py puts it there); never the working
+directory: the only path a command takes from the working directory is one the user typed
+(a manifest, `--out`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # tools/imagebatch_cli/project.py -> the repository root
 _SOURCE_ROOT = _PACKAGE_DIR.parents[1]
+# a wheel's copy of the application (setup.py's build step)
+PACKAGED_ROOT = _PACKAGE_DIR / "application"
 APPLICATION_FILES = ("template.yaml", "statemachine/batch.asl.json", "functions")
 SAMPLES_DIR = Path("events") / "manifests"
 SAMPLE_SUFFIXES = (".jsonl", ".csv")
@@ -23,14 +26,18 @@ class ProjectFilesNotFound(Exception):
     """The application files are not next to the installed CLI."""
 
 
-def project_root(start: Path = _SOURCE_ROOT) -> Path:
-    """The repository that holds the SAM application this CLI belongs to."""
-    if all((start / name).exists() for name in APPLICATION_FILES):
-        return start
+def project_root(start: Path | None = None) -> Path:
+    """The SAM application this CLI belongs to: `start` if given, else the repository the CLI
+    is installed from, else the copy its wheel carries."""
+    candidates = [start] if start is not None else [_SOURCE_ROOT, PACKAGED_ROOT]
+    for candidate in candidates:
+        if all((candidate / name).exists() for name in APPLICATION_FILES):
+            return candidate
     raise ProjectFilesNotFound(
         f"imagebatch cannot find its SAM application (template.yaml, statemachine/, functions/) "
-        f"in {start}: install the CLI from the repository (`pip install -e <repository>`) or "
-        "pass --template <repository>/template.yaml"
+        f"in {' or '.join(str(c) for c in candidates)}: reinstall the CLI (`pip install "
+        "<repository>` or `pip install -e <repository>`) or pass --template "
+        "<repository>/template.yaml"
     )
 
 

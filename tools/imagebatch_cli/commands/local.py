@@ -24,7 +24,7 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     resolved_template,
 )
-from imagebatch_cli.exit_codes import exit_code_for_status
+from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status
 from imagebatch_cli.views.console import console, emit_json, err_console, fail
 from imagebatch_cli.views.progress import image_progress
 from imagebatch_cli.views.report import print_cost
@@ -93,6 +93,10 @@ RegionOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+# `local catalog --json`: the run's counts, as the catalog function reports them.
+COUNTS = ("products", "changed", "unchanged", "errors")
 
 
 class LocalRunOptions(BaseModel):
@@ -315,8 +319,15 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = None,
     template: TemplateOption = None,
     model_dir: Annotated[Path | None, typer.Option(help="A local diffusers model folder.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the run as JSON (counts, the batch's summary, paths)."),
+    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Fire the nightly catalog schedule once: only changed product variants are generated."""
+    """Fire the nightly catalog schedule once: only changed product variants are generated.
+    Exit 0: every changed variant made, or nothing changed; 1 products in error (the rest
+    ran); 3 PARTIAL; 4 FAILED; 5 REJECTED."""
     from imagebatch.catalog.products import CatalogConfig
     from imagebatch.errors import CatalogError
 
@@ -326,10 +337,25 @@ def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option
         fail(exc)
     state_dir = state or out / "catalogs" / name
     when = (at or datetime.now(UTC)).replace(tzinfo=(at.tzinfo if at and at.tzinfo else UTC))
-    run = _run_catalog(
-        catalog, config, out, state_dir, when, resolved_template(template), model_dir
+    run, log = _run_catalog(
+        catalog, config, out, state_dir, when, resolved_template(template), model_dir, verbose
     )
-    _print_catalog(run, name, out, state_dir)
+    if as_json:
+        _print_catalog_json(run, out, state_dir, log)
+    else:
+        _print_catalog(run, name, out, state_dir)
+        console.print(f"Lambda logs {log}", soft_wrap=True)
+    raise typer.Exit(catalog_exit_code(run))
+
+
+def catalog_exit_code(run: LocalCatalogRun) -> ExitCode:
+    """The batch's status when it did not make everything; else 1 when products were in error
+    (the rest ran: errors.jsonl says which), else 0 (nothing changed is not an error)."""
+    if run.summary is not None:
+        code = exit_code_for_status(str(run.summary["status"]))
+        if code != ExitCode.OK:
+            return code
+    return ExitCode.ERROR if run.result.get("errors") else ExitCode.OK
 
 
 def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
@@ -340,16 +366,20 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
     when: datetime,
     template: Path,
     model_dir: Path | None,
-) -> LocalCatalogRun:
+    verbose: bool,
+) -> tuple[LocalCatalogRun, Path]:
+    """The catalog run, and its Lambdas' log (<state>/lambda.log; on stderr too if verbose)."""
     from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
     from imagebatch_cli.local.run_folder import relink_review_page
 
     try:
         with (
+            lambda_output(verbose=verbose) as log,
             local_aws(LocalOptions(template=template, model_dir=model_dir)) as aws,
-            image_progress(console) as progress,
+            image_progress(err_console) as progress,
         ):
             run = run_local_catalog(
                 aws,
@@ -360,12 +390,13 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
                 at=when,
                 progress=progress,
             )
+            log_path = log.save(state_dir / LAMBDA_LOG)
     except LocalRunError as exc:
         fail(exc)
     if run.batch_id is not None and run.summary is not None:
         write_ledger_export(ledger_export_path(out, run.batch_id), run.summary, run.ledger_records)
         relink_review_page(out / run.batch_id)
-    return run
+    return run, log_path
 
 
 def _print_catalog(run: LocalCatalogRun, name: str, out: Path, state_dir: Path) -> None:
@@ -386,3 +417,30 @@ def _print_catalog(run: LocalCatalogRun, name: str, out: Path, state_dir: Path) 
             f"{target}/reports/contact-sheet.png and {target}/reports/index.html"
         )
     console.print(f"latest image per product variant: [bold]{state_dir / 'latest'}/[/bold]")
+
+
+def _print_catalog_json(run: LocalCatalogRun, out: Path, state_dir: Path, log: Path) -> None:
+    """`local catalog --json`: {catalog, run, products, changed, unchanged, errors,
+    errors_file, batch: BatchSummary or null, images_dir, review_page, latest_dir,
+    lambda_log}."""
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.costs.prices import load_aws_prices
+
+    result = run.result
+    batch = None
+    if run.batch_id is not None and run.summary is not None:
+        batch = batch_summary(run.summary, load_aws_prices().region(run.region))
+    target = out / run.batch_id if run.batch_id is not None else None
+    emit_json(
+        {
+            "catalog": run.catalog,
+            "run": result["run"],
+            **{key: int(result.get(key) or 0) for key in COUNTS},
+            "errors_file": str(state_dir / "errors.jsonl") if result.get("errors") else None,
+            "batch": batch.model_dump(mode="json") if batch is not None else None,
+            "images_dir": str(target) if target is not None else None,
+            "review_page": str(target / "reports" / "index.html") if target is not None else None,
+            "latest_dir": str(state_dir / "latest"),
+            "lambda_log": str(log),
+        }
+    )

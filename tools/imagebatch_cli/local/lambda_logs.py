@@ -100,6 +100,20 @@ class _NotPowertools(logging.Filter):
         return True
 
 
+def _closed(stream: IO[str]) -> bool:
+    return bool(getattr(stream, "closed", False))
+
+
+def _point(handler: logging.StreamHandler[IO[str]], stream: IO[str]) -> IO[str] | None:
+    """handler.setStream, also for a handler left on a stream closed since (an earlier
+    command's captured stdout, in a process that runs more than one): setStream would flush
+    it first and fail."""
+    if _closed(handler.stream):
+        previous, handler.stream = handler.stream, stream
+        return previous
+    return handler.setStream(stream)
+
+
 @contextmanager
 def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
     """Redirect everything but the CLI's consoles into a log for the length of the block."""
@@ -108,7 +122,7 @@ def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
         stream: IO[str] = sink  # type: ignore[assignment] # a file-like object, duck-typed
         saved_stdout = sys.stdout
         handlers = _stream_handlers()
-        saved = [(handler, handler.setStream(stream)) for handler in handlers]
+        saved = [(handler, _point(handler, stream)) for handler in handlers]
         root_handler = logging.StreamHandler(stream)
         root_handler.setLevel(logging.WARNING)
         root_handler.addFilter(_NotPowertools())
@@ -121,7 +135,7 @@ def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
             logging.root.removeHandler(root_handler)
             for handler, previous in saved:
                 if previous is not None:
-                    handler.setStream(previous)
+                    _point(handler, saved_stdout if _closed(previous) else previous)
             # Loggers made while the block ran (a handler module imported then) bound the sink.
             for handler in _stream_handlers(stream):
                 handler.setStream(saved_stdout)

@@ -19,6 +19,7 @@ from imagebatch.catalog.products import CONFIG_NAME, CatalogConfig
 from imagebatch.errors import CatalogError
 from imagebatch.models.records import batch_id_for
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalRunError, ProgressCallback
+from imagebatch_cli.local.cloud.stack import REGION
 
 SCHEDULE_ID = "CatalogFunctionNightly"
 STATE_FILE = "state.jsonl"
@@ -34,6 +35,8 @@ class LocalCatalogRun:
     # The batch's whole ledger partition but the summary (what `imagebatch cost` reads back).
     ledger_records: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # the local stack's region: the batch summary is priced with its prices
+    region: str = REGION
 
 
 def run_local_catalog(
@@ -63,7 +66,7 @@ def run_local_catalog(
     result = next(r for r in fired["catalogs"] if r["catalog"] == config.name)
     if result.get("problem"):
         raise LocalRunError(f"catalog {config.name}: {result['problem']}")
-    run = LocalCatalogRun(catalog=config.name, result=result)
+    run = LocalCatalogRun(catalog=config.name, result=result, region=aws.region)
     if result.get("errors_key"):
         _download(aws, result["errors_key"], state_dir / "errors.jsonl")
     if result.get("manifest_key"):

@@ -25,10 +25,10 @@ from imagebatch_cli.local.cloud.lambda_runtime import (
 )
 from imagebatch_cli.local.cloud.ledger_export import ledger_exports
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
+from imagebatch_cli.project import project_root
 from imagebatch_cli.query_client import QueryApiError, api_error_message
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-REPO = Path(__file__).resolve().parents[4]
 
 
 def http_api_event(
@@ -67,7 +67,7 @@ def http_api_event(
 
 def load_query_handler(code_dir: Path | None = None) -> Handler:
     """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
-    path = (code_dir or REPO / "functions" / "query") / "app.py"
+    path = (code_dir or project_root() / "functions" / "query") / "app.py"
     handler: Handler = load_module("imagebatch_fn_QueryFunction", path).handler
     return handler
 
@@ -134,7 +134,8 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
     from imagebatch.aws.dynamo_items import to_item
     from imagebatch_cli.local.cloud.stack import load_template
 
-    properties = load_template(template)["Resources"]["LedgerTable"]["Properties"]
+    loaded = load_template(template)
+    properties = loaded["Resources"]["LedgerTable"]["Properties"]
     shape = json.loads(
         json.dumps(
             {
@@ -144,10 +145,16 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
             }
         )
     )
+    # The functions' Powertools service, as deployed: the shared logger is made once, on first
+    # import, and the modules' child loggers hang under its name (a later local run in this
+    # process would otherwise log under another service, past its handler).
+    variables = loaded.get("Globals", {}).get("Function", {}).get("Environment", {})
+    service = variables.get("Variables", {}).get("POWERTOOLS_SERVICE_NAME")
     settings = {
         "LEDGER_TABLE": "local-ledger",
         "DATA_BUCKET": "local-data",
         "AWS_DEFAULT_REGION": REGION,
+        **({"POWERTOOLS_SERVICE_NAME": str(service)} if isinstance(service, str) else {}),
     }
     with mock_aws(), process_environment(settings):
         try:
