@@ -161,9 +161,9 @@ def test_the_tiny_model_compiles_for_inf2_without_a_neuron_device(tmp_path: Path
 
     model = build_tiny_model(tmp_path / "tiny")
     archive = tmp_path / "model.tar.gz"
+    work = str(tmp_path / "w")
     code = main(
-        ["--model", str(model), "--buckets", "64x64", "--work", str(tmp_path / "w")]
-        + ["--out", str(archive)],
+        ["--model", str(model), "--buckets", "64x64", "--work", work, "--out", str(archive)],
         runner=_run,
     )
     assert code == 0
