@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -119,7 +121,7 @@ def test_the_sdk_sends_the_compile_job_the_stack_allows(
     assert body["RoleArn"] == ROLE  # the stack's ModelCompileRoleArn output
     algorithm = body["AlgorithmSpecification"]
     assert algorithm["TrainingImage"] == IMAGE
-    assert algorithm["ContainerEntrypoint"] == ["python", "-m", "imagebatch_serving.compile"]
+    assert algorithm["ContainerEntrypoint"] == ["python3", "-m", "imagebatch_serving.compile"]
     assert algorithm["ContainerArguments"] == [
         "--model",
         MODEL,
@@ -216,7 +218,10 @@ def test_progress_is_printed_per_status_and_a_failure_is_one_line(
             {
                 "TrainingJobStatus": "InProgress",
                 "SecondaryStatus": "Training",
-                "SecondaryStatusTransitions": [{"StatusMessage": "compiling 512x512"}],
+                "SecondaryStatusTransitions": [
+                    {"Status": "Starting", "StatusMessage": "Preparing the instances"},
+                    {"Status": "Training", "StatusMessage": "compiling 512x512"},
+                ],
             },
             {
                 "TrainingJobStatus": "Failed",
@@ -273,3 +278,45 @@ def test_compile_refuses_an_instance_without_neuron_cores(stack: dict[str, str])
     result = _invoke("--stack", STACK, "--instance-type", "ml.inf2.xlarge")
     assert result.exit_code == ExitCode.USAGE
     assert "ml.trn1.2xlarge" in result.output
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "sagemaker.md"
+README = DOCS.parents[1] / "README.md"
+
+
+def _documented_compile(path: Path) -> list[str]:
+    """The `imagebatch endpoint compile ...` command of a numbered step, as argv."""
+    lines = [
+        line for line in path.read_text().splitlines() if "imagebatch endpoint compile --" in line
+    ]
+    assert lines, f"{path.name} has no compile step"
+    command = lines[0][lines[0].index("`") + 1 : lines[0].rindex("`")]
+    argv = shlex.split(command.replace('"$IMAGE"', IMAGE).replace("<the same IMAGE>", IMAGE))
+    assert argv[0].endswith("imagebatch") and argv[1:3] == ["endpoint", "compile"]
+    return argv[1:]
+
+
+@needs_sdk
+@pytest.mark.parametrize("path", [DOCS, README], ids=lambda p: p.name)
+def test_the_documented_compile_step_runs_as_written(
+    path: Path, stack: dict[str, str], sent: list[dict[str, Any]]
+) -> None:
+    # GIVEN the compile step of the walk-through, as a user would paste it
+    argv = _documented_compile(path)
+    # WHEN run against the stack (samconfig.toml's name) with moto's SageMaker
+    result = runner.invoke(app, [*argv, "--interval", "0.01", "--json"])
+    # THEN it starts the job and prints a deploy command that enables the endpoint
+    assert result.exit_code == 0, result.output
+    assert [b["operation"] for b in sent].count("CreateTrainingJob") == 1
+    assert "EnableSageMaker=true" in json.loads(result.stdout)["deploy_command"]
+
+
+def test_the_walk_through_is_numbered_commands_and_its_make_target_exists() -> None:
+    text = DOCS.read_text()
+    section = text[text.index("## From nothing") : text.index("## Flow")]
+    steps = re.findall(r"^(\d+)\. (.*(?:\n   .*)*)", section, flags=re.MULTILINE)
+    assert [int(n) for n, _ in steps] == list(range(1, len(steps) + 1))
+    assert all("`" in body for _, body in steps), "every step names its command"
+    makefile = (DOCS.parents[1] / "Makefile").read_text()
+    for target in re.findall(r"`make ([a-z-]+)", section + README.read_text()):
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target

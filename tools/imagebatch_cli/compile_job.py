@@ -144,12 +144,18 @@ class JobStatus:
 
     @classmethod
     def from_description(cls, described: dict[str, Any]) -> JobStatus:
-        transitions = described.get("SecondaryStatusTransitions") or [{}]
+        secondary = str(described.get("SecondaryStatus", ""))
+        # The message of the transition into the current secondary status, if listed.
+        messages = [
+            str(t.get("StatusMessage", ""))
+            for t in described.get("SecondaryStatusTransitions") or []
+            if t.get("Status") == secondary
+        ]
         billable = described.get("BillableTimeInSeconds")
         return cls(
             status=str(described.get("TrainingJobStatus", "")),
-            secondary=str(described.get("SecondaryStatus", "")),
-            message=str(transitions[-1].get("StatusMessage", "")),
+            secondary=secondary,
+            message=messages[-1] if messages else "",
             failure_reason=str(described.get("FailureReason", "")),
             model_artifacts=str(described.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")),
             billable_seconds=int(billable) if billable is not None else None,
@@ -175,7 +181,7 @@ class CompileJob:
             volume_size=spec.volume_gb,
             max_run=spec.max_run_s,
             output_path=spec.output_path,
-            container_entry_point=["python", "-m", "imagebatch_serving.compile"],
+            container_entry_point=["python3", "-m", "imagebatch_serving.compile"],
             container_arguments=spec.container_arguments(),
             environment=spec.environment or None,
             sagemaker_session=self._session,

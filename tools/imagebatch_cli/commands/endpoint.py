@@ -192,7 +192,7 @@ def _target(stack: str | None, role: str | None, bucket: str | None) -> _Target:
 def _progress(status: JobStatus, elapsed_s: float) -> None:
     minutes, seconds = divmod(int(elapsed_s), 60)
     detail = f": {status.message}" if status.message else ""
-    say(f"[{minutes:3d}m{seconds:02d}s] {status.status}/{status.secondary}{detail}", err=True)
+    say(f"[{minutes:3d}m{seconds:02d}s] {status.secondary or status.status}{detail}", err=True)
 
 
 def _finish(
