@@ -320,3 +320,23 @@ def test_the_walk_through_is_numbered_commands_and_its_make_target_exists() -> N
     makefile = (DOCS.parents[1] / "Makefile").read_text()
     for target in re.findall(r"`make ([a-z-]+)", section + README.read_text()):
         assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target
+
+
+@needs_sdk
+def test_a_failed_job_exits_1_with_sagemakers_reason_and_no_deploy_command(
+    stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a job SageMaker reports Failed (moto's jobs always complete, so the look is set)
+    failed = JobStatus(
+        status="Failed", secondary="Failed", failure_reason="AlgorithmError: out of memory"
+    )
+    monkeypatch.setattr(CompileJob, "describe", lambda self: failed)
+    # WHEN compiling
+    result = _invoke("--stack", STACK)
+    # THEN exit 1, the reason and where the logs are on one line, and nothing to deploy
+    assert result.exit_code == ExitCode.ERROR
+    assert "training job imagebatch-compile-test failed: AlgorithmError: out of memory" in (
+        result.output
+    )
+    assert "logStreamNameFilter" in result.output
+    assert "sam deploy" not in result.stdout
