@@ -26,7 +26,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench clean
+.PHONY: venv node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench neuron-image clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -128,6 +128,23 @@ demo: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	shopt -s nullglob; for f in bench/bench_*.py; do $(VENV)/bin/python "$$f" || exit 1; done
+
+# The containers/neuron image in your ECR, for `imagebatch endpoint compile` and the endpoint
+# (docs/sagemaker.md): IMAGE=<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>.
+# Creates the repository if missing, signs in to the Deep Learning Containers registry the
+# base image comes from (Dockerfile NEURON_BASE) and to yours, builds and pushes.
+NEURON_BASE_REGISTRY := 763104351884.dkr.ecr.us-east-1.amazonaws.com
+neuron-image:
+	@[[ "$(IMAGE)" =~ ^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/[a-z0-9._/-]+:[A-Za-z0-9._-]+$$ ]] || \
+	  { echo "set IMAGE=<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>" >&2; exit 2; }
+	registry="$(IMAGE)"; registry="$${registry%%/*}"; region="$$(cut -d. -f4 <<< "$$registry")"; \
+	repository="$(IMAGE)"; repository="$${repository#*/}"; repository="$${repository%%:*}"; \
+	aws ecr describe-repositories --region "$$region" --repository-names "$$repository" > /dev/null 2>&1 || \
+	  aws ecr create-repository --region "$$region" --repository-name "$$repository" > /dev/null; \
+	aws ecr get-login-password --region us-east-1 | docker login --username AWS --password-stdin $(NEURON_BASE_REGISTRY); \
+	aws ecr get-login-password --region "$$region" | docker login --username AWS --password-stdin "$$registry"; \
+	docker build -f containers/neuron/Dockerfile -t "$(IMAGE)" .; \
+	docker push "$(IMAGE)"
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)

@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYER_REQUIREMENTS = ROOT / "src" / "requirements.txt"
 LAMBDA_CODE_DIRS = (ROOT / "src" / "imagebatch", ROOT / "functions")
 
-FORBIDDEN_REQUIREMENTS = frozenset({"torch", "torchvision", "diffusers", "transformers", "moto"})
-FORBIDDEN_IMPORTS = frozenset({"torch", "diffusers", "transformers", "moto", "imagebatch_cli"})
+# sagemaker: the Python SDK of `imagebatch endpoint compile` (the [endpoint] extra), CLI only.
+FORBIDDEN_REQUIREMENTS = frozenset(
+    {"torch", "torchvision", "diffusers", "transformers", "moto", "sagemaker"}
+)
+FORBIDDEN_IMPORTS = frozenset(
+    {"torch", "diffusers", "transformers", "moto", "imagebatch_cli", "sagemaker"}
+)
 REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
 

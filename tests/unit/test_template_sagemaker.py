@@ -144,3 +144,77 @@ def test_every_instance_type_the_template_allows_has_a_price_and_a_speed(
     for instance_type in template["Parameters"]["SageMakerInstanceType"]["AllowedValues"]:
         assert prices.instance(instance_type).usd_per_hour > 0
         assert reference_throughput(instance_type, "any-model").seconds_per_image > 0
+
+
+def _model_data_stack(overrides: dict[str, str]) -> LocalStack:
+    stack = LocalStack("s", TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
+    stack.parameter_defaults({"EnableSageMaker": "true", **overrides})
+    stack.physical["DataBucket"] = "data-bucket"
+    stack.arns["DataBucket"] = "arn:aws:s3:::data-bucket"
+    for topic in ("InferenceSuccessTopic", "InferenceErrorTopic"):
+        stack.physical[topic] = f"arn:aws:sns:us-west-2:123456789012:{topic}"
+    return stack
+
+
+def _grants(stack: LocalStack, role: str, action: str) -> list[str]:
+    policies = stack.resolve(stack.resources[role]["Properties"]["Policies"])
+    found: list[str] = []
+    for policy in policies:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            if action in (actions if isinstance(actions, list) else [actions]):
+                resources = statement["Resource"]
+                found += resources if isinstance(resources, list) else [resources]
+    return found
+
+
+def _model_data_url(stack: LocalStack) -> str:
+    container = stack.resources["SageMakerModel"]["Properties"]["PrimaryContainer"]
+    return str(stack.resolve(container["ModelDataUrl"]))
+
+
+def test_the_model_is_read_from_the_data_bucket_by_default() -> None:
+    # GIVEN the endpoint enabled with no model bucket: the two-deploy order of docs/sagemaker.md
+    stack = _model_data_stack({"SageMakerModelDataKey": "models/job-1/output/model.tar.gz"})
+    # THEN the model comes from the stack's own bucket, and only that object may be read
+    assert _model_data_url(stack) == "s3://data-bucket/models/job-1/output/model.tar.gz"
+    reads = _grants(stack, "SageMakerExecutionRole", "s3:GetObject")
+    assert "arn:aws:s3:::data-bucket/models/job-1/output/model.tar.gz" in reads
+    assert not [r for r in reads if "data-bucket" not in r]
+
+
+def test_a_model_bucket_makes_a_first_deploy_with_the_endpoint_possible() -> None:
+    # GIVEN a bucket that exists before the stack does
+    stack = _model_data_stack(
+        {"SageMakerModelBucket": "my-models", "SageMakerModelDataKey": "models/sd21.tar.gz"}
+    )
+    # THEN the endpoint loads from it, and the execution role may read that one object and
+    # nothing else of the bucket (least privilege: no prefix, no ListBucket)
+    assert _model_data_url(stack) == "s3://my-models/models/sd21.tar.gz"
+    reads = _grants(stack, "SageMakerExecutionRole", "s3:GetObject")
+    assert [r for r in reads if "my-models" in r] == ["arn:aws:s3:::my-models/models/sd21.tar.gz"]
+    assert "arn:aws:s3:::data-bucket/models/sd21.tar.gz" not in reads
+    assert not _grants(stack, "SageMakerExecutionRole", "s3:ListBucket")
+
+
+def test_the_compile_role_exists_before_the_endpoint_and_writes_only_models() -> None:
+    # GIVEN a stack without the endpoint (the first of the two deploys)
+    stack = LocalStack("s", TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
+    stack.parameter_defaults({})
+    stack.physical["DataBucket"] = "data-bucket"
+    stack.arns["DataBucket"] = "arn:aws:s3:::data-bucket"
+    # THEN the compile job's role is there, trusted by SageMaker, and writes only models/
+    role = stack.resources["ModelCompileRole"]
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"]["Service"] for s in trust] == ["sagemaker.amazonaws.com"]
+    assert _grants(stack, "ModelCompileRole", "s3:PutObject") == [
+        "arn:aws:s3:::data-bucket/models/*"
+    ]
+    assert not _grants(stack, "ModelCompileRole", "s3:GetObject")
+    assert "ModelCompileRoleArn" in stack.template["Outputs"]
+    # AND with a model bucket, that bucket's models/ too
+    other = _model_data_stack({"SageMakerModelBucket": "my-models"})
+    assert _grants(other, "ModelCompileRole", "s3:PutObject") == [
+        "arn:aws:s3:::data-bucket/models/*",
+        "arn:aws:s3:::my-models/models/*",
+    ]

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from imagebatch_cli.commands import deployed, estimate, local, models, query, redrive, validate
+from imagebatch_cli.commands import (
+    deployed,
+    endpoint,
+    estimate,
+    local,
+    models,
+    query,
+    redrive,
+    validate,
+)
 from imagebatch_cli.exit_codes import guarded
 from imagebatch_cli.settings import set_global_options
 
@@ -36,6 +45,13 @@ local_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(local_app, name="local")
+endpoint_app = typer.Typer(
+    help="The self-hosted SageMaker endpoint: compile a model for it (docs/sagemaker.md).",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+app.add_typer(endpoint_app, name="endpoint")
 
 
 def version() -> str:
@@ -98,6 +114,7 @@ _command(app)(redrive.redrive)
 _command(app)(deployed.submit)
 _command(app)(deployed.watch)
 _command(app, "stack")(deployed.stack_outputs)
+_command(endpoint_app, "compile")(endpoint.compile_model)
 
 
 def main() -> None:

@@ -5,10 +5,16 @@
 
 Neuron compiles static shapes: each bucket is one `optimum-cli export neuron` run into its own
 folder. The archive holds those folders and buckets.json (batch size, buckets, pipeline kind),
-which the Neuron backend reads at start. Upload it and pass its S3 URI as the template's
-SageMakerModelDataUrl, and the same buckets as SageMakerShapeBuckets so ingest rejects sizes
-the endpoint cannot serve. Runs where the Neuron SDK is installed (an inf2/trn1 instance or
-the Neuron image of containers/neuron); the command line itself is unit-tested anywhere.
+which the Neuron backend reads at start. Its S3 key goes to the template's
+SageMakerModelDataKey (in the stack's data bucket, or in SageMakerModelBucket), and the same
+buckets to SageMakerShapeBuckets so ingest rejects sizes the endpoint cannot serve.
+
+`imagebatch endpoint compile` runs this module as a SageMaker training job in the Neuron image
+(`--work /opt/ml/model --no-pack`: SageMaker packs /opt/ml/model into model.tar.gz itself).
+`--instance-type` names the Neuron target: optimum-neuron 0.4.5 asks for it when the machine
+has no Neuron device, and a trn1 compile host must still compile for the inf2 endpoint. Runs
+where the Neuron SDK is installed (the Neuron image of containers/neuron); the command line
+itself is unit-tested anywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from imagebatch_serving.backends import BUCKETS_FILE
 
 Runner = Callable[[list[str]], None]
 PipelineKind = Literal["sd", "sdxl"]
+# optimum-cli export neuron's --instance_type choices (optimum-neuron 0.4.5).
+NEURON_TARGETS = ("inf2", "trn1", "trn1n", "trn2")
 
 
 def export_command(
@@ -35,8 +43,10 @@ def export_command(
     output: Path,
     *,
     auto_cast_type: str = "bf16",
+    target: str = "inf2",
 ) -> list[str]:
-    """The `optimum-cli export neuron` invocation for one static shape."""
+    """The `optimum-cli export neuron` invocation for one static shape, for `target`'s
+    NeuronCores whether or not this machine has a Neuron device."""
     return [
         "optimum-cli",
         "export",
@@ -55,6 +65,8 @@ def export_command(
         "matmul",
         "--auto_cast_type",
         auto_cast_type,
+        "--instance_type",
+        target,
         str(output),
     ]
 
@@ -71,6 +83,7 @@ def compile_buckets(
     *,
     pipeline: PipelineKind,
     auto_cast_type: str = "bf16",
+    target: str = "inf2",
     runner: Runner = _run,
 ) -> Path:
     """Export every bucket into work/<WxH>/ and write work/buckets.json; returns work."""
@@ -80,7 +93,12 @@ def compile_buckets(
     for bucket in buckets:
         runner(
             export_command(
-                model, bucket, batch_size, work / str(bucket), auto_cast_type=auto_cast_type
+                model,
+                bucket,
+                batch_size,
+                work / str(bucket),
+                auto_cast_type=auto_cast_type,
+                target=target,
             )
         )
     manifest = {
@@ -89,6 +107,7 @@ def compile_buckets(
         "batch_size": batch_size,
         "buckets": [str(b) for b in buckets],
         "auto_cast_type": auto_cast_type,
+        "target": target,
     }
     (work / BUCKETS_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return work
@@ -116,8 +135,20 @@ def main(argv: Sequence[str] | None = None, runner: Runner = _run) -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--pipeline", choices=["sd", "sdxl"], default="sd")
     parser.add_argument("--auto-cast-type", default="bf16", choices=["bf16", "fp16", "tf32"])
+    parser.add_argument(
+        "--instance-type",
+        choices=NEURON_TARGETS,
+        default="inf2",
+        help="the Neuron instance family the endpoint runs on (optimum's --instance_type)",
+    )
     parser.add_argument("--work", type=Path, default=Path("build/neuron"))
     parser.add_argument("--out", type=Path, default=Path("build/model.tar.gz"))
+    parser.add_argument(
+        "--no-pack",
+        action="store_true",
+        help="leave the compiled folders in --work unpacked (a SageMaker training job packs "
+        "/opt/ml/model into model.tar.gz itself)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -132,9 +163,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner = _run) -> int:
         args.work,
         pipeline=args.pipeline,
         auto_cast_type=args.auto_cast_type,
+        target=args.instance_type,
         runner=runner,
     )
-    pack_model(work, args.out)
+    if not args.no_pack:
+        pack_model(work, args.out)
     return 0
 
 

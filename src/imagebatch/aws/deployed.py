@@ -27,7 +27,10 @@ OUTPUT_KEYS = {
     "ledger_table": "LedgerTableName",
     "query_api_url": "QueryApiUrl",
     "state_machine_arn": "BatchStateMachineArn",
+    "model_compile_role_arn": "ModelCompileRoleArn",
 }
+# Outputs a stack deployed by an older template may lack; the commands that need them say so.
+OPTIONAL_OUTPUTS = frozenset({"BatchStateMachineArn", "ModelCompileRoleArn"})
 
 
 class StackOutputs(BaseModel):
@@ -38,6 +41,7 @@ class StackOutputs(BaseModel):
     ledger_table: str
     query_api_url: str
     state_machine_arn: str | None = None
+    model_compile_role_arn: str | None = None
 
 
 def read_stack_outputs(cfn: CloudFormationClient, stack_name: str, region: str) -> StackOutputs:
@@ -59,7 +63,7 @@ def read_stack_outputs(cfn: CloudFormationClient, stack_name: str, region: str) 
     stack = stacks[0]
     status = stack.get("StackStatus", "")
     outputs = {o.get("OutputKey", ""): o.get("OutputValue", "") for o in stack.get("Outputs", [])}
-    missing = [key for key in OUTPUT_KEYS.values() if key != "BatchStateMachineArn"]
+    missing = [key for key in OUTPUT_KEYS.values() if key not in OPTIONAL_OUTPUTS]
     missing = [key for key in missing if not outputs.get(key)]
     if missing:
         raise StackOutputsError(

@@ -117,6 +117,11 @@ class AwsSession:
             make: Any = self._session.client  # typed per literal service name; this takes any
             return make(service, region_name=region, config=_CLI_CONFIG)
 
+    def boto3_session(self) -> boto3.Session:
+        """The session itself, for an SDK built on boto3 (the sagemaker SDK of
+        `imagebatch endpoint compile`) that makes its own clients from it."""
+        return self._session
+
     def s3(self) -> S3Client:
         client: S3Client = self._client("s3")
         return client
