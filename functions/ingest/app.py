@@ -12,12 +12,14 @@ from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.stepfunctions import StepFunctionsStarter
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.backends.routing import Deployment
 from imagebatch.costs.estimate import Shape
-from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
@@ -35,16 +37,28 @@ from imagebatch.settings import IngestSettings, cached_settings
 _settings = cached_settings(IngestSettings)
 
 
+def _deployment(settings: IngestSettings, prices: RegionPrices) -> Deployment | None:
+    """What the stack deployed on the SageMaker side, from its template parameters."""
+    if not settings.sagemaker_endpoint_name:
+        return None
+    return Deployment(
+        endpoint_name=settings.sagemaker_endpoint_name,
+        price=prices.instance(settings.sagemaker_instance_type),
+        model_id=settings.sagemaker_model_id,
+        buckets=parse_buckets(settings.sagemaker_shape_buckets),
+        stands_in_for=settings.sagemaker_stands_in_for,
+        path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
+    )
+
+
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
-    deployed = bool(settings.sagemaker_endpoint_name)
     prices = load_aws_prices().region(settings.aws_region)
+    deployment = _deployment(settings, prices)
     stack = StackOptions(
         chunk_size=settings.chunk_size,
         max_concurrency=settings.map_max_concurrency,
         max_chunk_concurrency=settings.chunk_concurrency,
-        sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
-        sagemaker_price=prices.instance(settings.sagemaker_instance_type) if deployed else None,
         prices=prices,
         shape=Shape(
             chunk_size=settings.chunk_size,
@@ -52,12 +66,10 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
             chunk_concurrency=settings.chunk_concurrency,
             chunk_memory_mb=settings.chunk_memory_mb,
         ),
-        sagemaker_instance_types=settings.sagemaker_instances,
-        sagemaker_endpoint=settings.sagemaker_endpoint_name,
-        sagemaker_model=settings.sagemaker_model_id,
-        sagemaker_path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
+        deployment=deployment,
     )
     ledger = Ledger(dynamodb_client(), settings.ledger_table)
+    usage = EndpointUsageStore(ledger.client, ledger.table, ledger.meter)
     ports = IngestPorts(
         store=BatchStore(s3_client(), bucket),
         ledger=ledger,
@@ -65,7 +77,10 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
         catalogue=load_catalogue(),
         clock=clock,
         throughput=(
-            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployed else None
+            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployment else None
+        ),
+        endpoint_at_zero=(
+            (lambda: usage.at_zero(deployment.endpoint_name)) if deployment else None
         ),
     )
     return ingest_manifest(ManifestObject(bucket, key, etag), ports, stack)

@@ -122,22 +122,3 @@ def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, min
     result = CliRunner().invoke(app, ["estimate", str(manifest), "--deadline", minutes])
     assert result.exit_code == 1
     assert "no backend meets the deadline" in result.output
-
-
-def test_ingest_auto_chooses_among_deployed_backends_only(tmp_path: Path) -> None:
-    from imagebatch.manifest.schema import BatchSettings
-    from imagebatch.pipeline.ingest import BatchPlan, choose_batch_backend
-
-    plan = BatchPlan(
-        settings=BatchSettings.model_validate({"backend": "auto", "model": MODEL}),
-        spool=tmp_path,
-        images_total=5000,
-        models={MODEL},
-    )
-    catalogue = load_catalogue()
-    # no endpoint deployed: Bedrock, whatever the size
-    assert choose_batch_backend(plan, catalogue, PRICES, Shape()) == "bedrock"
-    # an inf2 endpoint deployed: 5,000 images are cheaper there
-    assert choose_batch_backend(plan, catalogue, PRICES, Shape(), ("ml.inf2.xlarge",)) == (
-        "sagemaker"
-    )

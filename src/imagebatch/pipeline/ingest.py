@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol
@@ -17,18 +19,20 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_index_key, chunk_key
 from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.backends.concurrency import ConcurrencyPlan, plan_concurrency
-from imagebatch.backends.sagemaker import estimate_micro_usd as sagemaker_estimate
-from imagebatch.backends.sagemaker import expected_seconds
-from imagebatch.costs.estimate import (
-    BatchEstimate,
-    Shape,
-    bedrock_options,
-    choose_backend,
-    estimate_batch,
-    sagemaker_options,
+from imagebatch.backends.routing import (
+    Backend,
+    Deployment,
+    FlexibleImages,
+    Route,
+    choose_for_flexible,
+    job_for_backend,
+    route_item,
 )
-from imagebatch.costs.prices import InstancePrice, RegionPrices
-from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_sagemaker_batch
+from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
+from imagebatch.backends.sagemaker import expected_seconds
+from imagebatch.costs.estimate import BatchEstimate, Shape, estimate_batch
+from imagebatch.costs.prices import RegionPrices, load_aws_prices
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
@@ -43,7 +47,7 @@ from imagebatch.manifest.schema import (
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
-from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error, shape_key
+from imagebatch.models.sagemaker_contract import shape_key
 
 logger = Logger(child=True)
 
@@ -77,12 +81,15 @@ class ManifestObject:
 
 @dataclass
 class BatchPlan:
-    """What one streaming pass over a manifest found; chunk files wait in a spool dir."""
+    """What one pass over a manifest found; chunk files wait in a spool dir."""
 
     settings: BatchSettings
     spool: Path
     chunk_ids: list[str] = field(default_factory=list)
     chunk_sizes: list[int] = field(default_factory=list)
+    # per chunk: the backend that makes it, and its distinct call shapes
+    chunk_backends: list[str] = field(default_factory=list)
+    chunk_shapes: list[int] = field(default_factory=list)
     items_valid: int = 0
     images_total: int = 0
     invalid_lines: int = 0
@@ -90,12 +97,22 @@ class BatchPlan:
     estimate_micro_usd: int = 0  # inference only; `estimate` adds the other categories
     models: set[str] = field(default_factory=set)
     estimate: BatchEstimate | None = None
-    backend: str = "bedrock"
-    # SageMaker: exact expected inference (rounded up once into estimate_micro_usd), the
-    # distinct call shapes per chunk and the pixels made (for the orchestration estimate)
+    # images per backend, and why images either backend could make went where they did
+    backends: dict[str, int] = field(default_factory=dict)
+    choice: str | None = None
+    # exact expected inference (rounded up once into estimate_micro_usd), pixels made
     inference_exact: Decimal = Decimal(0)
-    chunk_shapes: list[int] = field(default_factory=list)
     pixels_total: int = 0
+
+    @property
+    def backend(self) -> str:
+        """The batch's backend: the one every image runs on, or `mixed`."""
+        used = [name for name, images in self.backends.items() if images]
+        if len(used) == 1:
+            return used[0]
+        if used:
+            return "mixed"
+        return "sagemaker" if self.settings.backend == "sagemaker" else "bedrock"
 
 
 @dataclass(frozen=True)
@@ -143,77 +160,212 @@ def plan_batch(
     catalogue: ModelCatalogue,
     chunk_size: int,
     spool: Path,
-    shape_buckets: tuple[ShapeBucket, ...] = (),
-    sagemaker_price: InstancePrice | None = None,
-    sagemaker_seconds: Callable[[ImageJob], Decimal] | None = None,
+    deployment: Deployment | None = None,
+    endpoint_seconds: EndpointSecondsFn | None = None,
+    prices: RegionPrices | None = None,
+    shape: Shape | None = None,
 ) -> BatchPlan:
-    """Validate and chunk in one streaming pass; memory stays flat at any manifest size.
+    """Validate, route and chunk; memory stays flat at any manifest size.
 
-    `sagemaker_seconds`: the seconds the endpoint is expected to take per image (its own
-    measurements where it has them); without it, the data file's reference figure."""
-    reader = ManifestReader(stream, format_for_key(key), catalogue)
+    One pass over the manifest checks each line and routes it (backends/routing.py), writing
+    its images to a spool file and pricing the images either backend could make both ways;
+    then the backend for those is chosen, and a pass over the spool writes single-backend
+    chunk files. `endpoint_seconds`: what the endpoint is expected to take per image (its
+    own measurements where it has them); without it, the data file's reference figure.
+    """
+    reader = ManifestReader(
+        stream,
+        format_for_key(key),
+        catalogue,
+        endpoint_model=deployment.model_id if deployment else None,
+    )
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price, sagemaker_seconds)
-    pending: list[ImageJob] = []
-    errors_file: IO[str] | None = None
-    try:
-        for entry in _with_bucket_checks(reader, shape_buckets):
+    pricer = _Pricer(catalogue, deployment, endpoint_seconds)
+    jobs_path = spool / "jobs.jsonl"
+    flexible = FlexibleImages()
+    endpoint_needed = False
+    today = datetime.now(UTC).date()
+    with _ErrorsFile(plan) as errors, jobs_path.open("w", encoding="utf-8") as jobs:
+        for entry in reader:
             if isinstance(entry, InvalidLine):
-                if errors_file is None:
-                    plan.errors_path = spool / "errors.jsonl"
-                    errors_file = plan.errors_path.open("w", encoding="utf-8")
-                plan.invalid_lines += 1
-                for error in entry.errors:
-                    errors_file.write(error.model_dump_json() + "\n")
+                errors.write(entry)
+                continue
+            route = _route(entry, plan.settings, catalogue, deployment, today)
+            if isinstance(route, InvalidLine):
+                errors.write(route)
                 continue
             plan.items_valid += 1
             for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                plan.inference_exact += price_of(job)
-                plan.pixels_total += job.width * job.height
-                plan.models.add(job.model)
-                pending.append(job)
-                if len(pending) == chunk_size:
-                    _spool_chunk(plan, batch_id, pending)
-                    pending = []
-        if pending:
-            _spool_chunk(plan, batch_id, pending)
-    finally:
-        if errors_file is not None:
-            errors_file.close()
+                if route == "either":
+                    flexible.add(pricer.bedrock(job), pricer.endpoint_seconds(job))
+                endpoint_needed = endpoint_needed or route == "sagemaker"
+                jobs.write(json.dumps({"route": route, "job": job.model_dump(mode="json")}) + "\n")
+    flexible_backend: Backend = "bedrock"
+    if flexible.images and deployment is not None:
+        choice = choose_for_flexible(
+            flexible,
+            deployment=deployment,
+            endpoint_needed=endpoint_needed,
+            prices=prices or load_aws_prices().region("us-east-1"),
+            shape=shape or Shape(chunk_size=chunk_size),
+            deadline_s=(
+                float(plan.settings.deadline_minutes * 60)
+                if plan.settings.deadline_minutes is not None
+                else None
+            ),
+        )
+        flexible_backend, plan.choice = choice.backend, choice.reason
+    _chunk_spooled(
+        plan,
+        jobs_path,
+        batch_id=batch_id,
+        chunk_size=chunk_size,
+        flexible_backend=flexible_backend,
+        pricer=pricer,
+        deployment=deployment,
+    )
     plan.estimate_micro_usd = ceil_micro(plan.inference_exact)
     return plan
 
 
-def _image_pricer(
+def _route(
+    entry: ValidItem,
     settings: BatchSettings,
     catalogue: ModelCatalogue,
-    sagemaker_price: InstancePrice | None,
-    sagemaker_seconds: Callable[[ImageJob], Decimal] | None,
-) -> Callable[[ImageJob], Decimal]:
-    """Expected micro-dollars per image (exact): the catalogue price on Bedrock; on the
-    self-hosted endpoint, its expected seconds x the instance price."""
-    if settings.backend == "sagemaker":
-        if sagemaker_price is None:
-            return lambda job: Decimal(0)
-        price = sagemaker_price
-        if sagemaker_seconds is None:
-            return lambda job: Decimal(
-                sagemaker_estimate(job.width, job.height, job.steps, price, model=job.model)
-            )
-        seconds = sagemaker_seconds
-        return lambda job: seconds(job) * price.micro_usd_per_second
-    price_by_shape: dict[tuple[str, int, int], int] = {}
+    deployment: Deployment | None,
+    today: date,
+) -> Route | InvalidLine:
+    if settings.backend == "sagemaker" and deployment is None:
+        return "sagemaker"  # refused as a whole: the backend is not deployed
+    if settings.backend == "auto" and deployment is None:
+        return "bedrock"  # the reader checked it against its Bedrock model
+    routed = route_item(
+        entry.item,
+        entry.line,
+        settings.backend,
+        catalogue=catalogue,
+        deployment=deployment,
+        today=today,
+    )
+    if isinstance(routed, list):
+        return InvalidLine(line=entry.line, errors=routed)
+    return routed
 
-    def bedrock(job: ImageJob) -> Decimal:
+
+class _ErrorsFile:
+    """errors.jsonl in the spool, opened on the first invalid line."""
+
+    def __init__(self, plan: BatchPlan) -> None:
+        self._plan = plan
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> _ErrorsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, line: InvalidLine) -> None:
+        if self._file is None:
+            self._plan.errors_path = self._plan.spool / "errors.jsonl"
+            self._file = self._plan.errors_path.open("w", encoding="utf-8")
+        self._plan.invalid_lines += 1
+        for error in line.errors:
+            self._file.write(error.model_dump_json() + "\n")
+
+
+class _Pricer:
+    """Expected micro-dollars per image (exact): the catalogue price on Bedrock; on the
+    endpoint, its expected seconds x the instance price."""
+
+    def __init__(
+        self,
+        catalogue: ModelCatalogue,
+        deployment: Deployment | None,
+        endpoint_seconds: EndpointSecondsFn | None,
+    ) -> None:
+        self._catalogue = catalogue
+        self._deployment = deployment
+        self._endpoint_seconds = endpoint_seconds
+        self._bedrock: dict[tuple[str, int, int], int] = {}
+
+    def bedrock(self, job: ImageJob) -> Decimal:
         shape = (job.model, job.width, job.height)
-        if shape not in price_by_shape:
-            spec = catalogue.get(job.model)
-            price_by_shape[shape] = (
+        if shape not in self._bedrock:
+            spec = self._catalogue.get(job.model)
+            self._bedrock[shape] = (
                 spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
             )
-        return Decimal(price_by_shape[shape])
+        return Decimal(self._bedrock[shape])
 
-    return bedrock
+    def endpoint_seconds(self, job: ImageJob) -> Decimal:
+        deployment = self._deployment
+        if deployment is None:
+            return Decimal(0)
+        job = job_for_backend(job, "sagemaker", deployment)
+        if self._endpoint_seconds is not None:
+            return self._endpoint_seconds(job)
+        return expected_seconds(
+            [shape_key(job)], instance_type=deployment.instance_type, model=job.model, measured={}
+        ).for_job(job)
+
+    def price(self, job: ImageJob, backend: Backend) -> Decimal:
+        if backend == "bedrock":
+            return self.bedrock(job)
+        if self._deployment is None:
+            return Decimal(0)
+        return self.endpoint_seconds(job) * self._deployment.price.micro_usd_per_second
+
+
+def _chunk_spooled(
+    plan: BatchPlan,
+    jobs_path: Path,
+    *,
+    batch_id: str,
+    chunk_size: int,
+    flexible_backend: Backend,
+    pricer: _Pricer,
+    deployment: Deployment | None,
+) -> None:
+    """Second pass, over the spooled images: each to its backend, in single-backend chunks."""
+    pending: dict[Backend, list[ImageJob]] = {"bedrock": [], "sagemaker": []}
+    with jobs_path.open(encoding="utf-8") as jobs:
+        for text in jobs:
+            record = json.loads(text)
+            route: Route = record["route"]
+            backend: Backend = flexible_backend if route == "either" else route
+            job = job_for_backend(ImageJob.model_validate(record["job"]), backend, deployment)
+            plan.inference_exact += pricer.price(job, backend)
+            plan.pixels_total += job.width * job.height
+            plan.models.add(job.model)
+            plan.backends[backend] = plan.backends.get(backend, 0) + 1
+            pending[backend].append(job)
+            if len(pending[backend]) == chunk_size:
+                _spool_chunk(plan, batch_id, pending[backend], backend)
+                pending[backend] = []
+    for backend, jobs_left in pending.items():
+        if jobs_left:
+            _spool_chunk(plan, batch_id, jobs_left, backend)
+    jobs_path.unlink()
+
+
+def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob], backend: Backend) -> None:
+    chunk_id = f"{len(plan.chunk_ids):05d}"
+    chunk = ChunkFile(
+        batch_id=batch_id,
+        chunk_id=chunk_id,
+        backend=backend,
+        output_prefix=plan.settings.output_prefix,
+        images=jobs,
+        tags=plan.settings.tags,
+    )
+    (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
+    plan.chunk_shapes.append(len({shape_key(job) for job in jobs}))
+    plan.chunk_backends.append(backend)
+    plan.chunk_ids.append(chunk_id)
+    plan.chunk_sizes.append(len(jobs))
+    plan.images_total += len(jobs)
 
 
 class EndpointSeconds:
@@ -241,46 +393,6 @@ class EndpointSeconds:
             )
             self._seconds[(model, key)] = expected.per_image[key]
         return self._seconds[(model, key)]
-
-
-def _with_bucket_checks(
-    reader: ManifestReader, buckets: tuple[ShapeBucket, ...]
-) -> Iterator[ValidItem | InvalidLine]:
-    if reader.settings.backend != "sagemaker":
-        yield from reader
-        return
-    for entry in reader:
-        yield _check_shape_bucket(entry, buckets)
-
-
-def _check_shape_bucket(
-    entry: ValidItem | InvalidLine, buckets: tuple[ShapeBucket, ...]
-) -> ValidItem | InvalidLine:
-    """A size the endpoint was not compiled for is a line error, named with the buckets."""
-    if isinstance(entry, InvalidLine):
-        return entry
-    reason = bucket_error(entry.item.width, entry.item.height, buckets)
-    if reason is None:
-        return entry
-    error = FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
-    return InvalidLine(line=entry.line, errors=[error])
-
-
-def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob]) -> None:
-    chunk_id = f"{len(plan.chunk_ids):05d}"
-    chunk = ChunkFile(
-        batch_id=batch_id,
-        chunk_id=chunk_id,
-        backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
-        output_prefix=plan.settings.output_prefix,
-        images=jobs,
-        tags=plan.settings.tags,
-    )
-    (plan.spool / f"{chunk_id}.json").write_text(chunk.model_dump_json(exclude_defaults=True))
-    plan.chunk_shapes.append(len({shape_key(job) for job in jobs}))
-    plan.chunk_ids.append(chunk_id)
-    plan.chunk_sizes.append(len(jobs))
-    plan.images_total += len(jobs)
 
 
 def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> str | None:
@@ -316,22 +428,6 @@ def rejection_reason(plan: BatchPlan, *, sagemaker_deployed: bool = False) -> st
     return None
 
 
-def choose_batch_backend(
-    plan: BatchPlan,
-    catalogue: ModelCatalogue,
-    prices: RegionPrices,
-    shape: Shape,
-    sagemaker_instance_types: tuple[str, ...] = (),
-) -> str:
-    """`backend: auto`: the cheapest deployed backend for this batch (no deadline at ingest)."""
-    if plan.settings.backend != "auto":
-        return plan.settings.backend
-    options = bedrock_options(sorted(plan.models), catalogue, prices, shape)
-    options += sagemaker_options(sagemaker_instance_types, prices, shape)
-    chosen = choose_backend(options, plan.images_total)
-    return chosen.backend if chosen else "bedrock"
-
-
 @dataclass(frozen=True)
 class IngestPorts:
     """What ingest reads and writes through: the adapters, injected by the handler."""
@@ -343,25 +439,21 @@ class IngestPorts:
     clock: LambdaClock | None = None
     # The endpoint's measured throughput (same table as the ledger); None: reference only.
     throughput: EndpointThroughput | None = None
+    # Whether the endpoint has no instance up now (its recorded scale events); None: assume so.
+    endpoint_at_zero: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
 class StackOptions:
     """What the stack deployed, from its settings: chunking, concurrency ceilings, prices, and
-    the SageMaker endpoint (`sagemaker_buckets` None: no endpoint; empty: any size)."""
+    the SageMaker endpoint (None: not deployed)."""
 
     chunk_size: int
     max_concurrency: int
     prices: RegionPrices
     shape: Shape
     max_chunk_concurrency: int = 4
-    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
-    sagemaker_price: InstancePrice | None = None
-    sagemaker_instance_types: tuple[str, ...] = ()
-    sagemaker_endpoint: str = ""
-    # The model the endpoint serves (empty: the images' own ids) and its functions' shape.
-    sagemaker_model: str = ""
-    sagemaker_path: SageMakerPath = field(default_factory=SageMakerPath)
+    deployment: Deployment | None = None
 
 
 def ingest_manifest(
@@ -431,6 +523,9 @@ def _plan_and_upload(
     uploaded and the batch record to create."""
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
     try:
+        deployment = stack.deployment
+        if deployment is not None and ports.endpoint_at_zero is not None:
+            deployment = replace(deployment, at_zero=ports.endpoint_at_zero())
         plan = plan_batch(
             store.open_manifest(manifest.key),
             manifest.key,
@@ -438,30 +533,28 @@ def _plan_and_upload(
             catalogue=ports.catalogue,
             chunk_size=stack.chunk_size,
             spool=spool,
-            shape_buckets=stack.sagemaker_buckets or (),
-            sagemaker_price=stack.sagemaker_price,
-            sagemaker_seconds=(
+            deployment=deployment,
+            endpoint_seconds=(
                 EndpointSeconds(
                     ports.throughput,
-                    stack.sagemaker_endpoint,
-                    stack.sagemaker_price.instance_type,
-                    stack.sagemaker_model,
+                    deployment.endpoint_name,
+                    deployment.instance_type,
+                    deployment.model_id,
                 )
-                if ports.throughput is not None and stack.sagemaker_price is not None
+                if ports.throughput is not None and deployment is not None
                 else None
             ),
+            prices=stack.prices,
+            shape=stack.shape,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
     plan.estimate = _estimate(plan, stack)
-    plan.backend = choose_batch_backend(
-        plan, ports.catalogue, stack.prices, stack.shape, stack.sagemaker_instance_types
-    )
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
         store.upload_file(str(plan.errors_path), errors_key, "application/x-ndjson")
-    reason = rejection_reason(plan, sagemaker_deployed=stack.sagemaker_buckets is not None)
+    reason = rejection_reason(plan, sagemaker_deployed=stack.deployment is not None)
     record = _batch_record(plan, manifest, errors_key)
     if reason is not None:
         ledger.create_batch(
@@ -481,18 +574,19 @@ def _plan_and_upload(
 
 
 def _estimate(plan: BatchPlan, stack: StackOptions) -> BatchEstimate:
-    if plan.settings.backend == "sagemaker":
-        return estimate_sagemaker_batch(
-            plan.inference_exact,
-            plan.chunk_sizes,
-            plan.chunk_shapes,
-            stack.prices,
-            stack.shape,
-            path=stack.sagemaker_path,
-            capped=plan.settings.max_cost_usd is not None,
-            pixels=plan.pixels_total // max(1, plan.images_total),
-        )
-    return estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, stack.prices, stack.shape)
+    chunks = list(zip(plan.chunk_backends, plan.chunk_sizes, plan.chunk_shapes, strict=True))
+    if not any(backend == "sagemaker" for backend, _, _ in chunks):
+        return estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, stack.prices, stack.shape)
+    return estimate_mixed_batch(
+        plan.inference_exact,
+        [n for backend, n, _ in chunks if backend == "bedrock"],
+        [(n, shapes) for backend, n, shapes in chunks if backend == "sagemaker"],
+        stack.prices,
+        stack.shape,
+        path=stack.deployment.path if stack.deployment else SageMakerPath(),
+        capped=plan.settings.max_cost_usd is not None,
+        pixels=plan.pixels_total // max(1, plan.images_total),
+    )
 
 
 def _own_usage(
@@ -532,6 +626,8 @@ def _batch_record(
     return {
         **manifest.record_fields(),
         "backend": plan.backend,
+        "backends": dict(plan.backends) or None,
+        "backend_choice": plan.choice,
         "models": sorted(plan.models) or None,
         "output_prefix": settings.output_prefix,
         "on_invalid": settings.on_invalid,
@@ -567,8 +663,10 @@ def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
     with ThreadPoolExecutor(max_workers=_UPLOAD_THREADS) as pool:
         list(pool.map(upload, plan.chunk_ids))
     refs = [
-        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size)
-        for chunk_id, size in zip(plan.chunk_ids, plan.chunk_sizes, strict=True)
+        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size, backend=backend)
+        for chunk_id, size, backend in zip(
+            plan.chunk_ids, plan.chunk_sizes, plan.chunk_backends, strict=True
+        )
     ]
     # The index goes last: the state machine never sees a chunk that is not yet in S3.
     store.put_chunk_index(batch_id, refs)

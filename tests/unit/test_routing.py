@@ -1,0 +1,206 @@
+"""`backend: auto` per item, decided before any work: routing, choice, deadline, ingest plan."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagebatch.backends.routing import (
+    Deployment,
+    FlexibleImages,
+    choose_for_flexible,
+    route_item,
+)
+from imagebatch.costs.estimate import Shape
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.manifest.schema import FieldError, ManifestItem
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import ChunkFile
+from imagebatch.models.sagemaker_contract import parse_buckets
+from imagebatch.pipeline.ingest import plan_batch, rejection_reason
+
+PRICES = load_aws_prices().region("us-east-1")
+CATALOGUE = load_catalogue()
+SD35 = "stability.sd3-5-large-v1:0"
+CORE = "stability.stable-image-core-v1:1"
+TODAY = date(2026, 12, 2)
+
+
+def deployment(*, at_zero: bool = True, stands_in_for: tuple[str, ...] = (CORE,)) -> Deployment:
+    return Deployment(
+        endpoint_name="ep",
+        price=PRICES.instance("ml.inf2.xlarge"),
+        model_id="sd21",
+        buckets=parse_buckets("512x512,1024x1024"),
+        stands_in_for=frozenset(stands_in_for),
+        at_zero=at_zero,
+    )
+
+
+def item(**fields: Any) -> ManifestItem:
+    data = {"id": "a", "prompt": "a mug", **fields}
+    return ManifestItem.model_validate(data, context={"catalogue": CATALOGUE})
+
+
+def route(backend: str, **fields: Any) -> Any:
+    return route_item(
+        item(**fields),
+        2,
+        backend,  # type: ignore[arg-type]
+        catalogue=CATALOGUE,
+        deployment=deployment(),
+        today=TODAY,
+    )
+
+
+def test_each_item_goes_where_it_can_be_made() -> None:
+    # a Bedrock model the endpoint stands in for, at a size both make: either
+    assert route("auto", model=CORE, width=1024, height=1024) == "either"
+    # the same model at a size outside the endpoint's buckets: Bedrock only
+    assert route("auto", model=CORE, width=1344, height=768) == "bedrock"
+    # a Bedrock model the endpoint does not stand in for: Bedrock only
+    assert route("auto", model=SD35, width=1024, height=1024) == "bedrock"
+    # the endpoint's own model: the endpoint only
+    assert route("auto", model="sd21", width=512, height=512) == "sagemaker"
+    # neither: a line error with both reasons
+    errors = route("auto", model="sd21", width=640, height=640)
+    assert isinstance(errors, list)
+    assert {e.field for e in errors} == {"model", "width"}
+
+
+def test_under_backend_sagemaker_what_the_endpoint_cannot_make_is_a_line_error() -> None:
+    assert route("sagemaker", model="sd21", width=512, height=512) == "sagemaker"
+    errors = route("sagemaker", model=SD35, width=1024, height=1024)
+    assert isinstance(errors, list)
+    [error] = errors
+    assert isinstance(error, FieldError)
+    assert error.field == "model"
+    assert "serves 'sd21'" in error.reason
+
+
+def _flexible(images: int) -> FlexibleImages:
+    group = FlexibleImages()
+    for _ in range(images):
+        # a $0.04 Stable Image Core image, or 8.4 s on inf2 (2.09 s at 512x512/50 steps, x4)
+        group.add(Decimal(40_000), Decimal("8.36"))
+    return group
+
+
+def _choose(images: int, **kwargs: Any) -> str:
+    options: dict[str, Any] = {
+        "deployment": deployment(),
+        "endpoint_needed": False,
+        "prices": PRICES,
+        "shape": Shape(),
+        "deadline_s": None,
+    } | kwargs
+    return choose_for_flexible(_flexible(images), **options).backend
+
+
+def test_a_cold_endpoint_pays_only_for_enough_images() -> None:
+    # a cold start and an idle tail (1,380 s of inf2, about $0.38) against $0.04 an image
+    assert _choose(3) == "bedrock"
+    assert _choose(50) == "sagemaker"
+    # warm, or needed by other images of the batch anyway: no cold start to pay for
+    assert _choose(3, deployment=deployment(at_zero=False)) == "sagemaker"
+    assert _choose(3, endpoint_needed=True) == "sagemaker"
+
+
+def test_the_deadline_rules_out_a_cold_start() -> None:
+    # 50 images are cheaper on the endpoint, but its 8-minute cold start misses a 5-minute
+    # deadline; Bedrock makes them in time
+    assert _choose(50, deadline_s=5 * 60) == "bedrock"
+    assert _choose(50, deadline_s=60 * 60) == "sagemaker"
+
+
+def _manifest(*items: dict[str, Any], **batch: Any) -> io.BytesIO:
+    header = {"batch": {"backend": "auto", "on_invalid": "skip", **batch}}
+    lines = [json.dumps(header), *(json.dumps(i) for i in items)]
+    return io.BytesIO(("\n".join(lines) + "\n").encode())
+
+
+def _plan(stream: io.BytesIO, tmp_path: Path, **kwargs: Any) -> Any:
+    return plan_batch(
+        stream,
+        "m.jsonl",
+        batch_id="b",
+        catalogue=CATALOGUE,
+        chunk_size=10,
+        spool=tmp_path,
+        prices=PRICES,
+        shape=Shape(chunk_size=10),
+        **kwargs,
+    )
+
+
+def _chunks(tmp_path: Path) -> list[ChunkFile]:
+    return [
+        ChunkFile.model_validate_json(path.read_text()) for path in sorted(tmp_path.glob("0*.json"))
+    ]
+
+
+def test_a_mixed_manifest_splits_per_item_and_images_carry_what_made_them(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an auto manifest: SD 3.5 (Bedrock only), the endpoint's model (endpoint only),
+    # Stable Image Core the endpoint stands in for (either), and a size nobody makes
+    stream = _manifest(
+        {"id": "sd35", "prompt": "p", "model": SD35, "count": 2},
+        {"id": "own", "prompt": "p", "model": "sd21", "width": 512, "height": 512, "count": 3},
+        {"id": "core", "prompt": "p", "model": CORE, "width": 1024, "height": 1024},
+        {"id": "odd", "prompt": "p", "model": "sd21", "width": 640, "height": 640},
+    )
+    # WHEN it is planned against a deployed endpoint
+    plan = _plan(stream, tmp_path, deployment=deployment())
+    # THEN each chunk holds one backend's images; the endpoint's carry its model
+    chunks = _chunks(tmp_path)
+    made = {job.image_id: (chunk.backend, job.model) for chunk in chunks for job in chunk.images}
+    assert made["sd35-1"] == made["sd35-2"] == ("bedrock", SD35)
+    assert made["own-1"] == ("sagemaker", "sd21")
+    # the endpoint is needed anyway, so the image either could make goes there too
+    assert made["core-1"] == ("sagemaker", "sd21")
+    assert "odd-1" not in made
+    assert plan.invalid_lines == 1
+    assert plan.backends == {"bedrock": 2, "sagemaker": 4}
+    assert plan.backend == "mixed"
+    assert plan.choice is not None
+    assert plan.chunk_backends == ["bedrock", "sagemaker"] or plan.chunk_backends == [
+        "sagemaker",
+        "bedrock",
+    ]
+    # AND the estimate prices each image where it runs
+    per_second = PRICES.instance("ml.inf2.xlarge").micro_usd_per_second
+    # 2.09 s at 512x512/50 steps; these take the default 30; the 1024x1024 one 4x the pixels
+    own = Decimal("2.09") * 30 / 50 * per_second
+    assert plan.estimate_micro_usd == math.ceil(2 * 80_000 + 3 * own + 4 * own)
+
+
+def test_without_an_endpoint_auto_is_bedrock_and_sagemaker_is_refused(tmp_path: Path) -> None:
+    plan = _plan(_manifest({"id": "a", "prompt": "p", "model": SD35}), tmp_path)
+    assert plan.backend == "bedrock"
+    stream = _manifest({"id": "a", "prompt": "p", "width": 512, "height": 512})
+    stream = io.BytesIO(stream.getvalue().replace(b'"auto"', b'"sagemaker"'))
+    refused = rejection_reason(_plan(stream, tmp_path / "s"), sagemaker_deployed=False)
+    assert refused is not None
+    assert "not deployed" in refused
+
+
+def test_a_sagemaker_batch_without_a_model_makes_the_endpoints(tmp_path: Path) -> None:
+    stream = _manifest({"id": "a", "prompt": "p", "width": 512, "height": 512})
+    stream = io.BytesIO(stream.getvalue().replace(b'"auto"', b'"sagemaker"'))
+    plan = _plan(stream, tmp_path, deployment=deployment())
+    assert plan.invalid_lines == 0
+    assert plan.backends == {"sagemaker": 1}
+    assert [job.model for job in _chunks(tmp_path)[0].images] == ["sd21"]
+
+
+@pytest.fixture(autouse=True)
+def _spool(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
