@@ -17,13 +17,8 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.stepfunctions import StepFunctionsStarter
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.backends.routing import Deployment
-from imagebatch.costs.estimate import Shape
-from imagebatch.costs.prices import RegionPrices, load_aws_prices
-from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.ingest import (
     IngestOutcome,
@@ -37,37 +32,10 @@ from imagebatch.settings import IngestSettings, cached_settings
 _settings = cached_settings(IngestSettings)
 
 
-def _deployment(settings: IngestSettings, prices: RegionPrices) -> Deployment | None:
-    """What the stack deployed on the SageMaker side, from its template parameters."""
-    if not settings.sagemaker_endpoint_name:
-        return None
-    return Deployment(
-        endpoint_name=settings.sagemaker_endpoint_name,
-        price=prices.instance(settings.sagemaker_instance_type),
-        model_id=settings.sagemaker_model_id,
-        buckets=parse_buckets(settings.sagemaker_shape_buckets),
-        stands_in_for=settings.sagemaker_stands_in_for,
-        path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
-    )
-
-
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
-    prices = load_aws_prices().region(settings.aws_region)
-    deployment = _deployment(settings, prices)
-    stack = StackOptions(
-        chunk_size=settings.chunk_size,
-        max_concurrency=settings.map_max_concurrency,
-        max_chunk_concurrency=settings.chunk_concurrency,
-        prices=prices,
-        shape=Shape(
-            chunk_size=settings.chunk_size,
-            map_concurrency=settings.map_max_concurrency,
-            chunk_concurrency=settings.chunk_concurrency,
-            chunk_memory_mb=settings.chunk_memory_mb,
-        ),
-        deployment=deployment,
-    )
+    stack = StackOptions.from_settings(settings)
+    deployment = stack.deployment
     ledger = Ledger(dynamodb_client(), settings.ledger_table)
     usage = EndpointUsageStore(ledger.client, ledger.table, ledger.meter)
     ports = IngestPorts(

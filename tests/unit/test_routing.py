@@ -204,3 +204,103 @@ def test_a_sagemaker_batch_without_a_model_makes_the_endpoints(tmp_path: Path) -
 @pytest.fixture(autouse=True)
 def _spool(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
+
+
+# -- the stack as the template deploys it, and the CLI showing what ingest would do ---------
+
+REPO = Path(__file__).resolve().parents[2]
+ENDPOINT = (
+    "EnableSageMaker=true SageMakerShapeBuckets=64x64,1024x1024 SageMakerModelId=tiny-sd "
+    f"SageMakerInstanceType=ml.inf2.xlarge SageMakerBedrockEquivalents={SD35}"
+)
+
+
+def test_the_template_gives_ingest_everything_it_routes_with() -> None:
+    from imagebatch_cli.stack_options import ingest_settings, parse_parameter_overrides
+
+    from imagebatch.pipeline.ingest import StackOptions
+
+    # GIVEN the template deployed with the endpoint
+    settings = ingest_settings(
+        REPO / "template.yaml", parse_parameter_overrides([ENDPOINT]), "us-east-1"
+    )
+    # THEN every setting routing reads comes from a parameter (none left at a code default)
+    stack = StackOptions.from_settings(settings)
+    assert stack.deployment is not None
+    assert stack.deployment.endpoint_name == "imagebatch-images"
+    assert stack.deployment.model_id == "tiny-sd"
+    assert stack.deployment.instance_type == "ml.inf2.xlarge"
+    assert [str(b) for b in stack.deployment.buckets] == ["64x64", "1024x1024"]
+    assert stack.deployment.stands_in_for == {SD35}
+    assert stack.deployment.path.max_batch == 4
+    # AND without it, no endpoint
+    plain = StackOptions.from_settings(ingest_settings(REPO / "template.yaml", {}, "us-east-1"))
+    assert plain.deployment is None
+
+
+def _cli(tmp_path: Path, *args: str, items: list[dict[str, Any]], **batch: Any) -> Any:
+    from imagebatch_cli.main import app
+    from typer.testing import CliRunner
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(_manifest(*items, **batch).getvalue().decode())
+    return CliRunner().invoke(
+        app,
+        [args[0], str(path), "--template", str(REPO / "template.yaml"), *args[1:]],
+        terminal_width=250,
+    )
+
+
+def _flat(result: Any) -> str:
+    """The output without whitespace: rich wraps long lines at the console's width."""
+    return "".join(result.output.split())
+
+
+def test_estimate_shows_what_ingest_would_do_on_the_stack(tmp_path: Path) -> None:
+    two = [{"id": "a", "prompt": "p", "model": SD35, "count": 2}]
+    # at zero, two images are not worth a cold start: Bedrock, as ingest would choose
+    cold = _cli(tmp_path, "estimate", "--parameter-overrides", ENDPOINT, items=two)
+    assert cold.exit_code == 0, cold.output
+    assert "atzero" in _flat(cold)
+    assert "│bedrock│2│1│" in _flat(cold)
+    assert "imageseitherbackendcouldmake:bedrock:" in _flat(cold)
+    assert "ingestwouldstartbatchbackendbedrock,1chunk(s)" in _flat(cold)
+    # warm, the endpoint is cheaper: the same manifest would run there
+    warm = _cli(
+        tmp_path, "estimate", "--parameter-overrides", ENDPOINT, "--endpoint-warm", items=two
+    )
+    assert "│sagemaker│2│1│" in _flat(warm)
+    assert "ingestwouldstartbatchbackendsagemaker" in _flat(warm)
+    # a cap below the estimate: ingest would refuse it, and estimate exits 1
+    capped = _cli(
+        tmp_path, "estimate", "--parameter-overrides", ENDPOINT, items=two, max_cost_usd="0.01"
+    )
+    assert capped.exit_code == 1
+    assert "ingestwouldrefusethisbatch:estimatedcost" in _flat(capped)
+    # no endpoint on the stack: the endpoint's model is nobody's
+    own = [{"id": "o", "prompt": "p", "model": "tiny-sd", "width": 64, "height": 64}]
+    plain = _cli(tmp_path, "estimate", items=own)
+    assert plain.exit_code == 1
+    assert "noSageMakerendpoint" in _flat(plain)
+
+
+def test_validate_routes_like_ingest(tmp_path: Path) -> None:
+    items = [
+        {"id": "own", "prompt": "p", "model": "tiny-sd", "width": 64, "height": 64},
+        {"id": "big", "prompt": "p", "model": CORE, "width": 1344, "height": 768},
+    ]
+    # under auto, the size outside the buckets goes to Bedrock: both lines valid
+    auto = _cli(tmp_path, "validate", "--parameter-overrides", ENDPOINT, items=items)
+    assert auto.exit_code == 0, auto.output
+    assert "images:1onbedrock,1onsagemaker" in _flat(auto)
+    # under sagemaker, a line error naming its line and fields (a model the endpoint does not
+    # stand in for, a size outside its buckets)
+    only = _cli(
+        tmp_path, "validate", "--parameter-overrides", ENDPOINT, items=items, backend="sagemaker"
+    )
+    assert only.exit_code == 1
+    assert "m.jsonl:3:model(idbig)" in _flat(only)
+    assert "m.jsonl:3:width(idbig)" in _flat(only)
+    # a parameter the template does not have is refused
+    wrong = _cli(tmp_path, "validate", "--parameter-overrides", "NoSuchThing=1", items=items)
+    assert wrong.exit_code == 2

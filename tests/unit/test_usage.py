@@ -106,8 +106,11 @@ def test_estimate_command_prints_every_backend_and_writes_a_chart(tmp_path: Path
         app, ["estimate", str(manifest), "--chart", str(chart)], terminal_width=200
     )
     assert result.exit_code == 0, result.output
-    for name in ("bedrock", "ml.inf2.xlarge (warm)", "ml.g4dn.xlarge (cold)", "auto picks"):
+    for name in ("bedrock", "ml.inf2.xlarge (warm)", "ml.g4dn.xlarge (cold)", "cheapest"):
         assert name in result.output
+    # what ingest would do comes first: on this template's defaults (no endpoint), Bedrock
+    assert "what ingest would do on this stack" in result.output
+    assert "ingest would start batch backend bedrock, 1 chunk(s)" in result.output
     assert "break-even" in result.output
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,7 +1,9 @@
-"""`imagebatch estimate MANIFEST`: every backend that can make the manifest, priced."""
+"""`imagebatch estimate MANIFEST`: what ingest would do with the manifest on this stack (which
+backend makes each item, chunks, estimate, budget), then every backend priced for it."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +20,101 @@ from imagebatch.costs.estimate import (
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import ManifestReader, format_for_key
-from imagebatch.manifest.schema import ValidItem
+from imagebatch.manifest.schema import FieldError, ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.pipeline.ingest import BatchPlan, StackOptions, plan_for_stack, rejection_reason
 from imagebatch_cli.report import usd
+
+
+@dataclass
+class IngestPreview:
+    """What ingest would do with a manifest on a stack (pipeline.ingest.plan_for_stack)."""
+
+    plan: BatchPlan
+    stack: StackOptions
+    errors: list[FieldError]
+    # Why ingest would refuse the batch; None: it would start it.
+    rejection: str | None
+
+
+def preview_ingest(
+    path: Path, *, catalogue: ModelCatalogue, stack: StackOptions, at_zero: bool = True
+) -> IngestPreview:
+    """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking and
+    estimate), in a scratch spool; `at_zero`: whether the endpoint has no instance up."""
+    with tempfile.TemporaryDirectory(prefix="imagebatch-estimate-") as spool:
+        with path.open("rb") as stream:
+            plan = plan_for_stack(
+                stream,
+                path.name,
+                batch_id="estimate",
+                catalogue=catalogue,
+                stack=stack,
+                spool=Path(spool),
+                at_zero=at_zero,
+            )
+        errors = (
+            [
+                FieldError.model_validate_json(line)
+                for line in plan.errors_path.read_text().splitlines()
+            ]
+            if plan.errors_path is not None
+            else []
+        )
+    rejection = rejection_reason(plan, sagemaker_deployed=stack.deployment is not None)
+    return IngestPreview(plan, stack, errors, rejection)
+
+
+def describe_stack(stack: StackOptions, at_zero: bool) -> str:
+    deployment = stack.deployment
+    if deployment is None:
+        return f"chunks of {stack.chunk_size}; no SageMaker endpoint (EnableSageMaker=false)"
+    buckets = ", ".join(str(b) for b in deployment.buckets) or "any size"
+    stands_in = (
+        f", standing in for {', '.join(sorted(deployment.stands_in_for))}"
+        if deployment.stands_in_for
+        else ""
+    )
+    return (
+        f"chunks of {stack.chunk_size}; endpoint {deployment.endpoint_name} on "
+        f"{deployment.instance_type} serving {deployment.model_id} at {buckets}{stands_in}; "
+        + ("at zero (a cold start and the idle tail count)" if at_zero else "warm")
+    )
+
+
+def ingest_table(preview: IngestPreview) -> Table:
+    """One row per backend the batch would use: its images, chunks and expected inference."""
+    plan = preview.plan
+    table = Table(title="what ingest would do on this stack", header_style="bold")
+    for column in ("backend", "images", "chunks", "inference"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for backend, images in sorted(plan.backends.items()):
+        chunks = sum(1 for b in plan.chunk_backends if b == backend)
+        inference = plan.inference_by_backend.get(backend, 0)
+        table.add_row(backend, str(images), str(chunks), f"${float(inference) / 1e6:.6f}")
+    return table
+
+
+def ingest_summary(preview: IngestPreview) -> list[str]:
+    """The lines under the table: the choice, the estimate, and the verdict."""
+    plan, lines = preview.plan, []
+    if plan.choice:
+        lines.append(f"images either backend could make: {plan.choice}")
+    estimate = plan.estimate
+    if estimate is not None:
+        lines.append(
+            f"estimate {usd(estimate.total_micro_usd)} for {plan.images_total} images "
+            f"(inference {usd(estimate.inference_micro_usd)}, orchestration "
+            f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
+            f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
+        )
+    if preview.rejection is not None:
+        lines.append(f"ingest would refuse this batch: {preview.rejection}")
+    else:
+        lines.append(
+            f"ingest would start batch backend {plan.backend}, {len(plan.chunk_ids)} chunk(s)"
+        )
+    return lines
 
 
 @dataclass
@@ -75,15 +169,15 @@ def _duration(seconds: float) -> str:
 
 def estimate_table(estimate: ManifestEstimate) -> Table:
     n = estimate.images
-    table = Table(title=f"{n} images", header_style="bold")
+    table = Table(title=f"every backend for all {n} images (what-if)", header_style="bold")
     for column in ("backend", "total", "per image", "per 1,000", "wall time", ""):
         table.add_column(column, justify="left" if column in {"backend", ""} else "right")
     for option in sorted(estimate.options, key=lambda o: o.cost_micro_usd(n)):
         total = option.cost_micro_usd(n)
         late = estimate.deadline_s is not None and option.wall_seconds(n) > estimate.deadline_s
-        mark = (
-            "auto picks this" if option == estimate.chosen else ("misses deadline" if late else "")
-        )
+        # The cheapest option for the whole manifest, what-if: per item, ingest's own choice
+        # is the table above.
+        mark = "cheapest" if option == estimate.chosen else ("misses deadline" if late else "")
         table.add_row(
             option.name,
             usd(total),

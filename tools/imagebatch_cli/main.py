@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from imagebatch.errors import ManifestError
-from imagebatch.manifest.reader import validate_manifest_file
-from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import FailureClass
 from imagebatch_cli.report import batches_table, categories_table, costs_table, print_cost
@@ -29,93 +27,172 @@ err_console = Console(stderr=True)
 LEDGER_EXPORT = "ledger.jsonl"
 
 
+TemplateOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="The stack's template (default: ./template.yaml when there is one; without one, "
+        "a stack with no SageMaker endpoint)."
+    ),
+]
+ParametersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parameter-overrides",
+        help="The template parameters the stack was deployed with, as `sam deploy` takes them "
+        "(e.g. 'EnableSageMaker=true SageMakerShapeBuckets=512x512'); repeatable.",
+    ),
+]
+
+
+def _stack(
+    template: Path | None,
+    parameter_overrides: list[str] | None,
+    region: str = "us-east-1",
+    extra: dict[str, str] | None = None,
+) -> Any:
+    """The stack ingest would run on (tools/imagebatch_cli/stack_options.py), or exit 2."""
+    from imagebatch_cli.local.stack import TemplateError
+    from imagebatch_cli.stack_options import (
+        StackParametersError,
+        parse_parameter_overrides,
+        stack_options,
+    )
+
+    if template is None and Path("template.yaml").is_file():
+        template = Path("template.yaml")
+    try:
+        parameters = parse_parameter_overrides(parameter_overrides or []) | (extra or {})
+        return stack_options(template, parameters, region)
+    except (StackParametersError, TemplateError, KeyError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def validate(
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    template: TemplateOption = None,
+    parameter_overrides: ParametersOption = None,
     shape_buckets: Annotated[
         str | None,
-        typer.Option(help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed."),
+        typer.Option(
+            help="Shorthand: a stack with the SageMaker endpoint at these sizes "
+            "(EnableSageMaker=true SageMakerShapeBuckets=...)."
+        ),
     ] = None,
 ) -> None:
-    """Validate a manifest offline, exactly as ingest will; exit 1 if any line is invalid."""
+    """Validate a manifest offline, exactly as ingest will on the stack (its line checks and
+    the routing of each item to a backend); exit 1 if any line is invalid."""
+    from imagebatch_cli.estimate_cmd import preview_ingest
+
+    extra = (
+        {"EnableSageMaker": "true", "SageMakerShapeBuckets": shape_buckets}
+        if shape_buckets is not None
+        else None
+    )
+    stack = _stack(template, parameter_overrides, extra=extra)
     try:
-        settings, valid, errors = validate_manifest_file(manifest, load_catalogue())
-        if shape_buckets is not None and settings.backend == "sagemaker":
-            bucket_errors = _shape_bucket_errors(manifest, shape_buckets)
-            valid -= len(bucket_errors)
-            errors = sorted([*errors, *bucket_errors], key=lambda error: error.line)
+        preview = preview_ingest(manifest, catalogue=load_catalogue(), stack=stack)
     except ManifestError as exc:
         err_console.print(f"[red]{manifest}: {exc}[/red]")
         raise typer.Exit(1) from exc
+    errors = sorted(preview.errors, key=lambda error: error.line)
     for error in errors:
         item = f" (id {error.item_id})" if error.item_id else ""
         err_console.print(f"{manifest}:{error.line}: {error.field}{item}: {error.reason}")
-    lines = len({error.line for error in errors})
-    console.print(
-        f"{valid} valid item(s), {lines} invalid line(s); backend {settings.backend}, "
-        f"on_invalid {settings.on_invalid}"
+    plan = preview.plan
+    routed = ", ".join(
+        f"{images} on {backend}" for backend, images in sorted(plan.backends.items())
     )
+    console.print(
+        f"{plan.items_valid} valid item(s), {plan.invalid_lines} invalid line(s); backend "
+        f"{plan.settings.backend}, on_invalid {plan.settings.on_invalid}"
+        + (f"; images: {routed}" if routed else "")
+    )
+    if preview.rejection is not None and not errors:
+        console.print(f"ingest on this stack would refuse it: {preview.rejection}")
     if errors:
         raise typer.Exit(1)
-
-
-def _shape_bucket_errors(manifest: Path, shape_buckets: str) -> list[FieldError]:
-    """Sizes the endpoint was not compiled for, as ingest reports them."""
-    from imagebatch.manifest.reader import ManifestReader, format_for_key
-    from imagebatch.manifest.schema import ValidItem
-    from imagebatch.models.sagemaker_contract import bucket_error, parse_buckets
-
-    buckets = parse_buckets(shape_buckets)
-    found = []
-    with manifest.open("rb") as stream:
-        for entry in ManifestReader(stream, format_for_key(manifest.name), load_catalogue()):
-            if not isinstance(entry, ValidItem):
-                continue
-            reason = bucket_error(entry.item.width, entry.item.height, buckets)
-            if reason is not None:
-                found.append(
-                    FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
-                )
-    return found
 
 
 @app.command()
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    template: TemplateOption = None,
+    parameter_overrides: ParametersOption = None,
+    endpoint_warm: Annotated[
+        bool,
+        typer.Option(
+            "--endpoint-warm",
+            help="The endpoint has an instance up now (no cold start or idle tail to pay); "
+            "default: at zero, as it is between batches.",
+        ),
+    ] = False,
     chart: Annotated[
         Path | None, typer.Option(help="Write a PNG of cost against number of images.")
     ] = None,
     deadline: Annotated[
-        float | None, typer.Option(help="Minutes the batch may take; auto picks within it.")
+        float | None,
+        typer.Option(help="Minutes for the what-if table (default: the batch's deadline_minutes)."),
     ] = None,
     sagemaker_instance: Annotated[
         list[str] | None,
         typer.Option(help="SageMaker instance types to price (repeat); default inf2 and g4dn."),
     ] = None,
     region: Annotated[str, typer.Option(help="Prices of this region.")] = "us-east-1",
-    chunk_size: Annotated[int, typer.Option(help="Images per chunk.")] = 50,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Images per chunk (the ChunkSize parameter).")
+    ] = None,
 ) -> None:
-    """Price MANIFEST on every backend that can make it: total, per image, wall time."""
-    from imagebatch.costs.estimate import Shape
+    """What ingest would do with MANIFEST on this stack (each item's backend, chunks, estimate,
+    budget), then MANIFEST priced on every backend: total, per image, wall time."""
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.estimate_cmd import estimate_manifest, estimate_table, write_chart
+    from imagebatch_cli.estimate_cmd import (
+        describe_stack,
+        estimate_manifest,
+        estimate_table,
+        ingest_summary,
+        ingest_table,
+        preview_ingest,
+        write_chart,
+    )
 
+    stack = _stack(
+        template,
+        parameter_overrides,
+        region,
+        extra={"ChunkSize": str(chunk_size)} if chunk_size is not None else None,
+    )
+    catalogue = load_catalogue()
+    try:
+        preview = preview_ingest(
+            manifest, catalogue=catalogue, stack=stack, at_zero=not endpoint_warm
+        )
+    except ManifestError as exc:
+        err_console.print(f"[red]{manifest}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"stack: {describe_stack(stack, not endpoint_warm)}")
+    console.print(ingest_table(preview))
+    for line in ingest_summary(preview):
+        console.print(line)
+    if preview.plan.invalid_lines:
+        err_console.print(f"{preview.plan.invalid_lines} invalid line(s): see `validate`")
+    header_deadline = preview.plan.settings.deadline_minutes
+    minutes = deadline if deadline is not None else header_deadline
     instances = sagemaker_instance or ["ml.inf2.xlarge", "ml.g4dn.xlarge"]
     try:
         result = estimate_manifest(
             manifest,
-            catalogue=load_catalogue(),
+            catalogue=catalogue,
             prices=load_aws_prices().region(region),
-            shape=Shape(chunk_size=chunk_size),
+            shape=stack.shape,
             instance_types=instances,
-            deadline_s=deadline * 60 if deadline is not None else None,
+            deadline_s=float(minutes) * 60 if minutes is not None else None,
         )
     except (ManifestError, KeyError) as exc:
         err_console.print(f"[red]{manifest}: {exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(estimate_table(result))
-    if result.invalid_lines:
-        err_console.print(f"{result.invalid_lines} invalid line(s) left out: see `validate`")
     if result.chosen is None:
         err_console.print("[red]no backend meets the deadline[/red]")
     if chart is not None:
@@ -124,7 +201,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
             f"chart: {chart}; break-even points: "
             + (", ".join(f"{a} = {b} at {n:,.0f} images" for a, b, n in points) or "none")
         )
-    if result.chosen is None:
+    if result.chosen is None or preview.rejection is not None:
         raise typer.Exit(1)
 
 

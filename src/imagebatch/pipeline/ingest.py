@@ -47,7 +47,8 @@ from imagebatch.manifest.schema import (
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, ChunkRef, ImageJob, batch_id_for
-from imagebatch.models.sagemaker_contract import shape_key
+from imagebatch.models.sagemaker_contract import parse_buckets, shape_key
+from imagebatch.settings import IngestSettings
 
 logger = Logger(child=True)
 
@@ -102,6 +103,7 @@ class BatchPlan:
     choice: str | None = None
     # exact expected inference (rounded up once into estimate_micro_usd), pixels made
     inference_exact: Decimal = Decimal(0)
+    inference_by_backend: dict[str, Decimal] = field(default_factory=dict)
     pixels_total: int = 0
 
     @property
@@ -336,7 +338,9 @@ def _chunk_spooled(
             route: Route = record["route"]
             backend: Backend = flexible_backend if route == "either" else route
             job = job_for_backend(ImageJob.model_validate(record["job"]), backend, deployment)
-            plan.inference_exact += pricer.price(job, backend)
+            price = pricer.price(job, backend)
+            plan.inference_exact += price
+            plan.inference_by_backend[backend] = plan.inference_by_backend.get(backend, 0) + price
             plan.pixels_total += job.width * job.height
             plan.models.add(job.model)
             plan.backends[backend] = plan.backends.get(backend, 0) + 1
@@ -455,6 +459,35 @@ class StackOptions:
     max_chunk_concurrency: int = 4
     deployment: Deployment | None = None
 
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> StackOptions:
+        """The ingest function's settings (the template's parameters, through its
+        environment) as options; `imagebatch estimate` builds the same from the template."""
+        prices = load_aws_prices().region(settings.aws_region)
+        deployment = None
+        if settings.sagemaker_endpoint_name:
+            deployment = Deployment(
+                endpoint_name=settings.sagemaker_endpoint_name,
+                price=prices.instance(settings.sagemaker_instance_type),
+                model_id=settings.sagemaker_model_id,
+                buckets=parse_buckets(settings.sagemaker_shape_buckets),
+                stands_in_for=settings.sagemaker_stands_in_for,
+                path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
+            )
+        return cls(
+            chunk_size=settings.chunk_size,
+            max_concurrency=settings.map_max_concurrency,
+            max_chunk_concurrency=settings.chunk_concurrency,
+            prices=prices,
+            shape=Shape(
+                chunk_size=settings.chunk_size,
+                map_concurrency=settings.map_max_concurrency,
+                chunk_concurrency=settings.chunk_concurrency,
+                chunk_memory_mb=settings.chunk_memory_mb,
+            ),
+            deployment=deployment,
+        )
+
 
 def ingest_manifest(
     manifest: ManifestObject, ports: IngestPorts, stack: StackOptions
@@ -523,33 +556,18 @@ def _plan_and_upload(
     uploaded and the batch record to create."""
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
     try:
-        deployment = stack.deployment
-        if deployment is not None and ports.endpoint_at_zero is not None:
-            deployment = replace(deployment, at_zero=ports.endpoint_at_zero())
-        plan = plan_batch(
+        plan = plan_for_stack(
             store.open_manifest(manifest.key),
             manifest.key,
             batch_id=batch_id,
             catalogue=ports.catalogue,
-            chunk_size=stack.chunk_size,
+            stack=stack,
             spool=spool,
-            deployment=deployment,
-            endpoint_seconds=(
-                EndpointSeconds(
-                    ports.throughput,
-                    deployment.endpoint_name,
-                    deployment.instance_type,
-                    deployment.model_id,
-                )
-                if ports.throughput is not None and deployment is not None
-                else None
-            ),
-            prices=stack.prices,
-            shape=stack.shape,
+            at_zero=ports.endpoint_at_zero() if ports.endpoint_at_zero is not None else None,
+            throughput=ports.throughput,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
-    plan.estimate = _estimate(plan, stack)
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
@@ -571,6 +589,50 @@ def _plan_and_upload(
         )
     _upload_chunks(store, batch_id, plan)
     return plan, record
+
+
+def plan_for_stack(
+    stream: BinaryIO,
+    key: str,
+    *,
+    batch_id: str,
+    catalogue: ModelCatalogue,
+    stack: StackOptions,
+    spool: Path,
+    at_zero: bool | None = None,
+    throughput: EndpointThroughput | None = None,
+) -> BatchPlan:
+    """What ingest does with a manifest on this stack, short of uploading: every line checked
+    and routed, the backend chosen, chunk files spooled, the estimate made. `at_zero`: whether
+    the endpoint has no instance up (None: assume it has none); `throughput`: the endpoint's
+    measured speeds (None: the data file's reference figures). `imagebatch estimate` and
+    `validate` call this too, so they show what ingest would do."""
+    deployment = stack.deployment
+    if deployment is not None and at_zero is not None:
+        deployment = replace(deployment, at_zero=at_zero)
+    plan = plan_batch(
+        stream,
+        key,
+        batch_id=batch_id,
+        catalogue=catalogue,
+        chunk_size=stack.chunk_size,
+        spool=spool,
+        deployment=deployment,
+        endpoint_seconds=(
+            EndpointSeconds(
+                throughput,
+                deployment.endpoint_name,
+                deployment.instance_type,
+                deployment.model_id,
+            )
+            if throughput is not None and deployment is not None
+            else None
+        ),
+        prices=stack.prices,
+        shape=stack.shape,
+    )
+    plan.estimate = _estimate(plan, stack)
+    return plan
 
 
 def _estimate(plan: BatchPlan, stack: StackOptions) -> BatchEstimate:
