@@ -304,3 +304,20 @@ def test_validate_routes_like_ingest(tmp_path: Path) -> None:
     # a parameter the template does not have is refused
     wrong = _cli(tmp_path, "validate", "--parameter-overrides", "NoSuchThing=1", items=items)
     assert wrong.exit_code == 2
+
+
+def test_the_batch_header_deadline_is_honoured_by_ingest(tmp_path: Path) -> None:
+    # 50 images either backend could make, the endpoint at zero: cheaper there, after an
+    # 8-minute cold start
+    many = {"id": "m", "prompt": "p", "model": CORE, "width": 1024, "height": 1024, "count": 10}
+    items = [{**many, "id": f"m{i}"} for i in range(5)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    free = _plan(_manifest(*items), tmp_path / "a", deployment=deployment())
+    assert free.backends == {"sagemaker": 50}
+    assert free.endpoint_wake_micro_usd > 0
+    # a 5-minute deadline in the header rules the cold start out
+    rushed = _plan(_manifest(*items, deadline_minutes=5), tmp_path / "b", deployment=deployment())
+    assert rushed.backends == {"bedrock": 50}
+    assert rushed.endpoint_wake_micro_usd == 0
+    assert rushed.settings.deadline_minutes == 5

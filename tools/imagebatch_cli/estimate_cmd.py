@@ -108,6 +108,12 @@ def ingest_summary(preview: IngestPreview) -> list[str]:
             f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
             f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
         )
+    if plan.endpoint_wake_micro_usd:
+        lines.append(
+            f"the endpoint is at zero: its cold start and idle tail, about "
+            f"{usd(plan.endpoint_wake_micro_usd)}, are charged as endpoint overhead besides "
+            "the estimate (docs/sagemaker.md)"
+        )
     if preview.rejection is not None:
         lines.append(f"ingest would refuse this batch: {preview.rejection}")
     else:

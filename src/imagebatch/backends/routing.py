@@ -143,6 +143,18 @@ class Choice:
     options: tuple[BackendOption, ...] = ()
 
 
+def wake_micro_usd(deployment: Deployment) -> Decimal:
+    """What a batch that needs the endpoint costs beyond its images when it is at zero: a
+    cold start and the idle tail after the batch (throughput.json's stated assumptions)."""
+    if not deployment.at_zero:
+        return Decimal(0)
+    speeds = load_speed_assumptions()
+    seconds = (
+        speeds.sagemaker_cold_start_seconds.seconds + speeds.sagemaker_idle_tail_seconds.seconds
+    )
+    return seconds * deployment.price.micro_usd_per_second
+
+
 def choose_for_flexible(
     flexible: FlexibleImages,
     *,
@@ -163,7 +175,6 @@ def choose_for_flexible(
     speeds = load_speed_assumptions()
     cold_then_tail = deployment.at_zero and not endpoint_needed
     cold = speeds.sagemaker_cold_start_seconds.seconds if cold_then_tail else Decimal(0)
-    tail = speeds.sagemaker_idle_tail_seconds.seconds if cold_then_tail else Decimal(0)
     per_second = deployment.price.micro_usd_per_second
     parallel = Decimal(shape.map_concurrency * shape.chunk_concurrency)
     bedrock = BackendOption(
@@ -181,7 +192,7 @@ def choose_for_flexible(
         backend="sagemaker",
         instance_type=deployment.instance_type,
         warm=not cold_then_tail,
-        fixed_micro_usd=(cold + tail) * per_second,
+        fixed_micro_usd=wake_micro_usd(deployment) if cold_then_tail else Decimal(0),
         inference_per_image_micro_usd=flexible.endpoint_seconds / n * per_second,
         overhead_per_image_micro_usd=sagemaker_overhead_per_image(prices, shape, deployment.path),
         fixed_seconds=cold + 5,

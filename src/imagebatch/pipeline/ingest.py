@@ -27,6 +27,7 @@ from imagebatch.backends.routing import (
     choose_for_flexible,
     job_for_backend,
     route_item,
+    wake_micro_usd,
 )
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
 from imagebatch.backends.sagemaker import expected_seconds
@@ -104,6 +105,8 @@ class BatchPlan:
     # exact expected inference (rounded up once into estimate_micro_usd), pixels made
     inference_exact: Decimal = Decimal(0)
     inference_by_backend: dict[str, Decimal] = field(default_factory=dict)
+    # The endpoint's cold start and idle tail this batch would cause (it is at zero), if any.
+    endpoint_wake_micro_usd: int = 0
     pixels_total: int = 0
 
     @property
@@ -227,6 +230,9 @@ def plan_batch(
         deployment=deployment,
     )
     plan.estimate_micro_usd = ceil_micro(plan.inference_exact)
+    if deployment is not None and plan.backends.get("sagemaker"):
+        # charged to the batches that caused it as endpoint overhead, not in the estimate
+        plan.endpoint_wake_micro_usd = ceil_micro(wake_micro_usd(deployment))
     return plan
 
 
