@@ -321,3 +321,12 @@ def test_the_batch_header_deadline_is_honoured_by_ingest(tmp_path: Path) -> None
     assert rushed.backends == {"bedrock": 50}
     assert rushed.endpoint_wake_micro_usd == 0
     assert rushed.settings.deadline_minutes == 5
+
+
+def test_a_cold_start_paid_by_other_images_still_delays_these() -> None:
+    # the endpoint is needed anyway: no cold start to pay, so the endpoint is cheaper...
+    assert _choose(3, endpoint_needed=True) == "sagemaker"
+    # ...but the images would still wait for it, past a 5-minute deadline
+    assert _choose(3, endpoint_needed=True, deadline_s=5 * 60) == "bedrock"
+    # warm, they would not
+    assert _choose(3, deployment=deployment(at_zero=False), deadline_s=5 * 60) == "sagemaker"

@@ -169,13 +169,19 @@ def choose_for_flexible(
     Both sides share the batch's own fixed costs (ingest, finalize, the contact sheet), so
     those are left out; the endpoint's cold start and idle tail count only when it is at zero
     and no other image of the batch needs it (`endpoint_needed`): otherwise they are paid
-    anyway.
+    anyway. Its wall time includes the cold start whenever the endpoint is at zero.
     """
     n = flexible.images
     speeds = load_speed_assumptions()
     cold_then_tail = deployment.at_zero and not endpoint_needed
-    cold = speeds.sagemaker_cold_start_seconds.seconds if cold_then_tail else Decimal(0)
+    # at zero, the images wait for the cold start even when other images pay for it
+    cold = speeds.sagemaker_cold_start_seconds.seconds if deployment.at_zero else Decimal(0)
     per_second = deployment.price.micro_usd_per_second
+    state = (
+        "cold"
+        if cold_then_tail
+        else ("started for this batch anyway" if deployment.at_zero else "warm")
+    )
     parallel = Decimal(shape.map_concurrency * shape.chunk_concurrency)
     bedrock = BackendOption(
         name="bedrock",
@@ -188,7 +194,7 @@ def choose_for_flexible(
         source="bedrock_models.json prices; throughput.json bedrock latency",
     )
     endpoint = BackendOption(
-        name=f"sagemaker {deployment.instance_type} ({'cold' if cold_then_tail else 'warm'})",
+        name=f"sagemaker {deployment.instance_type} ({state})",
         backend="sagemaker",
         instance_type=deployment.instance_type,
         warm=not cold_then_tail,
