@@ -41,7 +41,9 @@ def _run(aws: LocalAws, path: Path, items: list[dict[str, Any]], **settings: Any
     path.write_text("\n".join(json.dumps(x) for x in [header, *items]) + "\n", encoding="utf-8")
     batch_id = aws.upload_manifest(path)
     summary = aws.wait_for_batch(batch_id, timeout_s=300)
-    assert summary["status"] in {"SUCCEEDED", "PARTIAL"}, summary
+    assert summary["status"] == "SUCCEEDED", summary
+    # the contact sheet comes after the final status; the next batch starts after it
+    assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
     return batch_id
 
 
