@@ -238,13 +238,20 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         str, typer.Option(help="SageMaker sizes served, e.g. 64x64,128x128; empty: any.")
     ] = "",
     max_batch: Annotated[int, typer.Option(help="SageMaker images per pipeline call.")] = 4,
+    parameter_overrides: ParametersOption = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine."""
     if backend not in {"bedrock", "sagemaker"}:
         raise typer.BadParameter("--backend is bedrock or sagemaker")
     from imagebatch_cli.local.pipeline import LocalOptions, LocalRunError, local_aws
+    from imagebatch_cli.stack_options import StackParametersError, parse_parameter_overrides
 
-    overrides = {"ChunkSize": str(chunk_size)} if chunk_size else {}
+    try:
+        overrides = parse_parameter_overrides(parameter_overrides or [])
+    except StackParametersError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if chunk_size:
+        overrides["ChunkSize"] = str(chunk_size)
     function_env = {
         name: str(value)
         for name, value in (("RETRY_BASE_MS", retry_base_ms), ("RETRY_CAP_MS", retry_cap_ms))
