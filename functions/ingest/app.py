@@ -12,16 +12,13 @@ from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.stepfunctions import StepFunctionsStarter
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.costs.estimate import Shape
-from imagebatch.costs.prices import load_aws_prices
-from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.ingest import (
     IngestOutcome,
@@ -37,33 +34,10 @@ _settings = cached_settings(IngestSettings)
 
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
-    deployed = bool(settings.sagemaker_endpoint_name)
-    # None where imagebatch has no prices: ingest refuses the batch with a message.
-    prices = load_aws_prices().find(settings.aws_region)
-    stack = StackOptions(
-        chunk_size=settings.chunk_size,
-        max_concurrency=settings.map_max_concurrency,
-        max_chunk_concurrency=settings.chunk_concurrency,
-        sagemaker_buckets=parse_buckets(settings.sagemaker_shape_buckets) if deployed else None,
-        sagemaker_price=(
-            prices.find_instance(settings.sagemaker_instance_type)
-            if deployed and prices is not None
-            else None
-        ),
-        prices=prices,
-        region=settings.aws_region,
-        shape=Shape(
-            chunk_size=settings.chunk_size,
-            map_concurrency=settings.map_max_concurrency,
-            chunk_concurrency=settings.chunk_concurrency,
-            chunk_memory_mb=settings.chunk_memory_mb,
-        ),
-        sagemaker_instance_types=settings.sagemaker_instances,
-        sagemaker_endpoint=settings.sagemaker_endpoint_name,
-        sagemaker_model=settings.sagemaker_model_id,
-        sagemaker_path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
-    )
+    stack = StackOptions.from_settings(settings)
+    deployment = stack.deployment
     ledger = Ledger(dynamodb_client(), settings.ledger_table)
+    usage = EndpointUsageStore(ledger.client, ledger.table, ledger.meter)
     ports = IngestPorts(
         store=BatchStore(s3_client(), bucket),
         ledger=ledger,
@@ -71,7 +45,10 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
         catalogue=load_catalogue(),
         clock=clock,
         throughput=(
-            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployed else None
+            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployment else None
+        ),
+        endpoint_at_zero=(
+            (lambda: usage.at_zero(deployment.endpoint_name)) if deployment else None
         ),
     )
     return ingest_manifest(ManifestObject(bucket, key, etag), ports, stack)

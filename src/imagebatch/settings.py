@@ -59,31 +59,26 @@ class IngestSettings(StorageSettings):
     # The chunk function's memory: what the estimate and budget holdback price chunk Lambda
     # time with.
     chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=256, ge=128, le=10240)
-    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
-    # so `backend: auto` chooses among Bedrock models only.
-    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
-
-    # Empty when the stack has no SageMaker endpoint (EnableSageMaker=false).
+    # What the stack deployed on the SageMaker side (its template parameters); the endpoint
+    # name is empty when the stack has none (EnableSageMaker=false): `backend: auto` then
+    # chooses Bedrock, and a sagemaker batch is refused.
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", default="")
     sagemaker_shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
     sagemaker_instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", default="ml.inf2.xlarge")
     sagemaker_model_id: str = Field(alias="SAGEMAKER_MODEL_ID", default="")
     sagemaker_max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
+    # Bedrock model ids the endpoint may make instead under `backend: auto`, comma-separated.
+    sagemaker_bedrock_equivalents: str = Field(alias="SAGEMAKER_BEDROCK_EQUIVALENTS", default="")
 
     @property
-    def sagemaker_instances(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
+    def sagemaker_stands_in_for(self) -> frozenset[str]:
+        return frozenset(
+            m.strip() for m in self.sagemaker_bedrock_equivalents.split(",") if m.strip()
+        )
 
 
 class GenerateSettings(StorageSettings):
     chunk_concurrency: int = Field(alias="CHUNK_CONCURRENCY", default=50, ge=1, le=90)
-    # Instance types of a deployed SageMaker endpoint, comma-separated; empty = not deployed,
-    # so `backend: auto` chooses among Bedrock models only.
-    sagemaker_instance_types: str = Field(alias="SAGEMAKER_INSTANCE_TYPES", default="")
-
-    @property
-    def sagemaker_instances(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.sagemaker_instance_types.split(",") if t.strip())
 
     # Stop starting new images when less than this much of the invocation is left, so the
     # chunk can still commit what it made before Lambda's timeout.

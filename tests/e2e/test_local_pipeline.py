@@ -195,6 +195,8 @@ def test_refused_images_are_recorded_with_their_class(aws: LocalAws, tmp_path: P
     lines = [json.loads(line) for line in redrive["Body"].read().splitlines()]
     assert "batch" in lines[0]
     assert sorted(item["id"] for item in lines[1:]) == ["flt-02-1", "flt-04-1"]
+    # its contact sheet runs after the status is final: let it end before the next test counts
+    assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
 
 
 def _invocations(aws: LocalAws) -> Counter[str]:
@@ -295,7 +297,10 @@ def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
 
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
-    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+    aws.wait_for_batch(batch_id, timeout_s=120)
+    # the contact sheet, after the final status, holds budget first: read once it has settled
+    aws.wait_for_execution(batch_id)
+    summary = aws.ledger().get_batch(batch_id) or {}
 
     # THEN nothing is generated, every image is budget_exhausted, spend stays under the cap
     # and the redrive manifest holds all six

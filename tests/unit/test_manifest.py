@@ -166,6 +166,7 @@ def test_header_is_optional_and_defaults_apply(catalogue: ModelCatalogue) -> Non
         "output_prefix": "outputs/",
         "tags": {},
         "on_invalid": "reject",
+        "deadline_minutes": None,
     }
     assert [(r.line, r.item.model) for r in results if isinstance(r, ValidItem)] == [
         (1, "test.alpha"),

@@ -31,7 +31,6 @@ from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import batch_id_for
-from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, StackOptions, ingest_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,8 +219,8 @@ def test_a_sagemaker_batch_is_refused_where_its_instance_has_no_price(
             max_concurrency=2,
             prices=load_aws_prices().region("eu-west-1"),
             shape=Shape(chunk_size=50, map_concurrency=2),
-            sagemaker_buckets=parse_buckets("512x512"),
-            sagemaker_price=None,
+            # an endpoint is deployed, but its instance type has no price here
+            sagemaker_unpriced=True,
             region="eu-west-1",
         ),
     )

@@ -108,8 +108,11 @@ def test_estimate_command_prints_every_backend_and_writes_a_chart(tmp_path: Path
         app, ["estimate", str(manifest), "--chart", str(chart)], terminal_width=200
     )
     assert result.exit_code == 0, result.output
-    for name in ("bedrock", "ml.inf2.xlarge (warm)", "ml.g4dn.xlarge (cold)", "auto picks"):
+    for name in ("bedrock", "ml.inf2.xlarge (warm)", "ml.g4dn.xlarge (cold)", "cheapest"):
         assert name in result.output
+    # what ingest would do comes first: on this template's defaults (no endpoint), Bedrock
+    assert "what ingest would do on this stack" in result.output
+    assert "ingest would start batch backend bedrock, 1 chunk(s)" in result.output
     assert "break-even" in result.output
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -124,22 +127,3 @@ def test_estimate_exits_1_when_no_backend_meets_the_deadline(tmp_path: Path, min
     result = CliRunner().invoke(app, ["estimate", str(manifest), "--deadline", minutes])
     assert result.exit_code == 1
     assert "meets the deadline" in result.output
-
-
-def test_ingest_auto_chooses_among_deployed_backends_only(tmp_path: Path) -> None:
-    from imagebatch.manifest.schema import BatchSettings
-    from imagebatch.pipeline.ingest import BatchPlan, choose_batch_backend
-
-    plan = BatchPlan(
-        settings=BatchSettings.model_validate({"backend": "auto", "model": MODEL}),
-        spool=tmp_path,
-        images_total=5000,
-        models={MODEL},
-    )
-    catalogue = load_catalogue()
-    # no endpoint deployed: Bedrock, whatever the size
-    assert choose_batch_backend(plan, catalogue, PRICES, Shape()) == "bedrock"
-    # an inf2 endpoint deployed: 5,000 images are cheaper there
-    assert choose_batch_backend(plan, catalogue, PRICES, Shape(), ("ml.inf2.xlarge",)) == (
-        "sagemaker"
-    )

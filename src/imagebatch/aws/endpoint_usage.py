@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagebatch.aws.dynamo_items import batch_pk, from_item, now_iso, to_item
 from imagebatch.costs.overhead import ScaleEvent
+from imagebatch.costs.usage import Meter
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -25,9 +26,11 @@ def endpoint_pk(endpoint: str) -> str:
 
 
 class EndpointUsageStore:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, meter: Meter | None = None) -> None:
         self._ddb = client
         self.table = table
+        # Reads made for a batch (ingest's look at the endpoint) are charged to it.
+        self.meter = meter
 
     def record_scale_event(self, endpoint: str, event: ScaleEvent) -> None:
         self._ddb.put_item(
@@ -49,6 +52,25 @@ class EndpointUsageStore:
             ConsistentRead=True,
         )
         return [ScaleEvent.model_validate(from_item(item)) for item in response.get("Items", [])]
+
+    def at_zero(self, endpoint: str) -> bool:
+        """Whether the endpoint has no instance up, by the last scale event on record (none
+        recorded: at zero, as it is deployed with no instance)."""
+        response = self._ddb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=to_item({":pk": endpoint_pk(endpoint), ":prefix": "SCALE#"}),
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = response.get("Items", [])
+        if self.meter is not None:
+            self.meter.add(ddb_read_units=1)
+        if not items:
+            return True
+        last = ScaleEvent.model_validate(from_item(items[0]))
+        return last.instances_after == 0
 
     def record_overhead(
         self, endpoint: str, session_start: str, charges: Mapping[str, int], rule: str

@@ -268,6 +268,14 @@ def _overhead_per_image(
     return per_chunk.total / n + per_image_files + sheet_chunk / n, fixed
 
 
+def bedrock_overhead_per_image(prices: RegionPrices, shape: Shape) -> Decimal:
+    """What a Bedrock image costs besides its price: its share of a full chunk's Lambda,
+    transitions, ledger writes, PNG PUT and storage, and of the contact sheet."""
+    lambda_s = load_speed_assumptions().bedrock.seconds_per_image / shape.chunk_concurrency
+    overhead, _ = _overhead_per_image(prices, shape, lambda_s, shape.width * shape.height)
+    return overhead
+
+
 def bedrock_options(
     models: Iterable[str], catalogue: ModelCatalogue, prices: RegionPrices, shape: Shape
 ) -> list[BackendOption]:

@@ -26,9 +26,11 @@ from imagebatch.costs.estimate import (
     BatchEstimate,
     Shape,
     batch_usage,
+    chunk_usage,
     contact_sheet_reserve,
     expected_contact_sheet,
     load_speed_assumptions,
+    refusal_usage,
 )
 from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
@@ -109,6 +111,25 @@ def attempt_usage(
         sns_publishes=SNS_PUBLISHES,
         sqs_requests=SQS_REQUESTS,
     )
+
+
+def sagemaker_overhead_per_image(
+    prices: RegionPrices, shape: Shape, path: SageMakerPath, *, pixels: int = 512 * 512
+) -> Decimal:
+    """What an image on the endpoint costs besides its instance-seconds: its share of a full
+    chunk attempt (both Lambdas, transitions, messages, ledger, PNG, objects)."""
+    lambdas = load_speed_assumptions().sagemaker_lambda_seconds
+    n = shape.chunk_size
+    usage = attempt_usage(
+        n,
+        shapes=1,
+        png_bytes=int(pixels * EXPECTED_PNG_BYTES_PER_PIXEL),
+        capped=False,
+        path=path,
+        submit_seconds=lambdas.submit,
+        record_seconds=lambdas.record,
+    )
+    return price_usage(usage, prices).total / n
 
 
 def attempt_bound(
@@ -238,12 +259,44 @@ def estimate_sagemaker_batch(
 ) -> BatchEstimate:
     """Expected cost of a SageMaker batch with these chunks (each made in one attempt), and
     the reserve that lets a chunk refused for budget record its images."""
-    lambdas = load_speed_assumptions().sagemaker_lambda_seconds
+    return estimate_mixed_batch(
+        inference_micro_usd,
+        [],
+        list(zip(chunk_sizes, chunk_shapes, strict=True)),
+        prices,
+        shape,
+        path=path,
+        capped=capped,
+        pixels=pixels,
+    )
+
+
+def estimate_mixed_batch(
+    inference_micro_usd: Decimal,
+    bedrock_chunks: Sequence[int],
+    sagemaker_chunks: Sequence[tuple[int, int]],
+    prices: RegionPrices,
+    shape: Shape,
+    *,
+    path: SageMakerPath,
+    capped: bool,
+    pixels: int,
+) -> BatchEstimate:
+    """Expected cost of a batch whose chunks run on Bedrock (`bedrock_chunks`: images each)
+    and on the endpoint (`sagemaker_chunks`: images and call shapes each), with the reserve
+    for refusals, finalize and the contact sheet. Inference is exact, rounded up once."""
+    speeds = load_speed_assumptions()
+    lambdas = speeds.sagemaker_lambda_seconds
     png = int(pixels * EXPECTED_PNG_BYTES_PER_PIXEL)
-    images, chunks = sum(chunk_sizes), len(chunk_sizes)
+    images = sum(bedrock_chunks) + sum(n for n, _ in sagemaker_chunks)
+    chunks = len(bedrock_chunks) + len(sagemaker_chunks)
     usage = batch_usage(chunks, images, shape) + expected_contact_sheet(images, chunks, shape)
     refusals = contact_sheet_reserve(images, chunks, shape)
-    for n, shapes in zip(chunk_sizes, chunk_shapes, strict=True):
+    bedrock_lambda_s = speeds.bedrock.seconds_per_image / shape.chunk_concurrency
+    for n in bedrock_chunks:
+        usage += chunk_usage(n, bedrock_lambda_s * n, shape.chunk_memory_mb, png)
+        refusals += refusal_usage(n, shape.chunk_memory_mb)
+    for n, shapes in sagemaker_chunks:
         usage += attempt_usage(
             n,
             shapes=shapes,
@@ -256,8 +309,8 @@ def estimate_sagemaker_batch(
         refusals += refusal_bound(n, path.submit_memory_mb)
     costs = price_usage(usage, prices)
     return BatchEstimate(
-        images=sum(chunk_sizes),
-        chunks=len(chunk_sizes),
+        images=images,
+        chunks=chunks,
         inference_micro_usd=ceil_micro(inference_micro_usd),
         orchestration_micro_usd=ceil_micro(costs.orchestration),
         storage_micro_usd=ceil_micro(costs.storage),

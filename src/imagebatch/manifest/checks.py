@@ -171,10 +171,19 @@ def _header_error(exc: ValidationError, line: int, prefix: str) -> ManifestError
 
 
 def check_settings(
-    text: str, line: int, catalogue: ModelCatalogue, today: date, *, wrapped: bool
+    text: str,
+    line: int,
+    catalogue: ModelCatalogue,
+    today: date,
+    *,
+    wrapped: bool,
+    endpoint_model: str | None = None,
 ) -> BatchSettings:
-    """The batch settings from JSON text: a `{"batch": {...}}` header line when wrapped."""
-    context = {"catalogue": catalogue}
+    """The batch settings from JSON text: a `{"batch": {...}}` header line when wrapped.
+    `endpoint_model`: the model a deployed SageMaker endpoint serves, if any."""
+    context: dict[str, object] = {"catalogue": catalogue}
+    if endpoint_model is not None:
+        context["endpoint_model"] = endpoint_model
     try:
         if wrapped:
             settings = ManifestHeader.model_validate_json(text, context=context).batch
@@ -195,10 +204,20 @@ def default_settings(catalogue: ModelCatalogue) -> BatchSettings:
 class LineChecks:
     """Checks item lines in manifest order; remembers each id's first line to find repeats."""
 
-    def __init__(self, settings: BatchSettings, catalogue: ModelCatalogue, today: date) -> None:
+    def __init__(
+        self,
+        settings: BatchSettings,
+        catalogue: ModelCatalogue,
+        today: date,
+        *,
+        routed: bool = False,
+    ) -> None:
+        """`routed`: an auto batch on a stack with an endpoint; which backend makes an item
+        (and so which model limits apply) is decided per item after these checks."""
         self._settings = settings
         self._catalogue = catalogue
         self._today = today
+        self._routed = routed
         self._context = {"catalogue": catalogue, "default_model": settings.model}
         self._seen_ids = FirstLines()
 
@@ -236,8 +255,9 @@ class LineChecks:
         return ValidItem(line=line, item=item)
 
     def _model_errors(self, item: ManifestItem, line: int) -> list[FieldError]:
-        # The sagemaker seam: a self-hosted model has no Bedrock catalogue entry to check.
-        if self._settings.backend == "sagemaker":
+        # The sagemaker seam: a self-hosted model has no Bedrock catalogue entry to check; an
+        # auto batch's items are checked per backend when routed (backends/routing.py).
+        if self._settings.backend == "sagemaker" or self._routed:
             return []
         spec = self._catalogue.get(item.model)
         if spec is None:

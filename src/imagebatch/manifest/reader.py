@@ -143,8 +143,13 @@ class ManifestReader:
         catalogue: ModelCatalogue,
         *,
         today: date | None = None,
+        endpoint_model: str | None = None,
     ) -> None:
+        """`endpoint_model`: the model the stack's SageMaker endpoint serves, when it has one
+        (a sagemaker batch's default model; an auto batch's items are then routed per item,
+        their model limits checked by the router)."""
         self._catalogue = catalogue
+        self._endpoint_model = endpoint_model
         self._today = today or datetime.now(UTC).date()
         self._lines = _read_lines(stream)
         self._fmt = fmt
@@ -156,7 +161,12 @@ class ManifestReader:
             self.settings = self._read_jsonl_header()
         else:
             self.settings = self._read_csv_header()
-        self._checks = LineChecks(self.settings, catalogue, self._today)
+        self._checks = LineChecks(
+            self.settings,
+            catalogue,
+            self._today,
+            routed=self.settings.backend == "auto" and endpoint_model is not None,
+        )
 
     # -- header -----------------------------------------------------------------------------
 
@@ -176,7 +186,14 @@ class ManifestReader:
                 raise ManifestError(
                     "the batch header must be a JSON object", line=first.number, field="batch"
                 )
-            return check_settings(text, first.number, self._catalogue, self._today, wrapped=True)
+            return check_settings(
+                text,
+                first.number,
+                self._catalogue,
+                self._today,
+                wrapped=True,
+                endpoint_model=self._endpoint_model,
+            )
         self._first_item_line = first
         return default_settings(self._catalogue)
 
@@ -199,7 +216,12 @@ class ManifestReader:
         if first_batch_line is None:
             return default_settings(self._catalogue)
         return check_settings(
-            json.dumps(merged), first_batch_line, self._catalogue, self._today, wrapped=False
+            json.dumps(merged),
+            first_batch_line,
+            self._catalogue,
+            self._today,
+            wrapped=False,
+            endpoint_model=self._endpoint_model,
         )
 
     # -- items ------------------------------------------------------------------------------

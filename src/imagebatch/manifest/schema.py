@@ -107,12 +107,23 @@ class BatchSettings(BaseModel):
         default="reject",
         description="reject: any invalid line rejects the batch; skip: invalid lines are left out.",
     )
+    # Lax like money: a JSON number or string, an exact Decimal.
+    deadline_minutes: Decimal | None = Field(
+        default=None,
+        gt=0,
+        strict=False,
+        description="backend auto: only backends expected to finish within this many minutes.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _fill_default_model(cls, data: Any, info: ValidationInfo) -> Any:
-        # The default comes from the catalogue the caller validates against, not the shipped one.
+        # The default comes from the catalogue the caller validates against, not the shipped one;
+        # a sagemaker batch's default is the model the deployed endpoint serves, when known.
         if isinstance(data, dict) and "model" not in data:
+            endpoint_model = (info.context or {}).get("endpoint_model")
+            if data.get("backend") == "sagemaker" and isinstance(endpoint_model, str):
+                return {**data, "model": endpoint_model}
             return {**data, "model": _context_catalogue(info).default_model_id}
         return data
 
@@ -129,8 +140,11 @@ class BatchSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_model_known(self, info: ValidationInfo) -> BatchSettings:
-        # A sagemaker batch runs a self-hosted model the Bedrock catalogue does not list.
+        # A sagemaker batch runs a self-hosted model the Bedrock catalogue does not list; so
+        # may an auto batch, the model the deployed endpoint serves.
         if self.backend == "sagemaker":
+            return self
+        if self.model == (info.context or {}).get("endpoint_model"):
             return self
         catalogue = _context_catalogue(info)
         if catalogue.get(self.model) is None:

@@ -72,6 +72,8 @@ class ChunkRef(BaseModel):
     chunk_id: str
     key: str
     images: int
+    # The Map's Choice state routes each chunk by it (a batch may use both backends).
+    backend: Literal["bedrock", "sagemaker"] = "bedrock"
 
 
 class ChunkTask(BaseModel):

@@ -6,7 +6,8 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, Protocol
@@ -17,23 +18,26 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_index_key, chunk_key
 from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.backends.concurrency import ConcurrencyPlan, plan_concurrency
-from imagebatch.backends.sagemaker import estimate_micro_usd as sagemaker_estimate
-from imagebatch.backends.sagemaker import expected_seconds
-from imagebatch.costs.estimate import (
-    BatchEstimate,
-    Shape,
-    bedrock_options,
-    choose_backend,
-    estimate_batch,
-    sagemaker_options,
+from imagebatch.backends.routing import (
+    Backend,
+    Deployment,
+    FlexibleImages,
+    Route,
+    choose_for_flexible,
+    job_for_backend,
+    route_item,
+    wake_micro_usd,
 )
-from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
-from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_sagemaker_batch
+from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
+from imagebatch.backends.sagemaker import expected_seconds
+from imagebatch.costs.estimate import BatchEstimate, Shape, estimate_batch
+from imagebatch.costs.prices import RegionPrices, load_aws_prices
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import ManifestReader, format_for_key
-from imagebatch.manifest.region_check import check_regions
+from imagebatch.manifest.region_check import check_region
 from imagebatch.manifest.schema import (
     BatchSettings,
     FieldError,
@@ -51,7 +55,8 @@ from imagebatch.models.records import (
     batch_id_for,
     hashed_seed,
 )
-from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error, shape_key
+from imagebatch.models.sagemaker_contract import parse_buckets, shape_key
+from imagebatch.settings import IngestSettings
 
 logger = Logger(child=True)
 
@@ -98,6 +103,9 @@ class BatchPlan:
     chunk_sizes: list[int] = field(default_factory=list)
     # (offset, length) of each chunk's JSON in spool/CHUNKS_SPOOL, in chunk_ids order
     chunk_spans: list[tuple[int, int]] = field(default_factory=list)
+    # per chunk: the backend that makes it, and its distinct call shapes
+    chunk_backends: list[str] = field(default_factory=list)
+    chunk_shapes: list[int] = field(default_factory=list)
     items_valid: int = 0
     images_total: int = 0
     invalid_lines: int = 0
@@ -105,12 +113,25 @@ class BatchPlan:
     estimate_micro_usd: int = 0  # inference only; `estimate` adds the other categories
     models: set[str] = field(default_factory=set)
     estimate: BatchEstimate | None = None
-    backend: str = "bedrock"
-    # SageMaker: exact expected inference (rounded up once into estimate_micro_usd), the
-    # distinct call shapes per chunk and the pixels made (for the orchestration estimate)
+    # images per backend, and why images either backend could make went where they did
+    backends: dict[str, int] = field(default_factory=dict)
+    choice: str | None = None
+    # exact expected inference (rounded up once into estimate_micro_usd), pixels made
     inference_exact: Decimal = Decimal(0)
-    chunk_shapes: list[int] = field(default_factory=list)
+    inference_by_backend: dict[str, Decimal] = field(default_factory=dict)
+    # The endpoint's cold start and idle tail this batch would cause (it is at zero), if any.
+    endpoint_wake_micro_usd: int = 0
     pixels_total: int = 0
+
+    @property
+    def backend(self) -> str:
+        """The batch's backend: the one every image runs on, or `mixed`."""
+        used = [name for name, images in self.backends.items() if images]
+        if len(used) == 1:
+            return used[0]
+        if used:
+            return "mixed"
+        return "sagemaker" if self.settings.backend == "sagemaker" else "bedrock"
 
     def chunk_body(self, index: int, spool_fd: int | None = None) -> bytes:
         """The JSON of chunk `index` (a ChunkFile), read back from the spool file; pass an
@@ -169,84 +190,242 @@ def plan_batch(
     catalogue: ModelCatalogue,
     chunk_size: int,
     spool: Path,
-    shape_buckets: tuple[ShapeBucket, ...] = (),
-    sagemaker_price: InstancePrice | None = None,
+    deployment: Deployment | None = None,
+    endpoint_seconds: EndpointSecondsFn | None = None,
+    prices: RegionPrices | None = None,
+    shape: Shape | None = None,
     region: str | None = None,
-    sagemaker_seconds: Callable[[ImageJob], Decimal] | None = None,
 ) -> BatchPlan:
-    """Validate and chunk in one streaming pass; memory stays flat at any manifest size.
+    """Validate, route and chunk; memory stays flat at any manifest size.
 
-    `sagemaker_seconds`: the seconds the endpoint is expected to take per image (its own
-    measurements where it has them); without it, the data file's reference figure."""
-    reader = ManifestReader(stream, format_for_key(key), catalogue)
+    One pass over the manifest checks each line and routes it (backends/routing.py): an image
+    only one backend can make goes straight into that backend's chunks; an image either
+    could make is priced both ways and set aside in a spool file. Then the backend for those
+    is chosen and they are chunked. `endpoint_seconds`: what the endpoint is expected to take
+    per image (its own measurements where it has them); without it, the data file's reference
+    figure. `region`: Bedrock serves each model in some regions only (data/bedrock_models.json).
+    """
+    reader = ManifestReader(
+        stream,
+        format_for_key(key),
+        catalogue,
+        endpoint_model=deployment.model_id if deployment else None,
+    )
     plan = BatchPlan(settings=reader.settings, spool=spool)
-    price_of = _image_pricer(reader.settings, catalogue, sagemaker_price, sagemaker_seconds)
-    pending: list[ImageJob] = []
-    errors_file: IO[str] | None = None
-    entries = _with_bucket_checks(reader, shape_buckets)
-    if region is not None and reader.settings.backend != "sagemaker":
-        # Bedrock serves each model in some regions only (data/bedrock_models.json).
-        entries = check_regions(entries, catalogue, region)
-    chunks_out = (spool / CHUNKS_SPOOL).open("wb")
-    try:
-        for entry in entries:
-            if isinstance(entry, InvalidLine):
-                if errors_file is None:
-                    plan.errors_path = spool / "errors.jsonl"
-                    errors_file = plan.errors_path.open("w", encoding="utf-8")
-                plan.invalid_lines += 1
-                for error in entry.errors:
-                    errors_file.write(error.model_dump_json() + "\n")
-                continue
-            plan.items_valid += 1
-            for job in expand_item(entry.item, entry.line, reader.settings.tags):
-                plan.inference_exact += price_of(job)
-                plan.pixels_total += job.width * job.height
-                plan.models.add(job.model)
-                pending.append(job)
-                if len(pending) == chunk_size:
-                    _spool_chunk(plan, batch_id, pending, chunks_out)
-                    pending = []
-        if pending:
-            _spool_chunk(plan, batch_id, pending, chunks_out)
-    finally:
-        chunks_out.close()
-        if errors_file is not None:
-            errors_file.close()
+    pricer = _Pricer(catalogue, deployment, endpoint_seconds)
+    flexible_path = spool / "flexible.jsonl"
+    flexible = FlexibleImages()
+    endpoint_needed = False
+    today = datetime.now(UTC).date()
+    with (
+        _ErrorsFile(plan) as errors,
+        _Chunker(plan, batch_id, chunk_size, pricer, deployment) as chunker,
+    ):
+        with flexible_path.open("w", encoding="utf-8") as set_aside:
+            for entry in reader:
+                if isinstance(entry, InvalidLine):
+                    errors.write(entry)
+                    continue
+                route = _route(entry, plan.settings, catalogue, deployment, today, region)
+                if isinstance(route, InvalidLine):
+                    errors.write(route)
+                    continue
+                plan.items_valid += 1
+                endpoint_needed = endpoint_needed or route == "sagemaker"
+                for job in expand_item(entry.item, entry.line, reader.settings.tags):
+                    if route == "either":
+                        flexible.add(pricer.bedrock(job), pricer.endpoint_seconds(job))
+                        set_aside.write(job.model_dump_json() + "\n")
+                    else:
+                        chunker.add(job, route)
+        flexible_backend: Backend = "bedrock"
+        if flexible.images and deployment is not None:
+            choice = choose_for_flexible(
+                flexible,
+                deployment=deployment,
+                endpoint_needed=endpoint_needed,
+                prices=prices or load_aws_prices().region("us-east-1"),
+                shape=shape or Shape(chunk_size=chunk_size),
+                deadline_s=(
+                    float(plan.settings.deadline_minutes * 60)
+                    if plan.settings.deadline_minutes is not None
+                    else None
+                ),
+            )
+            flexible_backend, plan.choice = choice.backend, choice.reason
+        with flexible_path.open(encoding="utf-8") as set_aside:
+            for text in set_aside:
+                chunker.add(ImageJob.model_validate_json(text), flexible_backend)
+    flexible_path.unlink()
     plan.estimate_micro_usd = ceil_micro(plan.inference_exact)
+    if deployment is not None and plan.backends.get("sagemaker"):
+        # charged to the batches that caused it as endpoint overhead, not in the estimate
+        plan.endpoint_wake_micro_usd = ceil_micro(wake_micro_usd(deployment))
     return plan
 
 
-def _image_pricer(
+def _route(  # noqa: PLR0917 - private, one caller
+    entry: ValidItem,
     settings: BatchSettings,
     catalogue: ModelCatalogue,
-    sagemaker_price: InstancePrice | None,
-    sagemaker_seconds: Callable[[ImageJob], Decimal] | None,
-) -> Callable[[ImageJob], Decimal]:
-    """Expected micro-dollars per image (exact): the catalogue price on Bedrock; on the
-    self-hosted endpoint, its expected seconds x the instance price."""
-    if settings.backend == "sagemaker":
-        if sagemaker_price is None:
-            return lambda job: Decimal(0)
-        price = sagemaker_price
-        if sagemaker_seconds is None:
-            return lambda job: Decimal(
-                sagemaker_estimate(job.width, job.height, job.steps, price, model=job.model)
-            )
-        seconds = sagemaker_seconds
-        return lambda job: seconds(job) * price.micro_usd_per_second
-    price_by_shape: dict[tuple[str, int, int], int] = {}
+    deployment: Deployment | None,
+    today: date,
+    region: str | None,
+) -> Route | InvalidLine:
+    if deployment is None:
+        if settings.backend == "sagemaker":
+            return "sagemaker"  # refused as a whole: the backend is not deployed
+        # Bedrock only: the reader checked the item against its model; the region serves it?
+        checked = check_region(entry, catalogue, region) if region is not None else entry
+        return checked if isinstance(checked, InvalidLine) else "bedrock"
+    routed = route_item(
+        entry.item,
+        entry.line,
+        settings.backend,
+        catalogue=catalogue,
+        deployment=deployment,
+        today=today,
+    )
+    if isinstance(routed, list):
+        return InvalidLine(line=entry.line, errors=routed)
+    if routed == "bedrock" and region is not None:
+        checked = check_region(entry, catalogue, region)
+        if isinstance(checked, InvalidLine):
+            return checked
+    return routed
 
-    def bedrock(job: ImageJob) -> Decimal:
+
+class _ErrorsFile:
+    """errors.jsonl in the spool, opened on the first invalid line."""
+
+    def __init__(self, plan: BatchPlan) -> None:
+        self._plan = plan
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> _ErrorsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def write(self, line: InvalidLine) -> None:
+        if self._file is None:
+            self._plan.errors_path = self._plan.spool / "errors.jsonl"
+            self._file = self._plan.errors_path.open("w", encoding="utf-8")
+        self._plan.invalid_lines += 1
+        for error in line.errors:
+            self._file.write(error.model_dump_json() + "\n")
+
+
+class _Pricer:
+    """Expected micro-dollars per image (exact): the catalogue price on Bedrock; on the
+    endpoint, its expected seconds x the instance price."""
+
+    def __init__(
+        self,
+        catalogue: ModelCatalogue,
+        deployment: Deployment | None,
+        endpoint_seconds: EndpointSecondsFn | None,
+    ) -> None:
+        self._catalogue = catalogue
+        self._deployment = deployment
+        self._endpoint_seconds = endpoint_seconds
+        self._bedrock: dict[tuple[str, int, int], int] = {}
+
+    def bedrock(self, job: ImageJob) -> Decimal:
         shape = (job.model, job.width, job.height)
-        if shape not in price_by_shape:
-            spec = catalogue.get(job.model)
-            price_by_shape[shape] = (
+        if shape not in self._bedrock:
+            spec = self._catalogue.get(job.model)
+            self._bedrock[shape] = (
                 spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
             )
-        return Decimal(price_by_shape[shape])
+        return Decimal(self._bedrock[shape])
 
-    return bedrock
+    def endpoint_seconds(self, job: ImageJob) -> Decimal:
+        deployment = self._deployment
+        if deployment is None:
+            return Decimal(0)
+        job = job_for_backend(job, "sagemaker", deployment)
+        if self._endpoint_seconds is not None:
+            return self._endpoint_seconds(job)
+        return expected_seconds(
+            [shape_key(job)], instance_type=deployment.instance_type, model=job.model, measured={}
+        ).for_job(job)
+
+    def price(self, job: ImageJob, backend: Backend) -> Decimal:
+        if backend == "bedrock":
+            return self.bedrock(job)
+        if self._deployment is None:
+            return Decimal(0)
+        return self.endpoint_seconds(job) * self._deployment.price.micro_usd_per_second
+
+
+class _Chunker:
+    """Images into single-backend chunks of chunk_size, appended to the plan's spool file."""
+
+    def __init__(
+        self,
+        plan: BatchPlan,
+        batch_id: str,
+        chunk_size: int,
+        pricer: _Pricer,
+        deployment: Deployment | None,
+    ) -> None:
+        self._plan = plan
+        self._batch_id = batch_id
+        self._chunk_size = chunk_size
+        self._pricer = pricer
+        self._deployment = deployment
+        self._pending: dict[Backend, list[ImageJob]] = {"bedrock": [], "sagemaker": []}
+        self._out = (plan.spool / CHUNKS_SPOOL).open("wb")
+
+    def __enter__(self) -> _Chunker:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                for backend, jobs in self._pending.items():
+                    if jobs:
+                        self._spool(jobs, backend)
+        finally:
+            self._out.close()
+
+    def add(self, job: ImageJob, backend: Backend) -> None:
+        plan = self._plan
+        job = job_for_backend(job, backend, self._deployment)
+        price = self._pricer.price(job, backend)
+        plan.inference_exact += price
+        plan.inference_by_backend[backend] = plan.inference_by_backend.get(backend, 0) + price
+        plan.pixels_total += job.width * job.height
+        plan.models.add(job.model)
+        plan.backends[backend] = plan.backends.get(backend, 0) + 1
+        pending = self._pending[backend]
+        pending.append(job)
+        if len(pending) == self._chunk_size:
+            self._spool(pending, backend)
+            self._pending[backend] = []
+
+    def _spool(self, jobs: list[ImageJob], backend: Backend) -> None:
+        plan = self._plan
+        chunk_id = f"{len(plan.chunk_ids):05d}"
+        chunk = ChunkFile(
+            batch_id=self._batch_id,
+            chunk_id=chunk_id,
+            backend=backend,
+            output_prefix=plan.settings.output_prefix,
+            images=jobs,
+            tags=plan.settings.tags,
+        )
+        body = chunk.model_dump_json(exclude_defaults=True).encode()
+        plan.chunk_spans.append((self._out.tell(), len(body)))
+        self._out.write(body)
+        plan.chunk_shapes.append(len({shape_key(job) for job in jobs}))
+        plan.chunk_backends.append(backend)
+        plan.chunk_ids.append(chunk_id)
+        plan.chunk_sizes.append(len(jobs))
+        plan.images_total += len(jobs)
 
 
 class EndpointSeconds:
@@ -274,48 +453,6 @@ class EndpointSeconds:
             )
             self._seconds[(model, key)] = expected.per_image[key]
         return self._seconds[(model, key)]
-
-
-def _with_bucket_checks(
-    reader: ManifestReader, buckets: tuple[ShapeBucket, ...]
-) -> Iterator[ValidItem | InvalidLine]:
-    if reader.settings.backend != "sagemaker":
-        yield from reader
-        return
-    for entry in reader:
-        yield _check_shape_bucket(entry, buckets)
-
-
-def _check_shape_bucket(
-    entry: ValidItem | InvalidLine, buckets: tuple[ShapeBucket, ...]
-) -> ValidItem | InvalidLine:
-    """A size the endpoint was not compiled for is a line error, named with the buckets."""
-    if isinstance(entry, InvalidLine):
-        return entry
-    reason = bucket_error(entry.item.width, entry.item.height, buckets)
-    if reason is None:
-        return entry
-    error = FieldError(line=entry.line, field="width", reason=reason, item_id=entry.item.id)
-    return InvalidLine(line=entry.line, errors=[error])
-
-
-def _spool_chunk(plan: BatchPlan, batch_id: str, jobs: list[ImageJob], out: BinaryIO) -> None:
-    chunk_id = f"{len(plan.chunk_ids):05d}"
-    chunk = ChunkFile(
-        batch_id=batch_id,
-        chunk_id=chunk_id,
-        backend="sagemaker" if plan.settings.backend == "sagemaker" else "bedrock",
-        output_prefix=plan.settings.output_prefix,
-        images=jobs,
-        tags=plan.settings.tags,
-    )
-    body = chunk.model_dump_json(exclude_defaults=True).encode()
-    plan.chunk_spans.append((out.tell(), len(body)))
-    out.write(body)
-    plan.chunk_shapes.append(len({shape_key(job) for job in jobs}))
-    plan.chunk_ids.append(chunk_id)
-    plan.chunk_sizes.append(len(jobs))
-    plan.images_total += len(jobs)
 
 
 def rejection_reason(
@@ -359,36 +496,15 @@ def rejection_reason(
     return None
 
 
-def choose_batch_backend(
-    plan: BatchPlan,
-    catalogue: ModelCatalogue,
-    prices: RegionPrices,
-    shape: Shape,
-    sagemaker_instance_types: tuple[str, ...] = (),
-) -> str:
-    """`backend: auto`: the cheapest deployed backend for this batch (no deadline at ingest)."""
-    if plan.settings.backend != "auto":
-        return plan.settings.backend
-    options = bedrock_options(sorted(plan.models), catalogue, prices, shape)
-    options += sagemaker_options(sagemaker_instance_types, prices, shape)
-    chosen = choose_backend(options, plan.images_total)
-    return chosen.backend if chosen else "bedrock"
-
-
-def assess_plan(
-    plan: BatchPlan, catalogue: ModelCatalogue, stack: StackOptions, prices: RegionPrices
-) -> str | None:
-    """What ingest decides before it writes anything: the estimate by category, the backend
-    (`auto` resolved), and the rejection reason (None: the batch runs). `imagebatch validate`
-    calls this too, so its verdict is ingest's."""
+def assess_plan(plan: BatchPlan, stack: StackOptions, prices: RegionPrices) -> str | None:
+    """What ingest decides before it writes anything: the estimate by category and the
+    rejection reason (None: the batch runs). `imagebatch validate` and `estimate` call this
+    too (through plan_for_stack), so their verdict is ingest's."""
     plan.estimate = _estimate(plan, stack, prices)
-    plan.backend = choose_batch_backend(
-        plan, catalogue, prices, stack.shape, stack.sagemaker_instance_types
-    )
     return rejection_reason(
         plan,
-        sagemaker_deployed=stack.sagemaker_buckets is not None,
-        sagemaker_priced=stack.sagemaker_buckets is None or stack.sagemaker_price is not None,
+        sagemaker_deployed=stack.deployment is not None or stack.sagemaker_unpriced,
+        sagemaker_priced=not stack.sagemaker_unpriced,
     )
 
 
@@ -403,12 +519,14 @@ class IngestPorts:
     clock: LambdaClock | None = None
     # The endpoint's measured throughput (same table as the ledger); None: reference only.
     throughput: EndpointThroughput | None = None
+    # Whether the endpoint has no instance up now (its recorded scale events); None: assume so.
+    endpoint_at_zero: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
 class StackOptions:
     """What the stack deployed, from its settings: chunking, concurrency ceilings, prices, and
-    the SageMaker endpoint (`sagemaker_buckets` None: no endpoint; empty: any size)."""
+    the SageMaker endpoint (None: not deployed)."""
 
     chunk_size: int
     max_concurrency: int
@@ -416,15 +534,48 @@ class StackOptions:
     prices: RegionPrices | None
     shape: Shape
     max_chunk_concurrency: int = 50
-    sagemaker_buckets: tuple[ShapeBucket, ...] | None = None
-    sagemaker_price: InstancePrice | None = None
-    sagemaker_instance_types: tuple[str, ...] = ()
     # The stack's region: Bedrock serves each model in some regions only.
     region: str | None = None
-    sagemaker_endpoint: str = ""
-    # The model the endpoint serves (empty: the images' own ids) and its functions' shape.
-    sagemaker_model: str = ""
-    sagemaker_path: SageMakerPath = field(default_factory=SageMakerPath)
+    deployment: Deployment | None = None
+    # An endpoint is deployed but its instance type has no price in this region: its
+    # batches are refused (their images could not be charged).
+    sagemaker_unpriced: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> StackOptions:
+        """The ingest function's settings (the template's parameters, through its
+        environment) as options; `imagebatch estimate` builds the same from the template."""
+        prices = load_aws_prices().find(settings.aws_region)
+        deployment = None
+        instance = (
+            prices.find_instance(settings.sagemaker_instance_type)
+            if prices is not None and settings.sagemaker_endpoint_name
+            else None
+        )
+        if instance is not None:
+            deployment = Deployment(
+                endpoint_name=settings.sagemaker_endpoint_name,
+                price=instance,
+                model_id=settings.sagemaker_model_id,
+                buckets=parse_buckets(settings.sagemaker_shape_buckets),
+                stands_in_for=settings.sagemaker_stands_in_for,
+                path=SageMakerPath(max_batch=settings.sagemaker_max_batch),
+            )
+        return cls(
+            chunk_size=settings.chunk_size,
+            max_concurrency=settings.map_max_concurrency,
+            max_chunk_concurrency=settings.chunk_concurrency,
+            prices=prices,
+            region=settings.aws_region,
+            shape=Shape(
+                chunk_size=settings.chunk_size,
+                map_concurrency=settings.map_max_concurrency,
+                chunk_concurrency=settings.chunk_concurrency,
+                chunk_memory_mb=settings.chunk_memory_mb,
+            ),
+            deployment=deployment,
+            sagemaker_unpriced=bool(settings.sagemaker_endpoint_name) and instance is None,
+        )
 
 
 def ingest_manifest(
@@ -507,30 +658,19 @@ def _plan_and_upload(
     uploaded and the batch record to create."""
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
     try:
-        plan = plan_batch(
+        plan = plan_for_stack(
             store.open_manifest(manifest.key),
             manifest.key,
             batch_id=batch_id,
             catalogue=ports.catalogue,
-            chunk_size=stack.chunk_size,
+            stack=stack,
             spool=spool,
-            shape_buckets=stack.sagemaker_buckets or (),
-            sagemaker_price=stack.sagemaker_price,
-            region=stack.region,
-            sagemaker_seconds=(
-                EndpointSeconds(
-                    ports.throughput,
-                    stack.sagemaker_endpoint,
-                    stack.sagemaker_price.instance_type,
-                    stack.sagemaker_model,
-                )
-                if ports.throughput is not None and stack.sagemaker_price is not None
-                else None
-            ),
+            at_zero=ports.endpoint_at_zero() if ports.endpoint_at_zero is not None else None,
+            throughput=ports.throughput,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
-    reason = assess_plan(plan, ports.catalogue, stack, prices)
+    reason = assess_plan(plan, stack, prices)
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
@@ -553,19 +693,63 @@ def _plan_and_upload(
     return plan, record
 
 
+def plan_for_stack(
+    stream: BinaryIO,
+    key: str,
+    *,
+    batch_id: str,
+    catalogue: ModelCatalogue,
+    stack: StackOptions,
+    spool: Path,
+    at_zero: bool | None = None,
+    throughput: EndpointThroughput | None = None,
+) -> BatchPlan:
+    """What ingest does with a manifest on this stack, short of uploading: every line checked
+    and routed, the backend chosen, chunk files spooled (the estimate is assess_plan's).
+    `at_zero`: whether the endpoint has no instance up (None: assume it has none);
+    `throughput`: the endpoint's measured speeds (None: the data file's reference figures).
+    `imagebatch estimate` and `validate` call this too, so they show what ingest would do."""
+    deployment = stack.deployment
+    if deployment is not None and at_zero is not None:
+        deployment = replace(deployment, at_zero=at_zero)
+    return plan_batch(
+        stream,
+        key,
+        batch_id=batch_id,
+        catalogue=catalogue,
+        chunk_size=stack.chunk_size,
+        spool=spool,
+        deployment=deployment,
+        endpoint_seconds=(
+            EndpointSeconds(
+                throughput,
+                deployment.endpoint_name,
+                deployment.instance_type,
+                deployment.model_id,
+            )
+            if throughput is not None and deployment is not None
+            else None
+        ),
+        prices=stack.prices,
+        shape=stack.shape,
+        region=stack.region,
+    )
+
+
 def _estimate(plan: BatchPlan, stack: StackOptions, prices: RegionPrices) -> BatchEstimate:
-    if plan.settings.backend == "sagemaker":
-        return estimate_sagemaker_batch(
-            plan.inference_exact,
-            plan.chunk_sizes,
-            plan.chunk_shapes,
-            prices,
-            stack.shape,
-            path=stack.sagemaker_path,
-            capped=plan.settings.max_cost_usd is not None,
-            pixels=plan.pixels_total // max(1, plan.images_total),
-        )
-    return estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
+    chunks = list(zip(plan.chunk_backends, plan.chunk_sizes, plan.chunk_shapes, strict=True))
+    if not any(backend == "sagemaker" for backend, _, _ in chunks):
+        return estimate_batch(plan.estimate_micro_usd, plan.chunk_sizes, prices, stack.shape)
+    return estimate_mixed_batch(
+        plan.inference_exact,
+        [n for backend, n, _ in chunks if backend == "bedrock"],
+        [(n, shapes) for backend, n, shapes in chunks if backend == "sagemaker"],
+        prices,
+        stack.shape,
+        path=stack.deployment.path if stack.deployment else SageMakerPath(),
+        capped=plan.settings.max_cost_usd is not None,
+        pixels=plan.pixels_total // max(1, plan.images_total),
+    )
 
 
 def _own_usage(
@@ -605,6 +789,8 @@ def _batch_record(
     return {
         **manifest.record_fields(),
         "backend": plan.backend,
+        "backends": dict(plan.backends) or None,
+        "backend_choice": plan.choice,
         "models": sorted(plan.models) or None,
         "output_prefix": settings.output_prefix,
         "on_invalid": settings.on_invalid,
@@ -645,8 +831,10 @@ def _upload_chunks(store: BatchStore, batch_id: str, plan: BatchPlan) -> None:
     finally:
         os.close(spool_fd)
     refs = [
-        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size)
-        for chunk_id, size in zip(plan.chunk_ids, plan.chunk_sizes, strict=True)
+        ChunkRef(chunk_id=chunk_id, key=chunk_key(batch_id, chunk_id), images=size, backend=backend)
+        for chunk_id, size, backend in zip(
+            plan.chunk_ids, plan.chunk_sizes, plan.chunk_backends, strict=True
+        )
     ]
     # The index goes last: the state machine never sees a chunk that is not yet in S3.
     store.put_chunk_index(batch_id, refs)

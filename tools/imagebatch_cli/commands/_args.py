@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from imagebatch_cli.project import ProjectFilesNotFound, sample_manifest, template_path
 from imagebatch_cli.views.console import fail
+
+if TYPE_CHECKING:
+    from imagebatch.pipeline.ingest import StackOptions
 
 ManifestArgument = Annotated[
     Path | None,
@@ -37,6 +40,39 @@ TemplateOption = Annotated[
         help="The SAM template to run; default: the application imagebatch is installed from.",
     ),
 ]
+
+
+ParametersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parameter-overrides",
+        help="The template parameters the stack was deployed with, as `sam deploy` takes them "
+        "(e.g. 'EnableSageMaker=true SageMakerShapeBuckets=512x512'); repeatable.",
+        show_default=False,
+    ),
+]
+
+
+def stack_for(
+    template: Path | None,
+    parameter_overrides: list[str] | None,
+    region: str,
+    extra: dict[str, str] | None = None,
+) -> StackOptions:
+    """The stack ingest would run on (stack_options.py): the template (default: the
+    application's own) with the deployed parameters; a bad parameter exits 2."""
+    from imagebatch_cli.local.cloud.stack import TemplateError
+    from imagebatch_cli.stack_options import (
+        StackParametersError,
+        parse_parameter_overrides,
+        stack_options,
+    )
+
+    try:
+        parameters = parse_parameter_overrides(parameter_overrides or []) | (extra or {})
+        return stack_options(resolved_template(template), parameters, region)
+    except (StackParametersError, TemplateError, KeyError, ValueError) as exc:
+        fail(exc, code=2)
 
 
 def manifest_path(manifest: Path | None, sample: str | None) -> Path:

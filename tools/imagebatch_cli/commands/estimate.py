@@ -1,16 +1,20 @@
-"""`imagebatch estimate MANIFEST`: every backend the manifest allows, priced.
+"""`imagebatch estimate MANIFEST`: what ingest would do with it on this stack, then every
+backend the manifest allows, priced.
 
-The options are those ingest would choose among for this manifest: `backend: bedrock` runs on
-the Bedrock models its lines name, `sagemaker` on the instance types asked for, `auto` on
-either (pipeline.ingest.choose_batch_backend). Other Bedrock models that could make every item
-are named below the table, not offered as choices the manifest does not allow.
+First the stack's own answer: the template with the deployed parameters (stack_options.py)
+planned by ingest's code (pipeline.ingest.plan_for_stack and assess_plan): which backend makes
+each item, the chunks, the estimate and the budget verdict. Then a what-if for the whole
+manifest: `backend: bedrock` on the Bedrock models its lines name, `sagemaker` on the instance
+types asked for, `auto` on either, the cheapest within the deadline marked. Other Bedrock
+models that could make every item are named below the table.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel
@@ -30,12 +34,18 @@ from imagebatch.manifest.schema import ValidItem
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 from imagebatch_cli.commands._args import (
     ManifestArgument,
+    ParametersOption,
     SampleOption,
+    TemplateOption,
     default_region,
     manifest_path,
+    stack_for,
 )
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.views.console import console, emit_json, fail, say
+
+if TYPE_CHECKING:
+    from imagebatch.pipeline.ingest import BatchPlan, StackOptions
 
 DEFAULT_INSTANCES = ("ml.inf2.xlarge", "ml.g4dn.xlarge")
 
@@ -76,10 +86,23 @@ class OptionJson(BaseModel):
     chosen: bool
 
 
+class IngestJson(BaseModel):
+    """What ingest would do on the stack."""
+
+    backends: dict[str, int]
+    chunks: int
+    choice: str | None
+    estimate_micro_usd: int | None
+    overhead_reserve_micro_usd: int | None
+    endpoint_wake_micro_usd: int
+    rejection: str | None
+
+
 class EstimateJson(BaseModel):
     """`imagebatch estimate --json`."""
 
     manifest: str
+    ingest: IngestJson | None = None
     backend: str
     images: int
     invalid_lines: int
@@ -137,6 +160,43 @@ def estimate_manifest(
     )
 
 
+@dataclass
+class IngestPreview:
+    """What ingest would do with a manifest on a stack (plan_for_stack and assess_plan)."""
+
+    plan: BatchPlan
+    stack: StackOptions
+    at_zero: bool
+    # Why ingest would refuse the batch; None: it would start it.
+    rejection: str | None
+
+
+def preview_ingest(
+    path: Path, *, catalogue: ModelCatalogue, stack: StackOptions, at_zero: bool = True
+) -> IngestPreview:
+    """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking and
+    estimate) in a scratch spool; `at_zero`: whether the endpoint has no instance up."""
+    from imagebatch.pipeline.ingest import assess_plan, plan_for_stack
+
+    if stack.prices is None:
+        fail(f"no prices for region {stack.region!r} in data/aws_prices.json", code=2)
+    with (
+        tempfile.TemporaryDirectory(prefix="imagebatch-estimate-") as spool,
+        path.open("rb") as stream,
+    ):
+        plan = plan_for_stack(
+            stream,
+            path.name,
+            batch_id="estimate",
+            catalogue=catalogue,
+            stack=stack,
+            spool=Path(spool),
+            at_zero=at_zero,
+        )
+    rejection = assess_plan(plan, stack, stack.prices)
+    return IngestPreview(plan, stack, at_zero, rejection)
+
+
 def known_instance_types(prices: RegionPrices) -> list[str]:
     """Instance types with both a price in this region and a measured speed."""
     priced = {price.instance_type for price in prices.sagemaker_instances}
@@ -148,6 +208,16 @@ def known_instance_types(prices: RegionPrices) -> list[str]:
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: ManifestArgument = None,
     sample: SampleOption = None,
+    template: TemplateOption = None,
+    parameter_overrides: ParametersOption = None,
+    endpoint_warm: Annotated[
+        bool,
+        typer.Option(
+            "--endpoint-warm",
+            help="The endpoint has an instance up now (no cold start or idle tail to pay); "
+            "default: at zero, as it is between batches.",
+        ),
+    ] = False,
     chart: Annotated[
         Path | None,
         typer.Option(help="Write a PNG of cost against number of images.", show_default=False),
@@ -155,7 +225,9 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     deadline: Annotated[
         float | None,
         typer.Option(
-            min=0.0, help="Minutes the batch may take; auto picks within it.", show_default=False
+            min=0.0,
+            help="Minutes the batch may take (default: the manifest's deadline_minutes).",
+            show_default=False,
         ),
     ] = None,
     sagemaker_instance: Annotated[
@@ -177,8 +249,9 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     chunk_size: Annotated[int, typer.Option(min=1, max=90, help="Images per chunk.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the options as JSON.")] = False,
 ) -> None:
-    """Price MANIFEST on every backend it allows: total, per image, wall time. Exit 1 when no
-    option meets --deadline."""
+    """What ingest would do with MANIFEST on this stack (each item's backend, chunks, estimate,
+    budget), then MANIFEST priced on every backend it allows: total, per image, wall time.
+    Exit 1 when ingest would refuse it or no option meets the deadline."""
     from imagebatch.costs.prices import load_aws_prices
 
     manifest = manifest_path(manifest, sample)
@@ -195,22 +268,39 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
             + ", ".join(known),
             code=ExitCode.USAGE,
         )
+    catalogue = load_catalogue()
+    stack = stack_for(template, parameter_overrides, region, {"ChunkSize": str(chunk_size)})
+    preview = preview_ingest(manifest, catalogue=catalogue, stack=stack, at_zero=not endpoint_warm)
+    if deadline is None and preview.plan.settings.deadline_minutes is not None:
+        deadline = float(preview.plan.settings.deadline_minutes)
     result = estimate_manifest(
         manifest,
-        catalogue=load_catalogue(),
+        catalogue=catalogue,
         prices=prices,
         shape=Shape(chunk_size=chunk_size),
         instance_types=list(sagemaker_instance or DEFAULT_INSTANCES),
         deadline_s=deadline * 60 if deadline is not None else None,
     )
     if as_json:
-        emit_json(_as_json(str(manifest), result))
+        emit_json(_as_json(str(manifest), result, preview))
     else:
+        _print_preview(preview)
         _print(result, chart)
     if result.chosen is None:
         if not as_json:
             say(_missed_deadline(result), err=True)
         raise typer.Exit(ExitCode.ERROR)
+    if preview.rejection is not None:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _print_preview(preview: IngestPreview) -> None:
+    from imagebatch_cli.views.estimate import describe_stack, ingest_summary, ingest_table
+
+    say(f"stack: {describe_stack(preview.stack, preview.at_zero)}")
+    console.print(ingest_table(preview.plan))
+    for line in ingest_summary(preview.plan, preview.rejection):
+        say(line)
 
 
 def _print(result: ManifestEstimate, chart: Path | None) -> None:
@@ -244,7 +334,7 @@ def _missed_deadline(result: ManifestEstimate) -> str:
     )
 
 
-def _as_json(manifest: str, result: ManifestEstimate) -> EstimateJson:
+def _as_json(manifest: str, result: ManifestEstimate, preview: IngestPreview) -> EstimateJson:
     n = result.images
     rows = []
     for option in sorted(result.options, key=lambda o: o.cost_micro_usd(n)):
@@ -265,8 +355,18 @@ def _as_json(manifest: str, result: ManifestEstimate) -> EstimateJson:
                 chosen=option == result.chosen,
             )
         )
+    plan, estimate = preview.plan, preview.plan.estimate
     return EstimateJson(
         manifest=manifest,
+        ingest=IngestJson(
+            backends=dict(plan.backends),
+            chunks=len(plan.chunk_ids),
+            choice=plan.choice,
+            estimate_micro_usd=estimate.total_micro_usd if estimate else None,
+            overhead_reserve_micro_usd=estimate.overhead_reserve_micro_usd if estimate else None,
+            endpoint_wake_micro_usd=plan.endpoint_wake_micro_usd,
+            rejection=preview.rejection,
+        ),
         backend=result.backend,
         images=n,
         invalid_lines=result.invalid_lines,

@@ -1,9 +1,10 @@
 """`imagebatch validate MANIFEST`: the manifest checked offline, exactly as ingest checks it.
 
-It runs ingest's own planning (pipeline.ingest.plan_batch and assess_plan) over the file: the
-same line checks, the same estimate on the backend the manifest would run, and the same
-budget verdict. Exit 0: ingest runs every line; 1: some lines are invalid and would be
-skipped (on_invalid skip); 5: ingest would reject the batch (exit_codes.py).
+It runs ingest's own planning (pipeline.ingest.plan_for_stack and assess_plan) over the file,
+on the stack the template and the deployed parameters describe: the same line checks, the
+same routing of each item to a backend, the same estimate and the same budget verdict.
+Exit 0: ingest runs every line; 1: some lines are invalid and would be skipped (on_invalid
+skip); 5: ingest would reject the batch (exit_codes.py).
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from pydantic import BaseModel
 from imagebatch.manifest.schema import FieldError
 from imagebatch_cli.commands._args import (
     ManifestArgument,
+    ParametersOption,
     SampleOption,
+    TemplateOption,
     default_region,
     manifest_path,
+    stack_for,
 )
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.views.console import emit_json, fail, say
 
 DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
-DEFAULT_INSTANCE = "ml.inf2.xlarge"  # template.yaml SageMakerInstanceType's default
 
 
 class EstimateByCategory(BaseModel):
@@ -48,6 +51,10 @@ class ValidationReport(BaseModel):
     on_invalid: str
     items_valid: int
     images: int
+    # images per backend (backend auto routes item by item), and why the images either
+    # backend could make went where they did
+    backends: dict[str, int] = {}
+    choice: str | None = None
     invalid_lines: int
     errors: list[FieldError]
     estimate: EstimateByCategory | None
@@ -59,10 +66,13 @@ class ValidationReport(BaseModel):
 def validate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: ManifestArgument = None,
     sample: SampleOption = None,
+    template: TemplateOption = None,
+    parameter_overrides: ParametersOption = None,
     shape_buckets: Annotated[
         str | None,
         typer.Option(
-            help="The SageMaker endpoint's sizes (e.g. 512x512,768x768), as deployed.",
+            help="Shorthand: a stack with the SageMaker endpoint at these sizes "
+            "(EnableSageMaker=true SageMakerShapeBuckets=...).",
             show_default=False,
         ),
     ] = None,
@@ -79,11 +89,17 @@ def validate(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = DEFAULT_CHUNK_SIZE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Validate a manifest offline, exactly as ingest will: every invalid line, the images,
-    their estimate and the budget verdict. Exit 0 runs as is, 1 lines skipped, 5 rejected."""
+    """Validate a manifest offline, exactly as ingest will on the stack: every invalid line,
+    each item's backend, the estimate and the budget verdict. Exit 0 runs as is, 1 lines
+    skipped, 5 rejected."""
     manifest = manifest_path(manifest, sample)
     report = check_manifest(
-        manifest, region=region or default_region(), chunk_size=chunk_size, buckets=shape_buckets
+        manifest,
+        region=region or default_region(),
+        chunk_size=chunk_size,
+        buckets=shape_buckets,
+        template=template,
+        parameter_overrides=parameter_overrides,
     )
     if as_json:
         emit_json(report)
@@ -96,46 +112,41 @@ def validate(  # noqa: PLR0917 - typer turns each parameter into an option
 
 
 def check_manifest(
-    manifest: Path, *, region: str, chunk_size: int, buckets: str | None
+    manifest: Path,
+    *,
+    region: str,
+    chunk_size: int,
+    buckets: str | None,
+    template: Path | None = None,
+    parameter_overrides: list[str] | None = None,
 ) -> ValidationReport:
-    """Ingest's plan of the manifest, without uploading anything."""
-    from imagebatch.costs.estimate import Shape
+    """Ingest's plan of the manifest on the stack, without uploading anything."""
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch.errors import ManifestError
     from imagebatch.manifest.reader import format_for_key
     from imagebatch.models.bedrock_models import load_catalogue
     from imagebatch.models.money import MICRO
-    from imagebatch.models.sagemaker_contract import parse_buckets
-    from imagebatch.pipeline.ingest import StackOptions, assess_plan, plan_batch
+    from imagebatch.pipeline.ingest import assess_plan, plan_for_stack
 
-    prices = load_aws_prices().find(region)
+    extra = {"ChunkSize": str(chunk_size)}
+    if buckets:
+        extra |= {"EnableSageMaker": "true", "SageMakerShapeBuckets": buckets}
+    stack = stack_for(template, parameter_overrides, region, extra)
+    prices = stack.prices
     if prices is None:
         fail(load_aws_prices().unsupported_region_reason(region) or f"no prices for {region}")
-    sagemaker_buckets = parse_buckets(buckets) if buckets else ()
-    stack = StackOptions(
-        chunk_size=chunk_size,
-        max_concurrency=10,
-        prices=prices,
-        shape=Shape(chunk_size=chunk_size),
-        sagemaker_buckets=sagemaker_buckets,
-        sagemaker_price=prices.find_instance(DEFAULT_INSTANCE),
-        region=region,
-    )
     catalogue = load_catalogue()
     with tempfile.TemporaryDirectory(prefix="imagebatch-validate-") as spool:
         try:
             format_for_key(manifest.name)
             with manifest.open("rb") as stream:
-                plan = plan_batch(
+                plan = plan_for_stack(
                     stream,
                     manifest.name,
                     batch_id="validate",
                     catalogue=catalogue,
-                    chunk_size=chunk_size,
+                    stack=stack,
                     spool=Path(spool),
-                    shape_buckets=sagemaker_buckets,
-                    sagemaker_price=stack.sagemaker_price,
-                    region=region,
                 )
         except ManifestError as exc:
             # A manifest ingest cannot read at all (header, columns): rejected as a whole.
@@ -149,7 +160,7 @@ def check_manifest(
             if plan.errors_path is not None
             else []
         )
-    rejection = assess_plan(plan, catalogue, stack, prices)
+    rejection = assess_plan(plan, stack, prices)
     estimate = plan.estimate
     settings = plan.settings
     return ValidationReport(
@@ -158,6 +169,8 @@ def check_manifest(
         on_invalid=settings.on_invalid,
         items_valid=plan.items_valid,
         images=plan.images_total,
+        backends=dict(plan.backends),
+        choice=plan.choice,
         invalid_lines=plan.invalid_lines,
         errors=errors,
         estimate=EstimateByCategory(
@@ -201,6 +214,10 @@ def _print_report(report: ValidationReport) -> None:
         f"{report.invalid_lines} invalid line(s); backend {report.backend}, "
         f"on_invalid {report.on_invalid}"
     )
+    if len(report.backends) > 1 or report.choice:
+        say("images: " + ", ".join(f"{n} on {b}" for b, n in sorted(report.backends.items())))
+    if report.choice:
+        say(f"images either backend could make: {report.choice}")
     estimate = report.estimate
     if estimate is not None:
         say(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from imagebatch.costs.estimate import BackendOption, break_even
+from imagebatch.models.money import ceil_micro
 from imagebatch_cli.views.report import usd
 
 if TYPE_CHECKING:
+    from imagebatch.pipeline.ingest import BatchPlan, StackOptions
     from imagebatch_cli.commands.estimate import ManifestEstimate
 
 
@@ -28,7 +31,8 @@ def _mark(estimate: ManifestEstimate, option: BackendOption) -> str:
         and option.wall_seconds(estimate.images) > estimate.deadline_s
     )
     if option == estimate.chosen:
-        return "auto picks this" if estimate.backend == "auto" else "cheapest allowed"
+        # what-if for the whole manifest; ingest's own choice, item by item, is printed above
+        return "cheapest" if estimate.backend == "auto" else "cheapest allowed"
     return "misses deadline" if late else ""
 
 
@@ -165,3 +169,61 @@ def _dollars(value: float, _: object) -> str:
     if value >= 1:
         return f"${value:,.0f}"
     return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
+
+
+def describe_stack(stack: StackOptions, at_zero: bool) -> str:
+    """The stack in one line: chunking and what the endpoint serves."""
+    deployment = stack.deployment
+    if deployment is None:
+        return f"chunks of {stack.chunk_size}; no SageMaker endpoint (EnableSageMaker=false)"
+    buckets = ", ".join(str(b) for b in deployment.buckets) or "any size"
+    stands_in = (
+        f", standing in for {', '.join(sorted(deployment.stands_in_for))}"
+        if deployment.stands_in_for
+        else ""
+    )
+    return (
+        f"chunks of {stack.chunk_size}; endpoint {deployment.endpoint_name} on "
+        f"{deployment.instance_type} serving {deployment.model_id} at {buckets}{stands_in}; "
+        + ("at zero (a cold start and the idle tail count)" if at_zero else "warm")
+    )
+
+
+def ingest_table(plan: BatchPlan) -> Table:
+    """One row per backend the batch would use: its images, chunks and expected inference."""
+    table = Table(title="what ingest would do on this stack", header_style="bold")
+    for column in ("backend", "images", "chunks", "inference"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for backend, images in sorted(plan.backends.items()):
+        chunks = sum(1 for b in plan.chunk_backends if b == backend)
+        inference = plan.inference_by_backend.get(backend, 0)
+        table.add_row(backend, str(images), str(chunks), usd(ceil_micro(Decimal(inference))))
+    return table
+
+
+def ingest_summary(plan: BatchPlan, rejection: str | None) -> list[str]:
+    """The lines under the table: the choice, the estimate, and the verdict."""
+    lines = []
+    if plan.choice:
+        lines.append(f"images either backend could make: {plan.choice}")
+    estimate = plan.estimate
+    if estimate is not None and plan.images_total:
+        lines.append(
+            f"estimate {usd(estimate.total_micro_usd)} for {plan.images_total} images "
+            f"(inference {usd(estimate.inference_micro_usd)}, orchestration "
+            f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
+            f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
+        )
+    if plan.endpoint_wake_micro_usd:
+        lines.append(
+            f"the endpoint is at zero: its cold start and idle tail, about "
+            f"{usd(plan.endpoint_wake_micro_usd)}, are charged as endpoint overhead besides "
+            "the estimate (docs/sagemaker.md)"
+        )
+    if rejection is not None:
+        lines.append(f"ingest would refuse this batch: {rejection}")
+    else:
+        lines.append(
+            f"ingest would start batch backend {plan.backend}, {len(plan.chunk_ids)} chunk(s)"
+        )
+    return lines

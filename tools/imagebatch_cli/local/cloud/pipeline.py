@@ -355,6 +355,7 @@ def _start_sagemaker(
         # The tiny model runs on one torch thread: that thread's CPU time is what the call
         # would take on an instance of its own, whatever else this machine is doing.
         clock=time.thread_time if options.model_dir is None else time.perf_counter,
+        render_short_side=options.render_short_side,
     )
     return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
 

@@ -14,6 +14,11 @@ the first request arrives (a scale-out from zero, whose model load is the local 
 and stopped at the end (scale-in); both are recorded as ScaleEvents.
 Fault injection for rehearsals: an input whose text contains `[[instance-failure]]` fails as
 an instance that died mid-request would, without reaching the model.
+
+Like the local Bedrock, it renders at a local scale (`render_short_side`): an image whose
+short side is larger is made at its aspect ratio with that short side (a 1024x1024 bucket at
+64x64), since the tiny model on a CPU takes minutes at full size. Its seconds are then those
+of the small image; records keep the size the manifest asked for.
 """
 
 from __future__ import annotations
@@ -34,15 +39,22 @@ from typing import Any
 from urllib.parse import unquote
 
 import boto3
+from pydantic import ValidationError
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.s3_store import split_s3_uri
 from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
 from imagebatch.costs.prices import InstancePrice
-from imagebatch.models.sagemaker_contract import AsyncNotification, InvocationResult
+from imagebatch.models.sagemaker_contract import (
+    AsyncNotification,
+    ChunkInvocation,
+    InvocationResult,
+    parse_buckets,
+)
 from imagebatch_cli.local.cloud.lambda_runtime import acting_as, bind_identity
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack
+from imagebatch_cli.local.fakes.bedrock_server import render_size
 from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
 
 logger = logging.getLogger(__name__)
@@ -144,12 +156,23 @@ class LocalAsyncEndpoint:
         price: InstancePrice | None = None,
         accelerator: str = "diffusers",
         clock: Callable[[], float] = time.perf_counter,
+        render_short_side: int | None = None,
     ) -> None:
         self.config = config
         self._usage = usage
         self._price = price
+        self._short_side = render_short_side
+        environment = dict(config.environment)
+        if render_short_side is not None and environment.get("IMAGEBATCH_SHAPE_BUCKETS"):
+            # the container checks sizes against its buckets: it is asked for the scaled ones
+            buckets = [str(b) for b in parse_buckets(environment["IMAGEBATCH_SHAPE_BUCKETS"])]
+            scaled = [
+                "{}x{}".format(*self._local_size(b.width, b.height))
+                for b in parse_buckets(environment["IMAGEBATCH_SHAPE_BUCKETS"])
+            ]
+            environment["IMAGEBATCH_SHAPE_BUCKETS"] = ",".join(dict.fromkeys(buckets + scaled))
         self._serving = LocalServingApp(
-            model_dir, config.environment, config.execution_role, accelerator, clock
+            model_dir, environment, config.execution_role, accelerator, clock
         )
         self._serving_url: str | None = None
         self._aws_endpoint = aws_endpoint
@@ -297,7 +320,7 @@ class LocalAsyncEndpoint:
             )
         else:
             started = datetime.now(UTC)
-            status, content_type, answer = self._post(request, body)
+            status, content_type, answer = self._post(request, self._at_local_scale(body))
             if status == 200:
                 result = InvocationResult.model_validate_json(answer)
                 with self._lock:
@@ -353,6 +376,27 @@ class LocalAsyncEndpoint:
             notification["failureReason"] = MODEL_ERROR_REASON.format(status=status)
         AsyncNotification.model_validate(notification)  # the shape record_result will parse
         return notification
+
+    def _local_size(self, width: int, height: int) -> tuple[int, int]:
+        if self._short_side is None or min(width, height) <= self._short_side:
+            return width, height
+        return render_size(f"{width}:{height}", self._short_side)
+
+    def _at_local_scale(self, body: bytes) -> bytes:
+        """The request with each image at the local scale (the module docstring says why)."""
+        if self._short_side is None:
+            return body
+        try:
+            invocation = ChunkInvocation.model_validate_json(body)
+        except ValidationError:
+            return body  # the container answers a malformed request itself
+        images = []
+        for job in invocation.images:
+            width, height = self._local_size(job.width, job.height)
+            images.append(job.model_copy(update={"width": width, "height": height}))
+        if images == invocation.images:
+            return body
+        return invocation.model_copy(update={"images": images}).model_dump_json().encode()
 
     def _post(self, request: dict[str, Any], body: bytes) -> tuple[int, str, bytes]:
         headers = {"Content-Type": request["content_type"], "Accept": request["accept"]}
