@@ -118,3 +118,12 @@ class SubmitChunkSettings(SageMakerSettings):
 
 class RecordResultSettings(SageMakerSettings):
     pass
+
+
+class EndpointObserverSettings(_EnvSettings):
+    """The endpoint whose instance time the observer records, and what it is priced at."""
+
+    ledger_table: str = Field(alias="LEDGER_TABLE", min_length=3)
+    aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
+    endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
