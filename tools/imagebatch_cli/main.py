@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import validate_manifest_file
 from imagebatch.manifest.schema import FieldError
@@ -212,7 +213,13 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             bedrock_stats = aws.bedrock.stats
             # The local endpoint scales in once the batch is done: its cold start and idle
             # time are charged to the batches of the session (docs/sagemaker.md).
-            overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
+            overhead: list[dict[str, Any]] = []
+            windows: list[dict[str, Any]] = []
+            if aws.sagemaker is not None:
+                aws.sagemaker.scale_in()
+                usage = EndpointUsageStore(aws.client("dynamodb"), aws.table)
+                overhead = usage.overhead_records(batch_id)
+                windows = usage.windows(aws.sagemaker.config.endpoint_name)
             target = out / batch_id
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
             others = [r for r in aws.ledger().partition(batch_id) if r["sk"] != "SUMMARY"]
@@ -221,10 +228,19 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     print_cost(console, summary, images)
-    for charged, micro_usd in sorted(overhead.items()):
+    for record in overhead:
         console.print(
-            f"endpoint cold start + idle charged to {charged}: ${micro_usd / 1e6:.6f} "
-            "(beside the image costs above)"
+            f"endpoint cold start ${int(record['cold_start_micro_usd']) / 1e6:.6f} + idle "
+            f"${int(record['idle_micro_usd']) / 1e6:.6f} charged to {batch_id} "
+            f"(window from {record['window_start']})"
+        )
+    for window in windows:
+        console.print(
+            f"endpoint window {window['start']} .. {window['end']}: "
+            f"{float(window['instance_seconds']):.3f} instance-s = "
+            f"${int(window['billed_micro_usd']) / 1e6:.6f}, of which inference "
+            f"${int(window['inference_micro_usd']) / 1e6:.6f}, unattributed idle "
+            f"${int(window['unattributed_micro_usd']) / 1e6:.6f}"
         )
     console.print(
         f"local Bedrock: {bedrock_stats.invocations} call(s), {bedrock_stats.throttled} "
