@@ -4,8 +4,10 @@ and conservation over simulated days (every billed micro-dollar charged exactly 
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from cfnlint.decode import decode
 from endpoint_day import Submitted, at, simulate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,10 @@ from imagebatch.costs.overhead import (
     sessions_from_samples,
     windows,
 )
+from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 
 # 1 micro-dollar per second keeps the arithmetic readable.
 PRICE = InstancePrice(
@@ -239,3 +244,15 @@ def test_a_day_with_overlapping_batches_retries_and_an_idle_gap() -> None:
         Submitted("b4", 50_000, (40, 40)),
     ]
     attribute_day(submitted, max_instances=2, cold=480, tail=480)
+
+
+def test_the_template_and_the_estimate_describe_the_same_idle_tail() -> None:
+    # GIVEN the template's scale-in setting and the figures the estimate prices with
+    template, _ = decode(str(TEMPLATE_PATH))
+    assert template is not None
+    minutes = int(template["Parameters"]["SageMakerIdleTailMinutes"]["Default"])
+    speeds = load_speed_assumptions()
+    # THEN the tail the alarm waits is the tail the estimate charges, and it is the ski-rental
+    # break-even for the cold start the estimate assumes
+    assert minutes * 60 == speeds.sagemaker_idle_tail_seconds.seconds
+    assert minutes * 60 == scale_in_cooldown_s(float(speeds.sagemaker_cold_start_seconds.seconds))
