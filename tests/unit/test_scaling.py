@@ -12,6 +12,7 @@ from endpoint_day import Submitted, at, simulate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.overhead import (
     UNATTRIBUTED,
     EndpointRequest,
@@ -21,7 +22,6 @@ from imagebatch.costs.overhead import (
     sessions_from_samples,
     windows,
 )
-from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
