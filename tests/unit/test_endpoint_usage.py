@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from endpoint_day import Submitted, at, simulate
+from imagebatch_cli.report import categories_table
+from rich.console import Console
 
+from imagebatch.api.responses import batch_summary
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
@@ -135,6 +138,12 @@ def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
     by_key = {g.key: g.spent_micro_usd for g in groups}
     assert by_key[UNATTRIBUTED] == unattributed
     assert sum(by_key.values()) == truth
+    by_backend = group_costs(queries.cost_rollups("2026-11-22", today), "backend")
+    assert {g.key: g.spent_micro_usd for g in by_backend}[UNATTRIBUTED] == unattributed
+    # and the batch view shows its share of the endpoint's time
+    shown = batch_summary(summaries["b1"], load_aws_prices().region("us-east-1"))
+    assert shown.endpoint_overhead_micro_usd == summaries["b1"]["endpoint_overhead_micro_usd"]
+    assert "endpoint cold start + idle" in _render(categories_table(shown.model_dump()))
 
 
 def test_samples_are_recorded_only_when_the_counts_change(
@@ -150,3 +159,9 @@ def test_samples_are_recorded_only_when_the_counts_change(
     assert [r.recorded for r in runs] == [True, False, False]
     assert usage.samples_since(ENDPOINT, None) == samples
     assert not usage.at_zero(ENDPOINT)
+
+
+def _render(table: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()

@@ -49,6 +49,9 @@ class BatchSummary(BaseModel):
     images_failed: int
     estimate_micro_usd: int
     costs: Costs
+    # The endpoint's cold start and idle time charged to the batch (docs/sagemaker.md), once
+    # its windows of instance time close; in budget.spent, beside the categories above.
+    endpoint_overhead_micro_usd: int = 0
     cost_per_image: Costs | None = None
     cost_per_1000: Costs | None = None
     budget: Budget | None = None
@@ -89,6 +92,9 @@ class CostReport(BaseModel):
     group_by: str
     groups: list[CostGroup]
     total_spent_micro_usd: int
+    # Self-hosted instance time no batch was charged (a window that served nothing, the
+    # instance a deploy starts, what a capped batch could not pay); also a line in groups.
+    unattributed_idle_micro_usd: int = 0
 
 
 class ErrorBody(BaseModel):
@@ -154,6 +160,7 @@ def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSumm
         images_failed=int(summary.get("images_failed", 0)),
         estimate_micro_usd=int(summary.get("estimate_micro_usd", 0)),
         costs=Costs(**breakdown.rounded()),
+        endpoint_overhead_micro_usd=int(summary.get("endpoint_overhead_micro_usd", 0)),
         cost_per_image=Costs(**unit["per_image"]) if unit["per_image"] else None,
         cost_per_1000=Costs(**unit["per_1000"]) if unit["per_1000"] else None,
         budget=budget,
