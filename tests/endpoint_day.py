@@ -62,13 +62,17 @@ def simulate(  # noqa: C901 - one tick of the simulation reads best as one loop
     idle_tail_s: int,
     max_instances: int,
     backlog_per_instance: int = 2,
+    deployed_with: int = 0,
 ) -> Day:
     """Step through the day a second at a time until every request is done and every
-    instance has scaled in."""
+    instance has scaled in. `deployed_with` instances start at 0 (InitialInstanceCount)."""
     per_second = price.micro_usd_per_second
     pending = sorted(submitted, key=lambda s: s.arrival_s)
     queue: list[tuple[Submitted, int, int]] = []  # (request, received_s, attempt)
     day = Day()
+    day.instances.extend(
+        _Instance(0, cold_start_s, cold_start_s, cold_start_s) for _ in range(deployed_with)
+    )
     t = 0
     counter = 0
     last_counts = (0, 0)

@@ -189,9 +189,16 @@ submissions = st.lists(
 )
 
 
-def attribute_day(submitted: list[Submitted], max_instances: int, cold: int, tail: int) -> None:
+def attribute_day(
+    submitted: list[Submitted], max_instances: int, cold: int, tail: int, deployed_with: int = 0
+) -> None:
     day = simulate(
-        submitted, INF2, cold_start_s=cold, idle_tail_s=tail, max_instances=max_instances
+        submitted,
+        INF2,
+        cold_start_s=cold,
+        idle_tail_s=tail,
+        max_instances=max_instances,
+        deployed_with=deployed_with,
     )
     closed, still = sessions_from_samples(day.samples, at(day.end_s))
     assert still == []
@@ -227,11 +234,12 @@ def attribute_day(submitted: list[Submitted], max_instances: int, cold: int, tai
     max_instances=st.integers(1, 2),
     cold=st.integers(30, 600),
     tail=st.integers(60, 900),
+    deployed_with=st.integers(0, 1),
 )
 def test_every_billed_micro_dollar_of_a_simulated_day_is_charged_once(
-    submitted: list[Submitted], max_instances: int, cold: int, tail: int
+    submitted: list[Submitted], max_instances: int, cold: int, tail: int, deployed_with: int
 ) -> None:
-    attribute_day(submitted, max_instances, cold, tail)
+    attribute_day(submitted, max_instances, cold, tail, deployed_with)
 
 
 def test_a_day_with_overlapping_batches_retries_and_an_idle_gap() -> None:
@@ -243,7 +251,8 @@ def test_a_day_with_overlapping_batches_retries_and_an_idle_gap() -> None:
         # an idle gap of hours, then one more batch
         Submitted("b4", 50_000, (40, 40)),
     ]
-    attribute_day(submitted, max_instances=2, cold=480, tail=480)
+    # (the day starts with the instance the deploy creates, which serves nothing)
+    attribute_day(submitted, max_instances=2, cold=480, tail=480, deployed_with=1)
 
 
 def test_the_template_and_the_estimate_describe_the_same_idle_tail() -> None:
