@@ -6,7 +6,7 @@ Both triggers do the same thing: the event only makes the look come sooner than 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -32,6 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         EndpointUsageStore(dynamodb_client(), settings.ledger_table),
         load_aws_prices().region(settings.aws_region).instance(settings.instance_type),
         now=lambda: datetime.now(UTC),
+        settle=timedelta(seconds=settings.settle_s),
     )
     return {
         "desired": run.sample.desired,

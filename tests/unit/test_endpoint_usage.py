@@ -7,7 +7,8 @@ charged past its cap."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from endpoint_day import Submitted, at, simulate
@@ -15,12 +16,12 @@ from imagebatch_cli.report import categories_table
 from rich.console import Console
 
 from imagebatch.api.responses import batch_summary
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
+from imagebatch.aws.endpoint_usage import EndpointUsageStore, request_put
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
 from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.costs.grouping import group_costs
-from imagebatch.costs.overhead import UNATTRIBUTED, InstanceSample
+from imagebatch.costs.overhead import UNATTRIBUTED, EndpointRequest, InstanceSample
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.pipeline.endpoint_observer import observe_endpoint
@@ -165,3 +166,38 @@ def _render(table: object) -> str:
     console = Console(width=200, record=True)
     console.print(table)
     return console.export_text()
+
+
+def test_a_window_waits_for_results_still_on_their_way(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN an instance up from 0 to 100 s, whose request's result is recorded late
+    usage = EndpointUsageStore(dynamodb_client, ledger_table)
+    samples = [
+        InstanceSample(at=at(0), desired=1, current=1),
+        InstanceSample(at=at(100), desired=0, current=0),
+    ]
+    describe = DescribeEndpointAnswers(samples)
+    instances = EndpointInstances(describe, ENDPOINT)
+    settle = timedelta(seconds=120)
+    for moment in (at(0), at(100), at(150)):
+        describe.now = moment
+        run = observe_endpoint(instances, usage, INF2, now=lambda m=moment: m, settle=settle)  # type: ignore[misc]
+        # THEN nothing is attributed while the window may still get results
+        assert run.attributed == []
+    late = EndpointRequest(
+        batch_id="b1",
+        request_id="r1",
+        received_at=at(10),
+        completed_at=at(60),
+        inference_seconds=Decimal(40),
+        inference_micro_usd=40 * 275,
+    )
+    Ledger(dynamodb_client, ledger_table).create_batch("b1", {"backend": "sagemaker"})
+    dynamodb_client.transact_write_items(TransactItems=[request_put(ledger_table, ENDPOINT, late)])
+    describe.now = at(221)
+    run = observe_endpoint(instances, usage, INF2, now=lambda: at(221), settle=settle)
+    # AND once settled, the late result is inference, not idle
+    (window,) = run.attributed
+    assert window.inference_micro_usd == 40 * 275
+    assert window.by_batch() == {"b1": (100 - 40) * 275}

@@ -206,6 +206,7 @@ def test_the_endpoint_state_change_sample_records_and_attributes_instance_time(
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
     monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", name)
     monkeypatch.setenv("SAGEMAKER_INSTANCE_TYPE", "ml.g4dn.xlarge")
+    monkeypatch.setenv("OBSERVER_SETTLE_S", "0")  # no result can be on its way here
 
     # WHEN the state change sample reaches the observer, and again after autoscaling set
     # the variant to zero (UpdateEndpointWeightsAndCapacities, as Application Auto Scaling)

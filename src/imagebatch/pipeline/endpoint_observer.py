@@ -9,7 +9,7 @@ they changed, and attributes every window that has closed since the last one att
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -39,7 +39,9 @@ def observe_endpoint(
     usage: EndpointUsageStore,
     price: InstancePrice,
     now: Callable[[], datetime],
+    settle: timedelta = timedelta(0),
 ) -> ObserverRun:
+    """One look; every window closed at least `settle` ago is attributed."""
     endpoint = instances.endpoint_name
     sample = instances.sample(now())
     last = usage.last_sample(endpoint)
@@ -50,7 +52,7 @@ def observe_endpoint(
     closed, still_open = sessions_from_samples(usage.samples_since(endpoint, since), sample.at)
     attributed = []
     for window in windows(closed, still_open):
-        if not window.closed:
+        if not window.closed or window.end > sample.at - settle:
             continue
         requests = usage.requests_between(endpoint, window.start, window.end)
         charged = usage.commit_window(endpoint, attribute_window(window, requests, price))

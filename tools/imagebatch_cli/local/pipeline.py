@@ -292,7 +292,12 @@ def _start_sagemaker(
         clock=time.thread_time if options.model_dir is None else time.perf_counter,
     )
     url = sagemaker.start()
-    return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url, "AWS_ENDPOINT_URL_SAGEMAKER": url}
+    return sagemaker, {
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
+        "AWS_ENDPOINT_URL_SAGEMAKER": url,
+        # the local endpoint scales in after every result is recorded: nothing to wait for
+        "OBSERVER_SETTLE_S": "0",
+    }
 
 
 _run_lock = threading.Lock()
