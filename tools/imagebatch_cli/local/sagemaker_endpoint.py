@@ -169,11 +169,12 @@ class LocalAsyncEndpoint:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        # before the server goes: the observer reads DescribeEndpoint from it at scale-in
+        self.scale_in()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self.scale_in()
         self._server = None
 
     def _set_counts(self, desired: int, current: int) -> None:
