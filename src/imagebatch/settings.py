@@ -118,3 +118,15 @@ class SubmitChunkSettings(SageMakerSettings):
 
 class RecordResultSettings(SageMakerSettings):
     pass
+
+
+class EndpointObserverSettings(_EnvSettings):
+    """The endpoint whose instance time the observer records, and what it is priced at."""
+
+    ledger_table: str = Field(alias="LEDGER_TABLE", min_length=3)
+    aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
+    endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    instance_type: str = Field(alias="SAGEMAKER_INSTANCE_TYPE", min_length=1)
+    # A window that closed this recently is left for the next run: a result still in the
+    # SQS queue is recorded first, or its seconds would be counted as idle.
+    settle_s: int = Field(alias="OBSERVER_SETTLE_S", default=120, ge=0, le=3600)

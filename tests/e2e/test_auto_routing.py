@@ -55,9 +55,8 @@ def _made(aws: LocalAws, batch_id: str) -> dict[str, tuple[str, str]]:
 
 def _at_zero(aws: LocalAws) -> None:
     aws.sagemaker.scale_in()
-    assert aws.sagemaker.scaling_events == [] or aws.sagemaker.scaling_events[-1].kind == (
-        "scale_in"
-    )
+    # what DescribeEndpoint (and so the observer's samples ingest reads) now says
+    assert (aws.sagemaker.desired, aws.sagemaker.current) == (0, 0)
 
 
 def test_a_small_batch_goes_to_bedrock_when_the_endpoint_is_at_zero(

@@ -49,7 +49,11 @@ def _run(
     )
     with local_aws(options) as aws:
         batch_id = aws.upload_manifest(manifest)
-        summary = aws.wait_for_batch(batch_id, timeout_s=300)
+        aws.wait_for_batch(batch_id, timeout_s=300)
+        # the contact sheet charges the batch after its final status: count it in both runs
+        assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
+        summary = aws.ledger().get_batch(batch_id)
+        assert summary is not None
         records = sorted(aws.ledger().image_records(batch_id), key=lambda r: r["image_id"])
         sizes = {}
         for record in records:
@@ -104,7 +108,11 @@ def test_the_sagemaker_path_serves_null_images_of_the_asked_sizes(tmp_path: Path
     with local_aws(options) as aws:
         # WHEN a manifest runs there
         batch_id = aws.upload_manifest(manifest)
-        summary = aws.wait_for_batch(batch_id, timeout_s=300)
+        aws.wait_for_batch(batch_id, timeout_s=300)
+        # the contact sheet charges the batch after its final status: count it in both runs
+        assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
+        summary = aws.ledger().get_batch(batch_id)
+        assert summary is not None
         records = list(aws.ledger().image_records(batch_id))
         sizes = {}
         for record in records:

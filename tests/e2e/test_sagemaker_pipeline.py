@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
 
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.bedrock_models import load_catalogue
 
@@ -87,12 +88,26 @@ def test_images_are_served_written_and_priced_per_instance_second(
     assert aws.poller.batches >= 1
     outputs = s3.list_objects_v2(Bucket=aws.bucket, Prefix="async-outputs/")
     assert outputs["KeyCount"] >= 2
-    # AND scaling in charges the session's cold start and idle time to the batch, on record
-    overhead = aws.sagemaker.scale_in()
-    assert [e.kind for e in aws.sagemaker.scaling_events[-2:]] == ["scale_out", "scale_in"]
-    assert overhead[batch_id] > 0
-    charged = list(aws.ledger().query_batch(batch_id, "OVERHEAD#"))
-    assert [r["overhead_micro_usd"] for r in charged] == [overhead[batch_id]]
+    # AND scaling in: the stack's observer (invoked by the endpoint's state changes, as the
+    # EventBridge rule does) read DescribeEndpoint and attributed the window's instance time
+    aws.sagemaker.scale_in()
+    usage = EndpointUsageStore(aws.client("dynamodb"), aws.table)
+    endpoint = aws.sagemaker.config.endpoint_name
+    samples = usage.samples_since(endpoint, None)
+    assert [(s.desired, s.current) for s in samples][-4:] == [(1, 0), (1, 1), (0, 1), (0, 0)]
+    assert _invocations(aws, "EndpointObserverFunction") >= 4
+    (window,) = [w for w in usage.windows(endpoint) if w["start"] == samples[-4].at.isoformat()]
+    (charged,) = usage.overhead_records(batch_id)
+    after = aws.ledger().get_batch(batch_id) or {}
+    # every billed micro-dollar of the window: inference (the batch's images) + its cold
+    # start and idle + unattributed; no inference second is charged again as idle
+    assert int(window["inference_micro_usd"]) == summary["cost_micro_usd"]
+    assert int(window["inference_micro_usd"]) + int(charged["overhead_micro_usd"]) + int(
+        window["unattributed_micro_usd"]
+    ) == int(window["billed_micro_usd"])
+    assert int(window["unattributed_micro_usd"]) == 0
+    assert int(charged["cold_start_micro_usd"]) > 0
+    assert after["endpoint_overhead_micro_usd"] == charged["overhead_micro_usd"]
 
 
 def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(

@@ -1,30 +1,203 @@
-"""The endpoint usage adapter: scale events round-trip, overhead lands beside the batch."""
+"""The endpoint observer on a simulated day, on the ledger table (moto): the result path's
+commits record each request under the endpoint, the observer samples DescribeEndpoint at each
+state change and attributes each window; batch summaries, OVERHEAD records, day rollups and
+the unattributed line together hold every billed micro-dollar, and a capped batch is never
+charged past its cap."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
+from endpoint_day import Submitted, at, simulate
+from imagebatch_cli.views.report import categories_table
+from rich.console import Console
+
+from imagebatch.api.responses import batch_summary
+from imagebatch.aws.endpoint_usage import EndpointUsageStore, request_put
 from imagebatch.aws.ledger import Ledger
-from imagebatch.costs.overhead import ScaleEvent
+from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.aws.sagemaker_endpoints import EndpointInstances
+from imagebatch.costs.grouping import group_costs
+from imagebatch.costs.overhead import UNATTRIBUTED, EndpointRequest, InstanceSample
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.settlement import Settlement
+from imagebatch.pipeline.endpoint_observer import observe_endpoint
+
+ENDPOINT = "stack-images"
+INF2 = load_aws_prices().region("us-east-1").instance("ml.inf2.xlarge")
 
 
-def test_scale_events_round_trip_and_overhead_is_kept_per_session(
+class DescribeEndpointAnswers:
+    """SageMaker hosting's DescribeEndpoint, answering from the simulated day's counts (the
+    response shape boto3 returns)."""
+
+    def __init__(self, samples: list[InstanceSample]) -> None:
+        self._samples = samples
+        self.now = samples[0].at
+
+    def describe_endpoint(self, *, EndpointName: str) -> Mapping[str, Any]:
+        assert EndpointName == ENDPOINT
+        seen = [s for s in self._samples if s.at <= self.now]
+        last = seen[-1] if seen else InstanceSample(at=self.now, desired=0, current=0)
+        return {
+            "EndpointName": ENDPOINT,
+            "EndpointStatus": "Updating" if last.desired != last.current else "InService",
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "CurrentInstanceCount": last.current,
+                    "DesiredInstanceCount": last.desired,
+                }
+            ],
+        }
+
+
+def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
     dynamodb_client: Any, ledger_table: str
 ) -> None:
-    store = EndpointUsageStore(dynamodb_client, ledger_table)
-    out = ScaleEvent(
-        kind="scale_out",
-        at=datetime(2026, 11, 22, 12, 0, tzinfo=UTC),
-        ready_at=datetime(2026, 11, 22, 12, 9, tzinfo=UTC),
-        instances_after=1,
-    )
-    store.record_scale_event("ep", out)
-    assert store.scale_events("ep") == [out]
-    store.record_overhead("ep", out.at.isoformat(), {"b1": 120, "b2": 30}, "rule")
-    store.record_overhead("ep", out.at.isoformat(), {"b1": 125}, "rule")  # replaces, not adds
+    # GIVEN a day: two overlapping batches (one with a retried request), a batch after an
+    # idle gap of hours, and a capped batch whose cap leaves little for overhead
+    submitted = [
+        Submitted("b1", 3_600, (30, 30, 30)),
+        Submitted("b2", 3_610, (20, 20), dies_after_s=25, partial=True),
+        Submitted("b1", 3_620, (30,), dies_after_s=10),
+        Submitted("capped", 3_700, (10,)),
+        Submitted("b4", 50_000, (40, 40)),
+    ]
+    day = simulate(submitted, INF2, cold_start_s=480, idle_tail_s=480, max_instances=2)
     ledger = Ledger(dynamodb_client, ledger_table)
-    b1 = list(ledger.query_batch("b1", "OVERHEAD#"))
-    assert [r["overhead_micro_usd"] for r in b1] == [125]
-    assert b1[0]["endpoint"] == "ep"
+    inference = {b: 0 for b in ("b1", "b2", "capped", "b4")}
+    for r in day.requests:
+        inference[r.batch_id] += r.inference_micro_usd
+    cap = inference["capped"] + 50_000
+    for batch_id in inference:
+        capped = {"max_cost_micro_usd": cap} if batch_id == "capped" else {}
+        ledger.create_batch(
+            batch_id, {"backend": "sagemaker", "models": ["sd-2-1"], "tags": {}, **capped}
+        )
+    # WHEN the result path commits each request (its calls as rework: no image records
+    # here) and the observer runs at each state change, as the EventBridge rule invokes it
+    usage = EndpointUsageStore(dynamodb_client, ledger_table)
+    describe = DescribeEndpointAnswers(day.samples)
+    instances = EndpointInstances(describe, ENDPOINT)
+    events = sorted(
+        [(s.at, "sample", None) for s in day.samples]
+        + [(r.completed_at, "request", r) for r in day.requests],
+        key=lambda e: (e[0], e[1] == "sample"),
+    )
+    for moment, _kind, req in events:
+        if req is not None:
+            ledger.commit_images(
+                req.batch_id,
+                [],
+                Settlement(
+                    chunk_id=req.request_id,
+                    rework_micro_usd=req.inference_micro_usd,
+                    request_key=req.request_id,
+                    endpoint=ENDPOINT,
+                    endpoint_request=req,
+                ),
+                capped=req.batch_id == "capped",
+                rollup_model="sd-2-1",
+            )
+        else:
+            describe.now = moment
+            observe_endpoint(instances, usage, INF2, now=lambda m=moment: m)  # type: ignore[misc]
+    # a schedule tick later changes nothing
+    describe.now = at(day.end_s + 60)
+    again = observe_endpoint(instances, usage, INF2, now=lambda: at(day.end_s + 60))
+    assert not again.recorded and again.attributed == []
+
+    # THEN spent by the batches + unattributed idle = instance-seconds x price, exactly
+    truth = int(day.instance_seconds() * INF2.micro_usd_per_second)
+    summaries = {b: ledger.get_batch(b) or {} for b in inference}
+    windows = usage.windows(ENDPOINT)
+    assert len(windows) == 2
+    unattributed = sum(int(w["unattributed_micro_usd"]) for w in windows)
+    spent = sum(int(s["spent_micro_usd"]) for s in summaries.values())
+    assert spent + unattributed == truth
+    # each batch: its inference, plus its OVERHEAD records, is what it spent
+    for batch_id, summary in summaries.items():
+        overhead = sum(int(r["overhead_micro_usd"]) for r in usage.overhead_records(batch_id))
+        assert int(summary["spent_micro_usd"]) == inference[batch_id] + overhead
+        assert int(summary.get("endpoint_overhead_micro_usd", 0)) == overhead
+        assert overhead > 0
+    # the capped batch stops at its cap; what it could not pay is shown as unattributed
+    capped = summaries["capped"]
+    assert int(capped["spent_micro_usd"]) + int(capped["budget_left_micro_usd"]) == cap
+    assert int(capped["spent_micro_usd"]) == cap
+    (record,) = usage.overhead_records("capped")
+    assert int(record["over_cap_micro_usd"]) > 0
+    # /costs: the day rollups (batches and the endpoint's unattributed line) sum to it too
+    queries = LedgerQueries(dynamodb_client, ledger_table)
+    # (the commits roll up on the day they run, today; the windows on the simulated day)
+    today = datetime.now(UTC).date().isoformat()
+    groups = group_costs(queries.cost_rollups("2026-11-22", today), "batch")
+    by_key = {g.key: g.spent_micro_usd for g in groups}
+    assert by_key[UNATTRIBUTED] == unattributed
+    assert sum(by_key.values()) == truth
+    by_backend = group_costs(queries.cost_rollups("2026-11-22", today), "backend")
+    assert {g.key: g.spent_micro_usd for g in by_backend}[UNATTRIBUTED] == unattributed
+    # and the batch view shows its share of the endpoint's time
+    shown = batch_summary(summaries["b1"], load_aws_prices().region("us-east-1"))
+    assert shown.endpoint_overhead_micro_usd == summaries["b1"]["endpoint_overhead_micro_usd"]
+    assert "endpoint cold start + idle" in _render(categories_table(shown.model_dump()))
+
+
+def test_samples_are_recorded_only_when_the_counts_change(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    usage = EndpointUsageStore(dynamodb_client, ledger_table)
+    samples = [InstanceSample(at=at(0), desired=1, current=0)]
+    describe = DescribeEndpointAnswers(samples)
+    instances = EndpointInstances(describe, ENDPOINT)
+    assert usage.at_zero(ENDPOINT)
+    moments: list[datetime] = [at(0), at(60), at(120)]
+    runs = [observe_endpoint(instances, usage, INF2, now=lambda m=m: m) for m in moments]  # type: ignore[misc]
+    assert [r.recorded for r in runs] == [True, False, False]
+    assert usage.samples_since(ENDPOINT, None) == samples
+    assert not usage.at_zero(ENDPOINT)
+
+
+def _render(table: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_a_window_waits_for_results_still_on_their_way(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN an instance up from 0 to 100 s, whose request's result is recorded late
+    usage = EndpointUsageStore(dynamodb_client, ledger_table)
+    samples = [
+        InstanceSample(at=at(0), desired=1, current=1),
+        InstanceSample(at=at(100), desired=0, current=0),
+    ]
+    describe = DescribeEndpointAnswers(samples)
+    instances = EndpointInstances(describe, ENDPOINT)
+    settle = timedelta(seconds=120)
+    for moment in (at(0), at(100), at(150)):
+        describe.now = moment
+        run = observe_endpoint(instances, usage, INF2, now=lambda m=moment: m, settle=settle)  # type: ignore[misc]
+        # THEN nothing is attributed while the window may still get results
+        assert run.attributed == []
+    late = EndpointRequest(
+        batch_id="b1",
+        request_id="r1",
+        received_at=at(10),
+        completed_at=at(60),
+        inference_seconds=Decimal(40),
+        inference_micro_usd=40 * 275,
+    )
+    Ledger(dynamodb_client, ledger_table).create_batch("b1", {"backend": "sagemaker"})
+    dynamodb_client.transact_write_items(TransactItems=[request_put(ledger_table, ENDPOINT, late)])
+    describe.now = at(221)
+    run = observe_endpoint(instances, usage, INF2, now=lambda: at(221), settle=settle)
+    # AND once settled, the late result is inference, not idle
+    (window,) = run.attributed
+    assert window.inference_micro_usd == 40 * 275
+    assert window.by_batch() == {"b1": (100 - 40) * 275}

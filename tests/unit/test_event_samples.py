@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,8 +20,10 @@ import pytest
 from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
 from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
+from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.observability import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -182,3 +185,33 @@ def test_the_schedule_sample_renders_the_sample_catalog(stack: dict[str, str]) -
     assert catalog["changed"] == 60 * len(config["variants"])
     body = s3.get_object(Bucket=stack["bucket"], Key=catalog["manifest_key"])["Body"].read()
     assert len(body.decode().splitlines()) == 1 + catalog["changed"]
+
+
+def test_the_endpoint_state_change_sample_records_and_attributes_instance_time(
+    stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the endpoint the sample names, deployed with its one initial instance (moto's
+    # SageMaker: DescribeEndpoint reports it; g4dn, an instance type moto accepts)
+    event = sample("endpoint-state-change.json")
+    name = event["detail"]["EndpointName"]
+    deploy_moto_endpoint(name, region=AWS_REGION)
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", name)
+    monkeypatch.setenv("SAGEMAKER_INSTANCE_TYPE", INSTANCE_TYPE)
+    monkeypatch.setenv("OBSERVER_SETTLE_S", "0")  # no result can be on its way here
+
+    # WHEN the state change sample reaches the observer, and again after autoscaling set
+    # the variant to zero (UpdateEndpointWeightsAndCapacities, as Application Auto Scaling)
+    first = invoke("endpoint_observer", event, memory_mb=256)
+    time.sleep(1.1)  # the instance is up at least a second: a cost above zero to attribute
+    scale_to_zero(name, region=AWS_REGION)
+    second = invoke("endpoint_observer", event, memory_mb=256)
+
+    # THEN the instance's life is one window, and with no request in it, its whole cost is
+    # the endpoint's unattributed idle
+    assert first == {"desired": 1, "current": 1, "recorded": True, "windows_attributed": 0}
+    assert second == {"desired": 0, "current": 0, "recorded": True, "windows_attributed": 1}
+    [window] = EndpointUsageStore(boto3.client("dynamodb", region_name=AWS_REGION), TABLE).windows(
+        name
+    )
+    assert int(window["billed_micro_usd"]) == int(window["unattributed_micro_usd"]) >= 204
+    assert window["inference_micro_usd"] == 0

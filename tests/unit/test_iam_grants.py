@@ -26,6 +26,7 @@ import pytest
 from botocore.client import BaseClient
 from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, load_template
+from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
@@ -302,6 +303,14 @@ def required_permissions(stack: LocalStack, call: Call) -> list[tuple[str, str]]
             return [("states:StartExecution", str(call.params["stateMachineArn"]))]
         # A task token does not name its state machine; this stack has one.
         return [(f"states:{call.operation}", stack.arns["BatchStateMachine"])]
+    if call.service == "api.sagemaker":  # the control plane's endpoint prefix
+        name = str(call.params["EndpointName"]).lower()
+        return [
+            (
+                f"sagemaker:{call.operation}",
+                f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:endpoint/{name}",
+            )
+        ]
     return None
 
 
@@ -675,7 +684,30 @@ def test_catalog_is_granted_what_it_calls(
     assert denied_calls(stack, "CatalogFunction", recorder.calls) == []
 
 
+def test_the_endpoint_observer_is_granted_what_it_calls(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    # GIVEN the stack's endpoint in moto's SageMaker with its one initial instance
+    handlers.create_storage()
+    name = handlers.environment("EndpointObserverFunction")["SAGEMAKER_ENDPOINT_NAME"]
+    deploy_moto_endpoint(name, region=REGION, account=ACCOUNT_ID)
+    handlers._monkeypatch.setenv("SAGEMAKER_INSTANCE_TYPE", INSTANCE_TYPE)
+    event = {"detail-type": "imagebatch schedule"}
+    # WHEN the schedule ticks, the endpoint scales to zero, and it ticks again (a window
+    # closes and is attributed)
+    with recorder:
+        handlers.invoke("EndpointObserverFunction", event)
+    scale_to_zero(name, region=REGION)
+    with recorder:
+        handlers.invoke("EndpointObserverFunction", event)
+    observer = [c for c in recorder.calls if c.service in {"api.sagemaker", "dynamodb"}]
+    assert any(c.operation == "DescribeEndpoint" for c in observer)
+    # THEN its role grants every call it made
+    assert denied_calls(stack, "EndpointObserverFunction", observer) == []
+
+
 COVERED_FUNCTIONS = {
+    "EndpointObserverFunction": test_the_endpoint_observer_is_granted_what_it_calls,
     "IngestFunction": test_ingest_is_granted_what_it_calls,
     "GenerateChunkFunction": test_generate_finalize_and_contact_sheet_are_granted_what_they_call,
     "FinalizeFunction": test_generate_finalize_and_contact_sheet_are_granted_what_they_call,

@@ -87,3 +87,66 @@ def test_unknown_endpoint_is_a_validation_error(runtime: tuple[LocalAsyncEndpoin
         )
     assert caught.value.response["Error"]["Code"] == "ValidationError"
     assert "Endpoint nope of account" in caught.value.response["Error"]["Message"]
+
+
+class _InstantInstance:
+    """The serving app's start and stop, without a model: what DescribeEndpoint reports
+    around them is under test, not the container."""
+
+    def start(self) -> str:
+        return "http://127.0.0.1:9"
+
+    def stop(self) -> None:
+        return None
+
+
+def test_describe_endpoint_and_state_changes_follow_the_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the local endpoint, with what the EventBridge rule would deliver captured
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    seen: list[tuple[str, int, int]] = []
+    endpoint: LocalAsyncEndpoint
+
+    def on_state_change(event: dict[str, object]) -> None:
+        # the observer reads DescribeEndpoint when the event arrives, as on AWS
+        variant = sagemaker.describe_endpoint(EndpointName="s-images")["ProductionVariants"][0]
+        detail = event["detail"]
+        assert isinstance(detail, dict) and detail["EndpointName"] == "s-images"
+        assert event["detail-type"] == "SageMaker Endpoint State Change"
+        seen.append(
+            (
+                str(detail["EndpointStatus"]),
+                variant["DesiredInstanceCount"],
+                variant["CurrentInstanceCount"],
+            )
+        )
+
+    endpoint = LocalAsyncEndpoint(
+        AsyncEndpointConfig(_stack()),
+        Path("unused"),
+        "http://127.0.0.1:9",
+        on_state_change=on_state_change,
+    )
+    endpoint._serving = _InstantInstance()  # type: ignore[assignment]
+    url = endpoint.start()
+    sagemaker = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1")
+    try:
+        described = sagemaker.describe_endpoint(EndpointName="s-images")
+        assert described["EndpointStatus"] == "InService"
+        assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 0
+        with pytest.raises(ClientError, match="Could not find endpoint"):
+            sagemaker.describe_endpoint(EndpointName="other")
+        # WHEN the first request needs an instance, and the endpoint later scales in
+        endpoint._instance_url()
+        endpoint.scale_in()
+    finally:
+        endpoint.stop()
+    # THEN each change was announced, and DescribeEndpoint said the same at that moment
+    assert seen == [
+        ("UPDATING", 1, 0),
+        ("IN_SERVICE", 1, 1),
+        ("UPDATING", 0, 1),
+        ("IN_SERVICE", 0, 0),
+    ]

@@ -68,9 +68,17 @@ def test_scales_to_zero_and_wakes_on_backlog_without_capacity(template: dict[str
     tracking = props(template, "SageMakerBacklogScaling")
     metric = tracking["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
     assert metric["MetricName"] == "ApproximateBacklogSizePerInstance"
-    assert tracking["TargetTrackingScalingPolicyConfiguration"]["ScaleInCooldown"] == {
-        "Ref": "SageMakerScaleInCooldown"
-    }
+    # scale-in is ours, after the idle tail, not the target tracking's own low alarm
+    assert tracking["TargetTrackingScalingPolicyConfiguration"]["DisableScaleIn"] is True
+    idle = props(template, "SageMakerIdleAlarm")
+    assert idle["MetricName"] == "ApproximateBacklogSize"
+    assert idle["EvaluationPeriods"] == idle["DatapointsToAlarm"]
+    assert idle["EvaluationPeriods"] == {"Ref": "SageMakerIdleTailMinutes"}
+    assert idle["Period"] == 60
+    assert idle["AlarmActions"] == [{"Ref": "SageMakerScaleInToZero"}]
+    to_zero = props(template, "SageMakerScaleInToZero")["StepScalingPolicyConfiguration"]
+    assert to_zero["AdjustmentType"] == "ExactCapacity"
+    assert to_zero["StepAdjustments"] == [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}]
     alarm = props(template, "SageMakerBacklogWithoutCapacityAlarm")
     assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
     assert alarm["AlarmActions"] == [{"Ref": "SageMakerWakeFromZero"}]

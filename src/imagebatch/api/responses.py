@@ -57,6 +57,9 @@ class BatchSummary(BaseModel):
     charged_micro_usd: int = 0
     charge_note: str | None = None
     max_cost_micro_usd: int | None = None
+    # The endpoint's cold start and idle time charged to the batch (docs/sagemaker.md), once
+    # its windows of instance time close; in budget.spent, beside the categories above.
+    endpoint_overhead_micro_usd: int = 0
     cost_per_image: Costs | None = None
     cost_per_1000: Costs | None = None
     budget: Budget | None = None
@@ -101,6 +104,9 @@ class CostReport(BaseModel):
     group_by: str
     groups: list[CostGroup]
     total_spent_micro_usd: int
+    # Self-hosted instance time no batch was charged (a window that served nothing, the
+    # instance a deploy starts, what a capped batch could not pay); also a line in groups.
+    unattributed_idle_micro_usd: int = 0
 
 
 class ErrorBody(BaseModel):
@@ -144,6 +150,7 @@ def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSumm
     breakdown = summary_costs(summary, prices)
     rounded = breakdown.rounded()
     charged = int(summary.get("spent_micro_usd", 0))
+    endpoint_overhead = int(summary.get("endpoint_overhead_micro_usd", 0))
     succeeded = int(summary.get("images_succeeded", 0))
     unit = per_image(breakdown, succeeded)
     budget = None
@@ -169,9 +176,13 @@ def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSumm
         images_failed=int(summary.get("images_failed", 0)),
         estimate_micro_usd=int(summary.get("estimate_micro_usd", 0)),
         costs=Costs(**rounded),
+        endpoint_overhead_micro_usd=endpoint_overhead,
         charged_micro_usd=charged,
+        # the endpoint's share is charged beside the categories: the note explains the rest
         charge_note=charge_note(
-            rounded["total"], charged, int(summary.get("unsettled_micro_usd", 0))
+            rounded["total"] + endpoint_overhead,
+            charged,
+            int(summary.get("unsettled_micro_usd", 0)),
         ),
         max_cost_micro_usd=int(summary["max_cost_micro_usd"])
         if summary.get("max_cost_micro_usd") is not None

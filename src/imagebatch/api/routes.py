@@ -28,6 +28,7 @@ from imagebatch.api.responses import (
 )
 from imagebatch.aws.ledger_queries import LedgerQueries
 from imagebatch.costs.grouping import group_costs
+from imagebatch.costs.overhead import UNATTRIBUTED
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.errors import InvalidTokenError
 
@@ -176,4 +177,5 @@ def costs(
         group_by=group_by,
         groups=groups,
         total_spent_micro_usd=sum(g.spent_micro_usd for g in groups),
+        unattributed_idle_micro_usd=sum(g.spent_micro_usd for g in groups if g.key == UNATTRIBUTED),
     )

@@ -8,7 +8,7 @@ variables, so the same code talks to AWS or to the local moto server.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -67,3 +67,10 @@ def reset_clients() -> None:
         factory.cache_clear()
     sagemaker_runtime_client.cache_clear()
     events_client.cache_clear()
+    sagemaker_client.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def sagemaker_client() -> Any:
+    """The control plane (DescribeEndpoint); typed by its use in aws.sagemaker_endpoints."""
+    return boto3.client("sagemaker", config=_POOL)

@@ -40,6 +40,7 @@ from imagebatch.aws.dynamo_items import (
     rollup_sk,
     to_item,
 )
+from imagebatch.aws.endpoint_usage import request_put
 from imagebatch.aws.ledger_holds import BudgetHolds
 from imagebatch.costs.settlement import Settlement, rollup_adds, summary_adds
 from imagebatch.costs.usage import (
@@ -215,6 +216,10 @@ class Ledger(BudgetHolds):
                 },
             )
             guards += 1
+        if settlement.endpoint and settlement.endpoint_request is not None:
+            put = request_put(self.table, settlement.endpoint, settlement.endpoint_request)
+            own_writes += write_units(item_size(put["Put"]["Item"]), transactional=True)
+            actions.append(put)
         usage = settlement.usage + Usage(ddb_write_units=own_writes)
         overhead = (
             ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from imagebatch.costs.overhead import UNATTRIBUTED
+
 
 class CostGroup(BaseModel):
     key: str
@@ -16,7 +18,8 @@ class CostGroup(BaseModel):
 
 
 def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[CostGroup]:
-    """Sum day rollups by model (their per-model attributes), backend, batch or a tag."""
+    """Sum day rollups by model (their per-model attributes), backend, batch or a tag; the
+    endpoint's unattributed idle is always a line of its own."""
     totals: dict[str, list[int]] = {}
 
     def add(key: str, images: int, inference: int, spent: int) -> None:
@@ -26,6 +29,10 @@ def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[Cos
         entry[2] += spent
 
     for rollup in rollups:
+        if rollup.get("batch_id") == UNATTRIBUTED:
+            # the endpoint's instance time no batch was charged: its own line, however grouped
+            add(UNATTRIBUTED, 0, 0, int(rollup.get("spent_micro_usd", 0)))
+            continue
         if group_by == "model":
             for name, value in rollup.items():
                 if name.startswith("model_spent#"):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
+from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.usage import Usage
 from imagebatch.models.records import ImageOutcome
@@ -39,6 +40,11 @@ class Settlement(BaseModel):
     request_key: str | None = None
     # Counted in the summary's chunk_commits (the contact sheet's commit is not a chunk's).
     chunk_commit: bool = True
+    # A self-hosted request's record under its endpoint (when it ran, its seconds and what
+    # this commit charged for them), written in the same transaction: the endpoint observer
+    # attributes the instance time around it (costs.overhead).
+    endpoint: str | None = None
+    endpoint_request: EndpointRequest | None = None
 
     @property
     def hold_key(self) -> str:

@@ -23,6 +23,8 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -33,6 +35,7 @@ from imagebatch.aws.ledger_holds import hold_write_units
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.backends.sagemaker import expected_seconds, price_result
+from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.sagemaker_path import (
     SNS_PUBLISHES,
@@ -409,6 +412,7 @@ def record_result(
         extra=fixed + Usage(ddb_write_units=len(sums)),
         key=request_key(notification),
         request=request or InvocationRequest(),
+        notification=notification,
     )
     if committed is None:
         _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
@@ -445,6 +449,7 @@ def _commit(
     extra: Usage,
     key: str,
     request: InvocationRequest,
+    notification: AsyncNotification | None = None,
 ) -> ChunkResult | None:
     """One transaction: the new image records, the rework, the usage, the hold settled.
     None when this request was recorded (or its hold settled) before."""
@@ -484,6 +489,15 @@ def _commit(
             prices=costing.prices,
             rework_micro_usd=priced.rework_micro_usd if priced else 0,
             request_key=key,
+            endpoint=costing.endpoint_name,
+            endpoint_request=_endpoint_request(
+                invocation,
+                result,
+                notification,
+                key,
+                outcomes,
+                priced.rework_micro_usd if priced else 0,
+            ),
         )
         try:
             ledger.commit_images(
@@ -509,6 +523,38 @@ def _commit(
             skipped_already_done=len(recorded),
         )
     return None
+
+
+def _endpoint_request(  # noqa: PLR0917 - one request's parts, each used once
+    invocation: ChunkInvocation,
+    result: InvocationResult | None,
+    notification: AsyncNotification | None,
+    key: str,
+    outcomes: list[Outcome],
+    rework_micro_usd: int,
+) -> EndpointRequest:
+    """The request as the endpoint observer sees it: SageMaker's received and event times,
+    every call's seconds, and what this commit charges for them."""
+    now = datetime.now(UTC)
+    received = _time(notification.received_time if notification else None) or now
+    completed = _time(notification.event_time if notification else None) or now
+    return EndpointRequest(
+        batch_id=invocation.batch_id,
+        request_id=key,
+        received_at=received,
+        completed_at=max(completed, received),
+        inference_seconds=sum(
+            (Decimal(str(call.seconds)) for call in (result.calls if result else [])), Decimal(0)
+        ),
+        inference_micro_usd=sum(o.cost_micro_usd for o in outcomes) + rework_micro_usd,
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _ErrorBody(BaseModel):

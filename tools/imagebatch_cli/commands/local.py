@@ -157,8 +157,10 @@ class LocalRun:
     summary: dict[str, Any]
     images: list[dict[str, Any]]
     bedrock: BedrockStats
-    # Micro-dollars of the local endpoint's cold start and idle time, per batch charged.
-    overhead: dict[str, int]
+    # The endpoint observer's records: this batch's share of cold start and idle (OVERHEAD#),
+    # and the windows of instance time it closed (billed, inference, unattributed idle).
+    overhead: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
     target: Path
     files: list[Path]
     log: Path
@@ -222,6 +224,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
 def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
     """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
     Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
+    from imagebatch.aws.endpoint_usage import EndpointUsageStore
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_cli.local.cloud.pipeline import LocalRunError, local_aws
     from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
@@ -242,7 +245,13 @@ def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = Fals
             bedrock_stats = aws.bedrock.stats
             # The local endpoint scales in once the batch is done: its cold start and idle
             # time are charged to the batches of the session (docs/sagemaker.md).
-            overhead = aws.sagemaker.scale_in() if aws.sagemaker is not None else {}
+            overhead: list[dict[str, Any]] = []
+            windows: list[dict[str, Any]] = []
+            if aws.sagemaker is not None:
+                aws.sagemaker.scale_in()
+                usage = EndpointUsageStore(aws.client("dynamodb"), aws.table)
+                overhead = usage.overhead_records(batch_id)
+                windows = usage.windows(aws.sagemaker.config.endpoint_name)
             # A batch id that ran before starts from a clean folder: no earlier run's images.
             target = fresh_batch_folder(options.out, batch_id)
             files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
@@ -253,7 +262,16 @@ def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = Fals
     except LocalRunError as exc:
         fail(exc)
     return LocalRun(
-        batch_id, summary, images, bedrock_stats, overhead, target, files, log_path, options.region
+        batch_id,
+        summary,
+        images,
+        bedrock_stats,
+        overhead,
+        windows,
+        target,
+        files,
+        log_path,
+        options.region,
     )
 
 
@@ -266,10 +284,19 @@ def _print_run(run: LocalRun, out: Path) -> None:
     from imagebatch_cli.local.cloud.ledger_export import LEDGER_EXPORT
 
     print_cost(console, run.summary, run.images)
-    for charged, micro_usd in sorted(run.overhead.items()):
+    for record in run.overhead:
         console.print(
-            f"endpoint cold start + idle charged to {charged}: ${micro_usd / 1e6:.6f} "
-            "(beside the image costs above)"
+            f"endpoint cold start ${int(record['cold_start_micro_usd']) / 1e6:.6f} + idle "
+            f"${int(record['idle_micro_usd']) / 1e6:.6f} charged to {run.batch_id} "
+            f"(window from {record['window_start']}; beside the image costs above)"
+        )
+    for window in run.windows:
+        console.print(
+            f"endpoint window {window['start']} .. {window['end']}: "
+            f"{float(window['instance_seconds']):.3f} instance-s = "
+            f"${int(window['billed_micro_usd']) / 1e6:.6f}, of which inference "
+            f"${int(window['inference_micro_usd']) / 1e6:.6f}, unattributed idle "
+            f"${int(window['unattributed_micro_usd']) / 1e6:.6f}"
         )
     stats = run.bedrock
     console.print(

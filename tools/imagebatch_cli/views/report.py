@@ -68,6 +68,9 @@ def categories_table(summary: dict[str, Any]) -> Table:
             usd(int(per_image[category])) if category in per_image else "-",
             usd(int(per_1000[category])) if category in per_1000 else "-",
         )
+    endpoint = int(summary.get("endpoint_overhead_micro_usd") or 0)
+    if endpoint:
+        table.add_row("endpoint cold start + idle", usd(endpoint), "-", "-")
     table.add_row(terms.CHARGED, usd(int(summary.get("charged_micro_usd", 0))), "", "")
     budget = summary.get("max_cost_micro_usd")
     if budget:
@@ -111,6 +114,12 @@ def costs_table(report: dict[str, Any]) -> Table:
             group["key"], str(images), usd(spent), usd(spent // images) if images else "-"
         )
     table.add_row("total", "", usd(int(report["total_spent_micro_usd"])), "")
+    unattributed = int(report.get("unattributed_idle_micro_usd") or 0)
+    if unattributed:
+        table.caption = (
+            f"of which {usd(unattributed)} is endpoint instance time no batch was charged "
+            "(unattributed idle)"
+        )
     return table
 
 

@@ -245,6 +245,15 @@ def _sagemaker_runtime(operation: str, params: Params, where: Where) -> list[Iam
     return [IamRequest(f"sagemaker:{operation}", arn)]
 
 
+def _sagemaker(operation: str, params: Params, where: Where) -> list[IamRequest]:
+    """The control plane: only what the endpoint observer reads."""
+    if operation != "DescribeEndpoint":
+        raise _unknown("sagemaker", operation)
+    name = str(params["EndpointName"]).lower()
+    arn = f"arn:aws:sagemaker:{where.region}:{where.account}:endpoint/{name}"
+    return [IamRequest(f"sagemaker:{operation}", arn)]
+
+
 def _queue_arn(params: Params, where: Where) -> str:
     if "QueueUrl" in params:
         parts = urlsplit(params["QueueUrl"]).path.strip("/").split("/")
@@ -307,6 +316,7 @@ _MAPPERS: dict[str, _Mapper] = {
     "lambda": _lambda,
     "bedrock-runtime": _bedrock_runtime,
     "sagemaker-runtime": _sagemaker_runtime,
+    "sagemaker": _sagemaker,
     "sqs": _sqs,
     "sns": _sns,
 }

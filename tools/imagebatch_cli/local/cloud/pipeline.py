@@ -328,17 +328,25 @@ def _function_environment(stack: LocalStack) -> dict[str, str]:
 
 
 def _start_sagemaker(
-    stack: LocalStack, options: LocalOptions, endpoint: str
+    stack: LocalStack, options: LocalOptions, endpoint: str, runtime: InProcessLambdaRuntime
 ) -> tuple[Any, dict[str, str]]:
-    """The local async endpoint, when the stack deployed the SageMaker backend."""
+    """The local async endpoint, when the stack deployed the SageMaker backend. Its state
+    changes invoke the stack's endpoint observer, as the template's EventBridge rule does."""
     if not stack.sagemaker:
         return None, {}
-    from imagebatch.aws.endpoint_usage import EndpointUsageStore
-    from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.local.fakes.sagemaker_endpoint import (
         AsyncEndpointConfig,
         LocalAsyncEndpoint,
     )
+
+    observer = stack.physical.get("EndpointObserverFunction")
+
+    def on_state_change(event: dict[str, Any]) -> None:
+        if observer is None:
+            return
+        answer, failed = runtime.invoke(observer, event)
+        if failed:
+            raise LocalRunError(f"endpoint observer failed: {answer}")
 
     config = AsyncEndpointConfig(stack)
     null = options.renderer == "null"
@@ -347,17 +355,19 @@ def _start_sagemaker(
         Path(os.devnull) if null else options.model_dir or _tiny_model_dir(),
         endpoint,
         accelerator="null" if null else "diffusers",
-        usage=EndpointUsageStore(
-            boto3.client("dynamodb", endpoint_url=endpoint, region_name=stack.region),
-            stack.physical["LedgerTable"],
-        ),
-        price=load_aws_prices().region(stack.region).instance(config.instance_type),
+        on_state_change=on_state_change,
         # The tiny model runs on one torch thread: that thread's CPU time is what the call
         # would take on an instance of its own, whatever else this machine is doing.
         clock=time.thread_time if options.model_dir is None else time.perf_counter,
         render_short_side=options.render_short_side,
     )
-    return sagemaker, {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": sagemaker.start()}
+    url = sagemaker.start()
+    return sagemaker, {
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
+        "AWS_ENDPOINT_URL_SAGEMAKER": url,
+        # the local endpoint scales in after every result is recorded: nothing to wait for
+        "OBSERVER_SETTLE_S": "0",
+    }
 
 
 _run_lock = threading.Lock()
@@ -432,7 +442,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
     with enforcing(iam), executor_tasks_inherit_identity():
-        sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint)
+        sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint, runtime)
         sources = [SqsSource(*source, region=stack.region) for source in stack.sqs_sources]
         poller = SqsEventSourcePoller(runtime, sources, endpoint)
         poller.start()

@@ -11,7 +11,11 @@ comes from template.yaml's Model, EndpointConfig and Endpoint.
 The serving application is containers/serving's Flask app with the diffusers backend (or
 the null backend, for benchmarks of the path around the model) on 127.0.0.1, started when
 the first request arrives (a scale-out from zero, whose model load is the local cold start)
-and stopped at the end (scale-in); both are recorded as ScaleEvents.
+and stopped at the end (scale-in). As on AWS, the instance counts are what DescribeEndpoint
+answers (the same server speaks the `sagemaker` JSON protocol for it), and each change is
+announced as a "SageMaker Endpoint State Change" event to `on_state_change` (the local run
+invokes the endpoint observer function with it, as the EventBridge rule would): attribution
+happens in the stack's own observer, not here.
 Fault injection for rehearsals: an input whose text contains `[[instance-failure]]` fails as
 an instance that died mid-request would, without reaching the model.
 
@@ -42,14 +46,10 @@ import boto3
 from pydantic import ValidationError
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.s3_store import split_s3_uri
-from imagebatch.costs.overhead import InferenceSpan, ScaleEvent, attribute_overhead
-from imagebatch.costs.prices import InstancePrice
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
     ChunkInvocation,
-    InvocationResult,
     parse_buckets,
 )
 from imagebatch_cli.local.cloud.lambda_runtime import acting_as, bind_identity
@@ -152,15 +152,16 @@ class LocalAsyncEndpoint:
         model_dir: Path,
         aws_endpoint: str,
         *,
-        usage: EndpointUsageStore | None = None,
-        price: InstancePrice | None = None,
+        on_state_change: Callable[[dict[str, Any]], None] | None = None,
         accelerator: str = "diffusers",
         clock: Callable[[], float] = time.perf_counter,
         render_short_side: int | None = None,
     ) -> None:
         self.config = config
-        self._usage = usage
-        self._price = price
+        self._on_state_change = on_state_change
+        self.created = datetime.now(UTC)
+        self.desired = 0
+        self.current = 0
         self._short_side = render_short_side
         environment = dict(config.environment)
         if render_short_side is not None and environment.get("IMAGEBATCH_SHAPE_BUCKETS"):
@@ -182,8 +183,6 @@ class LocalAsyncEndpoint:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self.scaling_events: list[ScaleEvent] = []
-        self.spans: list[InferenceSpan] = []
         self.completed = 0
         self.failed = 0
         self.errors: list[str] = []
@@ -202,56 +201,91 @@ class LocalAsyncEndpoint:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
-        stop_serving(self._server, self._thread)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        # before the server goes: the observer reads DescribeEndpoint from it at scale-in
         self.scale_in()
+        stop_serving(self._server, self._thread)
         self._server, self._thread = None, None
 
-    def _record(self, event: ScaleEvent) -> None:
-        self.scaling_events.append(event)
-        if self._usage is not None:
-            # The local endpoint's own bookkeeping, no call SageMaker makes: not its role's.
-            with acting_as(None):
-                self._usage.record_scale_event(self.config.endpoint_name, event)
+    def _set_counts(self, desired: int, current: int) -> None:
+        """What DescribeEndpoint answers from now on; the change is announced as SageMaker
+        announces it on EventBridge."""
+        self.desired, self.current = desired, current
+        if self._on_state_change is not None:
+            self._on_state_change(self.state_change_event())
 
-    def scale_in(self) -> dict[str, int]:
-        """Stop the instance (as the cooldown would) and charge its session's cold-start and
-        idle time to batches (scaling.attribute_overhead); returns micro-dollars per batch."""
+    def state_change_event(self) -> dict[str, Any]:
+        status = "UPDATING" if self.desired != self.current else "IN_SERVICE"
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "SageMaker Endpoint State Change",
+            "source": "aws.sagemaker",
+            "account": ACCOUNT_ID,
+            "time": _iso(datetime.now(UTC)),
+            "region": self.config.region,
+            "resources": [self.endpoint_arn],
+            "detail": {
+                "EndpointName": self.config.endpoint_name,
+                "EndpointArn": self.endpoint_arn,
+                "EndpointStatus": status,
+            },
+        }
+
+    @property
+    def endpoint_arn(self) -> str:
+        name = self.config.endpoint_name.lower()
+        return f"arn:aws:sagemaker:{self.config.region}:{ACCOUNT_ID}:endpoint/{name}"
+
+    def describe_endpoint(self, name: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """DescribeEndpoint's answer (the fields the observer and a user would read)."""
+        if name != self.config.endpoint_name:
+            return (
+                400,
+                {"x-amzn-ErrorType": "ValidationException"},
+                {"__type": "ValidationException", "message": f"Could not find endpoint {name}."},
+            )
+        status = "Updating" if self.desired != self.current else "InService"
+        return (
+            200,
+            {},
+            {
+                "EndpointName": name,
+                "EndpointArn": self.endpoint_arn,
+                "EndpointConfigName": f"{name}-config",
+                "EndpointStatus": status,
+                "CreationTime": self.created.timestamp(),
+                "LastModifiedTime": datetime.now(UTC).timestamp(),
+                "ProductionVariants": [
+                    {
+                        "VariantName": "AllTraffic",
+                        "CurrentWeight": 1.0,
+                        "DesiredWeight": 1.0,
+                        "CurrentInstanceCount": self.current,
+                        "DesiredInstanceCount": self.desired,
+                    }
+                ],
+            },
+        )
+
+    def scale_in(self) -> None:
+        """Stop the instance, as the scale-in alarm would once the backlog stays empty."""
         with self._lock:
             if self._serving_url is None:
-                return {}
+                return
+            self._set_counts(0, 1)
             self._serving.stop()
             self._serving_url = None
-            self._record(ScaleEvent(kind="scale_in", at=datetime.now(UTC), instances_after=0))
-            session = self.scaling_events[-2:]
-            spans, self.spans = self.spans, []
-        if self._price is None:
-            return {}
-        charges = attribute_overhead(session, spans, self._price, until=session[-1].at)
-        if self._usage is not None:
-            with acting_as(None):
-                self._usage.record_overhead(
-                    self.config.endpoint_name,
-                    session[0].at.isoformat(),
-                    charges,
-                    "imagebatch.costs.overhead.attribute_overhead",
-                )
-        return charges
+            self._set_counts(0, 0)
 
     def _instance_url(self) -> str:
-        """The serving app's URL, starting it (a scale-out from zero) on first use."""
+        """The serving app's URL, starting it (a scale-out from zero) on first use: billed
+        from the moment one is desired, serving once the model is loaded."""
         with self._lock:
             if self._serving_url is None:
-                requested = datetime.now(UTC)
+                self._set_counts(1, 0)
                 self._serving_url = self._serving.start()
-                self._record(
-                    ScaleEvent(
-                        kind="scale_out",
-                        at=requested,
-                        ready_at=datetime.now(UTC),
-                        instances_after=1,
-                    )
-                )
+                self._set_counts(1, 1)
             return self._serving_url
 
     # -- InvokeEndpointAsync ---------------------------------------------------------------
@@ -319,19 +353,7 @@ class LocalAsyncEndpoint:
                 ).encode(),
             )
         else:
-            started = datetime.now(UTC)
             status, content_type, answer = self._post(request, self._at_local_scale(body))
-            if status == 200:
-                result = InvocationResult.model_validate_json(answer)
-                with self._lock:
-                    self.spans.append(
-                        InferenceSpan(
-                            batch_id=result.batch_id,
-                            submitted_at=request["received"],
-                            started_at=started,
-                            seconds=sum(call.seconds for call in result.calls),
-                        )
-                    )
         ok = status == 200
         location = request["output_location"] if ok else request["failure_location"]
         out_bucket, out_key = split_s3_uri(location)
@@ -429,9 +451,13 @@ def _handler_for(endpoint: LocalAsyncEndpoint) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            body = self.rfile.read(length) if length else b""
             path = self.path.split("?", 1)[0]
+            if self.headers.get("X-Amz-Target") == "SageMaker.DescribeEndpoint":
+                # the control plane's JSON 1.1 protocol (AWS_ENDPOINT_URL_SAGEMAKER)
+                name = json.loads(body or b"{}").get("EndpointName", "")
+                self._send(*endpoint.describe_endpoint(name))
+                return
             if not (path.startswith(prefix) and path.endswith(suffix)):
                 self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"}, {})
                 return
