@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagebatch_cli.commands._args import (
     ManifestArgument,
+    ParametersOption,
     SampleOption,
     TemplateOption,
     default_region,
@@ -113,6 +114,8 @@ class LocalRunOptions(BaseModel):
     throttle_rate: float
     filter_rate: float
     chunk_size: int | None
+    # Template parameters as `sam deploy --parameter-overrides` takes them (ChunkSize wins).
+    parameter_overrides: dict[str, str] = {}
     fault_seed: int
     retry_base_ms: int | None
     retry_cap_ms: int | None
@@ -139,7 +142,10 @@ class LocalRunOptions(BaseModel):
             throttle_rate=self.throttle_rate,
             content_filter_rate=self.filter_rate,
             fault_seed=self.fault_seed,
-            parameter_overrides={"ChunkSize": str(self.chunk_size)} if self.chunk_size else {},
+            parameter_overrides={
+                **self.parameter_overrides,
+                **({"ChunkSize": str(self.chunk_size)} if self.chunk_size else {}),
+            },
             function_environment=self.function_environment(),
             backend=self.backend,
             shape_buckets=self.shape_buckets,
@@ -178,6 +184,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     throttle_rate: ThrottleRateOption = 0.0,
     filter_rate: FilterRateOption = 0.0,
     chunk_size: ChunkSizeOption = None,
+    parameter_overrides: ParametersOption = None,
     fault_seed: FaultSeedOption = 0,
     retry_base_ms: RetryBaseOption = None,
     retry_cap_ms: RetryCapOption = None,
@@ -202,6 +209,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             throttle_rate=throttle_rate,
             filter_rate=filter_rate,
             chunk_size=chunk_size,
+            parameter_overrides=_parameters(parameter_overrides),
             fault_seed=fault_seed,
             retry_base_ms=retry_base_ms,
             retry_cap_ms=retry_cap_ms,
@@ -219,6 +227,16 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     else:
         _print_run(run, options.out)
     raise typer.Exit(exit_code_for_status(str(run.summary["status"])))
+
+
+def _parameters(texts: list[str] | None) -> dict[str, str]:
+    """--parameter-overrides as a dict; one that is not Key=Value is a usage error."""
+    from imagebatch_cli.stack_options import StackParametersError, parse_parameter_overrides
+
+    try:
+        return parse_parameter_overrides(texts or [])
+    except StackParametersError as exc:
+        fail(exc, code=ExitCode.USAGE)
 
 
 def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
