@@ -77,6 +77,16 @@ def _clean(result: Result, code: int) -> str:
         ),
         (["estimate", "--sample", "demo", "--deadline", "0.1"], ExitCode.ERROR, "deadline"),
         (["local", "run", "--sample", "nope"], ExitCode.USAGE, "no sample manifest"),
+        (
+            ["local", "run", "--sample", "demo", "--parameter-overrides", "ChunkSize"],
+            ExitCode.USAGE,
+            "is not Key=Value",
+        ),
+        (
+            ["estimate", "--sample", "demo", "--parameter-overrides", "NoSuchThing=1"],
+            ExitCode.USAGE,
+            "no parameter(s) NoSuchThing",
+        ),
         (["validate", "missing.jsonl"], ExitCode.USAGE, "does not exist"),
     ],
 )
