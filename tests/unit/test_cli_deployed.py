@@ -148,6 +148,45 @@ def test_submit_refuses_what_ingest_would_reject(stack: dict[str, str], tmp_path
     assert listing.get("KeyCount", 0) == 0
 
 
+def test_submit_validates_against_the_stacks_deployed_parameters(
+    stack: dict[str, str], tmp_path: Path
+) -> None:
+    # GIVEN a sagemaker manifest, and a second stack deployed with the SageMaker endpoint
+    # (its parameters are what DescribeStacks reports), writing to the same bucket and table
+    manifest = tmp_path / "sm.jsonl"
+    manifest.write_text(
+        json.dumps({"batch": {"backend": "sagemaker"}})
+        + "\n"
+        + json.dumps({"id": "a", "prompt": "a mug", "width": 512, "height": 512})
+        + "\n"
+    )
+    cfn = boto3.client("cloudformation", region_name=AWS_REGION)
+    outputs = cfn.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]
+    with_endpoint = {
+        "Parameters": {
+            "EnableSageMaker": {"Type": "String"},
+            "SageMakerShapeBuckets": {"Type": "String"},
+        },
+        "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {o["OutputKey"]: {"Value": o["OutputValue"]} for o in outputs},
+    }
+    cfn.create_stack(
+        StackName="with-endpoint",
+        TemplateBody=json.dumps(with_endpoint),
+        Parameters=[
+            {"ParameterKey": "EnableSageMaker", "ParameterValue": "true"},
+            {"ParameterKey": "SageMakerShapeBuckets", "ParameterValue": "512x512"},
+        ],
+    )
+    # WHEN it is submitted to the stack without the endpoint, and to the one with it
+    plain = runner.invoke(app, ["submit", str(manifest), "--stack", STACK])
+    endpoint = runner.invoke(app, ["submit", str(manifest), "--stack", "with-endpoint"])
+    # THEN the first is refused as ingest there would refuse it, the second goes up
+    assert plain.exit_code == ExitCode.REJECTED
+    assert "'sagemaker' is not deployed" in plain.output
+    assert endpoint.exit_code == 0, endpoint.output
+
+
 def _running_batch(table: str, batch_id: str) -> Ledger:
     ledger = Ledger(boto3.client("dynamodb", region_name=AWS_REGION), table)
     ledger.create_batch(batch_id, {"status": "RUNNING", "images_total": 4, "backend": "bedrock"})

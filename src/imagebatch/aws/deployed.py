@@ -42,6 +42,8 @@ class StackOutputs(BaseModel):
     query_api_url: str
     state_machine_arn: str | None = None
     model_compile_role_arn: str | None = None
+    # The template parameters the stack was deployed with (what `submit` validates against).
+    parameters: dict[str, str] = {}
 
 
 def read_stack_outputs(cfn: CloudFormationClient, stack_name: str, region: str) -> StackOutputs:
@@ -70,9 +72,13 @@ def read_stack_outputs(cfn: CloudFormationClient, stack_name: str, region: str) 
             f"stack {stack_name!r} ({status}) has no output {', '.join(missing)}: is it an "
             "imagebatch stack, and finished deploying?"
         )
+    parameters = {
+        p.get("ParameterKey", ""): p.get("ParameterValue", "") for p in stack.get("Parameters", [])
+    }
     return StackOutputs(
         stack_name=stack_name,
         region=region,
+        parameters=parameters,
         **{field: outputs.get(key) for field, key in OUTPUT_KEYS.items()},
     )
 

@@ -53,8 +53,13 @@ def submit(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest = manifest_path(manifest, sample)
     deployed = deployed_stack(stack)
     outputs = deployed.outputs
+    # as ingest on this stack: its deployed parameters (the endpoint, its model and sizes)
     report = check_manifest(
-        manifest, region=outputs.region, chunk_size=DEFAULT_CHUNK_SIZE, buckets=None
+        manifest,
+        region=outputs.region,
+        chunk_size=int(outputs.parameters.get("ChunkSize", DEFAULT_CHUNK_SIZE)),
+        buckets=None,
+        parameters=outputs.parameters,
     )
     for line in error_lines(report.manifest, report.errors):
         say(line, err=True)

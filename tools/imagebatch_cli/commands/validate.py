@@ -119,8 +119,10 @@ def check_manifest(
     buckets: str | None,
     template: Path | None = None,
     parameter_overrides: list[str] | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> ValidationReport:
-    """Ingest's plan of the manifest on the stack, without uploading anything."""
+    """Ingest's plan of the manifest on the stack, without uploading anything. `parameters`:
+    the stack's template parameters as deployed (DescribeStacks), under any override."""
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch.errors import ManifestError
     from imagebatch.manifest.reader import format_for_key
@@ -128,7 +130,7 @@ def check_manifest(
     from imagebatch.models.money import MICRO
     from imagebatch.pipeline.ingest import assess_plan, plan_for_stack
 
-    extra = {"ChunkSize": str(chunk_size)}
+    extra = {"ChunkSize": str(chunk_size), **(parameters or {})}
     if buckets:
         extra |= {"EnableSageMaker": "true", "SageMakerShapeBuckets": buckets}
     stack = stack_for(template, parameter_overrides, region, extra)
