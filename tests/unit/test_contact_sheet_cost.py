@@ -14,7 +14,7 @@ from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock, Usage
 from imagebatch.errors import ContactSheetOutOfBudgetError, ContactSheetUnfinished
 from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome
-from imagebatch.pipeline import contact_sheet, contact_sheet_cost
+from imagebatch.pipeline import contact_sheet
 from imagebatch.pipeline.contact_sheet import ContactSheetEvent
 from imagebatch.pipeline.contact_sheet_cost import HOLD_ID, build_and_charge
 
@@ -211,7 +211,6 @@ def test_a_sheet_that_outlasts_an_invocation_goes_on_in_the_retry(
     # with under a minute left after each page (Lambda would stop them at their timeout)
     store, ledger, outcomes = batch
     monkeypatch.setattr(contact_sheet, "PER_SHEET", 2)
-    monkeypatch.setattr(contact_sheet_cost, "PER_SHEET", 2)
     _create(ledger, outcomes, max_cost_micro_usd=1_000_000, overhead_reserve_micro_usd=2_000)
     # the same event each time, as Step Functions retries the task with its input
     event = ContactSheetEvent(batch_id="b", bucket=store.bucket, execution="arn:exec:1")
@@ -226,7 +225,7 @@ def test_a_sheet_that_outlasts_an_invocation_goes_on_in_the_retry(
             # each invocation settled its own hold, and the cap's invariant holds between them
             assert _invariant(ledger)["reserved_micro_usd"] == 0
             continue
-        assert charge.result is not None and charge.result.done
+        assert charge.result is not None and charge.result.next is None
         charged.append(charge.charged_micro_usd)
         break
     # THEN two invocations ran out of time and the third finished, one page each
@@ -254,7 +253,6 @@ def test_another_execution_starts_its_sheet_from_the_first_page(
 ) -> None:
     store, ledger, outcomes = batch
     monkeypatch.setattr(contact_sheet, "PER_SHEET", 2)
-    monkeypatch.setattr(contact_sheet_cost, "PER_SHEET", 2)
     _create(ledger, outcomes)
     first = ContactSheetEvent(batch_id="b", bucket=store.bucket, execution="arn:exec:1")
     with pytest.raises(ContactSheetUnfinished):

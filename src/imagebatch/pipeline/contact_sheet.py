@@ -47,6 +47,11 @@ class SheetPosition(BaseModel):
     page: int = Field(default=1, ge=1)
     after_image_id: str | None = None
 
+    @property
+    def images_before(self) -> int:
+        """Images on the pages before this one (every page but the last is full)."""
+        return (self.page - 1) * PER_SHEET
+
 
 class ContactSheetEvent(BaseModel):
     batch_id: str
@@ -55,7 +60,6 @@ class ContactSheetEvent(BaseModel):
     # (Lambda stops at 15 minutes), and a retry of this execution's task goes on where the
     # last invocation recorded it stopped; another execution starts from the first page.
     execution: str | None = None
-    position: SheetPosition = SheetPosition()
 
 
 class ContactSheetResult(BaseModel):
@@ -65,8 +69,7 @@ class ContactSheetResult(BaseModel):
     sheet_keys: list[str]
     index_key: str | None
     index_keys: list[str] = []
-    # False: stopped between pages for lack of time; `next` is where to go on
-    done: bool = True
+    # Where to go on when it stopped between pages for lack of time; None: it is complete.
     next: SheetPosition | None = None
 
 
@@ -401,7 +404,6 @@ def build_contact_sheet(
     put_report: Callable[[str, bytes, str], str],
     *,
     start: SheetPosition | None = None,
-    images_before: int = 0,
     may_start_page: Callable[[], bool] = lambda: True,
 ) -> ContactSheetResult:
     """Fetch every made image, write the sheet PNG(s) and index page(s); returns their keys.
@@ -410,7 +412,7 @@ def build_contact_sheet(
     dropped after), so memory stays flat at any batch size: a 100,000-image batch gets 200
     sheets and 200 linked index pages. Before each page after the first, `may_start_page`
     says whether there is time for it; when not, the result says where to continue
-    (`start`, with the `images_before` the earlier pages showed).
+    (`start`, after the pages before it).
     """
 
     def thumbs_of(entry: SheetEntry) -> tuple[str, tuple[Image.Image, Image.Image] | None]:
@@ -423,19 +425,17 @@ def build_contact_sheet(
     planned = max(1, math.ceil(total / PER_SHEET))
     sheet_keys: list[str] = []
     index_keys: list[str] = []
-    shown = images_before
-    images = 0
+    shown = start.images_before
     after = start.after_image_id
     with ThreadPoolExecutor(max_workers=8) as pool:
         for number, (page, last) in enumerate(_pages(entries), start=start.page):
             if number > start.page and not may_start_page():
                 return ContactSheetResult(
                     batch_id=batch_id,
-                    images=images,
+                    images=shown - start.images_before,
                     sheet_keys=sheet_keys,
                     index_key=index_keys[0] if index_keys else None,
                     index_keys=index_keys,
-                    done=False,
                     next=SheetPosition(page=number, after_image_id=after),
                 )
             if not page and number > 1:
@@ -459,12 +459,11 @@ def build_contact_sheet(
                 put_report(index_name(number), index.encode("utf-8"), "text/html; charset=utf-8")
             )
             shown += len(page)
-            images += len(page)
             if page:
                 after = page[-1].image_id
     return ContactSheetResult(
         batch_id=batch_id,
-        images=images,
+        images=shown - start.images_before,
         sheet_keys=sheet_keys,
         index_key=index_keys[0] if index_keys else None,
         index_keys=index_keys,
@@ -502,15 +501,16 @@ def build_batch_contact_sheet(
     *,
     store: BatchStore,
     ledger: Ledger,
+    start: SheetPosition | None = None,
     may_start_page: Callable[[], bool] = lambda: True,
 ) -> ContactSheetResult:
-    """The contact sheet of a finished batch (from event.position on), streamed from its
-    ledger records (id order) joined with their chunk files' prompts."""
+    """The contact sheet of a finished batch (from `start` on), streamed from its ledger
+    records (id order) joined with their chunk files' prompts."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
     prompts = _ChunkPrompts(store, event.batch_id)
-    position = event.position
+    position = start or SheetPosition()
     records = ledger.image_records(event.batch_id, after_image_id=position.after_image_id)
     entries = (entry_for(record, *prompts.of(record)) for record in records)
     return build_contact_sheet(
@@ -522,6 +522,5 @@ def build_batch_contact_sheet(
             report_key(event.batch_id, name), body, content_type
         ),
         start=position,
-        images_before=(position.page - 1) * PER_SHEET,
         may_start_page=may_start_page,
     )

@@ -43,7 +43,6 @@ from imagebatch.errors import (
 )
 from imagebatch.models.money import ceil_micro
 from imagebatch.pipeline.contact_sheet import (
-    PER_SHEET,
     ContactSheetEvent,
     ContactSheetResult,
     SheetPosition,
@@ -109,15 +108,14 @@ def build_and_charge(
     clock: LambdaClock,
     remaining_s: Callable[[], float],
 ) -> ContactSheetCharge:
-    """Build the batch's contact sheet (from event.position on, as far as this invocation's
-    time allows) and charge the batch for it (within its cap)."""
+    """Build the batch's contact sheet (from where this execution's last invocation stopped,
+    as far as this invocation's time allows) and charge the batch for it (within its cap)."""
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
     capped = summary.get("max_cost_micro_usd") is not None
-    event = event.model_copy(update={"position": _position(event, summary)})
-    hold_id = _hold_id(event.position.page)
-    images_before = (event.position.page - 1) * PER_SHEET
+    start = _start(event, summary)
+    hold_id = _hold_id(start.page)
     held: int | None = None
     read_until: float | None = None
     if capped:
@@ -128,7 +126,7 @@ def build_and_charge(
             ledger=ledger,
             prices=prices,
             clock=clock,
-            images_before=images_before,
+            images_before=start.images_before,
         )
         if held is None:
             reason = "max_cost_usd reached: the budget left cannot cover the contact sheet"
@@ -152,7 +150,7 @@ def build_and_charge(
             summary,
             held,
             hold_id,
-            continued=event.position.page > 1,
+            continued=start.page > 1,
             failed=failed,
             store=store,
             ledger=ledger,
@@ -162,13 +160,13 @@ def build_and_charge(
 
     try:
         result = build_batch_contact_sheet(
-            event, store=store, ledger=ledger, may_start_page=pages.may_start_page
+            event, store=store, ledger=ledger, start=start, may_start_page=pages.may_start_page
         )
     except Exception:
         # charged, then raised: the state machine's Catch records the sheet as failed
         settle(failed=True)
         raise
-    unfinished = result.next if not result.done else None
+    unfinished = result.next
     if unfinished is not None:
         ledger.save_sheet_position(
             event.batch_id, {"execution": event.execution, **unfinished.model_dump()}
@@ -206,13 +204,13 @@ class _PageTimer:
         return self._read_until is None or now + 2 * self._slowest <= self._read_until
 
 
-def _position(event: ContactSheetEvent, summary: dict[str, Any]) -> SheetPosition:
+def _start(event: ContactSheetEvent, summary: dict[str, Any]) -> SheetPosition:
     """Where this invocation starts: where the last one of the same execution stopped, or
-    where the event says (the first page)."""
+    the first page."""
     stored = summary.get("contact_sheet_position") or {}
     if event.execution is not None and stored.get("execution") == event.execution:
         return SheetPosition(page=int(stored["page"]), after_image_id=stored.get("after_image_id"))
-    return event.position
+    return SheetPosition()
 
 
 def _hold_id(page: int) -> str:
