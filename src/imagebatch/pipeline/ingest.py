@@ -272,23 +272,25 @@ def _route(  # noqa: PLR0917 - private, one caller
     today: date,
     region: str | None,
 ) -> Route | InvalidLine:
+    routed: Route
     if deployment is None:
         if settings.backend == "sagemaker":
             return "sagemaker"  # refused as a whole: the backend is not deployed
-        # Bedrock only: the reader checked the item against its model; the region serves it?
-        checked = check_region(entry, catalogue, region) if region is not None else entry
-        return checked if isinstance(checked, InvalidLine) else "bedrock"
-    routed = route_item(
-        entry.item,
-        entry.line,
-        settings.backend,
-        catalogue=catalogue,
-        deployment=deployment,
-        today=today,
-    )
-    if isinstance(routed, list):
-        return InvalidLine(line=entry.line, errors=routed)
+        routed = "bedrock"  # the reader checked the item against its Bedrock model
+    else:
+        found = route_item(
+            entry.item,
+            entry.line,
+            settings.backend,
+            catalogue=catalogue,
+            deployment=deployment,
+            today=today,
+        )
+        if isinstance(found, list):
+            return InvalidLine(line=entry.line, errors=found)
+        routed = found
     if routed == "bedrock" and region is not None:
+        # Bedrock serves each model in some regions only (data/bedrock_models.json)
         checked = check_region(entry, catalogue, region)
         if isinstance(checked, InvalidLine):
             return checked
