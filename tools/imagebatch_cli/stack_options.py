@@ -9,9 +9,14 @@ is what ingest would do, not a second reading of the rules.
 from __future__ import annotations
 
 import shlex
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from imagebatch.pipeline.ingest import StackOptions
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.manifest.schema import FieldError
+from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.pipeline.ingest import BatchPlan, StackOptions, assess_plan, plan_for_stack
 from imagebatch.settings import IngestSettings
 
 STACK_NAME = "imagebatch"
@@ -59,19 +64,55 @@ def ingest_settings(template: Path, parameters: dict[str, str], region: str) -> 
     return IngestSettings.from_env(environment)
 
 
-def stack_options(
-    template: Path | None, parameters: dict[str, str], region: str = "us-east-1"
-) -> StackOptions:
-    """The stack's options; without a template (none given and none here), a stack with the
-    settings' defaults and no SageMaker endpoint."""
-    if template is None:
-        if parameters:
-            raise StackParametersError("stack parameters need the template (--template)")
-        defaults = {
-            "DATA_BUCKET": f"{STACK_NAME}-data",
-            "LEDGER_TABLE": f"{STACK_NAME}-ledger",
-            "STATE_MACHINE_ARN": f"arn:aws:states:{region}:000000000000:stateMachine:batch",
-            "AWS_REGION": region,
-        }
-        return StackOptions.from_settings(IngestSettings.from_env(defaults))
+def stack_options(template: Path, parameters: dict[str, str], region: str) -> StackOptions:
+    """The stack's options: the template deployed with `parameters` in `region`."""
     return StackOptions.from_settings(ingest_settings(template, parameters, region))
+
+
+@dataclass
+class IngestPreview:
+    """What ingest would do with a manifest on a stack (plan_for_stack and assess_plan)."""
+
+    plan: BatchPlan
+    stack: StackOptions
+    at_zero: bool
+    # The lines ingest would report, as errors.jsonl holds them.
+    errors: list[FieldError]
+    # Why ingest would refuse the batch; None: it would start it.
+    rejection: str | None
+
+
+def preview_ingest(
+    path: Path,
+    *,
+    catalogue: ModelCatalogue,
+    stack: StackOptions,
+    prices: RegionPrices,
+    at_zero: bool = True,
+) -> IngestPreview:
+    """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking,
+    estimate and verdict) in a scratch spool; `at_zero`: whether the endpoint has no instance
+    up. A manifest ingest cannot read at all raises ManifestError, as in ingest."""
+    with (
+        tempfile.TemporaryDirectory(prefix="imagebatch-plan-") as spool,
+        path.open("rb") as stream,
+    ):
+        plan = plan_for_stack(
+            stream,
+            path.name,
+            batch_id="preview",
+            catalogue=catalogue,
+            stack=stack,
+            spool=Path(spool),
+            at_zero=at_zero,
+        )
+        errors = (
+            [
+                FieldError.model_validate_json(line)
+                for line in plan.errors_path.read_text(encoding="utf-8").splitlines()
+            ]
+            if plan.errors_path is not None
+            else []
+        )
+    rejection = assess_plan(plan, stack, prices)
+    return IngestPreview(plan, stack, at_zero, errors, rejection)

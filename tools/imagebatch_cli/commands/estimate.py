@@ -11,7 +11,6 @@ models that could make every item are named below the table.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -45,7 +44,7 @@ from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.views.console import console, emit_json, fail, say
 
 if TYPE_CHECKING:
-    from imagebatch.pipeline.ingest import BatchPlan, StackOptions
+    from imagebatch_cli.stack_options import IngestPreview
 
 DEFAULT_INSTANCES = ("ml.inf2.xlarge", "ml.g4dn.xlarge")
 
@@ -160,43 +159,6 @@ def estimate_manifest(
     )
 
 
-@dataclass
-class IngestPreview:
-    """What ingest would do with a manifest on a stack (plan_for_stack and assess_plan)."""
-
-    plan: BatchPlan
-    stack: StackOptions
-    at_zero: bool
-    # Why ingest would refuse the batch; None: it would start it.
-    rejection: str | None
-
-
-def preview_ingest(
-    path: Path, *, catalogue: ModelCatalogue, stack: StackOptions, at_zero: bool = True
-) -> IngestPreview:
-    """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking and
-    estimate) in a scratch spool; `at_zero`: whether the endpoint has no instance up."""
-    from imagebatch.pipeline.ingest import assess_plan, plan_for_stack
-
-    if stack.prices is None:
-        fail(f"no prices for region {stack.region!r} in data/aws_prices.json", code=2)
-    with (
-        tempfile.TemporaryDirectory(prefix="imagebatch-estimate-") as spool,
-        path.open("rb") as stream,
-    ):
-        plan = plan_for_stack(
-            stream,
-            path.name,
-            batch_id="estimate",
-            catalogue=catalogue,
-            stack=stack,
-            spool=Path(spool),
-            at_zero=at_zero,
-        )
-    rejection = assess_plan(plan, stack, stack.prices)
-    return IngestPreview(plan, stack, at_zero, rejection)
-
-
 def known_instance_types(prices: RegionPrices) -> list[str]:
     """Instance types with both a price in this region and a measured speed."""
     priced = {price.instance_type for price in prices.sagemaker_instances}
@@ -253,6 +215,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     budget), then MANIFEST priced on every backend it allows: total, per image, wall time.
     Exit 1 when ingest would refuse it or no option meets the deadline."""
     from imagebatch.costs.prices import load_aws_prices
+    from imagebatch_cli.stack_options import preview_ingest
 
     manifest = manifest_path(manifest, sample)
     try:
@@ -270,7 +233,9 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
         )
     catalogue = load_catalogue()
     stack = stack_for(template, parameter_overrides, region, {"ChunkSize": str(chunk_size)})
-    preview = preview_ingest(manifest, catalogue=catalogue, stack=stack, at_zero=not endpoint_warm)
+    preview = preview_ingest(
+        manifest, catalogue=catalogue, stack=stack, prices=prices, at_zero=not endpoint_warm
+    )
     if deadline is None and preview.plan.settings.deadline_minutes is not None:
         deadline = float(preview.plan.settings.deadline_minutes)
     result = estimate_manifest(

@@ -9,7 +9,6 @@ skip); 5: ingest would reject the batch (exit_codes.py).
 
 from __future__ import annotations
 
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
@@ -128,7 +127,7 @@ def check_manifest(
     from imagebatch.manifest.reader import format_for_key
     from imagebatch.models.bedrock_models import load_catalogue
     from imagebatch.models.money import MICRO
-    from imagebatch.pipeline.ingest import assess_plan, plan_for_stack
+    from imagebatch_cli.stack_options import preview_ingest
 
     extra = {"ChunkSize": str(chunk_size), **(parameters or {})}
     if buckets:
@@ -137,32 +136,14 @@ def check_manifest(
     prices = stack.prices
     if prices is None:
         fail(load_aws_prices().unsupported_region_reason(region) or f"no prices for {region}")
-    catalogue = load_catalogue()
-    with tempfile.TemporaryDirectory(prefix="imagebatch-validate-") as spool:
-        try:
-            format_for_key(manifest.name)
-            with manifest.open("rb") as stream:
-                plan = plan_for_stack(
-                    stream,
-                    manifest.name,
-                    batch_id="validate",
-                    catalogue=catalogue,
-                    stack=stack,
-                    spool=Path(spool),
-                )
-        except ManifestError as exc:
-            # A manifest ingest cannot read at all (header, columns): rejected as a whole.
-            where = f":{exc.line}" if exc.line else ""
-            fail(f"{manifest}{where}: {exc}", code=ExitCode.REJECTED)
-        errors = (
-            [
-                FieldError.model_validate_json(line)
-                for line in plan.errors_path.read_text(encoding="utf-8").splitlines()
-            ]
-            if plan.errors_path is not None
-            else []
-        )
-    rejection = assess_plan(plan, stack, prices)
+    try:
+        format_for_key(manifest.name)
+        preview = preview_ingest(manifest, catalogue=load_catalogue(), stack=stack, prices=prices)
+    except ManifestError as exc:
+        # A manifest ingest cannot read at all (header, columns): rejected as a whole.
+        where = f":{exc.line}" if exc.line else ""
+        fail(f"{manifest}{where}: {exc}", code=ExitCode.REJECTED)
+    plan, errors, rejection = preview.plan, preview.errors, preview.rejection
     estimate = plan.estimate
     settings = plan.settings
     return ValidationReport(
