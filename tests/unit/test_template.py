@@ -484,3 +484,11 @@ def test_a_failed_ingest_lands_in_a_dead_letter_queue_with_an_alarm(
     outputs = template["Outputs"]
     assert outputs["IngestFailureQueueUrl"]["Value"] == {"Ref": queue_id}
     assert outputs["IngestFunctionName"]["Value"] == {"Ref": "IngestFunction"}
+
+
+def test_the_packages_default_service_name_is_the_templates(template: dict[str, Any]) -> None:
+    # child loggers bind to it at import (imagebatch/__init__.py): the two must not drift
+    import imagebatch
+
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_SERVICE_NAME"] == imagebatch.SERVICE_NAME
