@@ -14,6 +14,15 @@ from typing import Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Every function's environment names the Powertools service (template.yaml Globals), and a
+# module's `Logger(child=True)` binds to the service named when it is imported. A process that
+# imports this package before such an environment is set (the CLI, which runs the handlers
+# in-process; the tests) would otherwise bind those loggers to "service_undefined", whose
+# lines never reach the functions' JSON handler: the template's name is the default here
+# (imagebatch/__init__.py imports this module first).
+SERVICE_NAME = "imagebatch"
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
+
 
 class _EnvSettings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")

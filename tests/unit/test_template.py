@@ -487,8 +487,8 @@ def test_a_failed_ingest_lands_in_a_dead_letter_queue_with_an_alarm(
 
 
 def test_the_packages_default_service_name_is_the_templates(template: dict[str, Any]) -> None:
-    # child loggers bind to it at import (imagebatch/__init__.py): the two must not drift
-    import imagebatch
+    # child loggers bind to it at import (imagebatch/settings.py): the two must not drift
+    from imagebatch.settings import SERVICE_NAME
 
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert variables["POWERTOOLS_SERVICE_NAME"] == imagebatch.SERVICE_NAME
+    assert variables["POWERTOOLS_SERVICE_NAME"] == SERVICE_NAME
