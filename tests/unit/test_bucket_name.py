@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack, load_template
+from imagebatch_local.cloud.local_stack import ACCOUNT_ID, LocalStack, load_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 LONGEST_REGION = "ap-southeast-7"

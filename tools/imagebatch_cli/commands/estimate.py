@@ -40,8 +40,8 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.views.console import console, emit_json, fail, say
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import console, emit_json, say
 
 if TYPE_CHECKING:
     from imagebatch_cli.stack_options import IngestPreview

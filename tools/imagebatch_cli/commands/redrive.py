@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imagebatch.models.records import FailureClass
+from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.stack import StackOption
-from imagebatch_cli.views.console import console, fail, say
+from imagebatch_cli.views.console import console, say
 
 if TYPE_CHECKING:
     from imagebatch.aws.deployed import DataBucket

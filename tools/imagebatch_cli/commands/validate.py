@@ -26,8 +26,8 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.views.console import emit_json, fail, say
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import emit_json, say
 
 DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from imagebatch_cli.local.cloud.lambda_runtime import FunctionSpec
+from imagebatch_local.cloud.lambda_runtime import FunctionSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
