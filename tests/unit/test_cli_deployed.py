@@ -15,9 +15,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import boto3
 import pytest
 from imagebatch_cli.app import app
+from imagebatch_cli.deployed_stack import read_samconfig
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.project import sample_manifest
-from imagebatch_cli.stack import read_samconfig
 from imagebatch_local.cloud.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
 from typer.testing import CliRunner
 

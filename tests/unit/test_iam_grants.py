@@ -25,7 +25,8 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
-from imagebatch_local.cloud.local_stack import ACCOUNT_ID, REGION, LocalStack, load_template
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.template import ACCOUNT_ID, REGION, load_template
 from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients

@@ -20,7 +20,8 @@ from imagebatch_local.cloud.iam_policies import (
 )
 from imagebatch_local.cloud.iam_requests import IamRequest, Where, requests_for
 from imagebatch_local.cloud.lambda_runtime import acting_as
-from imagebatch_local.cloud.local_stack import ACCOUNT_ID, LocalStack, create_stack
+from imagebatch_local.cloud.local_stack import LocalStack, create_stack
+from imagebatch_local.template import ACCOUNT_ID
 
 REPO = Path(__file__).resolve().parents[2]
 WHERE = Where("us-east-1", ACCOUNT_ID, ("arn:aws:states:us-east-1:123456789012:stateMachine:sm",))

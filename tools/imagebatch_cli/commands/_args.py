@@ -59,11 +59,11 @@ def stack_for(
     region: str,
     extra: dict[str, str] | None = None,
 ) -> StackOptions:
-    """The stack ingest would run on (stack_options.py): the template (default: the
+    """The stack ingest would run on (template_preview.py): the template (default: the
     application's own) with the deployed parameters; a bad parameter exits 2."""
-    from imagebatch_local.cloud.local_stack import TemplateError
+    from imagebatch_local.template import TemplateError
 
-    from imagebatch_cli.stack_options import (
+    from imagebatch_cli.template_preview import (
         StackParametersError,
         parse_parameter_overrides,
         stack_options,

@@ -231,7 +231,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
     """--parameter-overrides as a dict; one that is not Key=Value is a usage error."""
-    from imagebatch_cli.stack_options import StackParametersError, parse_parameter_overrides
+    from imagebatch_cli.template_preview import StackParametersError, parse_parameter_overrides
 
     try:
         return parse_parameter_overrides(texts or [])

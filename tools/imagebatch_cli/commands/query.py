@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from imagebatch_cli.deployed_stack import StackOption
 from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.query_client import check_group_by, check_tag, time_range
-from imagebatch_cli.stack import StackOption
 from imagebatch_cli.views.console import console, emit_json
 
 ApiOption = Annotated[
@@ -41,9 +41,9 @@ def _get(
     exports under --out; an error the API answers ends the command (exit 1)."""
     from imagebatch_local.query_api_errors import QueryApiError
 
+    from imagebatch_cli.deployed_stack import deployed_stack
     from imagebatch_cli.query_client import query_api
     from imagebatch_cli.settings import aws_session
-    from imagebatch_cli.stack import deployed_stack
 
     stack, api, out = where
     session = None

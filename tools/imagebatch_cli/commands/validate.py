@@ -127,7 +127,7 @@ def check_manifest(
     from imagebatch.manifest.reader import format_for_key
     from imagebatch.models.bedrock_models import load_catalogue
     from imagebatch.models.money import MICRO
-    from imagebatch_cli.stack_options import preview_ingest
+    from imagebatch_cli.template_preview import preview_ingest
 
     extra = {"ChunkSize": str(chunk_size), **(parameters or {})}
     if buckets:

@@ -24,8 +24,8 @@ from imagebatch_local.cloud.lambda_runtime import (
     process_environment,
 )
 from imagebatch_local.cloud.ledger_export import ledger_exports
-from imagebatch_local.cloud.local_stack import ACCOUNT_ID, REGION
 from imagebatch_local.query_api_errors import QueryApiError, api_error_message
+from imagebatch_local.template import ACCOUNT_ID, REGION
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -133,7 +133,7 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
 
     from imagebatch.aws.clients import reset_clients
     from imagebatch.aws.dynamo_items import to_item
-    from imagebatch_local.cloud.local_stack import load_template
+    from imagebatch_local.template import load_template
 
     loaded = load_template(template)
     properties = loaded["Resources"]["LedgerTable"]["Properties"]

@@ -35,7 +35,7 @@ from imagebatch_local.cloud.lambda_runtime import (
     executor_tasks_inherit_identity,
     process_environment,
 )
-from imagebatch_local.cloud.local_stack import ACCOUNT_ID, REGION, LocalStack, create_stack
+from imagebatch_local.cloud.local_stack import LocalStack, create_stack
 from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
 from imagebatch_local.cloud.sfn_limits import (
     LimitViolation,
@@ -44,6 +44,7 @@ from imagebatch_local.cloud.sfn_limits import (
 )
 from imagebatch_local.fakes.bedrock_server import LocalBedrock
 from imagebatch_local.fakes.renderers import RENDERERS, NullRenderer, Renderer
+from imagebatch_local.template import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
