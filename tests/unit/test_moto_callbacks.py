@@ -1,5 +1,5 @@
 """moto's waitForTaskToken with a heartbeat, answered before the engine waits (see
-tools/imagebatch_local/moto_callbacks.py)."""
+tools/imagebatch_local/cloud/moto_callbacks.py)."""
 
 from __future__ import annotations
 
