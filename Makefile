@@ -137,7 +137,7 @@ IAM_USAGE := .iam-usage
 iam-report: $(VENV_STAMP)
 	rm -rf $(IAM_USAGE)
 	IMAGEBATCH_IAM_USAGE_DIR=$(abspath $(IAM_USAGE)) $(VENV)/bin/pytest -n 2 --dist loadfile -q tests/e2e
-	$(VENV)/bin/python -m imagebatch_cli.local.cloud.iam_report $(IAM_USAGE)
+	$(VENV)/bin/python -m imagebatch_local.cloud.iam_report $(IAM_USAGE)
 
 # --- running --------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import TINY_MODEL_ID, LocalAws, LocalOptions, local_aws
+from imagebatch_local.cloud.session import TINY_MODEL_ID, LocalAws, LocalOptions, local_aws
 
 pytestmark = pytest.mark.e2e
 

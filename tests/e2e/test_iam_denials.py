@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
+from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
 
 pytestmark = pytest.mark.e2e
 

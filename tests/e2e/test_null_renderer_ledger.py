@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
+from imagebatch_local.cloud.session import LocalOptions, local_aws
 from PIL import Image
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
 
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import summary_costs

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
 
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.costs.prices import load_aws_prices

@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
-from imagebatch_cli.local.cloud import moto_workarounds
+from imagebatch_local.cloud import moto_workarounds
 from moto.server import ThreadedMotoServer
 
 from imagebatch.models.records import FailureClass

@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
-from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
+from imagebatch_local.fakes.bedrock_server import LocalBedrock
+from imagebatch_local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 from PIL import Image
 
 from imagebatch.aws.bedrock_runtime import BedrockImageBackend, classify_client_error

@@ -6,8 +6,8 @@ starting and ending with a letter or digit, not shaped like an IP address, witho
 prefixes or suffixes (Amazon S3 User Guide, "General purpose bucket naming rules"). A name built
 from the stack name failed the deploy for "MyStack" or any name past ~29 characters.
 
-The name is resolved the way the local stack resolves the template (stack.py), with the
-pseudo parameters a real deployment would have.
+The name is resolved the way the local stack resolves the template
+(imagebatch_local/template.py), with the pseudo parameters a real deployment would have.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack, load_template
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.template import ACCOUNT_ID, load_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 LONGEST_REGION = "ap-southeast-7"

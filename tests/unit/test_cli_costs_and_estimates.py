@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from imagebatch_cli.app import app
-from imagebatch_cli.commands.estimate import estimate_manifest
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.views.estimate import CHART_MAX_IMAGES, chart_points, estimate_figure
+from imagebatch_cli.what_if import estimate_manifest
 from typer.testing import CliRunner
 
 from imagebatch.costs.estimate import Shape

@@ -15,10 +15,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import boto3
 import pytest
 from imagebatch_cli.app import app
+from imagebatch_cli.deployed_stack import read_samconfig
 from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.local.cloud.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
 from imagebatch_cli.project import sample_manifest
-from imagebatch_cli.stack import read_samconfig
+from imagebatch_local.cloud.http_api import LocalQueryApi, QueryApiWsgi, load_query_handler
 from typer.testing import CliRunner
 
 from imagebatch.aws.clients import reset_clients
@@ -43,7 +43,7 @@ class _Quiet(WSGIRequestHandler):
 def query_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
     """The real query handler over HTTP on loopback; records each request's Authorization."""
     seen: list[str] = []
-    wsgi = QueryApiWsgi(LocalQueryApi(load_query_handler()), {})
+    wsgi = QueryApiWsgi(LocalQueryApi(load_query_handler(REPO / "functions" / "query")), {})
 
     def recording(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         seen.append(environ.get("HTTP_AUTHORIZATION", ""))

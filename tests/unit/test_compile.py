@@ -157,7 +157,7 @@ NEURON_ABSENT = (
 def test_the_tiny_model_compiles_for_inf2_without_a_neuron_device(tmp_path: Path) -> None:
     # The real optimum-cli on the offline tiny model, at its own size: a CPU host compiling
     # for inf2 must work (the --instance_type fix), and the archive must be servable.
-    from imagebatch_cli.local.fakes.tiny_model import build_tiny_model
+    from imagebatch_local.fakes.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny")
     archive = tmp_path / "model.tar.gz"

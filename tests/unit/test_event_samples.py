@@ -17,9 +17,9 @@ from typing import Any
 
 import boto3
 import pytest
-from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
-from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
-from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
+from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_local.fakes.bedrock_server import LocalBedrock
+from imagebatch_local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
 from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients

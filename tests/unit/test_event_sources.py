@@ -7,7 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
-from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource, sqs_event
+from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource, sqs_event
 
 
 class FakeRuntime:

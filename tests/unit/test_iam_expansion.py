@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.iam_policies import Role, Statement, stack_roles
-from imagebatch_cli.local.cloud.stack import LocalStack, create_stack
+from imagebatch_local.cloud.iam_policies import Role, Statement, stack_roles
+from imagebatch_local.cloud.local_stack import LocalStack, create_stack
 
 REPO = Path(__file__).resolve().parents[2]
 

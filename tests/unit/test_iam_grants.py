@@ -24,8 +24,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.client import BaseClient
-from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, load_template
+from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.template import ACCOUNT_ID, REGION, load_template
 from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
@@ -630,7 +631,7 @@ def test_generate_finalize_and_contact_sheet_are_granted_what_they_call(
 def test_submit_chunk_and_query_are_granted_what_they_call(
     stack: LocalStack, handlers: Handlers, recorder: Recorder
 ) -> None:
-    from imagebatch_cli.local.cloud.http_api import http_api_event
+    from imagebatch_local.cloud.http_api import http_api_event
 
     # GIVEN an ingested batch, one of its chunks sent to the SageMaker endpoint
     execution_input = _ingested(stack, handlers, recorder)

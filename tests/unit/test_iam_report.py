@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imagebatch_cli.local.cloud.iam_report import comment_above, main, unused_grants
+from imagebatch_local.cloud.iam_report import comment_above, main, unused_grants
 
 TEMPLATE = """\
 Resources:

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from imagebatch_cli.local.cloud.lambda_runtime import (
+from imagebatch_local.cloud.lambda_runtime import (
     TIMED_OUT,
     FunctionSpec,
     InProcessLambdaRuntime,

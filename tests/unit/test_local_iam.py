@@ -1,5 +1,5 @@
 """The local IAM check: policy evaluation, the call-to-action mapping, and the hook that
-fails a call as AWS would (tools/imagebatch_cli/local/cloud/iam_*.py)."""
+fails a call as AWS would (tools/imagebatch_local/cloud/iam_*.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from imagebatch_cli.local.cloud.iam_enforcer import IamEnforcer, enforcing
-from imagebatch_cli.local.cloud.iam_policies import (
+from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
+from imagebatch_local.cloud.iam_policies import (
     PolicyError,
     Role,
     Statement,
     conditions_hold,
     stack_roles,
 )
-from imagebatch_cli.local.cloud.iam_requests import IamRequest, Where, requests_for
-from imagebatch_cli.local.cloud.lambda_runtime import acting_as
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack, create_stack
+from imagebatch_local.cloud.iam_requests import IamRequest, Where, requests_for
+from imagebatch_local.cloud.lambda_runtime import acting_as
+from imagebatch_local.cloud.local_stack import LocalStack, create_stack
+from imagebatch_local.template import ACCOUNT_ID
 
 REPO = Path(__file__).resolve().parents[2]
 WHERE = Where("us-east-1", ACCOUNT_ID, ("arn:aws:states:us-east-1:123456789012:stateMachine:sm",))

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.fakes.tiny_model import (
+from imagebatch_local.fakes.tiny_model import (
     MARKER,
     ImageRenderer,
     RenderRequest,

@@ -9,8 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from imagebatch_cli.local.cloud.stack import LocalStack
-from imagebatch_cli.local.fakes.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.fakes.sagemaker_endpoint import AsyncEndpointConfig, LocalAsyncEndpoint
 
 
 def _stack() -> LocalStack:

@@ -1,12 +1,12 @@
 """moto's waitForTaskToken with a heartbeat, answered before the engine waits (see
-tools/imagebatch_cli/local/moto_callbacks.py)."""
+tools/imagebatch_local/cloud/moto_callbacks.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from imagebatch_cli.local.cloud.moto_callbacks import answers_before_the_wait_are_kept
+from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
     StateTaskServiceCallback,
 )

@@ -13,10 +13,10 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from imagebatch_cli.local.cloud import moto_workarounds
-from imagebatch_cli.local.cloud.iam_enforcer import IamEnforcer, enforcing
-from imagebatch_cli.local.cloud.iam_policies import Role
-from imagebatch_cli.local.cloud.iam_requests import Where
+from imagebatch_local.cloud import moto_workarounds
+from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
+from imagebatch_local.cloud.iam_policies import Role
+from imagebatch_local.cloud.iam_requests import Where
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
-from imagebatch_cli.local.fakes.renderers import NullRenderer, RenderRequest
+from imagebatch_local.fakes.bedrock_server import LocalBedrock
+from imagebatch_local.fakes.renderers import NullRenderer, RenderRequest
 from imagebatch_serving.app import ServingSettings, load_backend
 from imagebatch_serving.engine import DirectorySink, ServingEngine
 from imagebatch_serving.null_backend import NullBackend, seed_colour
@@ -116,8 +116,8 @@ def test_the_serving_app_serves_it_as_accelerator_null(tmp_path: Path) -> None:
 def test_neither_path_loads_torch() -> None:
     code = (
         "import sys\n"
-        "from imagebatch_cli.local.cloud.pipeline import LocalOptions, _renderer\n"
-        "from imagebatch_cli.local.fakes.renderers import RenderRequest\n"
+        "from imagebatch_local.cloud.session import LocalOptions, _renderer\n"
+        "from imagebatch_local.fakes.renderers import RenderRequest\n"
         "from imagebatch_serving.app import ServingSettings, load_backend\n"
         "_renderer(LocalOptions(renderer='null')).render([RenderRequest('p', None, 8, 8, 1)])\n"
         "load_backend(ServingSettings.from_env({'IMAGEBATCH_ACCELERATOR': 'null'}))\n"

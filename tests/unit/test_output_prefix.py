@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.stack import LocalStack, load_template
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.template import load_template
 
 from imagebatch.aws.s3_store import image_key
 from imagebatch.errors import ManifestError

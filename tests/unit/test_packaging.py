@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from imagebatch_cli.local.cloud.stack import load_template
+from imagebatch_local.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = "imagebatch_cli/application"

@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from hypothesis import HealthCheck, settings
-from imagebatch_cli.local.cloud.http_api import (
+from imagebatch_local.cloud.http_api import (
     LocalQueryApi,
     QueryApiWsgi,
     http_api_event,
@@ -79,7 +79,7 @@ def api(
     )
     ledger.commit_images("third", [_outcome("x-1", SD35)], tags={"team": "a"})
     reset_clients()
-    yield LocalQueryApi(load_query_handler())
+    yield LocalQueryApi(load_query_handler(REPO / "functions" / "query"))
     reset_clients()
 
 

@@ -20,8 +20,8 @@ import pytest
 from cfnlint.decode import decode
 from imagebatch_cli.app import app
 from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
-from imagebatch_cli.local.cloud.stack import REGION as LOCAL_REGION
+from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
+from imagebatch_local.template import REGION as LOCAL_REGION
 from typer.testing import CliRunner
 
 from imagebatch.aws.clients import reset_clients

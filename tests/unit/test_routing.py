@@ -214,7 +214,7 @@ ENDPOINT = (
 
 
 def test_the_template_gives_ingest_everything_it_routes_with() -> None:
-    from imagebatch_cli.stack_options import ingest_settings, parse_parameter_overrides
+    from imagebatch_cli.template_preview import ingest_settings, parse_parameter_overrides
 
     from imagebatch.pipeline.ingest import StackOptions
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.fakes.tiny_model import build_tiny_model
+from imagebatch_local.fakes.tiny_model import build_tiny_model
 from imagebatch_serving.app import create_app
 from imagebatch_serving.backends import DiffusersBackend, NeuronBackend, neuron_available
 from imagebatch_serving.compile import compile_buckets

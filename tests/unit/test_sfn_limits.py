@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from imagebatch_cli.local.cloud.sfn_limits import (
+from imagebatch_local.cloud.sfn_limits import (
     HISTORY_EVENT_LIMIT,
     PAYLOAD_LIMIT_BYTES,
     collected_result_size,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import decode
-from imagebatch_cli.local.cloud.stack import LocalStack, load_template
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.template import load_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 ASL_PATH = Path(__file__).resolve().parents[2] / "statemachine" / "batch.asl.json"

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.project import ProjectFilesNotFound, sample_manifest, template_path
-from imagebatch_cli.views.console import fail
 
 if TYPE_CHECKING:
     from imagebatch.pipeline.ingest import StackOptions
@@ -59,10 +59,11 @@ def stack_for(
     region: str,
     extra: dict[str, str] | None = None,
 ) -> StackOptions:
-    """The stack ingest would run on (stack_options.py): the template (default: the
+    """The stack ingest would run on (template_preview.py): the template (default: the
     application's own) with the deployed parameters; a bad parameter exits 2."""
-    from imagebatch_cli.local.cloud.stack import TemplateError
-    from imagebatch_cli.stack_options import (
+    from imagebatch_local.template import TemplateError
+
+    from imagebatch_cli.template_preview import (
         StackParametersError,
         parse_parameter_overrides,
         stack_options,

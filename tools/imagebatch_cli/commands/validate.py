@@ -26,8 +26,8 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.views.console import emit_json, fail, say
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import emit_json, say
 
 DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
 
@@ -127,7 +127,7 @@ def check_manifest(
     from imagebatch.manifest.reader import format_for_key
     from imagebatch.models.bedrock_models import load_catalogue
     from imagebatch.models.money import MICRO
-    from imagebatch_cli.stack_options import preview_ingest
+    from imagebatch_cli.template_preview import preview_ingest
 
     extra = {"ChunkSize": str(chunk_size), **(parameters or {})}
     if buckets:

@@ -14,7 +14,7 @@ from imagebatch_cli.views.report import usd
 
 if TYPE_CHECKING:
     from imagebatch.pipeline.ingest import BatchPlan, StackOptions
-    from imagebatch_cli.commands.estimate import ManifestEstimate
+    from imagebatch_cli.what_if import ManifestEstimate
 
 
 def _duration(seconds: float) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from imagebatch_cli.local.cloud.iam_policies import ContextValues, PolicyError
+from imagebatch_local.cloud.iam_policies import ContextValues, PolicyError
 
 
 @dataclass(frozen=True)

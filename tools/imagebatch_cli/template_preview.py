@@ -42,9 +42,9 @@ def parse_parameter_overrides(texts: list[str]) -> dict[str, str]:
 
 def ingest_settings(template: Path, parameters: dict[str, str], region: str) -> IngestSettings:
     """The ingest function's settings on a stack deployed from `template` with `parameters`."""
-    from imagebatch_cli.local.cloud.stack import LocalStack, TemplateError, load_template
+    from imagebatch_local.template import StackTemplate, TemplateError, load_template
 
-    stack = LocalStack(STACK_NAME, template.parent, load_template(template))
+    stack = StackTemplate(STACK_NAME, template.parent, load_template(template))
     unknown = sorted(set(parameters) - set(stack.template.get("Parameters", {})))
     if unknown:
         raise StackParametersError(f"{template} has no parameter(s) {', '.join(unknown)}")

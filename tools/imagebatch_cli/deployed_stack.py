@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from imagebatch_cli.views.console import fail
+from imagebatch_cli.exit_codes import fail
 
 if TYPE_CHECKING:
     from imagebatch.aws.deployed import StackOutputs

@@ -1,6 +1,6 @@
 """Where the local Lambdas' own output goes: a log file, not between the CLI's lines.
 
-The handlers run in this process (local/cloud/lambda_runtime.py), so what they write on AWS to
+The handlers run in this process (cloud/lambda_runtime.py), so what they write on AWS to
 CloudWatch - Powertools' JSON log lines, EMF metric blobs, library warnings - would land in
 the terminal between the progress bar and the report. While the local AWS runs, the process's
 stdout, the Powertools logger's handler and the root logger write to a log instead; with

@@ -4,7 +4,7 @@ Each local AWS started with IMAGEBATCH_IAM_USAGE_DIR set writes there every gran
 role (one action pattern on one resource pattern of an Allow statement) and which of them a
 call used (iam_enforcer.py). After the e2e suite (`make iam-report`):
 
-    python -m imagebatch_cli.local.cloud.iam_report DIR [--template template.yaml]
+    python -m imagebatch_local.cloud.iam_report DIR [--template template.yaml]
 
 lists the grants no run used. Each must be explained in the template: a comment containing
 "Unused locally" right above the statement (or the SAM property) that grants it, or above

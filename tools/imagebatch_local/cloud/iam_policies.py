@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from imagebatch_cli.local.cloud.stack import LocalStack
+    from imagebatch_local.cloud.local_stack import LocalStack
 
 #: Request context keys: a value, or several (multivalued keys).
 ContextValues = Mapping[str, str | list[str]]

@@ -19,8 +19,8 @@ from typing import Any
 
 import boto3
 
-from imagebatch_cli.local.cloud.lambda_runtime import InProcessLambdaRuntime, acting_as
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
+from imagebatch_local.cloud.lambda_runtime import InProcessLambdaRuntime, acting_as
+from imagebatch_local.template import ACCOUNT_ID, REGION
 
 logger = logging.getLogger(__name__)
 

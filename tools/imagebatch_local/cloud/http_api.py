@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from imagebatch_cli.local.cloud.lambda_runtime import (
+from imagebatch_local.cloud.lambda_runtime import (
     LocalLambdaContext,
     load_module,
     process_environment,
 )
-from imagebatch_cli.local.cloud.ledger_export import ledger_exports
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION
-from imagebatch_cli.project import project_root
-from imagebatch_cli.query_client import QueryApiError, api_error_message
+from imagebatch_local.cloud.ledger_export import ledger_exports
+from imagebatch_local.query_api_errors import QueryApiError, api_error_message
+from imagebatch_local.template import ACCOUNT_ID, REGION
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -65,9 +64,11 @@ def http_api_event(
     }
 
 
-def load_query_handler(code_dir: Path | None = None) -> Handler:
-    """functions/query/app.py's handler, loaded the way the in-process Lambda runtime does."""
-    path = (code_dir or project_root() / "functions" / "query") / "app.py"
+def load_query_handler(code_dir: Path) -> Handler:
+    """`code_dir`/app.py's handler (the application's functions/query), loaded the way the
+    in-process Lambda runtime does. The caller names the folder: where the application lives
+    is the CLI's to know (imagebatch_cli.project), not the local AWS's."""
+    path = code_dir / "app.py"
     handler: Handler = load_module("imagebatch_fn_QueryFunction", path).handler
     return handler
 
@@ -132,7 +133,7 @@ def local_api(out: Path, template: Path) -> Iterator[LocalQueryApi]:
 
     from imagebatch.aws.clients import reset_clients
     from imagebatch.aws.dynamo_items import to_item
-    from imagebatch_cli.local.cloud.stack import load_template
+    from imagebatch_local.template import load_template
 
     loaded = load_template(template)
     properties = loaded["Resources"]["LedgerTable"]["Properties"]

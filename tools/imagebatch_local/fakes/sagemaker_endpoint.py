@@ -52,10 +52,11 @@ from imagebatch.models.sagemaker_contract import (
     ChunkInvocation,
     parse_buckets,
 )
-from imagebatch_cli.local.cloud.lambda_runtime import acting_as, bind_identity
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, LocalStack
-from imagebatch_cli.local.fakes.bedrock_server import render_size
-from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
+from imagebatch_local.cloud.lambda_runtime import acting_as, bind_identity
+from imagebatch_local.cloud.local_stack import LocalStack
+from imagebatch_local.fakes.bedrock_server import render_size
+from imagebatch_local.fakes.loopback import serve_in_background, stop_serving
+from imagebatch_local.template import ACCOUNT_ID
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from imagebatch_serving.backends import DiffusersBackend, load_diffusers_pipelin
 from imagebatch_serving.engine import encode_png, group_by_shape, negative_prompts_of
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from imagebatch_cli.local.fakes.renderers import RenderedImage, RenderRequest
+from imagebatch_local.fakes.renderers import RenderedImage, RenderRequest
 
 logger = logging.getLogger(__name__)
 

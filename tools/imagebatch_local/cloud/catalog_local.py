@@ -18,8 +18,8 @@ from imagebatch.aws.dynamo_items import from_item, to_item
 from imagebatch.catalog.products import CONFIG_NAME, CatalogConfig
 from imagebatch.errors import CatalogError
 from imagebatch.models.records import batch_id_for
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalRunError, ProgressCallback
-from imagebatch_cli.local.cloud.stack import REGION
+from imagebatch_local.cloud.session import LocalAws, LocalRunError, ProgressCallback
+from imagebatch_local.template import REGION
 
 SCHEDULE_ID = "CatalogFunctionNightly"
 STATE_FILE = "state.jsonl"

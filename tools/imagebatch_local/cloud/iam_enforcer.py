@@ -33,9 +33,9 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from imagebatch_cli.local.cloud.iam_policies import Decision, Grant, PolicyError, Role
-from imagebatch_cli.local.cloud.iam_requests import IamRequest, Where, requests_for
-from imagebatch_cli.local.cloud.lambda_runtime import IDENTITY_CONTEXT_KEY, current_identity
+from imagebatch_local.cloud.iam_policies import Decision, Grant, PolicyError, Role
+from imagebatch_local.cloud.iam_requests import IamRequest, Where, requests_for
+from imagebatch_local.cloud.lambda_runtime import IDENTITY_CONTEXT_KEY, current_identity
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from urllib.parse import unquote
 from PIL import Image
 
 from imagebatch.models.bedrock_models import ModelSpec, load_catalogue
-from imagebatch_cli.local.fakes.loopback import serve_in_background, stop_serving
-from imagebatch_cli.local.fakes.renderers import RenderedImage, Renderer, RenderRequest
+from imagebatch_local.fakes.loopback import serve_in_background, stop_serving
+from imagebatch_local.fakes.renderers import RenderedImage, Renderer, RenderRequest
 
 logger = logging.getLogger(__name__)
 

@@ -24,26 +24,27 @@ import boto3
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
 from imagebatch.models.records import BatchStatus, batch_id_for
-from imagebatch_cli.local.cloud import moto_workarounds
-from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource
-from imagebatch_cli.local.cloud.iam_enforcer import IamEnforcer, enforcing
-from imagebatch_cli.local.cloud.iam_policies import stack_roles
-from imagebatch_cli.local.cloud.iam_requests import Where
-from imagebatch_cli.local.cloud.lambda_runtime import (
+from imagebatch_local.cloud import moto_workarounds
+from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource
+from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
+from imagebatch_local.cloud.iam_policies import stack_roles
+from imagebatch_local.cloud.iam_requests import Where
+from imagebatch_local.cloud.lambda_runtime import (
     InProcessLambdaRuntime,
     acting_as,
     executor_tasks_inherit_identity,
     process_environment,
 )
-from imagebatch_cli.local.cloud.moto_callbacks import answers_before_the_wait_are_kept
-from imagebatch_cli.local.cloud.sfn_limits import (
+from imagebatch_local.cloud.local_stack import LocalStack, create_stack
+from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
+from imagebatch_local.cloud.sfn_limits import (
     LimitViolation,
     history_violations,
     map_run_violations,
 )
-from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, create_stack
-from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
-from imagebatch_cli.local.fakes.renderers import RENDERERS, NullRenderer, Renderer
+from imagebatch_local.fakes.bedrock_server import LocalBedrock
+from imagebatch_local.fakes.renderers import RENDERERS, NullRenderer, Renderer
+from imagebatch_local.template import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -257,7 +258,7 @@ class LocalAws:
     ) -> tuple[int, dict[str, Any]]:
         """GET `path` of the query API: the QueryFunction invoked in-process with the event an
         IAM-authorized API Gateway request produces (moto runs no HTTP API integration)."""
-        from imagebatch_cli.local.cloud.http_api import http_api_event
+        from imagebatch_local.cloud.http_api import http_api_event
 
         payload, errored = self.runtime.invoke(
             self.stack.physical["QueryFunction"], http_api_event("GET", path, query)
@@ -334,7 +335,7 @@ def _start_sagemaker(
     changes invoke the stack's endpoint observer, as the template's EventBridge rule does."""
     if not stack.sagemaker:
         return None, {}
-    from imagebatch_cli.local.fakes.sagemaker_endpoint import (
+    from imagebatch_local.fakes.sagemaker_endpoint import (
         AsyncEndpointConfig,
         LocalAsyncEndpoint,
     )
@@ -374,7 +375,7 @@ _run_lock = threading.Lock()
 
 
 def _tiny_model_dir() -> Path:
-    from imagebatch_cli.local.fakes.tiny_model import ensure_tiny_model
+    from imagebatch_local.fakes.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -385,7 +386,7 @@ def _renderer(options: LocalOptions) -> Renderer:
         raise LocalRunError(f"renderer {options.renderer!r}: one of {', '.join(RENDERERS)}")
     if options.renderer == "null":
         return NullRenderer()
-    from imagebatch_cli.local.fakes.tiny_model import ImageRenderer, limit_threads_for_tiny_model
+    from imagebatch_local.fakes.tiny_model import ImageRenderer, limit_threads_for_tiny_model
 
     _quiet_model_libraries()
     if options.model_dir is None:
