@@ -115,8 +115,8 @@ def plan_batch(
     per image (its own measurements where it has them); without it, the data file's reference
     figure. `region`: Bedrock serves each model in some regions only (data/bedrock_models.json).
     """
-    # 64 lines kept whole: the two passes (route, then chunk what was set aside) share the
-    # open errors file and chunker, whose exit writes the last chunks.
+    # Kept whole (82 lines with its docstring): the two passes (route, then chunk what was
+    # set aside) share the open errors file and the chunker, whose exit writes the last chunks.
     reader = ManifestReader(
         stream,
         format_for_key(key),
