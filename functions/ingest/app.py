@@ -20,13 +20,8 @@ from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pipeline.ingest import (
-    IngestOutcome,
-    IngestPorts,
-    ManifestObject,
-    StackOptions,
-    ingest_manifest,
-)
+from imagebatch.pipeline.ingest import IngestOutcome, IngestPorts, ManifestObject, ingest_manifest
+from imagebatch.planning.stack_options import DeployedOptions
 from imagebatch.settings import IngestSettings, cached_settings
 
 _settings = cached_settings(IngestSettings)
@@ -34,7 +29,7 @@ _settings = cached_settings(IngestSettings)
 
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
-    stack = StackOptions.from_settings(settings)
+    stack = DeployedOptions.from_settings(settings)
     deployment = stack.deployment
     ledger = Ledger(dynamodb_client(), settings.ledger_table)
     usage = EndpointUsageStore(ledger.client, ledger.table, ledger.meter)

@@ -17,7 +17,8 @@ from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.errors import RestartLimitError
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, StackOptions, ingest_manifest
+from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+from imagebatch.planning.stack_options import DeployedOptions
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -92,7 +93,7 @@ def test_delivering_the_upload_again_restarts_a_batch_whose_execution_failed(
         starter=starter,
         catalogue=load_catalogue(),
     )
-    stack = StackOptions(
+    stack = DeployedOptions(
         chunk_size=50,
         max_concurrency=10,
         prices=load_aws_prices().region("us-east-1"),

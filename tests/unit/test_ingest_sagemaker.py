@@ -13,7 +13,8 @@ from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile
 from imagebatch.models.sagemaker_contract import parse_buckets
-from imagebatch.pipeline.ingest import plan_batch, rejection_reason
+from imagebatch.planning.plan import plan_batch
+from imagebatch.planning.verdict import rejection_reason
 
 
 def manifest(*items: dict[str, Any]) -> io.BytesIO:

@@ -187,6 +187,9 @@ def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
         ("backends", "imagebatch.pipeline"),
         ("aws", "imagebatch.pipeline"),
         ("manifest", "imagebatch.pipeline"),
+        # planning is pure: ingest and the CLI's validate/estimate run it, it calls no AWS
+        ("planning", "imagebatch.aws"),
+        ("planning", "imagebatch.pipeline"),
     ],
 )
 def test_package_layering(package: str, forbidden: str) -> None:

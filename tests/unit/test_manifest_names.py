@@ -27,7 +27,8 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import FORMAT_BY_EXTENSION, format_for_key
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import batch_id_for
-from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, StackOptions, ingest_manifest
+from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+from imagebatch.planning.stack_options import DeployedOptions
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 REFUSED_NAMES = ("notes.txt", "batch.json", "README", "batch.jsonl.gz", "batch.csv.bak")
@@ -118,7 +119,7 @@ def test_a_name_that_starts_ingest_but_is_no_manifest_is_refused_visibly(
     outcome = ingest_manifest(
         ManifestObject(bucket, key, etag),
         IngestPorts(store=store, ledger=ledger, starter=_NoStart(), catalogue=load_catalogue()),
-        StackOptions(
+        DeployedOptions(
             chunk_size=50,
             max_concurrency=2,
             prices=load_aws_prices().region("us-east-1"),

@@ -31,7 +31,8 @@ from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import batch_id_for
-from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, StackOptions, ingest_manifest
+from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+from imagebatch.planning.stack_options import DeployedOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "events" / "manifests" / "demo.jsonl"
@@ -214,7 +215,7 @@ def test_a_sagemaker_batch_is_refused_where_its_instance_has_no_price(
             starter=None,  # type: ignore[arg-type]  # a refused batch starts nothing
             catalogue=load_catalogue(),
         ),
-        StackOptions(
+        DeployedOptions(
             chunk_size=50,
             max_concurrency=2,
             prices=load_aws_prices().region("eu-west-1"),

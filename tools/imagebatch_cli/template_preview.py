@@ -1,9 +1,9 @@
 """The stack a manifest would land on, from template.yaml and the parameters it was deployed
 with: the ingest function's environment resolved as CloudFormation would, read by the same
-settings model and `StackOptions.from_settings` as the deployed ingest function.
+settings model and `DeployedOptions.from_settings` as the deployed ingest function.
 
-`validate` and `estimate` then run `pipeline.ingest.plan_for_stack` on it, so what they show
-is what ingest would do, not a second reading of the rules.
+`validate` and `estimate` then run planning's `plan_for_stack` and `assess` on it (what ingest
+runs), so what they show is what ingest would do, not a second reading of the rules.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from pathlib import Path
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import ModelCatalogue
-from imagebatch.pipeline.ingest import BatchPlan, StackOptions, assess_plan, plan_for_stack
+from imagebatch.planning.plan import BatchPlan
+from imagebatch.planning.stack_options import DeployedOptions
+from imagebatch.planning.verdict import Verdict, assess
+from imagebatch.planning.what_if import plan_for_stack
 from imagebatch.settings import IngestSettings
 
 STACK_NAME = "imagebatch"
@@ -64,29 +67,34 @@ def ingest_settings(template: Path, parameters: dict[str, str], region: str) -> 
     return IngestSettings.from_env(environment)
 
 
-def stack_options(template: Path, parameters: dict[str, str], region: str) -> StackOptions:
+def stack_options(template: Path, parameters: dict[str, str], region: str) -> DeployedOptions:
     """The stack's options: the template deployed with `parameters` in `region`."""
-    return StackOptions.from_settings(ingest_settings(template, parameters, region))
+    return DeployedOptions.from_settings(ingest_settings(template, parameters, region))
 
 
 @dataclass
 class IngestPreview:
-    """What ingest would do with a manifest on a stack (plan_for_stack and assess_plan)."""
+    """What ingest would do with a manifest on a stack (plan_for_stack and assess)."""
 
     plan: BatchPlan
-    stack: StackOptions
+    stack: DeployedOptions
     at_zero: bool
     # The lines ingest would report, as errors.jsonl holds them.
     errors: list[FieldError]
-    # Why ingest would refuse the batch; None: it would start it.
-    rejection: str | None
+    # The estimate by category and why ingest would refuse the batch, as ingest decides.
+    verdict: Verdict
+
+    @property
+    def rejection(self) -> str | None:
+        """Why ingest would refuse the batch; None: it would start it."""
+        return self.verdict.rejection
 
 
 def preview_ingest(
     path: Path,
     *,
     catalogue: ModelCatalogue,
-    stack: StackOptions,
+    stack: DeployedOptions,
     prices: RegionPrices,
     at_zero: bool = True,
 ) -> IngestPreview:
@@ -114,5 +122,4 @@ def preview_ingest(
             if plan.errors_path is not None
             else []
         )
-    rejection = assess_plan(plan, stack, prices)
-    return IngestPreview(plan, stack, at_zero, errors, rejection)
+    return IngestPreview(plan, stack, at_zero, errors, assess(plan, stack, prices))

@@ -11,7 +11,7 @@ from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.project import ProjectFilesNotFound, sample_manifest, template_path
 
 if TYPE_CHECKING:
-    from imagebatch.pipeline.ingest import StackOptions
+    from imagebatch.planning.stack_options import DeployedOptions
 
 ManifestArgument = Annotated[
     Path | None,
@@ -58,7 +58,7 @@ def stack_for(
     parameter_overrides: list[str] | None,
     region: str,
     extra: dict[str, str] | None = None,
-) -> StackOptions:
+) -> DeployedOptions:
     """The stack ingest would run on (template_preview.py): the template (default: the
     application's own) with the deployed parameters; a bad parameter exits 2."""
     from imagebatch_local.template import TemplateError

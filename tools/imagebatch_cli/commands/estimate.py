@@ -2,7 +2,7 @@
 backend the manifest allows, priced.
 
 First the stack's own answer: the template with the deployed parameters (template_preview.py)
-planned by ingest's code (pipeline.ingest.plan_for_stack and assess_plan): which backend makes
+planned by ingest's code (planning's plan_for_stack and assess): which backend makes
 each item, the chunks, the estimate and the budget verdict. Then a what-if for the whole
 manifest (what_if.py): `backend: bedrock` on the Bedrock models its lines name, `sagemaker` on
 the instance types asked for, `auto` on either, the cheapest within the deadline marked. Other
@@ -178,7 +178,7 @@ def _print_preview(preview: IngestPreview) -> None:
 
     say(f"stack: {describe_stack(preview.stack, preview.at_zero)}")
     console.print(ingest_table(preview.plan))
-    for line in ingest_summary(preview.plan, preview.rejection):
+    for line in ingest_summary(preview.plan, preview.verdict):
         say(line)
 
 
@@ -234,12 +234,12 @@ def _as_json(manifest: str, result: ManifestEstimate, preview: IngestPreview) ->
                 chosen=option == result.chosen,
             )
         )
-    plan, estimate = preview.plan, preview.plan.estimate
+    plan, estimate = preview.plan, preview.verdict.estimate
     return EstimateJson(
         manifest=manifest,
         ingest=IngestJson(
             backends=dict(plan.backends),
-            chunks=len(plan.chunk_ids),
+            chunks=len(plan.chunks),
             choice=plan.choice,
             estimate_micro_usd=estimate.total_micro_usd if estimate else None,
             overhead_reserve_micro_usd=estimate.overhead_reserve_micro_usd if estimate else None,
