@@ -128,7 +128,7 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(ENDPOINT_STAMP
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests/
 	PYTHONPATH=src:tools:containers/serving $(ENDPOINT_VENV)/bin/pytest -q -p no:cacheprovider \
-	  tests/unit/test_endpoint_compile.py
+	  tests/integration/test_endpoint_compile.py
 
 # The e2e suite with every local IAM decision recorded, then the permissions template.yaml
 # grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).

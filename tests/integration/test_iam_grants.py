@@ -26,7 +26,7 @@ import pytest
 from botocore.client import BaseClient
 from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_cli.local.cloud.stack import ACCOUNT_ID, REGION, LocalStack, load_template
-from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
+from support.moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
