@@ -176,7 +176,7 @@ def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
 IMPORT_CONTRACTS: list[dict[str, Any]] = tomllib.loads((ROOT / "pyproject.toml").read_text())[
     "tool"
 ]["importlinter"]["contracts"]
-[LAYERED] = [contract for contract in IMPORT_CONTRACTS if contract["type"] == "layers"]
+[LAYERED] = [c for c in IMPORT_CONTRACTS if c.get("containers") == ["imagebatch"]]
 LAYERS = [{name.strip() for name in re.split(r"[|:]", layer)} for layer in LAYERED["layers"]]
 
 
