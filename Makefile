@@ -140,8 +140,9 @@ check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build
 
 # Line coverage of the whole suite (pyproject's [tool.coverage]) may not fall below this:
-# the figure measured when the floor was set, rounded down. Raise it as tests are added.
-COVERAGE_FLOOR := 0
+# the figure measured when the floor was set, rounded down (86.5% on 2026-12-07, tests/unit and
+# tests/integration; e2e only adds to it). Raise it as tests are added.
+COVERAGE_FLOOR := 86
 
 test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(ENDPOINT_STAMP) chromium
 	$(MAKE) lint
