@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from endpoint_day import Submitted, at, simulate
 from imagebatch_cli.views.report import categories_table
 from rich.console import Console
+from support.endpoint_day import Submitted, at, simulate
 
 from imagebatch.api.responses import batch_summary
 from imagebatch.aws.endpoint_usage import EndpointUsageStore, request_put

@@ -20,7 +20,7 @@ import pytest
 from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_local.fakes.bedrock_server import LocalBedrock
 from imagebatch_local.fakes.tiny_model import ImageRenderer, build_tiny_model, load_pipeline
-from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
+from support.moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.endpoint_usage import EndpointUsageStore

@@ -27,7 +27,7 @@ from botocore.client import BaseClient
 from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_local.cloud.local_stack import LocalStack
 from imagebatch_local.template import ACCOUNT_ID, REGION, load_template
-from moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
+from support.moto_sagemaker import INSTANCE_TYPE, deploy_moto_endpoint, scale_to_zero
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
