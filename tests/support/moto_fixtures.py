@@ -165,7 +165,7 @@ def _export(
     created_at: str = "2026-11-22T10:00:00.000+00:00",
     max_cost_micro_usd: int | None = 5_000_000,
 ) -> dict[str, Any]:
-    from imagebatch_local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
 
     from imagebatch.aws.dynamo_items import batch_pk, from_item
     from imagebatch.aws.ledger import Ledger

@@ -242,7 +242,7 @@ def _parameters(texts: list[str] | None) -> dict[str, str]:
 def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
     """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
     Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
-    from imagebatch_local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.cloud.session import LocalRunError, local_aws
     from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
     from imagebatch_local.run_folder import fresh_batch_folder, relink_review_page
@@ -300,7 +300,7 @@ def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
 
 
 def _print_run(run: LocalRun, out: Path) -> None:
-    from imagebatch_local.cloud.ledger_export import LEDGER_EXPORT
+    from imagebatch_local.ledger_export import LEDGER_EXPORT
 
     print_cost(console, run.summary, run.images)
     for record in run.overhead:
@@ -416,7 +416,7 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
 ) -> tuple[LocalCatalogRun, Path]:
     """The catalog run, and its Lambdas' log (<state>/lambda.log; on stderr too if verbose)."""
     from imagebatch_local.cloud.catalog_local import run_local_catalog
-    from imagebatch_local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
     from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
     from imagebatch_local.run_folder import relink_review_page

@@ -169,7 +169,7 @@ def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[st
 
 
 def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from imagebatch_local.cloud.ledger_export import ledger_export_path, read_ledger_export
+    from imagebatch_local.ledger_export import ledger_export_path, read_ledger_export
 
     export = ledger_export_path(out, batch_id)
     if not export.exists():

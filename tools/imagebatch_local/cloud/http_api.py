@@ -23,7 +23,7 @@ from imagebatch_local.cloud.lambda_runtime import (
     load_module,
     process_environment,
 )
-from imagebatch_local.cloud.ledger_export import ledger_exports
+from imagebatch_local.ledger_export import ledger_exports
 from imagebatch_local.query_api_errors import QueryApiError, api_error_message
 from imagebatch_local.template import ACCOUNT_ID, REGION
 
