@@ -90,16 +90,7 @@ def record_result(
             _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
             return None
     result, object_bytes, failure = _read_result(notification, store)
-    fixed = Usage(
-        sns_publishes=SNS_PUBLISHES,
-        sqs_requests=SQS_REQUESTS,
-        # SageMaker reads the request and writes the result (or failure) object
-        s3_get_requests=1,
-        s3_put_requests=1 if object_bytes is not None else 0,
-        s3_bytes_written=object_bytes or 0,
-    )
-    written = [image for image in (result.images if result else []) if image.png_bytes]
-    fixed += Usage(s3_put_requests=len(written), s3_bytes_written=sum(i.png_bytes for i in written))
+    fixed = _request_usage(result, object_bytes)
     sums = EndpointThroughput.sums(result.calls) if result else {}
     committed = _commit(
         invocation,
@@ -133,6 +124,24 @@ def record_result(
     return committed
 
 
+def _request_usage(result: InvocationResult | None, object_bytes: int | None) -> Usage:
+    """What the request itself used outside this Lambda: the notification's SNS publish and
+    SQS requests, the request object SageMaker read, the result (or failure) object and the
+    PNGs the container wrote."""
+    fixed = Usage(
+        sns_publishes=SNS_PUBLISHES,
+        sqs_requests=SQS_REQUESTS,
+        # SageMaker reads the request and writes the result (or failure) object
+        s3_get_requests=1,
+        s3_put_requests=1 if object_bytes is not None else 0,
+        s3_bytes_written=object_bytes or 0,
+    )
+    written = [image for image in (result.images if result else []) if image.png_bytes]
+    return fixed + Usage(
+        s3_put_requests=len(written), s3_bytes_written=sum(i.png_bytes for i in written)
+    )
+
+
 def _model(invocation: ChunkInvocation) -> str:
     return invocation.images[0].model if invocation.images else ""
 
@@ -156,47 +165,19 @@ def _commit(
     for attempt in range(_COMMIT_TRIES):
         answered = [image.image_id for image in result.images] if result else []
         recorded = ledger.recorded_image_ids(invocation.batch_id, answered) if answered else set()
-        priced = (
-            price_result(
-                result,
-                invocation.images,
-                costing.price,
-                recorded=recorded,
-                model_label=costing.model or "sagemaker",
-            )
-            if result
-            else None
-        )
-        outcomes = priced.outcomes if priced else []
-        if costing.model:
-            outcomes = [o.model_copy(update={"model": costing.model}) for o in outcomes]
-        usage = (
-            Usage(**invocation.submit_usage)
-            + store.meter.usage()
-            + ledger.meter.usage()
-            + extra
-            + Usage(
-                lambda_requests=0 if request.charged else 1,
-                lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
-            )
-        )
+        outcomes, rework = _price(invocation, result, recorded, costing)
         settlement = Settlement(
             chunk_id=invocation.chunk_id,
             hold_id=invocation.hold_id,
             reserved_micro_usd=held or 0,
             has_reservation=held is not None,
-            usage=usage,
+            usage=_commit_usage(invocation, extra, store, ledger, clock, request),
             prices=costing.prices,
-            rework_micro_usd=priced.rework_micro_usd if priced else 0,
+            rework_micro_usd=rework,
             request_key=key,
             endpoint=costing.endpoint_name,
             endpoint_request=_endpoint_request(
-                invocation,
-                result,
-                notification,
-                key,
-                outcomes,
-                priced.rework_micro_usd if priced else 0,
+                invocation, result, notification, key, outcomes, rework
             ),
         )
         try:
@@ -223,6 +204,52 @@ def _commit(
             skipped_already_done=len(recorded),
         )
     return None
+
+
+def _commit_usage(  # noqa: PLR0917 - the usage's sources, each read once
+    invocation: ChunkInvocation,
+    extra: Usage,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+    clock: LambdaClock,
+    request: InvocationRequest,
+) -> Usage:
+    """Everything the commit charges: submit's counts (carried in the request object), this
+    record's requests so far, `extra`, and this Lambda's duration (its request only once per
+    invocation: several records share it)."""
+    return (
+        Usage(**invocation.submit_usage)
+        + store.meter.usage()
+        + ledger.meter.usage()
+        + extra
+        + Usage(
+            lambda_requests=0 if request.charged else 1,
+            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
+        )
+    )
+
+
+def _price(
+    invocation: ChunkInvocation,
+    result: InvocationResult | None,
+    recorded: set[str],
+    costing: EndpointCosting,
+) -> tuple[list[Outcome], int]:
+    """(the outcomes of the images not recorded yet, the rework: what the request's seconds
+    for images another attempt recorded cost), each under the endpoint's model."""
+    if result is None:
+        return [], 0
+    priced = price_result(
+        result,
+        invocation.images,
+        costing.price,
+        recorded=recorded,
+        model_label=costing.model or "sagemaker",
+    )
+    outcomes = priced.outcomes
+    if costing.model:
+        outcomes = [o.model_copy(update={"model": costing.model}) for o in outcomes]
+    return outcomes, priced.rework_micro_usd
 
 
 def _endpoint_request(  # noqa: PLR0917 - one request's parts, each used once
