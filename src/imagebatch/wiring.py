@@ -18,17 +18,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# The client factories are looked up on their module at each call, not imported by name: a
+# test or the local AWS that replaces a factory (a stubbed Bedrock client) reaches every handler.
+from imagebatch.aws import clients
 from imagebatch.aws.bedrock_runtime import BedrockImageBackend
 from imagebatch.aws.catalog_state import CatalogState
-from imagebatch.aws.clients import (
-    bedrock_runtime_client,
-    dynamodb_client,
-    events_client,
-    s3_client,
-    sagemaker_client,
-    sagemaker_runtime_client,
-    sfn_client,
-)
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.events import EventBus
 from imagebatch.aws.ledger import Ledger
@@ -94,12 +88,12 @@ def catalogue() -> ModelCatalogue:
 
 def ledger(settings: _WithLedger) -> Ledger:
     """The cost ledger, with a fresh meter: what this invocation reads and writes."""
-    return Ledger(dynamodb_client(), settings.ledger_table)
+    return Ledger(clients.dynamodb_client(), settings.ledger_table)
 
 
 def store(settings: StorageSettings, bucket: str | None = None) -> BatchStore:
     """The batch's bucket (the event's where it names one, else the data bucket), metered."""
-    return BatchStore(s3_client(), settings.data_bucket if bucket is None else bucket)
+    return BatchStore(clients.s3_client(), settings.data_bucket if bucket is None else bucket)
 
 
 def endpoint_throughput(ledger: Ledger) -> EndpointThroughput:
@@ -114,35 +108,35 @@ def endpoint_usage(ledger: Ledger) -> EndpointUsageStore:
 
 def observer_usage(settings: _WithLedger) -> EndpointUsageStore:
     """The endpoint's usage items for the observer, which charges no batch for its reads."""
-    return EndpointUsageStore(dynamodb_client(), settings.ledger_table)
+    return EndpointUsageStore(clients.dynamodb_client(), settings.ledger_table)
 
 
 def endpoint_instances(settings: _WithEndpoint) -> EndpointInstances:
-    return EndpointInstances(sagemaker_client(), settings.endpoint_name)
+    return EndpointInstances(clients.sagemaker_client(), settings.endpoint_name)
 
 
 def catalog_state(settings: _WithLedger) -> CatalogState:
-    return CatalogState(dynamodb_client(), settings.ledger_table)
+    return CatalogState(clients.dynamodb_client(), settings.ledger_table)
 
 
 def ledger_queries(settings: _WithLedger) -> LedgerQueries:
-    return LedgerQueries(dynamodb_client(), settings.ledger_table)
+    return LedgerQueries(clients.dynamodb_client(), settings.ledger_table)
 
 
 def task_tokens() -> TaskTokens:
-    return TaskTokens(sfn_client())
+    return TaskTokens(clients.sfn_client())
 
 
 def starter(settings: IngestSettings) -> StepFunctionsStarter:
-    return StepFunctionsStarter(sfn_client(), settings.state_machine_arn)
+    return StepFunctionsStarter(clients.sfn_client(), settings.state_machine_arn)
 
 
 def event_bus() -> EventBus:
-    return EventBus(events_client())
+    return EventBus(clients.events_client())
 
 
 def bedrock_backend() -> BedrockImageBackend:
-    return BedrockImageBackend(bedrock_runtime_client(), catalogue())
+    return BedrockImageBackend(clients.bedrock_runtime_client(), catalogue())
 
 
 def retry_policy(settings: GenerateSettings) -> BackoffPolicy:
@@ -156,7 +150,7 @@ def retry_policy(settings: GenerateSettings) -> BackoffPolicy:
 
 def async_endpoint(settings: SubmitChunkSettings) -> AsyncEndpoint:
     return AsyncEndpoint(
-        sagemaker_runtime_client(),
+        clients.sagemaker_runtime_client(),
         settings.endpoint_name,
         request_ttl_s=settings.request_ttl_s,
         invocation_timeout_s=settings.invocation_timeout_s,

@@ -148,3 +148,10 @@ def test_the_adapters_satisfy_their_ports() -> None:
     usage: EndpointUsagePort = wiring.observer_usage(settings)
     instances: EndpointInstancesPort = wiring.endpoint_instances(settings)
     assert all(x is not None for x in (store, tokens, endpoint, throughput, usage, instances))
+
+
+def test_a_replaced_client_factory_reaches_the_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # test_iam_grants stubs Bedrock this way; the wiring must look the factory up at each call.
+    stub = object()
+    monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client", lambda: stub)
+    assert wiring.bedrock_backend()._client is stub
