@@ -31,13 +31,9 @@ from imagebatch.models.sagemaker_contract import (
     ServedImage,
     ServingCall,
 )
-from imagebatch.pipeline.sagemaker_chunk import (
-    INFERENCE_FAILED,
-    EndpointCosting,
-    SubmitTask,
-    record_result,
-    submit_chunk,
-)
+from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_result import INFERENCE_FAILED, record_result
+from imagebatch.pipeline.sagemaker_submit import SubmitTask, submit_chunk
 
 PRICE = InstancePrice(
     instance_type="ml.test",

@@ -40,12 +40,9 @@ from imagebatch.models.records import ChunkFile, ChunkTask, FailureClass, ImageJ
 from imagebatch.models.sagemaker_contract import AsyncNotification, ChunkInvocation, ShapeBucket
 from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
 from imagebatch.pipeline.generate import generate_chunk
-from imagebatch.pipeline.sagemaker_chunk import (
-    EndpointCosting,
-    SubmitTask,
-    record_result,
-    submit_chunk,
-)
+from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_result import record_result
+from imagebatch.pipeline.sagemaker_submit import SubmitTask, submit_chunk
 
 MODEL = "stability.sd3-5-large-v1:0"
 MAX_ATTEMPTS = 3

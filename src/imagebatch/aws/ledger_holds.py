@@ -6,8 +6,8 @@ Invariant on the batch summary: spent + reserved + budget_left + overhead_reserv
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
+AdapterT = TypeVar("AdapterT")
+
 
 class LedgerTable:
     """The ledger table with its request meter: every read and write is charged to a batch."""
@@ -40,8 +42,14 @@ class LedgerTable:
 
     @property
     def client(self) -> DynamoDBClient:
-        """For another adapter of the same table that counts on this meter."""
+        """The table's client, for a test that opens a fresh ledger on the same table (an
+        adapter beside this one: `beside`)."""
         return self._ddb
+
+    def beside(self, adapter: Callable[[DynamoDBClient, str, Meter], AdapterT]) -> AdapterT:
+        """Another adapter of the same table (endpoint throughput, endpoint usage) that
+        counts its requests on this ledger's meter, so the commit charges them to the batch."""
+        return adapter(self._ddb, self.table, self.meter)
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(

@@ -33,7 +33,7 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
-from imagebatch.pipeline.sagemaker_chunk import INCOMPLETE_RESULT
+from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
 
 logger = Logger(child=True)
 
