@@ -176,6 +176,8 @@ def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
         ("pipeline", "imagebatch.catalog"),
         # the domain never reaches up into the handlers' wiring or the query API
         ("costs", "imagebatch.pipeline"),
+        # cost math is below routing and retry: backends price with costs, not the reverse
+        ("costs", "imagebatch.backends"),
         ("backends", "imagebatch.pipeline"),
         ("aws", "imagebatch.pipeline"),
         ("manifest", "imagebatch.pipeline"),

@@ -145,7 +145,7 @@ def test_the_budget_hold_bounds_record_result_as_deployed(template: dict[str, An
 def test_every_instance_type_the_template_allows_has_a_price_and_a_speed(
     template: dict[str, Any],
 ) -> None:
-    from imagebatch.backends.sagemaker import reference_throughput
+    from imagebatch.costs.sagemaker_seconds import reference_throughput
     from imagebatch.costs.prices import load_aws_prices
 
     prices = load_aws_prices().region("us-east-1")

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from imagebatch.backends.sagemaker import ExpectedSeconds
+from imagebatch.costs.sagemaker_seconds import ExpectedSeconds
 from imagebatch.costs.estimate import (
     BOUND_PNG_BYTES_PER_PIXEL,
     EXPECTED_PNG_BYTES_PER_PIXEL,

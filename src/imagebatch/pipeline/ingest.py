@@ -29,7 +29,7 @@ from imagebatch.backends.routing import (
     wake_micro_usd,
 )
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
-from imagebatch.backends.sagemaker import expected_seconds
+from imagebatch.costs.sagemaker_seconds import expected_seconds
 from imagebatch.costs.estimate import BatchEstimate, Shape, estimate_batch
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch

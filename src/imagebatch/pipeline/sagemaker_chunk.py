@@ -34,7 +34,7 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_holds import hold_write_units
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.backends.sagemaker import expected_seconds, price_result
+from imagebatch.costs.sagemaker_seconds import expected_seconds, price_result
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.sagemaker_path import (
