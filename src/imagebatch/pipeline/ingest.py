@@ -29,10 +29,10 @@ from imagebatch.backends.routing import (
     wake_micro_usd,
 )
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
-from imagebatch.costs.sagemaker_seconds import expected_seconds
 from imagebatch.costs.estimate import BatchEstimate, Shape, estimate_batch
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
+from imagebatch.costs.sagemaker_seconds import expected_seconds
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError

@@ -34,7 +34,6 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_holds import hold_write_units
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.costs.sagemaker_seconds import expected_seconds, price_result
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.sagemaker_path import (
@@ -44,6 +43,7 @@ from imagebatch.costs.sagemaker_path import (
     HoldSizer,
     SageMakerPath,
 )
+from imagebatch.costs.sagemaker_seconds import expected_seconds, price_result
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
