@@ -251,7 +251,7 @@ def test_a_budget_moved_meanwhile_is_read_again_and_charged_within_it(
     # GIVEN a capped batch with 1000 left, whose window's idle is 950, and a chunk that holds
     # 100 between the observer's read and its first transaction
     Ledger(dynamodb_client, ledger_table).create_batch("b1", {"max_cost_micro_usd": 1000})
-    client = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=1)
+    client: Any = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=1)
     # WHEN the window is committed
     charged = EndpointUsageStore(client, ledger_table).commit_window(
         ENDPOINT, _overhead_window("b1", 950)
@@ -267,7 +267,7 @@ def test_a_charge_refused_every_time_gives_up_after_its_attempts(
 ) -> None:
     # GIVEN a capped batch whose budget another writer moves before every transaction
     Ledger(dynamodb_client, ledger_table).create_batch("b1", {"max_cost_micro_usd": 10**6})
-    client = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=10**6)
+    client: Any = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=10**6)
     window = _overhead_window("b1", 10**6 - 50)
     # WHEN the window is committed THEN it stops after CHARGE_ATTEMPTS, as a transient error
     with pytest.raises(StorageError) as caught:
