@@ -240,30 +240,7 @@ class EndpointUsageStore:
         charge = bound.micro_usd
         day = window.end.date().isoformat()
         model = (summary.get("models") or ["(none)"])[0]
-        actions: list[TransactWriteItemTypeDef] = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": pk,
-                            "sk": sk,
-                            "endpoint": endpoint,
-                            "window_start": window.start.isoformat(),
-                            "window_end": window.end.isoformat(),
-                            "cold_start_micro_usd": bound.of_kind("cold_start"),
-                            "idle_micro_usd": bound.of_kind("idle"),
-                            "overhead_micro_usd": charge,
-                            "over_cap_micro_usd": bound.over_cap_micro_usd,
-                            "lines": json.dumps([ln.model_dump() for ln in bound.lines]),
-                            "rule": "imagebatch.costs.overhead.attribute_window",
-                            "recorded_at": now_iso(),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            }
-        ]
+        actions = [self._overhead_put(pk, sk, endpoint, window, bound)]
         if summary and charge:
             actions.append(
                 budget_action(
@@ -291,6 +268,33 @@ class EndpointUsageStore:
                 raise
             return None
         return bound.lines
+
+    def _overhead_put(
+        self, pk: str, sk: str, endpoint: str, window: Window, bound: budget.OverheadCharge
+    ) -> TransactWriteItemTypeDef:
+        """The batch's OVERHEAD record of the window: once-only, so a window is never
+        charged to a batch twice."""
+        record = {
+            "pk": pk,
+            "sk": sk,
+            "endpoint": endpoint,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "cold_start_micro_usd": bound.of_kind("cold_start"),
+            "idle_micro_usd": bound.of_kind("idle"),
+            "overhead_micro_usd": bound.micro_usd,
+            "over_cap_micro_usd": bound.over_cap_micro_usd,
+            "lines": json.dumps([ln.model_dump() for ln in bound.lines]),
+            "rule": "imagebatch.costs.overhead.attribute_window",
+            "recorded_at": now_iso(),
+        }
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(record),
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        }
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         item = self._ddb.get_item(

@@ -176,10 +176,7 @@ class Ledger(BudgetHolds):
             actions.append(
                 request_put(self.table, settlement.endpoint, settlement.endpoint_request)
             )
-        own_writes = sum(_transact_write_units(action) for action in actions)
-        own_writes += write_units(SUMMARY_SIZE_BOUND, transactional=True)
-        rolls_up = bool(outcomes) or rollup_model is not None
-        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0
+        own_writes = _own_write_units(actions, rolls_up=bool(outcomes) or rollup_model is not None)
         charge = price_commit(
             outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
         )
@@ -349,10 +346,16 @@ class Ledger(BudgetHolds):
         return from_item(response["Attributes"])
 
 
-def _transact_write_units(action: TransactWriteItemTypeDef) -> int:
-    """What one action of a commit's transaction writes (a Delete: the least a write is)."""
-    put = action.get("Put")
-    return write_units(item_size(put["Item"]) if put else 0, transactional=True)
+def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:
+    """What a commit's transaction writes: its actions so far (a Delete counts as the least
+    a write is), the summary update and, when it rolls up, the day's rollup, each at the
+    size bound (their size is known only once the charge is)."""
+    units = sum(
+        write_units(item_size(a["Put"]["Item"]) if "Put" in a else 0, transactional=True)
+        for a in actions
+    )
+    units += write_units(SUMMARY_SIZE_BOUND, transactional=True)
+    return units + (write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0)
 
 
 def _failed_within(exc: ClientError, first: int) -> bool:
