@@ -11,19 +11,27 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from imagebatch_cli.views.report import categories_table
 from rich.console import Console
 from support.endpoint_day import Submitted, at, simulate
 
 from imagebatch.api.responses import batch_summary
-from imagebatch.aws.endpoint_usage import EndpointUsageStore, request_put
+from imagebatch.aws.endpoint_usage import CHARGE_ATTEMPTS, EndpointUsageStore, request_put
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
 from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.costs.grouping import group_costs
-from imagebatch.costs.overhead import UNATTRIBUTED, EndpointRequest, InstanceSample
+from imagebatch.costs.overhead import (
+    UNATTRIBUTED,
+    EndpointRequest,
+    InstanceSample,
+    OverheadLine,
+    Window,
+)
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.settlement import Settlement
+from imagebatch.errors import StorageError
 from imagebatch.pipeline.endpoint_observer import observe_endpoint
 
 ENDPOINT = "stack-images"
@@ -201,3 +209,72 @@ def test_a_window_waits_for_results_still_on_their_way(
     (window,) = run.attributed
     assert window.inference_micro_usd == 40 * 275
     assert window.by_batch() == {"b1": (100 - 40) * 275}
+
+
+class _BudgetMovesFirst:
+    """The table, where another writer takes from the batch's budget_left just before each
+    of the first `times` overhead transactions (a chunk holding meanwhile)."""
+
+    def __init__(self, client: Any, table: str, batch_id: str, times: int) -> None:
+        self._client = client
+        self._table = table
+        self._batch_id = batch_id
+        self.left = times
+        self.transactions = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.transactions += 1
+        if self.left > 0:
+            self.left -= 1
+            Ledger(self._client, self._table).reserve(self._batch_id, f"c{self.left}", 100)
+        return self._client.transact_write_items(**kwargs)
+
+
+def _overhead_window(batch_id: str, micro_usd: int) -> Window:
+    return Window(
+        start=at(0),
+        end=at(100),
+        closed=True,
+        sessions=(),
+        instance_seconds=Decimal(100),
+        billed_micro_usd=micro_usd,
+        lines=(OverheadLine(charged_to=batch_id, kind="idle", micro_usd=micro_usd),),
+    )
+
+
+def test_a_budget_moved_meanwhile_is_read_again_and_charged_within_it(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a capped batch with 1000 left, whose window's idle is 950, and a chunk that holds
+    # 100 between the observer's read and its first transaction
+    Ledger(dynamodb_client, ledger_table).create_batch("b1", {"max_cost_micro_usd": 1000})
+    client: Any = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=1)
+    # WHEN the window is committed
+    charged = EndpointUsageStore(client, ledger_table).commit_window(
+        ENDPOINT, _overhead_window("b1", 950)
+    )
+    # THEN the refused charge is worked out again from the new budget_left: 900, the rest shown
+    assert charged.by_batch() == {"b1": 900, UNATTRIBUTED: 50}
+    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1") or {}
+    assert summary["budget_left_micro_usd"] == 0 and summary["spent_micro_usd"] == 900
+
+
+def test_a_charge_refused_every_time_gives_up_after_its_attempts(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a capped batch whose budget another writer moves before every transaction
+    Ledger(dynamodb_client, ledger_table).create_batch("b1", {"max_cost_micro_usd": 10**6})
+    client: Any = _BudgetMovesFirst(dynamodb_client, ledger_table, "b1", times=10**6)
+    window = _overhead_window("b1", 10**6 - 50)
+    # WHEN the window is committed THEN it stops after CHARGE_ATTEMPTS, as a transient error
+    with pytest.raises(StorageError) as caught:
+        EndpointUsageStore(client, ledger_table).commit_window(ENDPOINT, window)
+    assert caught.value.transient
+    assert client.transactions == CHARGE_ATTEMPTS
+    # AND nothing was charged or recorded: the observer's next run charges the window
+    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1") or {}
+    assert summary["spent_micro_usd"] == 0
+    assert EndpointUsageStore(dynamodb_client, ledger_table).windows(ENDPOINT) == []

@@ -146,8 +146,8 @@ def test_the_budget_hold_bounds_record_result_as_deployed(template: dict[str, An
 def test_every_instance_type_the_template_allows_has_a_price_and_a_speed(
     template: dict[str, Any],
 ) -> None:
-    from imagebatch.backends.sagemaker import reference_throughput
     from imagebatch.costs.prices import load_aws_prices
+    from imagebatch.costs.sagemaker_seconds import reference_throughput
 
     prices = load_aws_prices().region("us-east-1")
     for instance_type in template["Parameters"]["SageMakerInstanceType"]["AllowedValues"]:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from imagebatch.backends.routing import Deployment
-from imagebatch.backends.sagemaker import estimate_micro_usd
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.sagemaker_seconds import estimate_micro_usd
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile
 from imagebatch.models.sagemaker_contract import parse_buckets

@@ -212,6 +212,8 @@ def test_the_import_contracts_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
         ("pipeline", "imagebatch.catalog"),
         # the domain never reaches up into the handlers' wiring or the query API
         ("costs", "imagebatch.pipeline"),
+        # cost math is below routing and retry: backends price with costs, not the reverse
+        ("costs", "imagebatch.backends"),
         ("backends", "imagebatch.pipeline"),
         ("aws", "imagebatch.pipeline"),
         ("manifest", "imagebatch.pipeline"),

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
-from imagebatch.backends.sagemaker import Measured
 from imagebatch.costs.overhead import EndpointRequest, InstanceSample, Window
+from imagebatch.costs.sagemaker_seconds import Measured
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Meter
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome

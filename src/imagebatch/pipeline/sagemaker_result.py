@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort, TaskTokensPort
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.backends.sagemaker import price_result
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.sagemaker_path import SNS_PUBLISHES, SQS_REQUESTS
+from imagebatch.costs.sagemaker_seconds import price_result
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import ImagesAlreadyRecordedError, ObjectMissingError

@@ -28,9 +28,9 @@ from imagebatch.aws.ports import (
     ChunkStorePort,
     TaskTokensPort,
 )
-from imagebatch.backends.sagemaker import ExpectedSeconds, expected_seconds
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer
+from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from imagebatch.backends.routing import Backend, Deployment, job_for_backend
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
-from imagebatch.backends.sagemaker import Measured, expected_seconds
+from imagebatch.costs.sagemaker_seconds import Measured, expected_seconds
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.records import ImageJob
 from imagebatch.models.sagemaker_contract import shape_key

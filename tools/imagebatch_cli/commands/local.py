@@ -242,9 +242,9 @@ def _parameters(texts: list[str] | None) -> dict[str, str]:
 def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
     """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
     Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
-    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.cloud.session import LocalRunError, local_aws
     from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.run_folder import fresh_batch_folder, relink_review_page
 
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
@@ -416,9 +416,9 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
 ) -> tuple[LocalCatalogRun, Path]:
     """The catalog run, and its Lambdas' log (<state>/lambda.log; on stderr too if verbose)."""
     from imagebatch_local.cloud.catalog_local import run_local_catalog
-    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
     from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.run_folder import relink_review_page
 
     try:
