@@ -76,7 +76,7 @@ def test_a_manifest_without_max_cost_gets_the_stack_default(tmp_path: Path) -> N
 def test_validate_shows_the_stack_default(tmp_path: Path) -> None:
     result = _validate(_write(tmp_path, 3), "DefaultMaxCostUsd=0.5")
     assert result.exit_code == 0, result.output
-    assert "budget (max_cost_usd) $0.50" in result.output
+    assert "budget (max_cost_usd) $0.500000" in result.output
     assert "the stack's DefaultMaxCostUsd: the manifest sets none" in result.output
 
 
@@ -93,7 +93,7 @@ def test_a_cap_above_the_ceiling_is_a_line_error(tmp_path: Path) -> None:
     result = _validate(path, "MaxCostCeilingUsd=10")
     assert result.exit_code == 5, result.output
     (line,) = [text for text in result.output.splitlines() if "max_cost_usd" in text]
-    assert line.startswith(f"{path}:1: ")
+    assert line.startswith(f"error: {path}:1: ")
 
 
 def test_a_batch_over_the_image_limit_is_refused(tmp_path: Path) -> None:
@@ -132,3 +132,21 @@ def test_a_catalog_night_without_a_cap_is_capped_by_the_stack(tmp_path: Path) ->
     with pytest.raises(ManifestError) as refused:
         _preview(path, {"MaxCostCeilingUsd": "10"})
     assert (refused.value.line, refused.value.field) == (1, "batch.max_cost_usd")
+
+
+def test_estimate_shows_the_stack_default(tmp_path: Path) -> None:
+    from imagebatch_cli.app import app
+    from typer.testing import CliRunner
+
+    path = _write(tmp_path, 3)
+    result = CliRunner().invoke(
+        app,
+        ["estimate", str(path), "--template", str(REPO / "template.yaml"), "--region", REGION,
+         "--parameter-overrides", "DefaultMaxCostUsd=0.5"],
+        terminal_width=250,
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "budget (max_cost_usd) $0.500000: the stack's DefaultMaxCostUsd (the manifest sets none)"
+        in result.output
+    )
