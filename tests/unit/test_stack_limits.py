@@ -141,8 +141,16 @@ def test_estimate_shows_the_stack_default(tmp_path: Path) -> None:
     path = _write(tmp_path, 3)
     result = CliRunner().invoke(
         app,
-        ["estimate", str(path), "--template", str(REPO / "template.yaml"), "--region", REGION,
-         "--parameter-overrides", "DefaultMaxCostUsd=0.5"],
+        [
+            "estimate",
+            str(path),
+            "--template",
+            str(REPO / "template.yaml"),
+            "--region",
+            REGION,
+            "--parameter-overrides",
+            "DefaultMaxCostUsd=0.5",
+        ],
         terminal_width=250,
     )
     assert result.exit_code == 0, result.output

@@ -157,6 +157,8 @@ class ManifestReader:
         self._csv_columns: list[str] = []
         self._started = False
         self.settings: BatchSettings
+        # The line the batch settings came from (None: the manifest has no header).
+        self.settings_line: int | None = None
         if fmt is ManifestFormat.JSONL:
             self.settings = self._read_jsonl_header()
         else:
@@ -186,6 +188,7 @@ class ManifestReader:
                 raise ManifestError(
                     "the batch header must be a JSON object", line=first.number, field="batch"
                 )
+            self.settings_line = first.number
             return check_settings(
                 text,
                 first.number,
@@ -215,6 +218,7 @@ class ManifestReader:
             raise ManifestError("manifest has no items: there is no CSV header row")
         if first_batch_line is None:
             return default_settings(self._catalogue)
+        self.settings_line = first_batch_line
         return check_settings(
             json.dumps(merged),
             first_batch_line,
