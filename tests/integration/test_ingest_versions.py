@@ -106,4 +106,6 @@ def test_the_same_bytes_under_another_etag_are_a_no_op(world: Any) -> None:
 
     # THEN it is the same batch: nothing new starts
     assert again.status == "DUPLICATE" and again.batch_id == first.batch_id
-    assert starter.started == [first.batch_id]
+    # (a redelivery of a RUNNING batch starts it again under its id, which Step Functions
+    # answers with the execution already running)
+    assert set(starter.started) == {first.batch_id}

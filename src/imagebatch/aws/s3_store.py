@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 # A report larger than this is spooled to /tmp on its way to S3, not held in memory.
 SPOOL_BYTES = 8 * 1024 * 1024
+# Pieces a manifest is hashed in: few reads, little memory.
+_HASH_READ_BYTES = 1024 * 1024
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -78,10 +81,30 @@ class BatchStore:
             Metadata=metadata or {},
         )
 
-    def open_manifest(self, key: str) -> BinaryIO:
+    def open_manifest(self, key: str, version_id: str | None = None) -> BinaryIO:
+        """The manifest's bytes: of `version_id` when the event names one (the bucket is
+        versioned, and the key may have been overwritten since), else the key's only version."""
         self.meter.add(s3_get_requests=1)
-        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        response = (
+            self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            if version_id
+            else self._s3.get_object(Bucket=self.bucket, Key=key)
+        )
+        body = response["Body"]
         return cast(BinaryIO, body)
+
+    def manifest_sha256(self, key: str, version_id: str | None = None) -> str:
+        """The SHA-256 of the manifest's bytes, streamed (memory stays flat at any size): what
+        a batch is, whatever ETag the upload tool left (multipart and SSE-KMS ETags are not the
+        content's MD5)."""
+        digest = hashlib.sha256()
+        body = self.open_manifest(key, version_id)
+        try:
+            for piece in iter(lambda: body.read(_HASH_READ_BYTES), b""):
+                digest.update(piece)
+        finally:
+            body.close()
+        return digest.hexdigest()
 
     def put_chunk(self, chunk: ChunkFile) -> ChunkRef:
         key = chunk_key(chunk.batch_id, chunk.chunk_id)

@@ -7,6 +7,7 @@ disk and put back into the local AWS before the next run, as it would persist in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,8 +71,9 @@ def run_local_catalog(
     if result.get("errors_key"):
         _download(aws, result["errors_key"], state_dir / "errors.jsonl")
     if result.get("manifest_key"):
-        etag = s3.head_object(Bucket=aws.bucket, Key=result["manifest_key"])["ETag"]
-        run.batch_id = batch_id_for(aws.bucket, result["manifest_key"], etag)
+        body = s3.get_object(Bucket=aws.bucket, Key=result["manifest_key"])["Body"].read()
+        content = hashlib.sha256(body).hexdigest()
+        run.batch_id = batch_id_for(aws.bucket, result["manifest_key"], content)
         run.summary = aws.wait_for_batch(run.batch_id, progress)
         aws.wait_for_execution(run.batch_id)
         run.images = list(aws.ledger().image_records(run.batch_id))
