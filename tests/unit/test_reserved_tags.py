@@ -22,9 +22,10 @@ CATALOG_KEY = "manifests/catalogs/home/2026-12-07.jsonl"
 
 
 def _stream(batch_tags: dict[str, str], item_tags: dict[str, str]) -> io.BytesIO:
-    header = {"batch": {"backend": "bedrock", "model": SD35, "on_invalid": "skip"}}
+    batch: dict[str, Any] = {"backend": "bedrock", "model": SD35, "on_invalid": "skip"}
     if batch_tags:
-        header["batch"]["tags"] = batch_tags  # type: ignore[index]
+        batch["tags"] = batch_tags
+    header = {"batch": batch}
     items = [
         {"id": "a", "prompt": "a lamp", "tags": item_tags},
         {"id": "b", "prompt": "a chair"},

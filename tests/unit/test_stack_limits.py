@@ -28,12 +28,14 @@ def _write(tmp_path: Path, items: int, **batch: Any) -> Path:
     return path
 
 
-def _preview(path: Path, parameters: dict[str, str] | None = None) -> Any:
+def _preview(path: Path, parameters: dict[str, str] | None = None, key: str | None = None) -> Any:
     from imagebatch_cli.template_preview import preview_ingest, stack_options
 
     stack = stack_options(REPO / "template.yaml", parameters or {}, REGION)
     assert stack.prices is not None
-    return preview_ingest(path, catalogue=load_catalogue(), stack=stack, prices=stack.prices)
+    return preview_ingest(
+        path, catalogue=load_catalogue(), stack=stack, prices=stack.prices, key=key
+    )
 
 
 def _validate(path: Path, *overrides: str) -> Any:
@@ -107,6 +109,7 @@ def test_a_catalog_night_without_a_cap_is_capped_by_the_stack(tmp_path: Path) ->
     from imagebatch.catalog.products import (
         CatalogConfig,
         Product,
+        manifest_key,
         manifest_lines,
         plan_catalog_run,
     )
@@ -124,13 +127,15 @@ def test_a_catalog_night_without_a_cap_is_capped_by_the_stack(tmp_path: Path) ->
     path = tmp_path / "night.jsonl"
     path.write_text("\n".join(manifest_lines(config, plan, "2026-12-07")) + "\n")
     # THEN ingest (the same path every manifest takes) caps it at the stack default
-    preview = _preview(path, {"DefaultMaxCostUsd": "1"})
+    # (at the key the catalog function writes it to: its catalog tags are reserved elsewhere)
+    key = manifest_key(config, "2026-12-07")
+    preview = _preview(path, {"DefaultMaxCostUsd": "1"}, key)
     assert preview.plan.settings.max_cost_usd == Decimal(1) and preview.plan.cap_from_stack
     # AND a config above the ceiling is refused like a user manifest, naming line and field
     capped = config.model_copy(update={"max_cost_usd": 20.0})
     path.write_text("\n".join(manifest_lines(capped, plan, "2026-12-07")) + "\n")
     with pytest.raises(ManifestError) as refused:
-        _preview(path, {"MaxCostCeilingUsd": "10"})
+        _preview(path, {"MaxCostCeilingUsd": "10"}, key)
     assert (refused.value.line, refused.value.field) == (1, "batch.max_cost_usd")
 
 

@@ -22,6 +22,7 @@ from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
 from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import reserved_tags_for
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import BatchSettings, InvalidLine
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -128,6 +129,7 @@ def plan_batch(
         format_for_key(key),
         catalogue,
         endpoint_model=deployment.model_id if deployment else None,
+        reserved_tags=reserved_tags_for(key),
     )
     plan = _capped(reader, limits or BatchLimits(), spool)
     pricer = ImagePricer(catalogue, deployment, endpoint_seconds)
