@@ -204,6 +204,15 @@ class BatchStore:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         return key
 
+    def put_manifest(self, key: str, body: bytes) -> str | None:
+        """A manifest written by the stack itself (the catalog night); returns the version S3
+        gave it (None: the bucket is not versioned), which finalize later checks a batch ran."""
+        self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
+        response = self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+        )
+        return response.get("VersionId")
+
     def copy(self, source_key: str, key: str) -> None:
         """Server-side copy: metadata (prompt hash, seed, model) travels with the image."""
         self._s3.copy_object(
