@@ -1,7 +1,9 @@
-"""Reserved tag keys (issue 19): `catalog`, `catalog_run`, `sku`, `variant`, `content_hash`
-decide what finalize publishes to a catalog's storefront, so only the catalog function's own
-manifests (written under manifests/catalogs/) may carry them; in any other manifest they are
-a line error."""
+"""Reserved tag keys (issue 19): `catalog` and `catalog_run` make a batch claim to be a
+catalog night, so only the catalog function's own manifests (written under
+manifests/catalogs/) may carry them; in any other manifest they are a line error. The item
+tags the catalog also writes (`sku`, `variant`, `content_hash`) stay free for users (the demo
+tags items with `sku`): finalize publishes only the manifest the catalog function recorded
+(tests/integration/test_catalog_publishing.py)."""
 
 from __future__ import annotations
 
@@ -51,14 +53,19 @@ def test_a_user_manifest_header_with_a_catalog_tag_is_refused(tmp_path: Path, ta
     assert repr(tag) in str(refused.value) and "reserved" in str(refused.value)
 
 
-@pytest.mark.parametrize("tag", ["sku", "variant", "content_hash"])
+@pytest.mark.parametrize("tag", ["catalog", "catalog_run"])
 def test_a_user_item_with_a_catalog_tag_is_a_line_error(tmp_path: Path, tag: str) -> None:
-    plan = _plan(_stream({}, {tag: "SKU1/../x"}), USER_KEY, tmp_path)
+    plan = _plan(_stream({}, {tag: "9999-12-31"}), USER_KEY, tmp_path)
     # THEN that line is invalid (field tags), the other runs
     assert plan.invalid_lines == 1 and plan.images_total == 1
     assert plan.errors_path is not None
     (error,) = [json.loads(line) for line in plan.errors_path.read_text().splitlines()]
     assert (error["line"], error["field"]) == (2, "tags") and repr(tag) in error["reason"]
+
+
+def test_users_keep_their_product_tags(tmp_path: Path) -> None:
+    plan = _plan(_stream({}, {"sku": "MUG-001", "variant": "front"}), USER_KEY, tmp_path)
+    assert plan.invalid_lines == 0 and plan.images_total == 2
 
 
 def test_the_catalog_functions_manifests_keep_their_tags(tmp_path: Path) -> None:
@@ -75,13 +82,7 @@ def test_the_reserved_keys_are_the_catalogs_tags() -> None:
     from imagebatch.catalog import products
     from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX, RESERVED_TAG_KEYS
 
-    assert {
-        products.CATALOG_TAG,
-        products.RUN_TAG,
-        products.SKU_TAG,
-        products.VARIANT_TAG,
-        products.HASH_TAG,
-    } == RESERVED_TAG_KEYS
+    assert {products.CATALOG_TAG, products.RUN_TAG} == RESERVED_TAG_KEYS
     assert products.manifest_key(
         products.CatalogConfig.model_validate(
             {"name": "home", "prompt_template": "x", "variants": [{"name": "f"}], "model": SD35}

@@ -28,9 +28,12 @@ from imagebatch.manifest.schema import (
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 
 # Pydantic's wording for a failed pattern says nothing a user can act on.
-# The tags finalize's catalog hook reads to publish a storefront image (catalog/products.py
-# writes them): only the catalog function's own manifests, under this prefix, may carry them.
-RESERVED_TAG_KEYS = frozenset({"catalog", "catalog_run", "sku", "variant", "content_hash"})
+# The tags that make a batch claim to be a catalog night (catalog/products.py writes them):
+# only the catalog function's own manifests, under this prefix, may carry them. The item tags
+# it also writes (sku, variant, content_hash) stay free for users (the demo tags its items
+# with sku): finalize's catalog hook publishes only the manifest the catalog function recorded
+# for the night (catalog/nightly.py), whatever any other batch's tags say.
+RESERVED_TAG_KEYS = frozenset({"catalog", "catalog_run"})
 CATALOG_MANIFESTS_PREFIX = "manifests/catalogs/"
 
 
