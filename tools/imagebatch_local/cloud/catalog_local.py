@@ -117,8 +117,12 @@ def save_state(aws: LocalAws, config: CatalogConfig, state_dir: Path) -> None:
     records: list[dict[str, Any]] = []
     for page in dynamodb.get_paginator("query").paginate(
         TableName=aws.table,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": catalog_pk(config.name)}},
+        # the variants only: a night's manifest record is that night's, not state to carry
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :variant)",
+        ExpressionAttributeValues={
+            ":pk": {"S": catalog_pk(config.name)},
+            ":variant": {"S": "VARIANT#"},
+        },
     ):
         records.extend(from_item(item) for item in page["Items"])
     (state_dir / STATE_FILE).write_text(
