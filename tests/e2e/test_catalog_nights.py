@@ -82,8 +82,7 @@ def test_second_night_regenerates_exactly_the_changed_variants(
     aws: LocalAws, tmp_path: Path
 ) -> None:
     config = json.loads((SAMPLE / "config.json").read_text())
-    with (SAMPLE / "products.csv").open(encoding="utf-8") as rows:
-        products = list(csv.DictReader(rows))
+    products = list(csv.DictReader((SAMPLE / "products.csv").open()))
     variants = [v["name"] for v in config["variants"]]
     rendered_before = aws.bedrock.stats.images_returned
 
