@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from imagebatch.aws.batch_items import record_from_item
 from imagebatch.aws.dynamo_items import (
     COSTS_PK,
     SUMMARY_SK,
@@ -217,12 +218,14 @@ class EndpointUsageStore:
         summary_item = self._ddb.get_item(
             TableName=self.table, Key=to_item({"pk": pk, "sk": SUMMARY_SK}), ConsistentRead=True
         ).get("Item")
-        summary = from_item(summary_item) if summary_item else {}
-        capped = summary.get("max_cost_micro_usd") is not None
+        summary = record_from_item(summary_item) if summary_item else None
+        capped = summary is not None and summary.capped
         share = sum(ln.micro_usd for ln in lines)
-        room = int(summary.get("budget_left_micro_usd", 0)) if capped else share
-        if not summary:
+        room = share
+        if summary is None:
             room = 0  # a batch the ledger does not know: nothing to charge it to
+        elif capped:
+            room = summary.budget_left_micro_usd
         kept = _bounded(lines, max(min(room, share), 0))
         charge = sum(ln.micro_usd for ln in kept)
         over = share - charge
@@ -235,7 +238,7 @@ class EndpointUsageStore:
         if capped:
             summary_adds["budget_left_micro_usd"] = -charge
         day = window.end.date().isoformat()
-        model = (summary.get("models") or ["(none)"])[0]
+        model = ((summary.models if summary else None) or ["(none)"])[0]
         actions: list[TransactWriteItemTypeDef] = [
             {
                 "Put": {
@@ -283,8 +286,8 @@ class EndpointUsageStore:
                         "gsi1sk": f"{day}#{batch_id}",
                         "day": day,
                         "batch_id": batch_id,
-                        "backend": summary.get("backend"),
-                        "tags": summary.get("tags") or None,
+                        "backend": summary.backend if summary else None,
+                        "tags": (summary.tags if summary else None) or None,
                     },
                 )
             )

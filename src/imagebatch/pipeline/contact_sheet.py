@@ -24,6 +24,8 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key, report_key
 from imagebatch.costs import terms
 from imagebatch.errors import BatchNotFoundError
+from imagebatch.models.batch_record import BatchRecord
+from imagebatch.models.money import format_usd
 
 THUMB = 128
 # three label lines under each tile: id, seed, cost (or failure class)
@@ -141,20 +143,18 @@ def sheet_columns(images: int) -> int:
 
 
 def sheet_header(
-    batch_id: str, summary: dict[str, Any], first: int, last: int, total: int
+    batch_id: str, summary: BatchRecord, first: int, last: int, total: int
 ) -> list[str]:
-    """The lines over a sheet: the batch, its outcome and money, and which images it shows."""
-    costs = summary.get("costs") or {}
+    """The lines over a sheet: the batch, its outcome and money, and which images it shows.
+    What the batch was charged is always there: the ledger writes it (0) with the record."""
+    costs = summary.costs or {}
     money = []
     if "total" in costs:
-        money.append(f"total {_usd(int(costs['total']))}")
-    if summary.get("spent_micro_usd") is not None:
-        money.append(f"charged {_usd(int(summary['spent_micro_usd']))}")
-    elif summary.get("cost_micro_usd") is not None:
-        money.append(f"inference {_usd(int(summary['cost_micro_usd']))}")
+        money.append(f"total {format_usd(costs['total'])}")
+    money.append(f"charged {format_usd(summary.spent_micro_usd)}")
     counts = (
-        f"status {summary.get('status', '-')} · {int(summary.get('images_succeeded', 0))} made"
-        f" · {int(summary.get('images_failed', 0))} failed"
+        f"status {summary.status or '-'} · {summary.images_succeeded} made"
+        f" · {summary.images_failed} failed"
     )
     return [
         f"batch {batch_id}",
@@ -202,7 +202,7 @@ def render_sheet(
                 font=font,
             )
         cost = (
-            _usd(entry.cost_micro_usd, 4)
+            format_usd(entry.cost_micro_usd, places=4)
             if entry.status == "SUCCEEDED"
             else f"failed: {entry.failure_class or entry.status}"
         )
@@ -211,10 +211,6 @@ def render_sheet(
     out = io.BytesIO()
     sheet.save(out, format="PNG", optimize=False)
     return out.getvalue()
-
-
-def _usd(micro: int, places: int = 6) -> str:
-    return f"${micro / 1_000_000:,.{places}f}"
 
 
 def _fit(text: str, chars: int) -> str:
@@ -257,48 +253,45 @@ def _card(entry: SheetEntry, thumb: Image.Image | None) -> str:
         f"<dt>prompt</dt><dd class='prompt'>{html.escape(entry.prompt)}</dd>"
         f"<dt>seed</dt><dd class='seed'>{entry.seed}</dd>"
         f"<dt>model</dt><dd class='model'>{html.escape(entry.model)}</dd>"
-        f"<dt>cost</dt><dd class='cost'>{_usd(entry.cost_micro_usd)}</dd>"
+        f"<dt>cost</dt><dd class='cost'>{format_usd(entry.cost_micro_usd)}</dd>"
         f"</dl>{tags}</figcaption></figure>"
     )
 
 
-def _money_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def _money_rows(summary: BatchRecord) -> list[tuple[str, str]]:
     """The batch's money in the one vocabulary (costs/terms.py): categories, total, charged,
     estimate, budget."""
     rows = []
-    costs = summary.get("costs") or {}
+    costs = summary.costs or {}
     for category, label in terms.CATEGORY_LABELS.items():
         if category in costs:
-            rows.append((label, _usd(int(costs[category]))))
+            rows.append((label, format_usd(costs[category])))
     if "inference" not in costs:
-        rows.append(("inference", _usd(int(summary.get("cost_micro_usd", 0)))))
-    if summary.get("spent_micro_usd") is not None:
-        rows.append((terms.CHARGED, _usd(int(summary["spent_micro_usd"]))))
-    if summary.get("estimate_micro_usd") is not None:
-        rows.append((terms.ESTIMATE, _usd(int(summary["estimate_micro_usd"]))))
-    if summary.get("max_cost_micro_usd") is not None:
-        rows.append((terms.BUDGET, _usd(int(summary["max_cost_micro_usd"]))))
+        rows.append(("inference", format_usd(summary.cost_micro_usd)))
+    rows.append((terms.CHARGED, format_usd(summary.spent_micro_usd)))
+    if summary.estimate_total_micro_usd is not None:
+        rows.append((terms.ESTIMATE, format_usd(summary.estimate_total_micro_usd)))
+    if summary.max_cost_micro_usd is not None:
+        rows.append((terms.BUDGET, format_usd(summary.max_cost_micro_usd)))
     return rows
 
 
-def _header(batch_id: str, summary: dict[str, Any], sheet_names: Sequence[str]) -> str:
+def _header(batch_id: str, summary: BatchRecord, sheet_names: Sequence[str]) -> str:
     counts = [
-        ("status", str(summary.get("status", "-"))),
-        ("images requested", str(int(summary.get("images_total", 0)))),
-        ("made", str(int(summary.get("images_succeeded", 0)))),
-        ("failed", str(int(summary.get("images_failed", 0)))),
+        ("status", str(summary.status or "-")),
+        ("images requested", str(summary.images_total)),
+        ("made", str(summary.images_succeeded)),
+        ("failed", str(summary.images_failed)),
     ]
     cells = "".join(
         f"<div><dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd></div>"
         for k, v in [*counts, *_money_rows(summary)]
     )
-    costs = summary.get("costs") or {}
+    costs = summary.costs or {}
     note = None
-    if "total" in costs and summary.get("spent_micro_usd") is not None:
+    if "total" in costs:
         note = terms.charge_note(
-            int(costs["total"]),
-            int(summary["spent_micro_usd"]),
-            int(summary.get("unsettled_micro_usd", 0)),
+            costs["total"], summary.spent_micro_usd, summary.unsettled_micro_usd
         )
     sheets = " ".join(
         f'<a href="{html.escape(name)}">{html.escape(name)}</a>' for name in sheet_names
@@ -332,7 +325,7 @@ figure.card dd.reason { color: #b42318; font-weight: 600; }
 
 def render_index(
     batch_id: str,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     entries: Sequence[SheetEntry],
     thumbs: dict[str, Image.Image],
     sheet_names: Sequence[str],
@@ -398,7 +391,7 @@ def _pages(entries: Iterable[SheetEntry]) -> Iterator[tuple[list[SheetEntry], bo
 
 def build_contact_sheet(
     batch_id: str,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     entries: Iterable[SheetEntry],
     fetch_png: Callable[[str], bytes],
     put_report: Callable[[str, bytes, str], str],
@@ -421,7 +414,7 @@ def build_contact_sheet(
         return entry.image_id, thumbnails(fetch_png(entry.output_key))
 
     start = start or SheetPosition()
-    total = int(summary.get("images_total", 0))
+    total = summary.images_total
     planned = max(1, math.ceil(total / PER_SHEET))
     sheet_keys: list[str] = []
     index_keys: list[str] = []

@@ -73,8 +73,8 @@ def generate_chunk(
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         return ChunkResult.already_done(chunk.chunk_id, len(done))
-    summary = ledger.get_batch(task.batch_id) or {}
-    capped = summary.get("max_cost_micro_usd") is not None
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
         bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)

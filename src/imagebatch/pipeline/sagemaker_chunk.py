@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
@@ -48,6 +48,7 @@ from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import ImagesAlreadyRecordedError, ObjectMissingError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
 from imagebatch.models.records import ImageOutcome as Outcome
 from imagebatch.models.sagemaker_contract import (
@@ -162,8 +163,8 @@ def submit_chunk(
         seconds_per_image={key: float(expected.per_image[key]) for key in sorted(keys)},
         tags=chunk.tags,
     )
-    summary = ledger.get_batch(task.batch_id) or {}
-    capped = summary.get("max_cost_micro_usd") is not None
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
     key = f"{INPUT_PREFIX}{chunk.batch_id}/{inference_id}.json"
     held: int | None = None
     if capped:
@@ -230,11 +231,11 @@ def _reserve(
     batch_id: str,
     hold_id: str,
     sizer: HoldSizer,
-    summary: dict[str, Any],
+    summary: BatchRecord | None,
 ) -> tuple[int, HoldPlan] | None:
     """Hold the whole chunk if the budget allows, else what is left (if that covers a call);
     once more with a fresh summary if another chunk held budget meanwhile."""
-    left = int(summary.get("budget_left_micro_usd", 0))
+    left = summary.budget_left_micro_usd if summary is not None else 0
     for _ in range(2):
         plan = sizer.within(left)
         if plan is None:
@@ -242,7 +243,8 @@ def _reserve(
         held = ledger.reserve(batch_id, hold_id, plan.micro_usd)
         if held is not None:
             return held, plan
-        left = int((ledger.get_batch(batch_id) or {}).get("budget_left_micro_usd", 0))
+        fresh = ledger.get_batch(batch_id)
+        left = fresh.budget_left_micro_usd if fresh is not None else 0
     return None
 
 

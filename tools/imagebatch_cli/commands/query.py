@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from imagebatch_cli.query_client import check_group_by, check_tag, time_range
 from imagebatch_cli.stack import StackOption
 from imagebatch_cli.views.console import console, emit_json, fail
+
+if TYPE_CHECKING:
+    from imagebatch.models.batch_record import BatchRecord
 
 ApiOption = Annotated[
     str | None,
@@ -128,7 +131,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
 ) -> None:
     """Print what a batch cost and why, by category, from the ledger."""
-    from imagebatch.api.responses import batch_summary
+    from imagebatch.api.responses import BatchSummary, batch_summary
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.views.report import print_categories, print_cost
 
@@ -137,7 +140,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
         if as_json:
             emit_json(shaped)
         else:
-            print_categories(console, shaped)
+            print_categories(console, BatchSummary.model_validate(shaped))
         return
     region = "us-east-1"
     if table:
@@ -150,7 +153,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     print_cost(console, summary, images, region)
 
 
-def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+def _from_table(table: str, batch_id: str) -> tuple[BatchRecord, list[dict[str, Any]], str]:
     """The batch's summary and image records from a deployed ledger, and its region."""
     from imagebatch.aws.ledger import Ledger
     from imagebatch.aws.session import aws_errors
@@ -165,7 +168,7 @@ def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[st
         return summary, list(ledger.image_records(batch_id)), session.region
 
 
-def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _from_export(out: Path, batch_id: str) -> tuple[BatchRecord, list[dict[str, Any]]]:
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, read_ledger_export
 
     export = ledger_export_path(out, batch_id)

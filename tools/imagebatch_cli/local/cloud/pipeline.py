@@ -23,6 +23,7 @@ import boto3
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus, batch_id_for
 from imagebatch_cli.local.cloud import moto_workarounds
 from imagebatch_cli.local.cloud.event_sources import SqsEventSourcePoller, SqsSource
@@ -170,7 +171,7 @@ class LocalAws:
 
     def wait_for_batch(
         self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
-    ) -> dict[str, Any]:
+    ) -> BatchRecord:
         ledger, deadline = self.ledger(), time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.raise_if_denied()
@@ -178,9 +179,9 @@ class LocalAws:
             summary = ledger.get_batch(batch_id)
             if summary is not None:
                 if progress is not None:
-                    done = summary["images_succeeded"] + summary["images_failed"]
-                    progress(done, summary["images_total"])
-                if summary["status"] in FINAL:
+                    done = summary.images_succeeded + summary.images_failed
+                    progress(done, summary.images_total)
+                if summary.status in FINAL:
                     self.raise_if_denied()
                     return summary
                 self._raise_if_execution_failed(batch_id)
