@@ -185,6 +185,7 @@ def _export(
     max_cost_micro_usd: int | None = 5_000_000,
 ) -> dict[str, Any]:
     from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
+    from ledger_summary import as_item
 
     from imagebatch.aws.dynamo_items import batch_pk, from_item
     from imagebatch.aws.ledger import Ledger
@@ -228,4 +229,4 @@ def _export(
     others = [from_item(item) for item in response["Items"]]
     others = [record for record in others if record["sk"] != "SUMMARY"]
     write_ledger_export(ledger_export_path(out, batch_id), summary, others)
-    return summary
+    return as_item(summary)

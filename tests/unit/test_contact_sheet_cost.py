@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import pytest
+from ledger_summary import as_item
 from PIL import Image
 
 from imagebatch.aws.ledger import Ledger
@@ -100,7 +101,7 @@ def _fresh(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
 
 
 def _invariant(ledger: Ledger) -> dict[str, Any]:
-    summary = ledger.get_batch("b")
+    summary = as_item(ledger.get_batch("b"))
     assert summary is not None
     assert (
         summary["spent_micro_usd"]
@@ -115,14 +116,14 @@ def _invariant(ledger: Ledger) -> dict[str, Any]:
 def test_the_sheet_is_charged_to_its_batch_and_its_day(batch: Any) -> None:
     store, ledger, outcomes = batch
     _create(ledger, outcomes)
-    before = ledger.get_batch("b")
+    before = as_item(ledger.get_batch("b"))
     assert before is not None
     # WHEN the contact sheet is built
     charge = build_and_charge(
         ContactSheetEvent(batch_id="b", bucket=store.bucket), **_fresh(store, ledger)
     )
     # THEN its Lambda, one GET per image, the chunk files, its PUTs and bytes are on the batch
-    after = ledger.get_batch("b")
+    after = as_item(ledger.get_batch("b"))
     assert after is not None
     assert charge.result is not None
     added = Usage.from_summary(after) + Usage(

@@ -13,9 +13,11 @@ from typing import Any
 
 from endpoint_day import Submitted, at, simulate
 from imagebatch_cli.views.report import categories_table
+from ledger_summary import as_item
 from rich.console import Console
 
 from imagebatch.api.responses import batch_summary
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.endpoint_usage import EndpointUsageStore, request_put
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
@@ -113,7 +115,7 @@ def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
 
     # THEN spent by the batches + unattributed idle = instance-seconds x price, exactly
     truth = int(day.instance_seconds() * INF2.micro_usd_per_second)
-    summaries = {b: ledger.get_batch(b) or {} for b in inference}
+    summaries = {b: as_item(ledger.get_batch(b)) or {} for b in inference}
     windows = usage.windows(ENDPOINT)
     assert len(windows) == 2
     unattributed = sum(int(w["unattributed_micro_usd"]) for w in windows)
@@ -142,9 +144,9 @@ def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
     by_backend = group_costs(queries.cost_rollups("2026-11-22", today), "backend")
     assert {g.key: g.spent_micro_usd for g in by_backend}[UNATTRIBUTED] == unattributed
     # and the batch view shows its share of the endpoint's time
-    shown = batch_summary(summaries["b1"], load_aws_prices().region("us-east-1"))
+    shown = batch_summary(record_from_plain(summaries["b1"]), load_aws_prices().region("us-east-1"))
     assert shown.endpoint_overhead_micro_usd == summaries["b1"]["endpoint_overhead_micro_usd"]
-    assert "endpoint cold start + idle" in _render(categories_table(shown.model_dump()))
+    assert "endpoint cold start + idle" in _render(categories_table(shown))
 
 
 def test_samples_are_recorded_only_when_the_counts_change(

@@ -188,7 +188,7 @@ def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
 
 
 def _print_report(report: ValidationReport) -> None:
-    from imagebatch_cli.views.report import usd
+    from imagebatch.models.money import format_usd as usd
 
     for line in error_lines(report.manifest, report.errors):
         say(line, err=True)

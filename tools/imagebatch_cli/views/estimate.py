@@ -10,7 +10,7 @@ from rich.table import Table
 
 from imagebatch.costs.estimate import BackendOption, break_even
 from imagebatch.models.money import ceil_micro
-from imagebatch_cli.views.report import usd
+from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
     from imagebatch.pipeline.ingest import BatchPlan, StackOptions
