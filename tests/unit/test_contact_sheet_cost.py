@@ -116,14 +116,14 @@ def _invariant(ledger: Ledger) -> dict[str, Any]:
 def test_the_sheet_is_charged_to_its_batch_and_its_day(batch: Any) -> None:
     store, ledger, outcomes = batch
     _create(ledger, outcomes)
-    before = as_item(ledger.get_batch("b"))
+    before = ledger.get_batch("b")
     assert before is not None
     # WHEN the contact sheet is built
     charge = build_and_charge(
         ContactSheetEvent(batch_id="b", bucket=store.bucket), **_fresh(store, ledger)
     )
     # THEN its Lambda, one GET per image, the chunk files, its PUTs and bytes are on the batch
-    after = as_item(ledger.get_batch("b"))
+    after = ledger.get_batch("b")
     assert after is not None
     assert charge.result is not None
     added = Usage.from_summary(after) + Usage(
@@ -135,10 +135,10 @@ def test_the_sheet_is_charged_to_its_batch_and_its_day(batch: Any) -> None:
     assert added.s3_get_requests == IMAGES + 1
     assert added.s3_put_requests == 2  # contact-sheet.png, index.html
     assert added.s3_bytes_written > 0
-    assert after["spent_micro_usd"] - before["spent_micro_usd"] == charge.charged_micro_usd > 0
+    assert after.spent_micro_usd - before.spent_micro_usd == charge.charged_micro_usd > 0
     # AND the day's rollup carries it, so costs over a range still sum to the spend
     rollups = list(ledger.query_batch("b", "DAY#"))
-    assert sum(r["spent_micro_usd"] for r in rollups) == after["spent_micro_usd"]
+    assert sum(r["spent_micro_usd"] for r in rollups) == after.spent_micro_usd
     assert rollups[0]["tags"] == {"team": "shop"}
 
 
