@@ -72,6 +72,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
 ) -> None:
     """List batches, newest first, with what each cost."""
+    from imagebatch.api.responses import BatchListEntry
     from imagebatch_cli.views.report import batches_table
 
     start, end = time_range(since, until)
@@ -86,7 +87,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
     if as_json:
         emit_json(page)
         return
-    console.print(batches_table(page["batches"]))
+    console.print(batches_table([BatchListEntry.model_validate(b) for b in page["batches"]]))
     if page.get("next_token"):
         console.print("(more: narrow with --since or --tag, or raise --limit)")
 

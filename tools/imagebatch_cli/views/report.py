@@ -14,7 +14,7 @@ from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
     # the query API's models load Powertools' OpenAPI types: only when a table is printed
-    from imagebatch.api.responses import BatchSummary
+    from imagebatch.api.responses import BatchListEntry, BatchSummary
     from imagebatch.models.batch_record import BatchRecord
 
 
@@ -81,7 +81,7 @@ def categories_table(shown: BatchSummary) -> Table:
     return table
 
 
-def batches_table(batches: list[dict[str, Any]]) -> Table:
+def batches_table(batches: list[BatchListEntry]) -> Table:
     table = Table(title="batches, newest first", header_style="bold")
     for column in ("batch", "status", "created", "made", "failed", "total", "charged"):
         table.add_column(
@@ -90,15 +90,14 @@ def batches_table(batches: list[dict[str, Any]]) -> Table:
             no_wrap=True,
         )
     for batch in batches:
-        costs = batch.get("costs") or {}
         table.add_row(
-            batch["batch_id"],
-            batch["status"],
-            batch["created_at"][:19],
-            str(batch["images_succeeded"]),
-            str(batch["images_failed"]),
-            usd(int(costs["total"])) if "total" in costs else "-",
-            usd(int(batch["spent_micro_usd"])),
+            batch.batch_id,
+            batch.status,
+            batch.created_at[:19],
+            str(batch.images_succeeded),
+            str(batch.images_failed),
+            usd(batch.costs.total) if batch.costs is not None else "-",
+            usd(batch.spent_micro_usd),
         )
     return table
 
