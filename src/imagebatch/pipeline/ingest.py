@@ -804,6 +804,7 @@ def _batch_record(plan: BatchPlan, manifest: ManifestObject, errors_key: str | N
     estimate = plan.estimate
     fields: dict[str, Any] = {
         **manifest.record_fields(),
+        "batch_id": manifest.batch_id,
         "backend": plan.backend,
         "backends": dict(plan.backends) or None,
         "backend_choice": plan.choice,
