@@ -16,7 +16,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 # Keep in step with MANIFEST.in (the sdist) and imagebatch_cli.project.APPLICATION_FILES;
-# tests/unit/test_packaging.py builds the wheel and checks every file the template names.
+# tests/integration/test_packaging.py builds the wheel and checks every file the template names.
 APPLICATION = (
     "template.yaml",
     "samconfig.toml",

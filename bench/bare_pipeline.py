@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-from imagebatch_cli.local.fakes.tiny_model import (
+from imagebatch_local.fakes.tiny_model import (
     ImageRenderer,
     RenderRequest,
     ensure_tiny_model,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     # The child process (the measured "Lambda") must import what the handler imports and no
     # more, so everything else loads inside the functions that use it.
-    from imagebatch_cli.local.fakes.renderers import RenderedImage, RenderRequest
+    from imagebatch_local.fakes.renderers import RenderedImage, RenderRequest
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "stability.sd3-5-large-v1:0"
@@ -75,7 +75,7 @@ class PayloadRenderer:
         self._random = random.Random(1)
 
     def render(self, requests: Sequence[RenderRequest]) -> list[RenderedImage]:
-        from imagebatch_cli.local.fakes.renderers import RenderedImage
+        from imagebatch_local.fakes.renderers import RenderedImage
 
         with self._lock:
             delay = self._latency + self._random.uniform(-self._jitter, self._jitter)
@@ -107,7 +107,7 @@ def _rss_mb() -> float:
 
 def child(batch_id: str, bucket: str, in_flight: int, memory_mb: int) -> dict[str, Any]:
     """The chunk handler in this (fresh) process, as a Lambda sandbox runs it."""
-    from imagebatch_cli.local.cloud.lambda_runtime import LocalLambdaContext
+    from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
 
     from imagebatch.aws.s3_store import chunk_key
     from imagebatch.models.records import ChunkRef, ChunkTask
@@ -140,8 +140,8 @@ def child(batch_id: str, bucket: str, in_flight: int, memory_mb: int) -> dict[st
 
 def measure(in_flight_settings: Sequence[int]) -> list[dict[str, Any]]:
     """One chunk per setting, each in a fresh process; the figures per setting."""
-    from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
-    from imagebatch_cli.local.fakes.bedrock_server import LocalBedrock
+    from imagebatch_local.cloud.session import LocalOptions, local_aws
+    from imagebatch_local.fakes.bedrock_server import LocalBedrock
 
     from imagebatch.aws.s3_store import BatchStore
     from imagebatch.models.records import ChunkFile, ImageJob

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from imagebatch.models.bedrock_models import load_catalogue
-from imagebatch.pipeline.ingest import plan_batch
+from imagebatch.planning.plan import plan_batch
 
 MODEL = "stability.sd3-5-large-v1:0"
 # lines -> (seconds, MB): the target for a manifest of at least that many lines
@@ -65,7 +65,7 @@ def main(lines: int) -> None:
         size_mb = manifest.stat().st_size / 1e6
     print(
         f"ingest: {lines:,} lines ({size_mb:.1f} MB) -> {plan.images_total:,} images in "
-        f"{len(plan.chunk_ids):,} chunks, {plan.invalid_lines} invalid: {seconds:.2f} s, "
+        f"{len(plan.chunks):,} chunks, {plan.invalid_lines} invalid: {seconds:.2f} s, "
         f"peak RSS {peak_mb:.0f} MB (before the pass {rss_before_mb:.0f} MB)"
     )
     size = max((n for n in TARGETS if n <= lines), default=min(TARGETS))

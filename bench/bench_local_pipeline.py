@@ -18,10 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 from bare_pipeline import run_bare
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
+from imagebatch_local.cloud.session import LocalOptions, local_aws
 
 from imagebatch.manifest.schema import ManifestItem
-from imagebatch.pipeline.ingest import seed_for
+from imagebatch.planning.routing import seed_for
 
 MODEL = "stability.sd3-5-large-v1:0"
 

@@ -36,7 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
+from imagebatch_local.cloud.session import LocalOptions, local_aws
 
 from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import RegionPrices, load_aws_prices

@@ -92,7 +92,7 @@ class RssSampler:
 
 def run_one(images: int) -> dict[str, Any]:
     """One batch of `images` in this process; the figures as a dict."""
-    from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
+    from imagebatch_local.cloud.session import LocalOptions, local_aws
 
     logging.basicConfig(level=logging.WARNING)
     # moto's state machine interpreter reports a failed Map item only at debug level.

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from imagebatch_cli.local.fakes.tiny_model import build_tiny_model
+from imagebatch_local.fakes.tiny_model import build_tiny_model
 from imagebatch_serving.app import create_app
 from imagebatch_serving.backends import DiffusersBackend
 from imagebatch_serving.engine import DirectorySink, ServingEngine, encode_png, shape_of

@@ -7,9 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.catalog_state import CatalogState
-from imagebatch.aws.clients import dynamodb_client, s3_client
-from imagebatch.aws.s3_store import BatchStore
+from imagebatch import wiring
 from imagebatch.catalog.nightly import CatalogRunEvent, run_catalogs
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.settings import StorageSettings, cached_settings
@@ -24,8 +22,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = _settings()
     results = run_catalogs(
         CatalogRunEvent.model_validate(event),
-        store=BatchStore(s3_client(), settings.data_bucket),
-        state=CatalogState(dynamodb_client(), settings.ledger_table),
+        store=wiring.store(settings),
+        state=wiring.catalog_state(settings),
     )
     for result in results:
         metrics.add_metric("CatalogVariantsChanged", MetricUnit.Count, result.changed)

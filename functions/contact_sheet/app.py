@@ -9,10 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.clients import dynamodb_client, s3_client
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
-from imagebatch.costs.prices import load_aws_prices
+from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.contact_sheet import ContactSheetEvent
@@ -29,11 +26,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     clock = LambdaClock(int(context.memory_limit_in_mb))
     sheet_event = ContactSheetEvent.model_validate(event)
     logger.append_keys(batch_id=sheet_event.batch_id)
+    settings = _settings()
     charge = build_and_charge(
         sheet_event,
-        store=BatchStore(s3_client(), sheet_event.bucket),
-        ledger=Ledger(dynamodb_client(), _settings().ledger_table),
-        prices=load_aws_prices().region(_settings().aws_region),
+        store=wiring.store(settings, sheet_event.bucket),
+        ledger=wiring.ledger(settings),
+        prices=wiring.prices(settings),
         clock=clock,
         remaining_s=lambda: context.get_remaining_time_in_millis() / 1000,
     )

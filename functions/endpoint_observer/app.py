@@ -11,10 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.clients import dynamodb_client, sagemaker_client
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
-from imagebatch.aws.sagemaker_endpoints import EndpointInstances
-from imagebatch.costs.prices import load_aws_prices
+from imagebatch import wiring
 from imagebatch.observability import logger, tracer
 from imagebatch.pipeline.endpoint_observer import observe_endpoint
 from imagebatch.settings import EndpointObserverSettings, cached_settings
@@ -28,9 +25,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = _settings()
     logger.append_keys(trigger=event.get("detail-type", "schedule"))
     run = observe_endpoint(
-        EndpointInstances(sagemaker_client(), settings.endpoint_name),
-        EndpointUsageStore(dynamodb_client(), settings.ledger_table),
-        load_aws_prices().region(settings.aws_region).instance(settings.instance_type),
+        wiring.endpoint_instances(settings),
+        wiring.observer_usage(settings),
+        wiring.prices(settings).instance(settings.instance_type),
         now=lambda: datetime.now(UTC),
         settle=timedelta(seconds=settings.settle_s),
     )

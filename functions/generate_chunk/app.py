@@ -7,14 +7,8 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.bedrock_runtime import BedrockImageBackend
-from imagebatch.aws.clients import bedrock_runtime_client, dynamodb_client, s3_client
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
-from imagebatch.backends.retry import BackoffPolicy
-from imagebatch.costs.prices import load_aws_prices
+from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
-from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkTask
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.generate import generate_chunk
@@ -33,19 +27,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(batch_id=task.batch_id, chunk_id=task.chunk.chunk_id)
     result = generate_chunk(
         task,
-        store=BatchStore(s3_client(), task.bucket),
-        ledger=Ledger(dynamodb_client(), settings.ledger_table),
-        backend=BedrockImageBackend(bedrock_runtime_client(), load_catalogue()),
-        catalogue=load_catalogue(),
+        store=wiring.store(settings, task.bucket),
+        ledger=wiring.ledger(settings),
+        backend=wiring.bedrock_backend(),
+        catalogue=wiring.catalogue(),
         concurrency=settings.chunk_concurrency,
         time_left_ms=context.get_remaining_time_in_millis,
         commit_reserve_ms=settings.commit_reserve_ms,
-        retry_policy=BackoffPolicy(
-            base_s=settings.retry_base_ms / 1000,
-            cap_s=max(settings.retry_cap_ms, settings.retry_base_ms) / 1000,
-            max_attempts=settings.retry_max_attempts,
-        ),
-        prices=load_aws_prices().region(settings.aws_region),
+        retry_policy=wiring.retry_policy(settings),
+        prices=wiring.prices(settings),
         clock=clock,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)

@@ -10,22 +10,11 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import S3Model
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
-from imagebatch.aws.stepfunctions import StepFunctionsStarter
-from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
-from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.observability import logger, metrics, tracer
-from imagebatch.pipeline.ingest import (
-    IngestOutcome,
-    IngestPorts,
-    ManifestObject,
-    StackOptions,
-    ingest_manifest,
-)
+from imagebatch.pipeline.ingest import IngestOutcome, IngestPorts, ManifestObject, ingest_manifest
+from imagebatch.planning.stack_options import DeployedOptions
 from imagebatch.settings import IngestSettings, cached_settings
 
 _settings = cached_settings(IngestSettings)
@@ -33,19 +22,17 @@ _settings = cached_settings(IngestSettings)
 
 def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
-    stack = StackOptions.from_settings(settings)
+    stack = DeployedOptions.from_settings(settings)
     deployment = stack.deployment
-    ledger = Ledger(dynamodb_client(), settings.ledger_table)
-    usage = EndpointUsageStore(ledger.client, ledger.table, ledger.meter)
+    ledger = wiring.ledger(settings)
+    usage = wiring.endpoint_usage(ledger)
     ports = IngestPorts(
-        store=BatchStore(s3_client(), bucket),
+        store=wiring.store(settings, bucket),
         ledger=ledger,
-        starter=StepFunctionsStarter(sfn_client(), settings.state_machine_arn),
-        catalogue=load_catalogue(),
+        starter=wiring.starter(settings),
+        catalogue=wiring.catalogue(),
         clock=clock,
-        throughput=(
-            EndpointThroughput(ledger.client, ledger.table, ledger.meter) if deployment else None
-        ),
+        throughput=wiring.endpoint_throughput(ledger) if deployment else None,
         endpoint_at_zero=(
             (lambda: usage.at_zero(deployment.endpoint_name)) if deployment else None
         ),

@@ -8,10 +8,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagebatch import wiring
 from imagebatch.api.routes import ApiDependencies, resolve
-from imagebatch.aws.clients import dynamodb_client
-from imagebatch.aws.ledger_queries import LedgerQueries
-from imagebatch.costs.prices import load_aws_prices
 from imagebatch.observability import logger, tracer
 from imagebatch.settings import StorageSettings, cached_settings
 
@@ -21,10 +19,7 @@ _settings = cached_settings(StorageSettings)
 @lru_cache(maxsize=1)
 def _dependencies() -> ApiDependencies:
     settings = _settings()
-    return ApiDependencies(
-        queries=LedgerQueries(dynamodb_client(), settings.ledger_table),
-        prices=load_aws_prices().region(settings.aws_region),
-    )
+    return ApiDependencies(queries=wiring.ledger_queries(settings), prices=wiring.prices(settings))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

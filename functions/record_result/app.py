@@ -17,15 +17,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.clients import dynamodb_client, s3_client, sfn_client
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
-from imagebatch.aws.stepfunctions import TaskTokens
+from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.sagemaker_contract import AsyncNotification
 from imagebatch.observability import logger, tracer
-from imagebatch.pipeline.sagemaker_chunk import InvocationRequest, record_result
-from imagebatch.pipeline.sagemaker_costing import endpoint_costing
+from imagebatch.pipeline.sagemaker_result import InvocationRequest, record_result
 from imagebatch.settings import RecordResultSettings, cached_settings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -53,13 +49,13 @@ def record_handler(record: SQSRecord) -> None:
     clock = LambdaClock(_Invocation.memory_mb)
     notification = parse_notification(record.body)
     settings = _settings()
-    ledger = Ledger(dynamodb_client(), settings.ledger_table)
+    ledger = wiring.ledger(settings)
     record_result(
         notification,
-        store=BatchStore(s3_client(), settings.data_bucket),
+        store=wiring.store(settings),
         ledger=ledger,
-        tokens=TaskTokens(sfn_client()),
-        costing=endpoint_costing(settings, ledger),
+        tokens=wiring.task_tokens(),
+        costing=wiring.endpoint_costing(settings, ledger),
         clock=clock,
         request=_Invocation.request,
     )

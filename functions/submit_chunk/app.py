@@ -6,20 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagebatch.aws.clients import (
-    dynamodb_client,
-    s3_client,
-    sagemaker_runtime_client,
-    sfn_client,
-)
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
-from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
-from imagebatch.aws.stepfunctions import TaskTokens
+from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, tracer
-from imagebatch.pipeline.sagemaker_chunk import SubmitTask, submit_chunk
-from imagebatch.pipeline.sagemaker_costing import endpoint_costing
+from imagebatch.pipeline.sagemaker_submit import SubmitTask, submit_chunk
 from imagebatch.settings import SubmitChunkSettings, cached_settings
 
 _settings = cached_settings(SubmitChunkSettings)
@@ -32,19 +22,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = SubmitTask.model_validate(event)
     settings = _settings()
     logger.append_keys(batch_id=task.batch_id, chunk_id=task.chunk.chunk_id)
-    ledger = Ledger(dynamodb_client(), settings.ledger_table)
+    ledger = wiring.ledger(settings)
     receipt = submit_chunk(
         task,
-        store=BatchStore(s3_client(), task.bucket),
+        store=wiring.store(settings, task.bucket),
         ledger=ledger,
-        endpoint=AsyncEndpoint(
-            sagemaker_runtime_client(),
-            settings.endpoint_name,
-            request_ttl_s=settings.request_ttl_s,
-            invocation_timeout_s=settings.invocation_timeout_s,
-        ),
-        tokens=TaskTokens(sfn_client()),
-        costing=endpoint_costing(settings, ledger, submit_memory_mb=clock.memory_mb),
+        endpoint=wiring.async_endpoint(settings),
+        tokens=wiring.task_tokens(),
+        costing=wiring.endpoint_costing(settings, ledger, submit_memory_mb=clock.memory_mb),
         clock=clock,
     )
     return receipt.model_dump()

@@ -6,6 +6,7 @@
     ├── BatchNotFoundError         a batch id with no summary record in the ledger
     ├── UnknownModelError          a model id the Bedrock model catalogue does not list
     ├── ObjectMissingError         an S3 object the pipeline expected is not there
+    ├── ContactSheetOutOfBudgetError the contact sheet used the time its budget hold covers
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
     ├── StorageError               our own S3 or DynamoDB call failed after its retries
     ├── RestartLimitError          a batch's execution was restarted too often to try again
@@ -14,6 +15,7 @@
     │                              credentials, endpoint unreachable, refused; worded to act on
     ├── StackOutputsError          a deployed stack lacks what the CLI needs (outputs, config)
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
+    ├── ContactSheetUnfinished     the contact sheet ran out of invocation time; retried
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
 
 Raise them `from` the cause, so the log keeps what AWS or the model actually said.

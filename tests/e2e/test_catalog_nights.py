@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.catalog_local import LocalCatalogRun, run_local_catalog
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
+from imagebatch_local.cloud.catalog_local import LocalCatalogRun, run_local_catalog
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
 from imagebatch.pipeline.contact_sheet import HEADER_LINE, LABEL_HEIGHT, PAD, THUMB, sheet_columns

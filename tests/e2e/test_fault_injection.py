@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from imagebatch_cli.commands.redrive import build_redrive, read_s3_reports
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
-from ledger_summary import as_item
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 from imagebatch.aws.deployed import DataBucket
 from imagebatch.models.bedrock_models import load_catalogue

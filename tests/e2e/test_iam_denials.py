@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
-from ledger_summary import as_item
+from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, LocalRunError, local_aws
-from imagebatch_cli.local.cloud.sfn_limits import PAYLOAD_LIMIT_BYTES, collected_result_size
-from imagebatch_cli.local.cloud.stack import load_template
-from ledger_summary import as_item
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, LocalRunError, local_aws
+from imagebatch_local.cloud.sfn_limits import PAYLOAD_LIMIT_BYTES, collected_result_size
+from imagebatch_local.template import load_template
 from PIL import Image
+from support.ledger_summary import as_item
 
 from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.costs.estimate import Shape, bedrock_options

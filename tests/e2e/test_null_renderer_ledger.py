@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalOptions, local_aws
-from ledger_summary import as_item
+from imagebatch_local.cloud.session import LocalOptions, local_aws
 from PIL import Image
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 

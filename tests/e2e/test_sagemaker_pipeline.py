@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions, local_aws
-from ledger_summary import as_item
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.costs.prices import load_aws_prices

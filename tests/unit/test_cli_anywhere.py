@@ -3,9 +3,7 @@ CLI's own files, and nothing but paths the user types depends on the working dir
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from imagebatch_cli.app import app
@@ -20,7 +18,6 @@ from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-ExportBatch = Callable[..., dict[str, Any]]
 
 
 def test_the_application_is_found_from_the_package_not_the_working_directory(
@@ -65,19 +62,3 @@ def test_a_manifest_and_a_sample_together_are_a_usage_error(tmp_path: Path) -> N
     assert result.exit_code == 2
     assert "one of them" in result.output
     assert runner.invoke(app, ["validate"]).exit_code == 2
-
-
-def test_batches_and_costs_read_local_exports_from_another_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export_batch: ExportBatch
-) -> None:
-    # GIVEN a batch `local run` exported under ./out, and a folder without template.yaml
-    monkeypatch.chdir(tmp_path)
-    export_batch(tmp_path / "out", "demo-0123456789ab")
-    # WHEN the query commands run there with their default --out
-    listed = runner.invoke(app, ["batches"])
-    grouped = runner.invoke(app, ["costs", "--group-by", "model", "--since", "2026-11-01"])
-    # THEN they answer from the export, through the application's own query handler
-    assert listed.exit_code == 0, listed.output
-    assert "demo-0123456789ab" in listed.output
-    assert grouped.exit_code == 0, grouped.output
-    assert "stability.sd3-5-large-v1:0" in grouped.output

@@ -4,15 +4,13 @@ ingest's, estimate offers only what the manifest allows and charts it on log axe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from imagebatch_cli.app import app
-from imagebatch_cli.commands.estimate import estimate_manifest
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_cli.views.estimate import CHART_MAX_IMAGES, chart_points, estimate_figure
+from imagebatch_cli.what_if import estimate_manifest
 from typer.testing import CliRunner
 
 from imagebatch.costs.estimate import Shape
@@ -21,7 +19,6 @@ from imagebatch.costs.terms import charge_note
 from imagebatch.models.bedrock_models import load_catalogue
 
 runner = CliRunner()
-ExportBatch = Callable[..., dict[str, Any]]
 SD35 = "stability.sd3-5-large-v1:0"
 
 
@@ -37,23 +34,6 @@ def test_charge_note_explains_a_difference_and_stays_silent_without_one() -> Non
     assert "rounded up" in note
     held = charge_note(1_000_000, 1_050_000, unsettled_micro_usd=49_999)
     assert held is not None and "$0.049999 of budget holds" in held
-
-
-def test_cost_names_total_and_charged_and_says_why_they_differ(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export_batch: ExportBatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    summary = export_batch(tmp_path / "out", "b-0123456789ab", made=2, failed=0)
-    result = runner.invoke(app, ["cost", "b-0123456789ab"])
-    assert result.exit_code == 0, result.output
-    for label in ("inference", "orchestration", "storage (1 month)", "total", "charged to budget"):
-        assert f"│ {label} " in result.output
-    shaped = json.loads(runner.invoke(app, ["cost", "b-0123456789ab", "--json"]).stdout)
-    assert shaped["charged_micro_usd"] == summary["spent_micro_usd"]
-    if shaped["charged_micro_usd"] != shaped["costs"]["total"]:
-        assert shaped["charge_note"] in result.output.replace("\n", "")
-    listed = runner.invoke(app, ["batches"])
-    assert "total" in listed.output and "charged" in listed.output and "spent" not in listed.output
 
 
 def test_validate_gives_ingests_budget_verdict(tmp_path: Path) -> None:

@@ -17,32 +17,10 @@ from pathlib import Path
 import pytest
 from imagebatch_cli.app import app
 from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status
-from typer.testing import CliRunner, Result
+from support.cli import clean as _clean
+from typer.testing import CliRunner
 
 runner = CliRunner()
-CLOSED_PORT_URL = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
-
-
-@pytest.fixture
-def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No region, no credentials, no config files; botocore never asks an instance role."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name == "IMAGEBATCH_API":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.chdir(tmp_path)
-
-
-def _clean(result: Result, code: int) -> str:
-    """The command ended with `code` through its own handling: no exception escaped it."""
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 @pytest.mark.usefixtures("no_aws")
@@ -93,17 +71,6 @@ def _clean(result: Result, code: int) -> str:
 def test_a_bad_input_is_one_line_and_an_exit_code(args: list[str], code: int, says: str) -> None:
     output = _clean(runner.invoke(app, args), code)
     assert says in output
-
-
-def test_an_unreachable_query_api_is_named(no_aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    for args in (["batches"], ["costs"], ["cost", "b1"]):
-        output = _clean(
-            runner.invoke(app, ["--region", "us-east-1", *args, "--api", CLOSED_PORT_URL]),
-            ExitCode.ERROR,
-        )
-        assert "cannot reach the query API at 127.0.0.1:9" in output
 
 
 def test_a_rate_outside_zero_to_one_is_refused_before_start_up(no_aws: None) -> None:

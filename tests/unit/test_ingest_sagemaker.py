@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from imagebatch.backends.routing import Deployment
-from imagebatch.backends.sagemaker import estimate_micro_usd
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.sagemaker_seconds import estimate_micro_usd
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile
 from imagebatch.models.sagemaker_contract import parse_buckets
-from imagebatch.pipeline.ingest import plan_batch, rejection_reason
+from imagebatch.planning.plan import plan_batch
+from imagebatch.planning.verdict import rejection_reason
 
 
 def manifest(*items: dict[str, Any]) -> io.BytesIO:

@@ -8,8 +8,11 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from importlinter.application.use_cases import lint_imports
+from importlinter.configuration import configure
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_REQUIREMENTS = ROOT / "src" / "requirements.txt"
@@ -20,7 +23,15 @@ FORBIDDEN_REQUIREMENTS = frozenset(
     {"torch", "torchvision", "diffusers", "transformers", "moto", "sagemaker"}
 )
 FORBIDDEN_IMPORTS = frozenset(
-    {"torch", "diffusers", "transformers", "moto", "imagebatch_cli", "sagemaker"}
+    {
+        "torch",
+        "diffusers",
+        "transformers",
+        "moto",
+        "imagebatch_cli",
+        "imagebatch_local",
+        "sagemaker",
+    }
 )
 REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*(.*)$")
 
@@ -167,6 +178,31 @@ def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
         assert not sdk, "boto3/botocore belong in imagebatch/aws:\n" + "\n".join(sdk)
 
 
+# The layers themselves are import-linter's contracts in pyproject.toml ([tool.importlinter],
+# run by `lint-imports` in `make lint` and `make check`); these tests run them and keep the
+# promises the layout makes among them.
+IMPORT_CONTRACTS: list[dict[str, Any]] = tomllib.loads((ROOT / "pyproject.toml").read_text())[
+    "tool"
+]["importlinter"]["contracts"]
+[LAYERED] = [c for c in IMPORT_CONTRACTS if c.get("containers") == ["imagebatch"]]
+LAYERS = [{name.strip() for name in re.split(r"[|:]", layer)} for layer in LAYERED["layers"]]
+
+
+def layer_of(package: str) -> int:
+    [index] = [i for i, layer in enumerate(LAYERS) if package in layer]
+    return index
+
+
+def test_the_import_contracts_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the checkout's own code first on the path (an editable install may point elsewhere)
+    for folder in ("tools", "src"):
+        monkeypatch.syspath_prepend(str(ROOT / folder))
+    monkeypatch.chdir(ROOT)
+    configure()  # what the lint-imports command does first: its readers and printer
+    # WHEN import-linter checks every contract of pyproject.toml, THEN all are kept
+    assert lint_imports(cache_dir=None, no_logo=True), "lint-imports: a contract is broken"
+
+
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
@@ -176,24 +212,28 @@ def test_only_the_aws_package_imports_the_aws_sdk(path: Path) -> None:
         ("pipeline", "imagebatch.catalog"),
         # the domain never reaches up into the handlers' wiring or the query API
         ("costs", "imagebatch.pipeline"),
+        # cost math is below routing and retry: backends price with costs, not the reverse
+        ("costs", "imagebatch.backends"),
         ("backends", "imagebatch.pipeline"),
         ("aws", "imagebatch.pipeline"),
         ("manifest", "imagebatch.pipeline"),
+        # planning is pure: ingest and the CLI's validate/estimate run it, it calls no AWS
+        ("planning", "imagebatch.aws"),
+        ("planning", "imagebatch.pipeline"),
     ],
 )
 def test_package_layering(package: str, forbidden: str) -> None:
-    # GIVEN every module of one subpackage
-    modules = [p for p in package_modules() if subpackage(p) == package]
-    assert modules, f"imagebatch/{package} has no modules"
-    # WHEN its imports of our own code are listed
-    bad = [
-        f"{path.relative_to(ROOT)}:{line}: {name}"
-        for path in modules
-        for line, name in module_imports(path)
-        if name.startswith(forbidden) and not name.startswith(f"imagebatch.{package}")
-    ]
-    # THEN none crosses the layer boundary
-    assert not bad, f"imagebatch/{package} must not import {forbidden}*:\n" + "\n".join(bad)
+    # GIVEN the layers contract's order (top first)
+    above = forbidden.removeprefix("imagebatch.").rstrip(".")
+    if not above:
+        # THEN a package that may import nothing of ours is the bottom layer, alone
+        assert LAYERS[-1] == {package}, f"imagebatch/{package} must be the bottom layer alone"
+    elif layer_of(above) == layer_of(package):
+        # THEN siblings in one layer are independent ('|'): neither imports the other
+        assert "|" in LAYERED["layers"][layer_of(package)], f"{package} and {above}: use '|'"
+    else:
+        # THEN the forbidden package sits in a higher layer than the importing one
+        assert layer_of(above) < layer_of(package), f"imagebatch/{package} sits above {above}"
 
 
 def test_environment_is_read_only_by_the_settings_module() -> None:
@@ -247,24 +287,19 @@ def test_no_two_modules_differ_only_in_spelling() -> None:
 CLI = ROOT / "tools" / "imagebatch_cli"
 
 
-def cli_modules_outside_local() -> list[Path]:
-    return [
-        path
-        for path in sorted(CLI.rglob("*.py"))
-        if "__pycache__" not in path.parts and (CLI / "local") not in path.parents
-    ]
+def cli_modules() -> list[Path]:
+    # The local AWS (moto's, which may use boto3) is its own package, tools/imagebatch_local.
+    return [path for path in sorted(CLI.rglob("*.py")) if "__pycache__" not in path.parts]
 
 
 def test_there_are_cli_modules_to_check() -> None:
-    names = {path.name for path in cli_modules_outside_local()}
-    assert {"app.py", "query_client.py", "stack.py"} <= names
+    names = {path.name for path in cli_modules()}
+    assert {"app.py", "query_client.py", "deployed_stack.py"} <= names
 
 
-@pytest.mark.parametrize(
-    "path", cli_modules_outside_local(), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", cli_modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_cli_reaches_aws_only_through_the_adapters(path: Path) -> None:
-    # GIVEN a CLI module outside local/ (the local AWS is moto's, and may use boto3)
+    # GIVEN a CLI module (the local AWS, moto's, is imagebatch_local, and may use boto3)
     # WHEN its imports are read, TYPE_CHECKING ones included
     sdk = [
         f"{path.relative_to(ROOT)}:{line}: {name}"

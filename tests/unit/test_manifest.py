@@ -817,14 +817,11 @@ def test_sample_lines_validate_against_the_published_schemas() -> None:
     for line in lines[1:]:
         jsonschema.validate(json.loads(line), item_schema)
     # AND the CSV rows, as the reader sees them, conform too
-    reader = ManifestReader(
-        (REPO / "events" / "manifests" / "demo.csv").open("rb"),
-        ManifestFormat.CSV,
-        load_catalogue(),
-    )
-    for result in reader:
-        assert isinstance(result, ValidItem)
-        jsonschema.validate(result.item.model_dump(mode="json"), item_schema)
+    with (REPO / "events" / "manifests" / "demo.csv").open("rb") as csv_file:
+        reader = ManifestReader(csv_file, ManifestFormat.CSV, load_catalogue())
+        for result in reader:
+            assert isinstance(result, ValidItem)
+            jsonschema.validate(result.item.model_dump(mode="json"), item_schema)
 
 
 def test_schema_rejects_what_the_model_rejects() -> None:

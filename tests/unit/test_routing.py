@@ -24,7 +24,8 @@ from imagebatch.manifest.schema import FieldError, ManifestItem
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile
 from imagebatch.models.sagemaker_contract import parse_buckets
-from imagebatch.pipeline.ingest import BatchPlan, plan_batch, rejection_reason
+from imagebatch.planning.plan import BatchPlan, plan_batch
+from imagebatch.planning.verdict import rejection_reason
 
 PRICES = load_aws_prices().region("us-east-1")
 CATALOGUE = load_catalogue()
@@ -141,7 +142,7 @@ def _plan(stream: io.BytesIO, tmp_path: Path, **kwargs: Any) -> Any:
 
 
 def _chunks(plan: BatchPlan) -> list[ChunkFile]:
-    return [ChunkFile.model_validate_json(plan.chunk_body(i)) for i in range(len(plan.chunk_ids))]
+    return [ChunkFile.model_validate_json(plan.chunk_body(i)) for i in range(len(plan.chunks))]
 
 
 def test_a_mixed_manifest_splits_per_item_and_images_carry_what_made_them(
@@ -169,10 +170,8 @@ def test_a_mixed_manifest_splits_per_item_and_images_carry_what_made_them(
     assert plan.backends == {"bedrock": 2, "sagemaker": 4}
     assert plan.backend == "mixed"
     assert plan.choice is not None
-    assert plan.chunk_backends == ["bedrock", "sagemaker"] or plan.chunk_backends == [
-        "sagemaker",
-        "bedrock",
-    ]
+    backends = [chunk.backend for chunk in plan.chunks]
+    assert backends == ["bedrock", "sagemaker"] or backends == ["sagemaker", "bedrock"]
     # AND the estimate prices each image where it runs
     per_second = PRICES.instance("ml.inf2.xlarge").micro_usd_per_second
     # 2.09 s at 512x512/50 steps; these take the default 30; the 1024x1024 one 4x the pixels
@@ -214,16 +213,16 @@ ENDPOINT = (
 
 
 def test_the_template_gives_ingest_everything_it_routes_with() -> None:
-    from imagebatch_cli.stack_options import ingest_settings, parse_parameter_overrides
+    from imagebatch_cli.template_preview import ingest_settings, parse_parameter_overrides
 
-    from imagebatch.pipeline.ingest import StackOptions
+    from imagebatch.planning.stack_options import DeployedOptions
 
     # GIVEN the template deployed with the endpoint
     settings = ingest_settings(
         REPO / "template.yaml", parse_parameter_overrides([ENDPOINT]), "us-east-1"
     )
     # THEN every setting routing reads comes from a parameter (none left at a code default)
-    stack = StackOptions.from_settings(settings)
+    stack = DeployedOptions.from_settings(settings)
     assert stack.deployment is not None
     assert stack.deployment.endpoint_name == "imagebatch-images"
     assert stack.deployment.model_id == "tiny-sd"
@@ -232,7 +231,7 @@ def test_the_template_gives_ingest_everything_it_routes_with() -> None:
     assert stack.deployment.stands_in_for == {SD35}
     assert stack.deployment.path.max_batch == 4
     # AND without it, no endpoint
-    plain = StackOptions.from_settings(ingest_settings(REPO / "template.yaml", {}, "us-east-1"))
+    plain = DeployedOptions.from_settings(ingest_settings(REPO / "template.yaml", {}, "us-east-1"))
     assert plain.deployment is None
 
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from imagebatch.aws.s3_store import split_s3_uri
-from imagebatch.backends.sagemaker import price_outcomes, price_result
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
+from imagebatch.costs.sagemaker_seconds import price_outcomes, price_result
 from imagebatch.models.records import FailureClass, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,

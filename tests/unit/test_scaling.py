@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from cfnlint.decode import decode
-from endpoint_day import Submitted, at, simulate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.endpoint_day import Submitted, at, simulate
 
 from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.overhead import (

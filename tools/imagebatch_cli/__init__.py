@@ -1,1 +1,1 @@
-"""The laptop side of imagebatch: CLI, local AWS, local model serving."""
+"""The laptop side of imagebatch: the CLI. The local AWS it runs is imagebatch_local, below it."""

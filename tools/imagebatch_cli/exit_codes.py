@@ -20,7 +20,7 @@ import functools
 import os
 from collections.abc import Callable
 from enum import IntEnum
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -58,6 +58,11 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def fail(message: object, code: int = ExitCode.ERROR) -> NoReturn:
+    """Stop the command with one line on stderr and `code` (the codes: above)."""
+    raise CliError(str(message), code)
 
 
 def describe(exc: BaseException) -> tuple[str, int] | None:

@@ -7,7 +7,6 @@ so a typo is a usage error naming the option, never an HTTP 422.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
+from imagebatch_local.query_api_errors import QueryApiError, api_error_message
 
 if TYPE_CHECKING:
     from imagebatch.aws.session import AwsSession
@@ -84,27 +84,6 @@ def check_group_by(value: str) -> str:
     )
 
 
-class QueryApiError(Exception):
-    pass
-
-
-def api_error_message(path: str, status: int, body: str) -> str:
-    """A refusal from the query API in one line: the parameter and what it must be."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return f"GET {path}: HTTP {status}: {body[:200]}"
-    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
-        parts = []
-        for detail in parsed["detail"]:
-            where = " ".join(str(part) for part in detail.get("loc", []))
-            parts.append(f"{where}: {detail.get('msg', detail.get('type', 'invalid'))}")
-        return f"the query API refused GET {path}: " + "; ".join(parts)
-    if isinstance(parsed, dict) and "message" in parsed:
-        return f"GET {path}: {parsed['message']} (HTTP {status})"
-    return f"GET {path}: HTTP {status}: {body[:200]}"
-
-
 class QueryApi(Protocol):
     def get(self, path: str, query: Mapping[str, str] | None = None) -> dict[str, Any]: ...
 
@@ -140,7 +119,8 @@ def query_api(
 
         yield SigV4Api(api, session or AwsSession())
         return
-    from imagebatch_cli.local.cloud.http_api import local_api
+    from imagebatch_local.cloud.http_api import local_api
+
     from imagebatch_cli.project import template_path
 
     with local_api(out, template_path(template)) as local:

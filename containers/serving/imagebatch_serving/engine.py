@@ -140,7 +140,7 @@ def group_by_shape(
 ) -> list[list[T]]:
     """Group items of one shape into calls of at most max_batch, keeping first-seen order.
 
-    Generic over the item so the local Bedrock's renderer (tools/imagebatch_cli/local/fakes)
+    Generic over the item so the local Bedrock's renderer (tools/imagebatch_local/fakes)
     batches its requests exactly as this engine batches a chunk's jobs.
     """
     if max_batch < 1:

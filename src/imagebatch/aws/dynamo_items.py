@@ -3,6 +3,7 @@
 Key layout (one table; see aws.ledger for what each item holds):
   pk BATCH#<id>     sk SUMMARY | IMAGE#<image> | CHUNK#<chunk> | RESERVATION#<hold> | DAY#<day>
                        | REQUEST#<self-hosted request>
+  pk ENDPOINT#<name>  (aws.endpoint_usage) samples, requests, windows, the unattributed DAY#
   pk BATCHES (gsi1) the batch list;  pk COSTS (gsi1) the day rollups
 """
 
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+
+from imagebatch.costs.budget import BUDGET_LEFT, OVERHEAD_RESERVE, BudgetMove
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -29,6 +32,10 @@ _deserializer = TypeDeserializer()
 
 def batch_pk(batch_id: str) -> str:
     return f"BATCH#{batch_id}"
+
+
+def endpoint_pk(endpoint: str) -> str:
+    return f"ENDPOINT#{endpoint}"
 
 
 def image_sk(image_id: str) -> str:
@@ -116,12 +123,16 @@ def add_action(
     sets: Mapping[str, Any],
     *,
     condition: str | None = None,
+    condition_values: Mapping[str, Any] | None = None,
 ) -> TransactWriteItemTypeDef:
+    """ADD `adds` and SET `sets` (those not None) on one item; `condition_values` are the
+    values `condition` names (placeholders other than :aN and :sN)."""
     sets = {k: v for k, v in sets.items() if v is not None}
     names = {f"#a{i}": name for i, name in enumerate(adds)}
     names.update({f"#s{i}": name for i, name in enumerate(sets)})
     values = {f":a{i}": value for i, value in enumerate(adds.values())}
     values.update({f":s{i}": value for i, value in enumerate(sets.values())})
+    values.update(condition_values or {})
     expression = "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
     if sets:
         expression += " SET " + ", ".join(f"#s{i} = :s{i}" for i in range(len(sets)))
@@ -135,3 +146,65 @@ def add_action(
     if condition:
         update["ConditionExpression"] = condition
     return {"Update": update}  # type: ignore[typeddict-item]
+
+
+def budget_action(
+    table: str,
+    pk: str,
+    move: BudgetMove,
+    *,
+    also: Mapping[str, int] | None = None,
+    condition: str | None = None,
+) -> TransactWriteItemTypeDef:
+    """A budget move (costs.budget) as one update of the batch summary: an ADD per counter
+    it touches, after `also` (counters saying what the money went to), and what the move
+    needs as conditions ANDed to `condition`."""
+    conditions = [condition] if condition else []
+    values: dict[str, int] = {}
+    if move.needs_budget_left is not None:
+        conditions.append(f"{BUDGET_LEFT} >= :need_left")
+        values[":need_left"] = move.needs_budget_left
+    if move.needs_overhead_reserve is not None:
+        conditions.append(f"{OVERHEAD_RESERVE} = :need_reserve")
+        values[":need_reserve"] = move.needs_overhead_reserve
+    return add_action(
+        table,
+        pk,
+        SUMMARY_SK,
+        {**(also or {}), **move.adds()},
+        {},
+        condition=" AND ".join(conditions) or None,
+        condition_values=values,
+    )
+
+
+def rollup_action(
+    table: str,
+    day: str,
+    adds: Mapping[str, int],
+    *,
+    batch_id: str,
+    backend: str | None,
+    tags: Mapping[str, str] | None = None,
+    endpoint: str | None = None,
+) -> TransactWriteItemTypeDef:
+    """The day's cost rollup, ADDed to; in gsi1 under COSTS, so cost over a time range is
+    one Query, never a Scan. A batch's rollup lives in the batch's partition; with
+    `endpoint`, the instance time no batch was charged lives in the endpoint's (its
+    batch_id the unattributed label), so /costs shows it as a line of its own."""
+    owner = endpoint_pk(endpoint) if endpoint is not None else batch_id
+    return add_action(
+        table,
+        endpoint_pk(endpoint) if endpoint is not None else batch_pk(batch_id),
+        rollup_sk(day),
+        adds,
+        {
+            "gsi1pk": COSTS_PK,
+            "gsi1sk": f"{day}#{owner}",
+            "day": day,
+            "batch_id": batch_id,
+            "endpoint": endpoint,
+            "backend": backend,
+            "tags": dict(tags) if tags else None,
+        },
+    )

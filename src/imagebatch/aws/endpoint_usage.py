@@ -22,18 +22,19 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from imagebatch.aws.batch_items import record_from_item
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.dynamo_items import (
-    COSTS_PK,
     SUMMARY_SK,
-    add_action,
     batch_pk,
+    budget_action,
     cancelled_by_condition,
+    endpoint_pk,
     from_item,
     now_iso,
-    rollup_sk,
+    rollup_action,
     to_item,
 )
+from imagebatch.costs import budget
 from imagebatch.costs.overhead import (
     UNATTRIBUTED,
     EndpointRequest,
@@ -41,7 +42,9 @@ from imagebatch.costs.overhead import (
     OverheadLine,
     Window,
 )
+from imagebatch.costs.settlement import model_charge_adds
 from imagebatch.costs.usage import Meter
+from imagebatch.errors import StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -49,9 +52,12 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
-
-def endpoint_pk(endpoint: str) -> str:
-    return f"ENDPOINT#{endpoint}"
+# Each refused attempt follows a write that landed between its reads and its transaction:
+# another observer run charging the same window (the next attempt finds its record) or a
+# chunk of the batch holding or settling. Five outlast a busy batch's commits; past that the
+# window is left unrecorded and the observer's next run (every minute) charges it, which is
+# safe to repeat.
+CHARGE_ATTEMPTS = 5
 
 
 def request_put(table: str, endpoint: str, request: EndpointRequest) -> TransactWriteItemTypeDef:
@@ -178,19 +184,13 @@ class EndpointUsageStore:
         ]
         if unattributed:
             actions.append(
-                add_action(
+                rollup_action(
                     self.table,
-                    endpoint_pk(endpoint),
-                    rollup_sk(day),
-                    {"spent_micro_usd": unattributed, f"model_spent#{UNATTRIBUTED}": unattributed},
-                    {
-                        "gsi1pk": COSTS_PK,
-                        "gsi1sk": f"{day}#{endpoint_pk(endpoint)}",
-                        "day": day,
-                        "batch_id": UNATTRIBUTED,
-                        "endpoint": endpoint,
-                        "backend": "sagemaker",
-                    },
+                    day,
+                    model_charge_adds(UNATTRIBUTED, unattributed),
+                    batch_id=UNATTRIBUTED,
+                    backend="sagemaker",
+                    endpoint=endpoint,
                 )
             )
         try:
@@ -205,90 +205,61 @@ class EndpointUsageStore:
         self, endpoint: str, window: Window, batch_id: str, lines: Sequence[OverheadLine]
     ) -> list[OverheadLine]:
         """One transaction: the OVERHEAD record, the summary and the day rollup. A capped
-        batch is charged at most its budget left; the rest stays unattributed (shown)."""
+        batch is charged at most its budget left (costs.budget.bound_overhead); the rest
+        stays unattributed (shown).
+
+        A transaction refused by a condition means another writer came between the reads
+        and the write: another observer run charged this window (the next read finds its
+        record) or a chunk moved the budget (the next read sees the new budget_left), so
+        the charge is read and worked out again, at most CHARGE_ATTEMPTS times."""
+        for _ in range(CHARGE_ATTEMPTS):
+            charged = self._try_charge_batch(endpoint, window, batch_id, lines)
+            if charged is not None:
+                return charged
+        raise StorageError(
+            f"endpoint overhead of {batch_id}: the summary kept changing under "
+            f"{CHARGE_ATTEMPTS} attempts; the window is charged on the observer's next run",
+            transient=True,
+        )
+
+    def _try_charge_batch(
+        self, endpoint: str, window: Window, batch_id: str, lines: Sequence[OverheadLine]
+    ) -> list[OverheadLine] | None:
+        """The batch's lines as charged, or None when another writer came first."""
         pk = batch_pk(batch_id)
         sk = f"OVERHEAD#{endpoint}#{window.start.isoformat()}"
-        existing = self._ddb.get_item(
-            TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True
-        ).get("Item")
+        existing = self._get(pk, sk)
         if existing:
-            return [
-                OverheadLine.model_validate(ln) for ln in json.loads(from_item(existing)["lines"])
-            ]
-        summary_item = self._ddb.get_item(
-            TableName=self.table, Key=to_item({"pk": pk, "sk": SUMMARY_SK}), ConsistentRead=True
-        ).get("Item")
-        summary = record_from_item(summary_item) if summary_item else None
-        capped = summary is not None and summary.capped
-        share = sum(ln.micro_usd for ln in lines)
-        room = share
-        if summary is None:
-            room = 0  # a batch the ledger does not know: nothing to charge it to
-        elif capped:
-            room = summary.budget_left_micro_usd
-        kept = _bounded(lines, max(min(room, share), 0))
-        charge = sum(ln.micro_usd for ln in kept)
-        over = share - charge
-        result = list(kept)
-        if over:
-            result.append(OverheadLine(charged_to=UNATTRIBUTED, kind="idle", micro_usd=over))
-        summary_adds = {"spent_micro_usd": charge, "endpoint_overhead_micro_usd": charge}
-        condition = "attribute_exists(pk)"
-        values: dict[str, Any] = {}
-        if capped:
-            summary_adds["budget_left_micro_usd"] = -charge
+            return [OverheadLine.model_validate(ln) for ln in json.loads(existing["lines"])]
+        summary_item = self._get(pk, SUMMARY_SK)
+        summary = record_from_plain(summary_item) if summary_item else None
+        bound = budget.bound_overhead(
+            lines,
+            budget_left=summary.budget_left_micro_usd if summary and summary.capped else None,
+            known=summary is not None,
+        )
+        charge = bound.micro_usd
         day = window.end.date().isoformat()
         model = ((summary.models if summary else None) or ["(none)"])[0]
-        actions: list[TransactWriteItemTypeDef] = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": pk,
-                            "sk": sk,
-                            "endpoint": endpoint,
-                            "window_start": window.start.isoformat(),
-                            "window_end": window.end.isoformat(),
-                            "cold_start_micro_usd": _kind(kept, "cold_start"),
-                            "idle_micro_usd": _kind(kept, "idle"),
-                            "overhead_micro_usd": charge,
-                            "over_cap_micro_usd": over,
-                            "lines": json.dumps([ln.model_dump() for ln in result]),
-                            "rule": "imagebatch.costs.overhead.attribute_window",
-                            "recorded_at": now_iso(),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            }
-        ]
-        if summary and charge:
-            update = add_action(self.table, pk, SUMMARY_SK, summary_adds, {}, condition=condition)[
-                "Update"
-            ]
-            if capped:
-                update["ConditionExpression"] = f"{condition} AND budget_left_micro_usd >= :room"
-                values = {":room": charge}
-                update["ExpressionAttributeValues"] = {
-                    **update["ExpressionAttributeValues"],
-                    **to_item(values),
-                }
-            actions.append({"Update": update})
+        actions = [self._overhead_put(pk, sk, endpoint, window, bound)]
+        if summary is not None and charge:
             actions.append(
-                add_action(
+                budget_action(
                     self.table,
                     pk,
-                    rollup_sk(day),
-                    {"spent_micro_usd": charge, f"model_spent#{model}": charge},
-                    {
-                        "gsi1pk": COSTS_PK,
-                        "gsi1sk": f"{day}#{batch_id}",
-                        "day": day,
-                        "batch_id": batch_id,
-                        "backend": summary.backend if summary else None,
-                        "tags": (summary.tags if summary else None) or None,
-                    },
+                    bound.move,
+                    also={"endpoint_overhead_micro_usd": charge},
+                    condition="attribute_exists(pk)",
+                )
+            )
+            actions.append(
+                rollup_action(
+                    self.table,
+                    day,
+                    model_charge_adds(model, charge),
+                    batch_id=batch_id,
+                    backend=summary.backend,
+                    tags=summary.tags,
                 )
             )
         try:
@@ -296,9 +267,41 @@ class EndpointUsageStore:
         except ClientError as exc:
             if not cancelled_by_condition(exc):
                 raise
-            # Charged meanwhile by another run, or the budget moved: read again and redo.
-            return self._charge_batch(endpoint, window, batch_id, lines)
-        return result
+            return None
+        return bound.lines
+
+    def _overhead_put(
+        self, pk: str, sk: str, endpoint: str, window: Window, bound: budget.OverheadCharge
+    ) -> TransactWriteItemTypeDef:
+        """The batch's OVERHEAD record of the window: once-only, so a window is never
+        charged to a batch twice."""
+        record = {
+            "pk": pk,
+            "sk": sk,
+            "endpoint": endpoint,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "cold_start_micro_usd": bound.of_kind("cold_start"),
+            "idle_micro_usd": bound.of_kind("idle"),
+            "overhead_micro_usd": bound.micro_usd,
+            "over_cap_micro_usd": bound.over_cap_micro_usd,
+            "lines": json.dumps([ln.model_dump() for ln in bound.lines]),
+            "rule": "imagebatch.costs.overhead.attribute_window",
+            "recorded_at": now_iso(),
+        }
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(record),
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        }
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        item = self._ddb.get_item(
+            TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True
+        ).get("Item")
+        return from_item(item) if item else None
 
     def overhead_records(self, batch_id: str) -> list[dict[str, Any]]:
         response = self._ddb.query(
@@ -308,18 +311,3 @@ class EndpointUsageStore:
             ConsistentRead=True,
         )
         return [from_item(i) for i in response.get("Items", [])]
-
-
-def _kind(lines: Sequence[OverheadLine], kind: str) -> int:
-    return sum(ln.micro_usd for ln in lines if ln.kind == kind)
-
-
-def _bounded(lines: Sequence[OverheadLine], room: int) -> list[OverheadLine]:
-    """The lines cut down to `room` micro-dollars, cold start first (it came first)."""
-    kept = []
-    for line in sorted(lines, key=lambda ln: ln.kind != "cold_start"):
-        amount = min(line.micro_usd, room)
-        room -= amount
-        if amount:
-            kept.append(line.model_copy(update={"micro_usd": amount}))
-    return kept

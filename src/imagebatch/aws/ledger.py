@@ -11,7 +11,8 @@ Layout (pk = BATCH#<id>):
 Budget (when the batch has max_cost_micro_usd): the summary keeps spent_micro_usd (what was
 charged), reserved_micro_usd (held by running chunks) and budget_left_micro_usd, with
 spent + reserved + budget_left + overhead_reserve = cap at every commit. A chunk reserves
-before it spends (conditional on budget_left) and settles in its commit transaction.
+before it spends (conditional on budget_left) and settles in its commit transaction. The
+arithmetic is costs.budget's; this adapter writes it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from botocore.exceptions import ClientError
 
 from imagebatch.aws.batch_items import record_attributes, record_from_item
 from imagebatch.aws.dynamo_items import (
-    COSTS_PK,
     SUMMARY_SK,
     add_action,
     batch_pk,
@@ -36,24 +36,22 @@ from imagebatch.aws.dynamo_items import (
     now_iso,
     request_sk,
     reservation_sk,
-    rollup_sk,
+    rollup_action,
     to_item,
 )
 from imagebatch.aws.endpoint_usage import request_put
 from imagebatch.aws.ledger_holds import BudgetHolds
-from imagebatch.costs.settlement import Settlement, rollup_adds, summary_adds
+from imagebatch.costs import budget
+from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
     ROLLUP_SIZE_BOUND,
     SUMMARY_SIZE_BOUND,
-    Usage,
     item_size,
-    price_usage,
     read_units,
     write_units,
 )
 from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.batch_record import BatchRecord
-from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ImageOutcome
 
 if TYPE_CHECKING:
@@ -111,7 +109,9 @@ class Ledger(BudgetHolds):
         if cap is not None:
             reserve = given.overhead_reserve_micro_usd
             record["overhead_reserve_micro_usd"] = reserve
-            record["budget_left_micro_usd"] = cap - reserve - int(record["spent_micro_usd"])
+            record["budget_left_micro_usd"] = budget.opening_budget_left(
+                int(cap), reserve, int(record["spent_micro_usd"])
+            )
         item = to_item(record)
         self.meter.add(ddb_write_units=write_units(item_size(item)))
         try:
@@ -175,40 +175,66 @@ class Ledger(BudgetHolds):
         settlement = settlement or Settlement(chunk_id=outcomes[0].chunk_id)
         pk = batch_pk(batch_id)
         recorded_at = now_iso()
-        actions = self._image_puts(pk, outcomes, recorded_at)
-        own_writes = sum(
-            write_units(item_size(a["Put"]["Item"]), transactional=True) for a in actions
-        )
-        own_writes += write_units(SUMMARY_SIZE_BOUND, transactional=True)
-        rolls_up = bool(outcomes) or rollup_model is not None
-        own_writes += write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0
-        guards = 0  # actions before the images whose condition means "settled elsewhere"
-        if settlement.request_key is not None:
-            marker = to_item(
-                {
-                    "pk": pk,
-                    "sk": request_sk(settlement.request_key),
-                    "chunk_id": settlement.chunk_id,
-                    "rework_micro_usd": settlement.rework_micro_usd,
-                    "recorded_at": recorded_at,
-                }
+        guards = self._guards(pk, settlement, recorded_at)
+        actions = guards + self._image_puts(pk, outcomes, recorded_at)
+        if settlement.endpoint and settlement.endpoint_request is not None:
+            actions.append(
+                request_put(self.table, settlement.endpoint, settlement.endpoint_request)
             )
-            own_writes += write_units(item_size(marker), transactional=True)
-            actions.insert(
-                0,
+        own_writes = _own_write_units(actions, rolls_up=bool(outcomes) or rollup_model is not None)
+        charge = price_commit(
+            outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
+        )
+        actions.append(
+            add_action(
+                self.table,
+                pk,
+                SUMMARY_SK,
+                charge.summary_adds,
+                {},
+                condition="attribute_exists(pk)",
+            )
+        )
+        if charge.rollup is not None:
+            backend = outcomes[0].backend if outcomes else None
+            actions.append(
+                rollup_action(
+                    self.table,
+                    recorded_at[:10],
+                    charge.rollup,
+                    batch_id=batch_id,
+                    backend=backend,
+                    tags=tags,
+                )
+            )
+        self._transact(actions, guards=len(guards))
+        return charge.micro_usd
+
+    def _guards(
+        self, pk: str, settlement: Settlement, recorded_at: str
+    ) -> list[TransactWriteItemTypeDef]:
+        """The actions ahead of the images whose failed condition means "settled elsewhere":
+        the request's once-only marker, the deletion of the hold this commit settles."""
+        guards: list[TransactWriteItemTypeDef] = []
+        if settlement.request_key is not None:
+            marker = {
+                "pk": pk,
+                "sk": request_sk(settlement.request_key),
+                "chunk_id": settlement.chunk_id,
+                "rework_micro_usd": settlement.rework_micro_usd,
+                "recorded_at": recorded_at,
+            }
+            guards.append(
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": marker,
+                        "Item": to_item(marker),
                         "ConditionExpression": "attribute_not_exists(sk)",
                     }
-                },
+                }
             )
-            guards += 1
         if settlement.has_reservation:
-            own_writes += write_units(0, transactional=True)
-            actions.insert(
-                guards,
+            guards.append(
                 {
                     "Delete": {
                         "TableName": self.table,
@@ -218,39 +244,9 @@ class Ledger(BudgetHolds):
                         "ConditionExpression": "amount_micro_usd = :a",
                         "ExpressionAttributeValues": to_item({":a": settlement.reserved_micro_usd}),
                     }
-                },
+                }
             )
-            guards += 1
-        if settlement.endpoint and settlement.endpoint_request is not None:
-            put = request_put(self.table, settlement.endpoint, settlement.endpoint_request)
-            own_writes += write_units(item_size(put["Put"]["Item"]), transactional=True)
-            actions.append(put)
-        usage = settlement.usage + Usage(ddb_write_units=own_writes)
-        overhead = (
-            ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0
-        )
-        adds = summary_adds(outcomes, settlement, usage, overhead, capped=capped)
-        actions.append(
-            add_action(self.table, pk, SUMMARY_SK, adds, {}, condition="attribute_exists(pk)")
-        )
-        if outcomes:
-            actions.append(
-                self._rollup_action(
-                    batch_id,
-                    recorded_at[:10],
-                    rollup_adds(outcomes, overhead, settlement.rework_micro_usd),
-                    outcomes[0].backend,
-                    tags,
-                )
-            )
-        elif rollup_model is not None and overhead + settlement.rework_micro_usd > 0:
-            charge = overhead + settlement.rework_micro_usd
-            adds = {"spent_micro_usd": charge, f"model_spent#{rollup_model}": charge}
-            if settlement.rework_micro_usd:
-                adds["inference_micro_usd"] = settlement.rework_micro_usd
-            actions.append(self._rollup_action(batch_id, recorded_at[:10], adds, None, tags))
-        self._transact(actions, guards=guards)
-        return adds["spent_micro_usd"]
+        return guards
 
     def _image_puts(
         self, pk: str, outcomes: Sequence[ImageOutcome], recorded_at: str
@@ -295,30 +291,6 @@ class Ledger(BudgetHolds):
                 logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
                 time.sleep(delay)
 
-    def _rollup_action(
-        self,
-        batch_id: str,
-        day: str,
-        adds: Mapping[str, int],
-        backend: str | None,
-        tags: Mapping[str, str] | None,
-    ) -> TransactWriteItemTypeDef:
-        """The batch's cost rollup for the day, ADDed to (in gsi1 under COSTS)."""
-        return add_action(
-            self.table,
-            batch_pk(batch_id),
-            rollup_sk(day),
-            adds,
-            {
-                "gsi1pk": COSTS_PK,
-                "gsi1sk": f"{day}#{batch_id}",
-                "day": day,
-                "batch_id": batch_id,
-                "backend": backend,
-                "tags": dict(tags) if tags else None,
-            },
-        )
-
     def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
         """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
         holds) to today's cost rollup, so cost over a time range sums to the batches' spend."""
@@ -326,21 +298,14 @@ class Ledger(BudgetHolds):
         remainder = summary.spent_micro_usd - rolled
         if remainder <= 0:
             return 0
-        day = now_iso()[:10]
         model = (summary.models or ["(none)"])[0]
-        action = add_action(
+        action = rollup_action(
             self.table,
-            batch_pk(batch_id),
-            rollup_sk(day),
-            {"spent_micro_usd": remainder, f"model_spent#{model}": remainder},
-            {
-                "gsi1pk": COSTS_PK,
-                "gsi1sk": f"{day}#{batch_id}",
-                "day": day,
-                "batch_id": batch_id,
-                "backend": summary.backend,
-                "tags": summary.tags or None,
-            },
+            now_iso()[:10],
+            model_charge_adds(model, remainder),
+            batch_id=batch_id,
+            backend=summary.backend,
+            tags=summary.tags,
         )["Update"]
         self.meter.add(ddb_write_units=write_units(ROLLUP_SIZE_BOUND))
         self._ddb.update_item(**action)
@@ -389,6 +354,18 @@ class Ledger(BudgetHolds):
             ReturnValues="ALL_NEW",
         )
         return record_from_item(response["Attributes"])
+
+
+def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:
+    """What a commit's transaction writes: its actions so far (a Delete counts as the least
+    a write is), the summary update and, when it rolls up, the day's rollup, each at the
+    size bound (their size is known only once the charge is)."""
+    units = sum(
+        write_units(item_size(a["Put"]["Item"]) if "Put" in a else 0, transactional=True)
+        for a in actions
+    )
+    units += write_units(SUMMARY_SIZE_BOUND, transactional=True)
+    return units + (write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0)
 
 
 def _failed_within(exc: ClientError, first: int) -> bool:

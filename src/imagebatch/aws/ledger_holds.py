@@ -2,31 +2,35 @@
 settles in its commit (aws.ledger), and a hold no commit settled is written off as spent.
 
 Invariant on the batch summary: spent + reserved + budget_left + overhead_reserve = cap.
+What each step moves is costs.budget's; this adapter writes it as DynamoDB conditions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from imagebatch.aws.dynamo_items import (
     SUMMARY_SK,
-    add_action,
     batch_pk,
+    budget_action,
     cancelled_by_condition,
     from_item,
     reservation_sk,
     to_item,
 )
+from imagebatch.costs import budget
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, Meter, item_size, read_units, write_units
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = Logger(child=True)
+
+AdapterT = TypeVar("AdapterT")
 
 
 class LedgerTable:
@@ -40,8 +44,14 @@ class LedgerTable:
 
     @property
     def client(self) -> DynamoDBClient:
-        """For another adapter of the same table that counts on this meter."""
+        """The table's client, for a test that opens a fresh ledger on the same table (an
+        adapter beside this one: `beside`)."""
         return self._ddb
+
+    def beside(self, adapter: Callable[[DynamoDBClient, str, Meter], AdapterT]) -> AdapterT:
+        """Another adapter of the same table (endpoint throughput, endpoint usage) that
+        counts its requests on this ledger's meter, so the commit charges them to the batch."""
+        return adapter(self._ddb, self.table, self.meter)
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(
@@ -127,16 +137,7 @@ class BudgetHolds(LedgerTable):
                             "ConditionExpression": "attribute_not_exists(sk)",
                         }
                     },
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": to_item({"pk": pk, "sk": SUMMARY_SK}),
-                            "UpdateExpression": "ADD reserved_micro_usd :r, "
-                            "budget_left_micro_usd :neg",
-                            "ConditionExpression": "budget_left_micro_usd >= :r",
-                            "ExpressionAttributeValues": to_item({":r": amount, ":neg": -amount}),
-                        }
-                    },
+                    budget_action(self.table, pk, budget.hold(amount)),
                 ]
             )
         except ClientError as exc:
@@ -158,17 +159,12 @@ class BudgetHolds(LedgerTable):
         """Move what is left of the overhead reserve (`amount`, as read) into budget_left: a
         settled batch's last spender (the contact sheet) may use it. False when it changed
         meanwhile."""
-        if amount <= 0:
+        move = budget.release_overhead_reserve(amount)
+        if move is None:
             return True
         self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
         try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
-                UpdateExpression="ADD overhead_reserve_micro_usd :neg, budget_left_micro_usd :r",
-                ConditionExpression="overhead_reserve_micro_usd = :r",
-                ExpressionAttributeValues=to_item({":r": amount, ":neg": -amount}),
-            )
+            self._ddb.update_item(**budget_action(self.table, batch_pk(batch_id), move)["Update"])
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
@@ -221,16 +217,12 @@ class BudgetHolds(LedgerTable):
                             "ExpressionAttributeValues": to_item({":a": amount}),
                         }
                     },
-                    add_action(
+                    budget_action(
                         self.table,
                         pk,
-                        SUMMARY_SK,
-                        {
-                            "reserved_micro_usd": -amount,
-                            "spent_micro_usd": amount,
-                            "unsettled_micro_usd": amount,
-                        },
-                        {},
+                        budget.write_off(amount),
+                        # how much of spent is an upper bound, not a measured charge
+                        also={"unsettled_micro_usd": amount},
                         condition="attribute_exists(pk)",
                     ),
                 ]

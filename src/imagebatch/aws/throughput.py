@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from imagebatch.aws.dynamo_items import from_item, now_iso, to_item
-from imagebatch.aws.endpoint_usage import endpoint_pk
+from imagebatch.aws.dynamo_items import endpoint_pk, from_item, now_iso, to_item
 from imagebatch.aws.ledger_holds import LedgerTable
-from imagebatch.backends.sagemaker import Measured
+from imagebatch.costs.sagemaker_seconds import Measured
 from imagebatch.costs.usage import write_units
 from imagebatch.models.sagemaker_contract import ServingCall
 

@@ -16,7 +16,6 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from imagebatch.backends.sagemaker import ExpectedSeconds
 from imagebatch.costs.estimate import (
     BOUND_PNG_BYTES_PER_PIXEL,
     EXPECTED_PNG_BYTES_PER_PIXEL,
@@ -33,6 +32,7 @@ from imagebatch.costs.estimate import (
     refusal_usage,
 )
 from imagebatch.costs.prices import InstancePrice, RegionPrices
+from imagebatch.costs.sagemaker_seconds import ExpectedSeconds
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
     ROLLUP_WRITE_UNITS,

@@ -1,16 +1,21 @@
 """What a ledger commit charges: the settlement of a chunk's budget hold and the summary and
-day-rollup deltas of a commit. Pure arithmetic over outcomes; aws.ledger writes the result."""
+day-rollup deltas of a commit. Pure arithmetic over outcomes (the budget's part in
+costs.budget); aws.ledger writes the result."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
+from imagebatch.costs import budget
+from imagebatch.costs.budget import SPENT
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.usage import Usage
+from imagebatch.costs.usage import Usage, price_usage
+from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import ImageOutcome
 
 logger = Logger(child=True)
@@ -51,6 +56,44 @@ class Settlement(BaseModel):
         return self.hold_id or self.chunk_id
 
 
+@dataclass(frozen=True)
+class CommitCharge:
+    """What one commit ADDs: to the batch summary, and to the day's cost rollup (None: the
+    commit leaves the rollup alone)."""
+
+    summary_adds: dict[str, int]
+    rollup: dict[str, int] | None
+
+    @property
+    def micro_usd(self) -> int:
+        return self.summary_adds[SPENT]
+
+
+def price_commit(
+    outcomes: Sequence[ImageOutcome],
+    settlement: Settlement,
+    own_write_units: int,
+    *,
+    capped: bool,
+    rollup_model: str | None = None,
+) -> CommitCharge:
+    """The commit's charge: its images' inference, the settlement's rework, and the
+    orchestration + storage of the counted operations and the commit's own writes
+    (`own_write_units`), priced once and rounded up."""
+    usage = settlement.usage + Usage(ddb_write_units=own_write_units)
+    overhead = ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0
+    adds = summary_adds(outcomes, settlement, usage, overhead, capped=capped)
+    rework = settlement.rework_micro_usd
+    rollup: dict[str, int] | None = None
+    if outcomes:
+        rollup = rollup_adds(outcomes, overhead, rework)
+    elif rollup_model is not None and overhead + rework > 0:
+        # a commit without images (a contact sheet, a request whose images another attempt
+        # recorded) is charged to the model it names
+        rollup = model_charge_adds(rollup_model, overhead + rework, inference=rework)
+    return CommitCharge(summary_adds=adds, rollup=rollup)
+
+
 def summary_adds(
     outcomes: Sequence[ImageOutcome],
     settlement: Settlement,
@@ -67,23 +110,31 @@ def summary_adds(
             extra={"charge": charge, "reserved": settlement.reserved_micro_usd},
         )
     succeeded = sum(1 for o in outcomes if o.status == "SUCCEEDED")
+    move = budget.settle(
+        charge,
+        held=settlement.reserved_micro_usd if settlement.has_reservation else None,
+        capped=capped,
+        from_overhead_reserve=settlement.from_overhead_reserve,
+    )
     adds = {
         "images_succeeded": succeeded,
         "images_failed": len(outcomes) - succeeded,
         "cost_micro_usd": inference,
-        "spent_micro_usd": charge,
+        SPENT: charge,
         "chunk_commits": 1 if settlement.chunk_commit else 0,
         **usage.ledger_fields(),
     }
     if settlement.rework_micro_usd:
         adds["rework_micro_usd"] = settlement.rework_micro_usd
-    if settlement.has_reservation:
-        adds["reserved_micro_usd"] = -settlement.reserved_micro_usd
-        adds["budget_left_micro_usd"] = settlement.reserved_micro_usd - charge
-    elif capped and settlement.from_overhead_reserve:
-        adds["overhead_reserve_micro_usd"] = -charge
-    elif capped:
-        adds["budget_left_micro_usd"] = -charge
+    return {**adds, **move.adds()}
+
+
+def model_charge_adds(model: str, charge: int, *, inference: int = 0) -> dict[str, int]:
+    """The day rollup's counters for a charge that is all one model's (no images: a contact
+    sheet, an endpoint's overhead, what a batch was charged outside its commits)."""
+    adds = {SPENT: charge, f"model_spent#{model}": charge}
+    if inference:
+        adds["inference_micro_usd"] = inference
     return adds
 
 
@@ -100,7 +151,7 @@ def rollup_adds(outcomes: Sequence[ImageOutcome], overhead: int, rework: int = 0
     adds = {
         "images": sum(1 for o in outcomes if o.status == "SUCCEEDED"),
         "inference_micro_usd": inference,
-        "spent_micro_usd": inference + overhead,
+        SPENT: inference + overhead,
     }
     for model in models:
         mine = [o for o in outcomes if o.model == model]

@@ -1,6 +1,7 @@
 """The SageMaker asynchronous backend's wire contract, shared with the serving container.
 
-One async request carries one chunk. The Lambda side (pipeline.sagemaker_chunk) and the
+One async request carries one chunk. The Lambda side (pipeline.sagemaker_submit,
+sagemaker_result) and the
 serving container (containers/serving) both import these models, so the request the
 submitter writes and the result the container returns have one definition.
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs import budget
 from imagebatch.costs.estimate import contact_sheet_usage, load_speed_assumptions
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
@@ -232,7 +233,8 @@ def _hold(
     included (nothing else spends after finalize)."""
     left = summary.budget_left_micro_usd
     reserve = summary.overhead_reserve_micro_usd
-    plan = _plan(summary, prices, clock.memory_mb, left + reserve, images_before)
+    room = budget.last_spender_room(left, reserve)
+    plan = _plan(summary, prices, clock.memory_mb, room, images_before)
     if plan is None:
         return None, Decimal(0)
     if plan.micro_usd > left and not ledger.release_overhead_reserve(batch_id, reserve):

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from imagebatch.aws.endpoint_usage import EndpointUsageStore
-from imagebatch.aws.sagemaker_endpoints import EndpointInstances
+from imagebatch.aws.ports import EndpointInstancesPort, EndpointUsagePort
 from imagebatch.costs.overhead import (
     InstanceSample,
     Window,
@@ -35,8 +34,8 @@ class ObserverRun(BaseModel):
 
 
 def observe_endpoint(
-    instances: EndpointInstances,
-    usage: EndpointUsageStore,
+    instances: EndpointInstancesPort,
+    usage: EndpointUsagePort,
     price: InstancePrice,
     now: Callable[[], datetime],
     settle: timedelta = timedelta(0),

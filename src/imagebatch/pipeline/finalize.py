@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore, chunk_key
+from imagebatch.costs import budget
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.terms import charge_note
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
@@ -34,7 +35,7 @@ from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
-from imagebatch.pipeline.sagemaker_chunk import INCOMPLETE_RESULT
+from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
 
 logger = Logger(child=True)
 
@@ -340,10 +341,15 @@ def _own_charge(
             lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
         )
     charge = ceil_micro(price_usage(usage, prices).total)
-    adds = {**usage.ledger_fields(), "spent_micro_usd": charge}
-    if summary.capped:
-        adds["overhead_reserve_micro_usd"] = -charge
-    return adds
+    # finalize spends after the chunks' budget is settled: a capped batch pays it from the
+    # overhead reserve ingest held back for it
+    move = budget.settle(
+        charge,
+        held=None,
+        capped=summary.capped,
+        from_overhead_reserve=True,
+    )
+    return {**usage.ledger_fields(), **move.adds()}
 
 
 def _write_redrive(

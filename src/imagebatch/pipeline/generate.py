@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools import Logger
 
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore, image_key
+from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
+from imagebatch.aws.s3_store import image_key
 from imagebatch.backends.retry import (
     AdaptiveConcurrency,
     BackoffPolicy,
@@ -37,6 +37,7 @@ from imagebatch.models.records import (
     ImageOutcome,
     image_metadata,
 )
+from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.pending import commit_pending, save_pending
 
 logger = Logger(child=True)
@@ -47,11 +48,14 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
+# generate_chunk stays whole (about 90 lines): each step is already a helper; what is left is
+# their order (pending first, then read, hold, make, commit), which the budget invariant
+# depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
     *,
-    store: BatchStore,
-    ledger: Ledger,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
     backend: ImageBackend,
     catalogue: ModelCatalogue,
     concurrency: int,
@@ -80,7 +84,7 @@ def generate_chunk(
         bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)
         held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
         if held is None:
-            return _refuse_for_budget(
+            return _refuse(
                 task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
             )
         settlement = settlement.model_copy(
@@ -142,8 +146,8 @@ def _commit_or_keep(
     unfinished: dict[str, FailureClass],
     settlement: Settlement,
     *,
-    store: BatchStore,
-    ledger: Ledger,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
     capped: bool,
 ) -> None:
     """One ledger transaction for the attempt; if the ledger stays unavailable, the made
@@ -201,7 +205,7 @@ def _price(catalogue: ModelCatalogue, job: ImageJob) -> int:
     return spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
 
 
-def _invocation_usage(store: BatchStore, ledger: Ledger, clock: LambdaClock) -> Usage:
+def _invocation_usage(store: ChunkStorePort, ledger: ChunkLedgerPort, clock: LambdaClock) -> Usage:
     """What this invocation did so far, its own Lambda request and billed duration included."""
     return (
         store.meter.take()
@@ -214,42 +218,33 @@ def _invocation_usage(store: BatchStore, ledger: Ledger, clock: LambdaClock) -> 
     )
 
 
-def _refuse_for_budget(
+def _refuse(
     task: ChunkTask,
     chunk: ChunkFile,
     todo: list[ImageJob],
     *,
-    store: BatchStore,
-    ledger: Ledger,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
     clock: LambdaClock,
     settlement: Settlement,
 ) -> ChunkResult:
-    """The budget cannot cover the chunk: record its images, spend nothing on them."""
-    outcomes = [
-        ImageOutcome.failed(
-            job,
-            chunk_id=chunk.chunk_id,
-            backend=chunk.backend,
-            failure_class=FailureClass.BUDGET_EXHAUSTED,
-            reason="max_cost_usd reached: the budget left could not cover this chunk",
-        )
-        for job in todo
-    ]
-    settlement = settlement.model_copy(
-        update={
-            "usage": _invocation_usage(store, ledger, clock),
-            "from_overhead_reserve": True,
-        }
+    """The budget cannot cover the chunk: the refusal both paths share, charged with what this
+    invocation used so far."""
+    usage = _invocation_usage(store, ledger, clock)
+    return refuse_for_budget(
+        task.batch_id,
+        chunk,
+        todo,
+        settlement.model_copy(update={"usage": usage}),
+        ledger=ledger,
+        backend=chunk.backend,
     )
-    ledger.commit_images(task.batch_id, outcomes, settlement, tags=chunk.tags, capped=True)
-    logger.warning("chunk refused: budget exhausted", extra={"chunk_id": chunk.chunk_id})
-    return ChunkResult(chunk_id=chunk.chunk_id, succeeded=0, failed=len(outcomes), cost_micro_usd=0)
 
 
 def _make_image(
     job: ImageJob,
     chunk: ChunkFile,
-    store: BatchStore,
+    store: ChunkStorePort,
     backend: ImageBackend,
     catalogue: ModelCatalogue,
 ) -> ImageOutcome | _Unfinished:

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore
+from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Usage
@@ -35,7 +34,7 @@ class PendingCommit(BaseModel):
 
 
 def save_pending(
-    store: BatchStore,
+    store: ChunkStorePort,
     batch_id: str,
     outcomes: list[ImageOutcome],
     settlement: Settlement,
@@ -59,7 +58,11 @@ def save_pending(
 
 
 def commit_pending(
-    store: BatchStore, ledger: Ledger, batch_id: str, chunk_id: str, prices: RegionPrices
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+    batch_id: str,
+    chunk_id: str,
+    prices: RegionPrices,
 ) -> int:
     """Commit what an earlier attempt of this chunk made; returns the images it recorded."""
     body = store.get_pending_commit(batch_id, chunk_id)

@@ -1,35 +1,28 @@
-"""The SageMaker path's pricing inputs, from a function's settings (one place for both the
-submit and the result function)."""
+"""What both SageMaker use cases (sagemaker_submit, sagemaker_result) price the endpoint's
+work with; `imagebatch.wiring.endpoint_costing` builds it from a function's settings."""
 
 from __future__ import annotations
 
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.costs.prices import load_aws_prices
+from dataclasses import dataclass
+
+from imagebatch.aws.ports import ThroughputPort
+from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.sagemaker_path import SageMakerPath
-from imagebatch.pipeline.sagemaker_chunk import EndpointCosting
-from imagebatch.settings import SageMakerSettings
+from imagebatch.models.records import ImageJob
 
 
-def endpoint_costing(
-    settings: SageMakerSettings,
-    ledger: Ledger,
-    *,
-    submit_memory_mb: int = 512,
-) -> EndpointCosting:
-    """The endpoint's pricing; its throughput reads and writes count on `ledger`'s meter."""
-    prices = load_aws_prices().region(settings.aws_region)
-    return EndpointCosting(
-        endpoint_name=settings.endpoint_name,
-        price=prices.instance(settings.instance_type),
-        prices=prices,
-        path=SageMakerPath(
-            submit_memory_mb=submit_memory_mb,
-            record_memory_mb=settings.record_memory_mb,
-            record_timeout_s=settings.record_timeout_s,
-            max_batch=settings.max_batch,
-            hold_factor=settings.hold_factor,
-        ),
-        throughput=EndpointThroughput(ledger.client, ledger.table, ledger.meter),
-        model=settings.model_id,
-    )
+@dataclass(frozen=True)
+class EndpointCosting:
+    """What prices the endpoint's work: the deployed instance and model, region prices, the
+    path's functions, and the endpoint's measured throughput."""
+
+    endpoint_name: str
+    price: InstancePrice
+    prices: RegionPrices
+    path: SageMakerPath
+    throughput: ThroughputPort
+    # The model the endpoint serves; empty: each image's own model id.
+    model: str = ""
+
+    def model_for(self, job: ImageJob) -> str:
+        return self.model or job.model

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.project import ProjectFilesNotFound, sample_manifest, template_path
-from imagebatch_cli.views.console import fail
 
 if TYPE_CHECKING:
-    from imagebatch.pipeline.ingest import StackOptions
+    from imagebatch.planning.stack_options import DeployedOptions
 
 ManifestArgument = Annotated[
     Path | None,
@@ -58,11 +58,12 @@ def stack_for(
     parameter_overrides: list[str] | None,
     region: str,
     extra: dict[str, str] | None = None,
-) -> StackOptions:
-    """The stack ingest would run on (stack_options.py): the template (default: the
+) -> DeployedOptions:
+    """The stack ingest would run on (template_preview.py): the template (default: the
     application's own) with the deployed parameters; a bad parameter exits 2."""
-    from imagebatch_cli.local.cloud.stack import TemplateError
-    from imagebatch_cli.stack_options import (
+    from imagebatch_local.template import TemplateError
+
+    from imagebatch_cli.template_preview import (
         StackParametersError,
         parse_parameter_overrides,
         stack_options,

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imagebatch_cli.commands._args import ManifestArgument, SampleOption, manifest_path
-from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status
-from imagebatch_cli.stack import StackOption, deployed_stack
-from imagebatch_cli.views.console import console, emit_json, err_console, fail, say
+from imagebatch_cli.deployed_stack import StackOption, deployed_stack
+from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status, fail
+from imagebatch_cli.views.console import console, emit_json, err_console, say
 
 if TYPE_CHECKING:
     from imagebatch.models.batch_record import BatchRecord
-    from imagebatch_cli.stack import DeployedStack
+    from imagebatch_cli.deployed_stack import DeployedStack
 
 FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "REJECTED"}
 # How long watch waits for ingest to record a batch it has never seen (a wrong id, or an

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imagebatch_cli.compile_job import NEURON_TARGET, TRAINIUM_INSTANCE_TYPES, default_job_name
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.stack import StackOption, deployed_stack, read_samconfig
-from imagebatch_cli.views.console import emit_json, fail, say
+from imagebatch_cli.deployed_stack import StackOption, deployed_stack, read_samconfig
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import emit_json, say
 
 if TYPE_CHECKING:
     from imagebatch.aws.session import AwsSession

@@ -1,36 +1,24 @@
 """`imagebatch estimate MANIFEST`: what ingest would do with it on this stack, then every
 backend the manifest allows, priced.
 
-First the stack's own answer: the template with the deployed parameters (stack_options.py)
-planned by ingest's code (pipeline.ingest.plan_for_stack and assess_plan): which backend makes
+First the stack's own answer: the template with the deployed parameters (template_preview.py)
+planned by ingest's code (planning's plan_for_stack and assess): which backend makes
 each item, the chunks, the estimate and the budget verdict. Then a what-if for the whole
-manifest: `backend: bedrock` on the Bedrock models its lines name, `sagemaker` on the instance
-types asked for, `auto` on either, the cheapest within the deadline marked. Other Bedrock
-models that could make every item are named below the table.
+manifest (what_if.py): `backend: bedrock` on the Bedrock models its lines name, `sagemaker` on
+the instance types asked for, `auto` on either, the cheapest within the deadline marked. Other
+Bedrock models that could make every item are named below the table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel
 
-from imagebatch.costs.estimate import (
-    BackendOption,
-    Shape,
-    bedrock_options,
-    choose_backend,
-    load_speed_assumptions,
-    sagemaker_options,
-)
-from imagebatch.costs.prices import RegionPrices
-from imagebatch.manifest.checks import check_item_for_model
-from imagebatch.manifest.reader import ManifestReader, format_for_key
-from imagebatch.manifest.schema import ValidItem
-from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
+from imagebatch.costs.estimate import Shape
+from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch_cli.commands._args import (
     ManifestArgument,
     ParametersOption,
@@ -40,35 +28,17 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.views.console import console, emit_json, fail, say
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import console, emit_json, say
+from imagebatch_cli.what_if import (
+    DEFAULT_INSTANCES,
+    ManifestEstimate,
+    estimate_manifest,
+    known_instance_types,
+)
 
 if TYPE_CHECKING:
-    from imagebatch_cli.stack_options import IngestPreview
-
-DEFAULT_INSTANCES = ("ml.inf2.xlarge", "ml.g4dn.xlarge")
-
-
-@dataclass
-class ManifestScan:
-    """One pass over the manifest: what it asks for."""
-
-    backend: str
-    images: int = 0
-    invalid_lines: int = 0
-    models: set[str] = field(default_factory=set)
-    compatible: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ManifestEstimate:
-    images: int
-    invalid_lines: int
-    options: list[BackendOption]
-    chosen: BackendOption | None
-    deadline_s: float | None
-    backend: str = "auto"
-    alternatives: list[str] = field(default_factory=list)
+    from imagebatch_cli.template_preview import IngestPreview
 
 
 class OptionJson(BaseModel):
@@ -109,62 +79,6 @@ class EstimateJson(BaseModel):
     options: list[OptionJson]
     chosen: str | None
     alternatives: list[str]
-
-
-def scan_manifest(path: Path, catalogue: ModelCatalogue) -> ManifestScan:
-    """Images, invalid lines, the models the lines name, and the Bedrock models that could
-    make every valid item as written."""
-    with path.open("rb") as stream:
-        reader = ManifestReader(stream, format_for_key(path.name), catalogue)
-        scan = ManifestScan(backend=reader.settings.backend)
-        fits = {spec.model_id: True for spec in catalogue.models}
-        for entry in reader:
-            if not isinstance(entry, ValidItem):
-                scan.invalid_lines += 1
-                continue
-            scan.images += entry.item.count
-            scan.models.add(entry.item.model)
-            for spec in catalogue.models:
-                if fits[spec.model_id] and check_item_for_model(entry.item, spec, line=entry.line):
-                    fits[spec.model_id] = False
-    scan.compatible = [model for model, ok in fits.items() if ok]
-    return scan
-
-
-def estimate_manifest(
-    path: Path,
-    *,
-    catalogue: ModelCatalogue,
-    prices: RegionPrices,
-    shape: Shape,
-    instance_types: list[str],
-    deadline_s: float | None = None,
-) -> ManifestEstimate:
-    scan = scan_manifest(path, catalogue)
-    options: list[BackendOption] = []
-    if scan.backend in {"bedrock", "auto"}:
-        options += bedrock_options(sorted(scan.models), catalogue, prices, shape)
-    if scan.backend in {"sagemaker", "auto"}:
-        options += sagemaker_options(instance_types, prices, shape)
-    return ManifestEstimate(
-        images=scan.images,
-        invalid_lines=scan.invalid_lines,
-        options=options,
-        chosen=choose_backend(options, scan.images, deadline_s),
-        deadline_s=deadline_s,
-        backend=scan.backend,
-        alternatives=[m for m in scan.compatible if m not in scan.models]
-        if scan.backend != "sagemaker"
-        else [],
-    )
-
-
-def known_instance_types(prices: RegionPrices) -> list[str]:
-    """Instance types with both a price in this region and a measured speed."""
-    priced = {price.instance_type for price in prices.sagemaker_instances}
-    return [
-        s.instance_type for s in load_speed_assumptions().sagemaker if s.instance_type in priced
-    ]
 
 
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
@@ -215,7 +129,7 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     budget), then MANIFEST priced on every backend it allows: total, per image, wall time.
     Exit 1 when ingest would refuse it or no option meets the deadline."""
     from imagebatch.costs.prices import load_aws_prices
-    from imagebatch_cli.stack_options import preview_ingest
+    from imagebatch_cli.template_preview import preview_ingest
 
     manifest = manifest_path(manifest, sample)
     try:
@@ -264,7 +178,7 @@ def _print_preview(preview: IngestPreview) -> None:
 
     say(f"stack: {describe_stack(preview.stack, preview.at_zero)}")
     console.print(ingest_table(preview.plan))
-    for line in ingest_summary(preview.plan, preview.rejection):
+    for line in ingest_summary(preview.plan, preview.verdict):
         say(line)
 
 
@@ -320,12 +234,12 @@ def _as_json(manifest: str, result: ManifestEstimate, preview: IngestPreview) ->
                 chosen=option == result.chosen,
             )
         )
-    plan, estimate = preview.plan, preview.plan.estimate
+    plan, estimate = preview.plan, preview.verdict.estimate
     return EstimateJson(
         manifest=manifest,
         ingest=IngestJson(
             backends=dict(plan.backends),
-            chunks=len(plan.chunk_ids),
+            chunks=len(plan.chunks),
             choice=plan.choice,
             estimate_micro_usd=estimate.total_micro_usd if estimate else None,
             overhead_reserve_micro_usd=estimate.overhead_reserve_micro_usd if estimate else None,

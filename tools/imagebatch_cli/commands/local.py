@@ -1,9 +1,9 @@
 """`imagebatch local run` and `imagebatch local catalog`: the pipeline on this machine.
 
-Both start the local AWS (local/cloud/pipeline.py: moto, the template's resources, the real
-handlers and state machine; docs/local-aws.md) for the length of one command, run a batch
-through it, copy its images and reports under --out and keep its ledger there
-(local/cloud/ledger_export.py), because the local AWS is gone when the command ends.
+Both start the local AWS (imagebatch_local/cloud/session.py: moto, the template's
+resources, the real handlers and state machine; docs/local-aws.md) for the length of one
+command, run a batch through it, copy its images and reports under --out and keep its ledger there
+(imagebatch_local/cloud/ledger_export.py), because the local AWS is gone when the command ends.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     resolved_template,
 )
-from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status
-from imagebatch_cli.views.console import console, emit_json, err_console, fail
+from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status, fail
+from imagebatch_cli.views.console import console, emit_json, err_console
 from imagebatch_cli.views.progress import image_progress
 from imagebatch_cli.views.report import print_cost
 
 if TYPE_CHECKING:
+    from imagebatch_local.cloud.catalog_local import LocalCatalogRun
+    from imagebatch_local.cloud.session import LocalAws, LocalOptions
+    from imagebatch_local.fakes.bedrock_server import BedrockStats
+
     from imagebatch.models.batch_record import BatchRecord
-    from imagebatch_cli.local.cloud.catalog_local import LocalCatalogRun
-    from imagebatch_cli.local.cloud.pipeline import LocalAws, LocalOptions
-    from imagebatch_cli.local.fakes.bedrock_server import BedrockStats
 
 # `local run`'s options, one alias each so the command's signature stays readable.
 RunOutOption = Annotated[Path, typer.Option(help="Where the batch's images are copied.")]
@@ -134,7 +135,7 @@ class LocalRunOptions(BaseModel):
 
     def local_options(self) -> LocalOptions:
         """The local AWS's settings for this run."""
-        from imagebatch_cli.local.cloud.pipeline import LocalOptions
+        from imagebatch_local.cloud.session import LocalOptions
 
         return LocalOptions(
             template=self.template,
@@ -233,7 +234,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
     """--parameter-overrides as a dict; one that is not Key=Value is a usage error."""
-    from imagebatch_cli.stack_options import StackParametersError, parse_parameter_overrides
+    from imagebatch_cli.template_preview import StackParametersError, parse_parameter_overrides
 
     try:
         return parse_parameter_overrides(texts or [])
@@ -244,11 +245,12 @@ def _parameters(texts: list[str] | None) -> dict[str, str]:
 def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
     """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
     Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
+    from imagebatch_local.cloud.session import LocalRunError, local_aws
+    from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_local.run_folder import fresh_batch_folder, relink_review_page
+
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
-    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
-    from imagebatch_cli.local.cloud.pipeline import LocalRunError, local_aws
-    from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
-    from imagebatch_cli.local.run_folder import fresh_batch_folder, relink_review_page
 
     try:
         with lambda_output(verbose=verbose) as log, local_aws(options.local_options()) as aws:
@@ -301,7 +303,7 @@ def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
 
 
 def _print_run(run: LocalRun, out: Path) -> None:
-    from imagebatch_cli.local.cloud.ledger_export import LEDGER_EXPORT
+    from imagebatch_local.ledger_export import LEDGER_EXPORT
 
     print_cost(console, run.summary, run.images)
     for record in run.overhead:
@@ -417,11 +419,11 @@ def _run_catalog(  # noqa: PLR0917 - the command's options, passed on
     verbose: bool,
 ) -> tuple[LocalCatalogRun, Path]:
     """The catalog run, and its Lambdas' log (<state>/lambda.log; on stderr too if verbose)."""
-    from imagebatch_cli.local.cloud.catalog_local import run_local_catalog
-    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, write_ledger_export
-    from imagebatch_cli.local.cloud.pipeline import LocalOptions, LocalRunError, local_aws
-    from imagebatch_cli.local.lambda_logs import LAMBDA_LOG, lambda_output
-    from imagebatch_cli.local.run_folder import relink_review_page
+    from imagebatch_local.cloud.catalog_local import run_local_catalog
+    from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
+    from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
+    from imagebatch_local.run_folder import relink_review_page
 
     try:
         with (

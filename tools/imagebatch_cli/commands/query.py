@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from imagebatch_cli.deployed_stack import StackOption
+from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.query_client import check_group_by, check_tag, time_range
-from imagebatch_cli.stack import StackOption
-from imagebatch_cli.views.console import console, emit_json, fail
+from imagebatch_cli.views.console import console, emit_json
 
 if TYPE_CHECKING:
     from imagebatch.models.batch_record import BatchRecord
@@ -41,9 +42,11 @@ def _get(
 ) -> Any:
     """One GET on the query API: the --stack's (its QueryApiUrl output), --api's, or the local
     exports under --out; an error the API answers ends the command (exit 1)."""
-    from imagebatch_cli.query_client import QueryApiError, query_api
+    from imagebatch_local.query_api_errors import QueryApiError
+
+    from imagebatch_cli.deployed_stack import deployed_stack
+    from imagebatch_cli.query_client import query_api
     from imagebatch_cli.settings import aws_session
-    from imagebatch_cli.stack import deployed_stack
 
     stack, api, out = where
     session = None
@@ -170,7 +173,7 @@ def _from_table(table: str, batch_id: str) -> tuple[BatchRecord, list[dict[str, 
 
 
 def _from_export(out: Path, batch_id: str) -> tuple[BatchRecord, list[dict[str, Any]]]:
-    from imagebatch_cli.local.cloud.ledger_export import ledger_export_path, read_ledger_export
+    from imagebatch_local.ledger_export import ledger_export_path, read_ledger_export
 
     export = ledger_export_path(out, batch_id)
     if not export.exists():

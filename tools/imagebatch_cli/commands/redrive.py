@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from imagebatch.models.records import FailureClass
-from imagebatch_cli.stack import StackOption
-from imagebatch_cli.views.console import console, fail, say
+from imagebatch_cli.deployed_stack import StackOption
+from imagebatch_cli.exit_codes import fail
+from imagebatch_cli.views.console import console, say
 
 if TYPE_CHECKING:
     from imagebatch.aws.deployed import DataBucket
@@ -154,8 +155,8 @@ def redrive(  # noqa: PLR0917 - typer turns each parameter into an option
 def _data_bucket(bucket: str | None, stack: str | None) -> DataBucket:
     """--bucket as given, or the --stack's DataBucketName output."""
     from imagebatch.aws.deployed import DataBucket
+    from imagebatch_cli.deployed_stack import deployed_stack
     from imagebatch_cli.settings import aws_session
-    from imagebatch_cli.stack import deployed_stack
 
     if bucket:
         return DataBucket(aws_session().s3(), bucket)

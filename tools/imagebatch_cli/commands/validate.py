@@ -1,6 +1,6 @@
 """`imagebatch validate MANIFEST`: the manifest checked offline, exactly as ingest checks it.
 
-It runs ingest's own planning (pipeline.ingest.plan_for_stack and assess_plan) over the file,
+It runs ingest's own planning (planning's plan_for_stack and assess) over the file,
 on the stack the template and the deployed parameters describe: the same line checks, the
 same routing of each item to a backend, the same estimate and the same budget verdict.
 Exit 0: ingest runs every line; 1: some lines are invalid and would be skipped (on_invalid
@@ -26,8 +26,8 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
-from imagebatch_cli.exit_codes import ExitCode
-from imagebatch_cli.views.console import emit_json, fail, say
+from imagebatch_cli.exit_codes import ExitCode, fail
+from imagebatch_cli.views.console import emit_json, say
 
 DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
 
@@ -127,7 +127,7 @@ def check_manifest(
     from imagebatch.manifest.reader import format_for_key
     from imagebatch.models.bedrock_models import load_catalogue
     from imagebatch.models.money import MICRO
-    from imagebatch_cli.stack_options import preview_ingest
+    from imagebatch_cli.template_preview import preview_ingest
 
     extra = {"ChunkSize": str(chunk_size), **(parameters or {})}
     if buckets:
@@ -144,7 +144,7 @@ def check_manifest(
         where = f":{exc.line}" if exc.line else ""
         fail(f"{manifest}{where}: {exc}", code=ExitCode.REJECTED)
     plan, errors, rejection = preview.plan, preview.errors, preview.rejection
-    estimate = plan.estimate
+    estimate = preview.verdict.estimate
     settings = plan.settings
     return ValidationReport(
         manifest=str(manifest),

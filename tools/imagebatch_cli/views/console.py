@@ -1,4 +1,4 @@
-"""The CLI's two consoles, and how a command stops on an error a person must read.
+"""The CLI's two consoles (how a command stops on an error: exit_codes.fail).
 
 Output that is not a terminal (a pipe, a file, `grep`) is never cut or wrapped to a width:
 a batch id, a model id or a `file:line: field: reason` line stays whole on its line.
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console, ConsoleDimensions
-
-from imagebatch_cli.exit_codes import CliError, ExitCode
 
 # Wide enough for any line the CLI prints; tables are not expanded to it, only never cut.
 UNLIMITED_WIDTH = 100_000
@@ -54,8 +52,3 @@ def emit_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
     """The --json output: one JSON document on stdout, nothing else there."""
     data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
-
-
-def fail(message: object, code: int = ExitCode.ERROR) -> NoReturn:
-    """Stop the command with one line on stderr and `code` (exit codes: exit_codes.py)."""
-    raise CliError(str(message), code)

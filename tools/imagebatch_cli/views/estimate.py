@@ -13,8 +13,10 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
-    from imagebatch.pipeline.ingest import BatchPlan, StackOptions
-    from imagebatch_cli.commands.estimate import ManifestEstimate
+    from imagebatch.planning.plan import BatchPlan
+    from imagebatch.planning.stack_options import DeployedOptions
+    from imagebatch.planning.verdict import Verdict
+    from imagebatch_cli.what_if import ManifestEstimate
 
 
 def _duration(seconds: float) -> str:
@@ -171,7 +173,7 @@ def _dollars(value: float, _: object) -> str:
     return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
 
 
-def describe_stack(stack: StackOptions, at_zero: bool) -> str:
+def describe_stack(stack: DeployedOptions, at_zero: bool) -> str:
     """The stack in one line: chunking and what the endpoint serves."""
     deployment = stack.deployment
     if deployment is None:
@@ -195,18 +197,19 @@ def ingest_table(plan: BatchPlan) -> Table:
     for column in ("backend", "images", "chunks", "inference"):
         table.add_column(column, justify="left" if column == "backend" else "right")
     for backend, images in sorted(plan.backends.items()):
-        chunks = sum(1 for b in plan.chunk_backends if b == backend)
+        chunks = sum(1 for chunk in plan.chunks if chunk.backend == backend)
         inference = plan.inference_by_backend.get(backend, 0)
         table.add_row(backend, str(images), str(chunks), usd(ceil_micro(Decimal(inference))))
     return table
 
 
-def ingest_summary(plan: BatchPlan, rejection: str | None) -> list[str]:
+def ingest_summary(plan: BatchPlan, verdict: Verdict) -> list[str]:
     """The lines under the table: the choice, the estimate, and the verdict."""
+    rejection = verdict.rejection
     lines = []
     if plan.choice:
         lines.append(f"images either backend could make: {plan.choice}")
-    estimate = plan.estimate
+    estimate = verdict.estimate
     if estimate is not None and plan.images_total:
         lines.append(
             f"estimate {usd(estimate.total_micro_usd)} for {plan.images_total} images "
@@ -224,6 +227,6 @@ def ingest_summary(plan: BatchPlan, rejection: str | None) -> list[str]:
         lines.append(f"ingest would refuse this batch: {rejection}")
     else:
         lines.append(
-            f"ingest would start batch backend {plan.backend}, {len(plan.chunk_ids)} chunk(s)"
+            f"ingest would start batch backend {plan.backend}, {len(plan.chunks)} chunk(s)"
         )
     return lines

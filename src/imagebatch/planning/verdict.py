@@ -1,0 +1,101 @@
+"""The verdict on a plan: its estimate by category and why ingest would refuse it. It reads
+the plan and returns a Verdict; the plan is not changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imagebatch.costs.estimate import BatchEstimate, estimate_batch
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
+from imagebatch.models.money import MICRO, format_usd
+from imagebatch.planning.plan import BatchPlan
+from imagebatch.planning.stack_options import DeployedOptions
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ingest decides before it writes anything about one plan."""
+
+    estimate: BatchEstimate
+    # Why the batch is refused; None: it runs.
+    rejection: str | None
+
+
+def assess(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> Verdict:
+    """The estimate by category and the rejection reason. `imagebatch validate` and
+    `estimate` call this too (after plan_for_stack), so their verdict is ingest's."""
+    estimate = estimate_plan(plan, stack, prices)
+    return Verdict(
+        estimate=estimate,
+        rejection=rejection_reason(
+            plan,
+            estimate=estimate,
+            sagemaker_deployed=stack.deployment is not None or stack.sagemaker_unpriced,
+            sagemaker_priced=not stack.sagemaker_unpriced,
+        ),
+    )
+
+
+def estimate_plan(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> BatchEstimate:
+    sizes = [chunk.images for chunk in plan.chunks]
+    if not any(chunk.backend == "sagemaker" for chunk in plan.chunks):
+        return estimate_batch(plan.estimate_inference_micro_usd, sizes, prices, stack.shape)
+    return estimate_mixed_batch(
+        plan.inference_exact,
+        [chunk.images for chunk in plan.chunks if chunk.backend == "bedrock"],
+        [(chunk.images, chunk.shapes) for chunk in plan.chunks if chunk.backend == "sagemaker"],
+        prices,
+        stack.shape,
+        path=stack.deployment.path if stack.deployment else SageMakerPath(),
+        capped=plan.settings.max_cost_usd is not None,
+        pixels=plan.pixels_total // max(1, plan.images_total),
+    )
+
+
+def rejection_reason(
+    plan: BatchPlan,
+    *,
+    estimate: BatchEstimate | None = None,
+    sagemaker_deployed: bool = False,
+    sagemaker_priced: bool = True,
+) -> str | None:
+    """Why ingest refuses the plan (None: it runs); without `estimate`, the cap is checked
+    against the plan's inference alone."""
+    settings = plan.settings
+    if plan.invalid_lines and settings.on_invalid == "reject":
+        return (
+            f"{plan.invalid_lines} invalid line(s) and on_invalid is 'reject': nothing runs; "
+            "see errors.jsonl, fix the lines or set on_invalid to 'skip'"
+        )
+    if plan.images_total == 0:
+        return "no valid items: nothing to generate"
+    if settings.backend == "sagemaker" and not sagemaker_deployed:
+        return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
+    if settings.backend == "sagemaker" and not sagemaker_priced:
+        return (
+            "backend 'sagemaker': src/imagebatch/data/aws_prices.json has no price for the "
+            "endpoint's instance type in this region, so its images cannot be charged; "
+            "use 'bedrock'"
+        )
+    if settings.max_cost_usd is not None:
+        cap = int(settings.max_cost_usd * MICRO)
+        total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
+        reserve = estimate.overhead_reserve_micro_usd if estimate else 0
+        if total + reserve > cap:
+            detail = (
+                f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
+                f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
+                f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
+                f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
+                "can still be recorded)"
+                if estimate
+                else ""
+            )
+            return (
+                f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
+                f"images{detail} "
+                f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
+                "max_cost_usd or split the manifest"
+            )
+    return None

@@ -1,0 +1,84 @@
+"""Which deployed stack a command talks to, and its outputs.
+
+`--stack NAME` (or IMAGEBATCH_STACK) names it; `submit` and `watch` fall back to the
+stack_name `sam deploy` uses, from the application's samconfig.toml
+([default.global.parameters] or [default.deploy.parameters]), and every command to its region
+when neither --region nor the AWS environment gives one. Its outputs (DataBucketName,
+LedgerTableName, QueryApiUrl) come from CloudFormation DescribeStacks
+(imagebatch.aws.deployed), so nothing is copied by hand.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from imagebatch_cli.exit_codes import fail
+
+if TYPE_CHECKING:
+    from imagebatch.aws.deployed import StackOutputs
+    from imagebatch.aws.session import AwsSession
+
+StackOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="IMAGEBATCH_STACK",
+        show_default=False,
+        help="A deployed imagebatch stack: its bucket, ledger table and query API are read "
+        "from its CloudFormation outputs.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    stack_name: str | None = None
+    region: str | None = None
+
+
+def read_samconfig(path: Path | None = None) -> SamConfig:
+    """stack_name and region from samconfig.toml's `default` environment (none: empty)."""
+    if path is None:
+        from imagebatch_cli.project import ProjectFilesNotFound, project_root
+
+        try:
+            path = project_root() / "samconfig.toml"
+        except ProjectFilesNotFound:
+            return SamConfig()
+    if not path.is_file():
+        return SamConfig()
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{path}: not valid TOML: {exc}")
+    default: dict[str, Any] = config.get("default", {})
+    found: dict[str, str] = {}
+    for command in ("global", "deploy"):
+        for key, value in default.get(command, {}).get("parameters", {}).items():
+            if key in {"stack_name", "region"} and isinstance(value, str):
+                found.setdefault(key, value)
+    return SamConfig(stack_name=found.get("stack_name"), region=found.get("region"))
+
+
+@dataclass(frozen=True)
+class DeployedStack:
+    session: AwsSession
+    outputs: StackOutputs
+
+
+def deployed_stack(stack: str | None, *, use_samconfig: bool = True) -> DeployedStack:
+    """The stack named (or samconfig.toml's) and its outputs; a clear error otherwise."""
+    from imagebatch.aws.deployed import read_stack_outputs
+    from imagebatch_cli.settings import aws_session
+
+    config = read_samconfig()
+    name = stack or (config.stack_name if use_samconfig else None)
+    if not name:
+        fail("name a deployed stack: --stack NAME (or IMAGEBATCH_STACK, or samconfig.toml)")
+    session = aws_session(default_region=config.region)
+    outputs = read_stack_outputs(session.cloudformation(), name, session.region)
+    return DeployedStack(session, outputs)
