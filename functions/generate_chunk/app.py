@@ -11,7 +11,7 @@ from imagebatch.aws.bedrock_runtime import BedrockImageBackend
 from imagebatch.aws.clients import bedrock_runtime_client, dynamodb_client, s3_client
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
-from imagebatch.backends.retry import BackoffPolicy
+from imagebatch.backends.retry import AccessWait, BackoffPolicy
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.bedrock_models import load_catalogue
@@ -44,6 +44,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             base_s=settings.retry_base_ms / 1000,
             cap_s=max(settings.retry_cap_ms, settings.retry_base_ms) / 1000,
             max_attempts=settings.retry_max_attempts,
+        ),
+        access_wait=AccessWait(
+            window_s=settings.access_wait_ms / 1000, poll_s=settings.access_poll_ms / 1000
         ),
         prices=load_aws_prices().region(settings.aws_region),
         clock=clock,

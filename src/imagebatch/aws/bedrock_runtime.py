@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
 from imagebatch.backends.bedrock import ADAPTERS, GeneratedImage, is_content_filter_message
-from imagebatch.errors import ImageGenerationError
+from imagebatch.errors import ImageGenerationError, ModelAccessDenied
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 from imagebatch.models.records import FailureClass, ImageJob
 
@@ -29,7 +29,7 @@ _ERROR_CLASSES: dict[str, tuple[FailureClass, bool]] = {
     "ModelTimeoutException": (FailureClass.TIMEOUT, True),
     "ValidationException": (FailureClass.INVALID, False),
     "ModelErrorException": (FailureClass.MODEL_ERROR, False),
-    "AccessDeniedException": (FailureClass.MODEL_ERROR, False),
+    # AccessDeniedException: ModelAccessDenied (classify_client_error), waited out on first use
     "ResourceNotFoundException": (FailureClass.INVALID, False),
 }
 
@@ -38,6 +38,8 @@ def classify_client_error(exc: ClientError) -> ImageGenerationError:
     code = exc.response.get("Error", {}).get("Code", "Unknown")
     message = exc.response.get("Error", {}).get("Message", str(exc))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code == "AccessDeniedException":
+        return ModelAccessDenied(f"{code}: {message}")
     failure_class, transient = _ERROR_CLASSES.get(code, (FailureClass.MODEL_ERROR, status >= 500))
     if code == "ValidationException" and is_content_filter_message(message):
         failure_class = FailureClass.CONTENT_FILTERED
