@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
+from imagebatch_cli.local.fakes.bedrock_server import FIRST_USE_DENIED, LocalBedrock
+from imagebatch_cli.local.fakes.renderers import NullRenderer
 
-from imagebatch.aws.bedrock_runtime import classify_client_error
+from imagebatch.aws.bedrock_runtime import BedrockImageBackend, classify_client_error
 from imagebatch.backends.bedrock import GeneratedImage
 from imagebatch.backends.retry import (
     MODEL_ACCESS_NOT_GRANTED,
@@ -15,6 +19,7 @@ from imagebatch.backends.retry import (
     RetryingBackend,
 )
 from imagebatch.errors import ImageGenerationError, ModelAccessDenied
+from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import FailureClass, ImageJob
 
 JOB = ImageJob(
@@ -148,3 +153,31 @@ def test_access_wait_refuses_nonsense() -> None:
         AccessWait(window_s=-1)
     with pytest.raises(ValueError):
         AccessWait(poll_s=0)
+
+
+def test_the_local_bedrock_replays_a_first_use_in_the_wire_format() -> None:
+    # GIVEN the local Bedrock denying the model for 90 s from its first call, on a fake clock
+    time = FakeTime()
+    with LocalBedrock(NullRenderer()) as bedrock:
+        bedrock.deny_first_use(JOB.model, 90, clock=time.clock)
+        client = boto3.client(
+            "bedrock-runtime",
+            region_name="us-west-2",
+            endpoint_url=bedrock.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        backend = BedrockImageBackend(client, load_catalogue())
+        # WHEN the first call is made, and again 89 s and 90 s later
+        with pytest.raises(ModelAccessDenied) as first:
+            backend.generate(JOB)
+        time.sleep(89)
+        with pytest.raises(ModelAccessDenied):
+            backend.generate(JOB)
+        time.sleep(1)
+        image = backend.generate(JOB)
+    # THEN botocore read AWS's code and message, and the image came once the window passed
+    assert first.value.reason == f"AccessDeniedException: {FIRST_USE_DENIED}"
+    assert image.png.startswith(b"\x89PNG")
+    assert bedrock.stats.errors == 2
