@@ -35,7 +35,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         task,
         store=BatchStore(s3_client(), task.bucket),
         ledger=Ledger(dynamodb_client(), settings.ledger_table),
-        backend=BedrockImageBackend(bedrock_runtime_client(), load_catalogue()),
+        backend=BedrockImageBackend(
+            bedrock_runtime_client(), load_catalogue(), settings.inference_profile_arns
+        ),
         catalogue=load_catalogue(),
         concurrency=settings.chunk_concurrency,
         time_left_ms=context.get_remaining_time_in_millis,

@@ -98,6 +98,23 @@ def test_access_denied_is_its_own_class_of_error() -> None:
     assert not classified.transient
 
 
+def test_an_iam_denial_is_not_waited_out() -> None:
+    message = (
+        "User: arn:aws:sts::123456789012:assumed-role/r/f is not authorized to perform: "
+        "bedrock:InvokeModel on resource: arn:aws:bedrock:us-west-2::foundation-model/m"
+    )
+    error = ClientError(
+        {
+            "Error": {"Code": "AccessDeniedException", "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": 403},  # type: ignore[typeddict-item]
+        },
+        "InvokeModel",
+    )
+    classified = classify_client_error(error)
+    assert not isinstance(classified, ModelAccessDenied)
+    assert classified.failure_class is FailureClass.MODEL_ERROR and not classified.transient
+
+
 def test_ninety_seconds_of_access_denied_then_the_image_is_made() -> None:
     time = FakeTime()
     inner = DeniedFor(time, 90)

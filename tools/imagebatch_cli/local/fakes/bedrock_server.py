@@ -63,6 +63,9 @@ INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
 STATS_PATH = "/_local/stats"
 # Foundation-model ARNs are accepted wherever a model id is, as on AWS.
 MODEL_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[\w-]*:\d*:foundation-model/(?P<id>.+)$")
+# An application inference profile's ARN is accepted as a modelId once the local stack has
+# said which model it copies (add_inference_profiles), as on AWS.
+PROFILE_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[\w-]*:\d+:application-inference-profile/\w+$")
 INVALID_MODEL = "The provided model identifier is invalid."
 END_OF_LIFE = (
     "This model version has reached the end of its life. "
@@ -391,6 +394,7 @@ class LocalBedrock:
         self._stats = BedrockStats()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._profiles: dict[str, str] = {}
         # model id -> (seconds denied, the clock, when its first call came or None)
         self._first_use: dict[str, tuple[float, Callable[[], float], float | None]] = {}
         self._families: dict[str, Callable[[ModelSpec, dict[str, Any]], dict[str, Any]]] = {
@@ -444,6 +448,11 @@ class LocalBedrock:
                 current[key] += delta
             self._stats = BedrockStats(**current)
 
+    def add_inference_profiles(self, profiles: dict[str, str]) -> None:
+        """Application inference profiles by ARN -> the foundation model id each copies."""
+        with self._lock:
+            self._profiles.update(profiles)
+
     def deny_first_use(
         self, model_id: str, seconds: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -493,6 +502,9 @@ class LocalBedrock:
             raise
 
     def _resolve(self, model_id: str) -> ModelSpec:
+        if PROFILE_ARN.match(model_id):
+            with self._lock:
+                model_id = self._profiles.get(model_id, model_id)
         arn = MODEL_ARN.match(model_id)
         spec = load_catalogue().get(arn.group("id") if arn else model_id)
         if spec is None:
