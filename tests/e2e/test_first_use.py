@@ -62,7 +62,9 @@ def test_ninety_seconds_of_first_use_access_denied_then_the_batch_succeeds(
     batch_id = aws.upload_manifest(_manifest(tmp_path / "first.jsonl", 8, "first"))
     summary = aws.wait_for_batch(batch_id, timeout_s=120)
 
-    # THEN Bedrock refused calls at first, and every image was made once access came
+    # THEN Bedrock refused calls at first, and every image was made once access came (called
+    # through the stack's inference profile for the model, as on AWS in us-west-2)
+    assert MODEL in aws.stack.inference_profiles.values()
     assert aws.bedrock.stats.errors > errors_before
     assert summary["status"] == "SUCCEEDED"
     assert summary["images_succeeded"] == 8 and summary["images_failed"] == 0
