@@ -16,12 +16,6 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 NODE_STAMP := node_modules/.installed
-# The SageMaker Python SDK (`imagebatch endpoint compile`) in a venv of its own: it moves
-# packaging, rich, attrs and importlib-metadata below what the project's venv has. Its tests
-# run there, so the request the SDK sends is checked in every `make test`.
-ENDPOINT_VENV := .venv-endpoint
-SAGEMAKER_SDK_VERSION := 2.257.7
-ENDPOINT_STAMP := $(ENDPOINT_VENV)/.installed-$(SAGEMAKER_SDK_VERSION)
 
 # sam build for the python3.12 runtime needs a python3.12 on PATH, else it fails with
 # "PythonPipBuilder:Validation - Binary validation failed for python". pyenv has one here.
@@ -32,7 +26,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov .venv-endpoint chromium lint check-template test iam-report demo bench neuron-image clean
+.PHONY: venv node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench neuron-image clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -56,16 +50,6 @@ $(SAM_STAMP):
 	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --upgrade pip
 	$(SAM_VENV)/bin/python -m pip install 'aws-sam-cli==$(SAM_CLI_VERSION)'
-	touch $@
-
-.venv-endpoint: $(ENDPOINT_STAMP)
-
-$(ENDPOINT_STAMP): pyproject.toml
-	test -x $(ENDPOINT_VENV)/bin/python || $(PYTHON) -m venv $(ENDPOINT_VENV)
-	$(ENDPOINT_VENV)/bin/python -m pip install --upgrade pip
-	$(ENDPOINT_VENV)/bin/python -m pip install 'sagemaker==$(SAGEMAKER_SDK_VERSION)' \
-	  'boto3==1.44.5' 'pydantic==2.14.3' 'moto[server]==5.2.5' 'pytest==9.2.0' typer rich \
-	  'aws-lambda-powertools[tracer]==3.37.0' 'cfn-lint==1.58.0'
 	touch $@
 
 .venv-checkov: $(CHECKOV_STAMP)
@@ -123,12 +107,10 @@ check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(SAM) validate --lint --template-file template.yaml
 	$(SAM) build --template-file template.yaml --build-dir .aws-sam/build
 
-test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(ENDPOINT_STAMP) chromium
+test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) chromium
 	$(MAKE) lint
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests/
-	PYTHONPATH=src:tools:containers/serving $(ENDPOINT_VENV)/bin/pytest -q -p no:cacheprovider \
-	  tests/unit/test_endpoint_compile.py
 
 # The e2e suite with every local IAM decision recorded, then the permissions template.yaml
 # grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).

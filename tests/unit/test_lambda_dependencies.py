@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYER_REQUIREMENTS = ROOT / "src" / "requirements.txt"
 LAMBDA_CODE_DIRS = (ROOT / "src" / "imagebatch", ROOT / "functions")
 
-# sagemaker: the Python SDK of `imagebatch endpoint compile` (the [endpoint] extra), CLI only.
+# sagemaker: the Python SDK (no longer used: `imagebatch endpoint compile` calls boto3); the
+# Lambdas must never carry it.
 FORBIDDEN_REQUIREMENTS = frozenset(
     {"torch", "torchvision", "diffusers", "transformers", "moto", "sagemaker"}
 )
