@@ -16,6 +16,12 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 NODE_STAMP := node_modules/.installed
+# One lock file (requirements.lock) for every install: pip-tools resolves pyproject.toml's
+# ranges with pip itself (pip's configuration, the torch wheel on disk included), in a venv of
+# its own; tools/requirements_from_lock.py writes the dev venv's, the layer's and the
+# containers' requirement files from it.
+LOCK_VENV := .venv-lock
+PIP_TOOLS_VERSION := 7.7.0
 
 # sam build for the python3.12 runtime needs a python3.12 on PATH, else it fails with
 # "PythonPipBuilder:Validation - Binary validation failed for python". pyenv has one here.
@@ -26,17 +32,30 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench neuron-image clean
+.PHONY: venv lock requirements node_modules .venv-sam .venv-checkov chromium lint check-template test iam-report demo bench neuron-image clean
 
 # --- installs -------------------------------------------------------------------------
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip
-	$(VENV)/bin/python -m pip install -e '.[local,dev]'
+	$(VENV)/bin/python -m pip install -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --no-deps -e .
 	touch $@
+
+# Re-resolve after changing a range in pyproject.toml (the only step that reads an index for
+# versions it has not seen), then write the requirement files.
+lock:
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet 'pip-tools==$(PIP_TOOLS_VERSION)'
+	$(LOCK_VENV)/bin/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(MAKE) requirements
+
+requirements:
+	$(PYTHON) tools/requirements_from_lock.py
 
 node_modules: $(NODE_STAMP)
 
@@ -84,7 +103,7 @@ chromium:
 
 # ruff skips .venv by default and .gitignore'd paths only inside a git checkout:
 # exclude the SAM CLI venv explicitly so a tarball checkout lints the same.
-RUFF_EXCLUDE := --extend-exclude $(SAM_VENV),$(CHECKOV_VENV)
+RUFF_EXCLUDE := --extend-exclude $(SAM_VENV),$(CHECKOV_VENV),$(LOCK_VENV)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
@@ -147,6 +166,6 @@ neuron-image:
 	docker push "$(IMAGE)"
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(LOCK_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

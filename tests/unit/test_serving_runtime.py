@@ -267,3 +267,19 @@ def test_each_replica_loads_the_whole_pipeline_on_its_one_core(
         ("768x768", {"data_parallel_mode": "none"}),
     ]
     assert backend.max_batch == 4
+
+
+def test_the_neuron_bench_gives_each_replica_its_own_core_and_skips_without_the_chip(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        import bench_neuron
+    finally:
+        sys.path.pop(0)
+    assert bench_neuron.replica_environments(2) == [
+        {"NEURON_RT_VISIBLE_CORES": "0"},
+        {"NEURON_RT_VISIBLE_CORES": "1"},
+    ]
+    assert bench_neuron.main([]) == 0  # torch_neuronx is absent here
+    assert "run it on inf2" in capsys.readouterr().out
