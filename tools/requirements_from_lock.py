@@ -8,9 +8,9 @@ edges):
 
 | file | roots | installed by |
 |---|---|---|
-| requirements-dev.txt | [project] dependencies, `local`, `dev` | `make venv` |
-| src/requirements.txt | [project] dependencies | `sam build` (the DomainLayer) |
-| containers/serving/requirements.txt | boto3, pydantic (the shared wire models), `serving` | both images |
+| requirements-dev.txt | dependencies, `local`, `dev` | `make venv` |
+| src/requirements.txt | dependencies | `sam build` (the DomainLayer) |
+| containers/serving/requirements.txt | boto3, pydantic, `serving` | both images |
 | containers/diffusers/requirements.txt | `diffusers-image` | the CUDA/CPU image |
 
 containers/neuron/requirements.txt is not produced: optimum-neuron pins transformers and
@@ -148,11 +148,11 @@ def main(argv: list[str]) -> int:
     stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
     if "--check" in argv:
         for path in stale:
-            print(f"{path.relative_to(ROOT)} differs from requirements.lock", file=sys.stderr)
+            sys.stderr.write(f"{path.relative_to(ROOT)} differs from requirements.lock\n")
         return 1 if stale else 0
     for path in stale:
         path.write_text(files[path], encoding="utf-8")
-        print(f"wrote {path.relative_to(ROOT)}")
+        sys.stdout.write(f"wrote {path.relative_to(ROOT)}\n")
     return 0
 
 

@@ -71,9 +71,9 @@ def test_layer_requirements_match_the_package_dependencies() -> None:
     lock = read_lock((ROOT / "requirements.lock").read_text())
     layer = {parse(line.replace(" ", "")) for line in requirement_lines(LAYER_REQUIREMENTS)}
     assert declared <= {name for name, _ in layer}
-    assert {line for _, line in layer} == {
-        pin_line(lock[name]) for name, _ in layer
-    }, "src/requirements.txt differs from requirements.lock: make requirements"
+    assert {line for _, line in layer} == {pin_line(lock[name]) for name, _ in layer}, (
+        "src/requirements.txt differs from requirements.lock: make requirements"
+    )
 
 
 # The one exception to "the layer carries everything": the contact sheet decodes PNGs and
