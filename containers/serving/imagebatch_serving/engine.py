@@ -354,14 +354,7 @@ class ServingEngine:
         budget.timed[call.key] = seconds / len(batch)
         if len(images) != len(batch):
             raise RuntimeError(f"pipeline returned {len(images)} images for {len(batch)}")
-        pngs: dict[str, int] = {}
-        for position, (job, image) in enumerate(zip(batch, images, strict=True)):
-            key = image_key(invocation.output_prefix, invocation.batch_id, job.image_id)
-            png = encoded[position] if encoded is not None else encode_png(image)
-            self._sink.put_png(
-                invocation.bucket, key, png, image_metadata(invocation.batch_id, job, job.seed)
-            )
-            pngs[job.image_id] = len(png)
+        pngs = self._store(invocation, batch, encoded or [encode_png(image) for image in images])
         logger.info(
             "call %d: %d image(s) %dx%d/%d steps in %.3f s",
             index,
@@ -372,6 +365,19 @@ class ServingEngine:
             seconds,
         )
         return call, pngs
+
+    def _store(
+        self, invocation: ChunkInvocation, batch: list[ImageJob], pngs: list[bytes]
+    ) -> dict[str, int]:
+        """Each image's PNG to the sink at its key; its size in bytes by image id."""
+        sizes: dict[str, int] = {}
+        for job, png in zip(batch, pngs, strict=True):
+            key = image_key(invocation.output_prefix, invocation.batch_id, job.image_id)
+            self._sink.put_png(
+                invocation.bucket, key, png, image_metadata(invocation.batch_id, job, job.seed)
+            )
+            sizes[job.image_id] = len(png)
+        return sizes
 
     @staticmethod
     def _call(
