@@ -113,7 +113,10 @@ def test_only_finalize_may_put_events_and_only_imagebatch_on_the_default_bus(
     granted = {}
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []) or []:
-            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            for node in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                # a conditional statement (!If [condition, statement, AWS::NoValue]): its
+                # statement counts as granted
+                statement = node["Fn::If"][1] if "Fn::If" in node else node
                 actions = statement["Action"]
                 if "events:PutEvents" in (actions if isinstance(actions, list) else [actions]):
                     granted[name] = statement

@@ -441,6 +441,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     moto_workarounds.capture_map_runs(
         _authorize_map_run(iam), lambda run: map_runs.__setitem__(run.map_run_arn, run)
     )
+    bedrock.add_inference_profiles(stack.inference_profiles)
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
     with enforcing(iam), executor_tasks_inherit_identity():
@@ -473,7 +474,12 @@ def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
             raise LocalRunError(f"no role {owner} in the stack: {sorted(roles)}")
         roles[owner] = roles[owner].without(action)
     machines = list(stack.of_type("AWS::Serverless::StateMachine"))
-    where = Where(stack.region, ACCOUNT_ID, tuple(stack.arns[m] for m in machines))
+    where = Where(
+        stack.region,
+        ACCOUNT_ID,
+        tuple(stack.arns[m] for m in machines),
+        tuple(stack.inference_profiles.items()),
+    )
     return IamEnforcer(roles, where, machines[0] if len(machines) == 1 else None)
 
 
