@@ -66,8 +66,8 @@ def test_ninety_seconds_of_first_use_access_denied_then_the_batch_succeeds(
     # through the stack's inference profile for the model, as on AWS in us-west-2)
     assert MODEL in aws.stack.inference_profiles.values()
     assert aws.bedrock.stats.errors > errors_before
-    assert summary["status"] == "SUCCEEDED"
-    assert summary["images_succeeded"] == 8 and summary["images_failed"] == 0
+    assert summary.status == "SUCCEEDED"
+    assert summary.images_succeeded == 8 and summary.images_failed == 0
     assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
 
 
@@ -82,7 +82,7 @@ def test_access_that_never_comes_fails_the_images_with_the_doctor_hint(
     summary = aws.wait_for_batch(batch_id, timeout_s=120)
 
     # THEN the batch fails, each image saying what to do
-    assert summary["status"] == "FAILED"
+    assert summary.status == "FAILED"
     records = list(aws.ledger().image_records(batch_id))
     assert len(records) == 3
     assert all(r["failure_reason"].startswith(MODEL_ACCESS_NOT_GRANTED) for r in records)
