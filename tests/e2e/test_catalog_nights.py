@@ -16,7 +16,13 @@ from imagebatch_local.cloud.catalog_local import LocalCatalogRun, run_local_cata
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
-from imagebatch.pipeline.contact_sheet import HEADER_LINE, LABEL_HEIGHT, PAD, THUMB, sheet_columns
+from imagebatch.pipeline.contact_sheet_render import (
+    HEADER_LINE,
+    LABEL_HEIGHT,
+    PAD,
+    THUMB,
+    sheet_columns,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
-from imagebatch.pipeline.contact_sheet import (
+from imagebatch.pipeline.contact_sheet import build_contact_sheet
+from imagebatch.pipeline.contact_sheet_render import (
     COLUMNS,
     HEADER_LINE,
     LABEL_HEIGHT,
@@ -23,7 +24,6 @@ from imagebatch.pipeline.contact_sheet import (
     PER_SHEET,
     THUMB,
     SheetEntry,
-    build_contact_sheet,
     sheet_columns,
 )
 

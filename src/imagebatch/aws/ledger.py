@@ -144,6 +144,8 @@ class Ledger(BudgetHolds):
                 request = dict(response.get("UnprocessedKeys") or {})
         return found
 
+    # Kept whole: the order of one transaction's actions (records, summary, rollup, hold); its
+    # parts are already helpers and the order is read in one place.
     def commit_images(
         self,
         batch_id: str,

@@ -156,6 +156,8 @@ def wake_micro_usd(deployment: Deployment) -> Decimal:
     return seconds * deployment.price.micro_usd_per_second
 
 
+# Kept whole: both backends' costs and times computed side by side, so they are compared like
+# for like.
 def choose_for_flexible(
     flexible: FlexibleImages,
     *,

@@ -100,6 +100,8 @@ def _plan(
     return plan if plan.micro_usd <= left else None
 
 
+# Kept whole: hold, build, commit and release are one budget sequence; split, the hold's
+# life would be spread over functions that each could forget to release it.
 def build_and_charge(
     event: ContactSheetEvent,
     *,

@@ -93,6 +93,8 @@ class BatchPlan:
             return spooled.read(chunk.length)
 
 
+# Kept whole: one streaming pass in which reading, routing and spooling share the reader's
+# state; split, the manifest would be read twice or held in memory.
 def plan_batch(
     stream: BinaryIO,
     key: str,

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (docs/cli.md).")]
 
 
+# Kept whole: a typer command whose signature is its options (most of its lines); the job
+# itself is compile_job.py.
 def compile_model(  # noqa: PLR0917 - typer turns each parameter into an option
     model: Annotated[
         str,

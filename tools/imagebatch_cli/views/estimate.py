@@ -104,6 +104,7 @@ def write_chart(estimate: ManifestEstimate, target: Path) -> list[tuple[str, str
     return points
 
 
+# Kept whole: one matplotlib figure, drawn top to bottom.
 def estimate_figure(estimate: ManifestEstimate) -> tuple[Any, list[tuple[str, str, float]]]:
     """Cost in dollars against number of images (log axes, 1 to 100,000) for every option the
     manifest allows; this manifest's size marked, break-even points dotted, and past the
