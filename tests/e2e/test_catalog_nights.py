@@ -88,7 +88,8 @@ def test_second_night_regenerates_exactly_the_changed_variants(
     aws: LocalAws, tmp_path: Path
 ) -> None:
     config = json.loads((SAMPLE / "config.json").read_text())
-    products = list(csv.DictReader((SAMPLE / "products.csv").open()))
+    with (SAMPLE / "products.csv").open(encoding="utf-8") as handle:
+        products = list(csv.DictReader(handle))
     variants = [v["name"] for v in config["variants"]]
     rendered_before = aws.bedrock.stats.images_returned
 
