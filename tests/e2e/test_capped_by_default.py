@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def _settled(aws: LocalAws, batch_id: str) -> dict[str, Any]:
     aws.wait_for_batch(batch_id, timeout_s=120)
     # the contact sheet, after the final status, holds budget first: read once it has settled
     aws.wait_for_execution(batch_id)
-    return aws.ledger().get_batch(batch_id) or {}
+    return as_item(aws.ledger().get_batch(batch_id)) or {}
 
 
 def test_a_manifest_without_a_cap_spends_within_the_stack_default(
@@ -79,7 +80,7 @@ def test_a_cap_above_the_ceiling_is_refused_naming_line_and_field(
 ) -> None:
     invocations_before = aws.bedrock.stats.invocations
     batch_id = aws.upload_manifest(_manifest(tmp_path / "over.jsonl", 2, max_cost_usd=6))
-    summary = aws.wait_for_batch(batch_id, timeout_s=60)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=60))
     assert summary["status"] == "REJECTED"
     assert "MaxCostCeilingUsd" in summary["rejection"]
     assert aws.bedrock.stats.invocations == invocations_before

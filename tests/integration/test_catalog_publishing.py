@@ -19,6 +19,7 @@ from imagebatch.aws.catalog_state import CatalogState
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.catalog.nightly import CatalogRunEvent, publish_catalog_batch, run_catalogs
+from imagebatch.models.batch_record import BatchRecord
 
 SAMPLE = Path(__file__).resolve().parents[2] / "events" / "catalog"
 NAME = "home-and-style"
@@ -45,13 +46,14 @@ def _night(store: BatchStore, state: CatalogState) -> str:
     return result.manifest_key
 
 
-def _summary(key: str, body: bytes, version: str | None, run: str = NIGHT) -> dict[str, Any]:
-    return {
-        "manifest_key": key,
-        "manifest_sha256": hashlib.sha256(body).hexdigest(),
-        "manifest_version_id": version,
-        "settings": json.dumps({"tags": {"catalog": NAME, "catalog_run": run}}),
-    }
+def _summary(key: str, body: bytes, version: str | None, run: str = NIGHT) -> BatchRecord:
+    return BatchRecord(
+        batch_id="forged",
+        manifest_key=key,
+        manifest_sha256=hashlib.sha256(body).hexdigest(),
+        manifest_version_id=version,
+        settings=json.dumps({"tags": {"catalog": NAME, "catalog_run": run}}),
+    )
 
 
 def test_the_catalog_function_records_the_manifest_it_wrote(world: Any) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field
@@ -34,6 +32,7 @@ from imagebatch.catalog.products import (
 )
 from imagebatch.errors import CatalogError, ObjectMissingError
 from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX
+from imagebatch.models.batch_record import BatchRecord
 
 logger = Logger(child=True)
 
@@ -137,31 +136,31 @@ class CatalogPublisher:
         self._ledger = ledger
         self._state = state
 
-    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+    def __call__(self, batch_id: str, summary: BatchRecord) -> int:
         return publish_catalog_batch(
             batch_id, summary, store=self._store, ledger=self._ledger, state=self._state
         )
 
 
 def _ran_the_nights_manifest(
-    summary: Mapping[str, Any], name: str, run: str, state: CatalogState
+    summary: BatchRecord, name: str, run: str, state: CatalogState
 ) -> bool:
     """Whether the batch ran the manifest the catalog function recorded for this night: its key
     under manifests/catalogs/<name>/, its content's SHA-256 and (where both have one) its
     version. Tags alone are what any manifest author writes."""
-    key = str(summary.get("manifest_key") or "")
+    key = summary.manifest_key or ""
     if not key.startswith(f"{CATALOG_MANIFESTS_PREFIX}{name}/"):
         return False
     night = state.night_manifest(name, run)
-    if night is None or night.key != key or night.sha256 != summary.get("manifest_sha256"):
+    if night is None or night.key != key or night.sha256 != summary.manifest_sha256:
         return False
-    version = summary.get("manifest_version_id")
+    version = summary.manifest_version_id
     return night.version_id is None or version is None or night.version_id == version
 
 
 def publish_catalog_batch(
     batch_id: str,
-    summary: Mapping[str, Any],
+    summary: BatchRecord,
     *,
     store: BatchStore,
     ledger: Ledger,
@@ -172,7 +171,7 @@ def publish_catalog_batch(
     Only succeeded images are recorded, so a failed variant is tried again the next night.
     Returns the number of variants published.
     """
-    tags = json.loads(summary.get("settings") or "{}").get("tags") or {}
+    tags = json.loads(summary.settings or "{}").get("tags") or {}
     name, run = tags.get(CATALOG_TAG), tags.get(RUN_TAG)
     if not name or not run:
         return 0

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
 from imagebatch.aws.s3_store import image_key
 from imagebatch.backends.retry import (
+    AccessWait,
     AdaptiveConcurrency,
     BackoffPolicy,
     ImageBackend,
@@ -64,6 +65,7 @@ def generate_chunk(
     prices: RegionPrices,
     clock: LambdaClock,
     retry_policy: BackoffPolicy | None = None,
+    access_wait: AccessWait | None = None,
 ) -> ChunkResult:
     """Make the chunk's images not yet in the ledger and commit them in one transaction.
 
@@ -77,8 +79,8 @@ def generate_chunk(
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         return ChunkResult.already_done(chunk.chunk_id, len(done))
-    summary = ledger.get_batch(task.batch_id) or {}
-    capped = summary.get("max_cost_micro_usd") is not None
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
         bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)
@@ -99,6 +101,7 @@ def generate_chunk(
         retry_policy or BackoffPolicy(),
         time_left_ms=time_left_ms,
         reserve_ms=commit_reserve_ms,
+        access_wait=access_wait or AccessWait(),
     )
     results = _make_images(
         todo,
