@@ -70,8 +70,8 @@ def test_each_event_runs_the_version_it_names(world: Any) -> None:
     assert first.status == "STARTED" and first.images == 2
     assert first.batch_id == batch_id_for(bucket, KEY, hashlib.sha256(_body(2)).hexdigest())
     record = ports.ledger.get_batch(first.batch_id)
-    assert record is not None and record["manifest_version_id"] == v1["VersionId"]
-    assert record["manifest_sha256"] == hashlib.sha256(_body(2)).hexdigest()
+    assert record is not None and record.manifest_version_id == v1["VersionId"]
+    assert record.manifest_sha256 == hashlib.sha256(_body(2)).hexdigest()
 
     # AND the second version's event runs the second version, once
     second = ingest_manifest(ManifestObject(bucket, KEY, v2["ETag"], v2["VersionId"]), ports, stack)
