@@ -19,6 +19,7 @@ from imagebatch_cli.commands import (
     estimate,
     local,
     models,
+    prices,
     query,
     redrive,
     validate,
@@ -52,6 +53,13 @@ endpoint_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(endpoint_app, name="endpoint")
+prices_app = typer.Typer(
+    help="The AWS prices imagebatch counts cost with (src/imagebatch/data): read them again.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+app.add_typer(prices_app, name="prices")
 
 
 def version() -> str:
@@ -115,6 +123,7 @@ _command(app)(deployed.submit)
 _command(app)(deployed.watch)
 _command(app, "stack")(deployed.stack_outputs)
 _command(endpoint_app, "compile")(endpoint.compile_model)
+_command(prices_app, "refresh")(prices.refresh)
 
 
 def main() -> None:

@@ -295,3 +295,34 @@ def refresh_bedrock_models(
             outcome = _mark(model["prices"][0], usd, "usd_per_image", where, today)
         lines.append(RefreshLine(region=region, name=f"{model_id} price", outcome=outcome))
     return lines
+
+
+def dump_aws_prices(document: Mapping[str, Any]) -> str:
+    """aws_prices.json as it is checked in: one line a price, so a refresh's diff shows
+    exactly the prices that changed."""
+    lines = ["{", f'  "about": {json.dumps(document["about"], ensure_ascii=False)},']
+    lines.append('  "regions": {')
+    regions = list(document["regions"].items())
+    for index, (region, prices) in enumerate(regions):
+        lines.append(f"    {json.dumps(region)}: {{")
+        keys = [key for key in ("services", "sagemaker_instances") if key in prices]
+        for position, key in enumerate(keys):
+            comma = "," if position < len(keys) - 1 else ""
+            entries = prices[key]
+            if not entries:
+                lines.append(f'      "{key}": []{comma}')
+                continue
+            lines.append(f'      "{key}": [')
+            lines.extend(
+                f"        {json.dumps(entry, ensure_ascii=False)}"
+                + ("," if n < len(entries) - 1 else "")
+                for n, entry in enumerate(entries)
+            )
+            lines.append(f"      ]{comma}")
+        lines.append("    }" + ("," if index < len(regions) - 1 else ""))
+    lines += ["  }", "}", ""]
+    return "\n".join(lines)
+
+
+def dump_bedrock_models(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
