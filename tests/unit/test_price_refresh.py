@@ -240,7 +240,7 @@ def test_prices_refresh_reports_then_writes(
     monkeypatch.setattr("imagebatch.aws.session.AwsSession.bedrock", lambda self: bedrock.client)
 
     def answer(write: bool) -> Any:
-        # 12 service prices, 3 instance types, 2 Bedrock service codes: only Lambda arm64 answers
+        # 17 service prices, 3 instance types, 2 Bedrock service codes: only Lambda arm64 answers
         for name in SERVICE_QUERIES:
             found = [LAMBDA_ARM] if name == "lambda_arm64_gb_second" else []
             pricing.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": found})

@@ -16,6 +16,9 @@ DDB-ReadUnits with usagetype *WriteRequestUnits / *ReadRequestUnits; Step Functi
 (service code AmazonStates) usagetype *StateTransition. Assumed, not confirmed: SNS
 (AmazonSNS, usagetype *Requests-Tier1), SQS (AWSQueueService, usagetype *Requests-Tier1,
 standard queue), EventBridge Scheduler (AWSEvents, usagetype *Scheduler-Invocation*),
+CloudWatch (AmazonCloudWatch: logs ingestion *DataProcessing-Bytes, logs storage
+*TimedStorage-ByteHrs, metrics *CW:MetricMonitorUsage, alarms *CW:AlarmMonitorUsage), X-Ray
+(AWSXRay, *XRay-TracesStored),
 SageMaker hosting (AmazonSageMaker, productFamily "ML Instance", `instanceName` and
 `component` Hosting), and how Bedrock's image models are named: they are looked for under
 AmazonBedrock and AmazonBedrockFoundationModels (third-party models sold through AWS
@@ -35,7 +38,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-SOURCE = "AWS Price List API (pricing:GetProducts)"
+# An address first, as every source in the data files (tests/unit/test_regions.py).
+SOURCE = "https://pricing.us-east-1.amazonaws.com (AWS Price List API, pricing:GetProducts)"
 
 
 class PriceDimension(BaseModel):
@@ -153,6 +157,31 @@ SERVICE_QUERIES: dict[str, PriceQuery] = {
     "eventbridge_scheduler_invocation": PriceQuery(
         service_code="AWSEvents",
         usagetype_pattern=r"Scheduler-Invocation",
+        confirmed_attributes=False,
+    ),
+    "cloudwatch_logs_ingest_gb": PriceQuery(
+        service_code="AmazonCloudWatch",
+        usagetype_pattern=r"(^|-)DataProcessing-Bytes$",
+        confirmed_attributes=False,
+    ),
+    "cloudwatch_logs_storage_gb_month": PriceQuery(
+        service_code="AmazonCloudWatch",
+        usagetype_pattern=r"(^|-)TimedStorage-ByteHrs$",
+        confirmed_attributes=False,
+    ),
+    "cloudwatch_custom_metric_month": PriceQuery(
+        service_code="AmazonCloudWatch",
+        usagetype_pattern=r"(^|-)CW:MetricMonitorUsage$",
+        confirmed_attributes=False,
+    ),
+    "cloudwatch_alarm_month": PriceQuery(
+        service_code="AmazonCloudWatch",
+        usagetype_pattern=r"(^|-)CW:AlarmMonitorUsage$",
+        confirmed_attributes=False,
+    ),
+    "xray_trace_recorded": PriceQuery(
+        service_code="AWSXRay",
+        usagetype_pattern=r"(^|-)XRay-TracesStored$",
         confirmed_attributes=False,
     ),
 }

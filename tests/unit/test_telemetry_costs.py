@@ -1,0 +1,56 @@
+"""What the functions cost besides their duration (Lambda INIT, CloudWatch Logs, X-Ray) is in
+every batch's orchestration; the stack's alarms and metrics are a monthly line of their own."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from imagebatch.costs import telemetry
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import Usage, price_usage
+
+PRICES = load_aws_prices().region("us-east-1")
+
+
+def test_a_million_invocations_price_init_logs_and_traces() -> None:
+    lines = telemetry.invocation_lines(1_000_000, PRICES, "arm64")
+    # INIT: half of them cold, 1.2 s at 512 MB = 300,000 GB-s at $0.0000133334
+    assert lines["lambda_init"] == Decimal("300000") * Decimal("0.0000133334") * 1_000_000
+    # logs: 2,600 bytes each, ingested ($0.50/GB) and kept 30 days ($0.03/GB-month)
+    gb = Decimal(2_600 * 1_000_000) / Decimal(1024**3)
+    assert lines["cloudwatch_logs"] == gb * Decimal("0.53") * 1_000_000
+    # traces: one each, an upper bound, $5 per million
+    assert lines["xray_traces"] == Decimal(5_000_000)
+
+
+def test_the_lines_are_orchestration_in_every_priced_usage() -> None:
+    without = price_usage(Usage(), PRICES)
+    assert without.orchestration == 0  # no invocation, no telemetry
+    one = price_usage(Usage(lambda_requests=1), PRICES)
+    assert set(telemetry.invocation_lines(1, PRICES, "arm64")) <= set(one.lines)
+    assert one.orchestration == sum(v for k, v in one.lines.items() if k != "s3_storage_month")
+    assert one.lines["lambda_init"] > 0 and one.lines["cloudwatch_logs"] > 0
+    x86 = price_usage(Usage(lambda_requests=1), PRICES, lambda_arch="x86")
+    assert x86.lines["lambda_init"] > one.lines["lambda_init"]
+
+
+def test_the_stack_pays_its_alarms_and_metrics_monthly() -> None:
+    bedrock = telemetry.stack_monthly(PRICES, sagemaker=False)
+    assert bedrock == {
+        "cloudwatch_alarms": Decimal("0.10") * 1 * 1_000_000,
+        "cloudwatch_metrics": Decimal("0.30") * 10 * 1_000_000,
+    }
+    with_endpoint = telemetry.stack_monthly(PRICES, sagemaker=True)
+    assert with_endpoint["cloudwatch_alarms"] == Decimal(500_000)
+
+
+def test_every_region_prices_the_telemetry() -> None:
+    for name, region in load_aws_prices().regions.items():
+        for price in (
+            "cloudwatch_logs_ingest_gb",
+            "cloudwatch_logs_storage_gb_month",
+            "cloudwatch_custom_metric_month",
+            "cloudwatch_alarm_month",
+            "xray_trace_recorded",
+        ):
+            assert region.service(price).usd > 0, (name, price)
