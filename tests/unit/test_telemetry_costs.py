@@ -3,7 +3,12 @@ every batch's orchestration; the stack's alarms and metrics are a monthly line o
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
+
+from imagebatch_cli.app import app
+from typer.testing import CliRunner
 
 from imagebatch.costs import telemetry
 from imagebatch.costs.prices import load_aws_prices
@@ -54,3 +59,12 @@ def test_every_region_prices_the_telemetry() -> None:
             "xray_trace_recorded",
         ):
             assert region.service(price).usd > 0, (name, price)
+
+
+def test_estimate_says_what_the_stack_costs_a_month_whatever_runs(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    header = {"batch": {"model": "stability.stable-image-core-v1:1", "max_cost_usd": 5}}
+    item = {"id": "a", "prompt": "a red fox"}
+    manifest.write_text(json.dumps(header) + "\n" + json.dumps(item) + "\n")
+    result = CliRunner().invoke(app, ["estimate", str(manifest), "--region", "us-west-2"])
+    assert "the stack itself, batches or not: $3.10 a month" in result.output, result.output
