@@ -149,4 +149,6 @@ def test_costs_reconcile_needs_a_stack_or_a_tag(
     assert result.exit_code == 1
     assert "--stack NAME or --cost-tag" in result.output
     bad = runner.invoke(app, ["costs", "--reconcile", "--since", "2026-11-01", "--cost-tag", "x"])
-    assert bad.exit_code == 1 and "KEY=VALUE" in bad.output
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+    backwards = ["costs", "--reconcile", "--since", "2026-11-05", "--until", "2026-11-01"]
+    assert runner.invoke(app, [*backwards, "--cost-tag", "k=v"]).exit_code == 2

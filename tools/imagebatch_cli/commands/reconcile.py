@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.query_client import parse_time
 
@@ -32,7 +34,10 @@ def cost_tag(stack: str | None, value: str | None) -> tuple[str, str]:
     if value:
         key, sep, tag_value = value.rpartition("=")
         if not sep or not key or not tag_value:
-            fail(f"--cost-tag {value!r} is not KEY=VALUE (for example {STACK_TAG}=imagebatch)")
+            raise typer.BadParameter(
+                f"{value!r} is not KEY=VALUE (for example {STACK_TAG}=imagebatch)",
+                param_hint="--cost-tag",
+            )
         return key, tag_value
     name = stack or read_samconfig().stack_name
     if not name:
@@ -44,9 +49,14 @@ def day_range(since: str, until: str | None) -> tuple[date, date]:
     start = parse_time(since, "--since").date()
     end = parse_time(until, "--until").date() if until else datetime.now(UTC).date()
     if end < start:
-        fail(f"--since {since} is after --until {until}: the range is empty")
+        raise typer.BadParameter(
+            f"--since {since} is after --until {until}: the range is empty", param_hint="--since"
+        )
     if (end - start).days >= MAX_DAYS:
-        fail(f"--since to --until spans more than {MAX_DAYS} days; reconcile a shorter range")
+        raise typer.BadParameter(
+            f"--since to --until spans more than {MAX_DAYS} days; reconcile a shorter range",
+            param_hint="--since",
+        )
     return start, end
 
 
