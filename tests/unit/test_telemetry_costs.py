@@ -1,5 +1,5 @@
-"""What the functions cost besides their duration (Lambda INIT, CloudWatch Logs, X-Ray) is in
-every batch's orchestration; the stack's alarms and metrics are a monthly line of their own."""
+"""What the functions cost besides their duration (Lambda INIT, CloudWatch Logs, X-Ray), per
+invocation; the stack's alarms and metrics are a monthly line of their own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from imagebatch.costs import telemetry
 from imagebatch.costs.prices import load_aws_prices
-from imagebatch.costs.usage import Usage, price_usage
 
 PRICES = load_aws_prices().region("us-east-1")
 
@@ -26,17 +25,6 @@ def test_a_million_invocations_price_init_logs_and_traces() -> None:
     assert lines["cloudwatch_logs"] == gb * Decimal("0.53") * 1_000_000
     # traces: one each, an upper bound, $5 per million
     assert lines["xray_traces"] == Decimal(5_000_000)
-
-
-def test_the_lines_are_orchestration_in_every_priced_usage() -> None:
-    without = price_usage(Usage(), PRICES)
-    assert without.orchestration == 0  # no invocation, no telemetry
-    one = price_usage(Usage(lambda_requests=1), PRICES)
-    assert set(telemetry.invocation_lines(1, PRICES, "arm64")) <= set(one.lines)
-    assert one.orchestration == sum(v for k, v in one.lines.items() if k != "s3_storage_month")
-    assert one.lines["lambda_init"] > 0 and one.lines["cloudwatch_logs"] > 0
-    x86 = price_usage(Usage(lambda_requests=1), PRICES, lambda_arch="x86")
-    assert x86.lines["lambda_init"] > one.lines["lambda_init"]
 
 
 def test_the_stack_pays_its_alarms_and_metrics_monthly() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.telemetry import invocation_lines
 from imagebatch.models.money import MICRO, round_micro
 
 # DynamoDB bills writes per 1 KB and strongly consistent reads per 4 KB of item size;
@@ -176,8 +175,7 @@ def price_usage(
     inference_micro_usd: Decimal | int = 0,
     lambda_arch: str = "arm64",
 ) -> CostBreakdown:
-    """Counted operations x prices, and what each invocation costs besides its duration
-    (costs.telemetry). Storage is one month of the bytes written (S3 Standard)."""
+    """Counted operations x prices. Storage is one month of the bytes written (S3 Standard)."""
 
     def usd(name: str, quantity: Decimal | int) -> Decimal:
         return prices.service(name).usd * Decimal(quantity) * MICRO
@@ -199,8 +197,6 @@ def price_usage(
         "s3_storage_month": usd(
             "s3_standard_gb_month", Decimal(usage.s3_bytes_written) / _BYTES_PER_GB
         ),
-        # billed per invocation but counted by no Meter: INIT, logs, traces (estimates)
-        **invocation_lines(usage.lambda_requests, prices, lambda_arch),
     }
     return CostBreakdown(
         inference=Decimal(inference_micro_usd),
