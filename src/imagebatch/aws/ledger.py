@@ -42,6 +42,7 @@ from imagebatch.aws.dynamo_items import (
 )
 from imagebatch.aws.endpoint_usage import request_put
 from imagebatch.aws.ledger_holds import BudgetHolds
+from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
@@ -264,7 +265,8 @@ class Ledger(BudgetHolds):
         """One transaction, retried here when DynamoDB says the same request may succeed
         later (a conflict with another writer, throttling): a commit carries images already
         paid for, so giving up at the first conflict would lose their charge. A transaction
-        that failed wrote nothing, so retrying it is safe."""
+        that failed wrote nothing, so retrying it is safe; a connection error or read
+        timeout is retried the same way (botocore's own retries already ran out)."""
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 self._ddb.transact_write_items(TransactItems=actions)
@@ -277,9 +279,13 @@ class Ledger(BudgetHolds):
                 transient = is_transient(exc)
                 if not transient or attempt == COMMIT_ATTEMPTS - 1:
                     raise StorageError(f"ledger commit: {exc}", transient=transient) from exc
-                delay = random.uniform(0, COMMIT_BACKOFF_S * 2**attempt)
-                logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
-                time.sleep(delay)
+                _back_off(attempt, exc)
+            except NETWORK_ERRORS as exc:
+                # The same path as a throttle: retried, then the pending file. Repeating
+                # the transaction is safe: every image Put is conditional.
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise StorageError(f"ledger commit: {exc}", transient=True) from exc
+                _back_off(attempt, exc)
 
     def roll_up_remainder(self, batch_id: str, summary: Mapping[str, Any]) -> int:
         """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
@@ -344,6 +350,12 @@ class Ledger(BudgetHolds):
             ReturnValues="ALL_NEW",
         )
         return from_item(response["Attributes"])
+
+
+def _back_off(attempt: int, exc: Exception) -> None:
+    delay = random.uniform(0, COMMIT_BACKOFF_S * 2**attempt)
+    logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
+    time.sleep(delay)
 
 
 def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:

@@ -156,7 +156,15 @@ def _commit_or_keep(
     try:
         ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
     except StorageError:
-        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        try:
+            save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        except StorageError as exc:
+            # S3 is out too: the chunk is still retried (ChunkUnfinished), never failed
+            # for good while the images it paid for are in outputs/ unrecorded.
+            logger.error(
+                "pending commit not written",
+                extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
+            )
         raise ChunkUnfinished(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from None
