@@ -86,7 +86,7 @@ def test_a_connection_error_at_commit_is_retried_like_a_throttle(
 ) -> None:
     # GIVEN a batch and a DynamoDB endpoint that drops the first commit's connection
     Ledger(dynamodb_client, ledger_table).create_batch(BATCH, {})
-    client = _Outage(dynamodb_client, "transact_write_items", kind, times=1)
+    client: Any = _Outage(dynamodb_client, "transact_write_items", kind, times=1)
     # WHEN two images are committed
     Ledger(client, ledger_table).commit_images(BATCH, [_outcome("a-1"), _outcome("b-1")])
     # THEN the commit was retried and both images are recorded once
@@ -100,7 +100,7 @@ def test_a_connection_outage_at_commit_is_a_transient_storage_error(
 ) -> None:
     # GIVEN an outage longer than the commit's own retries
     Ledger(dynamodb_client, ledger_table).create_batch(BATCH, {})
-    client = _Outage(dynamodb_client, "transact_write_items", "endpoint", times=10**6)
+    client: Any = _Outage(dynamodb_client, "transact_write_items", "endpoint", times=10**6)
     # WHEN a commit is tried THEN it ends as the storage error the pending file answers
     with pytest.raises(StorageError) as caught:
         Ledger(client, ledger_table).commit_images(BATCH, [_outcome("a-1")])
@@ -112,7 +112,7 @@ def test_a_connection_error_writing_the_pending_file_is_retried(
     s3_client: Any, s3_bucket: str
 ) -> None:
     # GIVEN an S3 endpoint that drops the pending file's first upload
-    client = _Outage(s3_client, "put_object", "endpoint", times=1)
+    client: Any = _Outage(s3_client, "put_object", "endpoint", times=1)
     store = BatchStore(client, s3_bucket)
     # WHEN a failed commit's images are kept
     save_pending(
@@ -127,7 +127,7 @@ def test_a_pending_file_s3_cannot_take_is_a_transient_storage_error(
     s3_client: Any, s3_bucket: str
 ) -> None:
     # GIVEN an S3 outage as long as DynamoDB's
-    client = _Outage(s3_client, "put_object", "read", times=10**6)
+    client: Any = _Outage(s3_client, "put_object", "read", times=10**6)
     # WHEN the images are kept THEN the error is a transient StorageError, not botocore's
     with pytest.raises(StorageError) as caught:
         BatchStore(client, s3_bucket).put_pending_commit(BATCH, "00000", b"{}")
