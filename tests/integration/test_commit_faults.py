@@ -19,7 +19,7 @@ import imagebatch.aws.ledger as ledger_module
 from imagebatch.aws.ledger import COMMIT_ATTEMPTS, Ledger
 from imagebatch.aws.s3_store import BatchStore, pending_commit_key
 from imagebatch.costs.settlement import Settlement
-from imagebatch.errors import StorageError
+from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.records import ImageOutcome
 from imagebatch.pipeline.pending import save_pending
 
@@ -132,3 +132,77 @@ def test_a_pending_file_s3_cannot_take_is_a_transient_storage_error(
     with pytest.raises(StorageError) as caught:
         BatchStore(client, s3_bucket).put_pending_commit(BATCH, "00000", b"{}")
     assert caught.value.transient
+
+
+class _ReplyLost:
+    """The client, whose first `transact_write_items` lands but whose reply never arrives
+    (a read timeout after DynamoDB applied it); `before` runs ahead of that first call."""
+
+    def __init__(self, client: Any, before: Any = None) -> None:
+        self._client = client
+        self._before = before
+        self.tokens: list[str | None] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.tokens.append(kwargs.get("ClientRequestToken"))
+        if len(self.tokens) > 1:
+            return self._client.transact_write_items(**kwargs)
+        if self._before is not None:
+            self._before()
+            raise _connection_error("read")
+        self._client.transact_write_items(**kwargs)
+        raise _connection_error("read")
+
+
+def test_a_commit_whose_reply_was_lost_is_done_not_failed(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a commit that lands but whose reply is lost
+    Ledger(dynamodb_client, ledger_table).create_batch(BATCH, {})
+    client: Any = _ReplyLost(dynamodb_client)
+    # WHEN the two images are committed
+    charged = Ledger(client, ledger_table).commit_images(BATCH, [_outcome("a-1"), _outcome("b-1")])
+    # THEN the retry finds its own records: done, each image recorded and charged once
+    summary = Ledger(dynamodb_client, ledger_table).get_batch(BATCH) or {}
+    assert summary["images_succeeded"] == 2
+    assert summary["chunk_commits"] == 1
+    assert charged == summary["cost_micro_usd"]
+
+
+def test_commits_carry_one_idempotency_token_across_their_retries(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a commit whose first reply is lost, and a second commit of other images
+    Ledger(dynamodb_client, ledger_table).create_batch(BATCH, {})
+    client: Any = _ReplyLost(dynamodb_client)
+    Ledger(client, ledger_table).commit_images(BATCH, [_outcome("a-1")])
+    Ledger(client, ledger_table).commit_images(BATCH, [_outcome("b-1")])
+    # THEN the retry repeated the token (DynamoDB answers it as done for 10 minutes), a
+    # different commit has its own, and each fits DynamoDB's 36 characters
+    first, retry, other = client.tokens
+    assert first is not None and other is not None
+    assert first == retry != other
+    assert 1 <= len(first) <= 36 and 1 <= len(other) <= 36
+
+
+def test_a_lost_reply_does_not_claim_records_another_attempt_made(
+    dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN another attempt of the chunk that records the image just before this commit,
+    # whose own reply is then lost
+    Ledger(dynamodb_client, ledger_table).create_batch(BATCH, {})
+    other = Ledger(dynamodb_client, ledger_table)
+    client: Any = _ReplyLost(
+        dynamodb_client,
+        before=lambda: other.commit_images(
+            BATCH, [_outcome("a-1").model_copy(update={"cost_micro_usd": 70_000})]
+        ),
+    )
+    # WHEN this attempt commits the same image THEN the records are not its own: refused
+    with pytest.raises(ImagesAlreadyRecordedError):
+        Ledger(client, ledger_table).commit_images(BATCH, [_outcome("a-1")])
+    summary = other.get_batch(BATCH) or {}
+    assert summary["images_succeeded"] == 1 and summary["cost_micro_usd"] >= 70_000
