@@ -17,9 +17,10 @@ arithmetic is costs.budget's; this adapter writes it.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 # DynamoDB caps a transaction at 100 actions; three are the summary update, the day's cost
 # rollup and the deletion of the chunk's budget hold.
 MAX_IMAGES_PER_COMMIT = 97
-_BATCH_GET_LIMIT = 100
 # A conflicting writer (another chunk's commit on the summary) is gone within milliseconds;
 # four tries over about a second outlast it without eating the chunk's time.
 COMMIT_ATTEMPTS = 4
@@ -123,22 +123,9 @@ class Ledger(BudgetHolds):
         return True
 
     def recorded_image_ids(self, batch_id: str, image_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(image_ids), _BATCH_GET_LIMIT):
-            keys = [
-                to_item({"pk": batch_pk(batch_id), "sk": image_sk(image_id)})
-                for image_id in image_ids[start : start + _BATCH_GET_LIMIT]
-            ]
-            request: dict[str, Any] = {
-                self.table: {"Keys": keys, "ProjectionExpression": "sk", "ConsistentRead": True}
-            }
-            while request:
-                self.meter.add(ddb_read_units=len(request[self.table]["Keys"]))
-                response = self._ddb.batch_get_item(RequestItems=request)
-                for item in response["Responses"].get(self.table, []):
-                    found.add(item["sk"]["S"].removeprefix("IMAGE#"))
-                request = dict(response.get("UnprocessedKeys") or {})
-        return found
+        sks = [image_sk(image_id) for image_id in image_ids]
+        items = self.get_many(batch_pk(batch_id), sks, projection="sk")
+        return {item["sk"].removeprefix("IMAGE#") for item in items}
 
     def commit_images(
         self,
@@ -198,8 +185,44 @@ class Ledger(BudgetHolds):
                     tags=tags,
                 )
             )
-        self._transact(actions, guards=len(guards))
+        self._transact(
+            actions,
+            guards=len(guards),
+            token=_request_token(batch_id, settlement, outcomes, recorded_at),
+            landed=lambda: self._landed(pk, outcomes, settlement, recorded_at),
+        )
         return charge.micro_usd
+
+    def _landed(
+        self,
+        pk: str,
+        outcomes: Sequence[ImageOutcome],
+        settlement: Settlement,
+        recorded_at: str,
+    ) -> bool:
+        """Whether this commit's own transaction is in the table: its images (or, without
+        images, its request marker) carry this commit's recorded_at and its costs. Records
+        another attempt wrote differ in one or the other, and are never claimed."""
+        expected: dict[str, tuple[str, int | None, str]]
+        if outcomes:
+            expected = {
+                image_sk(o.image_id): (recorded_at, o.cost_micro_usd, o.chunk_id) for o in outcomes
+            }
+        elif settlement.request_key is not None:
+            expected = {
+                request_sk(settlement.request_key): (recorded_at, None, settlement.chunk_id)
+            }
+        else:
+            return False
+        found = {
+            item["sk"]: (
+                item.get("recorded_at"),
+                int(item["cost_micro_usd"]) if outcomes and "cost_micro_usd" in item else None,
+                item.get("chunk_id"),
+            )
+            for item in self.get_many(pk, list(expected))
+        }
+        return found == expected
 
     def _guards(
         self, pk: str, settlement: Settlement, recorded_at: str
@@ -261,17 +284,34 @@ class Ledger(BudgetHolds):
             for outcome in outcomes
         ]
 
-    def _transact(self, actions: list[TransactWriteItemTypeDef], *, guards: int = 0) -> None:
+    def _transact(
+        self,
+        actions: list[TransactWriteItemTypeDef],
+        *,
+        guards: int = 0,
+        token: str,
+        landed: Callable[[], bool],
+    ) -> None:
         """One transaction, retried here when DynamoDB says the same request may succeed
         later (a conflict with another writer, throttling): a commit carries images already
         paid for, so giving up at the first conflict would lose their charge. A transaction
         that failed wrote nothing, so retrying it is safe; a connection error or read
-        timeout is retried the same way (botocore's own retries already ran out)."""
+        timeout is retried the same way (botocore's own retries already ran out).
+
+        A read timeout may hide a transaction that landed. The retry carries the same
+        `token`, which DynamoDB answers as done for 10 minutes; where it does not (later,
+        or an endpoint that ignores tokens) the retry is refused by the conditions its own
+        first try wrote, and `landed` tells that apart from another attempt's records."""
+        ambiguous = False
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                self._ddb.transact_write_items(TransactItems=actions)
+                self._ddb.transact_write_items(TransactItems=actions, ClientRequestToken=token)
                 return
             except ClientError as exc:
+                refused = cancelled_by_condition(exc) or _token_mismatch(exc)
+                if refused and ambiguous and landed():
+                    logger.info("ledger commit had landed; its reply was lost")
+                    return
                 if cancelled_by_condition(exc):
                     raise ImagesAlreadyRecordedError(
                         str(exc), settled_elsewhere=_failed_within(exc, guards)
@@ -283,6 +323,7 @@ class Ledger(BudgetHolds):
             except NETWORK_ERRORS as exc:
                 # The same path as a throttle: retried, then the pending file. Repeating
                 # the transaction is safe: every image Put is conditional.
+                ambiguous = True
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise StorageError(f"ledger commit: {exc}", transient=True) from exc
                 _back_off(attempt, exc)
@@ -350,6 +391,20 @@ class Ledger(BudgetHolds):
             ReturnValues="ALL_NEW",
         )
         return from_item(response["Attributes"])
+
+
+def _request_token(
+    batch_id: str, settlement: Settlement, outcomes: Sequence[ImageOutcome], recorded_at: str
+) -> str:
+    """TransactWriteItems' ClientRequestToken (at most 36 characters): one per commit, the
+    same across its retries, from the attempt's hold, its images and when it was built."""
+    parts = [batch_id, settlement.chunk_id, settlement.hold_key, settlement.request_key or ""]
+    parts += [recorded_at, *sorted(o.image_id for o in outcomes)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:36]
+
+
+def _token_mismatch(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == "IdempotentParameterMismatchException"
 
 
 def _back_off(attempt: int, exc: Exception) -> None:
