@@ -97,3 +97,31 @@ def test_the_state_machine_may_stop_its_map_children() -> None:
     ]
     assert stoppers, f"no states:StopExecution in the state machine's policies: {text[:200]}"
     assert any("-batch/*:*" in r for r in stoppers), "the Map Run's children are not covered"
+
+
+def test_a_finalize_that_fails_for_good_marks_the_batch_failed_and_fails_the_execution() -> None:
+    # Without it the batch stays RUNNING for ever, and no one is told.
+    states = dict(_states(_asl()["States"]))
+    catches = states["FinalizeBatch"].get("Catch", [])
+    assert catches and "States.ALL" in catches[0]["ErrorEquals"]
+    settle = states[catches[0]["Next"]]
+    assert settle["Type"] == "Task" and settle["Resource"].endswith("dynamodb:updateItem")
+    assert "FAILED" in json.dumps(settle["Parameters"])
+    assert "ConditionExpression" in settle["Parameters"], "a settled batch is not overwritten"
+    assert states[settle["Next"]]["Type"] == "Fail", "the execution must fail (the alarm)"
+
+
+def test_failed_executions_raise_an_alarm() -> None:
+    decoded, _ = decode(str(TEMPLATE_PATH))
+    assert isinstance(decoded, dict)
+    alarms = [
+        r["Properties"]
+        for r in decoded["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("MetricName") == "ExecutionsFailed"
+    ]
+    assert alarms, "no alarm on the state machine's ExecutionsFailed"
+    alarm = alarms[0]
+    assert alarm["Namespace"] == "AWS/States"
+    assert alarm["Dimensions"][0]["Name"] == "StateMachineArn"
+    assert alarm["Dimensions"][0]["Value"] == {"Ref": "BatchStateMachine"}
