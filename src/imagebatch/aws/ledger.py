@@ -32,6 +32,7 @@ from imagebatch.aws.dynamo_items import (
     add_action,
     batch_pk,
     cancelled_by_condition,
+    failed_within,
     from_item,
     image_sk,
     is_transient,
@@ -40,6 +41,7 @@ from imagebatch.aws.dynamo_items import (
     reservation_sk,
     rollup_action,
     to_item,
+    token_mismatch,
 )
 from imagebatch.aws.endpoint_usage import request_put
 from imagebatch.aws.ledger_holds import BudgetHolds
@@ -66,6 +68,9 @@ MAX_IMAGES_PER_COMMIT = 97
 # four tries over about a second outlast it without eating the chunk's time.
 COMMIT_ATTEMPTS = 4
 COMMIT_BACKOFF_S = 0.1
+
+# A batch in one of these was settled by finalize (or rejected at ingest): never again.
+_FINAL = (BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED)
 
 logger = Logger(child=True)
 
@@ -308,13 +313,13 @@ class Ledger(BudgetHolds):
                 self._ddb.transact_write_items(TransactItems=actions, ClientRequestToken=token)
                 return
             except ClientError as exc:
-                refused = cancelled_by_condition(exc) or _token_mismatch(exc)
+                refused = cancelled_by_condition(exc) or token_mismatch(exc)
                 if refused and ambiguous and landed():
                     logger.info("ledger commit had landed; its reply was lost")
                     return
                 if cancelled_by_condition(exc):
                     raise ImagesAlreadyRecordedError(
-                        str(exc), settled_elsewhere=_failed_within(exc, guards)
+                        str(exc), settled_elsewhere=failed_within(exc, guards)
                     ) from exc
                 transient = is_transient(exc)
                 if not transient or attempt == COMMIT_ATTEMPTS - 1:
@@ -368,29 +373,48 @@ class Ledger(BudgetHolds):
         status: BatchStatus,
         extra: Mapping[str, Any],
         adds: Mapping[str, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """Set the final status; `adds` are counters ADDed in the same update (finalize's own
-        operations, charged to the batch)."""
+        operations, charged to the batch). None when the batch is already final: finalize
+        run again (a retry after its reply was lost) neither charges nor settles twice."""
         fields = {"status": status.value, "finished_at": now_iso(), **extra}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
-        plain_values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        plain_values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
         if adds:
             names.update({f"#a{i}": name for i, name in enumerate(adds)})
             plain_values.update({f":a{i}": value for i, value in enumerate(adds.values())})
             expression += " ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
-        values = to_item(plain_values)
+        names["#st"] = "status"
+        plain_values.update({f":final{i}": s.value for i, s in enumerate(_FINAL)})
+        final = ", ".join(f":final{i}" for i in range(len(_FINAL)))
         self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        response = self._ddb.update_item(
+        try:
+            response = self._ddb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(plain_values),
+                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({final}))",
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return None
+        return from_item(response["Attributes"])
+
+    def record_hook_failures(self, batch_id: str, lines: Sequence[str]) -> None:
+        """Finalize hooks that failed, on the batch record (appended: a later run's add)."""
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        self._ddb.update_item(
             TableName=self.table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ConditionExpression="attribute_exists(pk)",
-            ReturnValues="ALL_NEW",
+            UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :lines)",
+            ExpressionAttributeNames={"#h": "hook_failures"},
+            ExpressionAttributeValues=to_item({":none": [], ":lines": list(lines)}),
         )
-        return from_item(response["Attributes"])
 
 
 def _request_token(
@@ -401,10 +425,6 @@ def _request_token(
     parts = [batch_id, settlement.chunk_id, settlement.hold_key, settlement.request_key or ""]
     parts += [recorded_at, *sorted(o.image_id for o in outcomes)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:36]
-
-
-def _token_mismatch(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "IdempotentParameterMismatchException"
 
 
 def _back_off(attempt: int, exc: Exception) -> None:
@@ -423,11 +443,3 @@ def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: b
     )
     units += write_units(SUMMARY_SIZE_BOUND, transactional=True)
     return units + (write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0)
-
-
-def _failed_within(exc: ClientError, first: int) -> bool:
-    """Whether one of the transaction's first `first` actions failed its condition."""
-    if first == 0:
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:first])
