@@ -206,10 +206,13 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
 
     # THEN the role may do what the Distributed Map IAM policy page lists: start child
     # executions of this state machine, describe its executions, and redrive a Map Run's
-    # child executions when a failed batch execution is redriven
+    # child executions when a failed batch execution is redriven, and describe and stop a Map
+    # Run's children (a failed Map stops the ones still running)
     assert allowed(grants, "states:StartExecution", machine_arn)
     assert allowed(grants, "states:DescribeExecution", execution)
     assert allowed(grants, "states:RedriveExecution", child)
+    assert allowed(grants, "states:DescribeExecution", child)
+    assert allowed(grants, "states:StopExecution", child)
 
     # AND nothing beyond it: no other state machine, no other states action
     other = machine_arn.replace(f":{name}", ":someone-elses")
@@ -217,7 +220,12 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
     assert not allowed(
         grants, "states:DescribeExecution", other.replace("stateMachine", "execution") + ":x"
     )
-    documented = {"states:StartExecution", "states:DescribeExecution", "states:RedriveExecution"}
+    documented = {
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:RedriveExecution",
+    }
     granted = {action for grant in grants for action in grant.actions}
     assert granted == documented, f"states actions beyond the documented policy: {granted}"
 
