@@ -16,7 +16,7 @@ from PIL import Image
 
 from imagebatch import wiring
 from imagebatch.aws import clients
-from imagebatch.aws.bedrock_runtime import BedrockImageBackend
+from imagebatch.aws.bedrock_runtime import BedrockImageBackend, CallDeadline
 from imagebatch.errors import ImageGenerationError
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import FailureClass, ImageJob
@@ -64,10 +64,8 @@ def _backend(left_ms: int, reserve_ms: int, asked: list[int]) -> tuple[Any, _Cli
         asked.append(total_s)
         return _Client(f"within {total_s}")
 
-    backend = wiring.bedrock_backend(
-        time_left_ms=lambda: left_ms, reserve_ms=reserve_ms, client=default, within=within
-    )
-    return backend, default
+    deadline = CallDeadline(lambda: left_ms, reserve_ms, within)
+    return BedrockImageBackend(default, load_catalogue(), deadline), default  # type: ignore[arg-type]
 
 
 def test_a_call_near_the_reserve_is_bounded_by_the_time_left() -> None:
@@ -99,6 +97,14 @@ def test_with_time_to_spare_the_shared_client_is_used() -> None:
 
 def test_a_bounded_client_times_out_within_its_bound(aws_credentials: None) -> None:
     client = clients.bedrock_runtime_client_within(10)
-    config = client.meta.config
+    config: Any = client.meta.config
     assert config.connect_timeout + config.read_timeout <= 10
     assert isinstance(BedrockImageBackend(client, load_catalogue()), BedrockImageBackend)
+
+
+def test_the_handler_wiring_gives_the_backend_the_invocations_deadline(
+    aws_credentials: None,
+) -> None:
+    backend = wiring.bedrock_backend(time_left_ms=lambda: 21_000, reserve_ms=20_000)
+    with pytest.raises(ImageGenerationError):
+        backend.generate(_job())
