@@ -127,6 +127,17 @@ class BatchStore:
                 f"PNG upload to s3://{self.bucket}/{key}: {exc}", transient=True
             ) from exc
 
+    def image_metadata(self, key: str) -> dict[str, str] | None:
+        """A stored PNG's user metadata; None when there is no such object."""
+        self.meter.add(s3_get_requests=1)
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return dict(head.get("Metadata") or {})
+
     def put_pending_commit(self, batch_id: str, chunk_id: str, body: bytes) -> None:
         """What an attempt made but could not record in the ledger, for the next attempt.
 

@@ -35,6 +35,7 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
+from imagebatch.pipeline.stored_images import record_stored_images
 
 logger = Logger(child=True)
 
@@ -310,6 +311,11 @@ def _account_for_every_image(
     # for, so they are recorded (settling that attempt's hold) before anything is written off.
     for chunk_id in markers:
         commit_pending(store, ledger, event.batch_id, chunk_id, prices)
+    if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
+        # PNGs stored by attempts that died before their commit: recorded (settling their
+        # chunk's hold) before holds are written off and the rest recorded as failed.
+        capped = summary.get("max_cost_micro_usd") is not None
+        record_stored_images(event.batch_id, store, ledger, prices, capped=capped)
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
     if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:

@@ -36,6 +36,7 @@ from imagebatch.models.records import (
     ImageJob,
     ImageOutcome,
     image_metadata,
+    record_evidence,
 )
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.pending import commit_pending, save_pending
@@ -291,7 +292,8 @@ def _make_image(
     }
     key = image_key(chunk.output_prefix, batch_id, job.image_id)
     try:
-        store.put_image(key, image.png, image_metadata(batch_id, job, image.seed))
+        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image)
+        store.put_image(key, image.png, {**image_metadata(batch_id, job, image.seed), **evidence})
     except StorageError as exc:
         # Bedrock made (and billed) the image; only storing it failed.
         logger.warning("PNG not stored", extra={"image_id": job.image_id, "reason": exc.reason})
