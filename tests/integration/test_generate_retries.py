@@ -341,7 +341,7 @@ def test_images_an_attempt_stored_but_never_recorded_are_recorded_from_their_png
         generate_chunk(
             task,
             store=store,
-            ledger=_Killed(),  # type: ignore[arg-type]
+            ledger=_Killed(),
             backend=FlakyBackend({}),
             catalogue=load_catalogue(),
             concurrency=8,
