@@ -613,6 +613,9 @@ def test_generate_finalize_and_contact_sheet_are_granted_what_they_call(
     # Bedrock is not in moto: the chunk's InvokeModel calls are answered by a Stubber.
     stubbed = functools.lru_cache(maxsize=1)(lambda: _stability_client(index[0].images))
     monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client", stubbed)
+    # a call near the invocation's end (60 s here) gets a client bounded by the time left
+    within = functools.lru_cache(maxsize=32)(lambda total_s: stubbed())
+    monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client_within", within)
 
     # WHEN a chunk is generated, then the batch finalized and its contact sheet drawn
     recorder.calls.clear()

@@ -80,6 +80,7 @@ def events_client() -> EventBridgeClient:
 def reset_clients() -> None:
     for factory in (s3_client, dynamodb_client, sfn_client, bedrock_runtime_client):
         factory.cache_clear()
+    bedrock_runtime_client_within.cache_clear()
     sagemaker_runtime_client.cache_clear()
     events_client.cache_clear()
     sagemaker_client.cache_clear()
