@@ -29,7 +29,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         task,
         store=wiring.store(settings, task.bucket),
         ledger=wiring.ledger(settings),
-        backend=wiring.bedrock_backend(settings),
+        backend=wiring.bedrock_backend(
+            settings,
+            time_left_ms=context.get_remaining_time_in_millis,
+            reserve_ms=settings.commit_reserve_ms,
+        ),
         catalogue=wiring.catalogue(),
         concurrency=settings.chunk_concurrency,
         time_left_ms=context.get_remaining_time_in_millis,

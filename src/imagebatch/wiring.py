@@ -16,12 +16,13 @@ function's role.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 # The client factories are looked up on their module at each call, not imported by name: a
 # test or the local AWS that replaces a factory (a stubbed Bedrock client) reaches every handler.
 from imagebatch.aws import clients
-from imagebatch.aws.bedrock_runtime import BedrockImageBackend
+from imagebatch.aws.bedrock_runtime import BedrockImageBackend, CallDeadline
 from imagebatch.aws.catalog_state import CatalogState
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.events import EventBus
@@ -135,11 +136,21 @@ def event_bus() -> EventBus:
     return EventBus(clients.events_client())
 
 
-def bedrock_backend(settings: GenerateSettings) -> BedrockImageBackend:
-    """Bedrock's runtime, invoking each model by the stack's inference profile where it has
-    one (its spend carries the stack's cost-allocation tags)."""
+def bedrock_backend(
+    settings: GenerateSettings,
+    *,
+    time_left_ms: Callable[[], int] | None = None,
+    reserve_ms: int = 0,
+) -> BedrockImageBackend:
+    """The Bedrock backend, invoking each model by the stack's inference profile where it has
+    one (its spend carries the stack's cost-allocation tags); with `time_left_ms` (the
+    invocation's), no call outlives the commit reserve: calls near it get a client bounded by
+    the time left."""
+    deadline = None
+    if time_left_ms is not None:
+        deadline = CallDeadline(time_left_ms, reserve_ms, clients.bedrock_runtime_client_within)
     return BedrockImageBackend(
-        clients.bedrock_runtime_client(), catalogue(), settings.inference_profile_arns
+        clients.bedrock_runtime_client(), catalogue(), settings.inference_profile_arns, deadline
     )
 
 

@@ -43,12 +43,14 @@ def _settled_batch(dynamodb_client: Any, table: str) -> BatchRecord:
         },
     )
     costs = {"inference": 240_000, "orchestration": 275, "storage": 4, "total": 240_279}
-    return ledger.settle_batch(
+    settled = ledger.settle_batch(
         "b-done",
         BatchStatus.PARTIAL,
         {"costs": costs, "failures_by_class": {"content_filtered": 1}},
         {"images_succeeded": 3, "images_failed": 1, "spent_micro_usd": 240_280},
     )
+    assert settled is not None, "a running batch settles"
+    return settled
 
 
 def test_the_event_reaches_a_rule_on_the_default_bus_with_its_documented_shape(

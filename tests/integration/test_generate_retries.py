@@ -319,3 +319,60 @@ def test_a_png_upload_that_fails_is_a_storage_error_and_the_image_is_still_charg
     assert records["i2-1"]["cost_micro_usd"] == PRICE
     summary = as_item(setup[1].get_batch(BATCH))
     assert summary is not None and summary["cost_micro_usd"] == 6 * PRICE
+
+
+class _KilledBeforeCommit(Exception):
+    """Lambda stopped the invocation at its timeout between the PNGs and the commit."""
+
+
+def test_images_an_attempt_stored_but_never_recorded_are_recorded_from_their_pngs(
+    setup: tuple[BatchStore, Ledger, ChunkTask], dynamodb_client: Any
+) -> None:
+    store, ledger, task = setup
+
+    # GIVEN an attempt killed after storing its PNGs, before its commit (no pending file)
+    class _Killed:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ledger, name)
+
+        def commit_images(self, *args: Any, **kwargs: Any) -> int:
+            raise _KilledBeforeCommit
+
+    with pytest.raises(_KilledBeforeCommit):
+        generate_chunk(
+            task,
+            store=store,
+            ledger=_Killed(),
+            backend=FlakyBackend({}),
+            catalogue=load_catalogue(),
+            concurrency=8,
+            time_left_ms=lambda: 600_000,
+            commit_reserve_ms=1_000,
+            prices=load_aws_prices().region("us-east-1"),
+            clock=LambdaClock(512),
+        )
+    store.put_chunk_index(BATCH, [task.chunk])
+    dynamodb_client.put_item(
+        TableName=ledger.table,
+        Item={
+            "pk": {"S": f"BATCH#{BATCH}"},
+            "sk": {"S": f"CHUNK#{task.chunk.chunk_id}"},
+            "status": {"S": "FAILED"},
+            "chunk_key": {"S": task.chunk.key},
+            "error": {"S": "Sandbox.Timedout"},
+        },
+    )
+
+    # WHEN finalize runs
+    report = finalize_batch(
+        FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+        store=store,
+        ledger=ledger,
+        prices=load_aws_prices().region("us-east-1"),
+    )
+
+    # THEN the stored images are recorded and charged from their PNGs' metadata, not failed
+    # (a redrive would buy them again)
+    assert (report.images_succeeded, report.images_failed) == (6, 0)
+    assert report.cost_micro_usd == 6 * PRICE
+    assert report.redrive_key is None

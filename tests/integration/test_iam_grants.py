@@ -212,10 +212,13 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
 
     # THEN the role may do what the Distributed Map IAM policy page lists: start child
     # executions of this state machine, describe its executions, and redrive a Map Run's
-    # child executions when a failed batch execution is redriven
+    # child executions when a failed batch execution is redriven, and describe and stop a Map
+    # Run's children (a failed Map stops the ones still running)
     assert allowed(grants, "states:StartExecution", machine_arn)
     assert allowed(grants, "states:DescribeExecution", execution)
     assert allowed(grants, "states:RedriveExecution", child)
+    assert allowed(grants, "states:DescribeExecution", child)
+    assert allowed(grants, "states:StopExecution", child)
 
     # AND nothing beyond it: no other state machine, no other states action
     other = machine_arn.replace(f":{name}", ":someone-elses")
@@ -223,7 +226,12 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
     assert not allowed(
         grants, "states:DescribeExecution", other.replace("stateMachine", "execution") + ":x"
     )
-    documented = {"states:StartExecution", "states:DescribeExecution", "states:RedriveExecution"}
+    documented = {
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:RedriveExecution",
+    }
     granted = {action for grant in grants for action in grant.actions}
     assert granted == documented, f"states actions beyond the documented policy: {granted}"
 
@@ -617,6 +625,9 @@ def test_generate_finalize_and_contact_sheet_are_granted_what_they_call(
     # Bedrock is not in moto: the chunk's InvokeModel calls are answered by a Stubber.
     stubbed = functools.lru_cache(maxsize=1)(lambda: _stability_client(index[0].images))
     monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client", stubbed)
+    # a call near the invocation's end (60 s here) gets a client bounded by the time left
+    within = functools.lru_cache(maxsize=32)(lambda total_s: stubbed())
+    monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client_within", within)
 
     # WHEN a chunk is generated, then the batch finalized and its contact sheet drawn
     recorder.calls.clear()

@@ -309,6 +309,7 @@ def test_settle_batch_sets_status_finished_at_and_extra_fields(ledger: Ledger, b
     )
 
     # THEN the new fields are set, the counters kept, and the read-back matches
+    assert settled is not None
     assert settled["status"] == "PARTIAL"
     assert settled["report_key"] == f"reports/{batch}/summary.json"
     assert settled["failures_by_class"] == {"throttled": 1}

@@ -202,6 +202,7 @@ def _export(
     if failed and not made:
         status = BatchStatus.FAILED
     summary = ledger.settle_batch(batch_id, status, {}, {"spent_micro_usd": 300})
+    assert summary is not None, "a running batch settles"
     response = client.query(
         TableName=table,
         KeyConditionExpression="pk = :pk",

@@ -20,6 +20,7 @@ from imagebatch_cli.commands import (
     estimate,
     local,
     models,
+    prices,
     query,
     redrive,
     validate,
@@ -53,6 +54,13 @@ endpoint_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(endpoint_app, name="endpoint")
+prices_app = typer.Typer(
+    help="The AWS prices imagebatch counts cost with (src/imagebatch/data): read them again.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+app.add_typer(prices_app, name="prices")
 
 
 def version() -> str:
@@ -117,6 +125,7 @@ _command(app)(deployed.watch)
 _command(app, "stack")(deployed.stack_outputs)
 _command(app)(doctor.doctor)
 _command(endpoint_app, "compile")(endpoint.compile_model)
+_command(prices_app, "refresh")(prices.refresh)
 
 
 def main() -> None:

@@ -7,11 +7,13 @@ module only sends them and classifies what AWS answered.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
+from imagebatch.aws.clients import BEDROCK_CALL_BOUND_S
 from imagebatch.backends.bedrock import ADAPTERS, GeneratedImage, is_content_filter_message
 from imagebatch.errors import ImageGenerationError, ModelAccessDenied
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
@@ -55,20 +57,56 @@ def classify_client_error(exc: ClientError) -> ImageGenerationError:
     return ImageGenerationError(failure_class, f"{code}: {message}", transient=transient)
 
 
+# Below this, a call is not started: no image comes back that fast, and a started call
+# that Lambda kills before the commit is paid for and lost.
+MIN_CALL_S = 5
+_BOUND_STEP_S = 5
+
+
+@dataclass(frozen=True)
+class CallDeadline:
+    """When the invocation's calls must end: `time_left_ms()` minus the commit reserve.
+    `within(total_s)`: a client whose call ends within total_s (clients.py)."""
+
+    time_left_ms: Callable[[], int]
+    reserve_ms: int
+    within: Callable[[int], BedrockRuntimeClient]
+
+
 class BedrockImageBackend:
-    """Makes one image per call through bedrock-runtime InvokeModel."""
+    """Makes one image per call through bedrock-runtime InvokeModel; with a deadline, no call
+    outlives the invocation's commit reserve."""
 
     def __init__(
         self,
         client: BedrockRuntimeClient,
         catalogue: ModelCatalogue,
         inference_profiles: Mapping[str, str] | None = None,
+        deadline: CallDeadline | None = None,
     ) -> None:
         """`inference_profiles`: model id -> the stack's application inference profile ARN
-        to invoke it through (its tags split Bedrock spend per stack in Cost Explorer)."""
+        to invoke it through (its tags split Bedrock spend per stack in Cost Explorer);
+        `deadline`: no call outlives the invocation's commit reserve."""
         self._client = client
         self._catalogue = catalogue
         self._profiles = dict(inference_profiles or {})
+        self._deadline = deadline
+
+    def _client_for_call(self) -> BedrockRuntimeClient:
+        """The shared client when its timeouts end in time; else one bounded by the time
+        left (in 5 s steps, rounded down); ImageGenerationError when too little is left."""
+        if self._deadline is None:
+            return self._client
+        spare_s = (self._deadline.time_left_ms() - self._deadline.reserve_ms) // 1000
+        if spare_s < MIN_CALL_S:
+            raise ImageGenerationError(
+                FailureClass.TIMEOUT,
+                f"{spare_s} s left before the commit reserve: too little to start a call",
+                transient=True,
+            )
+        if spare_s >= BEDROCK_CALL_BOUND_S:
+            return self._client
+        return self._deadline.within(max(MIN_CALL_S, spare_s // _BOUND_STEP_S * _BOUND_STEP_S))
 
     def spec(self, model_id: str) -> ModelSpec:
         spec = self._catalogue.get(model_id)
@@ -82,8 +120,9 @@ class BedrockImageBackend:
         spec = self.spec(job.model)
         adapter = ADAPTERS[spec.request_family]
         request = adapter.build_request(job, spec)
+        client = self._client_for_call()
         try:
-            response = self._client.invoke_model(
+            response = client.invoke_model(
                 modelId=self._profiles.get(spec.model_id, spec.model_id),
                 body=json.dumps(request).encode(),
                 contentType="application/json",

@@ -25,11 +25,17 @@ _POOL = Config(max_pool_connections=64, retries={"mode": "standard", "max_attemp
 # Bedrock throttles by design. The chunk retries throttles itself (imagebatch.backends.retry:
 # backoff with jitter, concurrency cut on each throttle), so botocore must not retry under it:
 # hidden retries would multiply the attempts and hide every throttle from the limiter.
+BEDROCK_READ_TIMEOUT_S = 120
 _BEDROCK = Config(
     max_pool_connections=64,
     retries={"mode": "standard", "total_max_attempts": 1},
-    read_timeout=120,
+    read_timeout=BEDROCK_READ_TIMEOUT_S,
 )
+# The longest one call on _BEDROCK can take: botocore's default 60 s connect timeout, then
+# the read. A call that starts with less than this left before the commit reserve gets a
+# client whose timeouts end in time (bedrock_runtime_client_within).
+BEDROCK_CALL_BOUND_S = 60 + BEDROCK_READ_TIMEOUT_S
+_BEDROCK_CONNECT_TIMEOUT_S = 5
 
 
 @lru_cache(maxsize=1)
@@ -52,6 +58,15 @@ def bedrock_runtime_client() -> BedrockRuntimeClient:
     return boto3.client("bedrock-runtime", config=_BEDROCK)
 
 
+@lru_cache(maxsize=32)
+def bedrock_runtime_client_within(total_s: int) -> BedrockRuntimeClient:
+    """A client whose one call (connect and read) ends within `total_s` seconds. Callers
+    round `total_s` down (to 5 s steps) so a container keeps a handful of these."""
+    connect = min(_BEDROCK_CONNECT_TIMEOUT_S, max(1, total_s // 4))
+    config = _BEDROCK.merge(Config(connect_timeout=connect, read_timeout=max(1, total_s - connect)))
+    return boto3.client("bedrock-runtime", config=config)
+
+
 @lru_cache(maxsize=1)
 def sagemaker_runtime_client() -> SageMakerRuntimeClient:
     return boto3.client("sagemaker-runtime", config=_POOL)
@@ -65,6 +80,7 @@ def events_client() -> EventBridgeClient:
 def reset_clients() -> None:
     for factory in (s3_client, dynamodb_client, sfn_client, bedrock_runtime_client):
         factory.cache_clear()
+    bedrock_runtime_client_within.cache_clear()
     sagemaker_runtime_client.cache_clear()
     events_client.cache_clear()
     sagemaker_client.cache_clear()

@@ -73,6 +73,19 @@ def cancelled_by_condition(exc: ClientError) -> bool:
     return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
 
 
+def failed_within(exc: ClientError, first: int) -> bool:
+    """Whether one of the transaction's first `first` actions failed its condition."""
+    if first == 0:
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:first])
+
+
+def token_mismatch(exc: ClientError) -> bool:
+    """A ClientRequestToken DynamoDB saw within 10 minutes with other parameters."""
+    return exc.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+
+
 # Errors after which the same request may succeed (AWS DynamoDB error handling docs:
 # throttling, 5xx, and a transaction cancelled by a conflicting one rather than a condition).
 _TRANSIENT_CODES = frozenset(

@@ -17,9 +17,10 @@ arithmetic is costs.budget's; this adapter writes it.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -31,6 +32,7 @@ from imagebatch.aws.dynamo_items import (
     add_action,
     batch_pk,
     cancelled_by_condition,
+    failed_within,
     image_sk,
     is_transient,
     now_iso,
@@ -38,9 +40,11 @@ from imagebatch.aws.dynamo_items import (
     reservation_sk,
     rollup_action,
     to_item,
+    token_mismatch,
 )
 from imagebatch.aws.endpoint_usage import request_put
 from imagebatch.aws.ledger_holds import BudgetHolds
+from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
@@ -60,11 +64,13 @@ if TYPE_CHECKING:
 # DynamoDB caps a transaction at 100 actions; three are the summary update, the day's cost
 # rollup and the deletion of the chunk's budget hold.
 MAX_IMAGES_PER_COMMIT = 97
-_BATCH_GET_LIMIT = 100
 # A conflicting writer (another chunk's commit on the summary) is gone within milliseconds;
 # four tries over about a second outlast it without eating the chunk's time.
 COMMIT_ATTEMPTS = 4
 COMMIT_BACKOFF_S = 0.1
+
+# A batch in one of these was settled by finalize (or rejected at ingest): never again.
+_FINAL = (BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED)
 
 logger = Logger(child=True)
 
@@ -127,22 +133,9 @@ class Ledger(BudgetHolds):
         return True
 
     def recorded_image_ids(self, batch_id: str, image_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(image_ids), _BATCH_GET_LIMIT):
-            keys = [
-                to_item({"pk": batch_pk(batch_id), "sk": image_sk(image_id)})
-                for image_id in image_ids[start : start + _BATCH_GET_LIMIT]
-            ]
-            request: dict[str, Any] = {
-                self.table: {"Keys": keys, "ProjectionExpression": "sk", "ConsistentRead": True}
-            }
-            while request:
-                self.meter.add(ddb_read_units=len(request[self.table]["Keys"]))
-                response = self._ddb.batch_get_item(RequestItems=request)
-                for item in response["Responses"].get(self.table, []):
-                    found.add(item["sk"]["S"].removeprefix("IMAGE#"))
-                request = dict(response.get("UnprocessedKeys") or {})
-        return found
+        sks = [image_sk(image_id) for image_id in image_ids]
+        items = self.get_many(batch_pk(batch_id), sks, projection="sk")
+        return {item["sk"].removeprefix("IMAGE#") for item in items}
 
     # Kept whole: the order of one transaction's actions (records, summary, rollup, hold); its
     # parts are already helpers and the order is read in one place.
@@ -209,8 +202,44 @@ class Ledger(BudgetHolds):
                     tags=tags,
                 )
             )
-        self._transact(actions, guards=len(guards))
+        self._transact(
+            actions,
+            guards=len(guards),
+            token=_request_token(batch_id, settlement, outcomes, recorded_at),
+            landed=lambda: self._landed(pk, outcomes, settlement, recorded_at),
+        )
         return charge.micro_usd
+
+    def _landed(
+        self,
+        pk: str,
+        outcomes: Sequence[ImageOutcome],
+        settlement: Settlement,
+        recorded_at: str,
+    ) -> bool:
+        """Whether this commit's own transaction is in the table: its images (or, without
+        images, its request marker) carry this commit's recorded_at and its costs. Records
+        another attempt wrote differ in one or the other, and are never claimed."""
+        expected: dict[str, tuple[str, int | None, str]]
+        if outcomes:
+            expected = {
+                image_sk(o.image_id): (recorded_at, o.cost_micro_usd, o.chunk_id) for o in outcomes
+            }
+        elif settlement.request_key is not None:
+            expected = {
+                request_sk(settlement.request_key): (recorded_at, None, settlement.chunk_id)
+            }
+        else:
+            return False
+        found = {
+            item["sk"]: (
+                item.get("recorded_at"),
+                int(item["cost_micro_usd"]) if outcomes and "cost_micro_usd" in item else None,
+                item.get("chunk_id"),
+            )
+            for item in self.get_many(pk, list(expected))
+        }
+        return found == expected
 
     def _guards(
         self, pk: str, settlement: Settlement, recorded_at: str
@@ -272,26 +301,49 @@ class Ledger(BudgetHolds):
             for outcome in outcomes
         ]
 
-    def _transact(self, actions: list[TransactWriteItemTypeDef], *, guards: int = 0) -> None:
+    def _transact(
+        self,
+        actions: list[TransactWriteItemTypeDef],
+        *,
+        guards: int = 0,
+        token: str,
+        landed: Callable[[], bool],
+    ) -> None:
         """One transaction, retried here when DynamoDB says the same request may succeed
         later (a conflict with another writer, throttling): a commit carries images already
         paid for, so giving up at the first conflict would lose their charge. A transaction
-        that failed wrote nothing, so retrying it is safe."""
+        that failed wrote nothing, so retrying it is safe; a connection error or read
+        timeout is retried the same way (botocore's own retries already ran out).
+
+        A read timeout may hide a transaction that landed. The retry carries the same
+        `token`, which DynamoDB answers as done for 10 minutes; where it does not (later,
+        or an endpoint that ignores tokens) the retry is refused by the conditions its own
+        first try wrote, and `landed` tells that apart from another attempt's records."""
+        ambiguous = False
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                self._ddb.transact_write_items(TransactItems=actions)
+                self._ddb.transact_write_items(TransactItems=actions, ClientRequestToken=token)
                 return
             except ClientError as exc:
+                refused = cancelled_by_condition(exc) or token_mismatch(exc)
+                if refused and ambiguous and landed():
+                    logger.info("ledger commit had landed; its reply was lost")
+                    return
                 if cancelled_by_condition(exc):
                     raise ImagesAlreadyRecordedError(
-                        str(exc), settled_elsewhere=_failed_within(exc, guards)
+                        str(exc), settled_elsewhere=failed_within(exc, guards)
                     ) from exc
                 transient = is_transient(exc)
                 if not transient or attempt == COMMIT_ATTEMPTS - 1:
                     raise StorageError(f"ledger commit: {exc}", transient=transient) from exc
-                delay = random.uniform(0, COMMIT_BACKOFF_S * 2**attempt)
-                logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
-                time.sleep(delay)
+                _back_off(attempt, exc)
+            except NETWORK_ERRORS as exc:
+                # The same path as a throttle: retried, then the pending file. Repeating
+                # the transaction is safe: every image Put is conditional.
+                ambiguous = True
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise StorageError(f"ledger commit: {exc}", transient=True) from exc
+                _back_off(attempt, exc)
 
     def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
         """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
@@ -333,29 +385,64 @@ class Ledger(BudgetHolds):
         status: BatchStatus,
         extra: Mapping[str, Any],
         adds: Mapping[str, int] | None = None,
-    ) -> BatchRecord:
+    ) -> BatchRecord | None:
         """Set the final status; `adds` are counters ADDed in the same update (finalize's own
-        operations, charged to the batch)."""
+        operations, charged to the batch). None when the batch is already final: finalize
+        run again (a retry after its reply was lost) neither charges nor settles twice."""
         fields = {"status": status.value, "finished_at": now_iso(), **extra}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
-        plain_values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        plain_values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
         if adds:
             names.update({f"#a{i}": name for i, name in enumerate(adds)})
             plain_values.update({f":a{i}": value for i, value in enumerate(adds.values())})
             expression += " ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
-        values = to_item(plain_values)
+        names["#st"] = "status"
+        plain_values.update({f":final{i}": s.value for i, s in enumerate(_FINAL)})
+        final = ", ".join(f":final{i}" for i in range(len(_FINAL)))
         self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        response = self._ddb.update_item(
+        try:
+            response = self._ddb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(plain_values),
+                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({final}))",
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return None
+        return record_from_item(response["Attributes"])
+
+    def record_hook_failures(self, batch_id: str, lines: Sequence[str]) -> None:
+        """Finalize hooks that failed, on the batch record (appended: a later run's add)."""
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        self._ddb.update_item(
             TableName=self.table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ConditionExpression="attribute_exists(pk)",
-            ReturnValues="ALL_NEW",
+            UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :lines)",
+            ExpressionAttributeNames={"#h": "hook_failures"},
+            ExpressionAttributeValues=to_item({":none": [], ":lines": list(lines)}),
         )
-        return record_from_item(response["Attributes"])
+
+
+def _request_token(
+    batch_id: str, settlement: Settlement, outcomes: Sequence[ImageOutcome], recorded_at: str
+) -> str:
+    """TransactWriteItems' ClientRequestToken (at most 36 characters): one per commit, the
+    same across its retries, from the attempt's hold, its images and when it was built."""
+    parts = [batch_id, settlement.chunk_id, settlement.hold_key, settlement.request_key or ""]
+    parts += [recorded_at, *sorted(o.image_id for o in outcomes)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:36]
+
+
+def _back_off(attempt: int, exc: Exception) -> None:
+    delay = random.uniform(0, COMMIT_BACKOFF_S * 2**attempt)
+    logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
+    time.sleep(delay)
 
 
 def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:
@@ -368,11 +455,3 @@ def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: b
     )
     units += write_units(SUMMARY_SIZE_BOUND, transactional=True)
     return units + (write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0)
-
-
-def _failed_within(exc: ClientError, first: int) -> bool:
-    """Whether one of the transaction's first `first` actions failed its condition."""
-    if first == 0:
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:first])

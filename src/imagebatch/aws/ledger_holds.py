@@ -7,7 +7,7 @@ What each step moves is costs.budget's; this adapter writes it as DynamoDB condi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 logger = Logger(child=True)
 
 AdapterT = TypeVar("AdapterT")
+_BATCH_GET_LIMIT = 100
 
 
 class LedgerTable:
@@ -60,6 +61,23 @@ class LedgerTable:
         item = response.get("Item")
         self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
         return from_item(item) if item else None
+
+    def get_many(
+        self, pk: str, sks: Sequence[str], *, projection: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The items of `pk` under `sks` that exist (BatchGetItem, 100 keys a request, its
+        unprocessed keys asked again), in no order; each key read counts one read unit."""
+        for start in range(0, len(sks), _BATCH_GET_LIMIT):
+            keys = [to_item({"pk": pk, "sk": sk}) for sk in sks[start : start + _BATCH_GET_LIMIT]]
+            wanted: dict[str, Any] = {"Keys": keys, "ConsistentRead": True}
+            if projection is not None:
+                wanted["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self.table: wanted}
+            while request:
+                self.meter.add(ddb_read_units=len(request[self.table]["Keys"]))
+                response = self._ddb.batch_get_item(RequestItems=request)
+                yield from (from_item(i) for i in response["Responses"].get(self.table, []))
+                request = dict(response.get("UnprocessedKeys") or {})
 
     def query_batch(
         self, batch_id: str, sk_prefix: str, *, after_sk: str | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs.usage import Meter
 from imagebatch.errors import ObjectMissingError, StorageError
 from imagebatch.models.records import ChunkFile, ChunkRef
@@ -24,6 +27,20 @@ if TYPE_CHECKING:
 SPOOL_BYTES = 8 * 1024 * 1024
 # Pieces a manifest is hashed in: few reads, little memory.
 _HASH_READ_BYTES = 1024 * 1024
+# The pending file is written in the outage that failed the commit: a few tries over about
+# a second, on top of botocore's own.
+PENDING_ATTEMPTS = 4
+PENDING_BACKOFF_S = 0.1
+_S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "503", "500"}
+)
+
+_PENDING_ERRORS: tuple[type[Exception], ...] = (ClientError, *NETWORK_ERRORS)
+
+
+def _s3_transient(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return exc.response["Error"]["Code"] in _S3_TRANSIENT_CODES or status >= 500
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -133,9 +150,35 @@ class BatchStore:
                 f"PNG upload to s3://{self.bucket}/{key}: {exc}", transient=True
             ) from exc
 
+    def image_metadata(self, key: str) -> dict[str, str] | None:
+        """A stored PNG's user metadata; None when there is no such object."""
+        self.meter.add(s3_get_requests=1)
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return dict(head.get("Metadata") or {})
+
     def put_pending_commit(self, batch_id: str, chunk_id: str, body: bytes) -> None:
-        """What an attempt made but could not record in the ledger, for the next attempt."""
-        self._put(pending_commit_key(batch_id, chunk_id), body, "application/json")
+        """What an attempt made but could not record in the ledger, for the next attempt.
+
+        Written during the outage that failed the commit, so a connection error or a 5xx is
+        retried here (the file is the only record of paid-for images); StorageError
+        (transient) when S3 still refuses."""
+        key = pending_commit_key(batch_id, chunk_id)
+        for attempt in range(PENDING_ATTEMPTS):
+            try:
+                self._put(key, body, "application/json")
+                return
+            except _PENDING_ERRORS as exc:
+                transient = not isinstance(exc, ClientError) or _s3_transient(exc)
+                if not transient or attempt == PENDING_ATTEMPTS - 1:
+                    raise StorageError(
+                        f"pending commit to s3://{self.bucket}/{key}: {exc}", transient=transient
+                    ) from exc
+                time.sleep(random.uniform(0, PENDING_BACKOFF_S * 2**attempt))
 
     def get_pending_commit(self, batch_id: str, chunk_id: str) -> bytes | None:
         self.meter.add(s3_get_requests=1)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_service_quotas import ServiceQuotasClient
 
+    from imagebatch.aws.cost_explorer import CostExplorerClient
+    from imagebatch.aws.price_list import PricingClient
+
 _CLI_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
 )
@@ -113,8 +116,8 @@ class AwsSession:
             raise AwsAccessError(_NO_REGION)
         return region
 
-    def _client(self, service: str) -> Any:
-        region = self.region
+    def _client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.region
         with aws_errors(f"AWS {service}"):
             make: Any = self._session.client  # typed per literal service name; this takes any
             return make(service, region_name=region, config=_CLI_CONFIG)
@@ -123,6 +126,16 @@ class AwsSession:
         """The session itself, for an SDK built on boto3 (the sagemaker SDK of
         `imagebatch endpoint compile`) that makes its own clients from it."""
         return self._session
+
+    def cost_explorer(self) -> CostExplorerClient:
+        """Cost Explorer answers in us-east-1 whatever the stack's region."""
+        client: CostExplorerClient = self._client("ce", "us-east-1")
+        return client
+
+    def pricing(self) -> PricingClient:
+        """The Price List API from its us-east-1 endpoint (it answers for every region)."""
+        client: PricingClient = self._client("pricing", "us-east-1")
+        return client
 
     def s3(self) -> S3Client:
         client: S3Client = self._client("s3")

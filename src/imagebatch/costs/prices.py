@@ -22,6 +22,8 @@ class ServicePrice(BaseModel):
     retrieved: date
     # False: not read from the source for this region; the source says how it was obtained.
     confirmed: bool = True
+    # What confirmed it and when ("pricing:GetProducts 2026-12-07"), by `prices refresh`.
+    confirmed_by: str | None = None
 
 
 class InstancePrice(BaseModel):
@@ -32,6 +34,7 @@ class InstancePrice(BaseModel):
     source: str
     retrieved: date
     confirmed: bool = True
+    confirmed_by: str | None = None
 
     @property
     def micro_usd_per_second(self) -> Decimal:

@@ -18,6 +18,8 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.id_index import FirstLines
 from imagebatch.manifest.schema import (
     LINE_FIELD,
+    PROMPT_MAX_CHARS,
+    SEED_MAX,
     BatchSettings,
     FieldError,
     InvalidLine,
@@ -287,13 +289,27 @@ class LineChecks:
         # The sagemaker seam: a self-hosted model has no Bedrock catalogue entry to check; an
         # auto batch's items are checked per backend when routed (backends/routing.py).
         if self._settings.backend == "sagemaker" or self._routed:
-            return []
+            return _backend_bound_errors(item, line)
         spec = self._catalogue.get(item.model)
         if spec is None:
             known = ", ".join(self._catalogue.model_ids)
             reason = f"unknown model {item.model!r}; known models: {known}"
             return [FieldError(line=line, field="model", reason=reason, item_id=item.id)]
         return check_item_for_model(item, spec, line=line, today=self._today)
+
+
+def _backend_bound_errors(item: ManifestItem, line: int) -> list[FieldError]:
+    """What no backend takes, for an item no catalogue model's limits are checked on."""
+    errors: list[FieldError] = []
+    for field, text in (("prompt", item.prompt), ("negative_prompt", item.negative_prompt)):
+        if text is not None and len(text) > PROMPT_MAX_CHARS:
+            reason = f"{field} is {len(text)} characters; at most {PROMPT_MAX_CHARS} are taken"
+            errors.append(FieldError(line=line, field=field, reason=reason, item_id=item.id))
+    if item.seed is not None and not 0 <= item.seed <= SEED_MAX:
+        shown = _describe_input(item.seed)
+        reason = f"seed {shown} is outside 0..{SEED_MAX}"
+        errors.append(FieldError(line=line, field="seed", reason=reason, item_id=item.id))
+    return errors
 
 
 def _jsonl_item_id(text: str) -> str | None:

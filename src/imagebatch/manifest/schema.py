@@ -37,6 +37,23 @@ OUTPUT_PREFIX_ROOT = "outputs/"
 OUTPUT_PREFIX_PATTERN = r"^outputs/[A-Za-z0-9!_.*'()/-]*$"
 LINE_FIELD = "(line)"
 
+# Bounds on every backend (checks.py applies them where no catalogue model's own, narrower,
+# limits are checked: the endpoint, and auto batches before routing): a value past them
+# would fail later, where it costs money or a batch.
+# Seeds: an unsigned 32-bit integer, the widest any backend takes (Stability on Bedrock
+# 0..4294967294, Titan and Nova less; the endpoint seeds torch.Generator, whose images we
+# keep reproducible across backends by the same range).
+SEED_MAX = 2**32 - 1
+# Prompts: Bedrock's Stability models document 10,000 characters, the most any backend
+# documents; the endpoint's text encoder reads its first 77 tokens, so a longer prompt only
+# bloats the request and the ledger.
+PROMPT_MAX_CHARS = 10_000
+# Money and minutes: DynamoDB numbers hold 38 significant digits; a cap of a billion dollars
+# and a deadline of a year (a Standard Step Functions execution's longest) are past any batch.
+NUMBER_MAX_DIGITS = 38
+MAX_COST_USD = Decimal(10**9)
+DEADLINE_MAX_MINUTES = Decimal(365 * 24 * 60)
+
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
 Tags = Annotated[dict[TagKey, TagValue], Field(max_length=50)]
@@ -92,8 +109,15 @@ class BatchSettings(BaseModel):
         description="Default model id for items that name none; the catalogue's first model.",
     )
     # Money arrives as a JSON number or string; lax here so both become an exact Decimal.
+    # Bounded so every figure derived from it (micro-dollars, holds) is a number DynamoDB
+    # stores (38 digits) and a cap a real budget could mean.
     max_cost_usd: Decimal | None = Field(
-        default=None, gt=0, strict=False, description="Spend cap for the batch in US dollars."
+        default=None,
+        gt=0,
+        le=MAX_COST_USD,
+        max_digits=NUMBER_MAX_DIGITS,
+        strict=False,
+        description="Spend cap for the batch in US dollars (at most 1,000,000,000).",
     )
     output_prefix: str = Field(
         default=OUTPUT_PREFIX_ROOT,
@@ -111,6 +135,8 @@ class BatchSettings(BaseModel):
     deadline_minutes: Decimal | None = Field(
         default=None,
         gt=0,
+        le=DEADLINE_MAX_MINUTES,
+        max_digits=NUMBER_MAX_DIGITS,
         strict=False,
         description="backend auto: only backends expected to finish within this many minutes.",
     )

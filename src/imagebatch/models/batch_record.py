@@ -103,6 +103,11 @@ class BatchRecord(BaseModel):
 
     # the end, written by finalize and the contact sheet
     report_key: str | None = None
+    # finalize's hooks that raised (each "Hook: Error: message"), appended by every run
+    hook_failures: list[str] | None = None
+    # set by the state machine's SettleWithError when finalize failed after its retries
+    finalize_error: str | None = None
+    finalize_error_detail: str | None = None
     redrive_key: str | None = None
     failures_by_class: dict[str, int] | None = None
     costs: dict[str, int] | None = None  # categories and total, rounded, at finalize

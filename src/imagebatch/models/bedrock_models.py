@@ -21,6 +21,7 @@ class Lifecycle(BaseModel):
     end_of_life: date | None = None
     replacement: str | None = None
     source: str | None = None
+    confirmed_by: str | None = None  # "bedrock:ListFoundationModels <date>", by `prices refresh`
 
 
 class RegionAvailability(BaseModel):
@@ -97,6 +98,8 @@ class Price(BaseModel):
     # A tier applies to images of this quality up to max_pixels (None: any size).
     quality: str = "standard"
     max_pixels: int | None = None
+    # What confirmed the price and when ("pricing:GetProducts 2026-12-07"), by `prices refresh`.
+    confirmed_by: str | None = None
 
     @property
     def micro_usd_per_image(self) -> int:

@@ -196,6 +196,12 @@ def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:
     }
 
 
+def record_evidence(image_id: str, chunk_id: str, cost_micro_usd: int) -> dict[str, str]:
+    """Metadata a Bedrock PNG carries besides image_metadata's: with the chunk file, what its
+    image record needs, so a PNG whose attempt died before its commit is recorded from it."""
+    return {"image-id": image_id, "chunk-id": chunk_id, "cost-micro-usd": str(cost_micro_usd)}
+
+
 def hashed_seed(*parts: str, maximum: int) -> int:
     """A seed in [1, maximum] that depends only on `parts`: the same image (or product) gets
     the same seed on every run, retry and redrive."""

@@ -36,13 +36,15 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
+from imagebatch.pipeline.stored_images import record_stored_images
 
 logger = Logger(child=True)
 
 
 class BatchFinalizedHook(Protocol):
     """Called once the batch is settled, with its final summary record; returns what it did
-    (for the log). It runs inside finalize, so its failure fails finalize and is retried."""
+    (for the log). A hook that raises is logged and recorded on the batch (hook_failures);
+    finalize goes on with the next one and succeeds."""
 
     def __call__(self, batch_id: str, summary: BatchRecord) -> int: ...
 
@@ -199,6 +201,9 @@ def _redrive_line(job: ImageJob) -> str:
     return json.dumps(item)
 
 
+# finalize_batch stays whole (about 70 lines): each step is a helper already; what is left is
+# their order (the once-only check, account, report, settle, hooks), which its idempotence
+# depends on and which reads best in one place.
 def finalize_batch(
     event: FinalizeEvent,
     *,
@@ -208,7 +213,15 @@ def finalize_batch(
     clock: LambdaClock | None = None,
     hooks: Sequence[BatchFinalizedHook] = (),
 ) -> BatchReport:
-    summary, markers = _account_for_every_image(event, store, ledger, prices)
+    summary = ledger.get_batch(event.batch_id)
+    if summary is None:
+        raise BatchNotFoundError(event.batch_id)
+    if summary.status not in (None, BatchStatus.RUNNING):
+        # Run again after it settled (its reply lost, a Sandbox.Timedout after the settle):
+        # the report it wrote, with nothing charged or published twice.
+        logger.warning("batch already finalized", extra={"status": summary.status})
+        return _stored_report(store, summary)
+    summary, markers = _account_for_every_image(event, summary, store, ledger, prices)
     failures = _FailureReports.write(event, summary, store, ledger)
     succeeded, failed = summary.images_succeeded, summary.images_failed
     status = (
@@ -250,27 +263,63 @@ def finalize_batch(
         extra["redrive_key"] = failures.redrive_key
     extra["costs"] = breakdown.rounded()
     settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    if settled is None:
+        # another finalize settled it between the read above and now: it runs the hooks
+        logger.warning("batch finalized meanwhile by another run")
+        return report
     ledger.roll_up_remainder(event.batch_id, settled)
-    for hook in hooks:
-        done = hook(event.batch_id, settled)
-        logger.info("finalize hook ran", extra={"hook": type(hook).__name__, "result": done})
+    failed_hooks = _run_hooks(hooks, event.batch_id, settled)
+    if failed_hooks:
+        ledger.record_hook_failures(event.batch_id, failed_hooks)
     logger.info("batch finalized", extra=report.model_dump(mode="json"))
     return report
 
 
+def _run_hooks(
+    hooks: Sequence[BatchFinalizedHook], batch_id: str, settled: BatchRecord
+) -> list[str]:
+    """Each hook on its own: one that fails (a catalog gone, EventBridge refusing) is logged
+    and returned as a line for the batch record; the batch is settled already, so failing
+    the execution for it would only lose the contact sheet and the later hooks."""
+    failed: list[str] = []
+    for hook in hooks:
+        name = type(hook).__name__
+        try:
+            done = hook(batch_id, settled)
+        except Exception as exc:  # any hook error is recorded, never raised
+            logger.exception("finalize hook failed", extra={"hook": name})
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        logger.info("finalize hook ran", extra={"hook": name, "result": done})
+    return failed
+
+
+def _stored_report(store: BatchStore, summary: BatchRecord) -> BatchReport:
+    if summary.report_key is None:
+        raise BatchNotFoundError(f"{summary.batch_id}: settled without a report")
+    return BatchReport.model_validate_json(store.open_object(summary.report_key).read())
+
+
 def _account_for_every_image(
-    event: FinalizeEvent, store: BatchStore, ledger: Ledger, prices: RegionPrices
+    event: FinalizeEvent,
+    summary: BatchRecord,
+    store: BatchStore,
+    ledger: Ledger,
+    prices: RegionPrices,
 ) -> tuple[BatchRecord, dict[str, dict[str, Any]]]:
     """Write off unsettled holds and record the images no chunk committed; returns the
-    summary that then counts every image, and the failed chunks' markers."""
-    summary = ledger.get_batch(event.batch_id)
-    if summary is None:
-        raise BatchNotFoundError(event.batch_id)
+    summary (as read by the caller, then again if this changed it) that then counts every
+    image, and the failed chunks' markers."""
     markers = ledger.failed_chunks(event.batch_id)
     # A chunk that failed for good may have made images it could not record: they were paid
     # for, so they are recorded (settling that attempt's hold) before anything is written off.
     for chunk_id in markers:
         commit_pending(store, ledger, event.batch_id, chunk_id, prices)
+    if summary.images_succeeded + summary.images_failed < summary.images_total:
+        # PNGs stored by attempts that died before their commit: recorded (settling their
+        # chunk's hold) before holds are written off and the rest recorded as failed.
+        capped = summary.max_cost_micro_usd is not None
+        record_stored_images(event.batch_id, store, ledger, prices, capped=capped)
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
     if summary.images_succeeded + summary.images_failed < summary.images_total:

@@ -37,6 +37,7 @@ from imagebatch.models.records import (
     ImageJob,
     ImageOutcome,
     image_metadata,
+    record_evidence,
 )
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.pending import commit_pending, save_pending
@@ -159,7 +160,15 @@ def _commit_or_keep(
     try:
         ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
     except StorageError:
-        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        try:
+            save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        except StorageError as exc:
+            # S3 is out too: the chunk is still retried (ChunkUnfinished), never failed
+            # for good while the images it paid for are in outputs/ unrecorded.
+            logger.error(
+                "pending commit not written",
+                extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
+            )
         raise ChunkUnfinished(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from None
@@ -286,7 +295,8 @@ def _make_image(
     }
     key = image_key(chunk.output_prefix, batch_id, job.image_id)
     try:
-        store.put_image(key, image.png, image_metadata(batch_id, job, image.seed))
+        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image)
+        store.put_image(key, image.png, {**image_metadata(batch_id, job, image.seed), **evidence})
     except StorageError as exc:
         # Bedrock made (and billed) the image; only storing it failed.
         logger.warning("PNG not stored", extra={"image_id": job.image_id, "reason": exc.reason})

@@ -165,8 +165,11 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     if as_json:
         emit_json(_as_json(str(manifest), result, preview))
     else:
+        from imagebatch_cli.views.stack_costs import stack_monthly_line
+
         _print_preview(preview)
         _print(result, chart)
+        say(stack_monthly_line(prices, sagemaker=preview.stack.deployment is not None))
     if result.chosen is None:
         if not as_json:
             say(_missed_deadline(result), err=True)

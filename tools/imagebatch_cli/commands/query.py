@@ -7,7 +7,7 @@ query handler answers over the ledgers `imagebatch local run` exported under `--
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,6 +42,14 @@ def _get(
 ) -> Any:
     """One GET on the query API: the --stack's (its QueryApiUrl output), --api's, or the local
     exports under --out; an error the API answers ends the command (exit 1)."""
+    return _get_many(where, [(path, query)])[0]
+
+
+def _get_many(
+    where: tuple[str | None, str | None, Path],
+    requests: Sequence[tuple[str, Mapping[str, str] | None]],
+) -> list[Any]:
+    """Several GETs on one connection to the query API (one local API over the exports)."""
     from imagebatch_local.query_api_errors import QueryApiError
 
     from imagebatch_cli.deployed_stack import deployed_stack
@@ -57,7 +65,7 @@ def _get(
         session = aws_session()
     try:
         with query_api(api, out, session=session) as client:
-            return client.get(path, query)
+            return [client.get(path, query) for path, query in requests]
     except QueryApiError as exc:
         fail(exc)
 
@@ -105,10 +113,44 @@ def costs(  # noqa: PLR0917 - typer turns each parameter into an option
         str | None, typer.Option(help=SinceHelp + "; default now", show_default=False)
     ] = None,
     as_json: JsonOption = False,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile",
+            help="Put the ledger beside Cost Explorer per day and service, each difference "
+            "explained (needs ce:GetCostAndUsage; $0.01 a request).",
+        ),
+    ] = False,
+    cost_tag: Annotated[
+        str | None,
+        typer.Option(
+            help="With --reconcile: the cost-allocation tag KEY=VALUE Cost Explorer filters "
+            "on. Default: aws:cloudformation:stack-name=<the stack>.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """What was charged over a time range, grouped by model, backend, batch or a tag."""
+    """What was charged over a time range, grouped by model, backend, batch or a tag; with
+    --reconcile, beside what Cost Explorer billed."""
     from imagebatch_cli.views.report import costs_table
 
+    if reconcile:
+        from imagebatch_cli.commands.reconcile import (
+            cost_tag as tag_for,
+        )
+        from imagebatch_cli.commands.reconcile import (
+            day_range,
+            print_reconciliation,
+            reconcile_costs,
+        )
+
+        result = reconcile_costs(
+            lambda requests: _get_many((stack, api, out), requests),
+            day_range(since, until),
+            tag_for(stack, cost_tag),
+        )
+        print_reconciliation(result, as_json=as_json)
+        return
     start, end = time_range(since, until)
     query = {"group_by": check_group_by(group_by), "since": str(start)}
     if end:

@@ -1,0 +1,58 @@
+"""What the functions cost besides their duration (Lambda INIT, CloudWatch Logs, X-Ray), per
+invocation; the stack's alarms and metrics are a monthly line of their own."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from imagebatch_cli.app import app
+from typer.testing import CliRunner
+
+from imagebatch.costs import telemetry
+from imagebatch.costs.prices import load_aws_prices
+
+PRICES = load_aws_prices().region("us-east-1")
+
+
+def test_a_million_invocations_price_init_logs_and_traces() -> None:
+    lines = telemetry.invocation_lines(1_000_000, PRICES, "arm64")
+    # INIT: half of them cold, 1.2 s at 512 MB = 300,000 GB-s at $0.0000133334
+    assert lines["lambda_init"] == Decimal("300000") * Decimal("0.0000133334") * 1_000_000
+    # logs: 2,600 bytes each, ingested ($0.50/GB) and kept 30 days ($0.03/GB-month)
+    gb = Decimal(2_600 * 1_000_000) / Decimal(1024**3)
+    assert lines["cloudwatch_logs"] == gb * Decimal("0.53") * 1_000_000
+    # traces: one each, an upper bound, $5 per million
+    assert lines["xray_traces"] == Decimal(5_000_000)
+
+
+def test_the_stack_pays_its_alarms_and_metrics_monthly() -> None:
+    bedrock = telemetry.stack_monthly(PRICES, sagemaker=False)
+    assert bedrock == {
+        "cloudwatch_alarms": Decimal("0.10") * 1 * 1_000_000,
+        "cloudwatch_metrics": Decimal("0.30") * 10 * 1_000_000,
+    }
+    with_endpoint = telemetry.stack_monthly(PRICES, sagemaker=True)
+    assert with_endpoint["cloudwatch_alarms"] == Decimal(500_000)
+
+
+def test_every_region_prices_the_telemetry() -> None:
+    for name, region in load_aws_prices().regions.items():
+        for price in (
+            "cloudwatch_logs_ingest_gb",
+            "cloudwatch_logs_storage_gb_month",
+            "cloudwatch_custom_metric_month",
+            "cloudwatch_alarm_month",
+            "xray_trace_recorded",
+        ):
+            assert region.service(price).usd > 0, (name, price)
+
+
+def test_estimate_says_what_the_stack_costs_a_month_whatever_runs(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    header = {"batch": {"model": "stability.stable-image-core-v1:1", "max_cost_usd": 5}}
+    item = {"id": "a", "prompt": "a red fox"}
+    manifest.write_text(json.dumps(header) + "\n" + json.dumps(item) + "\n")
+    result = CliRunner().invoke(app, ["estimate", str(manifest), "--region", "us-west-2"])
+    assert "the stack itself, batches or not: $3.10 a month" in result.output, result.output
