@@ -66,7 +66,7 @@ def _backend(left_ms: int, reserve_ms: int, asked: list[int]) -> tuple[Any, _Cli
         return _Client(f"within {total_s}")
 
     deadline = CallDeadline(lambda: left_ms, reserve_ms, within)
-    return BedrockImageBackend(default, load_catalogue(), deadline), default  # type: ignore[arg-type]
+    return BedrockImageBackend(default, load_catalogue(), deadline=deadline), default  # type: ignore[arg-type]
 
 
 def test_a_call_near_the_reserve_is_bounded_by_the_time_left() -> None:

@@ -414,6 +414,8 @@ class Ledger(BudgetHolds):
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
+            if self.get_batch(batch_id) is None:
+                raise  # no such batch: settling must not create it, nor pass for done
             return None
         return record_from_item(response["Attributes"])
 
