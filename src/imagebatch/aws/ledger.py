@@ -41,18 +41,20 @@ from imagebatch.aws.dynamo_items import (
     to_item,
 )
 from imagebatch.aws.endpoint_usage import request_put
+from imagebatch.aws.image_index import ImageIndex, entry, entry_put, indexed
 from imagebatch.aws.ledger_holds import BudgetHolds
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
     ROLLUP_SIZE_BOUND,
     SUMMARY_SIZE_BOUND,
+    Meter,
     item_size,
     read_units,
     write_units,
 )
 from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
-from imagebatch.models.records import BatchStatus, ImageOutcome
+from imagebatch.models.records import BatchStatus, ImageOutcome, MadeImage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 # DynamoDB caps a transaction at 100 actions; three are the summary update, the day's cost
 # rollup and the deletion of the chunk's budget hold.
 MAX_IMAGES_PER_COMMIT = 97
+_TRANSACTION_LIMIT = 100
 _BATCH_GET_LIMIT = 100
 # A conflicting writer (another chunk's commit on the summary) is gone within milliseconds;
 # four tries over about a second outlast it without eating the chunk's time.
@@ -139,6 +142,10 @@ class Ledger(BudgetHolds):
                 request = dict(response.get("UnprocessedKeys") or {})
         return found
 
+    def find_made_images(self, identities: Sequence[str]) -> dict[str, MadeImage]:
+        """Where images of these identities were made (aws.image_index), by identity."""
+        return ImageIndex(self._ddb, self.table, self.meter).find(identities)
+
     def commit_images(
         self,
         batch_id: str,
@@ -176,7 +183,9 @@ class Ledger(BudgetHolds):
             actions.append(
                 request_put(self.table, settlement.endpoint, settlement.endpoint_request)
             )
+        late_entries = self._index_entries(batch_id, outcomes, actions, recorded_at)
         own_writes = _own_write_units(actions, rolls_up=bool(outcomes) or rollup_model is not None)
+        own_writes += sum(write_units(item_size(item)) for item in late_entries)
         charge = price_commit(
             outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
         )
@@ -198,7 +207,26 @@ class Ledger(BudgetHolds):
                 )
             )
         self._transact(actions, guards=len(guards))
+        if late_entries:
+            # counted in own_writes above: the commit charged them; the meter must not again
+            ImageIndex(self._ddb, self.table, Meter()).write(late_entries)
         return charge.micro_usd
+
+    def _index_entries(
+        self,
+        batch_id: str,
+        outcomes: Sequence[ImageOutcome],
+        actions: list[TransactWriteItemTypeDef],
+        recorded_at: str,
+    ) -> list[dict[str, Any]]:
+        """The image index's entries for the commit's made images (aws.image_index): appended
+        to `actions` while the transaction has room (the summary and the rollup still to
+        come), the rest returned, to be written once the transaction has landed (an entry
+        must never name an image the ledger does not hold)."""
+        entries = [entry(batch_id, o, recorded_at) for o in indexed(outcomes)]
+        room = max(0, _TRANSACTION_LIMIT - len(actions) - 2)
+        actions.extend(entry_put(self.table, item) for item in entries[:room])
+        return entries[room:]
 
     def _guards(
         self, pk: str, settlement: Settlement, recorded_at: str
