@@ -37,6 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         retry_policy=wiring.retry_policy(settings),
         prices=wiring.prices(settings),
         clock=clock,
+        reuse=settings.reuse_images,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

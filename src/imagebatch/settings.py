@@ -96,6 +96,8 @@ class GenerateSettings(StorageSettings):
     retry_base_ms: int = Field(alias="RETRY_BASE_MS", default=500, ge=1)
     retry_cap_ms: int = Field(alias="RETRY_CAP_MS", default=20_000, ge=1)
     retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)
+    # The stack's ReuseImages: copy an image some batch already made instead of making it.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
 
 
 class SageMakerSettings(StorageSettings):

@@ -35,34 +35,31 @@ def identity_pk(identity: str) -> str:
     return f"IMAGEID#{identity}"
 
 
-def indexed(outcomes: Iterable[ImageOutcome]) -> list[ImageOutcome]:
-    """The outcomes that get an index entry: images made and stored, one per identity (a
+def entries(
+    batch_id: str, outcomes: Iterable[ImageOutcome], recorded_at: str
+) -> list[dict[str, Any]]:
+    """The index entries of a commit: images made and stored, one per identity (a
     transaction may not touch one item twice). A reused image is not re-indexed: its entry
     already names the image it was copied from."""
-    seen: dict[str, ImageOutcome] = {}
+    made: dict[str, dict[str, Any]] = {}
     for outcome in outcomes:
-        if (
-            outcome.status == "SUCCEEDED"
-            and outcome.identity_sha256
-            and outcome.output_key
-            and not outcome.reused
-        ):
-            seen.setdefault(outcome.identity_sha256, outcome)
-    return list(seen.values())
-
-
-def entry(batch_id: str, outcome: ImageOutcome, recorded_at: str) -> dict[str, Any]:
-    assert outcome.identity_sha256 is not None and outcome.output_key is not None
-    return to_item(
-        {
-            "pk": identity_pk(outcome.identity_sha256),
-            "sk": SOURCE_SK,
-            "batch_id": batch_id,
-            "image_id": outcome.image_id,
-            "output_key": outcome.output_key,
-            "recorded_at": recorded_at,
-        }
-    )
+        identity, key = outcome.identity_sha256, outcome.output_key
+        if outcome.status != "SUCCEEDED" or outcome.reused or not identity or not key:
+            continue
+        made.setdefault(
+            identity,
+            to_item(
+                {
+                    "pk": identity_pk(identity),
+                    "sk": SOURCE_SK,
+                    "batch_id": batch_id,
+                    "image_id": outcome.image_id,
+                    "output_key": key,
+                    "recorded_at": recorded_at,
+                }
+            ),
+        )
+    return list(made.values())
 
 
 def entry_put(table: str, item: dict[str, Any]) -> TransactWriteItemTypeDef:

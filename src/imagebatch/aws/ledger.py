@@ -41,7 +41,7 @@ from imagebatch.aws.dynamo_items import (
     to_item,
 )
 from imagebatch.aws.endpoint_usage import request_put
-from imagebatch.aws.image_index import ImageIndex, entry, entry_put, indexed
+from imagebatch.aws.image_index import ImageIndex, entries, entry_put
 from imagebatch.aws.ledger_holds import BudgetHolds
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
@@ -223,10 +223,10 @@ class Ledger(BudgetHolds):
         to `actions` while the transaction has room (the summary and the rollup still to
         come), the rest returned, to be written once the transaction has landed (an entry
         must never name an image the ledger does not hold)."""
-        entries = [entry(batch_id, o, recorded_at) for o in indexed(outcomes)]
+        index = entries(batch_id, outcomes, recorded_at)
         room = max(0, _TRANSACTION_LIMIT - len(actions) - 2)
-        actions.extend(entry_put(self.table, item) for item in entries[:room])
-        return entries[room:]
+        actions.extend(entry_put(self.table, item) for item in index[:room])
+        return index[room:]
 
     def _guards(
         self, pk: str, settlement: Settlement, recorded_at: str
