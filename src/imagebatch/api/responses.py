@@ -66,6 +66,10 @@ class BatchSummary(BaseModel):
     usage: dict[str, int]
     rejection: str | None = None
     failures_by_class: dict[str, int] = Field(default_factory=dict)
+    # Images copied from an earlier batch's image of the same identity (docs/reuse.md), in
+    # images_succeeded, and the inference they did not buy.
+    images_reused: int = 0
+    reuse_saved_micro_usd: int = 0
 
 
 class BatchListEntry(BaseModel):
@@ -193,4 +197,6 @@ def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSumm
         usage=Usage.from_summary(summary).model_dump(),
         rejection=summary.get("rejection"),
         failures_by_class=summary.get("failures_by_class") or {},
+        images_reused=int(summary.get("images_reused", 0)),
+        reuse_saved_micro_usd=int(summary.get("reuse_saved_micro_usd", 0)),
     )

@@ -27,6 +27,12 @@ def cost_table(summary: dict[str, Any], images: Iterable[dict[str, Any]] = ()) -
         ("backend", str(summary.get("backend", "-"))),
         ("images requested", str(summary.get("images_total", 0))),
         ("images made", str(summary.get("images_succeeded", 0))),
+    ]
+    # only a batch that reused images shows the lines, so other batches read as before
+    if summary.get("images_reused"):
+        rows.append((terms.REUSED, str(summary["images_reused"])))
+        rows.append((terms.REUSE_SAVED, usd(int(summary.get("reuse_saved_micro_usd", 0)))))
+    rows += [
         ("images failed", str(summary.get("images_failed", 0))),
         ("invalid manifest lines", str(summary.get("invalid_lines", 0))),
         (terms.ESTIMATE, usd(int(summary.get("estimate_micro_usd", 0)))),
