@@ -4,14 +4,18 @@ one; `reuse: false` and a deleted source make it again; the ledger still adds up
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
-from imagebatch.backends.bedrock import GeneratedImage
+from imagebatch.backends.bedrock import GeneratedImage, bedrock_identity
 from imagebatch.backends.retry import BackoffPolicy
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
@@ -261,3 +265,54 @@ def test_two_batches_making_the_same_images_at_once_lose_nothing(env: Any) -> No
     env.run("third", jobs_of(manifest()), third)
     assert third.calls == []
     assert {r["reused_from_batch_id"] for r in env.records("third").values()} == {"left"}
+
+
+_examples = itertools.count()
+_line = st.fixed_dictionaries(
+    {"id": st.sampled_from("abcdef"), "prompt": st.sampled_from(["a cup", "a mug", "a jug"])},
+    optional={"seed": st.sampled_from([1, 2]), "width": st.just(1216), "reuse": st.booleans()},
+)
+_manifests = st.lists(
+    st.lists(_line, min_size=1, max_size=5, unique_by=lambda line: line["id"]),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(uploads=_manifests)
+def test_images_made_are_the_identities_not_made_before(
+    env: Any,
+    dynamodb_client: Any,
+    new_ledger_table: Callable[[str], str],
+    uploads: list[list[dict[str, Any]]],
+) -> None:
+    # GIVEN a fresh table per example (the index is table-wide)
+    example = next(_examples)
+    env.ledger = Ledger(dynamodb_client, new_ledger_table(f"ledger-reuse-{example}"))
+    made_before: set[str] = set()
+    for number, lines in enumerate(uploads):
+        for line in lines:
+            if "width" in line:
+                line["height"] = 832
+        jobs = jobs_of([{**line, "model": MODEL} for line in lines])
+        identities = {
+            job.image_id: bedrock_identity(job, load_catalogue().get(MODEL))  # type: ignore[arg-type]
+            for job in jobs
+        }
+        # WHEN the manifests are uploaded one after another
+        backend = RecordingBackend()
+        env.run(f"prop-{example}-{number}", jobs, backend)
+        # THEN an image is made exactly when its identity was not made before (or its line
+        # says reuse: false)
+        expected = sorted(
+            job.image_id
+            for job in jobs
+            if not job.reuse or identities[job.image_id] not in made_before
+        )
+        assert sorted(backend.calls) == expected
+        made_before |= set(identities.values())
