@@ -42,3 +42,22 @@ def test_cost_shows_reuse_only_for_a_batch_that_reused() -> None:
     assert "of which reused" in text and "4" in text
     assert "saved by reuse" in text and "$0.320000" in text
     assert "reused" not in rendered(SUMMARY)
+
+
+def test_costs_total_what_reuse_saved_per_team_tag() -> None:
+    from imagebatch.costs.grouping import group_costs
+
+    rollups = [
+        {"batch_id": "a", "tags": {"team": "web"}, "images": 5, "spent_micro_usd": 400_100},
+        {
+            "batch_id": "b",
+            "tags": {"team": "web"},
+            "images": 5,
+            "spent_micro_usd": 80_100,
+            "reuse_saved_micro_usd": 320_000,
+        },
+        {"batch_id": "c", "tags": {"team": "app"}, "images": 1, "spent_micro_usd": 80_000},
+    ]
+    groups = {g.key: g for g in group_costs(rollups, "tag:team")}
+    assert groups["web"].reuse_saved_micro_usd == 320_000
+    assert groups["app"].reuse_saved_micro_usd == 0
