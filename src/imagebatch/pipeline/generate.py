@@ -102,7 +102,7 @@ def generate_chunk(
             seconds_left=time_left_ms() / 1000,
             prices=prices,
         )
-        bound += lookup_bound(len(identities), prices)
+        bound += lookup_bound(len(identities), len(todo), prices)
         held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
         if held is None:
             return _refuse(

@@ -74,16 +74,15 @@ def find_reusable(
     return found
 
 
-def lookup_bound(candidates: int, prices: RegionPrices) -> int:
+def lookup_bound(candidates: int, images: int, prices: RegionPrices) -> int:
     """The most `find_reusable` and the index writes add to an attempt beyond what
     costs.estimate.chunk_reservation already bounds (micro-dollars, rounded up): the index
-    read, a HeadObject per candidate, a transactional index entry per image."""
-    if candidates == 0:
-        return 0
+    read and a HeadObject per candidate (none when reuse is off), a transactional index
+    entry per image (written whether or not reuse is on, so a later batch can find it)."""
     usage = Usage(
-        ddb_read_units=candidates + 1,
+        ddb_read_units=candidates + 1 if candidates else 0,
         s3_get_requests=candidates,
-        ddb_write_units=2 * candidates,
+        ddb_write_units=2 * images,
     )
     return ceil_micro(price_usage(usage, prices).total)
 
