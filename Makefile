@@ -16,12 +16,12 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 NODE_STAMP := node_modules/.installed
-# The SageMaker Python SDK (`imagebatch endpoint compile`) in a venv of its own: it moves
-# packaging, rich, attrs and importlib-metadata below what the project's venv has. Its tests
-# run there, so the request the SDK sends is checked in every `make test`.
-ENDPOINT_VENV := .venv-endpoint
-SAGEMAKER_SDK_VERSION := 2.257.7
-ENDPOINT_STAMP := $(ENDPOINT_VENV)/.installed-$(SAGEMAKER_SDK_VERSION)
+# One lock file (requirements.lock) for every install: pip-tools resolves pyproject.toml's
+# ranges with pip itself (pip's configuration, the torch wheel on disk included), in a venv of
+# its own; tools/requirements_from_lock.py writes the dev venv's, the layer's and the
+# containers' requirement files from it.
+LOCK_VENV := .venv-lock
+PIP_TOOLS_VERSION := 7.7.0
 
 # sam build for the python3.12 runtime needs a python3.12 on PATH, else it fails with
 # "PythonPipBuilder:Validation - Binary validation failed for python". pyenv has one here.
@@ -32,17 +32,30 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv node_modules .venv-sam .venv-checkov .venv-endpoint chromium lint lint-imports check check-template test iam-report demo bench neuron-image clean
+.PHONY: venv lock requirements node_modules .venv-sam .venv-checkov chromium lint lint-imports check check-template test iam-report demo bench neuron-image clean
 
 # --- installs -------------------------------------------------------------------------
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip
-	$(VENV)/bin/python -m pip install -e '.[local,dev]'
+	$(VENV)/bin/python -m pip install -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --no-deps -e .
 	touch $@
+
+# Re-resolve after changing a range in pyproject.toml (the only step that reads an index for
+# versions it has not seen), then write the requirement files.
+lock:
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet 'pip-tools==$(PIP_TOOLS_VERSION)'
+	$(LOCK_VENV)/bin/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(MAKE) requirements
+
+requirements:
+	$(PYTHON) tools/requirements_from_lock.py
 
 node_modules: $(NODE_STAMP)
 
@@ -56,16 +69,6 @@ $(SAM_STAMP):
 	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --upgrade pip
 	$(SAM_VENV)/bin/python -m pip install 'aws-sam-cli==$(SAM_CLI_VERSION)'
-	touch $@
-
-.venv-endpoint: $(ENDPOINT_STAMP)
-
-$(ENDPOINT_STAMP): pyproject.toml
-	test -x $(ENDPOINT_VENV)/bin/python || $(PYTHON) -m venv $(ENDPOINT_VENV)
-	$(ENDPOINT_VENV)/bin/python -m pip install --upgrade pip
-	$(ENDPOINT_VENV)/bin/python -m pip install 'sagemaker==$(SAGEMAKER_SDK_VERSION)' \
-	  'boto3==1.44.5' 'pydantic==2.14.3' 'moto[server]==5.2.5' 'pytest==9.2.0' typer rich \
-	  'aws-lambda-powertools[tracer]==3.37.0' 'cfn-lint==1.58.0'
 	touch $@
 
 .venv-checkov: $(CHECKOV_STAMP)
@@ -100,7 +103,7 @@ chromium:
 
 # ruff skips .venv by default and .gitignore'd paths only inside a git checkout:
 # exclude the SAM CLI venv explicitly so a tarball checkout lints the same.
-RUFF_EXCLUDE := --extend-exclude $(SAM_VENV),$(CHECKOV_VENV)
+RUFF_EXCLUDE := --extend-exclude $(SAM_VENV),$(CHECKOV_VENV),$(LOCK_VENV)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check $(RUFF_EXCLUDE) .
@@ -144,13 +147,11 @@ check-template: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP)
 # tests/integration; e2e only adds to it). Raise it as tests are added.
 COVERAGE_FLOOR := 86
 
-test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(ENDPOINT_STAMP) chromium
+test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) chromium
 	$(MAKE) lint
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile --cov --cov-report=term:skip-covered \
 	  --cov-fail-under=$(COVERAGE_FLOOR) tests/
-	PYTHONPATH=src:tools:containers/serving $(ENDPOINT_VENV)/bin/pytest -q -p no:cacheprovider \
-	  tests/integration/test_endpoint_compile.py
 
 # The e2e suite with every local IAM decision recorded, then the permissions template.yaml
 # grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).
@@ -187,6 +188,6 @@ neuron-image:
 	docker push "$(IMAGE)"
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(LOCK_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

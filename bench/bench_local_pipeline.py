@@ -46,7 +46,7 @@ def main(images: int) -> None:
                 name = call.function.rsplit("-", 1)[-1]
                 seconds_by_function[name] = seconds_by_function.get(name, 0.0) + call.seconds
             rendered = aws.bedrock.stats.images_returned
-    assert summary["status"] == "SUCCEEDED", summary
+    assert summary.status == "SUCCEEDED", summary
     # The seeds the pipeline used: the bare run makes the very same images.
     seeds = [
         seed_for(

@@ -41,6 +41,7 @@ from imagebatch_local.cloud.session import LocalOptions, local_aws
 from imagebatch.costs.estimate import load_speed_assumptions
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.usage import Usage, price_usage
+from imagebatch.models.batch_record import BatchRecord
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "stability.sd3-5-large-v1:0"
@@ -112,18 +113,18 @@ def projected_chunk_mb_ms(
 
 
 def report(run: dict[str, Any], prices: RegionPrices, cpu_ms: Decimal) -> None:
-    summary = run["summary"]
-    assert summary["status"] == "SUCCEEDED", summary
-    made = int(summary["images_succeeded"])
+    summary: BatchRecord = run["summary"]
+    assert summary.status == "SUCCEEDED", summary
+    made = summary.images_succeeded
     usage = Usage.from_summary(summary)
     costs = price_usage(usage, prices)
     floor = floor_per_1000(prices)
     orchestration = costs.orchestration * 1000 / made
     print(
         f"{made:,} images (64x64 null renderer) in {run['seconds']:.0f} s through the local AWS; "
-        f"chunks of {run['chunk_size']}, {summary['chunks_total']} chunks, chunk Lambda "
-        f"{run['memory_mb']} MB; plan: {summary['map_max_concurrency']} chunk(s) at once x "
-        f"{summary['chunk_concurrency']} calls (quota {summary['in_flight']} in flight)"
+        f"chunks of {run['chunk_size']}, {summary.chunks_total} chunks, chunk Lambda "
+        f"{run['memory_mb']} MB; plan: {summary.map_max_concurrency} chunk(s) at once x "
+        f"{summary.chunk_concurrency} calls (quota {summary.in_flight} in flight)"
     )
     print("  counted by the ledger:", json.dumps(usage.model_dump()))
     print("  per 1,000 images:")
@@ -135,7 +136,7 @@ def report(run: dict[str, Any], prices: RegionPrices, cpu_ms: Decimal) -> None:
         f"{_usd(costs.storage * 1000 / made)}"
     )
     rest_mb_ms = usage.lambda_mb_ms - run["chunk_mb_ms"]
-    quota_k = int(summary["chunk_concurrency"])
+    quota_k = int(summary.chunk_concurrency or 0)
     whole_chunk_k = min(run["ceiling"], run["chunk_size"])
     for label, k in (("default quota", quota_k), ("quota for a whole chunk", whole_chunk_k)):
         chunk_mb_ms = projected_chunk_mb_ms(made, k, run["memory_mb"], run["chunk_size"], cpu_ms)

@@ -124,10 +124,10 @@ def run_one(images: int) -> dict[str, Any]:
             reports = [obj["Key"].rsplit("/", 1)[-1] for obj in sheet.get("Contents", [])]
     return {
         "images": images,
-        "status": summary["status"],
+        "status": summary.status,
         "execution": execution,
-        "made": int(summary["images_succeeded"]),
-        "chunks": int(summary["chunks_total"]),
+        "made": summary.images_succeeded,
+        "chunks": summary.chunks_total,
         "wall_s": wall,
         "settled_s": settled,
         "peak_rss_mb": peak_rss_mb(),

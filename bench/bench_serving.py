@@ -7,7 +7,14 @@ once, PNGs written to a temporary folder instead of S3 (S3 is not what is measur
 cores. Side by side, in the same rounds, the bare pipeline (same backend object, same calls and
 PNG encoding, no HTTP/JSON/engine/sink): the serving app's throughput over the bare one's at
 the same micro-batch size is the serving path's overhead as a ratio (target >= 0.95).
-Run: `make bench` or `.venv/bin/python bench/bench_serving.py [IMAGES_PER_CHUNK]`.
+
+Two threading configurations side by side, alternating in the same rounds: "before" (torch's
+default intra-op threads, one per core; PNGs encoded in the request threads beside the next
+call) and "after" (the container's defaults, ServingSettings: torch threads = usable cores
+less one, PNGs encoded under the inference lock on the CPU backend). The bare pipeline runs
+with each configuration's torch threads; the last lines compare "after" with the bare
+pipeline at torch's default threads too, the fastest the model runs alone here.
+Run: `make bench` or `.venv/bin/python bench/bench_serving.py [IMAGES_PER_CHUNK [ROUNDS]]`.
 """
 
 from __future__ import annotations
@@ -20,13 +27,20 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from imagebatch_local.fakes.tiny_model import build_tiny_model
-from imagebatch_serving.app import create_app
-from imagebatch_serving.backends import DiffusersBackend
-from imagebatch_serving.engine import DirectorySink, ServingEngine, encode_png, shape_of
+from imagebatch_serving.app import ServingSettings, create_app
+from imagebatch_serving.backends import DiffusersBackend, set_torch_threads
+from imagebatch_serving.engine import (
+    DirectorySink,
+    EncodePlace,
+    ServingEngine,
+    encode_png,
+    shape_of,
+)
 from werkzeug.serving import make_server
 
 from imagebatch.models.records import ImageJob
@@ -76,8 +90,36 @@ def post(url: str, body: bytes) -> InvocationResult:
         return InvocationResult.model_validate_json(response.read())
 
 
-def run(backend: DiffusersBackend, max_batch: int, images: int, out: Path) -> tuple[float, int]:
-    engine = ServingEngine(backend, DirectorySink(out), max_batch=max_batch)
+@dataclass(frozen=True)
+class Threading:
+    name: str
+    torch_threads: int
+    encode: EncodePlace
+
+    def describe(self) -> str:
+        where = "under the inference lock" if self.encode == "worker" else "in request threads"
+        return f"{self.name}: torch threads {self.torch_threads}, PNGs encoded {where}"
+
+
+def configurations() -> tuple[Threading, Threading]:
+    """torch's own default (what the container ran before) and the container's settings."""
+    settings = ServingSettings.from_env({})
+    cores = len(os.sched_getaffinity(0))
+    after_encode: EncodePlace = "worker" if settings.encode == "auto" else settings.encode
+    return (
+        Threading("before", torch.get_num_threads(), "request"),
+        Threading("after", settings.torch_thread_count(cores), after_encode),
+    )
+
+
+def run(
+    backend: DiffusersBackend,
+    max_batch: int,
+    images: int,
+    out: Path,
+    encode: EncodePlace = "auto",
+) -> tuple[float, int]:
+    engine = ServingEngine(backend, DirectorySink(out), max_batch=max_batch, encode=encode)
     server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -114,45 +156,78 @@ def bare(backend: DiffusersBackend, max_batch: int, images: int) -> float:
     return time.perf_counter() - started
 
 
-def main(images: int) -> None:
+def main(images: int, rounds: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as model_root:
         # A fresh build, not the shared cache: a cache left by an older recipe under the same
         # name is several times slower and would measure the wrong model.
         backend = DiffusersBackend.load(build_tiny_model(Path(model_root) / "m"), max_batch=8)
-        measure(backend, images)
+        measure(backend, images, rounds)
 
 
 def measure(backend: DiffusersBackend, images: int, rounds: int = 3) -> None:
+    configs = configurations()
     print(
         f"serving bench: {CHUNKS} concurrent chunks x {images} images, 64x64, 1 step, "
-        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-        f"best of {rounds} alternating rounds"
+        f"cpus {os.cpu_count()}, best of {rounds} alternating rounds; load {_load()}"
     )
-    best: dict[int, float] = {}
-    best_bare: dict[int, float] = {}
+    best: dict[tuple[str, int], float] = {}
+    best_bare: dict[tuple[str, int], float] = {}
     calls: dict[int, int] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        # Alternate the modes (and the serving app with the bare pipeline) so a burst of load
-        # from elsewhere hits all of them, and keep each one's best round: the run least
-        # disturbed by other work on the machine.
+        # Alternate the configurations, the modes and the serving app with the bare pipeline
+        # so a burst of load from elsewhere hits all of them, and keep each one's best round:
+        # the run least disturbed by other work on the machine.
         for _ in range(rounds):
-            for max_batch in (8, 1):
-                seconds, calls[max_batch] = run(backend, max_batch, images, Path(scratch))
-                best[max_batch] = min(seconds, best.get(max_batch, seconds))
-                seconds = bare(backend, max_batch, images)
-                best_bare[max_batch] = min(seconds, best_bare.get(max_batch, seconds))
+            # The container's configuration first: on a loaded machine torch's default threads
+            # can take many minutes (each parallel region waits for both threads to be
+            # scheduled), and a run cut short should still have the figure that matters.
+            for config in reversed(configs):
+                set_torch_threads(config.torch_threads)
+                for max_batch in (8, 1):
+                    key = (config.name, max_batch)
+                    seconds, calls[max_batch] = run(
+                        backend, max_batch, images, Path(scratch), config.encode
+                    )
+                    best[key] = min(seconds, best.get(key, seconds))
+                    bare_seconds = bare(backend, max_batch, images)
+                    best_bare[key] = min(bare_seconds, best_bare.get(key, bare_seconds))
+                    # Each round's figures as they come, with the load they were taken under.
+                    print(
+                        f"  round: {config.name} max_batch {max_batch}: serving {seconds:.2f} s, "
+                        f"bare {bare_seconds:.2f} s, serving/bare {bare_seconds / seconds:.2f}; "
+                        f"load {_load()}",
+                        flush=True,
+                    )
     total = CHUNKS * images
+    for config in configs:
+        print(f" {config.describe()}")
+        for max_batch in (8, 1):
+            key = (config.name, max_batch)
+            ratio = best_bare[key] / best[key]
+            print(
+                f"  max_batch {max_batch}: {total} images in {best[key]:.2f} s, "
+                f"{calls[max_batch]} pipeline calls, {total / best[key]:.1f} images/s; bare "
+                f"pipeline {total / best_bare[key]:.1f} images/s; serving/bare "
+                f"{ratio:.2f} (target >= {SERVING_RATIO_TARGET})"
+            )
+        speedup = best[(config.name, 1)] / best[(config.name, 8)]
+        print(f"  micro-batching speed-up: {speedup:.2f}x (target >= 3x)")
     for max_batch in (8, 1):
-        ratio = best_bare[max_batch] / best[max_batch]
+        after, fastest_bare = best[("after", max_batch)], best_bare[("before", max_batch)]
         print(
-            f"  max_batch {max_batch}: {total} images in {best[max_batch]:.2f} s, "
-            f"{calls[max_batch]} pipeline calls, {total / best[max_batch]:.1f} images/s; bare "
-            f"pipeline {total / best_bare[max_batch]:.1f} images/s; serving/bare "
-            f"{ratio:.2f} (target >= {SERVING_RATIO_TARGET})"
+            f" after vs the bare pipeline at torch's default threads, max_batch {max_batch}: "
+            f"{fastest_bare / after:.2f}"
         )
-    print(f"  micro-batching speed-up: {best[1] / best[8]:.2f}x (target >= 3x)")
+    print(f" load at the end {_load()}")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 16)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 16,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -63,5 +62,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             continue
         outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "", clock)
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
-        outcomes.append(asdict(outcome))
+        outcomes.append(outcome.output())
     return {"batches": outcomes}

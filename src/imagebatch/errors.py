@@ -15,6 +15,8 @@
     │                              credentials, endpoint unreachable, refused; worded to act on
     ├── StackOutputsError          a deployed stack lacks what the CLI needs (outputs, config)
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
+    │   └── ModelAccessDenied      Bedrock refused the model (AccessDenied): waited out on
+    │                              first use while AWS Marketplace subscribes the account
     ├── ContactSheetUnfinished     the contact sheet ran out of invocation time; retried
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
 
@@ -121,6 +123,18 @@ class ImageGenerationError(ImageBatchError):
         self.failure_class = failure_class
         self.reason = reason
         self.transient = transient
+
+
+class ModelAccessDenied(ImageGenerationError):
+    """Bedrock answered AccessDeniedException for a model.
+
+    On a model's first use in an account Bedrock subscribes it through AWS Marketplace and
+    answers AccessDenied for about two minutes meanwhile, so the retrying backend waits this
+    out for a bounded window (backends.retry.AccessWait) before calling it permanent.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(FailureClass.MODEL_ERROR, reason, transient=False)
 
 
 class ContactSheetUnfinished(ImageBatchError):

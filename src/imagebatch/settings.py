@@ -98,6 +98,18 @@ class GenerateSettings(StorageSettings):
     retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)
     # The stack's ReuseImages: copy an image some batch already made instead of making it.
     reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
+    # A model's first use subscribes the account (AWS Marketplace): Bedrock may answer
+    # AccessDenied for about 2 minutes; wait that out this long, asking every poll.
+    access_wait_ms: int = Field(alias="ACCESS_WAIT_MS", default=150_000, ge=0, le=600_000)
+    access_poll_ms: int = Field(alias="ACCESS_POLL_MS", default=10_000, ge=1)
+    # "model id=profile ARN,...": this stack's application inference profiles (cost-allocation
+    # tags), used as the modelId of the models they copy; empty: the bare model ids.
+    inference_profiles: str = Field(alias="BEDROCK_INFERENCE_PROFILES", default="")
+
+    @property
+    def inference_profile_arns(self) -> dict[str, str]:
+        pairs = (entry.split("=", 1) for entry in self.inference_profiles.split(",") if entry)
+        return {model.strip(): arn.strip() for model, arn in pairs}
 
 
 class SageMakerSettings(StorageSettings):

@@ -32,7 +32,7 @@ from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import StepFunctionsStarter, TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
-from imagebatch.backends.retry import BackoffPolicy
+from imagebatch.backends.retry import AccessWait, BackoffPolicy
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
@@ -135,8 +135,12 @@ def event_bus() -> EventBus:
     return EventBus(clients.events_client())
 
 
-def bedrock_backend() -> BedrockImageBackend:
-    return BedrockImageBackend(clients.bedrock_runtime_client(), catalogue())
+def bedrock_backend(settings: GenerateSettings) -> BedrockImageBackend:
+    """Bedrock's runtime, invoking each model by the stack's inference profile where it has
+    one (its spend carries the stack's cost-allocation tags)."""
+    return BedrockImageBackend(
+        clients.bedrock_runtime_client(), catalogue(), settings.inference_profile_arns
+    )
 
 
 def retry_policy(settings: GenerateSettings) -> BackoffPolicy:
@@ -145,6 +149,13 @@ def retry_policy(settings: GenerateSettings) -> BackoffPolicy:
         base_s=settings.retry_base_ms / 1000,
         cap_s=max(settings.retry_cap_ms, settings.retry_base_ms) / 1000,
         max_attempts=settings.retry_max_attempts,
+    )
+
+
+def access_wait(settings: GenerateSettings) -> AccessWait:
+    """How long a model's first-use AccessDenied is waited out (Marketplace subscribing)."""
+    return AccessWait(
+        window_s=settings.access_wait_ms / 1000, poll_s=settings.access_poll_ms / 1000
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.session import TINY_MODEL_ID, LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +41,7 @@ def _run(aws: LocalAws, path: Path, items: list[dict[str, Any]], **settings: Any
     header = {"batch": {"backend": "auto", **settings}}
     path.write_text("\n".join(json.dumps(x) for x in [header, *items]) + "\n", encoding="utf-8")
     batch_id = aws.upload_manifest(path)
-    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=300))
     assert summary["status"] == "SUCCEEDED", summary
     # the contact sheet comes after the final status; the next batch starts after it
     assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
@@ -69,7 +70,7 @@ def test_a_small_batch_goes_to_bedrock_when_the_endpoint_is_at_zero(
     # WHEN the batch runs
     batch_id = _run(aws, tmp_path / "small.jsonl", items)
     # THEN a cold start and idle tail (about $0.38) outweigh $0.16 of Bedrock: Bedrock made them
-    summary = aws.ledger().get_batch(batch_id)
+    summary = as_item(aws.ledger().get_batch(batch_id))
     assert summary is not None
     assert summary["backend"] == "bedrock"
     assert summary["backend_choice"].startswith("bedrock")
@@ -85,7 +86,7 @@ def test_enough_images_or_a_warm_endpoint_go_to_the_endpoint(aws: LocalAws, tmp_
     items.append({"id": "cups", "prompt": "a cup", "model": SD35, "count": 10})
     batch_id = _run(aws, tmp_path / "many.jsonl", items)
     # THEN the endpoint made them, and the records carry its model, not the Bedrock one
-    summary = aws.ledger().get_batch(batch_id)
+    summary = as_item(aws.ledger().get_batch(batch_id))
     assert summary is not None
     assert summary["backend"] == "sagemaker"
     assert summary["models"] == [TINY_MODEL_ID]
@@ -98,7 +99,7 @@ def test_enough_images_or_a_warm_endpoint_go_to_the_endpoint(aws: LocalAws, tmp_
     assert "ml.inf2.xlarge" in record["price_source"]
     # AND with the endpoint still up, two images are cheaper there too (no cold start to pay)
     warm = _run(aws, tmp_path / "warm.jsonl", [{**items[0], "count": 2}])
-    warm_summary = aws.ledger().get_batch(warm)
+    warm_summary = as_item(aws.ledger().get_batch(warm))
     assert warm_summary is not None
     assert warm_summary["backend"] == "sagemaker"
     assert "(warm)" in warm_summary["backend_choice"]
@@ -121,7 +122,7 @@ def test_a_mixed_manifest_splits_per_item(aws: LocalAws, tmp_path: Path) -> None
     batch_id = _run(aws, tmp_path / "mixed.jsonl", items, on_invalid="skip")
     # THEN each item ran where it can be made; the images either could make went to the
     # endpoint, which the batch starts anyway
-    summary = aws.ledger().get_batch(batch_id)
+    summary = as_item(aws.ledger().get_batch(batch_id))
     assert summary is not None
     assert summary["backend"] == "mixed"
     assert summary["backends"] == {"bedrock": 2, "sagemaker": 3}

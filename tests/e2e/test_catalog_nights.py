@@ -16,7 +16,13 @@ from imagebatch_local.cloud.catalog_local import LocalCatalogRun, run_local_cata
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
 from PIL import Image
 
-from imagebatch.pipeline.contact_sheet import HEADER_LINE, LABEL_HEIGHT, PAD, THUMB, sheet_columns
+from imagebatch.pipeline.contact_sheet_render import (
+    HEADER_LINE,
+    LABEL_HEIGHT,
+    PAD,
+    THUMB,
+    sheet_columns,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,15 +88,16 @@ def test_second_night_regenerates_exactly_the_changed_variants(
     aws: LocalAws, tmp_path: Path
 ) -> None:
     config = json.loads((SAMPLE / "config.json").read_text())
-    products = list(csv.DictReader((SAMPLE / "products.csv").open()))
+    with (SAMPLE / "products.csv").open(encoding="utf-8") as handle:
+        products = list(csv.DictReader(handle))
     variants = [v["name"] for v in config["variants"]]
     rendered_before = aws.bedrock.stats.images_returned
 
     # GIVEN the sample catalog's first night: every variant of every product is made
     first = _night(aws, tmp_path, SAMPLE / "products.csv", SAMPLE / "config.json", 21)
-    assert first.summary is not None and first.summary["status"] == "SUCCEEDED"
+    assert first.summary is not None and first.summary.status == "SUCCEEDED"
     assert first.result["changed"] == len(products) * len(variants) == len(first.images)
-    assert first.summary["cost_micro_usd"] == PRICE * len(first.images)
+    assert first.summary.cost_micro_usd == PRICE * len(first.images)
     latest_before = _latest(aws)
     assert len(latest_before) == len(products) * len(variants)
     _assert_contact_sheet(aws, first)
@@ -113,9 +120,9 @@ def test_second_night_regenerates_exactly_the_changed_variants(
     expected = {f"{sku}.{variants[0]}-1" for sku in CHANGED_SKUS} | {
         f"{row['sku']}.{variants[1]}-1" for row in products
     }
-    assert second.summary is not None and second.summary["status"] == "SUCCEEDED"
+    assert second.summary is not None and second.summary.status == "SUCCEEDED"
     assert {r["image_id"] for r in second.images} == expected
-    assert second.summary["cost_micro_usd"] == PRICE * len(expected)
+    assert second.summary.cost_micro_usd == PRICE * len(expected)
     assert second.result["unchanged"] == len(products) * len(variants) - len(expected)
     assert aws.bedrock.stats.images_returned - rendered_before == len(first.images) + len(expected)
 
@@ -162,7 +169,7 @@ def test_a_product_missing_a_template_field_is_reported_and_the_rest_run(
         out=tmp_path / "out",
         at=datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
     )
-    assert run.summary is not None and run.summary["status"] == "SUCCEEDED"
+    assert run.summary is not None and run.summary.status == "SUCCEEDED"
     assert [r["image_id"] for r in run.images] == ["T-1.front-1"]
     errors = [
         json.loads(line) for line in (tmp_path / "state" / "errors.jsonl").read_text().splitlines()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from imagebatch_cli.commands.redrive import build_redrive, read_s3_reports
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 from imagebatch.aws.deployed import DataBucket
 from imagebatch.models.bedrock_models import load_catalogue
@@ -73,7 +74,7 @@ def test_throttled_and_refused_images_are_never_lost_or_charged_twice(
 
     # WHEN the batch runs against a Bedrock that throttles 30% and refuses 5%
     batch_id = aws.upload_manifest(_manifest(tmp_path / "pressure.jsonl", items))
-    summary = aws.wait_for_batch(batch_id, timeout_s=600)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=600))
     stats = aws.bedrock.stats
     returned = stats.images_returned - before.images_returned
     filtered = stats.filtered - before.filtered
@@ -126,7 +127,7 @@ def test_throttled_and_refused_images_are_never_lost_or_charged_twice(
     aws.bedrock.content_filter_rate = 0.0
     before_redrive = aws.bedrock.stats
     redrive_id = aws.upload_manifest(redrive.write(tmp_path / f"redrive-{batch_id}.jsonl"))
-    again = aws.wait_for_batch(redrive_id, timeout_s=300)
+    again = as_item(aws.wait_for_batch(redrive_id, timeout_s=300))
 
     # THEN it runs exactly the refused images, each once, and charges only those
     after = aws.bedrock.stats

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.session import LocalOptions, LocalRunError, local_aws
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ def test_a_run_whose_role_lacks_a_permission_fails_naming_it(
     with pytest.raises(LocalRunError) as failed, local_aws(_options((owner, action))) as aws:
         # WHEN a batch runs
         batch_id = aws.upload_manifest(_manifest(tmp_path / "iam.jsonl", 2))
-        aws.wait_for_batch(batch_id, timeout_s=120)
+        as_item(aws.wait_for_batch(batch_id, timeout_s=120))
         aws.wait_for_execution(batch_id)
 
     # THEN the run fails with AWS's AccessDenied, naming the role, the action, the resource
@@ -76,7 +77,7 @@ def test_every_call_of_a_batch_and_of_the_query_api_is_allowed_and_checked(
     with local_aws(_options()) as aws:
         # WHEN a batch runs and the query API is asked about it
         batch_id = aws.upload_manifest(_manifest(tmp_path / "ok.jsonl", 3))
-        summary = aws.wait_for_batch(batch_id, timeout_s=120)
+        summary = as_item(aws.wait_for_batch(batch_id, timeout_s=120))
         assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
         answers: dict[str, Any] = {
             path: aws.query_api(path, query)

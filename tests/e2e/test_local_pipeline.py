@@ -17,7 +17,9 @@ from imagebatch_local.cloud.session import LocalAws, LocalOptions, LocalRunError
 from imagebatch_local.cloud.sfn_limits import PAYLOAD_LIMIT_BYTES, collected_result_size
 from imagebatch_local.template import load_template
 from PIL import Image
+from support.ledger_summary import as_item
 
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.costs.estimate import Shape, bedrock_options
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
@@ -95,7 +97,7 @@ def test_twenty_items_become_images_and_an_exact_ledger(aws: LocalAws, tmp_path:
 
     # WHEN it is dropped under manifests/
     batch_id = aws.upload_manifest(manifest)
-    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=300))
 
     # THEN 20 decodable PNGs are in S3 with their provenance in the metadata
     assert summary["status"] == "SUCCEEDED"
@@ -128,7 +130,7 @@ def test_twenty_items_become_images_and_an_exact_ledger(aws: LocalAws, tmp_path:
     # WHEN the same manifest is uploaded again, once the execution (the contact sheet, which
     # charges itself to the batch, last) has ended
     assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
-    summary = aws.ledger().get_batch(batch_id) or {}
+    summary = as_item(aws.ledger().get_batch(batch_id)) or {}
     calls_before = _ingest_calls(aws)
     invocations_before = aws.bedrock.stats.invocations
     assert aws.upload_manifest(manifest) == batch_id
@@ -140,7 +142,7 @@ def test_twenty_items_become_images_and_an_exact_ledger(aws: LocalAws, tmp_path:
     assert _ingest_calls(aws) == calls_before + 1
     time.sleep(1)
     assert aws.bedrock.stats.invocations == invocations_before
-    assert aws.ledger().get_batch(batch_id) == summary
+    assert as_item(aws.ledger().get_batch(batch_id)) == summary
     assert len(_output_objects(aws, batch_id)) == 20
     executions = aws.sfn().list_executions(stateMachineArn=aws.state_machine_arn)["executions"]
     assert [e["name"] for e in executions].count(batch_id) == 1
@@ -154,7 +156,7 @@ def test_an_invalid_line_rejects_the_batch_and_is_reported(aws: LocalAws, tmp_pa
 
     # WHEN it is uploaded
     batch_id = aws.upload_manifest(manifest)
-    summary = aws.wait_for_batch(batch_id, timeout_s=60)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=60))
 
     # THEN nothing runs and errors.jsonl names the line and the field
     assert summary["status"] == "REJECTED"
@@ -174,7 +176,7 @@ def test_refused_images_are_recorded_with_their_class(aws: LocalAws, tmp_path: P
 
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
-    summary = aws.wait_for_batch(batch_id, timeout_s=120)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=120))
 
     # THEN the batch is PARTIAL, only returned images are charged, refusals are reported
     assert summary["status"] == "PARTIAL"
@@ -220,12 +222,12 @@ def test_counted_operations_match_the_execution_and_the_estimate(
 
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
-    aws.wait_for_batch(batch_id, timeout_s=120)
+    as_item(aws.wait_for_batch(batch_id, timeout_s=120))
     assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
     calls = _invocations(aws) - before
     # The contact sheet, last, charges itself to the batch: read the summary after it ran.
     assert calls["ContactSheetFunction"] == 1
-    summary = aws.ledger().get_batch(batch_id)
+    summary = as_item(aws.ledger().get_batch(batch_id))
     assert summary is not None
 
     # THEN the transitions the ledger counted are the ones Step Functions recorded: the
@@ -254,7 +256,9 @@ def test_counted_operations_match_the_execution_and_the_estimate(
     assert summary["use_s3_put_requests"] >= 8 + 2 + 1 + 1
 
     # AND the estimate made at ingest is within 5% of what the ledger charged
-    costs = summary_costs(summary, load_aws_prices().region(aws.region)).rounded()
+    costs = summary_costs(
+        record_from_plain(summary), load_aws_prices().region(aws.region)
+    ).rounded()
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"]
     # AND so is `imagebatch estimate`'s figure for this model
     option = bedrock_options(
@@ -276,7 +280,7 @@ def test_a_batch_over_its_cap_is_refused_before_anything_is_spent(
 
     # WHEN it is uploaded
     batch_id = aws.upload_manifest(manifest)
-    summary = aws.wait_for_batch(batch_id, timeout_s=60)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=60))
 
     # THEN it is rejected with the estimate in the message, and nothing was generated
     assert summary["status"] == "REJECTED"
@@ -297,10 +301,10 @@ def test_a_chunk_the_budget_cannot_hold_is_recorded_budget_exhausted(
 
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
-    aws.wait_for_batch(batch_id, timeout_s=120)
+    as_item(aws.wait_for_batch(batch_id, timeout_s=120))
     # the contact sheet, after the final status, holds budget first: read once it has settled
     aws.wait_for_execution(batch_id)
-    summary = aws.ledger().get_batch(batch_id) or {}
+    summary = as_item(aws.ledger().get_batch(batch_id)) or {}
 
     # THEN nothing is generated, every image is budget_exhausted, spend stays under the cap
     # and the redrive manifest holds all six
@@ -323,10 +327,10 @@ def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
     other.write_bytes(valid.read_bytes())
 
     # WHEN both are dropped under manifests/
-    ran = aws.wait_for_batch(aws.upload_manifest(valid), timeout_s=120)
+    ran = as_item(aws.wait_for_batch(aws.upload_manifest(valid), timeout_s=120))
     started = time.monotonic()
     refused_id = aws.upload_manifest(other)
-    refused = aws.wait_for_batch(refused_id, timeout_s=60)
+    refused = as_item(aws.wait_for_batch(refused_id, timeout_s=60))
 
     # THEN the .NDJSON one runs, and the .txt one is refused within seconds, with the reason
     # in the batch record and in its errors report
@@ -342,7 +346,7 @@ def test_any_name_validate_accepts_runs_and_any_other_is_refused_at_once(
     deadline = time.monotonic() + 30
     while _ingest_calls(aws) == calls_before and time.monotonic() < deadline:
         time.sleep(0.1)
-    aws.wait_for_batch(refused_id, timeout_s=5)  # raises if any ingest invocation failed
+    as_item(aws.wait_for_batch(refused_id, timeout_s=5))  # raises if any ingest invocation failed
 
 
 def test_the_stack_lives_in_its_region(aws: LocalAws) -> None:
@@ -364,7 +368,7 @@ def test_the_distributed_maps_result_for_200000_images_fits(aws: LocalAws, tmp_p
 
     # WHEN it runs
     batch_id = aws.upload_manifest(manifest)
-    aws.wait_for_batch(batch_id, timeout_s=120)
+    as_item(aws.wait_for_batch(batch_id, timeout_s=120))
     assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
 
     # THEN the local check saw every state of the parent and of each child within the limits
@@ -391,7 +395,7 @@ def test_a_run_whose_map_result_crosses_256_kib_fails(aws: LocalAws, tmp_path: P
     # GIVEN a batch that ran, whose Map run is then made to have collected 300 KB of outputs
     manifest = _write_manifest(tmp_path / "limit.jsonl", _items(2, prefix="lim"))
     batch_id = aws.upload_manifest(manifest)
-    aws.wait_for_batch(batch_id, timeout_s=120)
+    as_item(aws.wait_for_batch(batch_id, timeout_s=120))
     execution = aws.execution_arn(batch_id)
     (arn,) = [arn for arn, run in aws.map_runs.items() if run.execution_arn == execution]
     real = aws.map_runs[arn]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from imagebatch_local.cloud.session import LocalOptions, local_aws
 from PIL import Image
+from support.ledger_summary import as_item
 
 pytestmark = pytest.mark.e2e
 
@@ -49,10 +50,10 @@ def _run(
     )
     with local_aws(options) as aws:
         batch_id = aws.upload_manifest(manifest)
-        aws.wait_for_batch(batch_id, timeout_s=300)
+        as_item(aws.wait_for_batch(batch_id, timeout_s=300))
         # the contact sheet charges the batch after its final status: count it in both runs
         assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
-        summary = aws.ledger().get_batch(batch_id)
+        summary = as_item(aws.ledger().get_batch(batch_id))
         assert summary is not None
         records = sorted(aws.ledger().image_records(batch_id), key=lambda r: r["image_id"])
         sizes = {}
@@ -108,10 +109,10 @@ def test_the_sagemaker_path_serves_null_images_of_the_asked_sizes(tmp_path: Path
     with local_aws(options) as aws:
         # WHEN a manifest runs there
         batch_id = aws.upload_manifest(manifest)
-        aws.wait_for_batch(batch_id, timeout_s=300)
+        as_item(aws.wait_for_batch(batch_id, timeout_s=300))
         # the contact sheet charges the batch after its final status: count it in both runs
         assert aws.wait_for_execution(batch_id) == "SUCCEEDED"
-        summary = aws.ledger().get_batch(batch_id)
+        summary = as_item(aws.ledger().get_batch(batch_id))
         assert summary is not None
         records = list(aws.ledger().image_records(batch_id))
         sizes = {}

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import summary_costs
 
@@ -55,9 +57,9 @@ def _run(
     lines += [json.dumps({"steps": steps, "guidance": 0, **item}) for item in items]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     batch_id = aws.upload_manifest(path)
-    aws.wait_for_batch(batch_id, timeout_s=600)
+    as_item(aws.wait_for_batch(batch_id, timeout_s=600))
     assert aws.wait_for_execution(batch_id, timeout_s=120) == "SUCCEEDED"
-    summary = aws.ledger().get_batch(batch_id)
+    summary = as_item(aws.ledger().get_batch(batch_id))
     assert summary is not None
     return summary
 
@@ -86,7 +88,9 @@ def test_the_estimate_comes_within_5_percent_once_the_endpoint_has_measured_the_
     summary = _run(aws, tmp_path / "measured.jsonl", _forty("est"), ESTIMATE_STEPS)
     # THEN the estimate made at ingest is within 5% of what the ledger charged, every
     # category counted (instance-seconds, both Lambdas, messages, transitions, storage)
-    costs = summary_costs(summary, load_aws_prices().region("us-east-1")).rounded()
+    costs = summary_costs(
+        record_from_plain(summary), load_aws_prices().region("us-east-1")
+    ).rounded()
     assert summary["status"] == "SUCCEEDED"
     assert summary["use_sns_publishes"] == summary["use_sqs_requests"] // 3 == 4
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"], (
@@ -105,7 +109,8 @@ def test_a_cap_half_the_cost_stops_spending_at_the_cap_and_the_rest_go_to_redriv
 ) -> None:
     # GIVEN what 40 images of this shape cost without a cap
     uncapped = _run(aws, tmp_path / "uncapped.jsonl", _forty("unc"), HOSTILE_STEPS)
-    actual = summary_costs(uncapped, load_aws_prices().region("us-east-1")).rounded()["total"]
+    region = load_aws_prices().region("us-east-1")
+    actual = summary_costs(record_from_plain(uncapped), region).rounded()["total"]
     # AND an endpoint whose record says it is four times faster than it is (measured on a
     # faster model, say), so the estimate is low enough to pass ingest with a cap of about
     # half that (55%: its orchestration and the contact sheet's reserve do not shrink with it)

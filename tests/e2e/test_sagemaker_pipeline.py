@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+from support.ledger_summary import as_item
 
 from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.costs.prices import load_aws_prices
@@ -62,7 +63,7 @@ def test_images_are_served_written_and_priced_per_instance_second(
     ]
     batch_id = aws.upload_manifest(_manifest(tmp_path / "served.jsonl", items))
     # WHEN the batch runs
-    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=300))
     # THEN every image was made on the sagemaker path and written with its metadata
     assert summary["status"] == "SUCCEEDED", summary
     assert summary["backend"] == "sagemaker"
@@ -98,7 +99,7 @@ def test_images_are_served_written_and_priced_per_instance_second(
     assert _invocations(aws, "EndpointObserverFunction") >= 4
     (window,) = [w for w in usage.windows(endpoint) if w["start"] == samples[-4].at.isoformat()]
     (charged,) = usage.overhead_records(batch_id)
-    after = aws.ledger().get_batch(batch_id) or {}
+    after = as_item(aws.ledger().get_batch(batch_id)) or {}
     # every billed micro-dollar of the window: inference (the batch's images) + its cold
     # start and idle + unattributed; no inference second is charged again as idle
     assert int(window["inference_micro_usd"]) == summary["cost_micro_usd"]
@@ -129,7 +130,7 @@ def test_failed_chunk_is_retried_then_recorded_and_bad_sizes_name_the_buckets(
     submits_before = _invocations(aws, "SubmitChunkFunction")
     batch_id = aws.upload_manifest(manifest)
     # WHEN the batch runs
-    summary = aws.wait_for_batch(batch_id, timeout_s=300)
+    summary = as_item(aws.wait_for_batch(batch_id, timeout_s=300))
     # THEN the doomed chunk was submitted three times (two retries) and its images recorded
     assert summary["status"] == "PARTIAL", summary
     assert _invocations(aws, "SubmitChunkFunction") - submits_before == 3 + 1
@@ -171,7 +172,7 @@ def test_the_stack_lives_in_us_east_1_and_refuses_a_model_not_offered_there(
     manifest = tmp_path / "elsewhere.jsonl"
     header = {"batch": {"backend": "bedrock", "model": model.model_id}}
     manifest.write_text(f"{json.dumps(header)}\n{json.dumps({'id': 'a', 'prompt': 'a mug'})}\n")
-    summary = aws.wait_for_batch(aws.upload_manifest(manifest), timeout_s=120)
+    summary = as_item(aws.wait_for_batch(aws.upload_manifest(manifest), timeout_s=120))
     # THEN ingest refuses it before anything is bought, naming the regions that offer it
     assert summary["status"] == "REJECTED", summary
     assert summary.get("cost_micro_usd", 0) == 0

@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+from support.ledger_summary import as_item
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
@@ -255,7 +256,7 @@ def test_success_records_costs_once_and_answers_the_token(setup: Any, s3_bucket:
     assert again is None
     # 0.5 s and 0.3 s at 1,000 u$/s
     assert result.cost_micro_usd == 800
-    summary = ledger.get_batch("b1")
+    summary = as_item(ledger.get_batch("b1"))
     assert summary is not None
     assert summary["cost_micro_usd"] == 800
     assert summary["images_succeeded"] == 3
@@ -403,7 +404,7 @@ def _capped(ledger: Ledger, cap: int, reserve: int = 1_000) -> None:
 
 
 def _invariant(ledger: Ledger, cap: int) -> dict[str, Any]:
-    summary = ledger.get_batch("b2")
+    summary = as_item(ledger.get_batch("b2"))
     assert summary is not None
     assert (
         summary["spent_micro_usd"]

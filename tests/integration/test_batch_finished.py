@@ -17,6 +17,7 @@ from cfnlint.decode import decode
 from imagebatch.aws.events import EVENT_SOURCE, EventBus
 from imagebatch.aws.ledger import Ledger
 from imagebatch.errors import StorageError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
 from imagebatch.pipeline.batch_events import (
     DETAIL_TYPE,
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 
 
-def _settled_batch(dynamodb_client: Any, table: str) -> dict[str, Any]:
+def _settled_batch(dynamodb_client: Any, table: str) -> BatchRecord:
     ledger = Ledger(dynamodb_client, table)
     ledger.create_batch(
         "b-done",
@@ -89,7 +90,9 @@ class _Refusing:
 
 
 def test_a_refused_event_never_fails_finalize() -> None:
-    summary = {"status": "SUCCEEDED", "images_total": 1, "images_succeeded": 1}
+    summary = BatchRecord(
+        batch_id="b1", status=BatchStatus.SUCCEEDED, images_total=1, images_succeeded=1
+    )
     assert BatchFinishedNotifier(_Refusing(), "b")("b1", summary) == 0
 
 
@@ -110,7 +113,10 @@ def test_only_finalize_may_put_events_and_only_imagebatch_on_the_default_bus(
     granted = {}
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []) or []:
-            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            for node in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                # a conditional statement (!If [condition, statement, AWS::NoValue]): its
+                # statement counts as granted
+                statement = node["Fn::If"][1] if "Fn::If" in node else node
                 actions = statement["Action"]
                 if "events:PutEvents" in (actions if isinstance(actions, list) else [actions]):
                     granted[name] = statement

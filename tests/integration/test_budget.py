@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imagebatch_serving.engine import CallFailedError, CallShape, S3Sink, ServingEngine
 from PIL import Image
+from support.ledger_summary import as_item
 
 from imagebatch.aws.dynamo_items import batch_pk, to_item
 from imagebatch.aws.ledger import Ledger
@@ -125,7 +126,7 @@ def _job(image_id: str, width: int) -> ImageJob:
 
 
 def _check_invariant(ledger: Ledger, batch_id: str, cap: int) -> dict[str, Any]:
-    summary = ledger.get_batch(batch_id)
+    summary = as_item(ledger.get_batch(batch_id))
     assert summary is not None
     held = (
         summary["spent_micro_usd"]

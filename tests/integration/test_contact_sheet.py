@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagebatch.pipeline.contact_sheet import (
+from imagebatch.models.batch_record import BatchRecord
+from imagebatch.models.records import BatchStatus
+from imagebatch.pipeline.contact_sheet import build_contact_sheet
+from imagebatch.pipeline.contact_sheet_render import (
     COLUMNS,
     HEADER_LINE,
     LABEL_HEIGHT,
@@ -21,7 +24,6 @@ from imagebatch.pipeline.contact_sheet import (
     PER_SHEET,
     THUMB,
     SheetEntry,
-    build_contact_sheet,
     sheet_columns,
 )
 
@@ -77,17 +79,18 @@ def build(entries: list[SheetEntry], sources: dict[str, bytes]) -> dict[str, byt
 
 
 # A settled summary as finalize leaves it: categories, charged, estimate, budget.
-SUMMARY = {
-    "status": "PARTIAL",
-    "images_total": 3,
-    "images_succeeded": 2,
-    "images_failed": 1,
-    "cost_micro_usd": 160_000,
-    "costs": {"inference": 160_000, "orchestration": 275, "storage": 4, "total": 160_279},
-    "spent_micro_usd": 160_280,
-    "estimate_micro_usd": 240_900,
-    "max_cost_micro_usd": 5_000_000,
-}
+SUMMARY = BatchRecord(
+    batch_id="b",
+    status=BatchStatus.PARTIAL,
+    images_total=3,
+    images_succeeded=2,
+    images_failed=1,
+    cost_micro_usd=160_000,
+    costs={"inference": 160_000, "orchestration": 275, "storage": 4, "total": 160_279},
+    spent_micro_usd=160_280,
+    estimate_total_micro_usd=240_900,
+    max_cost_micro_usd=5_000_000,
+)
 HEADER_H = 3 * HEADER_LINE + PAD
 
 
@@ -341,7 +344,9 @@ def test_pages_are_written_as_entries_arrive_and_link_each_other() -> None:
         return f"reports/b/{name}"
 
     # WHEN the contact sheet is built
-    result = build_contact_sheet("b", {"images_total": total}, entries(), lambda key: one, put)
+    result = build_contact_sheet(
+        "b", BatchRecord(batch_id="b", images_total=total), entries(), lambda key: one, put
+    )
     # THEN each page was written before more than one page beyond it was read (flat memory)
     assert pulled_at_put["contact-sheet.png"] <= 2 * PER_SHEET
     assert pulled_at_put["index.html"] <= 2 * PER_SHEET

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from support.ledger_summary import as_item
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
@@ -100,7 +101,7 @@ def _fresh(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
 
 
 def _invariant(ledger: Ledger) -> dict[str, Any]:
-    summary = ledger.get_batch("b")
+    summary = as_item(ledger.get_batch("b"))
     assert summary is not None
     assert (
         summary["spent_micro_usd"]
@@ -134,10 +135,10 @@ def test_the_sheet_is_charged_to_its_batch_and_its_day(batch: Any) -> None:
     assert added.s3_get_requests == IMAGES + 1
     assert added.s3_put_requests == 2  # contact-sheet.png, index.html
     assert added.s3_bytes_written > 0
-    assert after["spent_micro_usd"] - before["spent_micro_usd"] == charge.charged_micro_usd > 0
+    assert after.spent_micro_usd - before.spent_micro_usd == charge.charged_micro_usd > 0
     # AND the day's rollup carries it, so costs over a range still sum to the spend
     rollups = list(ledger.query_batch("b", "DAY#"))
-    assert sum(r["spent_micro_usd"] for r in rollups) == after["spent_micro_usd"]
+    assert sum(r["spent_micro_usd"] for r in rollups) == after.spent_micro_usd
     assert rollups[0]["tags"] == {"team": "shop"}
 
 

@@ -15,8 +15,10 @@ import pytest
 from imagebatch_cli.views.report import categories_table
 from rich.console import Console
 from support.endpoint_day import Submitted, at, simulate
+from support.ledger_summary import as_item
 
 from imagebatch.api.responses import batch_summary
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.endpoint_usage import CHARGE_ATTEMPTS, EndpointUsageStore, request_put
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
@@ -121,7 +123,7 @@ def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
 
     # THEN spent by the batches + unattributed idle = instance-seconds x price, exactly
     truth = int(day.instance_seconds() * INF2.micro_usd_per_second)
-    summaries = {b: ledger.get_batch(b) or {} for b in inference}
+    summaries = {b: as_item(ledger.get_batch(b)) or {} for b in inference}
     windows = usage.windows(ENDPOINT)
     assert len(windows) == 2
     unattributed = sum(int(w["unattributed_micro_usd"]) for w in windows)
@@ -150,9 +152,9 @@ def test_a_simulated_day_is_attributed_on_the_ledger_to_the_micro_dollar(
     by_backend = group_costs(queries.cost_rollups("2026-11-22", today), "backend")
     assert {g.key: g.spent_micro_usd for g in by_backend}[UNATTRIBUTED] == unattributed
     # and the batch view shows its share of the endpoint's time
-    shown = batch_summary(summaries["b1"], load_aws_prices().region("us-east-1"))
+    shown = batch_summary(record_from_plain(summaries["b1"]), load_aws_prices().region("us-east-1"))
     assert shown.endpoint_overhead_micro_usd == summaries["b1"]["endpoint_overhead_micro_usd"]
-    assert "endpoint cold start + idle" in _render(categories_table(shown.model_dump()))
+    assert "endpoint cold start + idle" in _render(categories_table(shown))
 
 
 def test_samples_are_recorded_only_when_the_counts_change(
@@ -258,8 +260,9 @@ def test_a_budget_moved_meanwhile_is_read_again_and_charged_within_it(
     )
     # THEN the refused charge is worked out again from the new budget_left: 900, the rest shown
     assert charged.by_batch() == {"b1": 900, UNATTRIBUTED: 50}
-    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1") or {}
-    assert summary["budget_left_micro_usd"] == 0 and summary["spent_micro_usd"] == 900
+    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1")
+    assert summary is not None
+    assert summary.budget_left_micro_usd == 0 and summary.spent_micro_usd == 900
 
 
 def test_a_charge_refused_every_time_gives_up_after_its_attempts(
@@ -275,6 +278,6 @@ def test_a_charge_refused_every_time_gives_up_after_its_attempts(
     assert caught.value.transient
     assert client.transactions == CHARGE_ATTEMPTS
     # AND nothing was charged or recorded: the observer's next run charges the window
-    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1") or {}
-    assert summary["spent_micro_usd"] == 0
+    summary = Ledger(dynamodb_client, ledger_table).get_batch("b1")
+    assert summary is not None and summary.spent_micro_usd == 0
     assert EndpointUsageStore(dynamodb_client, ledger_table).windows(ENDPOINT) == []

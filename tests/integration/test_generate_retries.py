@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from support.ledger_summary import as_item
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
@@ -123,7 +124,7 @@ def test_throttles_are_absorbed_inside_the_chunk(setup: Any) -> None:
     assert backend.calls.count("i5-1") == 1  # a refusal is not retried
     price = load_catalogue().get(MODEL).price_for(1024, 1024).micro_usd_per_image  # type: ignore[union-attr]
     assert result.cost_micro_usd == 5 * price
-    summary = setup[1].get_batch(BATCH)
+    summary = as_item(setup[1].get_batch(BATCH))
     assert summary["images_failed"] == 1 and summary["cost_micro_usd"] == 5 * price
 
 
@@ -144,7 +145,7 @@ def test_images_still_throttled_go_back_unfinished_and_the_retry_makes_only_them
     }
     assert '"i1-1": "throttled"' in str(caught.value)
     ledger = setup[1]
-    assert ledger.get_batch(BATCH)["images_succeeded"] == 4
+    assert as_item(ledger.get_batch(BATCH))["images_succeeded"] == 4
 
     # WHEN Step Functions retries the chunk and Bedrock has calmed down
     calm = FlakyBackend({})
@@ -153,7 +154,7 @@ def test_images_still_throttled_go_back_unfinished_and_the_retry_makes_only_them
     # THEN only the two unfinished images are made; nothing is made or charged twice
     assert sorted(calm.calls) == ["i1-1", "i3-1"]
     assert (result.succeeded, result.skipped_already_done) == (2, 4)
-    assert ledger.get_batch(BATCH)["images_succeeded"] == 6
+    assert as_item(ledger.get_batch(BATCH))["images_succeeded"] == 6
 
 
 def test_running_out_of_time_hands_images_back_instead_of_dropping_them(setup: Any) -> None:
@@ -232,7 +233,7 @@ def test_one_transaction_conflict_on_the_commit_is_retried_and_nothing_is_bought
     assert injected() == 1
     assert (result.succeeded, result.failed) == (6, 0)
     assert sorted(backend.calls) == sorted(f"i{k}-1" for k in range(6))
-    summary = setup[1].get_batch(BATCH)
+    summary = as_item(setup[1].get_batch(BATCH))
     assert summary is not None
     assert (summary["images_succeeded"], summary["cost_micro_usd"]) == (6, 6 * PRICE)
 
@@ -260,7 +261,7 @@ def test_a_ledger_that_stays_unavailable_hands_the_made_images_to_the_retry(
     # THEN the retry records what the first attempt made, without buying it again
     assert retry.calls == []
     assert result.skipped_already_done + result.succeeded == 6
-    summary = setup[1].get_batch(BATCH)
+    summary = as_item(setup[1].get_batch(BATCH))
     assert summary is not None
     assert (summary["images_succeeded"], summary["cost_micro_usd"]) == (6, 6 * PRICE)
 
@@ -316,5 +317,5 @@ def test_a_png_upload_that_fails_is_a_storage_error_and_the_image_is_still_charg
     assert records["i2-1"]["failure_class"] == FailureClass.STORAGE_ERROR
     assert "InternalError" in records["i2-1"]["failure_reason"]
     assert records["i2-1"]["cost_micro_usd"] == PRICE
-    summary = setup[1].get_batch(BATCH)
+    summary = as_item(setup[1].get_batch(BATCH))
     assert summary is not None and summary["cost_micro_usd"] == 6 * PRICE

@@ -74,6 +74,10 @@ def _arn_for(stack: LocalStack, logical_id: str, resource: dict[str, Any]) -> tu
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{name}", (
             f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
         )
+    if kind == "AWS::Bedrock::ApplicationInferenceProfile":
+        profile_id = logical_id.lower()[:12]
+        arn = f"arn:aws:bedrock:{REGION}:{ACCOUNT_ID}:application-inference-profile/{profile_id}"
+        return arn, arn
     return f"{STACK}-{logical_id}", f"arn:aws:unknown:{REGION}:{ACCOUNT_ID}:{logical_id}"
 
 
@@ -88,6 +92,8 @@ def stack() -> LocalStack:
         physical, arn = _arn_for(stack, logical_id, resource)
         stack.physical[logical_id] = physical
         stack.arns[logical_id] = arn
+        if resource["Type"] == "AWS::Bedrock::ApplicationInferenceProfile":
+            stack.attributes[(logical_id, "InferenceProfileArn")] = arn
     return stack
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.ledger_summary import as_item
 
 from imagebatch.aws.dynamo_items import batch_pk, from_item
 from imagebatch.aws.ledger import MAX_IMAGES_PER_COMMIT, Ledger
@@ -91,7 +92,7 @@ def test_create_batch_writes_summary_with_zero_counters(ledger: Ledger) -> None:
 
     # THEN the summary carries the attributes, the list index keys and zeroed counters
     assert created is True
-    assert ledger.get_batch(BATCH) == {
+    assert as_item(ledger.get_batch(BATCH)) == {
         "pk": f"BATCH#{BATCH}",
         "sk": "SUMMARY",
         "batch_id": BATCH,
@@ -112,19 +113,19 @@ def test_create_batch_writes_summary_with_zero_counters(ledger: Ledger) -> None:
 def test_create_batch_is_conditional(ledger: Ledger) -> None:
     # GIVEN a batch that exists
     assert ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
-    first = ledger.get_batch(BATCH)
+    first = as_item(ledger.get_batch(BATCH))
 
     # WHEN it is created again with other attributes
     again = ledger.create_batch(BATCH, {"status": "REJECTED", "images_total": 99})
 
     # THEN the second call says so and the record is unchanged
     assert again is False
-    assert ledger.get_batch(BATCH) == first
+    assert as_item(ledger.get_batch(BATCH)) == first
 
 
 def test_get_batch_of_unknown_batch_is_none(ledger: Ledger) -> None:
     # GIVEN an empty ledger / WHEN a batch is read / THEN there is none
-    assert ledger.get_batch("nope-0000000000000000") is None
+    assert as_item(ledger.get_batch("nope-0000000000000000")) is None
 
 
 # --- commit_images ------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def test_commit_writes_one_record_per_image_and_adds_totals(ledger: Ledger, batc
     assert records["b-2"]["status"] == "FAILED"
     assert records["b-2"]["failure_class"] == "content_filtered"
     assert records["b-2"]["cost_micro_usd"] == 0
-    summary = ledger.get_batch(batch)
+    summary = as_item(ledger.get_batch(batch))
     assert summary is not None
     assert summary["cost_micro_usd"] == 120_008
     assert summary["cost_micro_usd"] == sum(r["cost_micro_usd"] for r in records.values())
@@ -164,7 +165,7 @@ def test_committing_same_images_twice_raises_and_changes_nothing(
 ) -> None:
     # GIVEN a committed set of images
     ledger.commit_images(batch, [outcome("a-1"), outcome("a-2", ok=False)])
-    summary_before = ledger.get_batch(batch)
+    summary_before = as_item(ledger.get_batch(batch))
     items_before = raw_items(ledger, dynamodb_client, batch)
 
     # WHEN the same image ids are committed again (a retried chunk)
@@ -172,7 +173,7 @@ def test_committing_same_images_twice_raises_and_changes_nothing(
         ledger.commit_images(batch, [outcome("a-1", cost=1), outcome("a-2")])
 
     # THEN no record and no total changed
-    assert ledger.get_batch(batch) == summary_before
+    assert as_item(ledger.get_batch(batch)) == summary_before
     assert raw_items(ledger, dynamodb_client, batch) == items_before
 
 
@@ -188,7 +189,7 @@ def test_commit_overlapping_one_recorded_image_writes_none_of_the_new_ones(
 
     # THEN the whole transaction was cancelled: the new images are not there either
     assert ledger.recorded_image_ids(batch, ["a-1", "a-2", "a-3"]) == {"a-1"}
-    summary = ledger.get_batch(batch)
+    summary = as_item(ledger.get_batch(batch))
     assert summary is not None
     assert (summary["images_succeeded"], summary["cost_micro_usd"]) == (1, 80_000)
 
@@ -206,7 +207,7 @@ def test_commit_of_a_full_transaction_sums_exactly(ledger: Ledger, batch: str) -
     ledger.commit_images(batch, outcomes)
 
     # THEN they went in as one transaction and the totals are exact
-    summary = ledger.get_batch(batch)
+    summary = as_item(ledger.get_batch(batch))
     assert summary is not None
     records = list(ledger.image_records(batch))
     assert summary["chunk_commits"] == 1
@@ -229,7 +230,7 @@ def test_a_commit_larger_than_one_transaction_is_refused_and_writes_nothing(
 
     # THEN nothing was written: splitting would break the all-or-nothing promise
     assert ledger.recorded_image_ids(batch, ids) == set()
-    summary = ledger.get_batch(batch)
+    summary = as_item(ledger.get_batch(batch))
     assert summary is not None
     assert summary["chunk_commits"] == 0
 
@@ -239,7 +240,7 @@ def test_commit_of_nothing_is_a_no_op(ledger: Ledger, batch: str) -> None:
     ledger.commit_images(batch, [])
 
     # THEN the summary did not move
-    summary = ledger.get_batch(batch)
+    summary = as_item(ledger.get_batch(batch))
     assert summary is not None
     assert (summary["chunk_commits"], summary["cost_micro_usd"]) == (0, 0)
 
@@ -299,10 +300,12 @@ def test_settle_batch_sets_status_finished_at_and_extra_fields(ledger: Ledger, b
     ledger.commit_images(batch, [outcome("a-1"), outcome("a-2", ok=False)])
 
     # WHEN it is settled
-    settled = ledger.settle_batch(
-        batch,
-        BatchStatus.PARTIAL,
-        {"report_key": f"reports/{batch}/summary.json", "failures_by_class": {"throttled": 1}},
+    settled = as_item(
+        ledger.settle_batch(
+            batch,
+            BatchStatus.PARTIAL,
+            {"report_key": f"reports/{batch}/summary.json", "failures_by_class": {"throttled": 1}},
+        )
     )
 
     # THEN the new fields are set, the counters kept, and the read-back matches
@@ -313,7 +316,7 @@ def test_settle_batch_sets_status_finished_at_and_extra_fields(ledger: Ledger, b
     finished = datetime.fromisoformat(settled["finished_at"])
     assert finished.utcoffset() is not None
     assert (settled["images_succeeded"], settled["images_failed"]) == (1, 1)
-    assert ledger.get_batch(batch) == settled
+    assert as_item(ledger.get_batch(batch)) == settled
 
 
 def test_settle_batch_of_unknown_batch_fails_without_creating_it(
@@ -322,7 +325,7 @@ def test_settle_batch_of_unknown_batch_fails_without_creating_it(
     # GIVEN no batch / WHEN it is settled / THEN the condition fails and nothing is created
     with pytest.raises(dynamodb_client.exceptions.ConditionalCheckFailedException):
         ledger.settle_batch("ghost-0000000000000000", BatchStatus.FAILED, {})
-    assert ledger.get_batch("ghost-0000000000000000") is None
+    assert as_item(ledger.get_batch("ghost-0000000000000000")) is None
 
 
 # --- money is int ------------------------------------------------------------------------
@@ -409,7 +412,7 @@ def test_summary_total_equals_sum_of_records(
 
     # THEN the summary equals the records, exactly, and nothing is a float
     records = list(ledger.image_records(batch_id))
-    summary = ledger.get_batch(batch_id)
+    summary = as_item(ledger.get_batch(batch_id))
     assert summary is not None
     assert len(records) == len(flat)
     assert summary["cost_micro_usd"] == sum(r["cost_micro_usd"] for r in records)

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from cfnlint.decode import decode
+from support.ledger_summary import as_item
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
@@ -132,7 +133,7 @@ def test_a_name_that_starts_ingest_but_is_no_manifest_is_refused_visibly(
     assert outcome.status == "REJECTED" and outcome.batch_id == batch_id
     for extension in FORMAT_BY_EXTENSION:
         assert extension in outcome.message
-    record = ledger.get_batch(batch_id)
+    record = as_item(ledger.get_batch(batch_id))
     assert record is not None and record["status"] == "REJECTED"
     assert record["rejection"] == outcome.message
     # ...and the user finds it in the batch's errors report

@@ -45,6 +45,8 @@ def _put_object_patterns() -> dict[str, list[str]]:
             name = str(stack.resolve(resource["Properties"].get("BucketName")) or name)
         stack.physical[logical_id] = name
         stack.arns[logical_id] = f"arn:aws:s3:::{name}" if "S3" in resource["Type"] else name
+        if resource["Type"] == "AWS::Bedrock::ApplicationInferenceProfile":
+            stack.attributes[(logical_id, "InferenceProfileArn")] = name
     patterns: dict[str, list[str]] = {}
     for writer in IMAGE_WRITERS:
         props = stack.resolve(stack.template["Resources"][writer]["Properties"])

@@ -22,6 +22,7 @@ from imagebatch_cli.app import app
 from imagebatch_cli.exit_codes import ExitCode
 from imagebatch_local.cloud.lambda_runtime import LocalLambdaContext
 from imagebatch_local.template import REGION as LOCAL_REGION
+from support.ledger_summary import as_item
 from typer.testing import CliRunner
 
 from imagebatch.aws.clients import reset_clients
@@ -118,7 +119,9 @@ def ingest_in(aws: None, monkeypatch: pytest.MonkeyPatch, new_ledger_table: Any)
         context = LocalLambdaContext(function_name="ingest", memory_limit_in_mb=1024, timeout_s=900)
         outcome = module.handler({"Records": [record]}, context)["batches"][0]
         batch_id = batch_id_for(bucket, key, etag)
-        summary = Ledger(boto3.client("dynamodb", region_name=region), table).get_batch(batch_id)
+        summary = as_item(
+            Ledger(boto3.client("dynamodb", region_name=region), table).get_batch(batch_id)
+        )
         errors = None
         if summary is not None and summary.get("errors_key"):
             body = s3.get_object(Bucket=bucket, Key=summary["errors_key"])["Body"].read()

@@ -20,6 +20,7 @@ from imagebatch.backends.retry import BackoffPolicy
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.manifest.schema import ManifestItem
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
 from imagebatch.pipeline.generate import generate_chunk
@@ -112,7 +113,7 @@ def env(s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str)
         def records(self, batch_id: str) -> dict[str, dict[str, Any]]:
             return {r["image_id"]: r for r in self.ledger.image_records(batch_id)}
 
-        def summary(self, batch_id: str) -> dict[str, Any]:
+        def summary(self, batch_id: str) -> BatchRecord:
             summary = self.ledger.get_batch(batch_id)
             assert summary is not None
             return summary
@@ -135,10 +136,10 @@ def test_the_edited_manifest_makes_exactly_the_edited_images(env: Any) -> None:
     assert again.calls == ["p3-1"]
     assert result.succeeded == 5
     summary = env.summary("second")
-    assert summary["images_succeeded"] == 5
-    assert summary["images_reused"] == 4
-    assert summary["reuse_saved_micro_usd"] == 4 * PRICE
-    assert summary["cost_micro_usd"] == PRICE
+    assert summary.images_succeeded == 5
+    assert summary.images_reused == 4
+    assert summary.reuse_saved_micro_usd == 4 * PRICE
+    assert summary.cost_micro_usd == PRICE
     records = env.records("second")
     for image_id in ("p0-1", "p1-1", "p2-1", "p4-1"):
         record = records[image_id]
@@ -158,7 +159,7 @@ def test_the_same_manifest_under_a_new_key_makes_none(env: Any) -> None:
     env.run("copy-of-first", jobs_of(manifest()), again)
     assert again.calls == []
     summary = env.summary("copy-of-first")
-    assert (summary["images_reused"], summary["cost_micro_usd"]) == (5, 0)
+    assert (summary.images_reused, summary.cost_micro_usd) == (5, 0)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +188,7 @@ def test_reuse_false_on_the_batch_on_an_item_or_on_the_stack_makes_them(env: Any
     stack_off = RecordingBackend()
     env.run("stack-off", jobs_of(manifest()), stack_off, reuse=False)
     assert sorted(stack_off.calls) == [f"p{k}-1" for k in range(5)]
-    assert "images_reused" not in env.summary("stack-off")
+    assert "images_reused" not in env.summary("stack-off").model_fields_set
 
 
 def test_a_deleted_source_is_made_again_never_a_broken_image(env: Any) -> None:
@@ -213,14 +214,14 @@ def test_ledger_conservation_holds_with_reused_images(env: Any) -> None:
         summary = env.summary(batch_id)
         records = env.records(batch_id).values()
         # the images' charges are the summary's inference, to the micro-dollar
-        assert sum(int(r["cost_micro_usd"]) for r in records) == summary["cost_micro_usd"]
+        assert sum(int(r["cost_micro_usd"]) for r in records) == summary.cost_micro_usd
         # and every commit's charge is in the day's rollup, once
         rolled = sum(
             int(r.get("spent_micro_usd", 0)) for r in env.ledger.query_batch(batch_id, "DAY#")
         )
-        assert rolled == summary["spent_micro_usd"]
+        assert rolled == summary.spent_micro_usd
         # the copies, lookups and index writes are charged as counted operations
-        assert summary["spent_micro_usd"] > summary["cost_micro_usd"]
+        assert summary.spent_micro_usd > summary.cost_micro_usd
 
 
 def test_a_reused_image_holds_and_spends_only_its_copy(env: Any) -> None:
@@ -231,9 +232,9 @@ def test_a_reused_image_holds_and_spends_only_its_copy(env: Any) -> None:
     # THEN every image is still reused: the hold covered the copies only
     assert again.calls == []
     summary = env.summary("capped")
-    assert summary["images_reused"] == 5
-    assert summary["reserved_micro_usd"] == 0
-    assert 0 < summary["spent_micro_usd"] <= PRICE // 2
+    assert summary.images_reused == 5
+    assert summary.reserved_micro_usd == 0
+    assert 0 < summary.spent_micro_usd <= PRICE // 2
 
 
 def test_two_batches_making_the_same_images_at_once_lose_nothing(env: Any) -> None:

@@ -227,3 +227,33 @@ def test_the_compile_role_exists_before_the_endpoint_and_writes_only_models() ->
         "arn:aws:s3:::data-bucket/models/*",
         "arn:aws:s3:::my-models/models/*",
     ]
+
+
+def test_the_container_is_told_its_region(template: dict[str, Any]) -> None:
+    # The serving container's Step Functions client (task heartbeats) is built for it.
+    environment = props(template, "SageMakerModel")["PrimaryContainer"]["Environment"]
+    assert environment["AWS_REGION"] == {"Ref": "AWS::Region"}
+
+
+def test_no_scale_out_cooldown_ends_before_an_instance_can_have_started(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the cold start the estimate assumes (data/throughput.json)
+    from imagebatch.costs.estimate import load_speed_assumptions
+
+    cold_start = float(load_speed_assumptions().sagemaker_cold_start_seconds.seconds)
+    # THEN both scale-out policies wait for it plus one 60 s metric period: an instance still
+    # starting adds no capacity to the metrics, and a shorter wait launches a second one
+    wake = props(template, "SageMakerWakeFromZero")["StepScalingPolicyConfiguration"]
+    tracking = props(template, "SageMakerBacklogScaling")[
+        "TargetTrackingScalingPolicyConfiguration"
+    ]
+    assert wake["Cooldown"] == cold_start + 60
+    assert tracking["ScaleOutCooldown"] == cold_start + 60
+    assert props(template, "SageMakerBacklogWithoutCapacityAlarm")["Period"] == 60
+
+
+def test_the_tracer_captures_no_responses(template: dict[str, Any]) -> None:
+    # Return values can hold prompts and keys, and each is X-Ray metadata bytes billed.
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"

@@ -170,6 +170,7 @@ def _export(
     from imagebatch.aws.dynamo_items import batch_pk, from_item
     from imagebatch.aws.ledger import Ledger
     from imagebatch.models.records import BatchStatus
+    from support.ledger_summary import as_item
 
     table = create_ledger_table(client, "export-ledger")
     ledger = Ledger(client, table)
@@ -209,4 +210,4 @@ def _export(
     others = [from_item(item) for item in response["Items"]]
     others = [record for record in others if record["sk"] != "SUMMARY"]
     write_ledger_export(ledger_export_path(out, batch_id), summary, others)
-    return summary
+    return as_item(summary)

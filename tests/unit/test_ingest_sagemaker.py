@@ -97,7 +97,7 @@ def test_sagemaker_estimate_uses_instance_seconds_and_budgets_refuse_it(tmp_path
     )
     # THEN the estimate is 10 x 574.75 u$, rounded up once, and a $0.005 cap refuses the batch
     # before it runs
-    assert plan.estimate_micro_usd == 5748
+    assert plan.estimate_inference_micro_usd == 5748
     reason = rejection_reason(plan, sagemaker_deployed=True)
     assert reason is not None
     assert "max_cost_usd" in reason

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYER_REQUIREMENTS = ROOT / "src" / "requirements.txt"
 LAMBDA_CODE_DIRS = (ROOT / "src" / "imagebatch", ROOT / "functions")
 
-# sagemaker: the Python SDK of `imagebatch endpoint compile` (the [endpoint] extra), CLI only.
+# sagemaker: the Python SDK (no longer used: `imagebatch endpoint compile` calls boto3); the
+# Lambdas must never carry it.
 FORBIDDEN_REQUIREMENTS = frozenset(
     {"torch", "torchvision", "diffusers", "transformers", "moto", "sagemaker"}
 )
@@ -71,12 +72,19 @@ def test_layer_requirements_are_pinned() -> None:
 
 
 def test_layer_requirements_match_the_package_dependencies() -> None:
-    # pyproject's [project].dependencies are what the package is tested with; the layer
-    # must ship the same pins.
+    # pyproject's [project].dependencies are ranges; requirements.lock pins what the package
+    # is tested with, and the layer must ship the same pins: every declared dependency and
+    # everything it needs, at the lock's version (src/requirements.txt is produced from it).
+    from requirements_from_lock import pin_line, read_lock
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {parse(line.replace(" ", "")) for line in project["dependencies"]}
+    declared = {parse(line.replace(" ", ""))[0] for line in project["dependencies"]}
+    lock = read_lock((ROOT / "requirements.lock").read_text())
     layer = {parse(line.replace(" ", "")) for line in requirement_lines(LAYER_REQUIREMENTS)}
-    assert layer == declared
+    assert declared <= {name for name, _ in layer}
+    assert {line for _, line in layer} == {pin_line(lock[name]) for name, _ in layer}, (
+        "src/requirements.txt differs from requirements.lock: make requirements"
+    )
 
 
 # The one exception to "the layer carries everything": the contact sheet decodes PNGs and
@@ -84,7 +92,11 @@ def test_layer_requirements_match_the_package_dependencies() -> None:
 FUNCTION_OWN_REQUIREMENTS = {"contact_sheet": {"pillow"}}
 # Modules only the function that carries them may import (from its own code or one module).
 FUNCTION_OWN_IMPORTS = {
-    "PIL": {"functions/contact_sheet", "src/imagebatch/pipeline/contact_sheet.py"}
+    "PIL": {
+        "functions/contact_sheet",
+        "src/imagebatch/pipeline/contact_sheet.py",
+        "src/imagebatch/pipeline/contact_sheet_render.py",
+    }
 }
 
 
@@ -94,6 +106,12 @@ def test_functions_bring_no_dependencies_of_their_own_but_the_allowed_ones() -> 
         allowed = FUNCTION_OWN_REQUIREMENTS.get(path.parent.name, set())
         assert names <= allowed, f"{path.relative_to(ROOT)}: use the layer for {names - allowed}"
         assert all("==" in line for line in requirement_lines(path)), f"{path}: pin exactly"
+        # at the version the tests ran with (the lock's)
+        from requirements_from_lock import pin_line, read_lock
+
+        lock = read_lock((ROOT / "requirements.lock").read_text())
+        for name, line in map(parse, requirement_lines(path)):
+            assert normalise(line) == normalise(pin_line(lock[name])), f"{path}: {line}"
 
 
 @pytest.mark.parametrize("module", sorted(FUNCTION_OWN_IMPORTS))

@@ -6,7 +6,6 @@ import importlib
 import io
 import json
 import re
-import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from datetime import date
@@ -20,6 +19,7 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.reader import (
     MAX_LINE_BYTES,
+    READ_CHUNK_BYTES,
     ManifestFormat,
     ManifestReader,
     format_for_key,
@@ -761,7 +761,6 @@ def test_hundred_thousand_lines_stream_through(catalogue: ModelCatalogue) -> Non
 
     stream = ChunkCountingStream(lines())
     # WHEN validated
-    started = time.perf_counter()
     valid = invalid = 0
     for result in ManifestReader(stream, ManifestFormat.JSONL, catalogue, today=TODAY):
         if isinstance(result, ValidItem):
@@ -769,10 +768,10 @@ def test_hundred_thousand_lines_stream_through(catalogue: ModelCatalogue) -> Non
         else:
             invalid += 1
             assert result.errors[0].field == "count"
-    elapsed = time.perf_counter() - started
-    # THEN every line is accounted for, quickly
+    # THEN every line is accounted for, read in bounded pieces (how fast is bench_ingest.py's
+    # figure, not a timed assertion: it failed here under a load of 20 on 2 cores)
     assert (valid, invalid) == (99_900, 100)
-    assert elapsed < 10
+    assert stream.largest_request <= READ_CHUNK_BYTES
 
 
 # -- files, samples and schemas ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from imagebatch.api.responses import batch_summary
 from imagebatch.costs.prices import load_aws_prices
+from imagebatch.models.batch_record import BatchRecord
 
 SUMMARY: dict[str, Any] = {
     "batch_id": "second",
@@ -23,7 +24,11 @@ SUMMARY: dict[str, Any] = {
 }
 
 
-def rendered(summary: dict[str, Any]) -> str:
+def record(**more: Any) -> BatchRecord:
+    return BatchRecord.model_validate({**SUMMARY, **more})
+
+
+def rendered(summary: BatchRecord) -> str:
     console = Console(width=120, record=True)
     console.print(cost_table(summary))
     return console.export_text()
@@ -31,17 +36,17 @@ def rendered(summary: dict[str, Any]) -> str:
 
 def test_the_summary_counts_reused_images_and_what_they_saved() -> None:
     prices = load_aws_prices().region("us-east-1")
-    shown = batch_summary({**SUMMARY, "images_reused": 4, "reuse_saved_micro_usd": 320_000}, prices)
+    shown = batch_summary(record(images_reused=4, reuse_saved_micro_usd=320_000), prices)
     assert (shown.images_reused, shown.reuse_saved_micro_usd) == (4, 320_000)
-    plain = batch_summary(SUMMARY, prices)
+    plain = batch_summary(record(), prices)
     assert (plain.images_reused, plain.reuse_saved_micro_usd) == (0, 0)
 
 
 def test_cost_shows_reuse_only_for_a_batch_that_reused() -> None:
-    text = rendered({**SUMMARY, "images_reused": 4, "reuse_saved_micro_usd": 320_000})
+    text = rendered(record(images_reused=4, reuse_saved_micro_usd=320_000))
     assert "of which reused" in text and "4" in text
     assert "saved by reuse" in text and "$0.320000" in text
-    assert "reused" not in rendered(SUMMARY)
+    assert "reused" not in rendered(record())
 
 
 def test_costs_total_what_reuse_saved_per_team_tag() -> None:

@@ -176,7 +176,7 @@ def test_a_mixed_manifest_splits_per_item_and_images_carry_what_made_them(
     per_second = PRICES.instance("ml.inf2.xlarge").micro_usd_per_second
     # 2.09 s at 512x512/50 steps; these take the default 30; the 1024x1024 one 4x the pixels
     own = Decimal("2.09") * 30 / 50 * per_second
-    assert plan.estimate_micro_usd == math.ceil(2 * 80_000 + 3 * own + 4 * own)
+    assert plan.estimate_inference_micro_usd == math.ceil(2 * 80_000 + 3 * own + 4 * own)
 
 
 def test_without_an_endpoint_auto_is_bedrock_and_sagemaker_is_refused(tmp_path: Path) -> None:

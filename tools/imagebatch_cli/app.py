@@ -15,6 +15,7 @@ import typer
 
 from imagebatch_cli.commands import (
     deployed,
+    doctor,
     endpoint,
     estimate,
     local,
@@ -114,6 +115,7 @@ _command(app)(redrive.redrive)
 _command(app)(deployed.submit)
 _command(app)(deployed.watch)
 _command(app, "stack")(deployed.stack_outputs)
+_command(app)(doctor.doctor)
 _command(endpoint_app, "compile")(endpoint.compile_model)
 
 

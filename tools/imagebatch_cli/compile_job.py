@@ -1,5 +1,5 @@
 """The SageMaker training job that compiles a model for the endpoint (`imagebatch endpoint
-compile`), through the `sagemaker` Python SDK (the `[endpoint]` extra).
+compile`): boto3's `sagemaker` client, CreateTrainingJob and DescribeTrainingJob.
 
 Why a training job and not a processing job: the compile must run on Neuron hardware in the
 Neuron image, and CreateProcessingJob's ProcessingInstanceType has no inf2 or trn instance
@@ -10,29 +10,28 @@ backend reads (buckets.json at the root); Trainium has the same NeuronCore-v2 as
 `--instance-type inf2` makes neuronx-cc compile for the endpoint's chip.
 
 The job runs `python -m imagebatch_serving.compile` (ContainerEntrypoint/ContainerArguments)
-in the image the endpoint will serve, so compile and serving share one Neuron SDK. Only this
-CLI imports the SDK, and only inside `load_sdk`: the Lambdas never carry it
-(tests/unit/test_lambda_dependencies.py), and the rest of the CLI runs without it.
+in the image the endpoint will serve, so compile and serving share one Neuron SDK.
+
+Why not the SageMaker Python SDK (as before): it was used for these two calls only, yet
+needed a venv of its own (it pins packaging, rich, attrs and importlib-metadata below the
+project's). The request below is the one its Estimator sent (`fit(wait=False)` with
+`disable_profiler=True, debugger_hook_config=False`), field for field; the client is injected,
+so this module imports no boto3 (tools/ holds none outside local/).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
 import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from imagebatch.models.sagemaker_contract import ShapeBucket
 from imagebatch_cli.exit_codes import CliError
 
-EXTRA = "imagebatch[endpoint]"
 # CreateTrainingJob's Trainium instance types (botocore TrainingInstanceType); no inf2 there.
 TRAINIUM_INSTANCE_TYPES = (
     "ml.trn1.2xlarge",
@@ -48,25 +47,6 @@ FINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 # Where the container writes the compiled folders; SageMaker tars it when the job succeeds.
 JOB_MODEL_DIR = "/opt/ml/model"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-
-def load_sdk() -> ModuleType:
-    """The `sagemaker` package, or one line naming the extra that installs it."""
-    # The SDK's INFO lines (config files it did not find, "Creating training-job") would
-    # interleave with the progress this command prints; its v2 deprecation notice is noise
-    # for a user who did not choose the SDK.
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    for name in ("sagemaker", "sagemaker.config"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        sdk = importlib.import_module("sagemaker")
-        importlib.import_module("sagemaker.estimator")
-    except ImportError as exc:
-        raise CliError(
-            f"`imagebatch endpoint compile` needs the SageMaker Python SDK: "
-            f"pip install '{EXTRA}' ({exc})"
-        ) from exc
-    return sdk
 
 
 def default_job_name(now: datetime | None = None) -> str:
@@ -162,38 +142,54 @@ class JobStatus:
         )
 
 
-class CompileJob:
-    """Starts the training job with the SDK's Estimator and follows it."""
+#: The compile entry point inside the job's container (the endpoint's own image).
+ENTRYPOINT = ("python3", "-m", "imagebatch_serving.compile")
 
-    def __init__(self, boto_session: Any, spec: CompileJobSpec) -> None:
-        sdk = load_sdk()
+
+def create_training_job_request(spec: CompileJobSpec) -> dict[str, Any]:
+    """CreateTrainingJob's parameters for the spec (botocore's SageMaker model names them).
+
+    No InputDataConfig (the weights come from the hub inside the job) and no HyperParameters
+    (the entry point takes arguments). The profiler is disabled and no DebugHookConfig is
+    sent: with either, SageMaker would add profiler and rule jobs billed beside the compile.
+    """
+    request: dict[str, Any] = {
+        "TrainingJobName": spec.job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": spec.image_uri,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": list(ENTRYPOINT),
+            "ContainerArguments": spec.container_arguments(),
+        },
+        "RoleArn": spec.role_arn,
+        "OutputDataConfig": {"S3OutputPath": spec.output_path},
+        "ResourceConfig": {
+            "InstanceCount": 1,
+            "InstanceType": spec.instance_type,
+            "VolumeSizeInGB": spec.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_run_s},
+        "ProfilerConfig": {"DisableProfiler": True},
+    }
+    if spec.environment:
+        request["Environment"] = dict(spec.environment)
+    return request
+
+
+class CompileJob:
+    """Starts the training job and follows it, over an injected boto3 `sagemaker` client."""
+
+    def __init__(self, client: Any, spec: CompileJobSpec) -> None:
         self.spec = spec
-        self._sdk = sdk
-        self._session = sdk.Session(boto_session=boto_session)
+        self._client = client
 
     def start(self) -> None:
-        spec = self.spec
-        estimator = self._sdk.estimator.Estimator(
-            image_uri=spec.image_uri,
-            role=spec.role_arn,
-            instance_count=1,
-            instance_type=spec.instance_type,
-            volume_size=spec.volume_gb,
-            max_run=spec.max_run_s,
-            output_path=spec.output_path,
-            container_entry_point=["python3", "-m", "imagebatch_serving.compile"],
-            container_arguments=spec.container_arguments(),
-            environment=spec.environment or None,
-            sagemaker_session=self._session,
-            # No training metrics to profile or debug: the defaults would add a profiler
-            # and rule jobs billed beside the compile.
-            disable_profiler=True,
-            debugger_hook_config=False,
-        )
-        estimator.fit(wait=False, job_name=spec.job_name)
+        self._client.create_training_job(**create_training_job_request(self.spec))
 
     def describe(self) -> JobStatus:
-        described: dict[str, Any] = self._session.describe_training_job(self.spec.job_name)
+        described: dict[str, Any] = self._client.describe_training_job(
+            TrainingJobName=self.spec.job_name
+        )
         return JobStatus.from_description(described)
 
     def follow(

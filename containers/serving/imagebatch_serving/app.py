@@ -1,7 +1,8 @@
 """The SageMaker container contract: HTTP on 8080, GET /ping, POST /invocations.
 
 SageMaker extracts model.tar.gz into /opt/ml/model and starts the container with `serve`;
-the image runs gunicorn (one worker: one copy of the model per accelerator) on this Flask app.
+the image runs gunicorn on this Flask app: one worker per model replica (one per NeuronCore on
+Inferentia2, else one; gunicorn_conf.py says how), each worker's calls one at a time.
 Asynchronous inference POSTs the request object (a ChunkInvocation) to /invocations and
 stores whatever comes back: 200 -> S3OutputPath and the success topic, anything else ->
 S3FailurePath and the error topic.
@@ -9,6 +10,7 @@ S3FailurePath and the error topic.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -26,11 +28,13 @@ from imagebatch.models.sagemaker_contract import (
 )
 from imagebatch_serving.engine import (
     CallFailedError,
+    EncodePlace,
     Heartbeat,
     PipelineBackend,
     S3Sink,
     ServingEngine,
 )
+from imagebatch_serving.logs import configure_json_logging
 from imagebatch_serving.null_backend import NullBackend
 
 logger = logging.getLogger(__name__)
@@ -47,10 +51,44 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(alias="IMAGEBATCH_MAX_BATCH", default=4, ge=1, le=64)
     shape_buckets: str = Field(alias="IMAGEBATCH_SHAPE_BUCKETS", default="")
     heartbeat: bool = Field(alias="IMAGEBATCH_HEARTBEAT", default=True)
+    # The Model's Environment sets AWS_REGION (template.yaml); AWS_DEFAULT_REGION elsewhere.
+    region: str | None = Field(alias="AWS_REGION", default=None)
+    default_region: str | None = Field(alias="AWS_DEFAULT_REGION", default=None)
+    log_level: str = Field(alias="LOG_LEVEL", default="INFO")
+    # torch's intra-op threads on the CPU backend; 0: every core this process may use but
+    # one, which the request threads (HTTP, JSON, S3) need (bench/README.md, "Serving threads").
+    torch_threads: int = Field(alias="IMAGEBATCH_TORCH_THREADS", default=0, ge=0)
+    # Where a call's PNGs are encoded (engine.EncodePlace).
+    encode: EncodePlace = Field(alias="IMAGEBATCH_ENCODE", default="auto")
+    # NeuronCores to serve from, one worker and model replica each (gunicorn_conf.py);
+    # ml.inf2.xlarge's one chip has two.
+    neuron_cores: int = Field(alias="IMAGEBATCH_NEURON_CORES", default=2, ge=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         return cls.model_validate(dict(os.environ if environ is None else environ))
+
+    def aws_region(self) -> str:
+        """The region for the container's AWS clients: said, never guessed. A Step Functions
+        client with no region fails at its first heartbeat, deep inside a chunk."""
+        region = self.region or self.default_region
+        if not region:
+            raise ValueError(
+                "AWS_REGION is not set: the SageMaker Model's Environment must name the "
+                "stack's region (template.yaml sets it)"
+            )
+        return region
+
+    def uses_neuron(self) -> bool:
+        """The Neuron backend: named, or `auto` where the Neuron SDK is installed (looked up,
+        not imported: gunicorn's master asks this before any worker loads torch)."""
+        if self.accelerator == "auto":
+            return importlib.util.find_spec("torch_neuronx") is not None
+        return self.accelerator == "neuron"
+
+    def torch_thread_count(self, usable_cores: int) -> int:
+        """torch's intra-op threads: the setting, else the usable cores less one (at least 1)."""
+        return self.torch_threads or max(1, usable_cores - 1)
 
 
 def load_engine(
@@ -65,9 +103,15 @@ def load_engine(
     machine, passes the thread's CPU time instead."""
     import boto3
 
-    heartbeat = _heartbeat(sfn or boto3.client("stepfunctions")) if settings.heartbeat else None
+    heartbeat = None
+    if settings.heartbeat:
+        heartbeat = _heartbeat(
+            sfn or boto3.client("stepfunctions", region_name=settings.aws_region())
+        )
+    if s3 is None:
+        s3 = boto3.client("s3", region_name=settings.region or settings.default_region)
     return ServingEngine(
-        load_backend(settings), S3Sink(s3 or boto3.client("s3")), heartbeat=heartbeat, clock=clock
+        load_backend(settings), S3Sink(s3), heartbeat=heartbeat, clock=clock, encode=settings.encode
     )
 
 
@@ -78,14 +122,16 @@ def load_backend(settings: ServingSettings) -> PipelineBackend:
     buckets = parse_buckets(settings.shape_buckets)
     if settings.accelerator == "null":
         return NullBackend(max_batch=settings.max_batch, buckets=buckets)
-    from imagebatch_serving.backends import DiffusersBackend, NeuronBackend, neuron_available
+    from imagebatch_serving.backends import DiffusersBackend, NeuronBackend, set_torch_threads
 
-    accelerator = settings.accelerator
-    if accelerator == "auto":
-        accelerator = "neuron" if neuron_available() else "diffusers"
-    if accelerator == "neuron":
+    if settings.uses_neuron():
         return NeuronBackend.load(settings.model_dir)
-    return DiffusersBackend.load(settings.model_dir, max_batch=settings.max_batch, buckets=buckets)
+    backend = DiffusersBackend.load(
+        settings.model_dir, max_batch=settings.max_batch, buckets=buckets
+    )
+    if backend.accelerator == "cpu":
+        set_torch_threads(settings.torch_thread_count(len(os.sched_getaffinity(0))))
+    return backend
 
 
 def _heartbeat(sfn: Any) -> Heartbeat:
@@ -147,5 +193,6 @@ def create_app(engine: ServingEngine) -> Flask:
 
 def create_app_from_env() -> Flask:
     """gunicorn's entry point in the images (see containers/serving/serve)."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"))
-    return create_app(load_engine(ServingSettings.from_env()))
+    settings = ServingSettings.from_env()
+    configure_json_logging(settings.log_level)
+    return create_app(load_engine(settings))

@@ -72,6 +72,14 @@ def load_diffusers_pipeline(model_dir: Path) -> tuple[Any, torch.device]:
     return pipe, device
 
 
+def set_torch_threads(count: int) -> None:
+    """torch's intra-op threads for this process. On the CPU backend they share the cores
+    with the request threads; one thread per core leaves none for the server, and a call's
+    threads that lose their core mid-step wait on each other (bench/README.md)."""
+    torch.set_num_threads(count)
+    logger.info("torch intra-op threads: %d", count)
+
+
 def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     # CPU generators: the initial latents are then the same on every device for a seed.
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -136,6 +144,12 @@ def neuron_available() -> bool:
     return True
 
 
+# Each worker process sees one NeuronCore (gunicorn_conf.py sets NEURON_RT_VISIBLE_CORES) and
+# loads the whole pipeline there: optimum-neuron's default for a U-Net pipeline ("unet") would
+# put a DataParallel U-Net on cores 0 and 1 of a process that has only one.
+NEURON_LOAD_OPTIONS: dict[str, Any] = {"data_parallel_mode": "none"}
+
+
 @dataclass
 class NeuronBackend:
     """One compiled pipeline per shape bucket, all compiled for the same batch size."""
@@ -170,7 +184,9 @@ class NeuronBackend:
         pipelines = {}
         for bucket in parse_buckets(",".join(manifest["buckets"])):
             started = time.perf_counter()
-            pipelines[bucket] = pipeline_class.from_pretrained(str(model_dir / str(bucket)))
+            pipelines[bucket] = pipeline_class.from_pretrained(
+                str(model_dir / str(bucket)), **NEURON_LOAD_OPTIONS
+            )
             logger.info("loaded Neuron %s in %.1f s", bucket, time.perf_counter() - started)
         return cls(pipelines, int(manifest["batch_size"]))
 

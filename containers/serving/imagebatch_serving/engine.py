@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from PIL import Image
 
@@ -56,6 +56,15 @@ __all__ = [
 
 #: Asked between denoising steps: True stops the call (the request's held seconds ran out).
 StopCheck = Callable[[], bool]
+
+#: Where a call's PNGs are encoded. "worker": under the inference lock, right after the call,
+#: so encoding never runs beside a pipeline call: on a CPU backend the call's torch threads
+#: already hold every core left to it, and a request thread encoding beside them slows the
+#: call more than the overlap gains (bench/README.md, "Serving threads"). "request": in the
+#: request's thread after the lock is released, overlapping the next call: an accelerator's
+#: call leaves the CPU idle, so encoding there is free. "auto": "worker" on the CPU backend,
+#: "request" on CUDA and Neuron.
+EncodePlace = Literal["auto", "worker", "request"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +213,13 @@ class ServingEngine:
         max_batch: int | None = None,
         heartbeat: Heartbeat | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        encode: EncodePlace = "auto",
     ) -> None:
         self.backend = backend
         self.max_batch = min(max_batch or backend.max_batch, backend.max_batch)
+        self.encode_in_worker = encode == "worker" or (
+            encode == "auto" and backend.accelerator == "cpu"
+        )
         self._sink = sink
         self._heartbeat = heartbeat
         self._clock = clock
@@ -327,6 +340,11 @@ class ServingEngine:
                 ) from exc
             # Measured around the pipeline only: the instance-seconds the images consumed.
             seconds = self._clock() - started
+            encoded = (
+                [encode_png(image) for image in images]
+                if self.encode_in_worker and not stop_flag
+                else None
+            )
         call = self._call(index, shape, batch, seconds, interrupted=bool(stop_flag))
         if call.interrupted:
             call = call.model_copy(update={"steps_done": len(steps_done)})
@@ -336,14 +354,7 @@ class ServingEngine:
         budget.timed[call.key] = seconds / len(batch)
         if len(images) != len(batch):
             raise RuntimeError(f"pipeline returned {len(images)} images for {len(batch)}")
-        pngs: dict[str, int] = {}
-        for job, image in zip(batch, images, strict=True):
-            key = image_key(invocation.output_prefix, invocation.batch_id, job.image_id)
-            png = encode_png(image)
-            self._sink.put_png(
-                invocation.bucket, key, png, image_metadata(invocation.batch_id, job, job.seed)
-            )
-            pngs[job.image_id] = len(png)
+        pngs = self._store(invocation, batch, encoded or [encode_png(image) for image in images])
         logger.info(
             "call %d: %d image(s) %dx%d/%d steps in %.3f s",
             index,
@@ -354,6 +365,19 @@ class ServingEngine:
             seconds,
         )
         return call, pngs
+
+    def _store(
+        self, invocation: ChunkInvocation, batch: list[ImageJob], pngs: list[bytes]
+    ) -> dict[str, int]:
+        """Each image's PNG to the sink at its key; its size in bytes by image id."""
+        sizes: dict[str, int] = {}
+        for job, png in zip(batch, pngs, strict=True):
+            key = image_key(invocation.output_prefix, invocation.batch_id, job.image_id)
+            self._sink.put_png(
+                invocation.bucket, key, png, image_metadata(invocation.batch_id, job, job.seed)
+            )
+            sizes[job.image_id] = len(png)
+        return sizes
 
     @staticmethod
     def _call(

@@ -6,9 +6,6 @@ Money is integer micro-dollars throughout. An image item is the ledger's own ima
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
@@ -16,6 +13,7 @@ from imagebatch.costs.grouping import CostGroup
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.terms import charge_note
 from imagebatch.costs.usage import Usage, per_image, summary_costs
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ImageRecord
 
 
@@ -134,69 +132,65 @@ def route_responses(model: type[BaseModel], **errors: str) -> dict[int, OpenAPIR
     return responses
 
 
-def list_entry(item: Mapping[str, Any], prices: RegionPrices | None = None) -> BatchListEntry:
+def list_entry(item: BatchRecord, prices: RegionPrices | None = None) -> BatchListEntry:
     return BatchListEntry(
         costs=Costs(**summary_costs(item, prices).rounded()) if prices is not None else None,
-        batch_id=item["batch_id"],
-        status=item.get("status", "-"),
-        created_at=item["created_at"],
-        backend=item.get("backend"),
-        tags=item.get("tags") or {},
-        images_total=int(item.get("images_total", 0)),
-        images_succeeded=int(item.get("images_succeeded", 0)),
-        images_failed=int(item.get("images_failed", 0)),
-        spent_micro_usd=int(item.get("spent_micro_usd", 0)),
+        batch_id=item.batch_id,
+        status=item.status or "-",
+        created_at=item.created_at,
+        backend=item.backend,
+        tags=item.tags or {},
+        images_total=item.images_total,
+        images_succeeded=item.images_succeeded,
+        images_failed=item.images_failed,
+        spent_micro_usd=item.spent_micro_usd,
     )
 
 
-def batch_summary(summary: Mapping[str, Any], prices: RegionPrices) -> BatchSummary:
+def batch_summary(summary: BatchRecord, prices: RegionPrices) -> BatchSummary:
     """A ledger summary item as the API and CLI show it: categories priced from counters."""
     breakdown = summary_costs(summary, prices)
     rounded = breakdown.rounded()
-    charged = int(summary.get("spent_micro_usd", 0))
-    endpoint_overhead = int(summary.get("endpoint_overhead_micro_usd", 0))
-    succeeded = int(summary.get("images_succeeded", 0))
+    charged = summary.spent_micro_usd
+    endpoint_overhead = summary.endpoint_overhead_micro_usd
+    succeeded = summary.images_succeeded
     unit = per_image(breakdown, succeeded)
     budget = None
-    if summary.get("max_cost_micro_usd") is not None:
+    if summary.max_cost_micro_usd is not None:
         budget = Budget(
-            max_cost_micro_usd=int(summary["max_cost_micro_usd"]),
-            spent_micro_usd=int(summary.get("spent_micro_usd", 0)),
-            reserved_micro_usd=int(summary.get("reserved_micro_usd", 0)),
-            budget_left_micro_usd=int(summary.get("budget_left_micro_usd", 0)),
-            overhead_reserve_micro_usd=int(summary.get("overhead_reserve_micro_usd", 0)),
-            unsettled_micro_usd=int(summary.get("unsettled_micro_usd", 0)),
+            max_cost_micro_usd=summary.max_cost_micro_usd,
+            spent_micro_usd=summary.spent_micro_usd,
+            reserved_micro_usd=summary.reserved_micro_usd,
+            budget_left_micro_usd=summary.budget_left_micro_usd,
+            overhead_reserve_micro_usd=summary.overhead_reserve_micro_usd,
+            unsettled_micro_usd=summary.unsettled_micro_usd,
         )
     return BatchSummary(
-        batch_id=summary["batch_id"],
-        status=summary.get("status", "-"),
-        created_at=summary["created_at"],
-        finished_at=summary.get("finished_at"),
-        backend=summary.get("backend"),
-        models=list(summary.get("models") or []),
-        tags=summary.get("tags") or {},
-        images_total=int(summary.get("images_total", 0)),
+        batch_id=summary.batch_id,
+        status=summary.status or "-",
+        created_at=summary.created_at,
+        finished_at=summary.finished_at,
+        backend=summary.backend,
+        models=list(summary.models or []),
+        tags=summary.tags or {},
+        images_total=summary.images_total,
         images_succeeded=succeeded,
-        images_failed=int(summary.get("images_failed", 0)),
-        estimate_micro_usd=int(summary.get("estimate_micro_usd", 0)),
+        images_failed=summary.images_failed,
+        estimate_micro_usd=summary.estimate_total_micro_usd or 0,
         costs=Costs(**rounded),
         endpoint_overhead_micro_usd=endpoint_overhead,
         charged_micro_usd=charged,
         # the endpoint's share is charged beside the categories: the note explains the rest
         charge_note=charge_note(
-            rounded["total"] + endpoint_overhead,
-            charged,
-            int(summary.get("unsettled_micro_usd", 0)),
+            rounded["total"] + endpoint_overhead, charged, summary.unsettled_micro_usd
         ),
-        max_cost_micro_usd=int(summary["max_cost_micro_usd"])
-        if summary.get("max_cost_micro_usd") is not None
-        else None,
+        max_cost_micro_usd=summary.max_cost_micro_usd,
         cost_per_image=Costs(**unit["per_image"]) if unit["per_image"] else None,
         cost_per_1000=Costs(**unit["per_1000"]) if unit["per_1000"] else None,
         budget=budget,
         usage=Usage.from_summary(summary).model_dump(),
-        rejection=summary.get("rejection"),
-        failures_by_class=summary.get("failures_by_class") or {},
-        images_reused=int(summary.get("images_reused", 0)),
-        reuse_saved_micro_usd=int(summary.get("reuse_saved_micro_usd", 0)),
+        rejection=summary.rejection,
+        failures_by_class=summary.failures_by_class or {},
+        images_reused=summary.images_reused,
+        reuse_saved_micro_usd=summary.reuse_saved_micro_usd,
     )

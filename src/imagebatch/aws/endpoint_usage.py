@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.dynamo_items import (
     SUMMARY_SK,
     batch_pk,
@@ -230,18 +231,18 @@ class EndpointUsageStore:
         existing = self._get(pk, sk)
         if existing:
             return [OverheadLine.model_validate(ln) for ln in json.loads(existing["lines"])]
-        summary = self._get(pk, SUMMARY_SK) or {}
-        capped = summary.get("max_cost_micro_usd") is not None
+        summary_item = self._get(pk, SUMMARY_SK)
+        summary = record_from_plain(summary_item) if summary_item else None
         bound = budget.bound_overhead(
             lines,
-            budget_left=int(summary.get("budget_left_micro_usd", 0)) if capped else None,
-            known=bool(summary),
+            budget_left=summary.budget_left_micro_usd if summary and summary.capped else None,
+            known=summary is not None,
         )
         charge = bound.micro_usd
         day = window.end.date().isoformat()
-        model = (summary.get("models") or ["(none)"])[0]
+        model = ((summary.models if summary else None) or ["(none)"])[0]
         actions = [self._overhead_put(pk, sk, endpoint, window, bound)]
-        if summary and charge:
+        if summary is not None and charge:
             actions.append(
                 budget_action(
                     self.table,
@@ -257,8 +258,8 @@ class EndpointUsageStore:
                     day,
                     model_charge_adds(model, charge),
                     batch_id=batch_id,
-                    backend=summary.get("backend"),
-                    tags=summary.get("tags"),
+                    backend=summary.backend,
+                    tags=summary.tags,
                 )
             )
         try:

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from imagebatch.aws.batch_items import record_attributes, record_from_item
 from imagebatch.aws.dynamo_items import (
-    BATCH_LIST_PK,
     SUMMARY_SK,
     add_action,
     batch_pk,
     cancelled_by_condition,
-    from_item,
     image_sk,
     is_transient,
     now_iso,
@@ -54,6 +53,7 @@ from imagebatch.costs.usage import (
     write_units,
 )
 from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus, ImageOutcome, MadeImage
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ logger = Logger(child=True)
 class Ledger(BudgetHolds):
     """Batch records, image commits and settlement; budget holds come from BudgetHolds."""
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
         response = self._ddb.get_item(
             TableName=self.table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
@@ -83,11 +83,20 @@ class Ledger(BudgetHolds):
         )
         item = response.get("Item")
         self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
-        return from_item(item) if item else None
+        return record_from_item(item) if item else None
 
-    def create_batch(self, batch_id: str, attributes: Mapping[str, Any]) -> bool:
-        """Write the batch summary once; False when this batch already exists."""
-        created_at = attributes.get("created_at") or now_iso()
+    def create_batch(self, batch_id: str, attributes: BatchRecord | Mapping[str, Any]) -> bool:
+        """Write the batch summary once; False when this batch already exists. A mapping is
+        read as a BatchRecord's stored attributes."""
+        given = (
+            attributes
+            if isinstance(attributes, BatchRecord)
+            # None means absent, as it did when the mapping was written as it came
+            else BatchRecord.model_validate(
+                {k: v for k, v in attributes.items() if v is not None} | {"batch_id": batch_id}
+            )
+        )
+        created_at = given.created_at or now_iso()
         record = {
             "images_succeeded": 0,
             "images_failed": 0,
@@ -95,17 +104,13 @@ class Ledger(BudgetHolds):
             "spent_micro_usd": 0,
             "reserved_micro_usd": 0,
             "chunk_commits": 0,
-            **attributes,
-            "pk": batch_pk(batch_id),
-            "sk": SUMMARY_SK,
-            "batch_id": batch_id,
-            "created_at": created_at,
-            "gsi1pk": BATCH_LIST_PK,
-            "gsi1sk": f"{created_at}#{batch_id}",
+            **record_attributes(
+                given.model_copy(update={"batch_id": batch_id, "created_at": created_at})
+            ),
         }
-        cap = attributes.get("max_cost_micro_usd")
+        cap = given.max_cost_micro_usd
         if cap is not None:
-            reserve = int(attributes.get("overhead_reserve_micro_usd") or 0)
+            reserve = given.overhead_reserve_micro_usd
             record["overhead_reserve_micro_usd"] = reserve
             record["budget_left_micro_usd"] = budget.opening_budget_left(
                 int(cap), reserve, int(record["spent_micro_usd"])
@@ -146,6 +151,8 @@ class Ledger(BudgetHolds):
         """Where images of these identities were made (aws.image_index), by identity."""
         return ImageIndex(self._ddb, self.table, self.meter).find(identities)
 
+    # Kept whole: the order of one transaction's actions (records, summary, rollup, hold); its
+    # parts are already helpers and the order is read in one place.
     def commit_images(
         self,
         batch_id: str,
@@ -191,7 +198,12 @@ class Ledger(BudgetHolds):
         )
         actions.append(
             add_action(
-                self.table, pk, SUMMARY_SK, charge.summary, {}, condition="attribute_exists(pk)"
+                self.table,
+                pk,
+                SUMMARY_SK,
+                charge.summary_adds,
+                {},
+                condition="attribute_exists(pk)",
             )
         )
         if charge.rollup is not None:
@@ -309,21 +321,21 @@ class Ledger(BudgetHolds):
                 logger.warning("ledger commit retried", extra={"error": str(exc), "delay": delay})
                 time.sleep(delay)
 
-    def roll_up_remainder(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+    def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
         """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
         holds) to today's cost rollup, so cost over a time range sums to the batches' spend."""
         rolled = sum(int(r.get("spent_micro_usd", 0)) for r in self.query_batch(batch_id, "DAY#"))
-        remainder = int(summary.get("spent_micro_usd", 0)) - rolled
+        remainder = summary.spent_micro_usd - rolled
         if remainder <= 0:
             return 0
-        model = (summary.get("models") or ["(none)"])[0]
+        model = (summary.models or ["(none)"])[0]
         action = rollup_action(
             self.table,
             now_iso()[:10],
             model_charge_adds(model, remainder),
             batch_id=batch_id,
-            backend=summary.get("backend"),
-            tags=summary.get("tags"),
+            backend=summary.backend,
+            tags=summary.tags,
         )["Update"]
         self.meter.add(ddb_write_units=write_units(ROLLUP_SIZE_BOUND))
         self._ddb.update_item(**action)
@@ -349,7 +361,7 @@ class Ledger(BudgetHolds):
         status: BatchStatus,
         extra: Mapping[str, Any],
         adds: Mapping[str, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchRecord:
         """Set the final status; `adds` are counters ADDed in the same update (finalize's own
         operations, charged to the batch)."""
         fields = {"status": status.value, "finished_at": now_iso(), **extra}
@@ -371,7 +383,7 @@ class Ledger(BudgetHolds):
             ConditionExpression="attribute_exists(pk)",
             ReturnValues="ALL_NEW",
         )
-        return from_item(response["Attributes"])
+        return record_from_item(response["Attributes"])
 
 
 def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:

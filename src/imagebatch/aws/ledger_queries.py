@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from imagebatch.aws.batch_items import record_from_item, record_from_plain
 from imagebatch.aws.dynamo_items import (
     BATCH_LIST_PK,
     COSTS_PK,
@@ -19,6 +20,7 @@ from imagebatch.aws.dynamo_items import (
     to_item,
 )
 from imagebatch.errors import InvalidTokenError
+from imagebatch.models.batch_record import BatchRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
 
 class Page(BaseModel):
     items: list[dict[str, Any]]
+    next_token: str | None = None
+
+
+class BatchListPage(BaseModel):
+    """A page of the batch list: the summaries, and the token for the next page."""
+
+    items: list[BatchRecord]
     next_token: str | None = None
 
 
@@ -78,7 +87,7 @@ class LedgerQueries:
         tag: tuple[str, str] | None,
         limit: int,
         next_token: str | None,
-    ) -> Page:
+    ) -> BatchListPage:
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "gsi1",
@@ -93,14 +102,17 @@ class LedgerQueries:
             request["FilterExpression"] = "#tags.#key = :value"
             request["ExpressionAttributeNames"] = {"#tags": "tags", "#key": tag[0]}
             request["ExpressionAttributeValues"][":value"] = {"S": tag[1]}
-        return self._query(request, limit, {"pk", "sk", "gsi1pk", "gsi1sk"})
+        page = self._query(request, limit, {"pk", "sk", "gsi1pk", "gsi1sk"})
+        return BatchListPage(
+            items=[record_from_plain(item) for item in page.items], next_token=page.next_token
+        )
 
-    def batch(self, batch_id: str) -> dict[str, Any] | None:
+    def batch(self, batch_id: str) -> BatchRecord | None:
         response = self._ddb.get_item(
             TableName=self.table, Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK})
         )
         item = response.get("Item")
-        return from_item(item) if item else None
+        return record_from_item(item) if item else None
 
     def items(
         self,

@@ -25,6 +25,7 @@ from imagebatch.costs.overhead import EndpointRequest, InstanceSample, Window
 from imagebatch.costs.sagemaker_seconds import Measured
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Meter
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome, MadeImage
 
 
@@ -52,9 +53,9 @@ class IngestLedger(Protocol):
     @property
     def meter(self) -> Meter: ...
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
-    def create_batch(self, batch_id: str, attributes: Mapping[str, Any]) -> bool: ...
+    def create_batch(self, batch_id: str, attributes: BatchRecord) -> bool: ...
 
 
 class BatchStarter(Protocol):
@@ -94,7 +95,7 @@ class ChunkLedgerPort(Protocol):
     # The ledger's own reads and writes, charged to the batch like the store's.
     meter: Meter
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     def recorded_image_ids(self, batch_id: str, image_ids: Sequence[str]) -> set[str]: ...
 

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecr import ECRClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_service_quotas import ServiceQuotasClient
 
 _CLI_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
@@ -136,6 +138,14 @@ class AwsSession:
 
     def bedrock(self) -> BedrockClient:
         client: BedrockClient = self._client("bedrock")
+        return client
+
+    def ecr(self) -> ECRClient:
+        client: ECRClient = self._client("ecr")
+        return client
+
+    def service_quotas(self) -> ServiceQuotasClient:
+        client: ServiceQuotasClient = self._client("service-quotas")
         return client
 
     def signed_get(

@@ -6,6 +6,13 @@ backoff and full jitter so that threads (and chunks) do not retry in step, and i
 its own concurrency on every throttle and widens it again after a run of successes (AIMD).
 What is still not done when the invocation's time runs short goes back to Step Functions as
 unfinished (generate.ChunkUnfinished), whose Retry runs the chunk again later.
+
+AccessDeniedException is different: on a model's first use in an account Bedrock subscribes
+the account through AWS Marketplace, and "it may take up to 2 minutes for the subscription
+to complete. During this time, API calls may continue to return AccessDeniedException" (AWS,
+Bedrock user guide, model access). So a refused model is polled for `AccessWait.window_s`
+from its first refusal in this invocation; past that the image fails with
+`MODEL_ACCESS_NOT_GRANTED`. These polls do not spend the throttling attempts.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from imagebatch.backends.bedrock import GeneratedImage
-from imagebatch.errors import ImageGenerationError
+from imagebatch.errors import ImageGenerationError, ModelAccessDenied
 from imagebatch.models.records import FailureClass, ImageJob
+
+MODEL_ACCESS_NOT_GRANTED = "model access not granted; run `imagebatch doctor`"
 
 
 class ImageBackend(Protocol):
@@ -45,6 +54,18 @@ class BackoffPolicy:
 
     def delay(self, retry: int, rng: random.Random) -> float:
         return rng.uniform(0.0, self.ceiling(retry))
+
+
+@dataclass(frozen=True)
+class AccessWait:
+    """How long a model's AccessDenied is waited out, and how often it is asked again."""
+
+    window_s: float = 150.0
+    poll_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.window_s < 0 or self.poll_s <= 0:
+            raise ValueError(f"invalid access wait: {self}")
 
 
 class AdaptiveConcurrency:
@@ -105,6 +126,8 @@ class RetryingBackend:
     Throttles shrink `limiter`; successes grow it. A transient failure that outlives the
     attempts, or that would outlive `time_left_ms() - reserve_ms`, is raised as is (still
     transient), so the chunk hands the image back to Step Functions instead of dropping it.
+    A model Bedrock refuses (ModelAccessDenied) is polled within `access_wait` (see above);
+    if the invocation's time runs out first, the image goes back unfinished the same way.
     """
 
     inner: ImageBackend
@@ -114,34 +137,60 @@ class RetryingBackend:
     reserve_ms: int = 0
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
+    access_wait: AccessWait = field(default_factory=AccessWait)
+    clock: Callable[[], float] = time.monotonic
     _rng_lock: threading.Lock = field(default_factory=threading.Lock)
+    _first_refused: dict[str, float] = field(default_factory=dict)
 
     def generate(self, job: ImageJob) -> GeneratedImage:
         last: ImageGenerationError | None = None
-        for attempt in range(self.policy.max_attempts):
-            if self.time_left_ms() < self.reserve_ms:
-                break
-            with self.limiter.slot():
-                try:
-                    image = self.inner.generate(job)
-                except ImageGenerationError as exc:
-                    if not exc.transient:
-                        raise
-                    if exc.failure_class is FailureClass.THROTTLED:
-                        self.limiter.on_throttle()
-                    last = exc
-                else:
-                    self.limiter.on_success()
-                    return image
-            if attempt + 1 < self.policy.max_attempts:
-                with self._rng_lock:
-                    delay = self.policy.delay(attempt, self.rng)
-                spare_s = (self.time_left_ms() - self.reserve_ms) / 1000
-                if delay > spare_s:
+        attempt = 0
+        while attempt < self.policy.max_attempts and self.time_left_ms() >= self.reserve_ms:
+            outcome = self._once(job)
+            if isinstance(outcome, GeneratedImage):
+                return outcome
+            last, delay = outcome
+            if delay is None:
+                attempt += 1
+                if attempt >= self.policy.max_attempts:
                     break
-                self.sleep(delay)
+                with self._rng_lock:
+                    delay = self.policy.delay(attempt - 1, self.rng)
+            if delay > (self.time_left_ms() - self.reserve_ms) / 1000:
+                break
+            self.sleep(delay)
         if last is None:
             raise ImageGenerationError(
                 FailureClass.TIMEOUT, "no time left to start this image", transient=True
             )
         raise last
+
+    def _once(self, job: ImageJob) -> GeneratedImage | tuple[ImageGenerationError, float | None]:
+        """One call: the image, or (the transient error, the access poll's delay or None
+        for the throttling backoff); a permanent failure is raised."""
+        with self.limiter.slot():
+            try:
+                image = self.inner.generate(job)
+            except ModelAccessDenied as exc:
+                waiting = ImageGenerationError(exc.failure_class, exc.reason, transient=True)
+                return waiting, self._access_poll(job.model, exc)
+            except ImageGenerationError as exc:
+                if not exc.transient:
+                    raise
+                if exc.failure_class is FailureClass.THROTTLED:
+                    self.limiter.on_throttle()
+                return exc, None
+            self.limiter.on_success()
+            return image
+
+    def _access_poll(self, model: str, exc: ModelAccessDenied) -> float:
+        """Seconds to wait before asking again, or the permanent failure once the window
+        since the model's first refusal has passed (shared by the chunk's threads)."""
+        now = self.clock()
+        with self._rng_lock:
+            first = self._first_refused.setdefault(model, now)
+        if now - first >= self.access_wait.window_s:
+            raise ImageGenerationError(
+                exc.failure_class, f"{MODEL_ACCESS_NOT_GRANTED} ({exc.reason})", transient=False
+            ) from exc
+        return min(self.access_wait.poll_s, first + self.access_wait.window_s - now)

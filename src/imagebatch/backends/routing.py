@@ -34,6 +34,7 @@ from imagebatch.costs.sagemaker_path import SageMakerPath, sagemaker_overhead_pe
 from imagebatch.manifest.checks import check_item_for_model
 from imagebatch.manifest.schema import FieldError, ManifestItem
 from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.models.money import format_usd
 from imagebatch.models.records import ImageJob
 from imagebatch.models.sagemaker_contract import ShapeBucket, bucket_error
 
@@ -155,6 +156,8 @@ def wake_micro_usd(deployment: Deployment) -> Decimal:
     return seconds * deployment.price.micro_usd_per_second
 
 
+# Kept whole: both backends' costs and times computed side by side, so they are compared like
+# for like.
 def choose_for_flexible(
     flexible: FlexibleImages,
     *,
@@ -213,9 +216,12 @@ def choose_for_flexible(
         reason = f"no backend finishes {n} images within the deadline; {chosen.name} is faster"
     else:
         reason = (
-            f"{chosen.name}: ${chosen.cost_micro_usd(n) / 1e6:.6f} for {n} images against "
+            f"{chosen.name}: {format_usd(chosen.cost_micro_usd(n), grouped=False)} for {n} "
+            "images against "
             + ", ".join(
-                f"{o.name} ${o.cost_micro_usd(n) / 1e6:.6f}" for o in options if o is not chosen
+                f"{o.name} {format_usd(o.cost_micro_usd(n), grouped=False)}"
+                for o in options
+                if o is not chosen
             )
         )
     return Choice(backend=chosen.backend, reason=reason, options=options)

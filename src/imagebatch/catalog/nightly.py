@@ -7,9 +7,7 @@ The scheduler's event names no products: each run reads every catalogs/<name>/co
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field
@@ -32,6 +30,7 @@ from imagebatch.catalog.products import (
     read_products,
 )
 from imagebatch.errors import CatalogError, ObjectMissingError
+from imagebatch.models.batch_record import BatchRecord
 
 logger = Logger(child=True)
 
@@ -131,7 +130,7 @@ class CatalogPublisher:
         self._ledger = ledger
         self._state = state
 
-    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+    def __call__(self, batch_id: str, summary: BatchRecord) -> int:
         return publish_catalog_batch(
             batch_id, summary, store=self._store, ledger=self._ledger, state=self._state
         )
@@ -139,7 +138,7 @@ class CatalogPublisher:
 
 def publish_catalog_batch(
     batch_id: str,
-    summary: Mapping[str, Any],
+    summary: BatchRecord,
     *,
     store: BatchStore,
     ledger: Ledger,
@@ -150,7 +149,7 @@ def publish_catalog_batch(
     Only succeeded images are recorded, so a failed variant is tried again the next night.
     Returns the number of variants published.
     """
-    tags = json.loads(summary.get("settings") or "{}").get("tags") or {}
+    tags = json.loads(summary.settings or "{}").get("tags") or {}
     name, run = tags.get(CATALOG_TAG), tags.get(RUN_TAG)
     if not name or not run:
         return 0

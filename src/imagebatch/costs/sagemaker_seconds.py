@@ -45,6 +45,8 @@ class PricedResult:
     total_micro_usd: int
 
 
+# Kept whole: a call's rounding and the split of its remainder over its images must add up
+# exactly; apart, the two halves could disagree by a micro-dollar.
 def price_result(
     result: InvocationResult,
     jobs: list[ImageJob],

@@ -61,12 +61,12 @@ class CommitCharge:
     """What one commit ADDs: to the batch summary, and to the day's cost rollup (None: the
     commit leaves the rollup alone)."""
 
-    summary: dict[str, int]
+    summary_adds: dict[str, int]
     rollup: dict[str, int] | None
 
     @property
     def micro_usd(self) -> int:
-        return self.summary[SPENT]
+        return self.summary_adds[SPENT]
 
 
 def price_commit(
@@ -82,7 +82,7 @@ def price_commit(
     (`own_write_units`), priced once and rounded up."""
     usage = settlement.usage + Usage(ddb_write_units=own_write_units)
     overhead = ceil_micro(price_usage(usage, settlement.prices).total) if settlement.prices else 0
-    summary = summary_adds(outcomes, settlement, usage, overhead, capped=capped)
+    adds = summary_adds(outcomes, settlement, usage, overhead, capped=capped)
     rework = settlement.rework_micro_usd
     rollup: dict[str, int] | None = None
     if outcomes:
@@ -91,7 +91,7 @@ def price_commit(
         # a commit without images (a contact sheet, a request whose images another attempt
         # recorded) is charged to the model it names
         rollup = model_charge_adds(rollup_model, overhead + rework, inference=rework)
-    return CommitCharge(summary=summary, rollup=rollup)
+    return CommitCharge(summary_adds=adds, rollup=rollup)
 
 
 def summary_adds(

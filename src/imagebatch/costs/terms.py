@@ -15,6 +15,8 @@ One vocabulary across `imagebatch cost`, `batches`, `costs`, summary.json and in
 
 from __future__ import annotations
 
+from imagebatch.models.money import format_usd
+
 CATEGORY_LABELS = {
     "inference": "inference",
     "orchestration": "orchestration",
@@ -26,10 +28,6 @@ ESTIMATE = "estimate (before run)"
 BUDGET = "budget (max_cost_usd)"
 REUSED = "  of which reused"
 REUSE_SAVED = "saved by reuse"
-
-
-def _usd(micro: int) -> str:
-    return f"${micro / 1_000_000:,.6f}"
 
 
 def charge_note(
@@ -46,10 +44,10 @@ def charge_note(
     ]
     if unsettled_micro_usd:
         reasons.append(
-            f"{_usd(unsettled_micro_usd)} of budget holds no commit settled (attempts that "
+            f"{format_usd(unsettled_micro_usd)} of budget holds no commit settled (attempts that "
             "died) is charged in full"
         )
     return (
-        f"charged {_usd(charged_micro_usd)} is {_usd(abs(difference))} {direction} than the "
-        f"total {_usd(total_micro_usd)}: " + "; ".join(reasons)
+        f"charged {format_usd(charged_micro_usd)} is {format_usd(abs(difference))} {direction} "
+        f"than the total {format_usd(total_micro_usd)}: " + "; ".join(reasons)
     )

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import MICRO, round_micro
 
 # DynamoDB bills writes per 1 KB and strongly consistent reads per 4 KB of item size;
@@ -58,8 +59,8 @@ class Usage(BaseModel):
         return {f"use_{name}": getattr(self, name) for name in USAGE_FIELDS}
 
     @classmethod
-    def from_summary(cls, summary: Mapping[str, Any]) -> Usage:
-        return cls(**{name: int(summary.get(f"use_{name}", 0)) for name in USAGE_FIELDS})
+    def from_summary(cls, summary: BatchRecord) -> Usage:
+        return cls(**{name: int(getattr(summary, f"use_{name}")) for name in USAGE_FIELDS})
 
 
 USAGE_FIELDS: tuple[str, ...] = tuple(Usage.model_fields)
@@ -208,14 +209,13 @@ def price_usage(
     )
 
 
-def summary_costs(summary: Mapping[str, Any], prices: RegionPrices) -> CostBreakdown:
+def summary_costs(summary: BatchRecord, prices: RegionPrices) -> CostBreakdown:
     """The cost categories of a batch summary item, from its counters. Inference is the
     image records' costs plus self-hosted instance time no image record carries (rework)."""
     return price_usage(
         Usage.from_summary(summary),
         prices,
-        inference_micro_usd=int(summary.get("cost_micro_usd", 0))
-        + int(summary.get("rework_micro_usd", 0)),
+        inference_micro_usd=summary.cost_micro_usd + summary.rework_micro_usd,
     )
 
 

@@ -21,3 +21,13 @@ def ceil_micro(value: Decimal) -> int:
 def usd_to_micro(usd: Decimal | float | int) -> int:
     """A dollar amount (a price or a cap) in micro-dollars, truncated."""
     return int(Decimal(str(usd)) * MICRO)
+
+
+def format_usd(micro: int, *, places: int = 6, grouped: bool = True) -> str:
+    """Micro-dollars as a person reads them: `$1,234.567890`. The one money formatter.
+
+    `places` 6 shows every micro-dollar (4 where a tile label has little room); `grouped`
+    False leaves out the thousands separators, as the refusal and routing messages always
+    have (their wording is matched by tests and people's scripts)."""
+    grouping = "," if grouped else ""
+    return f"${micro / 1_000_000:{grouping}.{places}f}"

@@ -9,14 +9,14 @@ retry would settle the batch twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
 from imagebatch.aws.s3_store import report_key
 from imagebatch.errors import StorageError
+from imagebatch.models.batch_record import BatchRecord
 
 logger = Logger(child=True)
 
@@ -59,31 +59,30 @@ class BatchFinishedDetail(BaseModel):
     summary_report: str  # s3://<bucket>/reports/<batch-id>/summary.json
 
 
-def finished_detail(batch_id: str, summary: Mapping[str, Any], bucket: str) -> BatchFinishedDetail:
+def finished_detail(batch_id: str, summary: BatchRecord, bucket: str) -> BatchFinishedDetail:
     """The detail of a settled batch summary (finalize stores its categories under `costs`)."""
-    costs = summary.get("costs") or {}
-    inference = int(costs.get("inference", summary.get("cost_micro_usd", 0)))
-    budget = summary.get("max_cost_micro_usd")
+    costs = summary.costs or {}
+    inference = int(costs.get("inference", summary.cost_micro_usd))
     return BatchFinishedDetail(
         batch_id=batch_id,
-        status=str(summary.get("status")),
+        status=str(summary.status),
         images=FinishedImages(
-            total=int(summary.get("images_total", 0)),
-            succeeded=int(summary.get("images_succeeded", 0)),
-            failed=int(summary.get("images_failed", 0)),
+            total=summary.images_total,
+            succeeded=summary.images_succeeded,
+            failed=summary.images_failed,
         ),
-        failures_by_class={k: int(v) for k, v in (summary.get("failures_by_class") or {}).items()},
+        failures_by_class=dict(summary.failures_by_class or {}),
         cost_micro_usd=FinishedCost(
             inference=inference,
             orchestration=int(costs.get("orchestration", 0)),
             storage=int(costs.get("storage", 0)),
             total=int(costs.get("total", inference)),
-            charged=int(summary.get("spent_micro_usd", 0)),
-            estimate=int(summary.get("estimate_micro_usd", 0)),
-            budget=int(budget) if budget is not None else None,
+            charged=summary.spent_micro_usd,
+            estimate=summary.estimate_total_micro_usd or 0,
+            budget=summary.max_cost_micro_usd,
         ),
-        tags=dict(summary.get("tags") or {}),
-        finished_at=summary.get("finished_at"),
+        tags=dict(summary.tags or {}),
+        finished_at=summary.finished_at,
         summary_report=f"s3://{bucket}/{report_key(batch_id, 'summary.json')}",
     )
 
@@ -95,7 +94,7 @@ class BatchFinishedNotifier:
         self._events = events
         self._bucket = bucket
 
-    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int:
+    def __call__(self, batch_id: str, summary: BatchRecord) -> int:
         detail = finished_detail(batch_id, summary, self._bucket)
         try:
             event_id = self._events.put(DETAIL_TYPE, detail.model_dump_json())

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -42,6 +41,7 @@ from imagebatch.errors import (
     ContactSheetOutOfBudgetError,
     ContactSheetUnfinished,
 )
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.pipeline.contact_sheet import (
     ContactSheetEvent,
@@ -76,12 +76,12 @@ class _Plan(BaseModel):
 
 
 def _plan(
-    summary: dict[str, Any], prices: RegionPrices, memory_mb: int, left: int, images_before: int
+    summary: BatchRecord, prices: RegionPrices, memory_mb: int, left: int, images_before: int
 ) -> _Plan | None:
     """Twice the expected run of the images still to show, or the longest run `left` covers
     (at least MIN_SECONDS)."""
-    images = max(0, int(summary.get("images_succeeded", 0)) - images_before)
-    chunks = int(summary.get("chunks_total", 0))
+    images = max(0, summary.images_succeeded - images_before)
+    chunks = summary.chunks_total or 0
 
     def cost(seconds: Decimal) -> int:
         usage = contact_sheet_usage(
@@ -100,6 +100,8 @@ def _plan(
     return plan if plan.micro_usd <= left else None
 
 
+# Kept whole: hold, build, commit and release are one budget sequence; split, the hold's
+# life would be spread over functions that each could forget to release it.
 def build_and_charge(
     event: ContactSheetEvent,
     *,
@@ -114,7 +116,7 @@ def build_and_charge(
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
-    capped = summary.get("max_cost_micro_usd") is not None
+    capped = summary.capped
     start = _start(event, summary)
     hold_id = _hold_id(start.page)
     held: int | None = None
@@ -205,12 +207,12 @@ class _PageTimer:
         return self._read_until is None or now + 2 * self._slowest <= self._read_until
 
 
-def _start(event: ContactSheetEvent, summary: dict[str, Any]) -> SheetPosition:
+def _start(event: ContactSheetEvent, summary: BatchRecord) -> SheetPosition:
     """Where this invocation starts: where the last one of the same execution stopped, or
     the first page."""
-    stored = summary.get("contact_sheet_position") or {}
-    if event.execution is not None and stored.get("execution") == event.execution:
-        return SheetPosition(page=int(stored["page"]), after_image_id=stored.get("after_image_id"))
+    stored = summary.contact_sheet_position
+    if event.execution is not None and stored is not None and stored.execution == event.execution:
+        return SheetPosition(page=stored.page, after_image_id=stored.after_image_id)
     return SheetPosition()
 
 
@@ -222,7 +224,7 @@ def _hold_id(page: int) -> str:
 def _hold(
     batch_id: str,
     hold_id: str,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     *,
     ledger: Ledger,
     prices: RegionPrices,
@@ -231,8 +233,8 @@ def _hold(
 ) -> tuple[int | None, Decimal]:
     """Hold for the sheet from what the settled batch has left, its overhead reserve
     included (nothing else spends after finalize)."""
-    left = int(summary.get("budget_left_micro_usd", 0))
-    reserve = int(summary.get("overhead_reserve_micro_usd", 0))
+    left = summary.budget_left_micro_usd
+    reserve = summary.overhead_reserve_micro_usd
     room = budget.last_spender_room(left, reserve)
     plan = _plan(summary, prices, clock.memory_mb, room, images_before)
     if plan is None:
@@ -245,7 +247,7 @@ def _hold(
 
 def _settle(
     batch_id: str,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     held: int | None,
     hold_id: str,
     *,
@@ -277,13 +279,13 @@ def _settle(
         prices=prices,
         chunk_commit=False,
     )
-    models = summary.get("models") or ["(none)"]
+    models = summary.models or ["(none)"]
     charged = ledger.commit_images(
         batch_id,
         [],
         settlement,
-        tags=summary.get("tags") or None,
-        capped=summary.get("max_cost_micro_usd") is not None,
+        tags=summary.tags or None,
+        capped=summary.capped,
         rollup_model=str(models[0]),
     )
     logger.info("contact sheet charged", extra={"micro_usd": charged, "held": held})

@@ -31,6 +31,7 @@ from imagebatch.costs.usage import (
     write_units,
 )
 from imagebatch.errors import BatchNotFoundError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
 from imagebatch.pipeline.pending import commit_pending
@@ -43,7 +44,7 @@ class BatchFinalizedHook(Protocol):
     """Called once the batch is settled, with its final summary record; returns what it did
     (for the log). It runs inside finalize, so its failure fails finalize and is retried."""
 
-    def __call__(self, batch_id: str, summary: Mapping[str, Any]) -> int: ...
+    def __call__(self, batch_id: str, summary: BatchRecord) -> int: ...
 
 
 class FinalizeEvent(BaseModel):
@@ -209,7 +210,7 @@ def finalize_batch(
 ) -> BatchReport:
     summary, markers = _account_for_every_image(event, store, ledger, prices)
     failures = _FailureReports.write(event, summary, store, ledger)
-    succeeded, failed = summary["images_succeeded"], summary["images_failed"]
+    succeeded, failed = summary.images_succeeded, summary.images_failed
     status = (
         BatchStatus.SUCCEEDED
         if failed == 0
@@ -218,29 +219,30 @@ def finalize_batch(
         else BatchStatus.PARTIAL
     )
     adds = _own_charge(summary, store, ledger, prices, clock, failed_chunks=len(markers))
-    final_usage = {k: int(summary.get(k, 0)) + v for k, v in adds.items() if k.startswith("use_")}
-    breakdown = summary_costs({**summary, **final_usage}, prices)
-    charged = int(summary.get("spent_micro_usd", 0)) + adds["spent_micro_usd"]
+    own_usage = Usage(
+        **{k.removeprefix("use_"): v for k, v in adds.items() if k.startswith("use_")}
+    )
+    final_usage = Usage.from_summary(summary) + own_usage
+    breakdown = summary_costs(summary.model_copy(update=final_usage.ledger_fields()), prices)
+    charged = summary.spent_micro_usd + adds["spent_micro_usd"]
     report = BatchReport(
         batch_id=event.batch_id,
         status=status,
-        images_total=summary["images_total"],
+        images_total=summary.images_total,
         images_succeeded=succeeded,
         images_failed=failed,
-        cost_micro_usd=summary["cost_micro_usd"],
-        estimate_micro_usd=summary.get("estimate_micro_usd", 0),
+        cost_micro_usd=summary.cost_micro_usd,
+        estimate_micro_usd=summary.estimate_total_micro_usd or 0,
         failures_by_class=failures.by_class,
         costs=breakdown.rounded(),
         charged_micro_usd=charged,
-        max_cost_micro_usd=summary.get("max_cost_micro_usd"),
-        charge_note=charge_note(
-            breakdown.rounded()["total"], charged, int(summary.get("unsettled_micro_usd", 0))
-        ),
+        max_cost_micro_usd=summary.max_cost_micro_usd,
+        charge_note=charge_note(breakdown.rounded()["total"], charged, summary.unsettled_micro_usd),
         cost_per_image=per_image(breakdown, succeeded)["per_image"],
         cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
         failed_key=failures.failed_key,
         redrive_key=failures.redrive_key,
-        errors_key=summary.get("errors_key"),
+        errors_key=summary.errors_key,
     )
     report_key = store.put_report(event.batch_id, "summary.json", report)
     extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": failures.by_class}
@@ -258,7 +260,7 @@ def finalize_batch(
 
 def _account_for_every_image(
     event: FinalizeEvent, store: BatchStore, ledger: Ledger, prices: RegionPrices
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+) -> tuple[BatchRecord, dict[str, dict[str, Any]]]:
     """Write off unsettled holds and record the images no chunk committed; returns the
     summary that then counts every image, and the failed chunks' markers."""
     summary = ledger.get_batch(event.batch_id)
@@ -271,7 +273,7 @@ def _account_for_every_image(
         commit_pending(store, ledger, event.batch_id, chunk_id, prices)
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
-    if summary["images_succeeded"] + summary["images_failed"] < summary["images_total"]:
+    if summary.images_succeeded + summary.images_failed < summary.images_total:
         _record_lost_images(event, store, ledger, markers)
         summary = ledger.get_batch(event.batch_id) or summary
     elif markers or written_off:
@@ -287,12 +289,12 @@ class _FailureReports(BaseModel):
 
     @classmethod
     def write(
-        cls, event: FinalizeEvent, summary: dict[str, Any], store: BatchStore, ledger: Ledger
+        cls, event: FinalizeEvent, summary: BatchRecord, store: BatchStore, ledger: Ledger
     ) -> _FailureReports:
         """failed.jsonl (every failed image with its class) and redrive.jsonl (a manifest of
         exactly those images), streamed from the ledger to S3: what stays in memory is the
         failed images' ids by chunk, never their records or the reports."""
-        if not summary["images_failed"]:
+        if not summary.images_failed:
             return cls()
         by_class: dict[str, int] = {}
         wanted: dict[str, set[str]] = {}
@@ -315,7 +317,7 @@ class _FailureReports(BaseModel):
 
 
 def _own_charge(
-    summary: Mapping[str, Any],
+    summary: BatchRecord,
     store: BatchStore,
     ledger: Ledger,
     prices: RegionPrices,
@@ -344,7 +346,7 @@ def _own_charge(
     move = budget.settle(
         charge,
         held=None,
-        capped=summary.get("max_cost_micro_usd") is not None,
+        capped=summary.capped,
         from_overhead_reserve=True,
     )
     return {**usage.ledger_fields(), **move.adds()}
@@ -352,12 +354,12 @@ def _own_charge(
 
 def _write_redrive(
     event: FinalizeEvent,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     wanted: dict[str, set[str]],
     store: BatchStore,
 ) -> str:
     """The failed images as a manifest, chunk by chunk (one chunk file in memory at a time)."""
-    settings = json.loads(summary.get("settings") or "{}")
+    settings = json.loads(summary.settings or "{}")
 
     def lines() -> Iterator[str]:
         yield json.dumps({"batch": settings})

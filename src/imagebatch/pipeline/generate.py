@@ -12,6 +12,7 @@ from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
 from imagebatch.aws.s3_store import image_key
 from imagebatch.backends.bedrock import bedrock_identity
 from imagebatch.backends.retry import (
+    AccessWait,
     AdaptiveConcurrency,
     BackoffPolicy,
     ImageBackend,
@@ -72,6 +73,7 @@ def generate_chunk(
     clock: LambdaClock,
     retry_policy: BackoffPolicy | None = None,
     reuse: bool = True,
+    access_wait: AccessWait | None = None,
 ) -> ChunkResult:
     """Make the chunk's images not yet in the ledger and commit them in one transaction.
 
@@ -87,8 +89,8 @@ def generate_chunk(
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         return ChunkResult.already_done(chunk.chunk_id, len(done))
-    summary = ledger.get_batch(task.batch_id) or {}
-    capped = summary.get("max_cost_micro_usd") is not None
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
     to_make = [job for job in todo if job.image_id not in reusable]
@@ -120,6 +122,7 @@ def generate_chunk(
         retry_policy or BackoffPolicy(),
         time_left_ms=time_left_ms,
         reserve_ms=commit_reserve_ms,
+        access_wait=access_wait or AccessWait(),
     )
     reused = copy_reused(todo, reusable, identities, chunk, store=store, catalogue=catalogue)
     copied = {o.image_id for o in reused}

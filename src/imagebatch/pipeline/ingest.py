@@ -25,6 +25,7 @@ from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, bille
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
 from imagebatch.manifest.schema import FieldError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkRef, batch_id_for
@@ -65,8 +66,20 @@ class IngestOutcome:
     status: Literal["STARTED", "DUPLICATE", "REJECTED"]
     images: int = 0
     invalid_lines: int = 0
-    estimate_micro_usd: int = 0
+    estimate_inference_micro_usd: int = 0
     message: str = ""
+
+    def output(self) -> dict[str, Any]:
+        """The handler's JSON for this outcome; its keys are what callers have always read
+        (`estimate_micro_usd` is the inference estimate there)."""
+        return {
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "images": self.images,
+            "invalid_lines": self.invalid_lines,
+            "estimate_micro_usd": self.estimate_inference_micro_usd,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,7 @@ def ingest_manifest(
             return planned
         plan, record = planned
 
-    record.update(_own_usage(ports.store, ports.ledger, ports.clock, prices))
+    record = record.model_copy(update=_own_usage(ports.store, ports.ledger, ports.clock, prices))
     catalogue = ports.catalogue
     concurrency = plan_concurrency(
         [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
@@ -119,11 +132,11 @@ def ingest_manifest(
         max_map_concurrency=stack.max_concurrency,
         max_chunk_concurrency=stack.max_chunk_concurrency,
     )
-    running = {**record, **concurrency.model_dump(), "status": BatchStatus.RUNNING.value}
+    running = record.model_copy(update={**concurrency.model_dump(), "status": BatchStatus.RUNNING})
     if not ports.ledger.create_batch(batch_id, running):
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
     ports.starter.start(
-        batch_id, _execution_input(manifest.bucket, batch_id, concurrency, record["backend"])
+        batch_id, _execution_input(manifest.bucket, batch_id, concurrency, record.backend)
     )
     logger.info("batch started", extra={"batch_id": batch_id, "images": plan.images_total})
     return IngestOutcome(
@@ -131,31 +144,29 @@ def ingest_manifest(
         "STARTED",
         plan.images_total,
         plan.invalid_lines,
-        plan.estimate_micro_usd,
+        plan.estimate_inference_micro_usd,
         f"{plan.images_total} images in {len(plan.chunks)} chunks",
     )
 
 
 def _restart_if_running(
     manifest: ManifestObject,
-    existing: dict[str, Any],
+    existing: BatchRecord,
     starter: BatchStarter,
     stack: DeployedOptions,
 ) -> None:
     """A redelivered upload of a batch still RUNNING starts its execution again: if the first
     StartExecution never happened (a crash after the batch record), this is its only chance;
     if it did, the execution name (the batch id) makes this a no-op."""
-    if existing["status"] != BatchStatus.RUNNING:
+    if existing.status != BatchStatus.RUNNING:
         return
     restart = ConcurrencyPlan(
-        in_flight=existing.get("in_flight") or stack.max_concurrency * stack.max_chunk_concurrency,
-        map_max_concurrency=existing.get("map_max_concurrency") or stack.max_concurrency,
-        chunk_concurrency=existing.get("chunk_concurrency") or stack.max_chunk_concurrency,
+        in_flight=existing.in_flight or stack.max_concurrency * stack.max_chunk_concurrency,
+        map_max_concurrency=existing.map_max_concurrency or stack.max_concurrency,
+        chunk_concurrency=existing.chunk_concurrency or stack.max_chunk_concurrency,
     )
     batch_id = manifest.batch_id
-    starter.start(
-        batch_id, _execution_input(manifest.bucket, batch_id, restart, existing.get("backend"))
-    )
+    starter.start(batch_id, _execution_input(manifest.bucket, batch_id, restart, existing.backend))
 
 
 def _plan_and_upload(
@@ -164,7 +175,7 @@ def _plan_and_upload(
     ports: IngestPorts,
     stack: DeployedOptions,
     prices: RegionPrices,
-) -> tuple[BatchPlan, dict[str, Any]] | IngestOutcome:
+) -> tuple[BatchPlan, BatchRecord] | IngestOutcome:
     """One pass over the manifest, then either a rejection (recorded) or the chunk files
     uploaded and the batch record to create."""
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
@@ -190,7 +201,8 @@ def _plan_and_upload(
     record = _batch_record(plan, verdict.estimate, manifest, errors_key)
     if reason is not None:
         ledger.create_batch(
-            batch_id, {**record, "status": BatchStatus.REJECTED.value, "rejection": reason}
+            batch_id,
+            record.model_copy(update={"status": BatchStatus.REJECTED, "rejection": reason}),
         )
         logger.warning("batch rejected", extra={"batch_id": batch_id, "reason": reason})
         return IngestOutcome(
@@ -198,7 +210,7 @@ def _plan_and_upload(
             "REJECTED",
             plan.images_total,
             plan.invalid_lines,
-            plan.estimate_micro_usd,
+            plan.estimate_inference_micro_usd,
             reason,
         )
     _upload_chunks(store, batch_id, plan)
@@ -240,10 +252,11 @@ def _batch_record(
     estimate: BatchEstimate | None,
     manifest: ManifestObject,
     errors_key: str | None,
-) -> dict[str, Any]:
+) -> BatchRecord:
     settings = plan.settings
-    return {
+    fields: dict[str, Any] = {
         **manifest.record_fields(),
+        "batch_id": manifest.batch_id,
         "backend": plan.backend,
         "backends": dict(plan.backends) or None,
         "backend_choice": plan.choice,
@@ -256,18 +269,22 @@ def _batch_record(
         "invalid_lines": plan.invalid_lines,
         "images_total": plan.images_total,
         "chunks_total": len(plan.chunks),
-        "estimate_micro_usd": (estimate.total_micro_usd if estimate else plan.estimate_micro_usd),
-        "estimate_inference_micro_usd": plan.estimate_micro_usd,
-        "estimate_orchestration_micro_usd": (
-            estimate.orchestration_micro_usd if estimate else None
+        "estimate_total_micro_usd": (
+            estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
         ),
+        "estimate_inference_micro_usd": plan.estimate_inference_micro_usd,
+        "estimate_orchestration_micro_usd": estimate.orchestration_micro_usd if estimate else None,
         "estimate_storage_micro_usd": estimate.storage_micro_usd if estimate else None,
-        "overhead_reserve_micro_usd": (estimate.overhead_reserve_micro_usd if estimate else None),
+        "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd if estimate else None,
         "max_cost_micro_usd": (
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
         ),
         "errors_key": errors_key,
     }
+    # None is an attribute the item leaves out (it always was): not set, so not written
+    return BatchRecord.model_validate(
+        {name: value for name, value in fields.items() if value is not None}
+    )
 
 
 def _upload_chunks(store: IngestStore, batch_id: str, plan: BatchPlan) -> None:
@@ -307,12 +324,15 @@ def _reject_unreadable(
     errors_key = store.put_jsonl_report(batch_id, "errors.jsonl", [error.model_dump_json()])
     ledger.create_batch(
         batch_id,
-        {
-            **manifest.record_fields(),
-            "status": BatchStatus.REJECTED.value,
-            "rejection": str(exc),
-            "errors_key": errors_key,
-            "images_total": 0,
-        },
+        BatchRecord.model_validate(
+            {
+                **manifest.record_fields(),
+                "batch_id": batch_id,
+                "status": BatchStatus.REJECTED,
+                "rejection": str(exc),
+                "errors_key": errors_key,
+                "images_total": 0,
+            }
+        ),
     )
     return IngestOutcome(batch_id, "REJECTED", message=str(exc))

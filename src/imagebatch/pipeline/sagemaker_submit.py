@@ -16,7 +16,6 @@ finalize as spent, so spent + held + left + reserve = cap throughout.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -34,6 +33,7 @@ from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
 from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
@@ -88,8 +88,8 @@ def submit_chunk(
         return _answer_done(task, chunk.chunk_id, len(done), tokens)
     inference_id = inference_id_for(task)
     invocation, expected = _invocation(task, chunk, todo, costing)
-    summary = ledger.get_batch(task.batch_id) or {}
-    capped = summary.get("max_cost_micro_usd") is not None
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
     held: int | None = None
     if capped:
         # Hold the most this attempt can charge before anything is spent on it.
@@ -243,11 +243,11 @@ def _reserve(
     batch_id: str,
     hold_id: str,
     sizer: HoldSizer,
-    summary: dict[str, Any],
+    summary: BatchRecord | None,
 ) -> tuple[int, HoldPlan] | None:
     """Hold the whole chunk if the budget allows, else what is left (if that covers a call);
     once more with a fresh summary if another chunk held budget meanwhile."""
-    left = int(summary.get("budget_left_micro_usd", 0))
+    left = summary.budget_left_micro_usd if summary is not None else 0
     for _ in range(2):
         plan = sizer.within(left)
         if plan is None:
@@ -255,7 +255,8 @@ def _reserve(
         held = ledger.reserve(batch_id, hold_id, plan.micro_usd)
         if held is not None:
             return held, plan
-        left = int((ledger.get_batch(batch_id) or {}).get("budget_left_micro_usd", 0))
+        fresh = ledger.get_batch(batch_id)
+        left = fresh.budget_left_micro_usd if fresh is not None else 0
     return None
 
 

@@ -59,12 +59,13 @@ class BatchPlan:
     images_total: int = 0
     invalid_lines: int = 0
     errors_path: Path | None = None
-    estimate_micro_usd: int = 0  # inference only; `estimate` adds the other categories
+    # inference only; the verdict (planning.verdict) adds the other categories
+    estimate_inference_micro_usd: int = 0
     models: set[str] = field(default_factory=set)
     # images per backend, and why images either backend could make went where they did
     backends: dict[str, int] = field(default_factory=dict)
     choice: str | None = None
-    # exact expected inference (rounded up once into estimate_micro_usd), pixels made
+    # exact expected inference (rounded up once into estimate_inference_micro_usd), pixels made
     inference_exact: Decimal = Decimal(0)
     inference_by_backend: dict[str, Decimal] = field(default_factory=dict)
     # The endpoint's cold start and idle tail this batch would cause (it is at zero), if any.
@@ -92,6 +93,8 @@ class BatchPlan:
             return spooled.read(chunk.length)
 
 
+# Kept whole: one streaming pass in which reading, routing and spooling share the reader's
+# state; split, the manifest would be read twice or held in memory.
 def plan_batch(
     stream: BinaryIO,
     key: str,
@@ -171,7 +174,7 @@ def plan_batch(
             for text in set_aside:
                 chunker.add(ImageJob.model_validate_json(text), flexible_backend)
     flexible_path.unlink()
-    plan.estimate_micro_usd = ceil_micro(plan.inference_exact)
+    plan.estimate_inference_micro_usd = ceil_micro(plan.inference_exact)
     if deployment is not None and plan.backends.get("sagemaker"):
         # charged to the batches that caused it as endpoint overhead, not in the estimate
         plan.endpoint_wake_micro_usd = ceil_micro(wake_micro_usd(deployment))

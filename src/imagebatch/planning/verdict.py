@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from imagebatch.costs.estimate import BatchEstimate, estimate_batch
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
-from imagebatch.models.money import MICRO
+from imagebatch.models.money import MICRO, format_usd
 from imagebatch.planning.plan import BatchPlan
 from imagebatch.planning.stack_options import DeployedOptions
 
@@ -40,7 +40,7 @@ def assess(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> Ver
 def estimate_plan(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> BatchEstimate:
     sizes = [chunk.images for chunk in plan.chunks]
     if not any(chunk.backend == "sagemaker" for chunk in plan.chunks):
-        return estimate_batch(plan.estimate_micro_usd, sizes, prices, stack.shape)
+        return estimate_batch(plan.estimate_inference_micro_usd, sizes, prices, stack.shape)
     return estimate_mixed_batch(
         plan.inference_exact,
         [chunk.images for chunk in plan.chunks if chunk.backend == "bedrock"],
@@ -80,19 +80,21 @@ def rejection_reason(
         )
     if settings.max_cost_usd is not None:
         cap = int(settings.max_cost_usd * MICRO)
-        total = estimate.total_micro_usd if estimate else plan.estimate_micro_usd
+        total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
         reserve = estimate.overhead_reserve_micro_usd if estimate else 0
         if total + reserve > cap:
             detail = (
-                f" (inference ${estimate.inference_micro_usd / 1e6:.6f}, orchestration "
-                f"${estimate.orchestration_micro_usd / 1e6:.6f}, storage "
-                f"${estimate.storage_micro_usd / 1e6:.6f}; plus ${reserve / 1e6:.6f} held "
-                "back so chunks refused for budget can still be recorded)"
+                f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
+                f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
+                f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
+                f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
+                "can still be recorded)"
                 if estimate
                 else ""
             )
             return (
-                f"estimated cost ${total / 1e6:.6f} for {plan.images_total} images{detail} "
+                f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
+                f"images{detail} "
                 f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
                 "max_cost_usd or split the manifest"
             )

@@ -9,7 +9,7 @@ exits with the batch's status (exit_codes.py).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,7 @@ from imagebatch_cli.exit_codes import ExitCode, exit_code_for_status, fail
 from imagebatch_cli.views.console import console, emit_json, err_console, say
 
 if TYPE_CHECKING:
+    from imagebatch.models.batch_record import BatchRecord
     from imagebatch_cli.deployed_stack import DeployedStack
 
 FINAL = {"SUCCEEDED", "PARTIAL", "FAILED", "REJECTED"}
@@ -113,7 +114,7 @@ def _watch(
     ledger = Ledger(deployed.session.dynamodb(), deployed.outputs.ledger_table)
     started = time.monotonic()
     deadline = started + timeout_min * 60 if timeout_min is not None else None
-    summary: dict[str, Any] | None = None
+    summary: BatchRecord | None = None
     with image_progress(err_console) as progress:
         while deadline is None or time.monotonic() < deadline:
             with aws_errors(f"reading batch {batch_id}"):
@@ -121,11 +122,9 @@ def _watch(
             if summary is None and time.monotonic() - started > INGEST_WAIT_S:
                 break
             if summary is not None:
-                done = int(summary.get("images_succeeded", 0)) + int(
-                    summary.get("images_failed", 0)
-                )
-                progress(done, int(summary.get("images_total", 0)))
-                if summary.get("status") in FINAL:
+                done = summary.images_succeeded + summary.images_failed
+                progress(done, summary.images_total)
+                if summary.status in FINAL:
                     break
             time.sleep(interval)
     if summary is None:
@@ -134,14 +133,14 @@ def _watch(
             "ingest run? "
             f"(its log group: /aws/lambda/{deployed.outputs.stack_name}-IngestFunction-*)"
         )
-    status = str(summary.get("status"))
+    status = str(summary.status)
     if status not in FINAL:
         fail(f"batch {batch_id} is still {status} after {timeout_min:g} min")
     _report(summary, deployed.outputs.region, as_json)
     raise typer.Exit(exit_code_for_status(status))
 
 
-def _report(summary: dict[str, Any], region: str, as_json: bool) -> None:
+def _report(summary: BatchRecord, region: str, as_json: bool) -> None:
     from imagebatch.api.responses import batch_summary
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.views.report import print_cost
@@ -150,8 +149,8 @@ def _report(summary: dict[str, Any], region: str, as_json: bool) -> None:
         emit_json({"batch": batch_summary(summary, load_aws_prices().region(region))})
         return
     print_cost(console, summary, [], region)
-    if summary.get("images_failed"):
-        say(f"failed images: imagebatch redrive {summary['batch_id']} --stack STACK --upload")
+    if summary.images_failed:
+        say(f"failed images: imagebatch redrive {summary.batch_id} --stack STACK --upload")
 
 
 def stack_outputs(stack: StackOption = None, as_json: JsonOption = False) -> None:

@@ -81,6 +81,8 @@ class EstimateJson(BaseModel):
     alternatives: list[str]
 
 
+# Kept whole: a typer command whose signature is its options (most of its lines); the work
+# is in what_if.py and the views.
 def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: ManifestArgument = None,
     sample: SampleOption = None,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from imagebatch.models.money import format_usd
 from imagebatch_cli.commands._args import (
     ParametersOption,
     SampleOption,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from imagebatch_local.cloud.session import LocalAws, LocalOptions
     from imagebatch_local.fakes.bedrock_server import BedrockStats
     from imagebatch_local.lambda_logs import LambdaLog
+
+    from imagebatch.models.batch_record import BatchRecord
 
 # `local run`'s options, one alias each so the command's signature stays readable.
 ManifestsArgument = Annotated[
@@ -170,7 +173,7 @@ class LocalRun:
     """What one `local run` left behind, for the report printed after the local AWS stops."""
 
     batch_id: str
-    summary: dict[str, Any]
+    summary: BatchRecord
     images: list[dict[str, Any]]
     bedrock: BedrockStats
     # The endpoint observer's records: this batch's share of cold start and idle (OVERHEAD#),
@@ -241,7 +244,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         for run in runs:
             _print_run(run, options.out)
     # the worst batch decides (exit codes grow with how badly a batch ended)
-    raise typer.Exit(max(exit_code_for_status(str(run.summary["status"])) for run in runs))
+    raise typer.Exit(max(exit_code_for_status(str(run.summary.status)) for run in runs))
 
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
@@ -309,7 +312,7 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
         windows = usage.windows(aws.sagemaker.config.endpoint_name)
     # A batch id that ran before starts from a clean folder: no earlier run's images.
     target = fresh_batch_folder(options.out, batch_id)
-    files = aws.download_outputs(batch_id, summary.get("output_prefix", "outputs/"), target)
+    files = aws.download_outputs(batch_id, summary.output_prefix or "outputs/", target)
     relink_review_page(target)
     others = _ledger_records(aws, batch_id)
     write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
@@ -339,17 +342,18 @@ def _print_run(run: LocalRun, out: Path) -> None:
     print_cost(console, run.summary, run.images)
     for record in run.overhead:
         console.print(
-            f"endpoint cold start ${int(record['cold_start_micro_usd']) / 1e6:.6f} + idle "
-            f"${int(record['idle_micro_usd']) / 1e6:.6f} charged to {run.batch_id} "
+            f"endpoint cold start {format_usd(int(record['cold_start_micro_usd']), grouped=False)}"
+            f" + idle {format_usd(int(record['idle_micro_usd']), grouped=False)} charged to "
+            f"{run.batch_id} "
             f"(window from {record['window_start']}; beside the image costs above)"
         )
     for window in run.windows:
         console.print(
             f"endpoint window {window['start']} .. {window['end']}: "
             f"{float(window['instance_seconds']):.3f} instance-s = "
-            f"${int(window['billed_micro_usd']) / 1e6:.6f}, of which inference "
-            f"${int(window['inference_micro_usd']) / 1e6:.6f}, unattributed idle "
-            f"${int(window['unattributed_micro_usd']) / 1e6:.6f}"
+            f"{format_usd(int(window['billed_micro_usd']), grouped=False)}, of which inference "
+            f"{format_usd(int(window['inference_micro_usd']), grouped=False)}, unattributed "
+            f"idle {format_usd(int(window['unattributed_micro_usd']), grouped=False)}"
         )
     stats = run.bedrock
     console.print(
@@ -357,7 +361,7 @@ def _print_run(run: LocalRun, out: Path) -> None:
         f"throttled, {stats.filtered} content-filtered, "
         f"{stats.images_returned} image(s) returned"
     )
-    if run.summary.get("images_failed"):
+    if run.summary.images_failed:
         console.print(f"failed images: imagebatch redrive {run.batch_id} --out {out}")
     console.print(
         f"{len(run.files)} image(s) in [bold]{run.target}/[/bold]; review page "
@@ -435,7 +439,7 @@ def catalog_exit_code(run: LocalCatalogRun) -> ExitCode:
     """The batch's status when it did not make everything; else 1 when products were in error
     (the rest ran: errors.jsonl says which), else 0 (nothing changed is not an error)."""
     if run.summary is not None:
-        code = exit_code_for_status(str(run.summary["status"]))
+        code = exit_code_for_status(str(run.summary.status))
         if code != ExitCode.OK:
             return code
     return ExitCode.ERROR if run.result.get("errors") else ExitCode.OK

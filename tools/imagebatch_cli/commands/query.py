@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from imagebatch_cli.deployed_stack import StackOption
 from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.query_client import check_group_by, check_tag, time_range
 from imagebatch_cli.views.console import console, emit_json
+
+if TYPE_CHECKING:
+    from imagebatch.models.batch_record import BatchRecord
 
 ApiOption = Annotated[
     str | None,
@@ -72,6 +75,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
 ) -> None:
     """List batches, newest first, with what each cost."""
+    from imagebatch.api.responses import BatchListEntry
     from imagebatch_cli.views.report import batches_table
 
     start, end = time_range(since, until)
@@ -86,7 +90,7 @@ def batches(  # noqa: PLR0917 - typer turns each parameter into an option
     if as_json:
         emit_json(page)
         return
-    console.print(batches_table(page["batches"]))
+    console.print(batches_table([BatchListEntry.model_validate(b) for b in page["batches"]]))
     if page.get("next_token"):
         console.print("(more: narrow with --since or --tag, or raise --limit)")
 
@@ -131,7 +135,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
 ) -> None:
     """Print what a batch cost and why, by category, from the ledger."""
-    from imagebatch.api.responses import batch_summary
+    from imagebatch.api.responses import BatchSummary, batch_summary
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.views.report import print_categories, print_cost
 
@@ -140,7 +144,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
         if as_json:
             emit_json(shaped)
         else:
-            print_categories(console, shaped)
+            print_categories(console, BatchSummary.model_validate(shaped))
         return
     region = "us-east-1"
     if table:
@@ -153,7 +157,7 @@ def cost(  # noqa: PLR0917 - typer turns each parameter into an option
     print_cost(console, summary, images, region)
 
 
-def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+def _from_table(table: str, batch_id: str) -> tuple[BatchRecord, list[dict[str, Any]], str]:
     """The batch's summary and image records from a deployed ledger, and its region."""
     from imagebatch.aws.ledger import Ledger
     from imagebatch.aws.session import aws_errors
@@ -168,7 +172,7 @@ def _from_table(table: str, batch_id: str) -> tuple[dict[str, Any], list[dict[st
         return summary, list(ledger.image_records(batch_id)), session.region
 
 
-def _from_export(out: Path, batch_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _from_export(out: Path, batch_id: str) -> tuple[BatchRecord, list[dict[str, Any]]]:
     from imagebatch_local.ledger_export import ledger_export_path, read_ledger_export
 
     export = ledger_export_path(out, batch_id)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from imagebatch.costs.estimate import BackendOption, break_even
 from imagebatch.models.money import ceil_micro
-from imagebatch_cli.views.report import usd
+from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
     from imagebatch.planning.plan import BatchPlan
@@ -104,6 +104,7 @@ def write_chart(estimate: ManifestEstimate, target: Path) -> list[tuple[str, str
     return points
 
 
+# Kept whole: one matplotlib figure, drawn top to bottom.
 def estimate_figure(estimate: ManifestEstimate) -> tuple[Any, list[tuple[str, str, float]]]:
     """Cost in dollars against number of images (log axes, 1 to 100,000) for every option the
     manifest allows; this manifest's size marked, break-even points dotted, and past the

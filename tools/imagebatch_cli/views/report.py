@@ -4,41 +4,43 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from imagebatch.costs import terms
+from imagebatch.models.money import format_usd as usd
+
+if TYPE_CHECKING:
+    # the query API's models load Powertools' OpenAPI types: only when a table is printed
+    from imagebatch.api.responses import BatchListEntry, BatchSummary
+    from imagebatch.models.batch_record import BatchRecord
 
 
-def usd(micro: int) -> str:
-    return f"${micro / 1_000_000:,.6f}"
-
-
-def cost_table(summary: dict[str, Any], images: Iterable[dict[str, Any]] = ()) -> Table:
+def cost_table(summary: BatchRecord, images: Iterable[dict[str, Any]] = ()) -> Table:
     """The batch: status, images, estimate and budget; per-model lines from the image records.
     Money by category is categories_table's (one vocabulary: imagebatch.costs.terms)."""
-    table = Table(title=f"batch {summary['batch_id']}", show_header=True, header_style="bold")
+    table = Table(title=f"batch {summary.batch_id}", show_header=True, header_style="bold")
     table.add_column("what", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     rows: list[tuple[str, str]] = [
-        ("status", str(summary.get("status"))),
-        ("backend", str(summary.get("backend", "-"))),
-        ("images requested", str(summary.get("images_total", 0))),
-        ("images made", str(summary.get("images_succeeded", 0))),
+        ("status", str(summary.status)),
+        ("backend", str(summary.backend if summary.backend is not None else "-")),
+        ("images requested", str(summary.images_total)),
+        ("images made", str(summary.images_succeeded)),
     ]
     # only a batch that reused images shows the lines, so other batches read as before
-    if summary.get("images_reused"):
-        rows.append((terms.REUSED, str(summary["images_reused"])))
-        rows.append((terms.REUSE_SAVED, usd(int(summary.get("reuse_saved_micro_usd", 0)))))
+    if summary.images_reused:
+        rows.append((terms.REUSED, str(summary.images_reused)))
+        rows.append((terms.REUSE_SAVED, usd(summary.reuse_saved_micro_usd)))
     rows += [
-        ("images failed", str(summary.get("images_failed", 0))),
-        ("invalid manifest lines", str(summary.get("invalid_lines", 0))),
-        (terms.ESTIMATE, usd(int(summary.get("estimate_micro_usd", 0)))),
+        ("images failed", str(summary.images_failed)),
+        ("invalid manifest lines", str(summary.invalid_lines or 0)),
+        (terms.ESTIMATE, usd(summary.estimate_total_micro_usd or 0)),
     ]
-    if summary.get("max_cost_micro_usd"):
-        rows.append((terms.BUDGET, usd(int(summary["max_cost_micro_usd"]))))
+    if summary.max_cost_micro_usd:
+        rows.append((terms.BUDGET, usd(summary.max_cost_micro_usd)))
     by_model: Counter[str] = Counter()
     cost_by_model: Counter[str] = Counter()
     failures: Counter[str] = Counter()
@@ -52,39 +54,40 @@ def cost_table(summary: dict[str, Any], images: Iterable[dict[str, Any]] = ()) -
         rows.append((f"  {model}", f"{count} images, inference {usd(cost_by_model[model])}"))
     for failure_class, count in sorted(failures.items()):
         rows.append((f"  failed: {failure_class}", str(count)))
-    if summary.get("rejection"):
-        rows.append(("rejected because", str(summary["rejection"])))
+    if summary.rejection:
+        rows.append(("rejected because", summary.rejection))
     for row in rows:
         table.add_row(*row)
     return table
 
 
-def categories_table(summary: dict[str, Any]) -> Table:
+def categories_table(shown: BatchSummary) -> Table:
     """Cost by category, their total and what the budget was charged, per image and per
-    1,000 images (the API's batch summary shape)."""
-    table = Table(title=f"cost of {summary['batch_id']}", header_style="bold")
+    1,000 images (the API's batch summary)."""
+    table = Table(title=f"cost of {shown.batch_id}", header_style="bold")
     for column in ("", "batch", "per image made", "per 1,000 images"):
         table.add_column(column, justify="left" if not column else "right", no_wrap=True)
-    per_image = summary.get("cost_per_image") or {}
-    per_1000 = summary.get("cost_per_1000") or {}
+    costs = shown.costs.model_dump()
+    per_image = shown.cost_per_image.model_dump() if shown.cost_per_image else {}
+    per_1000 = shown.cost_per_1000.model_dump() if shown.cost_per_1000 else {}
     for category, label in terms.CATEGORY_LABELS.items():
         table.add_row(
             label,
-            usd(int(summary["costs"][category])),
-            usd(int(per_image[category])) if category in per_image else "-",
-            usd(int(per_1000[category])) if category in per_1000 else "-",
+            usd(costs[category]),
+            usd(per_image[category]) if category in per_image else "-",
+            usd(per_1000[category]) if category in per_1000 else "-",
         )
-    endpoint = int(summary.get("endpoint_overhead_micro_usd") or 0)
+    endpoint = shown.endpoint_overhead_micro_usd
     if endpoint:
         table.add_row("endpoint cold start + idle", usd(endpoint), "-", "-")
-    table.add_row(terms.CHARGED, usd(int(summary.get("charged_micro_usd", 0))), "", "")
-    budget = summary.get("max_cost_micro_usd")
+    table.add_row(terms.CHARGED, usd(shown.charged_micro_usd), "", "")
+    budget = shown.max_cost_micro_usd
     if budget:
-        table.add_row(terms.BUDGET, usd(int(budget)), "", "")
+        table.add_row(terms.BUDGET, usd(budget), "", "")
     return table
 
 
-def batches_table(batches: list[dict[str, Any]]) -> Table:
+def batches_table(batches: list[BatchListEntry]) -> Table:
     table = Table(title="batches, newest first", header_style="bold")
     for column in ("batch", "status", "created", "made", "failed", "total", "charged"):
         table.add_column(
@@ -93,15 +96,14 @@ def batches_table(batches: list[dict[str, Any]]) -> Table:
             no_wrap=True,
         )
     for batch in batches:
-        costs = batch.get("costs") or {}
         table.add_row(
-            batch["batch_id"],
-            batch["status"],
-            batch["created_at"][:19],
-            str(batch["images_succeeded"]),
-            str(batch["images_failed"]),
-            usd(int(costs["total"])) if "total" in costs else "-",
-            usd(int(batch["spent_micro_usd"])),
+            batch.batch_id,
+            batch.status,
+            batch.created_at[:19],
+            str(batch.images_succeeded),
+            str(batch.images_failed),
+            usd(batch.costs.total) if batch.costs is not None else "-",
+            usd(batch.spent_micro_usd),
         )
     return table
 
@@ -131,7 +133,7 @@ def costs_table(report: dict[str, Any]) -> Table:
 
 def print_cost(
     console: Console,
-    summary: dict[str, Any],
+    summary: BatchRecord,
     images: Iterable[dict[str, Any]],
     region: str = "us-east-1",
 ) -> None:
@@ -139,13 +141,12 @@ def print_cost(
     from imagebatch.costs.prices import load_aws_prices
 
     console.print(cost_table(summary, images))
-    if summary.get("created_at") and summary.get("batch_id"):
-        shaped = batch_summary(summary, load_aws_prices().region(region)).model_dump()
-        print_categories(console, shaped)
+    if summary.created_at and summary.batch_id:
+        print_categories(console, batch_summary(summary, load_aws_prices().region(region)))
 
 
-def print_categories(console: Console, shaped: dict[str, Any]) -> None:
+def print_categories(console: Console, shown: BatchSummary) -> None:
     """The categories table and, where charged and total differ, the line that says why."""
-    console.print(categories_table(shaped))
-    if shaped.get("charge_note"):
-        console.print(shaped["charge_note"], markup=False, highlight=False, soft_wrap=True)
+    console.print(categories_table(shown))
+    if shown.charge_note:
+        console.print(shown.charge_note, markup=False, highlight=False, soft_wrap=True)

@@ -17,6 +17,7 @@ from imagebatch.aws.catalog_state import catalog_pk
 from imagebatch.aws.dynamo_items import from_item, to_item
 from imagebatch.catalog.products import CONFIG_NAME, CatalogConfig
 from imagebatch.errors import CatalogError
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import batch_id_for
 from imagebatch_local.cloud.session import LocalAws, LocalRunError, ProgressCallback
 from imagebatch_local.template import REGION
@@ -30,7 +31,7 @@ class LocalCatalogRun:
     catalog: str
     result: dict[str, Any]
     batch_id: str | None = None
-    summary: dict[str, Any] | None = None
+    summary: BatchRecord | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
     # The batch's whole ledger partition but the summary (what `imagebatch cost` reads back).
     ledger_records: list[dict[str, Any]] = field(default_factory=list)
@@ -79,7 +80,7 @@ def run_local_catalog(
             r for r in aws.ledger().partition(run.batch_id) if r["sk"] != "SUMMARY"
         ]
         run.files = aws.download_outputs(
-            run.batch_id, run.summary.get("output_prefix", "outputs/"), out / run.batch_id
+            run.batch_id, run.summary.output_prefix or "outputs/", out / run.batch_id
         )
     save_state(aws, config, state_dir)
     return run

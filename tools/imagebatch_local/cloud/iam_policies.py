@@ -304,6 +304,8 @@ class _RoleBuilder:
         statements = document.get("Statement", [])
         for node in statements if isinstance(statements, list) else [statements]:
             resolved = self.stack.resolve(node)
+            if not isinstance(resolved, Mapping):
+                continue  # an !If whose condition is false here: AWS::NoValue, no statement
             self.statements.append(Statement.parse(resolved, _line(node), origin))
 
     def policy_template(self, name: str, parameters: Mapping[str, Any], line: int) -> None:

@@ -31,6 +31,8 @@ class Where:
     region: str
     account: str
     state_machines: tuple[str, ...] = ()
+    #: (application inference profile ARN, the foundation model id it copies)
+    inference_profiles: tuple[tuple[str, str], ...] = ()
 
 
 Params = Mapping[str, Any]
@@ -227,6 +229,16 @@ def _bedrock_runtime(operation: str, params: Params, where: Where) -> list[IamRe
     if operation not in {"InvokeModel", "InvokeModelWithResponseStream"}:
         raise _unknown("bedrock-runtime", operation)
     model = str(params["modelId"])
+    copied = dict(where.inference_profiles).get(model)
+    if copied is not None:
+        # AWS authorizes a call through an application inference profile on the profile and
+        # on the foundation model it copies (Bedrock user guide, inference profile
+        # prerequisites); the model first, so a denial names it as for a bare model id.
+        foundation = f"arn:aws:bedrock:{where.region}::foundation-model/{copied}"
+        return [
+            IamRequest(f"bedrock:{operation}", foundation),
+            IamRequest(f"bedrock:{operation}", model),
+        ]
     if model.startswith("arn:"):
         resource = model
     elif model.split(".", 1)[0] in _PROFILE_PREFIXES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class LocalStack(StackTemplate):
     #: Resolved properties of the SageMaker Model/EndpointConfig/Endpoint (the local endpoint
     #: serves them), by logical id.
     sagemaker: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Bedrock application inference profiles: ARN -> the foundation model id it copies.
+    inference_profiles: dict[str, str] = field(default_factory=dict)
     #: (function name, queue URL, batch size, reports batch item failures) per SQS event.
     sqs_sources: list[tuple[str, str, int, bool]] = field(default_factory=list)
 
@@ -361,6 +364,24 @@ def _record_sagemaker(
     stack.sagemaker[logical_id] = {"Type": resource["Type"], "Name": name, **props}
 
 
+def _record_inference_profile(
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
+) -> None:
+    """moto has no Bedrock control plane: the profile gets an ARN of AWS's form (a 12-char
+    id, stable per stack and logical id) and the local Bedrock is told which model it copies
+    (pipeline.py), so the profile ARN works as a modelId as on AWS."""
+    props = stack.resolve(resource.get("Properties", {}))
+    source = str(props["ModelSource"]["CopyFrom"])
+    model_id = source.rsplit("foundation-model/", 1)[-1]
+    profile_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{stack.name}/{logical_id}").hex[:12]
+    arn = f"arn:aws:bedrock:{stack.region}:{ACCOUNT_ID}:application-inference-profile/{profile_id}"
+    stack.physical[logical_id] = arn
+    stack.arns[logical_id] = arn
+    stack.attributes[(logical_id, "InferenceProfileArn")] = arn
+    stack.attributes[(logical_id, "InferenceProfileId")] = profile_id
+    stack.inference_profiles[arn] = model_id
+
+
 def _collect_sqs_events(stack: LocalStack, sqs: Any) -> None:
     """SAM turns a function's SQS events into event source mappings; the local Lambda
     runtime polls them (event_sources.py), so only their settings are kept here."""
@@ -388,6 +409,8 @@ _CREATORS: dict[str, Creator] = {
     "AWS::SQS::Queue": _create_queue,
     "AWS::SNS::Subscription": _create_subscription,
     "AWS::IAM::Role": _name_role,
+    # before the functions, whose environment names the profiles' ARNs
+    "AWS::Bedrock::ApplicationInferenceProfile": _record_inference_profile,
     "AWS::Serverless::Function": _name_function,
     "AWS::Serverless::StateMachine": _create_state_machine,
     "AWS::SageMaker::Model": _record_sagemaker,

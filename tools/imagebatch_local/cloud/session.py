@@ -23,6 +23,7 @@ import boto3
 
 from imagebatch.aws.clients import reset_clients
 from imagebatch.aws.ledger import Ledger
+from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus, batch_id_for
 from imagebatch_local.cloud import moto_workarounds
 from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource
@@ -171,7 +172,7 @@ class LocalAws:
 
     def wait_for_batch(
         self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
-    ) -> dict[str, Any]:
+    ) -> BatchRecord:
         ledger, deadline = self.ledger(), time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.raise_if_denied()
@@ -179,9 +180,9 @@ class LocalAws:
             summary = ledger.get_batch(batch_id)
             if summary is not None:
                 if progress is not None:
-                    done = summary["images_succeeded"] + summary["images_failed"]
-                    progress(done, summary["images_total"])
-                if summary["status"] in FINAL:
+                    done = summary.images_succeeded + summary.images_failed
+                    progress(done, summary.images_total)
+                if summary.status in FINAL:
                     self.raise_if_denied()
                     return summary
                 self._raise_if_execution_failed(batch_id)
@@ -440,6 +441,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     moto_workarounds.capture_map_runs(
         _authorize_map_run(iam), lambda run: map_runs.__setitem__(run.map_run_arn, run)
     )
+    bedrock.add_inference_profiles(stack.inference_profiles)
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
     with enforcing(iam), executor_tasks_inherit_identity():
@@ -472,7 +474,12 @@ def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
             raise LocalRunError(f"no role {owner} in the stack: {sorted(roles)}")
         roles[owner] = roles[owner].without(action)
     machines = list(stack.of_type("AWS::Serverless::StateMachine"))
-    where = Where(stack.region, ACCOUNT_ID, tuple(stack.arns[m] for m in machines))
+    where = Where(
+        stack.region,
+        ACCOUNT_ID,
+        tuple(stack.arns[m] for m in machines),
+        tuple(stack.inference_profiles.items()),
+    )
     return IamEnforcer(roles, where, machines[0] if len(machines) == 1 else None)
 
 

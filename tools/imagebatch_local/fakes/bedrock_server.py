@@ -21,6 +21,9 @@ What differs from AWS, on purpose:
   family's own refusal: a "Filter reason" finish reason, or an Amazon `error`), drawn from
   a generator seeded with `fault_seed`. Prompts containing a trigger in `PROMPT_TRIGGERS`
   (for example `[[throttle]]`, `[[filtered]]`) fail that way every time.
+- A model's first use can be replayed: `deny_first_use(model_id, seconds)` answers
+  AccessDeniedException (403, AWS's Marketplace message) from the model's first call until
+  `seconds` later, as AWS does while it subscribes the account.
 - `GET /_local/stats` (and `LocalBedrock.stats`) report counts, so tests can check that the
   ledger charges exactly the images Bedrock returned.
 """
@@ -35,6 +38,7 @@ import math
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -59,10 +63,22 @@ INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")
 STATS_PATH = "/_local/stats"
 # Foundation-model ARNs are accepted wherever a model id is, as on AWS.
 MODEL_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[\w-]*:\d*:foundation-model/(?P<id>.+)$")
+# An application inference profile's ARN is accepted as a modelId once the local stack has
+# said which model it copies (add_inference_profiles), as on AWS.
+PROFILE_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[\w-]*:\d+:application-inference-profile/\w+$")
 INVALID_MODEL = "The provided model identifier is invalid."
 END_OF_LIFE = (
     "This model version has reached the end of its life. "
     "Please refer to the AWS documentation for more details."
+)
+# AWS's answer while a first call's Marketplace subscription completes (CloudTrail captures).
+FIRST_USE_DENIED = (
+    "Model access is denied due to IAM user or service role is not authorized to perform the "
+    "required AWS Marketplace actions (aws-marketplace:ViewSubscriptions, "
+    "aws-marketplace:Subscribe) to enable access to this model. Refer to the Amazon Bedrock "
+    "documentation for further details. Your AWS Marketplace subscription for this model "
+    "cannot be completed at this time. If you recently fixed this issue, try again after 2 "
+    "minutes."
 )
 THROTTLED = "Too many requests, please wait before trying again."
 FILTER_REASON = "Filter reason: prompt"
@@ -378,6 +394,9 @@ class LocalBedrock:
         self._stats = BedrockStats()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._profiles: dict[str, str] = {}
+        # model id -> (seconds denied, the clock, when its first call came or None)
+        self._first_use: dict[str, tuple[float, Callable[[], float], float | None]] = {}
         self._families: dict[str, Callable[[ModelSpec, dict[str, Any]], dict[str, Any]]] = {
             "stability": self._invoke_stability,
             "amazon": self._invoke_amazon,
@@ -429,6 +448,30 @@ class LocalBedrock:
                 current[key] += delta
             self._stats = BedrockStats(**current)
 
+    def add_inference_profiles(self, profiles: dict[str, str]) -> None:
+        """Application inference profiles by ARN -> the foundation model id each copies."""
+        with self._lock:
+            self._profiles.update(profiles)
+
+    def deny_first_use(
+        self, model_id: str, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """AccessDenied for `model_id` from its first call until `seconds` later."""
+        with self._lock:
+            self._first_use[model_id] = (seconds, clock, None)
+
+    def _check_first_use(self, model_id: str) -> None:
+        with self._lock:
+            if model_id not in self._first_use:
+                return
+            seconds, clock, started = self._first_use[model_id]
+            now = clock()
+            if started is None:
+                started = now
+                self._first_use[model_id] = (seconds, clock, started)
+        if now - started < seconds:
+            raise BedrockError("AccessDeniedException", 403, FIRST_USE_DENIED)
+
     # -- InvokeModel ------------------------------------------------------------------------
 
     def invoke(self, model_id: str, raw_body: bytes) -> dict[str, Any]:
@@ -436,6 +479,7 @@ class LocalBedrock:
         self._count(invocations=1)
         try:
             spec = self._resolve(model_id)
+            self._check_first_use(spec.model_id)
             try:
                 body = json.loads(raw_body or b"null")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -458,6 +502,9 @@ class LocalBedrock:
             raise
 
     def _resolve(self, model_id: str) -> ModelSpec:
+        if PROFILE_ARN.match(model_id):
+            with self._lock:
+                model_id = self._profiles.get(model_id, model_id)
         arn = MODEL_ARN.match(model_id)
         spec = load_catalogue().get(arn.group("id") if arn else model_id)
         if spec is None:

@@ -154,4 +154,5 @@ def test_a_replaced_client_factory_reaches_the_adapters(monkeypatch: pytest.Monk
     # test_iam_grants stubs Bedrock this way; the wiring must look the factory up at each call.
     stub = object()
     monkeypatch.setattr("imagebatch.aws.clients.bedrock_runtime_client", lambda: stub)
-    assert wiring.bedrock_backend()._client is stub
+    settings = GenerateSettings.model_validate(ENV)
+    assert wiring.bedrock_backend(settings)._client is stub
