@@ -42,6 +42,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         access_wait=wiring.access_wait(settings),
         prices=wiring.prices(settings),
         clock=clock,
+        reuse=settings.reuse_images,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

@@ -101,6 +101,8 @@ class GenerateSettings(StorageSettings):
     retry_base_ms: int = Field(alias="RETRY_BASE_MS", default=500, ge=1)
     retry_cap_ms: int = Field(alias="RETRY_CAP_MS", default=20_000, ge=1)
     retry_max_attempts: int = Field(alias="RETRY_MAX_ATTEMPTS", default=8, ge=1, le=50)
+    # The stack's ReuseImages: copy an image some batch already made instead of making it.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
     # A model's first use subscribes the account (AWS Marketplace): Bedrock may answer
     # AccessDenied for about 2 minutes; wait that out this long, asking every poll.
     access_wait_ms: int = Field(alias="ACCESS_WAIT_MS", default=150_000, ge=0, le=600_000)

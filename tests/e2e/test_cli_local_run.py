@@ -77,3 +77,30 @@ def test_the_demo_runs_from_anywhere_and_leaves_a_clean_reviewable_folder(
     assert len(links) == summary["images_succeeded"]
     assert all((page.parent / link).resolve().is_file() for link in links)
     assert "charged to budget" in page.read_text()
+
+
+def test_several_manifests_run_in_order_in_one_local_aws_each_with_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a manifest and the same manifest with one prompt fixed (issue 20)
+    monkeypatch.chdir(tmp_path)
+    header = {"batch": {"backend": "bedrock", "model": "stability.sd3-5-large-v1:0"}}
+    items = [{"id": f"shot-{i}", "prompt": f"a lamp, view {i}"} for i in range(4)]
+    first, fixed = tmp_path / "lamps.jsonl", tmp_path / "lamps-fixed.jsonl"
+    first.write_text("\n".join(json.dumps(x) for x in [header, *items]) + "\n")
+    items[2] = {**items[2], "prompt": "a brass lamp, view 2"}
+    fixed.write_text("\n".join(json.dumps(x) for x in [header, *items]) + "\n")
+
+    # WHEN both run through one `local run`
+    result = CliRunner().invoke(
+        app, ["local", "run", str(first), str(fixed), "--renderer", "null", "--json"]
+    )
+
+    # THEN each has its summary, in order, and the second made only the fixed image
+    assert "Traceback" not in result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert result.exit_code == 0, result.output
+    assert [r["batch"]["images_succeeded"] for r in runs] == [4, 4]
+    assert [r["batch"]["images_reused"] for r in runs] == [0, 3]
+    assert runs[0]["batch"]["batch_id"] != runs[1]["batch"]["batch_id"]
+    assert all(Path(r["images_dir"]).is_dir() for r in runs)

@@ -167,6 +167,7 @@ def test_header_is_optional_and_defaults_apply(catalogue: ModelCatalogue) -> Non
         "tags": {},
         "on_invalid": "reject",
         "deadline_minutes": None,
+        "reuse": True,
     }
     assert [(r.line, r.item.model) for r in results if isinstance(r, ValidItem)] == [
         (1, "test.alpha"),

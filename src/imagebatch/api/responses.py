@@ -64,6 +64,10 @@ class BatchSummary(BaseModel):
     usage: dict[str, int]
     rejection: str | None = None
     failures_by_class: dict[str, int] = Field(default_factory=dict)
+    # Images copied from an earlier batch's image of the same identity (docs/reuse.md), in
+    # images_succeeded, and the inference they did not buy.
+    images_reused: int = 0
+    reuse_saved_micro_usd: int = 0
 
 
 class BatchListEntry(BaseModel):
@@ -187,4 +191,6 @@ def batch_summary(summary: BatchRecord, prices: RegionPrices) -> BatchSummary:
         usage=Usage.from_summary(summary).model_dump(),
         rejection=summary.rejection,
         failures_by_class=summary.failures_by_class or {},
+        images_reused=summary.images_reused,
+        reuse_saved_micro_usd=summary.reuse_saved_micro_usd,
     )

@@ -4,6 +4,7 @@ Key layout (one table; see aws.ledger for what each item holds):
   pk BATCH#<id>     sk SUMMARY | IMAGE#<image> | CHUNK#<chunk> | RESERVATION#<hold> | DAY#<day>
                        | REQUEST#<self-hosted request>
   pk ENDPOINT#<name>  (aws.endpoint_usage) samples, requests, windows, the unattributed DAY#
+  pk IMAGEID#<identity>  sk SOURCE  (aws.image_index) where an image of that identity was made
   pk BATCHES (gsi1) the batch list;  pk COSTS (gsi1) the day rollups
 """
 

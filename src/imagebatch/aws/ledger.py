@@ -43,20 +43,22 @@ from imagebatch.aws.dynamo_items import (
     token_mismatch,
 )
 from imagebatch.aws.endpoint_usage import request_put
-from imagebatch.aws.ledger_holds import BudgetHolds
+from imagebatch.aws.image_index import ImageIndex, entries, entry_put
+from imagebatch.aws.ledger_settle import BatchSettlement
 from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
     ROLLUP_SIZE_BOUND,
     SUMMARY_SIZE_BOUND,
+    Meter,
     item_size,
     read_units,
     write_units,
 )
 from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.batch_record import BatchRecord
-from imagebatch.models.records import BatchStatus, ImageOutcome
+from imagebatch.models.records import ImageOutcome, MadeImage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -64,18 +66,17 @@ if TYPE_CHECKING:
 # DynamoDB caps a transaction at 100 actions; three are the summary update, the day's cost
 # rollup and the deletion of the chunk's budget hold.
 MAX_IMAGES_PER_COMMIT = 97
+_TRANSACTION_LIMIT = 100
 # A conflicting writer (another chunk's commit on the summary) is gone within milliseconds;
 # four tries over about a second outlast it without eating the chunk's time.
 COMMIT_ATTEMPTS = 4
 COMMIT_BACKOFF_S = 0.1
 
-# A batch in one of these was settled by finalize (or rejected at ingest): never again.
-_FINAL = (BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED)
 
 logger = Logger(child=True)
 
 
-class Ledger(BudgetHolds):
+class Ledger(BatchSettlement):
     """Batch records, image commits and settlement; budget holds come from BudgetHolds."""
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
@@ -137,6 +138,10 @@ class Ledger(BudgetHolds):
         items = self.get_many(batch_pk(batch_id), sks, projection="sk")
         return {item["sk"].removeprefix("IMAGE#") for item in items}
 
+    def find_made_images(self, identities: Sequence[str]) -> dict[str, MadeImage]:
+        """Where images of these identities were made (aws.image_index), by identity."""
+        return ImageIndex(self._ddb, self.table, self.meter).find(identities)
+
     # Kept whole: the order of one transaction's actions (records, summary, rollup, hold); its
     # parts are already helpers and the order is read in one place.
     def commit_images(
@@ -176,7 +181,9 @@ class Ledger(BudgetHolds):
             actions.append(
                 request_put(self.table, settlement.endpoint, settlement.endpoint_request)
             )
+        late_entries = self._index_entries(batch_id, outcomes, actions, recorded_at)
         own_writes = _own_write_units(actions, rolls_up=bool(outcomes) or rollup_model is not None)
+        own_writes += sum(write_units(item_size(item)) for item in late_entries)
         charge = price_commit(
             outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
         )
@@ -208,6 +215,9 @@ class Ledger(BudgetHolds):
             token=_request_token(batch_id, settlement, outcomes, recorded_at),
             landed=lambda: self._landed(pk, outcomes, settlement, recorded_at),
         )
+        if late_entries:
+            # counted in own_writes above: the commit charged them; the meter must not again
+            ImageIndex(self._ddb, self.table, Meter()).write(late_entries)
         return charge.micro_usd
 
     def _landed(
@@ -240,6 +250,22 @@ class Ledger(BudgetHolds):
             for item in self.get_many(pk, list(expected))
         }
         return found == expected
+
+    def _index_entries(
+        self,
+        batch_id: str,
+        outcomes: Sequence[ImageOutcome],
+        actions: list[TransactWriteItemTypeDef],
+        recorded_at: str,
+    ) -> list[dict[str, Any]]:
+        """The image index's entries for the commit's made images (aws.image_index): appended
+        to `actions` while the transaction has room (the summary and the rollup still to
+        come), the rest returned, to be written once the transaction has landed (an entry
+        must never name an image the ledger does not hold)."""
+        index = entries(batch_id, outcomes, recorded_at)
+        room = max(0, _TRANSACTION_LIMIT - len(actions) - 2)
+        actions.extend(entry_put(self.table, item) for item in index[:room])
+        return index[room:]
 
     def _guards(
         self, pk: str, settlement: Settlement, recorded_at: str
@@ -371,64 +397,6 @@ class Ledger(BudgetHolds):
         """The batch's image records in id order (after `after_image_id` when given)."""
         after = image_sk(after_image_id) if after_image_id is not None else None
         return self.query_batch(batch_id, "IMAGE#", after_sk=after)
-
-    def failed_chunks(self, batch_id: str) -> dict[str, dict[str, Any]]:
-        return {
-            record["sk"].removeprefix("CHUNK#"): record
-            for record in self.query_batch(batch_id, "CHUNK#")
-            if record.get("status") == "FAILED"
-        }
-
-    def settle_batch(
-        self,
-        batch_id: str,
-        status: BatchStatus,
-        extra: Mapping[str, Any],
-        adds: Mapping[str, int] | None = None,
-    ) -> BatchRecord | None:
-        """Set the final status; `adds` are counters ADDed in the same update (finalize's own
-        operations, charged to the batch). None when the batch is already final: finalize
-        run again (a retry after its reply was lost) neither charges nor settles twice."""
-        fields = {"status": status.value, "finished_at": now_iso(), **extra}
-        names = {f"#f{i}": name for i, name in enumerate(fields)}
-        plain_values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
-        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
-        if adds:
-            names.update({f"#a{i}": name for i, name in enumerate(adds)})
-            plain_values.update({f":a{i}": value for i, value in enumerate(adds.values())})
-            expression += " ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds)))
-        names["#st"] = "status"
-        plain_values.update({f":final{i}": s.value for i, s in enumerate(_FINAL)})
-        final = ", ".join(f":final{i}" for i in range(len(_FINAL)))
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        try:
-            response = self._ddb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item(plain_values),
-                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({final}))",
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            if self.get_batch(batch_id) is None:
-                raise  # no such batch: settling must not create it, nor pass for done
-            return None
-        return record_from_item(response["Attributes"])
-
-    def record_hook_failures(self, batch_id: str, lines: Sequence[str]) -> None:
-        """Finalize hooks that failed, on the batch record (appended: a later run's add)."""
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        self._ddb.update_item(
-            TableName=self.table,
-            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
-            UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :lines)",
-            ExpressionAttributeNames={"#h": "hook_failures"},
-            ExpressionAttributeValues=to_item({":none": [], ":lines": list(lines)}),
-        )
 
 
 def _request_token(

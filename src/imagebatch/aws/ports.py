@@ -26,7 +26,7 @@ from imagebatch.costs.sagemaker_seconds import Measured
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Meter
 from imagebatch.models.batch_record import BatchRecord
-from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome
+from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome, MadeImage
 
 
 class IngestStore(Protocol):
@@ -78,6 +78,12 @@ class ChunkStorePort(Protocol):
 
     def put_image(self, key: str, png: bytes, metadata: dict[str, str]) -> None: ...
 
+    def image_size(self, key: str) -> int | None: ...
+
+    def copy_image(
+        self, source_key: str, key: str, size: int, metadata: dict[str, str]
+    ) -> None: ...
+
     def put_pending_commit(self, batch_id: str, chunk_id: str, body: bytes) -> None: ...
 
     def get_pending_commit(self, batch_id: str, chunk_id: str) -> bytes | None: ...
@@ -94,6 +100,8 @@ class ChunkLedgerPort(Protocol):
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     def recorded_image_ids(self, batch_id: str, image_ids: Sequence[str]) -> set[str]: ...
+
+    def find_made_images(self, identities: Sequence[str]) -> dict[str, MadeImage]: ...
 
     def reserve(
         self, batch_id: str, chunk_id: str, amount: int, *, retry: bool = True

@@ -262,6 +262,38 @@ class BatchStore:
             Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
         )
 
+    def image_size(self, key: str) -> int | None:
+        """The object's size (HeadObject, a GET-priced request), None when it is gone: an
+        image index entry whose PNG was deleted is a miss (pipeline.reuse)."""
+        self.meter.add(s3_get_requests=1)
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise StorageError(
+                f"HeadObject s3://{self.bucket}/{key}: {exc}", transient=True
+            ) from exc
+        return int(head["ContentLength"])
+
+    def copy_image(self, source_key: str, key: str, size: int, metadata: dict[str, str]) -> None:
+        """A reused image: server-side copy (a COPY request, priced as a PUT; the new object's
+        bytes are stored like a PUT's) with this batch's metadata. StorageError as put_image."""
+        self.meter.add(s3_put_requests=1, s3_bytes_written=size)
+        try:
+            self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ContentType="image/png",
+                Metadata=metadata,
+                MetadataDirective="REPLACE",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"PNG copy s3://{self.bucket}/{source_key} -> {key}: {exc}", transient=True
+            ) from exc
+
     def list_keys(self, prefix: str) -> Iterator[str]:
         for page in self._s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix

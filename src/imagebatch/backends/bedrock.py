@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from imagebatch.errors import ImageGenerationError
 from imagebatch.models.bedrock_models import ImageSize, ModelSpec
+from imagebatch.models.identity import image_identity
 from imagebatch.models.records import FailureClass, ImageJob
 
 
@@ -145,3 +146,23 @@ class AmazonAdapter:
 
 
 ADAPTERS: dict[str, RequestAdapter] = {"stability": StabilityAdapter(), "amazon": AmazonAdapter()}
+
+
+# How each family turns a job into a request, versioned: bump a family's number whenever its
+# adapter changes what it sends (a new default, a field), so images made under the old
+# request are no longer taken for the new one's (models.identity).
+REQUEST_FAMILY_VERSIONS: dict[str, int] = {"stability": 1, "amazon": 1}
+
+
+def bedrock_identity(job: ImageJob, spec: ModelSpec) -> str:
+    """The job's identity on Bedrock: the model id (it carries the version) and the request
+    family's version; the guidance the Amazon family sends when the job gives none counts."""
+    guidance_default = spec.limits.guidance_default if spec.request_family == "amazon" else None
+    return image_identity(
+        job,
+        backend="bedrock",
+        backend_model={"model_id": spec.model_id},
+        request_family=spec.request_family,
+        family_version=REQUEST_FAMILY_VERSIONS[spec.request_family],
+        options={"guidance_default": guidance_default, "quality": "standard"},
+    )

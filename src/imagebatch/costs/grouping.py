@@ -15,6 +15,9 @@ class CostGroup(BaseModel):
     images: int
     inference_micro_usd: int
     spent_micro_usd: int
+    # Inference reused images did not buy (docs/reuse.md); the day rollup keeps it per
+    # batch, not per model, so a grouping by model shows 0.
+    reuse_saved_micro_usd: int = 0
 
 
 def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[CostGroup]:
@@ -22,11 +25,12 @@ def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[Cos
     endpoint's unattributed idle is always a line of its own."""
     totals: dict[str, list[int]] = {}
 
-    def add(key: str, images: int, inference: int, spent: int) -> None:
-        entry = totals.setdefault(key, [0, 0, 0])
+    def add(key: str, images: int, inference: int, spent: int, saved: int = 0) -> None:
+        entry = totals.setdefault(key, [0, 0, 0, 0])
         entry[0] += images
         entry[1] += inference
         entry[2] += spent
+        entry[3] += saved
 
     for rollup in rollups:
         if rollup.get("batch_id") == UNATTRIBUTED:
@@ -50,8 +54,15 @@ def group_costs(rollups: Iterable[Mapping[str, Any]], group_by: str) -> list[Cos
             int(rollup.get("images", 0)),
             int(rollup.get("inference_micro_usd", 0)),
             int(rollup.get("spent_micro_usd", 0)),
+            int(rollup.get("reuse_saved_micro_usd", 0)),
         )
     return [
-        CostGroup(key=key, images=v[0], inference_micro_usd=v[1], spent_micro_usd=v[2])
+        CostGroup(
+            key=key,
+            images=v[0],
+            inference_micro_usd=v[1],
+            spent_micro_usd=v[2],
+            reuse_saved_micro_usd=v[3],
+        )
         for key, v in sorted(totals.items(), key=lambda kv: -kv[1][2])
     ]

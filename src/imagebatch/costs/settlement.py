@@ -126,7 +126,19 @@ def summary_adds(
     }
     if settlement.rework_micro_usd:
         adds["rework_micro_usd"] = settlement.rework_micro_usd
-    return {**adds, **move.adds()}
+    return {**adds, **reuse_adds(outcomes), **move.adds()}
+
+
+def reuse_adds(outcomes: Sequence[ImageOutcome]) -> dict[str, int]:
+    """Reused images and the inference they did not buy; absent when none were, so a batch
+    without reuse keeps the summary and rollup it always had."""
+    reused = [o for o in outcomes if o.reused and o.status == "SUCCEEDED"]
+    if not reused:
+        return {}
+    return {
+        "images_reused": len(reused),
+        "reuse_saved_micro_usd": sum(o.reuse_saved_micro_usd or 0 for o in reused),
+    }
 
 
 def model_charge_adds(model: str, charge: int, *, inference: int = 0) -> dict[str, int]:
@@ -153,6 +165,7 @@ def rollup_adds(outcomes: Sequence[ImageOutcome], overhead: int, rework: int = 0
         "inference_micro_usd": inference,
         SPENT: inference + overhead,
     }
+    adds.update(reuse_adds(outcomes))
     for model in models:
         mine = [o for o in outcomes if o.model == model]
         model_inference = sum(o.cost_micro_usd for o in mine)

@@ -8,7 +8,9 @@ One vocabulary across `imagebatch cost`, `batches`, `costs`, summary.json and in
 - charged: what the ledger charged against the budget (`spent_micro_usd`). Each settlement is
   rounded up to a whole micro-dollar when it happens, and a hold no commit settled is charged
   in full, so charged can sit a little above the total;
-- estimate: ingest's estimate before the run; budget: the manifest's max_cost_usd.
+- estimate: ingest's estimate before the run; budget: the manifest's max_cost_usd;
+- reused, saved by reuse: images copied from an earlier batch's image of the same identity
+  (docs/reuse.md), counted among those made, and the inference they did not buy.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ CATEGORY_LABELS = {
 CHARGED = "charged to budget"
 ESTIMATE = "estimate (before run)"
 BUDGET = "budget (max_cost_usd)"
+REUSED = "  of which reused"
+REUSE_SAVED = "saved by reuse"
 
 
 def charge_note(

@@ -140,6 +140,10 @@ class BatchSettings(BaseModel):
         strict=False,
         description="backend auto: only backends expected to finish within this many minutes.",
     )
+    reuse: bool = Field(
+        default=True,
+        description="false: make every image, even one an earlier batch already made.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -227,6 +231,10 @@ class ManifestItem(BaseModel):
         description="Model id; the batch model when absent.",
     )
     tags: Tags = Field(default_factory=dict, description="Up to 50 item tags.")
+    reuse: bool | None = Field(
+        default=None,
+        description="false: make this item's images even if already made; the batch's when absent.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -77,6 +77,10 @@ class BatchRecord(BaseModel):
     images_succeeded: int = 0
     images_failed: int = 0
     chunk_commits: int = 0
+    # reuse (pipeline.reuse): images copied from an earlier batch, and what making them
+    # would have cost
+    images_reused: int = 0
+    reuse_saved_micro_usd: int = 0
 
     # money: inference the image records carry, what the batch was charged, its budget
     cost_micro_usd: int = 0

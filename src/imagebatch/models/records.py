@@ -48,6 +48,9 @@ class ImageJob(BaseModel):
     guidance: float | None = None
     model: str
     tags: dict[str, str] = Field(default_factory=dict)
+    # False: make this image even when one with its identity exists (`reuse: false` in the
+    # manifest's header or on its item); docs/reuse.md.
+    reuse: bool = True
 
     @property
     def prompt_sha256(self) -> str:
@@ -100,6 +103,9 @@ class ImageRecord(BaseModel):
     output_key: str | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
+    # A reused image: copied from this batch's image of the same identity, not made.
+    reused_from_batch_id: str | None = None
+    reused_from_image_id: str | None = None
 
 
 class ImageOutcome(ImageRecord):
@@ -112,6 +118,14 @@ class ImageOutcome(ImageRecord):
     price_source: str | None = None
     # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
     inference_ms: int | None = None
+    # What decides the pixels (models.identity); a made image is indexed under it.
+    identity_sha256: str | None = None
+    # A reused image: the inference it did not buy (its own cost_micro_usd is 0).
+    reuse_saved_micro_usd: int | None = None
+
+    @property
+    def reused(self) -> bool:
+        return self.reused_from_batch_id is not None
 
     @classmethod
     def failed(
@@ -183,6 +197,16 @@ def batch_id_for(bucket: str, key: str, content_sha256: str) -> str:
     stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     readable = _UNSAFE.sub("-", stem).strip("-")[:40] or "batch"
     return f"{readable}-{digest}"
+
+
+class MadeImage(BaseModel):
+    """An identity's entry in the image index: where an image of that identity was made."""
+
+    model_config = ConfigDict(frozen=True)
+    identity_sha256: str
+    batch_id: str
+    image_id: str
+    output_key: str
 
 
 def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ from aws_lambda_powertools import Logger
 
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
 from imagebatch.aws.s3_store import image_key
+from imagebatch.backends.bedrock import bedrock_identity
 from imagebatch.backends.retry import (
     AccessWait,
     AdaptiveConcurrency,
@@ -41,6 +42,12 @@ from imagebatch.models.records import (
 )
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.pending import commit_pending, save_pending
+from imagebatch.pipeline.reuse import (
+    bedrock_identities,
+    copy_reused,
+    find_reusable,
+    lookup_bound,
+)
 
 logger = Logger(child=True)
 
@@ -50,9 +57,9 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
-# generate_chunk stays whole (about 90 lines): each step is already a helper; what is left is
-# their order (pending first, then read, hold, make, commit), which the budget invariant
-# depends on and which reads best in one place.
+# generate_chunk stays whole (about 100 lines): each step is already a helper; what is left is
+# their order (pending first, then read, look up, hold, copy, make, commit), which the budget
+# invariant depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
     *,
@@ -66,13 +73,16 @@ def generate_chunk(
     prices: RegionPrices,
     clock: LambdaClock,
     retry_policy: BackoffPolicy | None = None,
+    reuse: bool = True,
     access_wait: AccessWait | None = None,
 ) -> ChunkResult:
     """Make the chunk's images not yet in the ledger and commit them in one transaction.
 
     Under a budget the attempt first holds the most it can charge (images, its Lambda run to
     the timeout, PNG bytes) and does not run when the hold fails; images still unmade when
-    time runs out, or throttled past their attempts, go back as ChunkUnfinished.
+    time runs out, or throttled past their attempts, go back as ChunkUnfinished. With
+    `reuse` (the stack's ReuseImages), an image some batch already made is copied, not made
+    (pipeline.reuse): looked up before the hold, copied after it.
     """
     chunk = store.get_chunk(task.chunk.key)
     commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
@@ -82,9 +92,20 @@ def generate_chunk(
         return ChunkResult.already_done(chunk.chunk_id, len(done))
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
+    identities = bedrock_identities(todo, catalogue) if reuse else {}
+    reusable = find_reusable(identities, store=store, ledger=ledger)
+    to_make = [job for job in todo if job.image_id not in reusable]
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
-        bound = _attempt_bound(todo, catalogue, clock, time_left_ms() / 1000, prices)
+        bound = _attempt_bound(
+            todo,
+            to_make=to_make,
+            catalogue=catalogue,
+            clock=clock,
+            seconds_left=time_left_ms() / 1000,
+            prices=prices,
+        )
+        bound += lookup_bound(len(identities), len(todo), prices)
         held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
         if held is None:
             return _refuse(
@@ -104,18 +125,20 @@ def generate_chunk(
         reserve_ms=commit_reserve_ms,
         access_wait=access_wait or AccessWait(),
     )
+    reused = copy_reused(todo, reusable, identities, chunk, store=store, catalogue=catalogue)
+    copied = {o.image_id for o in reused}
     results = _make_images(
-        todo,
+        to_make,
         lambda job: _make_image(job, chunk, store, retrying, catalogue),
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
-    outcomes = [r for r in results if isinstance(r, ImageOutcome)]
+    outcomes = reused + [r for r in results if isinstance(r, ImageOutcome)]
     unfinished = {
         job.image_id: r.failure_class
-        for job, r in zip(todo, results, strict=True)
+        for job, r in zip(to_make, results, strict=True)
         if isinstance(r, _Unfinished)
-    }
+    } | {image_id: FailureClass.STORAGE_ERROR for image_id in reusable.keys() - copied}
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
     _commit_or_keep(
         task.batch_id,
@@ -132,6 +155,7 @@ def generate_chunk(
         extra={
             "chunk_id": chunk.chunk_id,
             "committed": len(outcomes),
+            "reused": len(reused),
             "already_done": len(done),
             "unfinished": len(unfinished),
             "throttles": limiter.throttles,
@@ -195,14 +219,17 @@ def _make_images(
 
 def _attempt_bound(
     todo: list[ImageJob],
+    *,
+    to_make: list[ImageJob],
     catalogue: ModelCatalogue,
     clock: LambdaClock,
     seconds_left: float,
     prices: RegionPrices,
 ) -> int:
-    """The most this attempt can charge: every image made, the Lambda run to its timeout."""
+    """The most this attempt can charge: every image stored (made or copied), the inference
+    of those to make, the Lambda run to its timeout."""
     amount, _ = chunk_reservation(
-        sum(_price(catalogue, job) for job in todo),
+        sum(_price(catalogue, job) for job in to_make),
         len(todo),
         memory_mb=clock.memory_mb,
         lambda_seconds_bound=clock.elapsed_s() + seconds_left,
@@ -289,6 +316,7 @@ def _make_image(
         raise UnknownModelError(f"model {job.model!r} is not in the catalogue")
     price = spec.price_for(job.width, job.height)
     charge = {
+        "identity_sha256": bedrock_identity(job, spec),
         "seed": image.seed,
         "cost_micro_usd": price.micro_usd_per_image,
         "price_source": f"{price.source} (retrieved {price.retrieved.isoformat()})",

@@ -155,7 +155,9 @@ def plan_batch(
                     continue
                 plan.items_valid += 1
                 endpoint_needed = endpoint_needed or route == "sagemaker"
-                for job in expand_item(entry.item, entry.line, reader.settings.tags):
+                for job in expand_item(
+                    entry.item, entry.line, reader.settings.tags, reuse=reader.settings.reuse
+                ):
                     if route == "either":
                         flexible.add(pricer.bedrock(job), pricer.endpoint_seconds(job))
                         set_aside.write(job.model_dump_json() + "\n")

@@ -25,7 +25,10 @@ def seed_for(item: ManifestItem, index: int) -> int:
     return hashed_seed(item.id, str(index), item.prompt, maximum=SEED_MAX)
 
 
-def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> Iterator[ImageJob]:
+def expand_item(
+    item: ManifestItem, line: int, batch_tags: dict[str, str], *, reuse: bool = True
+) -> Iterator[ImageJob]:
+    """The item's images; `reuse` is the batch's, which the item's own `reuse` overrides."""
     for index in range(1, item.count + 1):
         yield ImageJob(
             image_id=f"{item.id}-{index}",
@@ -41,6 +44,7 @@ def expand_item(item: ManifestItem, line: int, batch_tags: dict[str, str]) -> It
             guidance=item.guidance,
             model=item.model,
             tags={**batch_tags, **item.tags},
+            reuse=item.reuse if item.reuse is not None else reuse,
         )
 
 

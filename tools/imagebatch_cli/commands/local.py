@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagebatch.models.money import format_usd
 from imagebatch_cli.commands._args import (
-    ManifestArgument,
     ParametersOption,
     SampleOption,
     TemplateOption,
@@ -35,10 +34,21 @@ if TYPE_CHECKING:
     from imagebatch_local.cloud.catalog_local import LocalCatalogRun
     from imagebatch_local.cloud.session import LocalAws, LocalOptions
     from imagebatch_local.fakes.bedrock_server import BedrockStats
+    from imagebatch_local.lambda_logs import LambdaLog
 
     from imagebatch.models.batch_record import BatchRecord
 
 # `local run`'s options, one alias each so the command's signature stays readable.
+ManifestsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        show_default=False,
+        help="Manifests (JSON Lines or CSV), run in order in one local AWS; or --sample NAME.",
+    ),
+]
 RunOutOption = Annotated[Path, typer.Option(help="Where the batch's images are copied.")]
 RunModelDirOption = Annotated[
     Path | None,
@@ -177,7 +187,7 @@ class LocalRun:
 
 
 def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
-    manifest: ManifestArgument = None,
+    manifest: ManifestsArgument = None,
     sample: SampleOption = None,
     out: RunOutOption = Path("out"),
     model_dir: RunModelDirOption = None,
@@ -199,9 +209,12 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
     region: RegionOption = None,
 ) -> None:
-    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine. Exit 0: every
-    image made; 3 PARTIAL; 4 FAILED; 5 REJECTED."""
-    manifest = manifest_path(manifest, sample)
+    """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
+    MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
+    3 PARTIAL; 4 FAILED; 5 REJECTED (the worst batch's)."""
+    manifests = list(manifest or []) or [manifest_path(None, sample)]
+    if manifest and sample is not None:
+        manifest_path(manifests[0], sample)  # refuses both, in the words it always has
     try:
         options = LocalRunOptions(
             out=out,
@@ -224,12 +237,14 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
-    run = _run_batch(manifest, options, verbose=verbose)
+    runs = _run_batches(manifests, options, verbose=verbose)
     if as_json:
-        _print_json(run)
+        _print_json(runs)
     else:
-        _print_run(run, options.out)
-    raise typer.Exit(exit_code_for_status(str(run.summary.status)))
+        for run in runs:
+            _print_run(run, options.out)
+    # the worst batch decides (exit codes grow with how badly a batch ended)
+    raise typer.Exit(max(exit_code_for_status(str(run.summary.status)) for run in runs))
 
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
@@ -242,47 +257,66 @@ def _parameters(texts: list[str] | None) -> dict[str, str]:
         fail(exc, code=ExitCode.USAGE)
 
 
-def _run_batch(manifest: Path, options: LocalRunOptions, *, verbose: bool = False) -> LocalRun:
-    """Start the local AWS, run MANIFEST through it, and keep what the report needs; the
-    Lambdas' output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
+def _run_batches(
+    manifests: list[Path], options: LocalRunOptions, *, verbose: bool = False
+) -> list[LocalRun]:
+    """Start the local AWS, run each manifest through it in order (each batch finished
+    before the next is uploaded, as a team uploads a fixed manifest: the later ones reuse the
+    earlier ones' images, docs/reuse.md), and keep what each report needs; the Lambdas'
+    output goes to <out>/<batch-id>/lambda.log (on stderr too with --verbose)."""
     from imagebatch_local.cloud.session import LocalRunError, local_aws
-    from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
+    from imagebatch_local.lambda_logs import lambda_output
+
+    runs: list[LocalRun] = []
+    try:
+        with lambda_output(verbose=verbose) as log, local_aws(options.local_options()) as aws:
+            for manifest in manifests:
+                runs.append(_run_one(aws, manifest, options, log))
+    except LocalRunError as exc:
+        fail(exc)
+    return runs
+
+
+def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: LambdaLog) -> LocalRun:
+    """One manifest through the running local AWS; its images and ledger under --out."""
+    from imagebatch_local.fakes.bedrock_server import BedrockStats
+    from imagebatch_local.lambda_logs import LAMBDA_LOG
     from imagebatch_local.ledger_export import ledger_export_path, write_ledger_export
     from imagebatch_local.run_folder import fresh_batch_folder, relink_review_page
 
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
 
-    try:
-        with lambda_output(verbose=verbose) as log, local_aws(options.local_options()) as aws:
-            batch_id = aws.upload_manifest(manifest)
-            err_console.print(
-                f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
-                f"{manifest.name}  batch [bold]{batch_id}[/bold]"
-            )
-            with image_progress(err_console) as progress:
-                summary = aws.wait_for_batch(batch_id, progress)
-            # The contact sheet is the execution's last step, after the status is final.
-            aws.wait_for_execution(batch_id)
-            images = list(aws.ledger().image_records(batch_id))
-            bedrock_stats = aws.bedrock.stats
-            # The local endpoint scales in once the batch is done: its cold start and idle
-            # time are charged to the batches of the session (docs/sagemaker.md).
-            overhead: list[dict[str, Any]] = []
-            windows: list[dict[str, Any]] = []
-            if aws.sagemaker is not None:
-                aws.sagemaker.scale_in()
-                usage = EndpointUsageStore(aws.client("dynamodb"), aws.table)
-                overhead = usage.overhead_records(batch_id)
-                windows = usage.windows(aws.sagemaker.config.endpoint_name)
-            # A batch id that ran before starts from a clean folder: no earlier run's images.
-            target = fresh_batch_folder(options.out, batch_id)
-            files = aws.download_outputs(batch_id, summary.output_prefix or "outputs/", target)
-            relink_review_page(target)
-            others = _ledger_records(aws, batch_id)
-            write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
-            log_path = log.save(target / LAMBDA_LOG)
-    except LocalRunError as exc:
-        fail(exc)
+    stats_before = aws.bedrock.stats.to_dict()
+    batch_id = aws.upload_manifest(manifest)
+    err_console.print(
+        f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+        f"{manifest.name}  batch [bold]{batch_id}[/bold]"
+    )
+    with image_progress(err_console) as progress:
+        summary = aws.wait_for_batch(batch_id, progress)
+    # The contact sheet is the execution's last step, after the status is final.
+    aws.wait_for_execution(batch_id)
+    images = list(aws.ledger().image_records(batch_id))
+    # this batch's calls only: the local Bedrock counts for the whole session
+    bedrock_stats = BedrockStats(
+        **{name: n - stats_before[name] for name, n in aws.bedrock.stats.to_dict().items()}
+    )
+    # The local endpoint scales in once the batch is done: its cold start and idle
+    # time are charged to the batches of the session (docs/sagemaker.md).
+    overhead: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []
+    if aws.sagemaker is not None:
+        aws.sagemaker.scale_in()
+        usage = EndpointUsageStore(aws.client("dynamodb"), aws.table)
+        overhead = usage.overhead_records(batch_id)
+        windows = usage.windows(aws.sagemaker.config.endpoint_name)
+    # A batch id that ran before starts from a clean folder: no earlier run's images.
+    target = fresh_batch_folder(options.out, batch_id)
+    files = aws.download_outputs(batch_id, summary.output_prefix or "outputs/", target)
+    relink_review_page(target)
+    others = _ledger_records(aws, batch_id)
+    write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+    log_path = log.save(target / LAMBDA_LOG)
     return LocalRun(
         batch_id,
         summary,
@@ -337,21 +371,24 @@ def _print_run(run: LocalRun, out: Path) -> None:
     )
 
 
-def _print_json(run: LocalRun) -> None:
+def _print_json(runs: list[LocalRun]) -> None:
     """`local run --json`: {"batch": the query API's batch summary, "images_dir", "review_page",
-    "lambda_log"}."""
+    "lambda_log"}; with several manifests {"runs": [one such object per manifest, in order]}."""
+    shown = [_run_json(run) for run in runs]
+    emit_json(shown[0] if len(shown) == 1 else {"runs": shown})
+
+
+def _run_json(run: LocalRun) -> dict[str, Any]:
     from imagebatch.api.responses import batch_summary
     from imagebatch.costs.prices import load_aws_prices
 
     shaped = batch_summary(run.summary, load_aws_prices().region(run.region))
-    emit_json(
-        {
-            "batch": shaped.model_dump(mode="json"),
-            "images_dir": str(run.target),
-            "review_page": str(run.target / "reports" / "index.html"),
-            "lambda_log": str(run.log),
-        }
-    )
+    return {
+        "batch": shaped.model_dump(mode="json"),
+        "images_dir": str(run.target),
+        "review_page": str(run.target / "reports" / "index.html"),
+        "lambda_log": str(run.log),
+    }
 
 
 def local_catalog(  # noqa: PLR0917 - typer turns each parameter into an option

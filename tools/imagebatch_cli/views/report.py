@@ -29,6 +29,12 @@ def cost_table(summary: BatchRecord, images: Iterable[dict[str, Any]] = ()) -> T
         ("backend", str(summary.backend if summary.backend is not None else "-")),
         ("images requested", str(summary.images_total)),
         ("images made", str(summary.images_succeeded)),
+    ]
+    # only a batch that reused images shows the lines, so other batches read as before
+    if summary.images_reused:
+        rows.append((terms.REUSED, str(summary.images_reused)))
+        rows.append((terms.REUSE_SAVED, usd(summary.reuse_saved_micro_usd)))
+    rows += [
         ("images failed", str(summary.images_failed)),
         ("invalid manifest lines", str(summary.invalid_lines or 0)),
         (terms.ESTIMATE, usd(summary.estimate_total_micro_usd or 0)),

@@ -1,0 +1,140 @@
+"""Reuse before work: a chunk's images whose identity some batch already made are copied into
+this batch's outputs instead of made again (docs/reuse.md).
+
+Two steps around the chunk's budget hold: `find_reusable` (one batched index read for the
+chunk, one HeadObject per hit: a deleted source is a miss) before it, so the hold covers only
+what is left to make; `copy_reused` (one CopyObject per image) after it, so nothing is spent
+unheld. A reused image is charged no inference; its copy, lookup and index writes are counted
+operations like a made image's PUT, charged in the chunk's commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
+from imagebatch.aws.s3_store import image_key
+from imagebatch.backends.bedrock import bedrock_identity
+from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.usage import Usage, price_usage
+from imagebatch.errors import StorageError
+from imagebatch.models.bedrock_models import ModelCatalogue
+from imagebatch.models.money import ceil_micro
+from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome, MadeImage, image_metadata
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """An image of the job's identity that still exists: where, and how big."""
+
+    source: MadeImage
+    size: int
+
+
+def bedrock_identities(todo: list[ImageJob], catalogue: ModelCatalogue) -> dict[str, str]:
+    """image id -> identity for the jobs that may be reused (a job with `reuse: false`, or
+    of a model the catalogue does not know, is always made)."""
+    identities: dict[str, str] = {}
+    for job in todo:
+        spec = catalogue.get(job.model)
+        if job.reuse and spec is not None:
+            identities[job.image_id] = bedrock_identity(job, spec)
+    return identities
+
+
+def find_reusable(
+    identities: dict[str, str],
+    *,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+) -> dict[str, Reusable]:
+    """image id -> a made image of its identity whose object still exists."""
+    if not identities:
+        return {}
+    made = ledger.find_made_images(sorted(set(identities.values())))
+    found: dict[str, Reusable] = {}
+    for image_id, identity in identities.items():
+        source = made.get(identity)
+        if source is None:
+            continue
+        try:
+            size = store.image_size(source.output_key)
+        except StorageError as exc:
+            # unsure whether it exists: make the image rather than copy a maybe-missing one
+            logger.warning(
+                "reuse source unreadable", extra={"key": source.output_key, "reason": exc.reason}
+            )
+            continue
+        if size is not None:
+            found[image_id] = Reusable(source=source, size=size)
+    return found
+
+
+def lookup_bound(candidates: int, images: int, prices: RegionPrices) -> int:
+    """The most `find_reusable` and the index writes add to an attempt beyond what
+    costs.estimate.chunk_reservation already bounds (micro-dollars, rounded up): the index
+    read and a HeadObject per candidate (none when reuse is off), a transactional index
+    entry per image (written whether or not reuse is on, so a later batch can find it)."""
+    usage = Usage(
+        ddb_read_units=candidates + 1 if candidates else 0,
+        s3_get_requests=candidates,
+        ddb_write_units=2 * images,
+    )
+    return ceil_micro(price_usage(usage, prices).total)
+
+
+def copy_reused(
+    todo: list[ImageJob],
+    reusable: dict[str, Reusable],
+    identities: dict[str, str],
+    chunk: ChunkFile,
+    *,
+    store: ChunkStorePort,
+    catalogue: ModelCatalogue,
+) -> list[ImageOutcome]:
+    """Copy each reusable image to this batch's key for it. One whose copy fails is absent
+    from the result: the caller leaves it unfinished for the chunk's retry, since the budget
+    hold did not cover making it."""
+    reused: list[ImageOutcome] = []
+    for job in todo:
+        hit = reusable.get(job.image_id)
+        if hit is None:
+            continue
+        key = image_key(chunk.output_prefix, chunk.batch_id, job.image_id)
+        try:
+            store.copy_image(
+                hit.source.output_key,
+                key,
+                hit.size,
+                image_metadata(chunk.batch_id, job, job.seed),
+            )
+        except StorageError as exc:
+            logger.warning(
+                "reuse copy failed", extra={"image_id": job.image_id, "reason": exc.reason}
+            )
+            continue
+        spec = catalogue.get(job.model)
+        saved = spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
+        reused.append(
+            ImageOutcome(
+                image_id=job.image_id,
+                item_id=job.item_id,
+                chunk_id=chunk.chunk_id,
+                status="SUCCEEDED",
+                model=job.model,
+                backend=chunk.backend,
+                seed=job.seed,
+                cost_micro_usd=0,
+                output_key=key,
+                prompt_sha256=job.prompt_sha256,
+                identity_sha256=identities[job.image_id],
+                reused_from_batch_id=hit.source.batch_id,
+                reused_from_image_id=hit.source.image_id,
+                reuse_saved_micro_usd=saved,
+            )
+        )
+    return reused
