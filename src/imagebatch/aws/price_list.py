@@ -58,6 +58,6 @@ def model_lifecycles(client: BedrockClient) -> dict[str, str]:
     lists."""
     response = client.list_foundation_models()
     return {
-        summary["modelId"]: summary.get("modelLifecycle", {}).get("status", "ACTIVE")
-        for summary in response.get("modelSummaries", [])
+        model["modelId"]: model.get("modelLifecycle", {}).get("status", "ACTIVE")
+        for model in response.get("modelSummaries", [])
     }
