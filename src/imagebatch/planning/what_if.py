@@ -53,5 +53,4 @@ def plan_for_stack(
         prices=stack.prices,
         shape=stack.shape,
         region=stack.region,
-        limits=stack.limits,
     )
