@@ -317,3 +317,17 @@ def test_images_made_are_the_identities_not_made_before(
         )
         assert sorted(backend.calls) == expected
         made_before |= set(identities.values())
+
+
+def test_a_reused_copy_carries_the_evidence_finalize_records_it_from(env: Any) -> None:
+    # GIVEN a batch whose images were all copied from an earlier batch
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    env.run("copy-of-first", jobs_of(manifest()), RecordingBackend())
+    # WHEN a copy's S3 metadata is read (what finalize reads if the attempt died before its
+    # commit: pipeline/stored_images.py)
+    for image_id, record in env.records("copy-of-first").items():
+        head = env.s3.head_object(Bucket=env.bucket, Key=record["output_key"])
+        # THEN it names its image and chunk and the inference it cost: nothing
+        assert head["Metadata"]["image-id"] == image_id
+        assert head["Metadata"]["chunk-id"] == record["chunk_id"]
+        assert head["Metadata"]["cost-micro-usd"] == "0"
