@@ -22,7 +22,14 @@ from imagebatch.costs.usage import Usage, price_usage
 from imagebatch.errors import StorageError
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import ceil_micro
-from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome, MadeImage, image_metadata
+from imagebatch.models.records import (
+    ChunkFile,
+    ImageJob,
+    ImageOutcome,
+    MadeImage,
+    image_metadata,
+    record_evidence,
+)
 
 logger = Logger(child=True)
 
@@ -110,7 +117,10 @@ def copy_reused(
                 hit.source.output_key,
                 key,
                 hit.size,
-                image_metadata(chunk.batch_id, job, job.seed),
+                # the evidence finalize records a PNG from if this attempt dies before its
+                # commit (stored_images.py): a copy costs no inference
+                image_metadata(chunk.batch_id, job, job.seed)
+                | record_evidence(job.image_id, chunk.chunk_id, 0),
             )
         except StorageError as exc:
             logger.warning(
