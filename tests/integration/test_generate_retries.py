@@ -376,3 +376,69 @@ def test_images_an_attempt_stored_but_never_recorded_are_recorded_from_their_png
     assert (report.images_succeeded, report.images_failed) == (6, 0)
     assert report.cost_micro_usd == 6 * PRICE
     assert report.redrive_key is None
+
+
+def test_a_stored_png_claiming_a_negative_cost_is_not_evidence(
+    setup: tuple[BatchStore, Ledger, ChunkTask], dynamodb_client: Any
+) -> None:
+    store, ledger, task = setup
+
+    # GIVEN an attempt killed after storing its PNGs, before its commit (no pending file)
+    class _Killed:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ledger, name)
+
+        def commit_images(self, *args: Any, **kwargs: Any) -> int:
+            raise _KilledBeforeCommit
+
+    with pytest.raises(_KilledBeforeCommit):
+        generate_chunk(
+            task,
+            store=store,
+            ledger=_Killed(),
+            backend=FlakyBackend({}),
+            catalogue=load_catalogue(),
+            concurrency=8,
+            time_left_ms=lambda: 600_000,
+            commit_reserve_ms=1_000,
+            prices=load_aws_prices().region("us-east-1"),
+            clock=LambdaClock(512),
+        )
+    store.put_chunk_index(BATCH, [task.chunk])
+    dynamodb_client.put_item(
+        TableName=ledger.table,
+        Item={
+            "pk": {"S": f"BATCH#{BATCH}"},
+            "sk": {"S": f"CHUNK#{task.chunk.chunk_id}"},
+            "status": {"S": "FAILED"},
+            "chunk_key": {"S": task.chunk.key},
+            "error": {"S": "Sandbox.Timedout"},
+        },
+    )
+
+    # AND someone with write access to outputs/ rewrote one PNG's metadata to a negative cost
+    key = next(
+        o["Key"]
+        for o in store._s3.list_objects_v2(Bucket=store.bucket, Prefix="outputs/")["Contents"]
+    )
+    meta = store._s3.head_object(Bucket=store.bucket, Key=key)["Metadata"]
+    store._s3.copy_object(
+        Bucket=store.bucket,
+        Key=key,
+        CopySource={"Bucket": store.bucket, "Key": key},
+        Metadata=meta | {"cost-micro-usd": "-1000000"},
+        MetadataDirective="REPLACE",
+    )
+
+    # WHEN finalize runs
+    report = finalize_batch(
+        FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+        store=store,
+        ledger=ledger,
+        prices=load_aws_prices().region("us-east-1"),
+    )
+
+    # THEN that PNG is no evidence (a forged credit must not raise the budget left): recorded
+    # as lost, the other five from their PNGs, and nothing is credited
+    assert (report.images_succeeded, report.images_failed) == (5, 1)
+    assert report.cost_micro_usd == 5 * PRICE
