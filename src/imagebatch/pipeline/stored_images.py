@@ -67,7 +67,12 @@ def record_stored_images(
 def _from_png(store: BatchStore, chunk: ChunkFile, job: ImageJob) -> ImageOutcome | None:
     key = image_key(chunk.output_prefix, chunk.batch_id, job.image_id)
     meta = store.image_metadata(key)
-    if not meta or meta.get("image-id") != job.image_id or "cost-micro-usd" not in meta:
+    if not meta or meta.get("image-id") != job.image_id:
+        return None
+    # Anyone who may write outputs/ may write this metadata: only a whole, non-negative cost
+    # is evidence (a negative one would credit the batch and raise its budget left).
+    cost = meta.get("cost-micro-usd", "")
+    if not (cost.isascii() and cost.isdigit()):
         return None
     return ImageOutcome(
         image_id=job.image_id,
@@ -78,7 +83,7 @@ def _from_png(store: BatchStore, chunk: ChunkFile, job: ImageJob) -> ImageOutcom
         backend=chunk.backend,
         seed=int(meta.get("seed", job.seed or 0)),
         prompt_sha256=job.prompt_sha256,
-        cost_micro_usd=int(meta["cost-micro-usd"]),
+        cost_micro_usd=int(cost),
         price_source=PRICE_SOURCE,
         output_key=key,
     )
