@@ -110,3 +110,24 @@ def test_a_commit_charges_its_invocation_s_init_logs_and_trace() -> None:
     charge = price_commit([], settlement, own_write_units=0, capped=False)
     request = PRICES.service("lambda_request").usd * MICRO
     assert charge.micro_usd == ceil_micro(request + _one_invocation())
+
+
+def test_cost_shows_the_telemetry_lines_under_the_orchestration() -> None:
+    from imagebatch_cli.views.report import categories_table
+    from rich.console import Console
+
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.models.batch_record import BatchRecord
+
+    shown = batch_summary(BatchRecord.model_validate(SUMMARY), PRICES)
+    console = Console(width=120, record=True)
+    console.print(categories_table(shown))
+    text = console.export_text()
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2]
+    at = rows.index("orchestration")
+    assert rows[at + 1 : at + 4] == [
+        "of which Lambda INIT",
+        "of which CloudWatch Logs",
+        "of which X-Ray traces",
+    ]
+    assert rows[at + 4] == "storage (1 month)"
