@@ -48,6 +48,8 @@ from imagebatch.models.money import MICRO, round_micro
 # account here to list them with GetDimensionValues). Third-party models on Bedrock are sold
 # through AWS Marketplace and may be billed under a service of their own named
 # "<model> (Amazon Bedrock Edition)"; any service with that suffix counts as Bedrock.
+# "AmazonCloudWatch" and "AWS X-Ray" are the names public AWS Budgets configurations filter
+# costs on (not checked against an account).
 BEDROCK_SERVICES = frozenset({"Amazon Bedrock"})
 BEDROCK_EDITION_SUFFIX = "(Amazon Bedrock Edition)"
 SAGEMAKER_SERVICES = frozenset({"Amazon SageMaker"})
