@@ -234,6 +234,21 @@ def _explain(  # noqa: PLR0911 - one return per reason, in the module's order
     )
 
 
+def _day_rows(mine: LedgerDay, amounts: Mapping[tuple[date, str], int]) -> dict[str, int | None]:
+    """The day's rows in order, each with the ledger's amount (None: not priced): the three
+    the ledger prices when either side has them, then Cost Explorer's other services."""
+    priced = {
+        BEDROCK_ROW: mine.bedrock_micro_usd,
+        SAGEMAKER_ROW: mine.sagemaker_micro_usd,
+        ORCHESTRATION_ROW: mine.orchestration_micro_usd,
+    }
+    rows: dict[str, int | None] = {
+        r: amount for r, amount in priced.items() if amount or (mine.day, r) in amounts
+    }
+    rows.update({r: None for d, r in sorted(amounts) if d == mine.day and r not in priced})
+    return rows
+
+
 def reconcile(
     ledger: Iterable[LedgerDay],
     billed: Iterable[ServiceDayCost],
@@ -262,17 +277,8 @@ def reconcile(
     lines: list[ReconcileLine] = []
     day = since
     while day <= until:
-        mine = by_day.get(day, LedgerDay(day=day))
-        priced = {
-            BEDROCK_ROW: mine.bedrock_micro_usd,
-            SAGEMAKER_ROW: mine.sagemaker_micro_usd,
-            ORCHESTRATION_ROW: mine.orchestration_micro_usd,
-        }
-        rows = [r for r in priced if priced[r] or (day, r) in amounts]
-        rows += sorted(r for d, r in amounts if d == day and r not in priced)
-        for row in rows:
+        for row, charged in _day_rows(by_day.get(day, LedgerDay(day=day)), amounts).items():
             key = (day, row)
-            charged = priced.get(row)
             from_ce = amounts.get(key, 0)
             reason, text = _explain(
                 day,
