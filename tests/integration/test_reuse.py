@@ -331,3 +331,59 @@ def test_a_reused_copy_carries_the_evidence_finalize_records_it_from(env: Any) -
         assert head["Metadata"]["image-id"] == image_id
         assert head["Metadata"]["chunk-id"] == record["chunk_id"]
         assert head["Metadata"]["cost-micro-usd"] == "0"
+
+
+# --- before the batch runs: ingest's estimate and budget ------------------------------------
+
+
+def _ingest(env: Any, sfn_client: Any, lines: list[dict[str, Any]], header: dict[str, Any]) -> Any:
+    """Upload `lines` under a header and run ingest on them, as the ingest function does."""
+    import json
+
+    import boto3
+
+    from imagebatch.aws.stepfunctions import StepFunctionsStarter
+    from imagebatch.costs.estimate import Shape
+    from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+    from imagebatch.planning.stack_options import DeployedOptions
+
+    role = boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName=f"sfn-{next(_examples)}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    machine = sfn_client.create_state_machine(
+        name=f"m-{next(_examples)}",
+        definition='{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}',
+        roleArn=role,
+    )["stateMachineArn"]
+    body = "\n".join(json.dumps(line) for line in [{"batch": header}, *lines]) + "\n"
+    key = f"manifests/m-{next(_examples)}.jsonl"
+    env.s3.put_object(Bucket=env.bucket, Key=key, Body=body.encode())
+    etag = env.s3.head_object(Bucket=env.bucket, Key=key)["ETag"]
+    ports = IngestPorts(
+        store=BatchStore(env.s3, env.bucket),
+        ledger=Ledger(env.ledger.client, env.ledger.table),
+        starter=StepFunctionsStarter(sfn_client, machine),
+        catalogue=load_catalogue(),
+    )
+    stack = DeployedOptions(
+        chunk_size=50,
+        max_concurrency=10,
+        prices=load_aws_prices().region("us-east-1"),
+        shape=Shape(chunk_size=50, map_concurrency=10),
+    )
+    return ingest_manifest(ManifestObject(env.bucket, key, etag), ports, stack)
+
+
+def test_ingest_neither_estimates_nor_holds_images_already_made(env: Any, sfn_client: Any) -> None:
+    # GIVEN a 5-image batch already made
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    # WHEN the manifest comes back with one prompt fixed, capped at 2.5 images' inference
+    cap_usd = 2.5 * PRICE / 1_000_000
+    edited = manifest({"p3": {"prompt": "product 3 on grey"}})
+    outcome = _ingest(env, sfn_client, edited, {"max_cost_usd": cap_usd, "tags": {"team": "web"}})
+    # THEN ingest counts only the edited image's inference: the batch is admitted
+    assert outcome.status == "STARTED", outcome.message
+    record = env.summary(outcome.batch_id)
+    assert record.estimate_inference_micro_usd == PRICE
+    assert record.estimate_images_reused == 4
+    assert record.estimate_reuse_saved_micro_usd == 4 * PRICE
