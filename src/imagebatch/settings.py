@@ -78,6 +78,9 @@ class IngestSettings(StorageSettings):
     sagemaker_max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
     # Bedrock model ids the endpoint may make instead under `backend: auto`, comma-separated.
     sagemaker_bedrock_equivalents: str = Field(alias="SAGEMAKER_BEDROCK_EQUIVALENTS", default="")
+    # The stack's ReuseImages: images already made are left out of the estimate and the hold
+    # (the chunks copy them); off, ingest does not look them up.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
 
     @property
     def sagemaker_stands_in_for(self) -> frozenset[str]:
