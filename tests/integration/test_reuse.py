@@ -387,3 +387,27 @@ def test_ingest_neither_estimates_nor_holds_images_already_made(env: Any, sfn_cl
     assert record.estimate_inference_micro_usd == PRICE
     assert record.estimate_images_reused == 4
     assert record.estimate_reuse_saved_micro_usd == 4 * PRICE
+
+
+# --- duplicates within one batch --------------------------------------------------------------
+
+
+def test_two_items_of_one_identity_in_a_chunk_are_made_once(env: Any) -> None:
+    # GIVEN one chunk whose items a and b ask for the same image (same prompt and seed)
+    lines = [
+        {"id": "a", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "b", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "c", "prompt": "a red mug", "seed": 7, "model": MODEL},
+    ]
+    backend = RecordingBackend()
+    env.run("dup", jobs_of(lines), backend)
+    # THEN the image is made once and copied for the second item
+    assert sorted(backend.calls) == ["a-1", "c-1"]
+    records = env.records("dup")
+    assert records["b-1"]["cost_micro_usd"] == 0
+    assert records["b-1"]["reused_from_batch_id"] == "dup"
+    assert records["b-1"]["reused_from_image_id"] == "a-1"
+    assert env.png("outputs/dup/b-1.png") == env.png("outputs/dup/a-1.png")
+    summary = env.summary("dup")
+    assert (summary.images_succeeded, summary.images_reused) == (3, 1)
+    assert summary.cost_micro_usd == 2 * PRICE
