@@ -411,3 +411,35 @@ def test_two_items_of_one_identity_in_a_chunk_are_made_once(env: Any) -> None:
     summary = env.summary("dup")
     assert (summary.images_succeeded, summary.images_reused) == (3, 1)
     assert summary.cost_micro_usd == 2 * PRICE
+
+
+def test_the_plan_counts_an_identity_once_per_chunk_and_none_already_made(env: Any) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from imagebatch.planning.plan import plan_batch
+
+    # GIVEN p0..p4 made, and a manifest of them plus two items asking for one new image
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    lines = [
+        *manifest(),
+        {"id": "x", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "y", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+    ]
+    body = "\n".join(__import__("json").dumps(line) for line in lines).encode()
+    # WHEN it is planned against the index
+    with tempfile.TemporaryDirectory() as spool:
+        plan = plan_batch(
+            __import__("io").BytesIO(body),
+            "m.jsonl",
+            batch_id="planned",
+            catalogue=load_catalogue(),
+            chunk_size=50,
+            spool=Path(spool),
+            made=env.ledger,
+        )
+    # THEN only one image's inference is estimated: 5 are made, 1 is a copy of x's
+    assert plan.reuse is not None
+    assert (plan.images_total, plan.reuse.images) == (7, 6)
+    assert plan.reuse.saved_micro_usd == 6 * PRICE
+    assert plan.estimate_inference_micro_usd == PRICE

@@ -81,6 +81,55 @@ def find_reusable(
     return found
 
 
+def same_identity_followers(to_make: list[ImageJob], identities: dict[str, str]) -> dict[str, str]:
+    """Images of the chunk with the same identity as an earlier one still to make: follower
+    image id -> the image id it copies once that one is made (made once, not twice)."""
+    leaders: dict[str, str] = {}
+    followers: dict[str, str] = {}
+    for job in to_make:
+        identity = identities.get(job.image_id)
+        if identity is None:
+            continue
+        leader = leaders.setdefault(identity, job.image_id)
+        if leader != job.image_id:
+            followers[job.image_id] = leader
+    return followers
+
+
+def reusable_from_made(
+    followers: dict[str, str],
+    made: list[ImageOutcome],
+    batch_id: str,
+    *,
+    store: ChunkStorePort,
+) -> dict[str, Reusable]:
+    """follower image id -> the image this attempt just made of its identity. A follower
+    whose image was not made (failed, out of time) or cannot be read is absent: the caller
+    leaves it unfinished, and the chunk's retry makes it (its leader then recorded)."""
+    by_id = {o.image_id: o for o in made if o.status == "SUCCEEDED" and o.output_key}
+    sizes: dict[str, int | None] = {}
+    found: dict[str, Reusable] = {}
+    for follower, leader in followers.items():
+        outcome = by_id.get(leader)
+        if outcome is None or outcome.output_key is None or outcome.identity_sha256 is None:
+            continue
+        if leader not in sizes:
+            try:
+                sizes[leader] = store.image_size(outcome.output_key)
+            except StorageError:
+                sizes[leader] = None
+        size = sizes[leader]
+        if size is not None:
+            source = MadeImage(
+                identity_sha256=outcome.identity_sha256,
+                batch_id=batch_id,
+                image_id=leader,
+                output_key=outcome.output_key,
+            )
+            found[follower] = Reusable(source=source, size=size)
+    return found
+
+
 def lookup_bound(candidates: int, images: int, prices: RegionPrices) -> int:
     """The most `find_reusable` and the index writes add to an attempt beyond what
     costs.estimate.chunk_reservation already bounds (micro-dollars, rounded up): the index

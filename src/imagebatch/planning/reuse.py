@@ -56,9 +56,15 @@ def reused_in_chunk(
     made: MadeImages,
 ) -> list[bool]:
     """For each job of one chunk, whether the chunk will copy it rather than make it: its
-    identity is in the index (one batched read for the chunk). A source deleted since is made
-    after all, so this can only undercount what the chunk pays (docs/reuse.md)."""
+    identity is in the index (one batched read for the chunk), or an earlier job of the chunk
+    has it (made once, copied after). A source deleted since is made after all, so this can
+    only undercount what the chunk pays (docs/reuse.md)."""
     identities = [plan_identity(job, backend, catalogue) for job in jobs]
     wanted = sorted({identity for identity in identities if identity is not None})
-    found = made.find_made_images(wanted) if wanted else {}
-    return [identity is not None and identity in found for identity in identities]
+    found = set(made.find_made_images(wanted)) if wanted else set()
+    hits: list[bool] = []
+    for identity in identities:
+        hits.append(identity is not None and identity in found)
+        if identity is not None:
+            found.add(identity)
+    return hits
