@@ -147,7 +147,7 @@ def test_unchanged_variants_are_skipped_and_changes_are_detected() -> None:
     cfg = config()
     rows = [{"sku": f"S{i}", "name": f"Thing {i}", "color": "red"} for i in range(4)]
     first = plan_catalog_run(cfg, products(*rows), {})
-    recorded = {(v.sku, v.variant): v.content_hash for v in first.changed}
+    recorded = {(v.sku, v.variant): v.identity_sha256 for v in first.changed}
 
     # the same products and config again: nothing to make
     again = plan_catalog_run(cfg, products(*rows), recorded)
@@ -175,7 +175,7 @@ def test_unchanged_variants_are_skipped_and_changes_are_detected() -> None:
 def test_model_size_and_seed_are_part_of_the_hash() -> None:
     rows = products({"sku": "A", "name": "Mug", "color": "red"})
     base = {
-        (v.sku, v.variant): v.content_hash for v in plan_catalog_run(config(), rows, {}).changed
+        (v.sku, v.variant): v.identity_sha256 for v in plan_catalog_run(config(), rows, {}).changed
     }
     resized = config(variants=[{"name": "front", "width": 1216, "height": 832}])
     assert plan_catalog_run(resized, rows, base).changed[0].variant == "front"
