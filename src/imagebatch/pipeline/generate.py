@@ -133,7 +133,11 @@ def generate_chunk(
         reserve_ms=commit_reserve_ms,
         access_wait=access_wait or AccessWait(),
     )
-    reused = copy_reused(todo, reusable, identities, chunk, store=store, catalogue=catalogue)
+
+    def saved(job: ImageJob) -> int:
+        return _price(catalogue, job)
+
+    reused = copy_reused(todo, reusable, identities, chunk, store=store, saved_micro_usd=saved)
     results = _make_images(
         to_make,
         lambda job: _make_image(job, chunk, store, retrying, catalogue),
@@ -142,7 +146,7 @@ def generate_chunk(
     )
     made = [r for r in results if isinstance(r, ImageOutcome)]
     followed = reusable_from_made(followers, made, task.batch_id, store=store)
-    reused += copy_reused(todo, followed, identities, chunk, store=store, catalogue=catalogue)
+    reused += copy_reused(todo, followed, identities, chunk, store=store, saved_micro_usd=saved)
     copied = {o.image_id for o in reused}
     outcomes = reused + made
     unfinished = {

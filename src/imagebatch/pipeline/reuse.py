@@ -10,6 +10,7 @@ operations like a made image's PUT, charged in the chunk's commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
@@ -150,11 +151,13 @@ def copy_reused(
     chunk: ChunkFile,
     *,
     store: ChunkStorePort,
-    catalogue: ModelCatalogue,
+    saved_micro_usd: Callable[[ImageJob], int],
+    model: str | None = None,
 ) -> list[ImageOutcome]:
     """Copy each reusable image to this batch's key for it. One whose copy fails is absent
     from the result: the caller leaves it unfinished for the chunk's retry, since the budget
-    hold did not cover making it."""
+    hold did not cover making it. `saved_micro_usd`: the inference the image would have cost
+    on the chunk's backend; `model`: the model its record names (the job's when None)."""
     reused: list[ImageOutcome] = []
     for job in todo:
         hit = reusable.get(job.image_id)
@@ -176,15 +179,13 @@ def copy_reused(
                 "reuse copy failed", extra={"image_id": job.image_id, "reason": exc.reason}
             )
             continue
-        spec = catalogue.get(job.model)
-        saved = spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
         reused.append(
             ImageOutcome(
                 image_id=job.image_id,
                 item_id=job.item_id,
                 chunk_id=chunk.chunk_id,
                 status="SUCCEEDED",
-                model=job.model,
+                model=model or job.model,
                 backend=chunk.backend,
                 seed=job.seed,
                 cost_micro_usd=0,
@@ -193,7 +194,7 @@ def copy_reused(
                 identity_sha256=identities[job.image_id],
                 reused_from_batch_id=hit.source.batch_id,
                 reused_from_image_id=hit.source.image_id,
-                reuse_saved_micro_usd=saved,
+                reuse_saved_micro_usd=saved_micro_usd(job),
             )
         )
     return reused
