@@ -51,6 +51,7 @@ def per_1000(amount: Decimal, images: int) -> str:
     return format_usd(int(amount * 1000 / max(1, images)))
 
 
+# Kept whole (64 lines): one run and its report, read top to bottom as the output is.
 def main(argv: list[str]) -> None:
     from imagebatch_local.cloud.session import LocalOptions, local_aws
 

@@ -31,6 +31,7 @@ logger = Logger(child=True)
 _COPY_TAIL_S = 2
 
 
+# Kept whole (63 lines): look up, hold, copy, commit, in the order the budget invariant needs.
 def reuse_before_submit(
     chunk: ChunkFile,
     todo: list[ImageJob],

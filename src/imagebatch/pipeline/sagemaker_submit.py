@@ -73,6 +73,8 @@ def inference_id_for(task: SubmitTask) -> str:
     return f"{task.chunk.chunk_id}-{task.retry_count + 1}-{digest}"
 
 
+# Kept whole (about 90 lines): its steps are helpers already (reuse, invocation, sizer,
+# reserve, refuse, send); what is left is their order, which the budget invariant depends on.
 def submit_chunk(
     task: SubmitTask,
     *,

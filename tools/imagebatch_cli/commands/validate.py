@@ -70,6 +70,7 @@ class ValidationReport(BaseModel):
     reuse_saved_micro_usd: int | None = None
 
 
+# Kept whole: a typer command whose signature is its options (most of its lines).
 def validate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: ManifestArgument = None,
     sample: SampleOption = None,
