@@ -648,3 +648,60 @@ def test_a_stopped_call_still_teaches_the_endpoint_its_speed() -> None:
     # THEN the stopped call counts as the 1.5 s its steps extrapolate to; one stopped before
     # its first step says nothing
     assert EndpointThroughput.sums(calls) == {"64x64/30/cfg": (2_500_000, 8)}
+
+
+def test_a_documented_error_notification_reads_the_partial_result_at_the_submitted_failure_location(
+    setup: Any,
+) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # GIVEN a request InvokeEndpointAsync accepted, naming where a failure will be written
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    failure_key = "async-failures/req-error.out"
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint_async",
+            {
+                "InferenceId": "req",
+                "OutputLocation": f"s3://{store.bucket}/async-outputs/req.out",
+                "FailureLocation": f"s3://{store.bucket}/{failure_key}",
+            },
+        )
+        receipt = submit_chunk(
+            SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN),
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=tokens,
+            **_fresh(store, ledger),
+        )
+    assert receipt.input_location is not None
+    # AND the container made one image, then failed; SageMaker stored its error body there
+    made = _answer(store, receipt.input_location, [0.1])
+    partial = InvocationResult.model_validate_json(
+        store.read_uri(made.response_parameters.output_location or "")
+    )
+    body = json.dumps({"error": "RuntimeError", "message": "lost", "partial": partial.model_dump()})
+    store.put_json(failure_key, body.encode())
+    # WHEN the error notification arrives in the shape AWS documents: a failureReason and
+    # no responseParameters
+    failed = AsyncNotification.model_validate(
+        {
+            "awsRegion": "us-east-1",
+            "eventTime": "2026-12-01T10:00:05.000Z",
+            "receivedTime": "2026-12-01T10:00:00.000Z",
+            "invocationStatus": "Failed",
+            "failureReason": "ClientError: Received server error (500) from model.",
+            "requestParameters": {"endpointName": "ep", "inputLocation": receipt.input_location},
+            "inferenceId": "req",
+            "eventVersion": "1.0",
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+        }
+    )
+    record_result(failed, tokens=tokens, **_fresh(store, ledger))
+    # THEN the image it made is recorded from the partial result, and the token failed
+    assert [r["image_id"] for r in ledger.image_records("b2")] == ["a-1"]
+    assert _invariant(ledger, cap)["cost_micro_usd"] == 100
+    assert tokens.answers[-1][2] == INFERENCE_FAILED
