@@ -31,6 +31,7 @@ from imagebatch.models.sagemaker_contract import (
     InvocationResult,
     ServedImage,
     ServingCall,
+    SubmittedRequest,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.pipeline.sagemaker_result import INFERENCE_FAILED, record_result
@@ -372,11 +373,13 @@ class _Endpoint(AsyncEndpoint):
         self.submitted: list[str] = []
         self.broken = broken
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
         if self.broken:
             raise RuntimeError("ThrottlingException")
         self.submitted.append(input_location)
-        return f"s3://b/async-outputs/{inference_id}.out"
+        return SubmittedRequest(
+            inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out"
+        )
 
 
 def _fresh(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
@@ -510,7 +513,8 @@ def test_a_capped_chunk_holds_before_it_submits_and_the_result_settles_the_hold(
     assert summary["use_sfn_transitions"] == 2
     assert summary["use_sns_publishes"] == 1
     assert summary["use_sqs_requests"] == 3
-    assert summary["use_s3_put_requests"] == 1 + 3 + 1  # request, PNGs, result
+    # request, submit's answer, PNGs, result
+    assert summary["use_s3_put_requests"] == 1 + 1 + 3 + 1
     assert list(ledger.query_batch("b2", "RESERVATION#")) == []
     # AND the day rollup carries the batch tags
     (rollup,) = ledger.query_batch("b2", "DAY#")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from imagebatch.models.sagemaker_contract import SubmittedRequest
+
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
@@ -22,8 +24,8 @@ class AsyncEndpoint:
         self._request_ttl_s = request_ttl_s
         self._invocation_timeout_s = invocation_timeout_s
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
-        """InvokeEndpointAsync; returns the output location SageMaker will write to."""
+    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+        """InvokeEndpointAsync; returns where SageMaker will write the result or the error."""
         response = self._runtime.invoke_endpoint_async(
             EndpointName=self.endpoint_name,
             InputLocation=input_location,
@@ -33,4 +35,8 @@ class AsyncEndpoint:
             RequestTTLSeconds=self._request_ttl_s,
             InvocationTimeoutSeconds=self._invocation_timeout_s,
         )
-        return response.get("OutputLocation")
+        return SubmittedRequest(
+            inference_id=response.get("InferenceId") or inference_id,
+            output_location=response.get("OutputLocation"),
+            failure_location=response.get("FailureLocation"),
+        )

@@ -34,6 +34,8 @@ from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
     ChunkInvocation,
     InvocationResult,
+    SubmittedRequest,
+    submitted_key,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 
@@ -89,8 +91,11 @@ def record_result(
             # Settled by an earlier delivery, or written off by finalize (charged in full).
             _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
             return None
-    result, object_bytes, failure = _read_result(notification, store)
-    fixed = _request_usage(result, object_bytes)
+    submitted, submitted_bytes = _submitted(notification, store)
+    result, object_bytes, failure = _read_result(notification, submitted, store)
+    fixed = _request_usage(result, object_bytes) + Usage(
+        s3_put_requests=1 if submitted else 0, s3_bytes_written=submitted_bytes
+    )
     sums = EndpointThroughput.sums(result.calls) if result else {}
     committed = _commit(
         invocation,
@@ -292,25 +297,43 @@ class _ErrorBody(BaseModel):
     partial: InvocationResult | None = None
 
 
-def _read_result(
+def _submitted(
     notification: AsyncNotification, store: ChunkStorePort
+) -> tuple[SubmittedRequest | None, int]:
+    """What InvokeEndpointAsync answered for this request (submit keeps it beside the
+    input object) and that object's size; None for a request submitted without it."""
+    try:
+        body = store.read_uri(submitted_key(notification.request_parameters.input_location))
+        return SubmittedRequest.model_validate_json(body), len(body)
+    except (ObjectMissingError, ValidationError):
+        return None, 0
+
+
+def _read_result(
+    notification: AsyncNotification,
+    submitted: SubmittedRequest | None,
+    store: ChunkStorePort,
 ) -> tuple[InvocationResult | None, int | None, tuple[str, str] | None]:
     """(what the request did, the size of the object SageMaker wrote, the error to fail the
     token with). A failed request may still carry a partial result: images made and the
-    seconds of every call before it failed."""
+    seconds of every call before it failed, in the error body at the FailureLocation
+    InvokeEndpointAsync named (AWS's error notification names none)."""
     response = notification.response_parameters
     if notification.invocation_status == "Failed":
+        failure_location = response.failure_location or (
+            submitted.failure_location if submitted else None
+        )
         cause = json.dumps(
             {
                 "inference_id": notification.inference_id,
                 "failure_reason": notification.failure_reason,
-                "failure_location": response.failure_location,
+                "failure_location": failure_location,
             }
         )
-        if response.failure_location is None:
+        if failure_location is None:
             return None, None, (INFERENCE_FAILED, cause)
         try:
-            body = store.read_uri(response.failure_location)
+            body = store.read_uri(failure_location)
         except ObjectMissingError:
             return None, None, (INFERENCE_FAILED, cause)
         try:

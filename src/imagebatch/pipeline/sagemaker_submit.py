@@ -35,7 +35,7 @@ from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
-from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key
+from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key, submitted_key
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 
@@ -160,16 +160,18 @@ def _send(
     body, invocation = _request_body(invocation, store, ledger, clock)
     store.put_json(key, body)
     try:
-        output_location = endpoint.submit(input_location, inference_id)
+        submitted = endpoint.submit(input_location, inference_id)
     except Exception:
         if held is not None:
             _release(invocation, held, ledger, prices)
         raise
+    # record_result reads the failure location here (its PUT is charged there, with its size)
+    store.put_json(submitted_key(key), submitted.model_dump_json().encode())
     logger.info(
         "chunk submitted",
         extra={
             "inference_id": inference_id,
-            "output_location": output_location,
+            "output_location": submitted.output_location,
             "images": len(invocation.images),
             "held_micro_usd": held,
             "max_seconds": invocation.max_seconds,
