@@ -7,7 +7,7 @@ check every request against the real service models.
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,11 +16,13 @@ import pytest
 from botocore.stub import ANY, Stubber
 from support.ledger_summary import as_item
 
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
@@ -709,3 +711,43 @@ def test_a_documented_error_notification_reads_the_partial_result_at_the_submitt
     assert [r["image_id"] for r in ledger.image_records("b2")] == ["a-1"]
     assert _invariant(ledger, cap)["cost_micro_usd"] == 100
     assert tokens.answers[-1][2] == INFERENCE_FAILED
+
+
+def _endpoint_requests(ledger: Ledger) -> list[EndpointRequest]:
+    usage = EndpointUsageStore(ledger.client, ledger.table)
+    return usage.requests_between(
+        "ep", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    )
+
+
+def test_a_result_whose_hold_was_written_off_is_still_recorded(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    endpoint, tokens = _Endpoint(), _Tokens()
+    # GIVEN a request still queued when its hold was written off (charged in full as spent)
+    _submit(store, ledger, ref, endpoint, tokens)
+    assert ledger.write_off_holds("b2") > 0
+    spent = _invariant(ledger, cap)["spent_micro_usd"]
+    # WHEN its result arrives: 3 images made, 0.1 s each
+    record_result(
+        _answer(store, endpoint.submitted[0], [0.1, 0.1, 0.1]),
+        tokens=tokens,
+        **_fresh(store, ledger),
+    )
+    # THEN the images it made are recorded, at no charge (the write-off paid for them)
+    records = list(ledger.image_records("b2"))
+    assert sorted(r["image_id"] for r in records) == ["a-1", "a-2", "a-3"]
+    assert {r["status"] for r in records} == {"SUCCEEDED"}
+    assert {r["cost_micro_usd"] for r in records} == {0}
+    summary = _invariant(ledger, cap)
+    assert summary["images_succeeded"] == 3
+    assert summary["spent_micro_usd"] >= spent
+    # AND its instance-seconds are on the endpoint under its batch, so the observer counts
+    # them as this batch's, not as idle of whoever else the window served
+    (request,) = _endpoint_requests(ledger)
+    assert request.batch_id == "b2"
+    assert request.inference_seconds == Decimal("0.3")
+    # AND the token is answered
+    assert tokens.answers[-1][0] == "success"
