@@ -8,6 +8,15 @@ again.
 Its commit settles the request's budget hold to the actual charge and carries every second
 the request used (failed and stopped calls, images another attempt recorded: `rework`), the
 attempt's Lambda, Step Functions, SNS and SQS usage, and the batch tags for the rollups.
+
+A result whose hold is gone is recorded all the same (an orphan): its request was written off
+by finalize while still queued (the write-off charged the whole hold as spent, an upper bound
+of what the request used), or it is a second run of one request (a submit whose reply was
+lost, retried by botocore after SageMaker had queued it; nothing was held for it). Its new
+images are recorded at no charge, its bookkeeping comes from the batch's overhead reserve,
+and its instance-seconds go on the endpoint under its batch, uncharged: the endpoint observer
+charges a window's instance time that no commit charged to the batches it served by their
+seconds, these included (costs.overhead), never as idle of other batches alone.
 """
 
 from __future__ import annotations
@@ -86,11 +95,10 @@ def record_result(
         return None
     held: int | None = None
     if invocation.hold_id is not None:
+        # None: settled by another run of this request or written off (the module says
+        # why the result is recorded all the same); an earlier delivery of this very result
+        # is stopped by its request marker.
         held = ledger.hold_amount(invocation.batch_id, invocation.hold_id)
-        if held is None:
-            # Settled by an earlier delivery, or written off by finalize (charged in full).
-            _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
-            return None
     submitted, submitted_bytes = _submitted(notification, store)
     result, object_bytes, failure = _read_result(notification, submitted, store)
     fixed = _request_usage(result, object_bytes) + Usage(
@@ -166,16 +174,19 @@ def _commit(
     notification: AsyncNotification | None = None,
 ) -> ChunkResult | None:
     """One transaction: the new image records, the rework, the usage, the hold settled.
-    None when this request was recorded (or its hold settled) before."""
+    None when this request was recorded before. A capped request without its hold (an
+    orphan, see the module) records its images at no charge, from the overhead reserve."""
+    orphan = invocation.hold_id is not None and held is None
     for attempt in range(_COMMIT_TRIES):
         answered = [image.image_id for image in result.images] if result else []
         recorded = ledger.recorded_image_ids(invocation.batch_id, answered) if answered else set()
-        outcomes, rework = _price(invocation, result, recorded, costing)
+        outcomes, rework = _price(invocation, result, recorded, costing, orphan=orphan)
         settlement = Settlement(
             chunk_id=invocation.chunk_id,
             hold_id=invocation.hold_id,
             reserved_micro_usd=held or 0,
             has_reservation=held is not None,
+            from_overhead_reserve=orphan,
             usage=_commit_usage(invocation, extra, store, ledger, clock, request),
             prices=costing.prices,
             rework_micro_usd=rework,
@@ -194,6 +205,13 @@ def _commit(
                 capped=invocation.hold_id is not None,
             )
         except ImagesAlreadyRecordedError as exc:
+            if exc.settled_elsewhere and held is not None and attempt < _COMMIT_TRIES - 1:
+                # the hold went between our read and our commit (written off): an orphan
+                # now, unless the request's marker refused us (recorded before)
+                held = ledger.hold_amount(invocation.batch_id, invocation.hold_id or "")
+                orphan = held is None
+                if orphan:
+                    continue
             if exc.settled_elsewhere or attempt == _COMMIT_TRIES - 1:
                 logger.info("result already recorded", extra={"request": key})
                 return None
@@ -201,14 +219,18 @@ def _commit(
         store.meter.take()
         ledger.meter.take()
         request.charged = True
-        return ChunkResult(
-            chunk_id=invocation.chunk_id,
-            succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
-            failed=sum(1 for o in outcomes if o.status == "FAILED"),
-            cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
-            skipped_already_done=len(recorded),
-        )
+        return _chunk_result(invocation.chunk_id, outcomes, len(recorded))
     return None
+
+
+def _chunk_result(chunk_id: str, outcomes: list[Outcome], skipped: int) -> ChunkResult:
+    return ChunkResult(
+        chunk_id=chunk_id,
+        succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
+        failed=sum(1 for o in outcomes if o.status == "FAILED"),
+        cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
+        skipped_already_done=skipped,
+    )
 
 
 def _commit_usage(  # noqa: PLR0917 - the usage's sources, each read once
@@ -239,9 +261,12 @@ def _price(
     result: InvocationResult | None,
     recorded: set[str],
     costing: EndpointCosting,
+    *,
+    orphan: bool = False,
 ) -> tuple[list[Outcome], int]:
     """(the outcomes of the images not recorded yet, the rework: what the request's seconds
-    for images another attempt recorded cost), each under the endpoint's model."""
+    for images another attempt recorded cost), each under the endpoint's model; an orphan's
+    (see the module) at no charge."""
     if result is None:
         return [], 0
     priced = price_result(
@@ -254,6 +279,8 @@ def _price(
     outcomes = priced.outcomes
     if costing.model:
         outcomes = [o.model_copy(update={"model": costing.model}) for o in outcomes]
+    if orphan:
+        return [o.model_copy(update={"cost_micro_usd": 0}) for o in outcomes], 0
     return outcomes, priced.rework_micro_usd
 
 
