@@ -751,3 +751,32 @@ def test_a_result_whose_hold_was_written_off_is_still_recorded(setup: Any) -> No
     assert request.inference_seconds == Decimal("0.3")
     # AND the token is answered
     assert tokens.answers[-1][0] == "success"
+
+
+def test_two_runs_of_one_inference_id_are_two_requests(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    endpoint, tokens = _Endpoint(), _Tokens()
+    # GIVEN one submit whose reply was lost and which botocore sent again: SageMaker queued
+    # it twice under the same InferenceId, and names both outputs after that id
+    _submit(store, ledger, ref, endpoint, tokens)
+    first = _answer(store, endpoint.submitted[0], [0.1, 0.1, 0.1])
+    runs = [
+        first.model_copy(
+            update={"received_time": f"2026-12-01T10:0{n}:00.000Z", "event_time": at}
+        )
+        for n, at in ((0, "2026-12-01T10:00:05.000Z"), (1, "2026-12-01T10:01:05.000Z"))
+    ]
+    assert runs[0].response_parameters == runs[1].response_parameters
+    # WHEN both notifications are recorded, and the first delivered again
+    for notification in (runs[0], runs[1], runs[0]):
+        record_result(notification, tokens=tokens, **_fresh(store, ledger))
+    # THEN each run's seconds are on the endpoint under the batch, once each
+    requests = _endpoint_requests(ledger)
+    assert len(requests) == 2
+    assert sum(r.inference_seconds for r in requests) == Decimal("0.6")
+    assert {r.batch_id for r in requests} == {"b2"}
+    # AND the images are charged once, by the run that settled the hold
+    assert _invariant(ledger, cap)["cost_micro_usd"] == 300
