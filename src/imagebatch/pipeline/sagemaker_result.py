@@ -66,11 +66,22 @@ class InvocationRequest:
 
 
 def request_key(notification: AsyncNotification) -> str:
-    """One key per request the endpoint ran: SageMaker names each output object anew, so a
-    redelivered notification has the same key and a second run of the same request not."""
+    """One key per run of a request on the endpoint. SageMaker names the output object after
+    the InferenceId, so two runs of one id (a submit whose reply was lost, sent again by
+    botocore after SageMaker had queued it) write the same location: the key is the id with
+    the run's own times (when SageMaker received and finished it), which a redelivery of one
+    notification repeats and a second run does not."""
     response = notification.response_parameters
-    location = response.output_location or response.failure_location or notification.inference_id
-    return hashlib.sha256(location.encode()).hexdigest()[:32]
+    run = [
+        notification.inference_id,
+        notification.received_time or "",
+        notification.event_time or "",
+        notification.invocation_status,
+    ]
+    if not (notification.received_time or notification.event_time):
+        # a notification without its times: its location is all that tells runs apart
+        run.append(response.output_location or response.failure_location or "")
+    return hashlib.sha256("\n".join(run).encode()).hexdigest()[:32]
 
 
 def record_result(
