@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.stub import ANY, Stubber
 from support.ledger_summary import as_item
 
@@ -780,3 +781,34 @@ def test_two_runs_of_one_inference_id_are_two_requests(setup: Any) -> None:
     assert {r.batch_id for r in requests} == {"b2"}
     # AND the images are charged once, by the run that settled the hold
     assert _invariant(ledger, cap)["cost_micro_usd"] == 300
+
+
+def _unreachable_endpoint() -> AsyncEndpoint:
+    """InvokeEndpointAsync over a connection that fails: nothing listens on port 9, so the
+    call raises what botocore raises when the network, not SageMaker, failed."""
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=1),
+    )
+    return AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900)
+
+
+def test_an_ambiguous_submit_keeps_its_hold(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # WHEN InvokeEndpointAsync fails on the network: the request may have been queued
+    task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+    receipt = submit_chunk(
+        task, endpoint=_unreachable_endpoint(), tokens=tokens, **_fresh(store, ledger)
+    )
+    # THEN its hold stays for the result (or the write-off once the request's TTL is past),
+    # and the token is left to the result or the heartbeat timeout
+    assert receipt.held_micro_usd is not None
+    summary = _invariant(ledger, cap)
+    assert summary["reserved_micro_usd"] == receipt.held_micro_usd
+    assert tokens.answers == []
