@@ -27,6 +27,7 @@ from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import EndpointSubmitError
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -378,7 +379,8 @@ class _Endpoint(AsyncEndpoint):
 
     def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
         if self.broken:
-            raise RuntimeError("ThrottlingException")
+            # what the adapter raises when SageMaker refused the request (a throttle)
+            raise EndpointSubmitError("ThrottlingException", transient=True, ambiguous=False)
         self.submitted.append(input_location)
         return SubmittedRequest(
             inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out"
@@ -553,7 +555,7 @@ def test_a_request_that_cannot_be_submitted_releases_its_hold(setup: Any) -> Non
     _capped(ledger, cap)
     ref = _capped_chunk(store)
     # WHEN InvokeEndpointAsync fails
-    with pytest.raises(RuntimeError):
+    with pytest.raises(EndpointSubmitError):
         _submit(store, ledger, ref, _Endpoint(broken=True), _Tokens())
     # THEN the hold is gone, and only what submit did is spent
     summary = _invariant(ledger, cap)
@@ -765,9 +767,7 @@ def test_two_runs_of_one_inference_id_are_two_requests(setup: Any) -> None:
     _submit(store, ledger, ref, endpoint, tokens)
     first = _answer(store, endpoint.submitted[0], [0.1, 0.1, 0.1])
     runs = [
-        first.model_copy(
-            update={"received_time": f"2026-12-01T10:0{n}:00.000Z", "event_time": at}
-        )
+        first.model_copy(update={"received_time": f"2026-12-01T10:0{n}:00.000Z", "event_time": at})
         for n, at in ((0, "2026-12-01T10:00:05.000Z"), (1, "2026-12-01T10:01:05.000Z"))
     ]
     assert runs[0].response_parameters == runs[1].response_parameters

@@ -9,8 +9,13 @@ what the attempt can charge (the instance-seconds the container may use plus one
 both Lambdas, messages, requests, storage) before InvokeEndpointAsync, under a hold id of its
 own, since a request can outlive its attempt; the container uses no more instance-seconds than
 the hold covers; record_result settles that hold to the actual charge in its commit. A hold is
-released when its request cannot be submitted, and a hold no result settles is written off by
+released when SageMaker refused its request, and a hold no result settles is written off by
 finalize as spent, so spent + held + left + reserve = cap throughout.
+
+An ambiguous submit (no answer: a connection error or a timeout) may have queued the request,
+so it keeps its hold and its token waits: the result answers it, or, if nothing was queued,
+the heartbeat timeout (which covers the request's TTL: by then it can no longer run) has the
+state machine submit the chunk again; a hold no result settled is written off by finalize.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.errors import EndpointSubmitError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
 from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key, submitted_key
@@ -62,6 +68,8 @@ class SubmitReceipt(BaseModel):
     skipped_already_done: int
     held_micro_usd: int | None = None
     refused: bool = False
+    # InvokeEndpointAsync got no answer: the request may be queued (see the module)
+    uncertain: bool = False
 
 
 def inference_id_for(task: SubmitTask) -> str:
@@ -153,15 +161,29 @@ def _send(
     prices: RegionPrices,
     clock: LambdaClock,
 ) -> SubmitReceipt:
-    """Write the request object and submit it; a request that never reaches the endpoint
-    releases its hold (settled at what submit spent) before the error goes up."""
+    """Write the request object and submit it; a request SageMaker refused releases its hold
+    (settled at what submit spent) before the error goes up; one that may have been queued
+    keeps it (the module says why)."""
     key = f"{INPUT_PREFIX}{invocation.batch_id}/{inference_id}.json"
     input_location = f"s3://{invocation.bucket}/{key}"
     body, invocation = _request_body(invocation, store, ledger, clock)
     store.put_json(key, body)
+    receipt = SubmitReceipt(
+        inference_id=inference_id,
+        input_location=input_location,
+        images=len(invocation.images),
+        skipped_already_done=skipped,
+        held_micro_usd=held,
+    )
     try:
         submitted = endpoint.submit(input_location, inference_id)
-    except Exception:
+    except EndpointSubmitError as exc:
+        if exc.ambiguous:
+            logger.warning(
+                "submit unanswered: the request may be queued; its hold is kept",
+                extra={"inference_id": inference_id, "error": str(exc)},
+            )
+            return receipt.model_copy(update={"uncertain": True})
         if held is not None:
             _release(invocation, held, ledger, prices)
         raise
@@ -177,13 +199,7 @@ def _send(
             "max_seconds": invocation.max_seconds,
         },
     )
-    return SubmitReceipt(
-        inference_id=inference_id,
-        input_location=input_location,
-        images=len(invocation.images),
-        skipped_already_done=skipped,
-        held_micro_usd=held,
-    )
+    return receipt
 
 
 def _invocation(
