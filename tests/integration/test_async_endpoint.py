@@ -812,3 +812,36 @@ def test_an_ambiguous_submit_keeps_its_hold(setup: Any) -> None:
     summary = _invariant(ledger, cap)
     assert summary["reserved_micro_usd"] == receipt.held_micro_usd
     assert tokens.answers == []
+
+
+def test_a_throttled_submit_is_retried_instead_of_failing_the_chunk(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # GIVEN SageMaker throttles the first InvokeEndpointAsync (botocore's own retries spent)
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    with Stubber(runtime) as stub:
+        stub.add_client_error(
+            "invoke_endpoint_async",
+            service_error_code="ThrottlingException",
+            service_message="Rate exceeded",
+            http_status_code=400,
+        )
+        stub.add_response("invoke_endpoint_async", {"InferenceId": "req"})
+        # WHEN the chunk is submitted
+        receipt = submit_chunk(
+            SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN),
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=tokens,
+            **_fresh(store, ledger),
+        )
+        stub.assert_no_pending_responses()
+    # THEN it was submitted on the second try, its hold kept for the result
+    assert receipt.images == 3
+    assert _invariant(ledger, cap)["reserved_micro_usd"] == receipt.held_micro_usd
