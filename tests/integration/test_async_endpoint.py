@@ -27,7 +27,7 @@ from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
-from imagebatch.errors import EndpointSubmitError
+from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -376,8 +376,10 @@ class _Endpoint(AsyncEndpoint):
     def __init__(self, broken: bool = False) -> None:
         self.submitted: list[str] = []
         self.broken = broken
+        self.tries = 0
 
     def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+        self.tries += 1
         if self.broken:
             # what the adapter raises when SageMaker refused the request (a throttle)
             raise EndpointSubmitError("ThrottlingException", transient=True, ambiguous=False)
@@ -554,10 +556,21 @@ def test_a_request_that_cannot_be_submitted_releases_its_hold(setup: Any) -> Non
     cap = 1_000_000
     _capped(ledger, cap)
     ref = _capped_chunk(store)
-    # WHEN InvokeEndpointAsync fails
-    with pytest.raises(EndpointSubmitError):
-        _submit(store, ledger, ref, _Endpoint(broken=True), _Tokens())
-    # THEN the hold is gone, and only what submit did is spent
+    # WHEN SageMaker refuses InvokeEndpointAsync (throttled) with no time left to try again
+    task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+    endpoint = _Endpoint(broken=True)
+    with pytest.raises(ChunkUnfinished) as unfinished:
+        submit_chunk(
+            task,
+            endpoint=endpoint,
+            tokens=_Tokens(),
+            time_left_s=lambda: 1.0,
+            **_fresh(store, ledger),
+        )
+    # THEN the state machine is asked to retry every image (ChunkUnfinished), the hold is
+    # gone, and only what submit did is spent
+    assert endpoint.tries == 1
+    assert set(unfinished.value.unfinished) == {"a-1", "a-2", "a-3"}
     summary = _invariant(ledger, cap)
     assert summary["reserved_micro_usd"] == 0
     assert 0 < summary["spent_micro_usd"] < 100

@@ -16,11 +16,20 @@ An ambiguous submit (no answer: a connection error or a timeout) may have queued
 so it keeps its hold and its token waits: the result answers it, or, if nothing was queued,
 the heartbeat timeout (which covers the request's TTL: by then it can no longer run) has the
 state machine submit the chunk again; a hold no result settled is written off by finalize.
+
+Throttles and 5xx of S3 (the request object) and of InvokeEndpointAsync, and connection
+errors, are retried here with jittered backoff while the invocation has time left (every try
+of one request keeps its InferenceId); what still fails releases the hold (nothing was
+queued) and raises ChunkUnfinished, which the state machine retries like a Bedrock chunk's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -38,9 +47,9 @@ from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
-from imagebatch.errors import EndpointSubmitError
+from imagebatch.errors import ChunkUnfinished, EndpointSubmitError, StorageError
 from imagebatch.models.batch_record import BatchRecord
-from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
+from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
 from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key, submitted_key
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
@@ -52,6 +61,13 @@ INPUT_PREFIX = "async-inputs/"
 # hold's own write and the request PUT) and this many bytes of counts in the request object.
 SUBMIT_TAIL_S = 2
 _COUNTS_BYTES = 1024
+# Tries of one S3 PUT or InvokeEndpointAsync (each after botocore's own), their backoff, and
+# the time a try must leave for what follows it (the hold's release, the answer).
+SUBMIT_TRIES = 5
+SUBMIT_BACKOFF_S = 0.5
+SUBMIT_RESERVE_S = 5.0
+
+T = TypeVar("T")
 
 
 class SubmitTask(ChunkTask):
@@ -87,7 +103,10 @@ def submit_chunk(
     tokens: TaskTokensPort,
     costing: EndpointCosting,
     clock: LambdaClock,
+    time_left_s: Callable[[], float] | None = None,
 ) -> SubmitReceipt:
+    """Submit the chunk's images still to make (`time_left_s`: the invocation's seconds
+    left, which bound the retries of throttled calls; None: unbounded but SUBMIT_TRIES)."""
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
@@ -136,7 +155,35 @@ def submit_chunk(
         endpoint=endpoint,
         prices=costing.prices,
         clock=clock,
+        time_left_s=time_left_s,
     )
+
+
+def _retrying(call: Callable[[], T], time_left_s: Callable[[], float] | None) -> T:
+    """`call`, tried again after a transient StorageError or EndpointSubmitError while
+    there is time for the backoff; the last error goes up, an endpoint's marked ambiguous
+    when any try got no answer (that try may have queued the request)."""
+    ambiguous = False
+    for attempt in range(SUBMIT_TRIES):
+        try:
+            return call()
+        except (StorageError, EndpointSubmitError) as exc:
+            ambiguous = ambiguous or getattr(exc, "ambiguous", False)
+            delay = random.uniform(0, SUBMIT_BACKOFF_S * 2**attempt)
+            out_of_time = time_left_s is not None and time_left_s() - delay < SUBMIT_RESERVE_S
+            if not exc.transient or attempt == SUBMIT_TRIES - 1 or out_of_time:
+                if isinstance(exc, EndpointSubmitError) and ambiguous and not exc.ambiguous:
+                    raise EndpointSubmitError(str(exc), transient=True, ambiguous=True) from exc
+                raise
+            logger.warning("submit retried", extra={"error": str(exc), "delay": delay})
+            time.sleep(delay)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _unfinished(invocation: ChunkInvocation, exc: Exception) -> ChunkUnfinished:
+    """What the state machine retries: every image of the request, throttled."""
+    logger.warning("chunk not submitted; the state machine retries it", extra={"error": str(exc)})
+    return ChunkUnfinished({job.image_id: FailureClass.THROTTLED for job in invocation.images})
 
 
 def _answer_done(
@@ -160,6 +207,7 @@ def _send(
     endpoint: AsyncEndpointPort,
     prices: RegionPrices,
     clock: LambdaClock,
+    time_left_s: Callable[[], float] | None = None,
 ) -> SubmitReceipt:
     """Write the request object and submit it; a request SageMaker refused releases its hold
     (settled at what submit spent) before the error goes up; one that may have been queued
@@ -167,7 +215,14 @@ def _send(
     key = f"{INPUT_PREFIX}{invocation.batch_id}/{inference_id}.json"
     input_location = f"s3://{invocation.bucket}/{key}"
     body, invocation = _request_body(invocation, store, ledger, clock)
-    store.put_json(key, body)
+    try:
+        _retrying(lambda: store.put_json(key, body), time_left_s)
+    except StorageError as exc:
+        if held is not None:
+            _release(invocation, held, ledger, prices)
+        if exc.transient:
+            raise _unfinished(invocation, exc) from exc
+        raise
     receipt = SubmitReceipt(
         inference_id=inference_id,
         input_location=input_location,
@@ -176,7 +231,7 @@ def _send(
         held_micro_usd=held,
     )
     try:
-        submitted = endpoint.submit(input_location, inference_id)
+        submitted = _retrying(lambda: endpoint.submit(input_location, inference_id), time_left_s)
     except EndpointSubmitError as exc:
         if exc.ambiguous:
             logger.warning(
@@ -186,9 +241,17 @@ def _send(
             return receipt.model_copy(update={"uncertain": True})
         if held is not None:
             _release(invocation, held, ledger, prices)
+        if exc.transient:
+            raise _unfinished(invocation, exc) from exc
         raise
     # record_result reads the failure location here (its PUT is charged there, with its size)
-    store.put_json(submitted_key(key), submitted.model_dump_json().encode())
+    answer = submitted.model_dump_json().encode()
+    try:
+        _retrying(lambda: store.put_json(submitted_key(key), answer), time_left_s)
+    except StorageError as exc:
+        # the request is queued: its result is still recorded, only a failure's partial
+        # result would be missed
+        logger.warning("submit's answer not kept", extra={"error": str(exc)})
     logger.info(
         "chunk submitted",
         extra={
