@@ -839,6 +839,11 @@ def test_a_throttled_submit_is_retried_instead_of_failing_the_chunk(setup: Any) 
         region_name="us-east-1",
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
     )
+    ids: list[str] = []
+    runtime.meta.events.register(
+        "provide-client-params.sagemaker-runtime.InvokeEndpointAsync",
+        lambda params, **_: ids.append(params["InferenceId"]),
+    )
     with Stubber(runtime) as stub:
         stub.add_client_error(
             "invoke_endpoint_async",
@@ -855,6 +860,9 @@ def test_a_throttled_submit_is_retried_instead_of_failing_the_chunk(setup: Any) 
             **_fresh(store, ledger),
         )
         stub.assert_no_pending_responses()
-    # THEN it was submitted on the second try, its hold kept for the result
+    # THEN it was submitted on the second try, under the InferenceId of the first (had the
+    # first been queued after all, its run is recognised as a run of the same request)
+    assert len(ids) == 2
+    assert ids[0] == ids[1] == receipt.inference_id
     assert receipt.images == 3
     assert _invariant(ledger, cap)["reserved_micro_usd"] == receipt.held_micro_usd
