@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -158,7 +159,7 @@ def test_the_error_notification_has_exactly_the_documented_shape() -> None:
     endpoint = LocalAsyncEndpoint(
         AsyncEndpointConfig(_stack()), Path("unused"), "http://127.0.0.1:9"
     )
-    request = {
+    request: dict[str, Any] = {
         "inference_id": "chunk-1",
         "input_location": "s3://bucket/in.json",
         "content_type": "application/json",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from annotated_types import Le
@@ -74,12 +74,12 @@ def test_the_heartbeat_outlasts_the_queue_submit_allows() -> None:
     heartbeat = state["HeartbeatSeconds"]
     settings = SubmitChunkSettings.model_validate(ENV)
     # the TTL SubmitChunk sends by default, and the most its setting accepts
-    ttl_bound = next(
-        m.le
+    ttl_bound: int = next(
+        cast(int, m.le)
         for m in SubmitChunkSettings.model_fields["request_ttl_s"].metadata
         if isinstance(m, Le)
     )
-    for ttl in (_ttl_sent(settings), int(ttl_bound)):
+    for ttl in (_ttl_sent(settings), ttl_bound):
         assert ttl + FIRST_HEARTBEAT_S <= heartbeat
     # AND the task's timeout still covers a request queued to its TTL, then run to its limit
-    assert state["TimeoutSeconds"] >= int(ttl_bound) + settings.invocation_timeout_s
+    assert state["TimeoutSeconds"] >= ttl_bound + settings.invocation_timeout_s
