@@ -95,6 +95,8 @@ def record_result(
     request: InvocationRequest | None = None,
 ) -> ChunkResult | None:
     """Price and record one finished async request, settle its hold, answer its token."""
+    # Stays whole (a few lines over 60): read, commit, then answer the token, in that order
+    # (the answer only after the commit); each step is a function of its own.
     invocation = ChunkInvocation.model_validate_json(
         store.read_uri(notification.request_parameters.input_location)
     )
@@ -187,6 +189,8 @@ def _commit(
     """One transaction: the new image records, the rework, the usage, the hold settled.
     None when this request was recorded before. A capped request without its hold (an
     orphan, see the module) records its images at no charge, from the overhead reserve."""
+    # Stays whole (a few lines over 60): one loop of read, price and conditional commit,
+    # whose refusals each decide the next try.
     orphan = invocation.hold_id is not None and held is None
     for attempt in range(_COMMIT_TRIES):
         answered = [image.image_id for image in result.images] if result else []

@@ -29,7 +29,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -50,7 +50,12 @@ from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import ChunkUnfinished, EndpointSubmitError, StorageError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
-from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key, submitted_key
+from imagebatch.models.sagemaker_contract import (
+    ChunkInvocation,
+    SubmittedRequest,
+    shape_key,
+    submitted_key,
+)
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 
@@ -107,6 +112,8 @@ def submit_chunk(
 ) -> SubmitReceipt:
     """Submit the chunk's images still to make (`time_left_s`: the invocation's seconds
     left, which bound the retries of throttled calls; None: unbounded but SUBMIT_TRIES)."""
+    # Stays whole (a few lines over 60): read, hold or refuse, send, in the order the
+    # budget's invariant needs them, each step already a function of its own.
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
@@ -180,10 +187,39 @@ def _retrying(call: Callable[[], T], time_left_s: Callable[[], float] | None) ->
     raise AssertionError("unreachable: the last try returns or raises")
 
 
-def _unfinished(invocation: ChunkInvocation, exc: Exception) -> ChunkUnfinished:
-    """What the state machine retries: every image of the request, throttled."""
+def _give_up(
+    invocation: ChunkInvocation,
+    held: int | None,
+    ledger: ChunkLedgerPort,
+    prices: RegionPrices,
+    exc: StorageError | EndpointSubmitError,
+) -> NoReturn:
+    """Nothing was queued: release the hold, then hand a transient failure back to the state
+    machine as ChunkUnfinished (every image of the request, throttled), which it retries."""
+    if held is not None:
+        _release(invocation, held, ledger, prices)
+    if not exc.transient:
+        raise exc
     logger.warning("chunk not submitted; the state machine retries it", extra={"error": str(exc)})
-    return ChunkUnfinished({job.image_id: FailureClass.THROTTLED for job in invocation.images})
+    unfinished = {job.image_id: FailureClass.THROTTLED for job in invocation.images}
+    raise ChunkUnfinished(unfinished) from exc
+
+
+def _keep_answer(
+    submitted: SubmittedRequest,
+    key: str,
+    store: ChunkStorePort,
+    time_left_s: Callable[[], float] | None,
+) -> None:
+    """InvokeEndpointAsync's answer beside the request, where record_result reads the
+    failure location (and charges this PUT, with its size)."""
+    answer = submitted.model_dump_json().encode()
+    try:
+        _retrying(lambda: store.put_json(key, answer), time_left_s)
+    except StorageError as exc:
+        # the request is queued: its result is still recorded, only a failure's partial
+        # result would be missed
+        logger.warning("submit's answer not kept", extra={"error": str(exc)})
 
 
 def _answer_done(
@@ -218,11 +254,7 @@ def _send(
     try:
         _retrying(lambda: store.put_json(key, body), time_left_s)
     except StorageError as exc:
-        if held is not None:
-            _release(invocation, held, ledger, prices)
-        if exc.transient:
-            raise _unfinished(invocation, exc) from exc
-        raise
+        _give_up(invocation, held, ledger, prices, exc)
     receipt = SubmitReceipt(
         inference_id=inference_id,
         input_location=input_location,
@@ -239,19 +271,8 @@ def _send(
                 extra={"inference_id": inference_id, "error": str(exc)},
             )
             return receipt.model_copy(update={"uncertain": True})
-        if held is not None:
-            _release(invocation, held, ledger, prices)
-        if exc.transient:
-            raise _unfinished(invocation, exc) from exc
-        raise
-    # record_result reads the failure location here (its PUT is charged there, with its size)
-    answer = submitted.model_dump_json().encode()
-    try:
-        _retrying(lambda: store.put_json(submitted_key(key), answer), time_left_s)
-    except StorageError as exc:
-        # the request is queued: its result is still recorded, only a failure's partial
-        # result would be missed
-        logger.warning("submit's answer not kept", extra={"error": str(exc)})
+        _give_up(invocation, held, ledger, prices, exc)
+    _keep_answer(submitted, submitted_key(key), store, time_left_s)
     logger.info(
         "chunk submitted",
         extra={
