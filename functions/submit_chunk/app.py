@@ -32,5 +32,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         costing=wiring.endpoint_costing(settings, ledger, submit_memory_mb=clock.memory_mb),
         clock=clock,
         reuse=settings.reuse_images,
+        time_left_s=lambda: context.get_remaining_time_in_millis() / 1000,
     )
     return receipt.model_dump()

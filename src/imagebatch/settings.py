@@ -138,10 +138,12 @@ class SageMakerSettings(StorageSettings):
 class SubmitChunkSettings(SageMakerSettings):
     # The stack's ReuseImages: a chunk's images already made are copied, not sent.
     reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
-    # SageMaker drops a request that waited this long in its queue (cold start included); with
-    # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
-    # request is never still queued when the state machine has moved on.
-    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=14_400, ge=60, le=14_400)
+    # SageMaker drops a request that waited this long in its queue (cold start included). A
+    # queued request gets no heartbeat, so the TTL plus the first pipeline call (after which
+    # the container heartbeats) stays within SubmitChunk's HeartbeatSeconds (3,600 s): a
+    # request is never submitted again while the first may still run. With the hour of
+    # processing it stays within the task's TimeoutSeconds too.
+    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=3_000, ge=60, le=3_000)
     invocation_timeout_s: int = Field(
         alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
     )

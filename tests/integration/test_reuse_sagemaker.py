@@ -27,6 +27,7 @@ from imagebatch.models.sagemaker_contract import (
     InvocationResult,
     ServedImage,
     ServingCall,
+    SubmittedRequest,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.pipeline.sagemaker_result import record_result
@@ -61,9 +62,11 @@ class _Endpoint(AsyncEndpoint):
     def __init__(self) -> None:
         self.submitted: list[str] = []
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
         self.submitted.append(input_location)
-        return f"s3://b/async-outputs/{inference_id}.out"
+        return SubmittedRequest(
+            inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out"
+        )
 
 
 def jobs(prompts: list[str]) -> list[ImageJob]:

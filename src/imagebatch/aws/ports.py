@@ -27,6 +27,7 @@ from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Meter
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome, MadeImage
+from imagebatch.models.sagemaker_contract import SubmittedRequest
 
 
 class IngestStore(Protocol):
@@ -132,7 +133,7 @@ class TaskTokensPort(Protocol):
 class AsyncEndpointPort(Protocol):
     """Submits one asynchronous inference request (aws.sagemaker_runtime.AsyncEndpoint)."""
 
-    def submit(self, input_location: str, inference_id: str) -> str | None: ...
+    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest: ...
 
 
 class ThroughputPort(Protocol):

@@ -168,7 +168,13 @@ class BatchStore:
         self._s3.delete_object(Bucket=self.bucket, Key=pending_commit_key(batch_id, chunk_id))
 
     def put_json(self, key: str, body: bytes) -> None:
-        self._put_json(key, body)
+        """StorageError (transient for a throttle, a 5xx or the network) when S3 refuses
+        after botocore's retries: the caller retries within its time (the PUT is idempotent)."""
+        try:
+            self._put_json(key, body)
+        except _PENDING_ERRORS as exc:
+            transient = not isinstance(exc, ClientError) or _s3_transient(exc)
+            raise StorageError(f"PUT s3://{self.bucket}/{key}: {exc}", transient=transient) from exc
 
     def put_report(self, batch_id: str, name: str, document: BaseModel | dict[str, object]) -> str:
         key = report_key(batch_id, name)
