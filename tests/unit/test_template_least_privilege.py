@@ -1,0 +1,108 @@
+"""Least-privilege gaps of issue 19, read from template.yaml: each grant as narrow as what the
+code calls, and every queue and bucket denying plain HTTP for every action.
+
+test_template.py holds the general rules (explicit actions, vetted policies); these tests pin
+the specific grants an insider in the account could otherwise lean on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    decoded, matches = decode(str(ROOT / "template.yaml"))
+    assert not matches and isinstance(decoded, dict)
+    parsed: dict[str, Any] = json.loads(json.dumps(decoded))
+    return parsed
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    """The IAM statements a function, state machine or role declares; a conditional statement
+    (!If [cond, statement, AWS::NoValue]) counts as declared."""
+    props = template["Resources"][logical_id].get("Properties", {})
+    found: list[dict[str, Any]] = []
+    documents = [p.get("PolicyDocument", p) for p in as_list(props.get("Policies"))]
+    for document in documents:
+        if not isinstance(document, dict):
+            continue
+        for node in as_list(document.get("Statement")):
+            statement = node["Fn::If"][1] if "Fn::If" in node else node
+            if isinstance(statement, dict) and "Effect" in statement:
+                found.append(statement)
+    return found
+
+
+def granting(template: dict[str, Any], logical_id: str, action: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements_of(template, logical_id)
+        if s["Effect"] == "Allow" and action in as_list(s["Action"])
+    ]
+
+
+def text(node: Any) -> str:
+    return json.dumps(node, sort_keys=True)
+
+
+def queues(template: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::SQS::Queue"
+    ]
+
+
+def queue_policy_statements(template: dict[str, Any], queue: str) -> Iterator[dict[str, Any]]:
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        props = resource["Properties"]
+        if {"Ref": queue} in as_list(props.get("Queues")):
+            yield from as_list(props["PolicyDocument"]["Statement"])
+
+
+def denies_plain_http(statement: dict[str, Any]) -> bool:
+    secure = statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+    return statement.get("Effect") == "Deny" and str(secure).lower() == "false"
+
+
+# --- RecordResult's queue ------------------------------------------------------------------
+
+
+def test_record_result_reads_only_its_own_queue(template: dict[str, Any]) -> None:
+    # SAM gives a function with an SQS event AWSLambdaSQSQueueExecutionRole: ReceiveMessage and
+    # DeleteMessage on every queue in the account. The mapping is declared as a resource
+    # instead, and the role grants those actions on the result queue only.
+    events = template["Resources"]["RecordResultFunction"]["Properties"].get("Events", {})
+    sqs_events = [name for name, event in events.items() if event["Type"] == "SQS"]
+    assert not sqs_events, f"an SQS event attaches AWSLambdaSQSQueueExecutionRole: {sqs_events}"
+    mappings = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["FunctionName"] == {"Ref": "RecordResultFunction"}
+    ]
+    assert len(mappings) == 1
+    assert mappings[0]["EventSourceArn"] == {"Fn::GetAtt": ["InferenceResultQueue", "Arn"]}
+    assert mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        grants = granting(template, "RecordResultFunction", action)
+        assert [g["Resource"] for g in grants] == [
+            {"Fn::GetAtt": ["InferenceResultQueue", "Arn"]}
+        ], action
