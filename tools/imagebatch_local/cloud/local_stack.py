@@ -45,6 +45,8 @@ NOT_EMULATED = {
     "AWS::CloudWatch::Alarm",
     "AWS::CloudWatch::Dashboard",
     "AWS::Serverless::HttpApi",
+    # read by _collect_sqs_events: the local Lambda runtime polls the queue itself
+    "AWS::Lambda::EventSourceMapping",
 }
 
 
@@ -383,23 +385,29 @@ def _record_inference_profile(
 
 
 def _collect_sqs_events(stack: LocalStack, sqs: Any) -> None:
-    """SAM turns a function's SQS events into event source mappings; the local Lambda
-    runtime polls them (event_sources.py), so only their settings are kept here."""
+    """SAM turns a function's SQS events into event source mappings, and the template may
+    declare AWS::Lambda::EventSourceMapping itself; the local Lambda runtime polls them
+    (event_sources.py), so only their settings are kept here."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
     for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
         for event in resource.get("Properties", {}).get("Events", {}).values():
-            if event["Type"] != "SQS":
-                continue
-            props = stack.resolve(event["Properties"])
-            queue_name = props["Queue"].rsplit(":", 1)[-1]
-            url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
-            stack.sqs_sources.append(
-                (
-                    stack.physical[logical_id],
-                    url,
-                    int(props.get("BatchSize", 10)),
-                    "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-                )
+            if event["Type"] == "SQS":
+                props = stack.resolve(event["Properties"])
+                found.append((stack.physical[logical_id], props["Queue"], props))
+    for resource in stack.of_type("AWS::Lambda::EventSourceMapping").values():
+        props = stack.resolve(resource["Properties"])
+        if ":sqs:" in str(props["EventSourceArn"]):
+            found.append((str(props["FunctionName"]), props["EventSourceArn"], props))
+    for function_name, queue_arn, props in found:
+        url = sqs.get_queue_url(QueueName=str(queue_arn).rsplit(":", 1)[-1])["QueueUrl"]
+        stack.sqs_sources.append(
+            (
+                function_name,
+                url,
+                int(props.get("BatchSize", 10)),
+                "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
             )
+        )
 
 
 _CREATORS: dict[str, Creator] = {
