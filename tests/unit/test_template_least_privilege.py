@@ -106,3 +106,25 @@ def test_record_result_reads_only_its_own_queue(template: dict[str, Any]) -> Non
         assert [g["Resource"] for g in grants] == [
             {"Fn::GetAtt": ["InferenceResultQueue", "Arn"]}
         ], action
+
+
+# --- Bedrock -------------------------------------------------------------------------------
+
+
+def test_bedrock_grants_exactly_the_catalogues_active_models(template: dict[str, Any]) -> None:
+    # stability.* and amazon.* would be every model of both providers (LLMs and video too);
+    # the grant names each model the catalogue serves (legacy ones are refused by validation).
+    catalogue = json.loads((ROOT / "src/imagebatch/data/bedrock_models.json").read_text())
+    active = {m["model_id"] for m in catalogue["models"] if m["lifecycle"]["status"] == "active"}
+    granted: set[str] = set()
+    for statement in granting(template, "GenerateChunkFunction", "bedrock:InvokeModel"):
+        for resource in as_list(statement["Resource"]):
+            arn = resource.get("Fn::Sub", "") if isinstance(resource, dict) else resource
+            if "foundation-model/" in arn:
+                assert "*" not in arn, f"a wildcard model grant: {arn}"
+                granted.add(arn.rsplit("foundation-model/", 1)[1])
+    assert granted == active
+    # AND the stack's inference profiles stay granted
+    profiles = text(granting(template, "GenerateChunkFunction", "bedrock:InvokeModel"))
+    for profile in ("Sd35LargeProfile", "StableImageCoreProfile", "StableImageUltraProfile"):
+        assert profile in profiles
