@@ -128,3 +128,37 @@ def test_bedrock_grants_exactly_the_catalogues_active_models(template: dict[str,
     profiles = text(granting(template, "GenerateChunkFunction", "bedrock:InvokeModel"))
     for profile in ("Sd35LargeProfile", "StableImageCoreProfile", "StableImageUltraProfile"):
         assert profile in profiles
+
+
+# --- ECR -----------------------------------------------------------------------------------
+
+
+def _stack(parameters: dict[str, str], name: str = "imagebatch") -> Any:
+    from imagebatch_local.template import StackTemplate, load_template
+
+    stack = StackTemplate(name, ROOT, load_template(ROOT / "template.yaml"), "us-west-2")
+    stack.parameter_defaults(parameters)
+    return stack
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "111122223333.dkr.ecr.us-west-2.amazonaws.com/imagebatch/neuron:2.20",
+        "111122223333.dkr.ecr.us-west-2.amazonaws.com/imagebatch/neuron@sha256:0123abcd",
+    ],
+)
+@pytest.mark.parametrize("role", ["SageMakerExecutionRole", "ModelCompileRole"])
+def test_ecr_pulls_are_granted_on_the_images_repository_only(
+    template: dict[str, Any], role: str, image: str
+) -> None:
+    # repository/* would let the role pull every image of the account
+    stack = _stack({"EnableSageMaker": "true", "SageMakerImageUri": image})
+    pulls = [
+        s
+        for s in statements_of(template, role)
+        if "ecr:BatchGetImage" in as_list(s["Action"])
+    ]
+    assert pulls
+    resources = {str(r) for s in pulls for r in as_list(stack.resolve(s["Resource"]))}
+    assert resources == {"arn:aws:ecr:us-west-2:111122223333:repository/imagebatch/neuron"}
