@@ -43,6 +43,8 @@ from imagebatch.models.sagemaker_contract import (
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 STACK = "imagebatch"
+# an ECR image URI: the template reads the repository of its ECR grant from it
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imagebatch:1"
 MAP_RUN_LABEL = "GenerateChunks-0a1b2c3d"
 
 
@@ -85,7 +87,7 @@ def _arn_for(stack: LocalStack, logical_id: str, resource: dict[str, Any]) -> tu
 def stack() -> LocalStack:
     """The template with every optional part on (the SageMaker backend too)."""
     stack = LocalStack(STACK, TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
-    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": "image"})
+    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": IMAGE})
     # Buckets first: other names may be built from them.
     ordered = sorted(stack.resources.items(), key=lambda kv: kv[1]["Type"] != "AWS::S3::Bucket")
     for logical_id, resource in ordered:
