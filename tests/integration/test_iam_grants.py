@@ -238,6 +238,30 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
     assert granted == documented, f"states actions beyond the documented policy: {granted}"
 
 
+@pytest.mark.parametrize(
+    ("owner", "actions"),
+    [
+        ("SubmitChunkFunction", ("states:SendTaskSuccess",)),
+        ("RecordResultFunction", ("states:SendTaskSuccess", "states:SendTaskFailure")),
+        ("SageMakerExecutionRole", ("states:SendTaskHeartbeat",)),
+    ],
+)
+def test_task_tokens_are_answered_on_the_map_runs_child_state_machine(
+    stack: LocalStack, owner: str, actions: tuple[str, ...]
+) -> None:
+    # GIVEN the SageMaker chunk's token: issued inside the Distributed Map, by a child
+    # execution whose state machine is <stateMachineName>/<mapRunLabel> (Map Run docs)
+    machine_arn, _ = _state_machine(stack)
+    child = f"{machine_arn}/{MAP_RUN_LABEL}"
+    grants = grants_of(stack, owner)
+    # THEN each SendTask* is granted on the child's ARN as on the parent's, and nowhere else
+    for action in actions:
+        assert allowed(grants, action, machine_arn), action
+        assert allowed(grants, action, child), action
+        other = machine_arn.replace(":stateMachine:", ":stateMachine:someone-elses-")
+        assert not allowed(grants, action, f"{other}/{MAP_RUN_LABEL}"), action
+
+
 # --- each function's role: the calls its code path makes ------------------------------------
 
 
