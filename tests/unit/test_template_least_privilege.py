@@ -162,3 +162,65 @@ def test_ecr_pulls_are_granted_on_the_images_repository_only(
     assert pulls
     resources = {str(r) for s in pulls for r in as_list(stack.resolve(s["Resource"]))}
     assert resources == {"arn:aws:ecr:us-west-2:111122223333:repository/imagebatch/neuron"}
+
+
+# --- TLS only, and every dead-letter queue watched ------------------------------------------
+
+
+def test_the_bucket_refuses_every_s3_action_over_plain_http(template: dict[str, Any]) -> None:
+    # four actions left the rest (tagging, ACLs, versions, multipart...) open over plain HTTP
+    statements = as_list(
+        template["Resources"]["DataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    )
+    # first, so that a merge with other statements keeps it in one obvious place
+    assert denies_plain_http(statements[0])
+    assert statements[0]["Action"] == "s3:*"
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [
+        "IngestFailureQueue",
+        "CatalogScheduleDeadLetterQueue",
+        "InferenceResultQueue",
+        "InferenceResultDeadLetterQueue",
+    ],
+)
+def test_every_queue_refuses_every_sqs_action_over_plain_http(
+    template: dict[str, Any], queue: str
+) -> None:
+    assert sorted(queues(template)) == sorted(
+        [
+            "IngestFailureQueue",
+            "CatalogScheduleDeadLetterQueue",
+            "InferenceResultQueue",
+            "InferenceResultDeadLetterQueue",
+        ]
+    ), "a new queue: add it here"
+    statements = list(queue_policy_statements(template, queue))
+    assert statements, f"{queue}: no AWS::SQS::QueuePolicy"
+    assert denies_plain_http(statements[0]), f"{queue}: the TLS deny is not the first statement"
+    assert statements[0]["Action"] == "sqs:*"
+    assert statements[0]["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+
+
+@pytest.mark.parametrize(
+    "queue", ["IngestFailureQueue", "CatalogScheduleDeadLetterQueue", "InferenceResultDeadLetterQueue"]
+)
+def test_every_dead_letter_queue_has_an_alarm_that_tells_someone(
+    template: dict[str, Any], queue: str
+) -> None:
+    # a message there is work that failed for good: a night not rendered, a result not recorded
+    alarms = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("Namespace") == "AWS/SQS"
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+        in r["Properties"].get("Dimensions", [])
+    ]
+    assert len(alarms) == 1, f"no alarm on {queue}"
+    assert alarms[0]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarms[0]["Threshold"] == 1
+    assert alarms[0]["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarms[0]["AlarmActions"] == [{"Ref": "AlertTopic"}]
