@@ -8,6 +8,7 @@ the specific grants an insider in the account could otherwise lean on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,28 @@ def test_every_dead_letter_queue_has_an_alarm_that_tells_someone(
     assert alarms[0]["Threshold"] == 1
     assert alarms[0]["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarms[0]["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+# --- names within their limits for any stack name --------------------------------------------
+
+ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # CreateEndpoint's EndpointName
+
+
+def test_the_endpoint_name_fits_for_the_longest_stack_name(template: dict[str, Any]) -> None:
+    # CloudFormation takes stack names of 128 characters; SageMaker endpoint names stop at 63,
+    # so "<stack>-images" failed the deploy of any stack name over 56 characters.
+    name = "A" + "b-" * 63 + "c"
+    assert len(name) == 128
+    stack = _stack({"EnableSageMaker": "true"}, name=name)
+    endpoint = stack.resolve(
+        template["Resources"]["SageMakerEndpoint"]["Properties"]["EndpointName"]
+    )
+    assert ENDPOINT_NAME.fullmatch(endpoint), endpoint
+    # AND everything that names the endpoint names this one
+    for function in ("SubmitChunkFunction", "RecordResultFunction", "EndpointObserverFunction"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert stack.resolve(variables["SAGEMAKER_ENDPOINT_NAME"]) == endpoint
+    target = template["Resources"]["SageMakerScalableTarget"]["Properties"]
+    assert stack.resolve(target["ResourceId"]) == f"endpoint/{endpoint}/variant/AllTraffic"
+    mentions = re.findall(r"StackName\}-images", (ROOT / "template.yaml").read_text())
+    assert not mentions, "an endpoint name still built from the stack name"
