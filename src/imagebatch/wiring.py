@@ -39,6 +39,7 @@ from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.settings import (
+    FinalizeSettings,
     GenerateSettings,
     IngestSettings,
     SageMakerSettings,
@@ -132,8 +133,8 @@ def starter(settings: IngestSettings) -> StepFunctionsStarter:
     return StepFunctionsStarter(clients.sfn_client(), settings.state_machine_arn)
 
 
-def event_bus() -> EventBus:
-    return EventBus(clients.events_client())
+def event_bus(settings: FinalizeSettings) -> EventBus:
+    return EventBus(clients.events_client(), settings.event_bus_name)
 
 
 def bedrock_backend(

@@ -76,6 +76,9 @@ def _arn_for(stack: LocalStack, logical_id: str, resource: dict[str, Any]) -> tu
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{name}", (
             f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
         )
+    if kind == "AWS::Events::EventBus":
+        name = str(stack.resolve(props["Name"]))
+        return name, f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
     if kind == "AWS::Bedrock::ApplicationInferenceProfile":
         profile_id = logical_id.lower()[:12]
         arn = f"arn:aws:bedrock:{REGION}:{ACCOUNT_ID}:application-inference-profile/{profile_id}"

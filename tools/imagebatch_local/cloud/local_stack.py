@@ -103,7 +103,17 @@ def create_stack(
     # Typed as Any: the creators below each use the one client their resource needs.
     clients: dict[str, Any] = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions", "scheduler", "sns", "sqs")
+        for name in (
+            "s3",
+            "dynamodb",
+            "lambda",
+            "iam",
+            "stepfunctions",
+            "scheduler",
+            "sns",
+            "sqs",
+            "events",
+        )
     }
     unknown = {
         v["Type"]
@@ -310,6 +320,19 @@ def _create_topic(
     stack.attributes[(logical_id, "TopicName")] = name
 
 
+def _create_event_bus(
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
+) -> None:
+    # The bus's Policy is not applied: moto keeps a bus policy but never evaluates it (the
+    # local IAM check evaluates identity policies).
+    name = str(stack.resolve(resource["Properties"]["Name"]))
+    arn = account.clients["events"].create_event_bus(Name=name)["EventBusArn"]
+    # !Ref of a bus is its name.
+    stack.physical[logical_id] = name
+    stack.arns[logical_id] = arn
+    stack.attributes[(logical_id, "Name")] = name
+
+
 def _create_queue(
     stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
@@ -416,6 +439,7 @@ _CREATORS: dict[str, Creator] = {
     "AWS::SNS::Topic": _create_topic,
     "AWS::SQS::Queue": _create_queue,
     "AWS::SNS::Subscription": _create_subscription,
+    "AWS::Events::EventBus": _create_event_bus,
     "AWS::IAM::Role": _name_role,
     # before the functions, whose environment names the profiles' ARNs
     "AWS::Bedrock::ApplicationInferenceProfile": _record_inference_profile,
