@@ -250,3 +250,18 @@ def test_the_endpoint_name_fits_for_the_longest_stack_name(template: dict[str, A
     assert stack.resolve(target["ResourceId"]) == f"endpoint/{endpoint}/variant/AllTraffic"
     mentions = re.findall(r"StackName\}-images", (ROOT / "template.yaml").read_text())
     assert not mentions, "an endpoint name still built from the stack name"
+
+
+# --- the query API -------------------------------------------------------------------------
+
+
+def test_the_query_api_stage_is_throttled(template: dict[str, Any]) -> None:
+    # Without a stage limit one caller allowed execute-api:Invoke can spend the account's
+    # API Gateway and Lambda concurrency (and DynamoDB reads) on queries.
+    api = template["Resources"]["QueryApi"]["Properties"]
+    route_settings = api["DefaultRouteSettings"]
+    assert route_settings["ThrottlingBurstLimit"] == {"Ref": "QueryApiBurstLimit"}
+    assert route_settings["ThrottlingRateLimit"] == {"Ref": "QueryApiRateLimit"}
+    for name in ("QueryApiBurstLimit", "QueryApiRateLimit"):
+        parameter = template["Parameters"][name]
+        assert parameter["Type"] == "Number" and parameter["MinValue"] >= 1
