@@ -86,3 +86,43 @@ def test_cost_rollups_are_read_a_bounded_page_at_a_time(
     # THEN no page holds more than the bound, and together they hold every rollup
     assert max(pages) <= 10
     assert sum(pages) == 25
+
+
+class _Pages:
+    """A query API answering /costs in two pages, as a bounded read does."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict[str, str]] = []
+
+    def get(self, path: str, query: Any = None) -> dict[str, Any]:
+        self.asked.append(dict(query or {}))
+        group = {"images": 1, "inference_micro_usd": 5, "reuse_saved_micro_usd": 0}
+        if "next_token" not in (query or {}):
+            return {
+                "groups": [{"key": "a", **group, "spent_micro_usd": 7}],
+                "total_spent_micro_usd": 7,
+                "unattributed_idle_micro_usd": 0,
+                "next_token": "t1",
+            }
+        return {
+            "groups": [
+                {"key": "b", **group, "spent_micro_usd": 9},
+                {"key": "a", **group, "spent_micro_usd": 3},
+            ],
+            "total_spent_micro_usd": 12,
+            "unattributed_idle_micro_usd": 0,
+            "next_token": None,
+        }
+
+
+def test_the_cli_sums_every_costs_page() -> None:
+    from imagebatch_cli.query_client import get_complete
+
+    api = _Pages()
+    report = get_complete(api, "/costs", {"group_by": "model"})
+    assert [q.get("next_token") for q in api.asked] == [None, "t1"]
+    assert report["total_spent_micro_usd"] == 19 and report["next_token"] is None
+    assert [(g["key"], g["spent_micro_usd"], g["images"]) for g in report["groups"]] == [
+        ("a", 10, 2),
+        ("b", 9, 1),
+    ]

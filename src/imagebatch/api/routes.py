@@ -155,7 +155,12 @@ def list_items(
     )
 
 
-@app.get("/costs", summary="Spend over a time range, grouped by model, backend or a tag")
+@app.get(
+    "/costs",
+    summary="Spend over a time range, grouped by model, backend or a tag; a bounded page of "
+    "day rollups per request (sum the pages: next_token)",
+    responses=route_responses(CostReport, bad_request=_BAD_TOKEN),
+)
 def costs(
     since: Annotated[str | None, Query(pattern=TIMESTAMP_PATTERN)] = None,
     until: Annotated[str | None, Query(pattern=TIMESTAMP_PATTERN)] = None,
@@ -166,11 +171,15 @@ def costs(
             description="model, backend, batch or tag:<key>",
         ),
     ] = "model",
+    next_token: Annotated[str | None, Query(pattern=PAGE_KEY_PATTERN)] = None,
 ) -> CostReport:
     since_day = _parse_since(since, 7)[:10]
     until_day = (until or datetime.now(UTC).isoformat())[:10]
-    rollups = _deps().queries.cost_rollups(since_day, until_day)
-    groups = group_costs(rollups, group_by)
+    try:
+        page = _deps().queries.cost_rollup_page(since_day, until_day, next_token=next_token)
+    except InvalidTokenError as exc:
+        raise BadRequestError(str(exc)) from exc
+    groups = group_costs(page.items, group_by)
     return CostReport(
         since=since_day,
         until=until_day,
@@ -178,4 +187,5 @@ def costs(
         groups=groups,
         total_spent_micro_usd=sum(g.spent_micro_usd for g in groups),
         unattributed_idle_micro_usd=sum(g.spent_micro_usd for g in groups if g.key == UNATTRIBUTED),
+        next_token=page.next_token,
     )
