@@ -28,6 +28,7 @@ from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.events import EventBus
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.aws.principal_tags import PrincipalTags
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
@@ -123,6 +124,10 @@ def catalog_state(settings: _WithLedger) -> CatalogState:
 
 def ledger_queries(settings: _WithLedger) -> LedgerQueries:
     return LedgerQueries(clients.dynamodb_client(), settings.ledger_table)
+
+
+def principal_tags() -> PrincipalTags:
+    return PrincipalTags(clients.iam_client())
 
 
 def task_tokens() -> TaskTokens:

@@ -1,6 +1,6 @@
 """Word when a batch ends: the "Batch Finished" event (shape checked as a rule on the stack's own
-bus delivers it, on moto), the finalize function's least-privilege PutEvents on that bus only, and a dashboard whose
-metrics are exactly ones the functions emit."""
+bus delivers it, on moto), the finalize function's least-privilege PutEvents on that bus only,
+and a dashboard whose metrics are exactly ones the functions emit."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def test_a_rare_tag_filter_reads_at_most_the_bound_per_call(
     assert first.next_token is not None
     # AND following the tokens finds all three, each call within the bound
     found = [b.batch_id for b in first.items]
-    token = first.next_token
+    token: str | None = first.next_token
     calls = 1
     while token is not None:
         page = queries.list_batches(

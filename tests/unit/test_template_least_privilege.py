@@ -156,9 +156,7 @@ def test_ecr_pulls_are_granted_on_the_images_repository_only(
     # repository/* would let the role pull every image of the account
     stack = _stack({"EnableSageMaker": "true", "SageMakerImageUri": image})
     pulls = [
-        s
-        for s in statements_of(template, role)
-        if "ecr:BatchGetImage" in as_list(s["Action"])
+        s for s in statements_of(template, role) if "ecr:BatchGetImage" in as_list(s["Action"])
     ]
     assert pulls
     resources = {str(r) for s in pulls for r in as_list(stack.resolve(s["Resource"]))}
@@ -206,7 +204,8 @@ def test_every_queue_refuses_every_sqs_action_over_plain_http(
 
 
 @pytest.mark.parametrize(
-    "queue", ["IngestFailureQueue", "CatalogScheduleDeadLetterQueue", "InferenceResultDeadLetterQueue"]
+    "queue",
+    ["IngestFailureQueue", "CatalogScheduleDeadLetterQueue", "InferenceResultDeadLetterQueue"],
 )
 def test_every_dead_letter_queue_has_an_alarm_that_tells_someone(
     template: dict[str, Any], queue: str

@@ -21,6 +21,7 @@ from imagebatch.aws.dynamo_items import (
 )
 from imagebatch.errors import InvalidTokenError
 from imagebatch.models.batch_record import BatchRecord
+from imagebatch.models.tenancy import TenantScope
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -103,7 +104,12 @@ class LedgerQueries:
         tag: tuple[str, str] | None,
         limit: int,
         next_token: str | None,
+        scope: TenantScope | None = None,
     ) -> BatchListPage:
+        """Newest first; with a scope, only batches whose tag it admits (a filter: the items
+        it skips are read, within max_scanned)."""
+        if scope is not None and not scope.teams:
+            return BatchListPage(items=[])
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "gsi1",
@@ -114,10 +120,22 @@ class LedgerQueries:
             "ScanIndexForward": False,
             "next_token": next_token,
         }
+        filters: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = request["ExpressionAttributeValues"]
         if tag is not None:
-            request["FilterExpression"] = "#tags.#key = :value"
-            request["ExpressionAttributeNames"] = {"#tags": "tags", "#key": tag[0]}
-            request["ExpressionAttributeValues"][":value"] = {"S": tag[1]}
+            filters.append("#tags.#key = :value")
+            names |= {"#tags": "tags", "#key": tag[0]}
+            values[":value"] = {"S": tag[1]}
+        if scope is not None:
+            teams = sorted(scope.teams)
+            operands = ", ".join(f":team{i}" for i in range(len(teams)))
+            filters.append(f"#tags.#tenant IN ({operands})")
+            names |= {"#tags": "tags", "#tenant": scope.batch_tag}
+            values |= {f":team{i}": {"S": team} for i, team in enumerate(teams)}
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+            request["ExpressionAttributeNames"] = names
         page = self._query(request, limit, {"pk", "sk", "gsi1pk", "gsi1sk"})
         return BatchListPage(
             items=[record_from_plain(item) for item in page.items],

@@ -331,7 +331,25 @@ def _events(operation: str, params: Params, where: Where) -> list[IamRequest]:
     return requests
 
 
+def _iam(operation: str, params: Params, where: Where) -> list[IamRequest]:
+    """The query function's tenancy lookups: the caller's role or user (no path known)."""
+    if operation == "ListRoleTags":
+        return [
+            IamRequest(
+                "iam:ListRoleTags", f"arn:aws:iam::{where.account}:role/{params['RoleName']}"
+            )
+        ]
+    if operation == "ListUserTags":
+        return [
+            IamRequest(
+                "iam:ListUserTags", f"arn:aws:iam::{where.account}:user/{params['UserName']}"
+            )
+        ]
+    raise _unknown("iam", operation)
+
+
 _MAPPERS: dict[str, _Mapper] = {
+    "iam": _iam,
     "events": _events,
     "s3": _s3,
     "dynamodb": _dynamodb,
