@@ -130,7 +130,9 @@ def test_only_finalize_may_put_events_and_only_imagebatch_on_the_stacks_own_bus(
     assert list(granted) == ["FinalizeFunction"]
     statement = granted["FinalizeFunction"]
     assert statement["Action"] == "events:PutEvents"
-    assert statement["Resource"] == {"Fn::GetAtt": ["BatchEventBus", "Arn"]}
+    # the bus's ARN, built (a !GetAtt would be a cycle: the bus's policy names this role)
+    bus_name = template["Resources"]["BatchEventBus"]["Properties"]["Name"]["Fn::Sub"]
+    assert statement["Resource"]["Fn::Sub"].endswith(f":event-bus/{bus_name}")
     assert statement["Condition"] == {"StringEquals": {"events:source": EVENT_SOURCE}}
     # AND the bus's policy denies PutEvents to every principal but the finalize role
     bus = template["Resources"]["BatchEventBus"]
