@@ -132,6 +132,10 @@ def _physical_names(stack: _DeployedStack, bucket: str) -> None:
         for attribute in ("QueueName", "TopicName", "EndpointName", "ModelName"):
             stack.attributes[(logical_id, attribute)] = physical
     stack.attributes[("SageMakerEndpointConfig", "EndpointConfigName")] = "x"
+    # the roles SAM generates for functions (<LogicalId>Role: the event bus's policy names one)
+    for logical_id, resource in stack.resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            stack.arns[f"{logical_id}Role"] = f"arn:x:{logical_id}Role"
 
 
 def test_every_reference_to_the_bucket_names_the_same_bucket() -> None:
