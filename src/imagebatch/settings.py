@@ -58,6 +58,19 @@ class StorageSettings(_EnvSettings):
     aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
 
 
+class QuerySettings(StorageSettings):
+    # Stack parameter QueryTenancy (api/tenancy.py): off, every caller reads every batch.
+    query_tenancy: bool = Field(alias="QUERY_TENANCY", default=False)
+    tenancy_principal_tag: str = Field(alias="TENANCY_PRINCIPAL_TAG", default="imagebatch:team")
+    tenancy_batch_tag: str = Field(alias="TENANCY_BATCH_TAG", default="team")
+
+
+class FinalizeSettings(StorageSettings):
+    # The stack's own bus (template.yaml BatchEventBus), never the default one: its policy is
+    # what keeps other principals from forging "Batch Finished".
+    event_bus_name: str = Field(alias="EVENT_BUS_NAME", min_length=1)
+
+
 class IngestSettings(StorageSettings):
     state_machine_arn: str = Field(alias="STATE_MACHINE_ARN", pattern=r"^arn:aws[a-z-]*:states:")
     # At most 90 images per chunk so a chunk's ledger commit fits one DynamoDB transaction.

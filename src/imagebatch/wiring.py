@@ -28,6 +28,7 @@ from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.events import EventBus
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.aws.principal_tags import PrincipalTags
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
@@ -40,6 +41,7 @@ from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.settings import (
+    FinalizeSettings,
     GenerateSettings,
     IngestSettings,
     SageMakerSettings,
@@ -125,6 +127,10 @@ def ledger_queries(settings: _WithLedger) -> LedgerQueries:
     return LedgerQueries(clients.dynamodb_client(), settings.ledger_table)
 
 
+def principal_tags() -> PrincipalTags:
+    return PrincipalTags(clients.iam_client())
+
+
 def task_tokens() -> TaskTokens:
     return TaskTokens(clients.sfn_client())
 
@@ -133,8 +139,8 @@ def starter(settings: IngestSettings) -> StepFunctionsStarter:
     return StepFunctionsStarter(clients.sfn_client(), settings.state_machine_arn)
 
 
-def event_bus() -> EventBus:
-    return EventBus(clients.events_client())
+def event_bus(settings: FinalizeSettings) -> EventBus:
+    return EventBus(clients.events_client(), settings.event_bus_name)
 
 
 def bedrock_backend(

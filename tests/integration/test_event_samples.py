@@ -83,8 +83,10 @@ def stack(
     machine = boto3.client("stepfunctions", region_name=AWS_REGION).create_state_machine(
         name="imagebatch-batch", definition=definition, roleArn=role
     )["stateMachineArn"]
+    bus = boto3.client("events", region_name=AWS_REGION).create_event_bus(Name="imagebatch-batches")
     with LocalBedrock(renderer) as bedrock:
         for name, value in {
+            "EVENT_BUS_NAME": bus["EventBusArn"].rsplit("/", 1)[1],
             "DATA_BUCKET": bucket,
             "LEDGER_TABLE": TABLE,
             "STATE_MACHINE_ARN": machine,

@@ -94,7 +94,11 @@ class LocalOptions:
         if self.backend == "sagemaker":
             parameters |= {
                 "EnableSageMaker": "true",
-                "SageMakerImageUri": "local/containers-serving",
+                # ECR-shaped, as the template's ECR grant reads its repository from it; the
+                # local endpoint serves containers/serving in-process, no image is pulled
+                "SageMakerImageUri": (
+                    f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/imagebatch-local:serving"
+                ),
                 "SageMakerShapeBuckets": self.shape_buckets,
                 "SageMakerMaxBatch": str(self.max_batch),
                 # what the local endpoint serves: the tiny model, or --model-dir's folder
