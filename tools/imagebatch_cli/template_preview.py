@@ -97,17 +97,20 @@ def preview_ingest(
     stack: DeployedOptions,
     prices: RegionPrices,
     at_zero: bool = True,
+    key: str | None = None,
 ) -> IngestPreview:
     """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking,
     estimate and verdict) in a scratch spool; `at_zero`: whether the endpoint has no instance
-    up. A manifest ingest cannot read at all raises ManifestError, as in ingest."""
+    up; `key`: where it would be uploaded (default: its name; the catalog function's
+    manifests/catalogs/ keys may carry the reserved catalog tags). A manifest ingest cannot
+    read at all raises ManifestError, as in ingest."""
     with (
         tempfile.TemporaryDirectory(prefix="imagebatch-plan-") as spool,
         path.open("rb") as stream,
     ):
         plan = plan_for_stack(
             stream,
-            path.name,
+            key or path.name,
             batch_id="preview",
             catalogue=catalogue,
             stack=stack,

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imagebatch.errors import CatalogError
+from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX
 from imagebatch.models.records import hashed_seed
 
 CATALOG_PREFIX = "catalogs/"
@@ -354,4 +355,4 @@ def manifest_lines(config: CatalogConfig, plan: CatalogPlan, run: str) -> Iterat
 def manifest_key(config: CatalogConfig, run: str) -> str:
     """One key per catalog and night: the same night re-rendered is the same upload."""
     night = re.sub(r"[^0-9A-Za-z]+", "-", run).strip("-")
-    return f"manifests/catalogs/{config.name}/{night}.jsonl"
+    return f"{CATALOG_MANIFESTS_PREFIX}{config.name}/{night}.jsonl"

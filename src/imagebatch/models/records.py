@@ -186,13 +186,14 @@ class ChunkResult(BaseModel):
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def batch_id_for(bucket: str, key: str, etag: str) -> str:
-    """Same upload (bucket, key, ETag) -> same id, so a re-delivered event never starts twice.
+def batch_id_for(bucket: str, key: str, content_sha256: str) -> str:
+    """Same content at the same key -> same id, so a re-delivered event, or the same bytes
+    uploaded again by any tool, never starts twice. `content_sha256`: the hex SHA-256 of the
+    manifest's bytes (not the ETag: a multipart or SSE-KMS upload's ETag is not the content's).
 
     Also a valid Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]).
     """
-    bare_etag = etag.strip('"')
-    digest = hashlib.sha256(f"{bucket}/{key}/{bare_etag}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{bucket}/{key}/{content_sha256}".encode()).hexdigest()[:16]
     stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     readable = _UNSAFE.sub("-", stem).strip("-")[:40] or "batch"
     return f"{readable}-{digest}"

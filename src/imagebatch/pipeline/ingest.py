@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,22 +42,31 @@ _UPLOAD_THREADS = 8
 
 @dataclass(frozen=True)
 class ManifestObject:
-    """The uploaded manifest object that a batch comes from."""
+    """The uploaded manifest object that a batch comes from: the version its event names
+    (None: the bucket is not versioned) and, once ingest has streamed it, its SHA-256."""
 
     bucket: str
     key: str
     etag: str
+    version_id: str | None = None
+    content_sha256: str = ""
 
     @property
     def batch_id(self) -> str:
-        return batch_id_for(self.bucket, self.key, self.etag)
+        if not self.content_sha256:
+            raise ValueError("a manifest's batch id is its content's: read it first")
+        return batch_id_for(self.bucket, self.key, self.content_sha256)
 
     def record_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "manifest_bucket": self.bucket,
             "manifest_key": self.key,
             "manifest_etag": self.etag.strip('"'),
+            "manifest_sha256": self.content_sha256,
         }
+        if self.version_id:
+            fields["manifest_version_id"] = self.version_id
+        return fields
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,12 @@ def ingest_manifest(
     """A region without prices, or a model it does not offer, is refused with a message."""
     unsupported = (
         load_aws_prices().unsupported_region_reason(stack.region) if stack.region else None
+    )
+    # The batch is the content of the version the event names: hashed in a first streamed
+    # read, so the id (in every chunk file) is known before the plan is written.
+    manifest = replace(
+        manifest,
+        content_sha256=ports.store.manifest_sha256(manifest.key, manifest.version_id),
     )
     batch_id = manifest.batch_id
     existing = ports.ledger.get_batch(batch_id)
@@ -181,7 +196,7 @@ def _plan_and_upload(
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
     try:
         plan = plan_for_stack(
-            store.open_manifest(manifest.key),
+            store.open_manifest(manifest.key, manifest.version_id),
             manifest.key,
             batch_id=batch_id,
             catalogue=ports.catalogue,

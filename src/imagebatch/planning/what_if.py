@@ -53,4 +53,5 @@ def plan_for_stack(
         prices=stack.prices,
         shape=stack.shape,
         region=stack.region,
+        limits=stack.limits,
     )

@@ -58,6 +58,8 @@ class ValidationReport(BaseModel):
     errors: list[FieldError]
     estimate: EstimateByCategory | None
     max_cost_micro_usd: int | None
+    # The cap is the stack's DefaultMaxCostUsd: the manifest sets none.
+    max_cost_from_stack: bool = False
     verdict: str  # "accepted" | "rejected", as ingest will decide
     rejection: str | None
 
@@ -169,6 +171,7 @@ def check_manifest(
         max_cost_micro_usd=int(settings.max_cost_usd * MICRO)
         if settings.max_cost_usd is not None
         else None,
+        max_cost_from_stack=plan.cap_from_stack,
         verdict="rejected" if rejection else "accepted",
         rejection=rejection,
     )
@@ -213,9 +216,14 @@ def _print_report(report: ValidationReport) -> None:
     if report.max_cost_micro_usd is not None and estimate is not None:
         held = estimate.total_micro_usd + estimate.overhead_reserve_micro_usd
         verdict = "exceeds it" if held > report.max_cost_micro_usd else "fits"
+        source = (
+            " (the stack's DefaultMaxCostUsd: the manifest sets none)"
+            if report.max_cost_from_stack
+            else ""
+        )
         say(
-            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}: estimate + reserve "
-            f"{usd(held)} {verdict}"
+            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}{source}: estimate + "
+            f"reserve {usd(held)} {verdict}"
         )
     if report.rejection:
         say(f"ingest would REJECT this batch: {report.rejection}", err=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from imagebatch.costs.estimate import BackendOption, break_even
-from imagebatch.models.money import ceil_micro
+from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
@@ -217,6 +217,11 @@ def ingest_summary(plan: BatchPlan, verdict: Verdict) -> list[str]:
             f"(inference {usd(estimate.inference_micro_usd)}, orchestration "
             f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
             f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
+        )
+    if plan.cap_from_stack and plan.settings.max_cost_usd is not None:
+        lines.append(
+            f"budget (max_cost_usd) {usd(int(plan.settings.max_cost_usd * MICRO))}: the "
+            "stack's DefaultMaxCostUsd (the manifest sets none)"
         )
     if plan.endpoint_wake_micro_usd:
         lines.append(

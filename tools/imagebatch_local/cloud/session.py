@@ -7,6 +7,7 @@ relies on, and what it cannot check, is in docs/local-aws.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -167,8 +168,10 @@ class LocalAws:
     def upload_manifest(self, path: Path, key: str | None = None) -> str:
         """Put a manifest under manifests/ (which fires ingest); returns its batch id."""
         key = key or f"manifests/{path.name}"
-        response = self.s3().put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-        return batch_id_for(self.bucket, key, response["ETag"])
+        body = path.read_bytes()
+        self.s3().put_object(Bucket=self.bucket, Key=key, Body=body)
+        # ingest names the batch by the content it reads, not the ETag
+        return batch_id_for(self.bucket, key, hashlib.sha256(body).hexdigest())
 
     def wait_for_batch(
         self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
