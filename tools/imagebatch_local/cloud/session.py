@@ -38,7 +38,10 @@ from imagebatch_local.cloud.lambda_runtime import (
     process_environment,
 )
 from imagebatch_local.cloud.local_stack import LocalStack, create_stack
-from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
+from imagebatch_local.cloud.moto_callbacks import (
+    answers_before_the_wait_are_kept,
+    each_attempt_gets_its_own_token,
+)
 from imagebatch_local.cloud.sfn_limits import (
     LimitViolation,
     history_violations,
@@ -540,6 +543,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         with (
             process_environment(env),
             answers_before_the_wait_are_kept(),
+            each_attempt_gets_its_own_token(),
             _deployed(options, endpoint, bedrock) as aws,
         ):
             yield aws
