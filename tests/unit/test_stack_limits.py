@@ -163,3 +163,54 @@ def test_estimate_shows_the_stack_default(tmp_path: Path) -> None:
         "budget (max_cost_usd) $0.500000: the stack's DefaultMaxCostUsd (the manifest sets none)"
         in result.output
     )
+
+
+def test_validate_and_estimate_show_the_ceiling_and_the_image_limit(tmp_path: Path) -> None:
+    from imagebatch_cli.app import app
+    from typer.testing import CliRunner
+
+    # GIVEN a stack with its own ceiling and image limit
+    path = _write(tmp_path, 3)
+    overrides = ["MaxCostCeilingUsd=80", "MaxImagesPerBatch=1000"]
+    expected = (
+        "stack limits: max_cost_usd at most $80.000000 (MaxCostCeilingUsd), "
+        "at most 1,000 images a batch (MaxImagesPerBatch)"
+    )
+    # WHEN validate and estimate plan a manifest on it THEN both say the limits
+    validated = _validate(path, *overrides)
+    assert validated.exit_code == 0, validated.output
+    assert expected in validated.output
+    estimated = CliRunner().invoke(
+        app,
+        [
+            "estimate",
+            str(path),
+            "--template",
+            str(REPO / "template.yaml"),
+            "--region",
+            REGION,
+            "--parameter-overrides",
+            " ".join(overrides),
+        ],
+        terminal_width=250,
+    )
+    assert estimated.exit_code == 0, estimated.output
+    assert expected in estimated.output
+    # AND validate --json carries them
+    report = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(path),
+            "--json",
+            "--template",
+            str(REPO / "template.yaml"),
+            "--region",
+            REGION,
+            "--parameter-overrides",
+            " ".join(overrides),
+        ],
+    )
+    data = json.loads(report.output)
+    assert data["max_cost_ceiling_micro_usd"] == 80_000_000
+    assert data["max_images_per_batch"] == 1000

@@ -60,6 +60,9 @@ class ValidationReport(BaseModel):
     max_cost_micro_usd: int | None
     # The cap is the stack's DefaultMaxCostUsd: the manifest sets none.
     max_cost_from_stack: bool = False
+    # What the stack allows any batch (MaxCostCeilingUsd, MaxImagesPerBatch); None: no limit.
+    max_cost_ceiling_micro_usd: int | None = None
+    max_images_per_batch: int | None = None
     verdict: str  # "accepted" | "rejected", as ingest will decide
     rejection: str | None
 
@@ -172,6 +175,10 @@ def check_manifest(
         if settings.max_cost_usd is not None
         else None,
         max_cost_from_stack=plan.cap_from_stack,
+        max_cost_ceiling_micro_usd=int(stack.limits.max_cost_ceiling_usd * MICRO)
+        if stack.limits.max_cost_ceiling_usd is not None
+        else None,
+        max_images_per_batch=stack.limits.max_images_per_batch,
         verdict="rejected" if rejection else "accepted",
         rejection=rejection,
     )
@@ -189,6 +196,22 @@ def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
         reasons = [f"{e.field}{item if n == 0 else ''}: {e.reason}" for n, e in enumerate(found)]
         lines.append(f"{manifest}:{line}: " + "; ".join(reasons))
     return lines
+
+
+def _limits_line(report: ValidationReport) -> str | None:
+    from decimal import Decimal
+
+    from imagebatch.models.money import MICRO
+    from imagebatch.planning.stack_options import BatchLimits
+    from imagebatch_cli.views.estimate import limits_line
+
+    ceiling = report.max_cost_ceiling_micro_usd
+    return limits_line(
+        BatchLimits(
+            max_cost_ceiling_usd=Decimal(ceiling) / MICRO if ceiling is not None else None,
+            max_images_per_batch=report.max_images_per_batch,
+        )
+    )
 
 
 def _print_report(report: ValidationReport) -> None:
@@ -225,6 +248,9 @@ def _print_report(report: ValidationReport) -> None:
             f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}{source}: estimate + "
             f"reserve {usd(held)} {verdict}"
         )
+    limits = _limits_line(report)
+    if limits:
+        say(limits)
     if report.rejection:
         say(f"ingest would REJECT this batch: {report.rejection}", err=True)
     else:
