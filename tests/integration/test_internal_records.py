@@ -74,3 +74,33 @@ def test_a_forged_pending_file_with_a_negative_cost_is_refused(
     assert summary["images_succeeded"] == 0
     assert recorded == 0
     assert list(ledger.image_records(BATCH)) == []
+
+
+def test_a_pending_file_foreign_to_its_chunk_is_refused(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    from imagebatch.pipeline.pending import commit_pending
+
+    ledger = Ledger(dynamodb_client, ledger_table)
+    left = _capped_batch(ledger)
+    store = BatchStore(s3_client, s3_bucket)
+    prices = load_aws_prices().region("us-east-1")
+    forgeries: list[dict[str, Any]] = [
+        # another chunk's image, an image "stored" outside outputs/ or in another batch
+        {"outcomes": [_forged_outcome(chunk_id="00007")]},
+        {"outcomes": [_forged_outcome(output_key="catalogs/home/latest/SKU1/front.png")]},
+        {"outcomes": [_forged_outcome(output_key="outputs/other-batch/a-1.png")]},
+        # negative counts or a negative hold: credits in another field
+        {"outcomes": [_forged_outcome()], "usage": {"lambda_mb_ms": -(10**12)}},
+        {"outcomes": [_forged_outcome()], "reserved_micro_usd": -(10**9)},
+    ]
+    for forged in forgeries:
+        store.put_pending_commit(BATCH, "00000", json.dumps(forged).encode())
+        assert commit_pending(store, ledger, BATCH, "00000", prices) == 0, forged
+    summary = as_item(ledger.get_batch(BATCH)) or {}
+    assert summary["budget_left_micro_usd"] == left
+    assert list(ledger.image_records(BATCH)) == []
+    # AND the pipeline's own pending file is still committed
+    own = {"outcomes": [_forged_outcome()], "capped": True}
+    store.put_pending_commit(BATCH, "00000", json.dumps(own).encode())
+    assert commit_pending(store, ledger, BATCH, "00000", prices) == 1

@@ -99,7 +99,9 @@ class ImageRecord(BaseModel):
     model: str
     backend: str
     seed: int
-    cost_micro_usd: int = 0
+    # Never negative: a record read back (a pending file, a stored PNG's evidence) with a
+    # negative cost would credit the batch.
+    cost_micro_usd: int = Field(default=0, ge=0)
     output_key: str | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
@@ -117,11 +119,11 @@ class ImageOutcome(ImageRecord):
     prompt_sha256: str
     price_source: str | None = None
     # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
-    inference_ms: int | None = None
+    inference_ms: int | None = Field(default=None, ge=0)
     # What decides the pixels (models.identity); a made image is indexed under it.
     identity_sha256: str | None = None
     # A reused image: the inference it did not buy (its own cost_micro_usd is 0).
-    reuse_saved_micro_usd: int | None = None
+    reuse_saved_micro_usd: int | None = Field(default=None, ge=0)
 
     @property
     def reused(self) -> bool:
