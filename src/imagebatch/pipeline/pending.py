@@ -102,6 +102,7 @@ def _read_pending(body: bytes, batch_id: str, chunk_id: str) -> PendingCommit | 
     """The pending file if the pipeline could have written it, else None (logged as an
     error, the file left as evidence): a refused file commits nothing, and the chunk's images
     are made again or recorded by finalize as any unrecorded image is."""
+    reason: str | None
     try:
         pending = PendingCommit.model_validate_json(body)
     except ValidationError as exc:
