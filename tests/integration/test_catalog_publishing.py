@@ -92,3 +92,62 @@ def test_a_batch_that_only_claims_a_catalog_night_publishes_nothing(world: Any) 
         assert published == 0, case
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"catalogs/{NAME}/latest/")
     assert listing.get("KeyCount", 0) == 0
+
+
+class _Starts:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def start(self, batch_id: str, execution_input: dict[str, Any]) -> str:
+        self.started.append(batch_id)
+        return f"arn:aws:states:us-east-1:123456789012:execution:batch:{batch_id}"
+
+
+def _ingest(world: Any, key: str, tags: dict[str, str]) -> Any:
+    from imagebatch.costs.estimate import Shape
+    from imagebatch.costs.prices import load_aws_prices
+    from imagebatch.models.bedrock_models import load_catalogue
+    from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+    from imagebatch.planning.stack_options import DeployedOptions
+
+    s3, bucket, store, _, ledger = world
+    starter = _Starts()
+    ports = IngestPorts(store=store, ledger=ledger, starter=starter, catalogue=load_catalogue())
+    stack = DeployedOptions(
+        chunk_size=50,
+        max_concurrency=2,
+        prices=load_aws_prices().region("us-east-1"),
+        shape=Shape(chunk_size=50, map_concurrency=2),
+    )
+    header = {"batch": {"tags": tags}}
+    body = f"{json.dumps(header)}\n{json.dumps({'id': 'a', 'prompt': 'a lamp'})}\n".encode()
+    put = s3.put_object(Bucket=bucket, Key=key, Body=body)
+    outcome = ingest_manifest(
+        ManifestObject(bucket, key, put["ETag"], put["VersionId"]), ports, stack
+    )
+    return outcome, starter
+
+
+def test_a_catalog_tag_naming_no_catalog_is_refused_at_ingest(world: Any) -> None:
+    _, _, _, _, ledger = world
+    cases = {
+        # a manifest under the catalog prefix whose catalog has no config (deleted, or never
+        # made): finalize would fail reading it after the batch had spent
+        "no config": ("manifests/catalogs/ghost/2026-12-07.jsonl", "ghost"),
+        # a catalog's folder, tagged as another catalog
+        "other folder": (f"manifests/catalogs/{NAME}/x.jsonl", "ghost"),
+    }
+    for case, (key, name) in cases.items():
+        # WHEN ingest reads a manifest whose catalog tag names it
+        outcome, starter = _ingest(world, key, {"catalog": name, "catalog_run": NIGHT})
+        # THEN the batch is refused before anything runs, saying why
+        assert outcome.status == "REJECTED", case
+        assert starter.started == [], case
+        assert "ghost" in (outcome.message or ""), (case, outcome.message)
+        record = ledger.get_batch(outcome.batch_id)
+        assert record is not None and record.status == "REJECTED", case
+    # AND a real catalog's manifest in its own folder still runs
+    outcome, starter = _ingest(
+        world, f"manifests/catalogs/{NAME}/y.jsonl", {"catalog": NAME, "catalog_run": NIGHT}
+    )
+    assert outcome.status == "STARTED", outcome.message
