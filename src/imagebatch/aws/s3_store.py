@@ -276,6 +276,10 @@ class BatchStore:
             ) from exc
         return int(head["ContentLength"])
 
+    def object_exists(self, key: str) -> bool:
+        """Whether the key holds an object (HeadObject, a GET-priced request)."""
+        return self.image_size(key) is not None
+
     def copy_image(self, source_key: str, key: str, size: int, metadata: dict[str, str]) -> None:
         """A reused image: server-side copy (a COPY request, priced as a PUT; the new object's
         bytes are stored like a PUT's) with this batch's metadata. StorageError as put_image."""

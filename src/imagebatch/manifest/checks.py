@@ -8,6 +8,7 @@ model it names, and its id against the ids of the lines before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Protocol
 
@@ -37,6 +38,30 @@ from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 # for the night (catalog/nightly.py), whatever any other batch's tags say.
 RESERVED_TAG_KEYS = frozenset({"catalog", "catalog_run"})
 CATALOG_MANIFESTS_PREFIX = "manifests/catalogs/"
+
+
+# Where the catalog function keeps a catalog's config (catalog/products.py CATALOG_PREFIX,
+# CONFIG_NAME): finalize reads it to publish a night's images.
+CATALOG_CONFIG_KEY = "catalogs/{name}/config.json"
+
+
+def catalog_tag_reason(key: str, name: str, config_exists: Callable[[str], bool]) -> str | None:
+    """Why a manifest at `key` whose batch tag `catalog` is `name` cannot be that catalog's
+    night (None: it can): it must lie in that catalog's own folder, and the catalog must have
+    a config for finalize to publish with. Refused at ingest, before anything is spent."""
+    folder = f"{CATALOG_MANIFESTS_PREFIX}{name}/"
+    if not key.startswith(folder):
+        return (
+            f"tag catalog {name!r} names another catalog than this manifest's folder: a "
+            f"catalog's manifests lie under {folder}; nothing was spent"
+        )
+    config = CATALOG_CONFIG_KEY.format(name=name)
+    if not config_exists(config):
+        return (
+            f"tag catalog {name!r} names a catalog with no {config}: there is nothing to "
+            "publish its images to; nothing was spent"
+        )
+    return None
 
 
 def reserved_tags_for(key: str) -> frozenset[str]:

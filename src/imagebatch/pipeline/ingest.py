@@ -24,6 +24,7 @@ from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import catalog_tag_reason
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -208,7 +209,7 @@ def _plan_and_upload(
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
     verdict = assess(plan, stack, prices)
-    reason = verdict.rejection
+    reason = verdict.rejection or _catalog_reason(plan, manifest.key, store)
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
@@ -230,6 +231,12 @@ def _plan_and_upload(
         )
     _upload_chunks(store, batch_id, plan)
     return plan, record
+
+
+def _catalog_reason(plan: BatchPlan, key: str, store: IngestStore) -> str | None:
+    """A batch tagged as a catalog's night must be one finalize can publish (checks.py)."""
+    name = (plan.settings.tags or {}).get("catalog")
+    return catalog_tag_reason(key, name, store.object_exists) if name else None
 
 
 def _own_usage(
