@@ -372,7 +372,9 @@ class _Endpoint(AsyncEndpoint):
         self.submitted: list[str] = []
         self.broken = broken
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> str | None:
         if self.broken:
             raise RuntimeError("ThrottlingException")
         self.submitted.append(input_location)

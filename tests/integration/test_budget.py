@@ -440,7 +440,9 @@ class _SmEndpoint(AsyncEndpoint):
     def __init__(self) -> None:
         self.requests: list[str] = []
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> str | None:
         self.requests.append(input_location)
         return None
 

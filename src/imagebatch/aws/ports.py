@@ -134,7 +134,9 @@ class TaskTokensPort(Protocol):
 class AsyncEndpointPort(Protocol):
     """Submits one asynchronous inference request (aws.sagemaker_runtime.AsyncEndpoint)."""
 
-    def submit(self, input_location: str, inference_id: str) -> str | None: ...
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> str | None: ...
 
 
 class ThroughputPort(Protocol):

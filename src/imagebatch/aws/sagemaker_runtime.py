@@ -22,8 +22,13 @@ class AsyncEndpoint:
         self._request_ttl_s = request_ttl_s
         self._invocation_timeout_s = invocation_timeout_s
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
-        """InvokeEndpointAsync; returns the output location SageMaker will write to."""
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> str | None:
+        """InvokeEndpointAsync; returns the output location SageMaker will write to.
+        `timeout_s`: the request's own InvocationTimeoutSeconds (its hold's bound), never
+        above the stack's."""
+        timeout = min(timeout_s, self._invocation_timeout_s) if timeout_s else None
         response = self._runtime.invoke_endpoint_async(
             EndpointName=self.endpoint_name,
             InputLocation=input_location,
@@ -31,6 +36,6 @@ class AsyncEndpoint:
             Accept="application/json",
             InferenceId=inference_id,
             RequestTTLSeconds=self._request_ttl_s,
-            InvocationTimeoutSeconds=self._invocation_timeout_s,
+            InvocationTimeoutSeconds=timeout or self._invocation_timeout_s,
         )
         return response.get("OutputLocation")

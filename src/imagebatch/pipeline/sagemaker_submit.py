@@ -16,6 +16,7 @@ finalize as spent, so spent + held + left + reserve = cap throughout.
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -28,7 +29,7 @@ from imagebatch.aws.ports import (
     TaskTokensPort,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer
+from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer, invocation_timeout_s
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
@@ -46,6 +47,8 @@ INPUT_PREFIX = "async-inputs/"
 # hold's own write and the request PUT) and this many bytes of counts in the request object.
 SUBMIT_TAIL_S = 2
 _COUNTS_BYTES = 1024
+# SageMaker's largest InvocationTimeoutSeconds; the adapter also keeps the stack's own.
+_MAX_TIMEOUT_S = 3600
 
 
 class SubmitTask(ChunkTask):
@@ -160,7 +163,14 @@ def _send(
     body, invocation = _request_body(invocation, store, ledger, clock)
     store.put_json(key, body)
     try:
-        output_location = endpoint.submit(input_location, inference_id)
+        output_location = endpoint.submit(
+            input_location,
+            inference_id,
+            # a capped request (every one under DefaultMaxCostUsd) ends past its hold
+            invocation_timeout_s(Decimal(str(invocation.max_seconds)), _MAX_TIMEOUT_S)
+            if invocation.max_seconds is not None
+            else None,
+        )
     except Exception:
         if held is not None:
             _release(invocation, held, ledger, prices)
