@@ -81,6 +81,11 @@ class IngestSettings(StorageSettings):
     # The chunk function's memory: what the estimate and budget holdback price chunk Lambda
     # time with.
     chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=256, ge=128, le=10240)
+    # Capped by default (the template's DefaultMaxCostUsd, MaxCostCeilingUsd,
+    # MaxImagesPerBatch); None where an environment predates them: no stack limit.
+    default_max_cost_usd: Decimal | None = Field(alias="DEFAULT_MAX_COST_USD", default=None, gt=0)
+    max_cost_ceiling_usd: Decimal | None = Field(alias="MAX_COST_CEILING_USD", default=None, gt=0)
+    max_images_per_batch: int | None = Field(alias="MAX_IMAGES_PER_BATCH", default=None, ge=1)
     # What the stack deployed on the SageMaker side (its template parameters); the endpoint
     # name is empty when the stack has none (EnableSageMaker=false): `backend: auto` then
     # chooses Bedrock, and a sagemaker batch is refused.

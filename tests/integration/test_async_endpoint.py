@@ -378,7 +378,9 @@ class _Endpoint(AsyncEndpoint):
         self.broken = broken
         self.tries = 0
 
-    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
         self.tries += 1
         if self.broken:
             # what the adapter raises when SageMaker refused the request (a throttle)
@@ -866,3 +868,40 @@ def test_a_throttled_submit_is_retried_instead_of_failing_the_chunk(setup: Any) 
     assert ids[0] == ids[1] == receipt.inference_id
     assert receipt.images == 3
     assert _invariant(ledger, cap)["reserved_micro_usd"] == receipt.held_micro_usd
+
+
+def test_a_capped_request_is_time_bounded_by_its_hold(setup: Any) -> None:
+    store, ledger, _ = setup
+    # GIVEN a capped batch whose chunk's hold covers 0.6 instance-seconds (3 x 0.1 s x 2)
+    _capped(ledger, 1_000_000)
+    ref = _capped_chunk(store)
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    # WHEN it is submitted to an endpoint whose stack allows requests an hour
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint_async",
+            {"InferenceId": "x", "OutputLocation": "s3://b/o.out"},
+            {
+                "EndpointName": "ep",
+                "InputLocation": ANY,
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "InferenceId": ANY,
+                "RequestTTLSeconds": 600,
+                # THEN SageMaker is told to stop it past what the hold covers: twice its
+                # seconds (a call past them runs to its end; one call is at most all of
+                # them) and a minute of the container's S3 reads and writes
+                "InvocationTimeoutSeconds": 2 * 1 + 60,
+            },
+        )
+        task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+        receipt = submit_chunk(
+            task,
+            store=store,
+            ledger=ledger,
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=3600),
+            tokens=_Tokens(),
+            costing=costing(ledger),
+            clock=LambdaClock(512),
+        )
+    assert receipt.held_micro_usd is not None

@@ -445,7 +445,9 @@ class _SmEndpoint(AsyncEndpoint):
     def __init__(self) -> None:
         self.requests: list[str] = []
 
-    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
         self.requests.append(input_location)
         return SubmittedRequest(inference_id=inference_id)
 

@@ -4,6 +4,7 @@ outputs template.yaml declares; submit, watch, batches/cost through a SigV4-sign
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -129,7 +130,8 @@ def test_submit_uploads_to_the_stacks_bucket(stack: dict[str, str]) -> None:
     submitted = json.loads(result.stdout)
     s3 = boto3.client("s3", region_name=AWS_REGION)
     head = s3.head_object(Bucket=BUCKET, Key="manifests/demo.jsonl")
-    assert submitted["batch_id"] == batch_id_for(BUCKET, "manifests/demo.jsonl", head["ETag"])
+    content = hashlib.sha256(sample_manifest("demo").read_bytes()).hexdigest()
+    assert submitted["batch_id"] == batch_id_for(BUCKET, "manifests/demo.jsonl", content)
     assert head["ContentLength"] == sample_manifest("demo").stat().st_size
 
 

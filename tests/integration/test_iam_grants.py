@@ -571,13 +571,17 @@ def test_record_result_is_granted_what_a_duplicate_result_calls(
 DEMO_MANIFEST = TEMPLATE_PATH.parent / "events" / "manifests" / "demo.jsonl"
 
 
-def _s3_event(bucket: str, key: str, etag: str) -> dict[str, Any]:
+def _s3_event(bucket: str, key: str, etag: str, version: str | None) -> dict[str, Any]:
     template = json.loads((TEMPLATE_PATH.parent / "events" / "s3-manifest-put.json").read_text())
     record = template["Records"][0]
     record["awsRegion"] = REGION
     record["s3"]["bucket"]["name"] = bucket
     record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
     record["s3"]["object"].update(key=key, eTag=etag)
+    # the version S3 gave the upload (none in an unversioned bucket), as the event names it
+    record["s3"]["object"].pop("versionId")
+    if version is not None:
+        record["s3"]["object"]["versionId"] = version
     return {"Records": [record]}
 
 
@@ -592,9 +596,11 @@ def _ingested(stack: LocalStack, handlers: Handlers, recorder: Recorder) -> dict
     sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)
     s3 = boto3.client("s3", region_name=REGION)
     key = f"manifests/{DEMO_MANIFEST.name}"
-    etag = s3.put_object(Bucket=bucket, Key=key, Body=DEMO_MANIFEST.read_bytes())["ETag"]
+    put = s3.put_object(Bucket=bucket, Key=key, Body=DEMO_MANIFEST.read_bytes())
     with recorder:
-        outcome = handlers.invoke("IngestFunction", _s3_event(bucket, key, etag))
+        outcome = handlers.invoke(
+            "IngestFunction", _s3_event(bucket, key, put["ETag"], put.get("VersionId"))
+        )
     assert outcome["batches"][0]["status"] == "STARTED", outcome
     executions = sfn.list_executions(stateMachineArn=stack.arns["BatchStateMachine"])
     described = sfn.describe_execution(executionArn=executions["executions"][0]["executionArn"])

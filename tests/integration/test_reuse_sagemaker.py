@@ -62,7 +62,9 @@ class _Endpoint(AsyncEndpoint):
     def __init__(self) -> None:
         self.submitted: list[str] = []
 
-    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
         self.submitted.append(input_location)
         return SubmittedRequest(
             inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out"

@@ -99,18 +99,21 @@ def preview_ingest(
     prices: RegionPrices,
     at_zero: bool = True,
     made: MadeImages | None = None,
+    key: str | None = None,
 ) -> IngestPreview:
     """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking,
     estimate and verdict) in a scratch spool; `at_zero`: whether the endpoint has no instance
-    up; `made`: the stack's image index, read as ingest reads it (None: reuse unknown). A
-    manifest ingest cannot read at all raises ManifestError, as in ingest."""
+    up; `made`: the stack's image index, read as ingest reads it (None: reuse unknown); `key`:
+    where it would be uploaded (default: its name; the catalog function's manifests/catalogs/
+    keys may carry the reserved catalog tags). A manifest ingest cannot read at all raises
+    ManifestError, as in ingest."""
     with (
         tempfile.TemporaryDirectory(prefix="imagebatch-plan-") as spool,
         path.open("rb") as stream,
     ):
         plan = plan_for_stack(
             stream,
-            path.name,
+            key or path.name,
             batch_id="preview",
             catalogue=catalogue,
             stack=stack,

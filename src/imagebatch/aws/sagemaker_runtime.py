@@ -35,10 +35,15 @@ class AsyncEndpoint:
         self._request_ttl_s = request_ttl_s
         self._invocation_timeout_s = invocation_timeout_s
 
-    def submit(self, input_location: str, inference_id: str) -> SubmittedRequest:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
         """InvokeEndpointAsync; returns where SageMaker will write the result or the error.
-        EndpointSubmitError when it failed: whether it may have queued the request all the
-        same is for the caller, which keeps the same InferenceId for any retry of it."""
+        `timeout_s`: the request's own InvocationTimeoutSeconds (its hold's bound), never
+        above the stack's. EndpointSubmitError when it failed: whether it may have queued the
+        request all the same is for the caller, which keeps the same InferenceId for any
+        retry of it."""
+        timeout = min(timeout_s, self._invocation_timeout_s) if timeout_s else None
         try:
             response = self._runtime.invoke_endpoint_async(
                 EndpointName=self.endpoint_name,
@@ -47,7 +52,7 @@ class AsyncEndpoint:
                 Accept="application/json",
                 InferenceId=inference_id,
                 RequestTTLSeconds=self._request_ttl_s,
-                InvocationTimeoutSeconds=self._invocation_timeout_s,
+                InvocationTimeoutSeconds=timeout or self._invocation_timeout_s,
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imagebatch.backends.bedrock import bedrock_identity
 from imagebatch.errors import CatalogError
+from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.identity import image_identity
 from imagebatch.models.records import ImageJob, hashed_seed
@@ -388,4 +389,4 @@ def manifest_lines(config: CatalogConfig, plan: CatalogPlan, run: str) -> Iterat
 def manifest_key(config: CatalogConfig, run: str) -> str:
     """One key per catalog and night: the same night re-rendered is the same upload."""
     night = re.sub(r"[^0-9A-Za-z]+", "-", run).strip("-")
-    return f"manifests/catalogs/{config.name}/{night}.jsonl"
+    return f"{CATALOG_MANIFESTS_PREFIX}{config.name}/{night}.jsonl"

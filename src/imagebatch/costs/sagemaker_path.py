@@ -182,6 +182,21 @@ def refusal_bound(images: int, memory_mb: int) -> Usage:
     )
 
 
+# What a request's container spends besides its pipeline calls (reading the request, writing
+# PNGs and the result to S3), at most: assumed, not measured; SageMaker's timeout only has to
+# be past it, and the hold never pays for it (instance time is charged by the window).
+REQUEST_IO_SECONDS = 60
+
+
+def invocation_timeout_s(max_seconds: Decimal, ceiling: int) -> int:
+    """SageMaker's InvocationTimeoutSeconds for a request whose hold covers `max_seconds`:
+    the container starts no call past them and a call running over ends at its next step (a
+    compiled Neuron call runs to its end), and no call is longer than all of them (a hold
+    covers at least its first call), so twice them plus the request's S3 time bounds it, at
+    most the stack's `ceiling`. A container that ignored the hold is stopped there."""
+    return max(1, min(ceiling, math.ceil(2 * max_seconds) + REQUEST_IO_SECONDS))
+
+
 class HoldPlan(BaseModel):
     """An attempt's budget hold: the instance-seconds the container may use, and the money."""
 

@@ -45,6 +45,9 @@ class BatchRecord(BaseModel):
     manifest_bucket: str | None = None
     manifest_key: str | None = None
     manifest_etag: str | None = None
+    # the content ingest read (its SHA-256 names the batch) and the S3 version it read
+    manifest_sha256: str | None = None
+    manifest_version_id: str | None = None
     settings: str | None = None  # the manifest's BatchSettings as JSON
     output_prefix: str | None = None
     on_invalid: str | None = None

@@ -29,6 +29,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import NoReturn, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -42,7 +43,7 @@ from imagebatch.aws.ports import (
     TaskTokensPort,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer
+from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer, invocation_timeout_s
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
@@ -74,6 +75,9 @@ SUBMIT_BACKOFF_S = 0.5
 SUBMIT_RESERVE_S = 5.0
 
 T = TypeVar("T")
+
+# SageMaker's largest InvocationTimeoutSeconds; the adapter also keeps the stack's own.
+_MAX_TIMEOUT_S = 3600
 
 
 class SubmitTask(ChunkTask):
@@ -297,7 +301,15 @@ def _send(
         held_micro_usd=held,
     )
     try:
-        submitted = _retrying(lambda: endpoint.submit(input_location, inference_id), time_left_s)
+        # a capped request (every one under DefaultMaxCostUsd) ends past its hold
+        timeout_s = (
+            invocation_timeout_s(Decimal(str(invocation.max_seconds)), _MAX_TIMEOUT_S)
+            if invocation.max_seconds is not None
+            else None
+        )
+        submitted = _retrying(
+            lambda: endpoint.submit(input_location, inference_id, timeout_s), time_left_s
+        )
     except EndpointSubmitError as exc:
         if exc.ambiguous:
             logger.warning(

@@ -21,6 +21,8 @@ from imagebatch.backends.routing import (
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
 from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import reserved_tags_for
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import BatchSettings, InvalidLine
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -30,6 +32,7 @@ from imagebatch.models.sagemaker_contract import shape_key
 from imagebatch.planning.pricing import ImagePricer
 from imagebatch.planning.reuse import MadeImages, ReuseTally, reused_in_chunk
 from imagebatch.planning.routing import expand_item, route_entry
+from imagebatch.planning.stack_options import BatchLimits
 
 # Every chunk of a plan is appended to this one file in the spool dir: creating a file per
 # chunk cost 3.5 of 20 s for a 1,000,000-line manifest (20,000 chunks).
@@ -75,6 +78,8 @@ class BatchPlan:
     # The images the image index says are already made (reuse, docs/reuse.md): left out of
     # the inference above. None: not looked up (offline, or reuse off), so reuse is unknown.
     reuse: ReuseTally | None = None
+    # The cap is the stack's DefaultMaxCostUsd: the manifest set no max_cost_usd.
+    cap_from_stack: bool = False
 
     @property
     def backend(self) -> str:
@@ -113,6 +118,7 @@ def plan_batch(
     shape: Shape | None = None,
     region: str | None = None,
     made: MadeImages | None = None,
+    limits: BatchLimits | None = None,
 ) -> BatchPlan:
     """Validate, route and chunk; memory stays flat at any manifest size.
 
@@ -124,6 +130,7 @@ def plan_batch(
     figure. `region`: Bedrock serves each model in some regions only (data/bedrock_models.json).
     `made`: the image index; each chunk's images already made are left out of the inference
     (one batched read per chunk, as the chunk itself will look them up).
+    `limits`: the stack's default cap and ceiling, applied to the settings before the pass.
     """
     # Kept whole (82 lines with its docstring): the two passes (route, then chunk what was
     # set aside) share the open errors file and the chunker, whose exit writes the last chunks.
@@ -132,8 +139,9 @@ def plan_batch(
         format_for_key(key),
         catalogue,
         endpoint_model=deployment.model_id if deployment else None,
+        reserved_tags=reserved_tags_for(key),
     )
-    plan = BatchPlan(settings=reader.settings, spool=spool)
+    plan = _capped(reader, limits or BatchLimits(), spool)
     if made is not None:
         plan.reuse = ReuseTally()
     pricer = ImagePricer(catalogue, deployment, endpoint_seconds)
@@ -190,6 +198,25 @@ def plan_batch(
         # charged to the batches that caused it as endpoint overhead, not in the estimate
         plan.endpoint_wake_micro_usd = ceil_micro(wake_micro_usd(deployment))
     return plan
+
+
+def _capped(reader: ManifestReader, limits: BatchLimits, spool: Path) -> BatchPlan:
+    """The plan's settings under the stack's limits: a cap above the ceiling refuses the
+    manifest before its items are read (a line error of its header), and a manifest without a
+    cap gets the stack's default, so every batch is held to a budget on every path."""
+    settings = reader.settings
+    ceiling, cap = limits.max_cost_ceiling_usd, settings.max_cost_usd
+    if cap is not None and ceiling is not None and cap > ceiling:
+        raise ManifestError(
+            f"max_cost_usd ${cap} is above this stack's ceiling "
+            f"${ceiling} (MaxCostCeilingUsd): lower it or split the manifest",
+            line=reader.settings_line or 1,
+            field="batch.max_cost_usd",
+        )
+    if cap is not None or limits.default_max_cost_usd is None:
+        return BatchPlan(settings=settings, spool=spool)
+    default = settings.model_copy(update={"max_cost_usd": limits.default_max_cost_usd})
+    return BatchPlan(settings=default, spool=spool, cap_from_stack=True)
 
 
 class _ErrorsFile:

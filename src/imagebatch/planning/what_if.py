@@ -58,4 +58,5 @@ def plan_for_stack(
         shape=stack.shape,
         region=stack.region,
         made=made if stack.reuse_images else None,
+        limits=stack.limits,
     )

@@ -208,7 +208,7 @@ def _print_preview(preview: IngestPreview) -> None:
 
     say(f"stack: {describe_stack(preview.stack, preview.at_zero)}")
     console.print(ingest_table(preview.plan))
-    for line in ingest_summary(preview.plan, preview.verdict):
+    for line in ingest_summary(preview.plan, preview.verdict, preview.stack.limits):
         say(line)
 
 

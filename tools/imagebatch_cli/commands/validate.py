@@ -62,6 +62,11 @@ class ValidationReport(BaseModel):
     errors: list[FieldError]
     estimate: EstimateByCategory | None
     max_cost_micro_usd: int | None
+    # The cap is the stack's DefaultMaxCostUsd: the manifest sets none.
+    max_cost_from_stack: bool = False
+    # What the stack allows any batch (MaxCostCeilingUsd, MaxImagesPerBatch); None: no limit.
+    max_cost_ceiling_micro_usd: int | None = None
+    max_images_per_batch: int | None = None
     verdict: str  # "accepted" | "rejected", as ingest will decide
     rejection: str | None
     # images the stack's image index already holds (left out of the estimate) and their
@@ -197,6 +202,11 @@ def check_manifest(
         max_cost_micro_usd=int(settings.max_cost_usd * MICRO)
         if settings.max_cost_usd is not None
         else None,
+        max_cost_from_stack=plan.cap_from_stack,
+        max_cost_ceiling_micro_usd=int(stack.limits.max_cost_ceiling_usd * MICRO)
+        if stack.limits.max_cost_ceiling_usd is not None
+        else None,
+        max_images_per_batch=stack.limits.max_images_per_batch,
         verdict="rejected" if rejection else "accepted",
         rejection=rejection,
         images_reused=plan.reuse.images if plan.reuse else None,
@@ -216,6 +226,22 @@ def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
         reasons = [f"{e.field}{item if n == 0 else ''}: {e.reason}" for n, e in enumerate(found)]
         lines.append(f"{manifest}:{line}: " + "; ".join(reasons))
     return lines
+
+
+def _limits_line(report: ValidationReport) -> str | None:
+    from decimal import Decimal
+
+    from imagebatch.models.money import MICRO
+    from imagebatch.planning.stack_options import BatchLimits
+    from imagebatch_cli.views.estimate import limits_line
+
+    ceiling = report.max_cost_ceiling_micro_usd
+    return limits_line(
+        BatchLimits(
+            max_cost_ceiling_usd=Decimal(ceiling) / MICRO if ceiling is not None else None,
+            max_images_per_batch=report.max_images_per_batch,
+        )
+    )
 
 
 def _print_report(report: ValidationReport) -> None:
@@ -247,10 +273,18 @@ def _print_report(report: ValidationReport) -> None:
     if report.max_cost_micro_usd is not None and estimate is not None:
         held = estimate.total_micro_usd + estimate.overhead_reserve_micro_usd
         verdict = "exceeds it" if held > report.max_cost_micro_usd else "fits"
-        say(
-            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}: estimate + reserve "
-            f"{usd(held)} {verdict}"
+        source = (
+            " (the stack's DefaultMaxCostUsd: the manifest sets none)"
+            if report.max_cost_from_stack
+            else ""
         )
+        say(
+            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}{source}: estimate + "
+            f"reserve {usd(held)} {verdict}"
+        )
+    limits = _limits_line(report)
+    if limits:
+        say(limits)
     if report.rejection:
         say(f"ingest would REJECT this batch: {report.rejection}", err=True)
     else:

@@ -7,6 +7,7 @@ relies on, and what it cannot check, is in docs/local-aws.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,10 @@ from imagebatch_local.cloud.lambda_runtime import (
     process_environment,
 )
 from imagebatch_local.cloud.local_stack import LocalStack, create_stack
-from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
+from imagebatch_local.cloud.moto_callbacks import (
+    answers_before_the_wait_are_kept,
+    each_attempt_gets_its_own_token,
+)
 from imagebatch_local.cloud.sfn_limits import (
     LimitViolation,
     history_violations,
@@ -171,8 +175,10 @@ class LocalAws:
     def upload_manifest(self, path: Path, key: str | None = None) -> str:
         """Put a manifest under manifests/ (which fires ingest); returns its batch id."""
         key = key or f"manifests/{path.name}"
-        response = self.s3().put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-        return batch_id_for(self.bucket, key, response["ETag"])
+        body = path.read_bytes()
+        self.s3().put_object(Bucket=self.bucket, Key=key, Body=body)
+        # ingest names the batch by the content it reads, not the ETag
+        return batch_id_for(self.bucket, key, hashlib.sha256(body).hexdigest())
 
     def wait_for_batch(
         self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
@@ -541,6 +547,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         with (
             process_environment(env),
             answers_before_the_wait_are_kept(),
+            each_attempt_gets_its_own_token(),
             _deployed(options, endpoint, bedrock) as aws,
         ):
             yield aws
