@@ -1,0 +1,157 @@
+"""Attempts of one Bedrock chunk against each other and against finalize (issue 18).
+
+The stored PNG is the evidence: an attempt killed between its PNGs and its commit is
+recorded from them by the chunk's next attempt, not bought again. Each attempt holds budget
+under its own id, so a second attempt never writes off a first one's live hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
+from imagebatch.backends.bedrock import GeneratedImage
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
+
+MODEL = "stability.sd3-5-large-v1:0"
+BATCH = "b-attempts"
+PRICE = load_catalogue().get(MODEL).price_for(1024, 1024).micro_usd_per_image  # type: ignore[union-attr]
+CAP = 10**9
+
+
+def jobs(n: int) -> list[ImageJob]:
+    return [
+        ImageJob(
+            image_id=f"i{k}-1",
+            item_id=f"i{k}",
+            index=1,
+            line=k + 2,
+            prompt=f"prompt {k}",
+            width=1024,
+            height=1024,
+            seed=k + 1,
+            model=MODEL,
+        )
+        for k in range(n)
+    ]
+
+
+class CountingBackend:
+    """Bedrock as a counter of images bought; `before` runs ahead of the first call."""
+
+    def __init__(self, before: Callable[[], None] | None = None) -> None:
+        self.calls: list[str] = []
+        self._before = before
+        self._lock = threading.Lock()
+
+    def generate(self, job: ImageJob) -> GeneratedImage:
+        with self._lock:
+            first, self._before = self._before, None
+        if first is not None:
+            first()
+        with self._lock:
+            self.calls.append(job.image_id)
+        return GeneratedImage(png=b"\x89PNG fake", seed=job.seed)
+
+
+class KilledBeforeCommit(Exception):
+    """Lambda stopped the invocation at its timeout between the PNGs and the commit."""
+
+
+class Killed:
+    """The ledger as a killed attempt sees it: everything but the commit happens."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def commit_images(self, *args: Any, **kwargs: Any) -> int:
+        raise KilledBeforeCommit
+
+
+@pytest.fixture
+def capped(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> tuple[BatchStore, Ledger, ChunkTask]:
+    store = BatchStore(s3_client, s3_bucket)
+    ledger = Ledger(dynamodb_client, ledger_table)
+    ledger.create_batch(
+        BATCH, {"status": "RUNNING", "images_total": 6, "max_cost_micro_usd": CAP}
+    )
+    ref = store.put_chunk(
+        ChunkFile(
+            batch_id=BATCH,
+            chunk_id="00000",
+            backend="bedrock",
+            output_prefix="outputs/",
+            images=jobs(6),
+        )
+    )
+    store.put_chunk_index(BATCH, [ref])
+    return store, ledger, ChunkTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref)
+
+
+def attempt(
+    task: ChunkTask,
+    store: BatchStore,
+    ledger: Any,
+    backend: CountingBackend,
+    **kwargs: Any,
+) -> ChunkResult:
+    from imagebatch.pipeline.generate import generate_chunk
+
+    return generate_chunk(
+        task,
+        store=store,
+        ledger=ledger,
+        backend=backend,
+        catalogue=load_catalogue(),
+        concurrency=2,
+        time_left_ms=lambda: 600_000,
+        commit_reserve_ms=1_000,
+        prices=load_aws_prices().region("us-east-1"),
+        clock=LambdaClock(512),
+        **kwargs,
+    )
+
+
+def retry_of(task: ChunkTask, n: int) -> ChunkTask:
+    """The task as Step Functions hands it to the chunk's n-th retry ($$.State.RetryCount)."""
+    return ChunkTask.model_validate(task.model_dump() | {"retry_count": n})
+
+
+def test_the_next_attempt_records_what_a_killed_attempt_stored_instead_of_buying_it_again(
+    capped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    store, ledger, task = capped
+    bedrock = CountingBackend()
+
+    # GIVEN an attempt killed after storing its six PNGs, before its commit (no pending file)
+    with pytest.raises(KilledBeforeCommit):
+        attempt(task, store, Killed(ledger), bedrock)
+    assert len(bedrock.calls) == 6
+
+    # WHEN Step Functions retries the chunk (Sandbox.Timedout is retried)
+    result = attempt(retry_of(task, 1), store, ledger, bedrock)
+
+    # THEN the retry records the six from their PNGs: each image bought once, charged once,
+    # and the killed attempt's hold settled by that commit (nothing written off)
+    assert sorted(bedrock.calls) == sorted(f"i{k}-1" for k in range(6))
+    assert result.failed == 0
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert (summary.images_succeeded, summary.images_failed) == (6, 0)
+    assert summary.cost_micro_usd == 6 * PRICE
+    assert summary.reserved_micro_usd == 0
+    assert summary.unsettled_micro_usd == 0
+    assert list(ledger.query_batch(BATCH, "RESERVATION#")) == []
