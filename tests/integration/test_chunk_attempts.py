@@ -85,9 +85,7 @@ def capped(
 ) -> tuple[BatchStore, Ledger, ChunkTask]:
     store = BatchStore(s3_client, s3_bucket)
     ledger = Ledger(dynamodb_client, ledger_table)
-    ledger.create_batch(
-        BATCH, {"status": "RUNNING", "images_total": 6, "max_cost_micro_usd": CAP}
-    )
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 6, "max_cost_micro_usd": CAP})
     ref = store.put_chunk(
         ChunkFile(
             batch_id=BATCH,

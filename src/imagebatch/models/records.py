@@ -87,6 +87,9 @@ class ChunkTask(BaseModel):
     chunk: ChunkRef
     # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
     chunk_concurrency: int | None = Field(default=None, ge=1)
+    # Step Functions' $$.State.RetryCount: a retry looks for PNGs an earlier attempt stored
+    # but never committed (pipeline.stored_images); a first attempt has none to look for.
+    retry_count: int = Field(default=0, ge=0)
 
 
 class ImageRecord(BaseModel):

@@ -319,7 +319,8 @@ def _account_for_every_image(
         # PNGs stored by attempts that died before their commit: recorded (settling their
         # chunk's hold) before holds are written off and the rest recorded as failed.
         capped = summary.max_cost_micro_usd is not None
-        record_stored_images(event.batch_id, store, ledger, prices, capped=capped)
+        keys = [ref.key for ref in store.get_chunk_index(event.batch_id)]
+        record_stored_images(event.batch_id, store, ledger, prices, capped=capped, chunk_keys=keys)
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
     if summary.images_succeeded + summary.images_failed < summary.images_total:

@@ -48,6 +48,7 @@ from imagebatch.pipeline.reuse import (
     find_reusable,
     lookup_bound,
 )
+from imagebatch.pipeline.stored_images import record_stored_chunk
 
 logger = Logger(child=True)
 
@@ -86,12 +87,16 @@ def generate_chunk(
     """
     chunk = store.get_chunk(task.chunk.key)
     commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
+    if task.retry_count:
+        # An earlier attempt killed between its PNGs and its commit (Sandbox.Timedout) left
+        # paid-for images with no record: recorded from their PNGs, not bought again.
+        record_stored_chunk(task.batch_id, chunk, store, ledger, prices, capped=capped)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         return ChunkResult.already_done(chunk.chunk_id, len(done))
-    summary = ledger.get_batch(task.batch_id)
-    capped = summary is not None and summary.capped
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
     to_make = [job for job in todo if job.image_id not in reusable]
