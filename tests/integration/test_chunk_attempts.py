@@ -104,6 +104,8 @@ def attempt(
     store: BatchStore,
     ledger: Any,
     backend: CountingBackend,
+    *,
+    concurrency: int = 2,
     **kwargs: Any,
 ) -> ChunkResult:
     from imagebatch.pipeline.generate import generate_chunk
@@ -114,7 +116,7 @@ def attempt(
         ledger=ledger,
         backend=backend,
         catalogue=load_catalogue(),
-        concurrency=2,
+        concurrency=concurrency,
         time_left_ms=lambda: 600_000,
         commit_reserve_ms=1_000,
         prices=load_aws_prices().region("us-east-1"),
@@ -150,6 +152,48 @@ def test_the_next_attempt_records_what_a_killed_attempt_stored_instead_of_buying
     assert summary is not None
     assert (summary.images_succeeded, summary.images_failed) == (6, 0)
     assert summary.cost_micro_usd == 6 * PRICE
+    assert summary.reserved_micro_usd == 0
+    assert summary.unsettled_micro_usd == 0
+    assert list(ledger.query_batch(BATCH, "RESERVATION#")) == []
+
+
+def test_a_second_attempt_does_not_write_off_a_live_first_attempts_hold(
+    capped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    store, ledger, task = capped
+    seen: dict[str, Any] = {}
+
+    def second_attempt() -> None:
+        # Step Functions gave up on the first invocation (Lambda.ClientExecutionTimeoutException)
+        # and runs the chunk again while the first still runs
+        seen["second"] = attempt(retry_of(task, 1), store, ledger, CountingBackend())
+        seen["summary"] = ledger.get_batch(BATCH)
+
+    # GIVEN a first attempt holding budget, and a second attempt of the chunk run while the
+    # first is at its first Bedrock call (one call at a time: the first stores no PNG before it)
+    first_bedrock = CountingBackend(before=second_attempt)
+    try:
+        first: ChunkResult | Exception = attempt(
+            task, store, ledger, first_bedrock, concurrency=1
+        )
+    except Exception as exc:  # checked below, after what the second attempt did
+        first = exc
+
+    # THEN the second held and settled its own hold: the first's live hold was not written
+    # off as unsettled spend
+    assert seen["second"].succeeded == 6
+    assert seen["summary"].unsettled_micro_usd == 0
+    assert seen["summary"].reserved_micro_usd > 0  # the first attempt's hold, still live
+
+    # AND the first, finding its images recorded by the second, settled its own hold: what
+    # it bought again is charged once, as rework, and no hold is left to write off
+    assert isinstance(first, ChunkResult), first
+    assert first.failed == 0
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert (summary.images_succeeded, summary.images_failed) == (6, 0)
+    assert summary.cost_micro_usd == 6 * PRICE
+    assert summary.rework_micro_usd == len(first_bedrock.calls) * PRICE
     assert summary.reserved_micro_usd == 0
     assert summary.unsettled_micro_usd == 0
     assert list(ledger.query_batch(BATCH, "RESERVATION#")) == []
