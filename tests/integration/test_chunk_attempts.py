@@ -173,10 +173,8 @@ def test_a_second_attempt_does_not_write_off_a_live_first_attempts_hold(
     # first is at its first Bedrock call (one call at a time: the first stores no PNG before it)
     first_bedrock = CountingBackend(before=second_attempt)
     try:
-        first: ChunkResult | Exception = attempt(
-            task, store, ledger, first_bedrock, concurrency=1
-        )
-    except Exception as exc:  # checked below, after what the second attempt did
+        first: ChunkResult | Exception = attempt(task, store, ledger, first_bedrock, concurrency=1)
+    except Exception as exc:  # noqa: BLE001 (checked below, after what the second attempt did)
         first = exc
 
     # THEN the second held and settled its own hold: the first's live hold was not written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +27,7 @@ from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import (
     ChunkUnfinished,
     ImageGenerationError,
+    ImagesAlreadyRecordedError,
     StorageError,
     UnknownModelError,
 )
@@ -76,6 +78,7 @@ def generate_chunk(
     retry_policy: BackoffPolicy | None = None,
     reuse: bool = True,
     access_wait: AccessWait | None = None,
+    attempt_id: str | None = None,
 ) -> ChunkResult:
     """Make the chunk's images not yet in the ledger and commit them in one transaction.
 
@@ -83,7 +86,9 @@ def generate_chunk(
     the timeout, PNG bytes) and does not run when the hold fails; images still unmade when
     time runs out, or throttled past their attempts, go back as ChunkUnfinished. With
     `reuse` (the stack's ReuseImages), an image some batch already made is copied, not made
-    (pipeline.reuse): looked up before the hold, copied after it.
+    (pipeline.reuse): looked up before the hold, copied after it. The hold is this
+    attempt's own (`<chunk>@<attempt_id>`, the Lambda request id): a second attempt of the
+    chunk running beside it neither settles nor writes it off.
     """
     chunk = store.get_chunk(task.chunk.key)
     commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
@@ -101,6 +106,7 @@ def generate_chunk(
     reusable = find_reusable(identities, store=store, ledger=ledger)
     to_make = [job for job in todo if job.image_id not in reusable]
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
+    hold_id: str | None = None
     if capped:
         bound = _attempt_bound(
             todo,
@@ -111,13 +117,14 @@ def generate_chunk(
             prices=prices,
         )
         bound += lookup_bound(len(identities), len(todo), prices)
-        held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
+        hold_id = f"{chunk.chunk_id}@{attempt_id or uuid.uuid4().hex}"
+        held = ledger.reserve(task.batch_id, hold_id, bound)
         if held is None:
             return _refuse(
                 task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
             )
         settlement = settlement.model_copy(
-            update={"reserved_micro_usd": held, "has_reservation": True}
+            update={"reserved_micro_usd": held, "has_reservation": True, "hold_id": hold_id}
         )
     # The batch's quota-derived share (ingest) caps the function's configured concurrency.
     ceiling = max(1, min(concurrency, task.chunk_concurrency or concurrency))
@@ -130,11 +137,13 @@ def generate_chunk(
         reserve_ms=commit_reserve_ms,
         access_wait=access_wait or AccessWait(),
     )
-    reused = copy_reused(todo, reusable, identities, chunk, store=store, catalogue=catalogue)
+    reused = copy_reused(
+        todo, reusable, identities, chunk, store=store, catalogue=catalogue, hold_id=hold_id
+    )
     copied = {o.image_id for o in reused}
     results = _make_images(
         to_make,
-        lambda job: _make_image(job, chunk, store, retrying, catalogue),
+        lambda job: _make_image(job, chunk, store, retrying, catalogue, hold_id=hold_id),
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
@@ -145,7 +154,7 @@ def generate_chunk(
         if isinstance(r, _Unfinished)
     } | {image_id: FailureClass.STORAGE_ERROR for image_id in reusable.keys() - copied}
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
-    _commit_or_keep(
+    committed = _commit_or_keep(
         task.batch_id,
         chunk,
         outcomes,
@@ -159,7 +168,7 @@ def generate_chunk(
         "chunk committed",
         extra={
             "chunk_id": chunk.chunk_id,
-            "committed": len(outcomes),
+            "committed": len(committed),
             "reused": len(reused),
             "already_done": len(done),
             "unfinished": len(unfinished),
@@ -169,7 +178,8 @@ def generate_chunk(
     )
     if unfinished:
         raise ChunkUnfinished(unfinished)
-    return ChunkResult.of(chunk.chunk_id, outcomes, skipped=len(done), throttles=limiter.throttles)
+    skipped = len(done) + len(outcomes) - len(committed)
+    return ChunkResult.of(chunk.chunk_id, committed, skipped=skipped, throttles=limiter.throttles)
 
 
 def _commit_or_keep(
@@ -182,12 +192,21 @@ def _commit_or_keep(
     store: ChunkStorePort,
     ledger: ChunkLedgerPort,
     capped: bool,
-) -> None:
-    """One ledger transaction for the attempt; if the ledger stays unavailable, the made
-    images are kept for the retry (pipeline.pending) and the chunk goes back unfinished:
-    paid-for images must not be bought again."""
+) -> list[ImageOutcome]:
+    """One ledger transaction for the attempt; returns the outcomes it recorded. If the
+    ledger stays unavailable, the made images are kept for the retry (pipeline.pending) and
+    the chunk goes back unfinished: paid-for images must not be bought again."""
     try:
-        ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
+        return _commit_beside_others(
+            batch_id, chunk, outcomes, settlement, ledger=ledger, capped=capped
+        )
+    except ImagesAlreadyRecordedError as exc:
+        # This attempt's hold was settled by another reader of its PNGs (a later attempt)
+        # or written off: what it holds no longer covers these images. They are stored with
+        # their evidence; the next attempt records whichever are still unrecorded.
+        raise ChunkUnfinished(
+            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
+        ) from exc
     except StorageError:
         try:
             save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
@@ -201,6 +220,50 @@ def _commit_or_keep(
         raise ChunkUnfinished(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from None
+
+
+def _commit_beside_others(
+    batch_id: str,
+    chunk: ChunkFile,
+    outcomes: list[ImageOutcome],
+    settlement: Settlement,
+    *,
+    ledger: ChunkLedgerPort,
+    capped: bool,
+) -> list[ImageOutcome]:
+    """Commit the outcomes; where another attempt of the chunk running beside this one
+    recorded some of them first, commit the rest and settle this attempt's own hold, with
+    what it paid Bedrock for those again charged as rework (bought twice, charged once per
+    purchase, each image recorded once). Raises ImagesAlreadyRecordedError when this
+    attempt's hold is no longer there to settle."""
+    # a commit left with rework alone rolls it up under the chunk's model
+    rollup_model: str | None = None
+    for _ in range(3):
+        try:
+            ledger.commit_images(
+                batch_id,
+                outcomes,
+                settlement,
+                tags=chunk.tags,
+                capped=capped,
+                rollup_model=rollup_model,
+            )
+            return outcomes
+        except ImagesAlreadyRecordedError as exc:
+            if exc.settled_elsewhere:
+                raise
+            recorded = ledger.recorded_image_ids(batch_id, [o.image_id for o in outcomes])
+            again = sum(o.cost_micro_usd for o in outcomes if o.image_id in recorded)
+            logger.warning(
+                "images recorded by another attempt of the chunk",
+                extra={"chunk_id": chunk.chunk_id, "images": len(recorded), "rework": again},
+            )
+            outcomes = [o for o in outcomes if o.image_id not in recorded]
+            rollup_model = chunk.images[0].model
+            settlement = settlement.model_copy(
+                update={"rework_micro_usd": settlement.rework_micro_usd + again}
+            )
+    raise ImagesAlreadyRecordedError(f"chunk {chunk.chunk_id}: commits kept colliding")
 
 
 def _make_images(
@@ -291,6 +354,8 @@ def _make_image(
     store: ChunkStorePort,
     backend: ImageBackend,
     catalogue: ModelCatalogue,
+    *,
+    hold_id: str | None,
 ) -> ImageOutcome | _Unfinished:
     batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     base = {
@@ -328,7 +393,7 @@ def _make_image(
     }
     key = image_key(chunk.output_prefix, batch_id, job.image_id)
     try:
-        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image)
+        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image, hold_id)
         store.put_image(key, image.png, {**image_metadata(batch_id, job, image.seed), **evidence})
     except StorageError as exc:
         # Bedrock made (and billed) the image; only storing it failed.

@@ -31,6 +31,8 @@ class PendingCommit(BaseModel):
     usage: Usage = Usage()
     capped: bool = False
     tags: dict[str, str] = {}
+    # the hold the failed commit settles (its attempt's own: holds are per attempt)
+    hold_id: str | None = None
 
 
 def save_pending(
@@ -49,6 +51,7 @@ def save_pending(
         usage=settlement.usage,
         capped=capped,
         tags=dict(tags),
+        hold_id=settlement.hold_id,
     )
     store.put_pending_commit(batch_id, settlement.chunk_id, pending.model_dump_json().encode())
     logger.warning(
@@ -74,6 +77,7 @@ def commit_pending(
         reserved_micro_usd=pending.reserved_micro_usd,
         has_reservation=pending.has_reservation,
         usage=pending.usage,
+        hold_id=pending.hold_id,
         prices=prices,
     )
     try:

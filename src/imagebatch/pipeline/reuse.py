@@ -102,6 +102,7 @@ def copy_reused(
     *,
     store: ChunkStorePort,
     catalogue: ModelCatalogue,
+    hold_id: str | None = None,
 ) -> list[ImageOutcome]:
     """Copy each reusable image to this batch's key for it. One whose copy fails is absent
     from the result: the caller leaves it unfinished for the chunk's retry, since the budget
@@ -120,7 +121,7 @@ def copy_reused(
                 # the evidence finalize records a PNG from if this attempt dies before its
                 # commit (stored_images.py): a copy costs no inference
                 image_metadata(chunk.batch_id, job, job.seed)
-                | record_evidence(job.image_id, chunk.chunk_id, 0),
+                | record_evidence(job.image_id, chunk.chunk_id, 0, hold_id),
             )
         except StorageError as exc:
             logger.warning(
