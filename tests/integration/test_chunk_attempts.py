@@ -195,3 +195,120 @@ def test_a_second_attempt_does_not_write_off_a_live_first_attempts_hold(
     assert summary.reserved_micro_usd == 0
     assert summary.unsettled_micro_usd == 0
     assert list(ledger.query_batch(BATCH, "RESERVATION#")) == []
+
+
+@pytest.fixture
+def uncapped(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> tuple[BatchStore, Ledger, ChunkTask]:
+    store = BatchStore(s3_client, s3_bucket)
+    ledger = Ledger(dynamodb_client, ledger_table)
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 6})
+    ref = store.put_chunk(
+        ChunkFile(
+            batch_id=BATCH,
+            chunk_id="00000",
+            backend="bedrock",
+            output_prefix="outputs/",
+            images=jobs(6),
+        )
+    )
+    store.put_chunk_index(BATCH, [ref])
+    return store, ledger, ChunkTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref)
+
+
+class FinalizeLedger:
+    """Finalize's ledger, pausing it where a late chunk commit does harm: once it has looked
+    for stored PNGs and written holds off (`scanned` set), its next commit (the images it
+    found lost) waits until the late attempt has tried its own (`late_done`)."""
+
+    def __init__(self, ledger: Ledger, scanned: threading.Event, late_done: threading.Event):
+        self._ledger = ledger
+        self._scanned = scanned
+        self._late_done = late_done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def write_off_holds(self, batch_id: str) -> int:
+        written_off = self._ledger.write_off_holds(batch_id)
+        self._scanned.set()
+        return written_off
+
+    def commit_images(self, *args: Any, **kwargs: Any) -> int:
+        if self._scanned.is_set():
+            assert self._late_done.wait(60), "the late attempt never tried its commit"
+        return self._ledger.commit_images(*args, **kwargs)
+
+
+class LateLedger:
+    """The late attempt's ledger: says when its first commit has been tried."""
+
+    def __init__(self, ledger: Ledger, done: threading.Event):
+        self._ledger = ledger
+        self._done = done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def commit_images(self, *args: Any, **kwargs: Any) -> int:
+        try:
+            return self._ledger.commit_images(*args, **kwargs)
+        finally:
+            self._done.set()
+
+
+def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_twice(
+    uncapped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
+
+    store, ledger, task = uncapped
+    scanned, late_done = threading.Event(), threading.Event()
+    late: dict[str, Any] = {}
+
+    # GIVEN an attempt of the chunk still running (a ghost Step Functions gave up on) whose
+    # Bedrock calls return only once finalize has looked for stored PNGs
+    def wait_for_finalize() -> None:
+        assert scanned.wait(60), "finalize never got there"
+
+    def late_attempt() -> None:
+        try:
+            late["result"] = attempt(
+                task,
+                store,
+                LateLedger(ledger, late_done),
+                CountingBackend(before=wait_for_finalize),
+                concurrency=1,
+            )
+        except Exception as exc:  # noqa: BLE001 (what it raised is checked below)
+            late["error"] = exc
+        finally:
+            late_done.set()
+
+    runner = threading.Thread(target=late_attempt)
+    runner.start()
+
+    # WHEN finalize runs meanwhile, and the attempt's commit comes while it records the images
+    # it found lost
+    try:
+        report = finalize_batch(
+            FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+            store=store,
+            ledger=FinalizeLedger(ledger, scanned, late_done),  # type: ignore[arg-type]
+            prices=load_aws_prices().region("us-east-1"),
+        )
+    finally:
+        scanned.set()
+        runner.join(60)
+
+    # THEN finalize is not broken by the late commit (refused: finalize had started) ...
+    assert "result" not in late, "a commit after finalize started was not refused"
+    assert report.images_total == 6
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None and summary.status == report.status
+    assert summary.images_succeeded + summary.images_failed == 6
+
+    # ... and what the late attempt bought is charged once: as images or as rework
+    assert summary.cost_micro_usd + summary.rework_micro_usd == 6 * PRICE
+    assert len(list(ledger.image_records(BATCH))) == 6
