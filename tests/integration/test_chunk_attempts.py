@@ -217,28 +217,59 @@ def uncapped(
     return store, ledger, ChunkTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref)
 
 
-class FinalizeLedger:
-    """Finalize's ledger, pausing it where a late chunk commit does harm: once it has looked
-    for stored PNGs and written holds off (`scanned` set), its next commit (the images it
-    found lost) waits until the late attempt has ended (`late_done`)."""
+class Pause:
+    """Where finalize waits for the late attempt: once it has looked for stored PNGs and
+    written holds off (`scanned`), it has read which images are recorded; the first thing it
+    does after that read (look for the chunk's pending file, or commit the images it found
+    lost) waits until the late attempt has ended (`late_done`)."""
 
-    def __init__(self, ledger: Ledger, scanned: threading.Event, late_done: threading.Event):
-        self._ledger = ledger
-        self._scanned = scanned
+    def __init__(self, late_done: threading.Event) -> None:
+        self.scanned = threading.Event()
         self._late_done = late_done
+        self._lock = threading.Lock()
+        self._done = False
+
+    def here(self) -> None:
+        with self._lock:
+            if not self.scanned.is_set() or self._done:
+                return
+            self._done = True
+        assert self._late_done.wait(60), "the late attempt never ended"
+
+
+class FinalizeLedger:
+    """Finalize's ledger: says when holds are written off, pauses before its next commit."""
+
+    def __init__(self, ledger: Ledger, pause: Pause) -> None:
+        self._ledger = ledger
+        self._pause = pause
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
 
     def write_off_holds(self, batch_id: str) -> int:
         written_off = self._ledger.write_off_holds(batch_id)
-        self._scanned.set()
+        self._pause.scanned.set()
         return written_off
 
     def commit_images(self, *args: Any, **kwargs: Any) -> int:
-        if self._scanned.is_set():
-            assert self._late_done.wait(60), "the late attempt never tried its commit"
+        self._pause.here()
         return self._ledger.commit_images(*args, **kwargs)
+
+
+class FinalizeStore:
+    """Finalize's store: pauses before it reads a pending file (after the scan)."""
+
+    def __init__(self, store: BatchStore, pause: Pause) -> None:
+        self._store = store
+        self._pause = pause
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get_pending_commit(self, batch_id: str, chunk_id: str) -> bytes | None:
+        self._pause.here()
+        return self._store.get_pending_commit(batch_id, chunk_id)
 
 
 def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_twice(
@@ -247,7 +278,9 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
     from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
 
     store, ledger, task = uncapped
-    scanned, late_done = threading.Event(), threading.Event()
+    late_done = threading.Event()
+    pause = Pause(late_done)
+    scanned = pause.scanned
     late: dict[str, Any] = {}
 
     # GIVEN an attempt of the chunk still running (a ghost Step Functions gave up on) whose
@@ -272,13 +305,13 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
     runner = threading.Thread(target=late_attempt)
     runner.start()
 
-    # WHEN finalize runs meanwhile, and the attempt's commit comes while it records the images
-    # it found lost
+    # WHEN finalize runs meanwhile, and the attempt's commit comes between finalize's read of
+    # what is recorded and its recording of the images it found lost
     try:
         report = finalize_batch(
             FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
-            store=store,
-            ledger=FinalizeLedger(ledger, scanned, late_done),  # type: ignore[arg-type]
+            store=FinalizeStore(store, pause),  # type: ignore[arg-type]
+            ledger=FinalizeLedger(ledger, pause),  # type: ignore[arg-type]
             prices=load_aws_prices().region("us-east-1"),
         )
     finally:
