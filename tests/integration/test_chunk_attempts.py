@@ -282,11 +282,16 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
     pause = Pause(late_done)
     scanned = pause.scanned
     late: dict[str, Any] = {}
+    buying = threading.Event()
 
-    # GIVEN an attempt of the chunk still running (a ghost Step Functions gave up on) whose
-    # Bedrock calls return only once finalize has looked for stored PNGs
+    # GIVEN an attempt of the chunk still running (a ghost Step Functions gave up on), at its
+    # first Bedrock call when finalize starts, whose calls return only once finalize has
+    # looked for stored PNGs
     def wait_for_finalize() -> None:
+        buying.set()
         assert scanned.wait(60), "finalize never got there"
+
+    late_bedrock = CountingBackend(before=wait_for_finalize)
 
     def late_attempt() -> None:
         try:
@@ -294,7 +299,7 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
                 task,
                 store,
                 ledger,
-                CountingBackend(before=wait_for_finalize),
+                late_bedrock,
                 concurrency=1,
             )
         except Exception as exc:  # noqa: BLE001 (what it raised is checked below)
@@ -304,6 +309,7 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
 
     runner = threading.Thread(target=late_attempt)
     runner.start()
+    assert buying.wait(60), "the late attempt never started"
 
     # WHEN finalize runs meanwhile, and the attempt's commit comes between finalize's read of
     # what is recorded and its recording of the images it found lost
@@ -326,5 +332,6 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
     assert summary.images_succeeded + summary.images_failed == 6
 
     # ... and what the late attempt bought is charged once: as images or as rework
+    assert len(late_bedrock.calls) == 6
     assert summary.cost_micro_usd + summary.rework_micro_usd == 6 * PRICE
     assert len(list(ledger.image_records(BATCH))) == 6
