@@ -133,15 +133,25 @@ def _unfinished_classes(cause: str) -> dict[str, FailureClass]:
 
 
 def _record_lost_images(
-    event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: dict[str, dict[str, Any]]
+    event: FinalizeEvent,
+    store: BatchStore,
+    ledger: Ledger,
+    markers: dict[str, dict[str, Any]],
+    prices: RegionPrices,
 ) -> None:
     """Images no chunk committed (a chunk that failed for good) are recorded as failed.
 
     Chunk by chunk (a BatchGetItem of its image ids), so memory stays flat at any batch size;
-    this runs only when the summary counts fewer images than the batch has."""
+    this runs only when the summary counts fewer images than the batch has. A chunk's
+    pending file is committed first: an attempt refused by the fence leaves its made images
+    there."""
     for ref in store.get_chunk_index(event.batch_id):
         chunk = store.get_chunk(ref.key)
-        recorded = ledger.recorded_image_ids(event.batch_id, [job.image_id for job in chunk.images])
+        ids = [job.image_id for job in chunk.images]
+        if len(ledger.recorded_image_ids(event.batch_id, ids)) == len(ids):
+            continue
+        commit_pending(store, ledger, event.batch_id, ref.chunk_id, prices)
+        recorded = ledger.recorded_image_ids(event.batch_id, ids)
         lost = [job for job in chunk.images if job.image_id not in recorded]
         if not lost:
             continue
@@ -221,6 +231,13 @@ def finalize_batch(
         # the report it wrote, with nothing charged or published twice.
         logger.warning("batch already finalized", extra={"status": summary.status})
         return _stored_report(store, summary)
+    # The fence: from here on a chunk attempt's commit is refused (a ghost attempt Step
+    # Functions gave up on cannot change what this run counts); its made images go to its
+    # pending file, which _record_lost_images commits before it fails anything.
+    generation = ledger.start_finalizing(event.batch_id)
+    if generation is None:
+        logger.warning("batch finalized meanwhile by another run")
+        return _stored_report(store, ledger.get_batch(event.batch_id) or summary)
     summary, markers = _account_for_every_image(event, summary, store, ledger, prices)
     failures = _FailureReports.write(event, summary, store, ledger)
     succeeded, failed = summary.images_succeeded, summary.images_failed
@@ -324,7 +341,7 @@ def _account_for_every_image(
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
     if summary.images_succeeded + summary.images_failed < summary.images_total:
-        _record_lost_images(event, store, ledger, markers)
+        _record_lost_images(event, store, ledger, markers, prices)
         summary = ledger.get_batch(event.batch_id) or summary
     elif markers or written_off:
         # what they charged is in the summary now, not in the copy read above

@@ -25,6 +25,7 @@ from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import (
+    BatchFinalizingError,
     ChunkUnfinished,
     ImageGenerationError,
     ImagesAlreadyRecordedError,
@@ -91,13 +92,16 @@ def generate_chunk(
     chunk running beside it neither settles nor writes it off.
     """
     chunk = store.get_chunk(task.chunk.key)
-    commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
+    commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices, fenced=True)
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
+    if summary is not None and summary.finalizing_at is not None:
+        # a ghost attempt (Step Functions gave up on it): finalize accounts for the batch now
+        raise BatchFinalizingError(f"batch {task.batch_id} is being finalized")
     if task.retry_count:
         # An earlier attempt killed between its PNGs and its commit (Sandbox.Timedout) left
         # paid-for images with no record: recorded from their PNGs, not bought again.
-        record_stored_chunk(task.batch_id, chunk, store, ledger, prices, capped=capped)
+        record_stored_chunk(task.batch_id, chunk, store, ledger, prices, capped=capped, fenced=True)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
@@ -105,7 +109,7 @@ def generate_chunk(
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
     to_make = [job for job in todo if job.image_id not in reusable]
-    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
+    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices, fenced=True)
     hold_id: str | None = None
     if capped:
         bound = _attempt_bound(
@@ -200,6 +204,11 @@ def _commit_or_keep(
         return _commit_beside_others(
             batch_id, chunk, outcomes, settlement, ledger=ledger, capped=capped
         )
+    except BatchFinalizingError:
+        # Finalize started meanwhile and refuses chunk commits; it commits a pending file
+        # before it records a chunk's images as lost, so the made images go there.
+        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
+        raise
     except ImagesAlreadyRecordedError as exc:
         # This attempt's hold was settled by another reader of its PNGs (a later attempt)
         # or written off: what it holds no longer covers these images. They are stored with
@@ -208,18 +217,31 @@ def _commit_or_keep(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from exc
     except StorageError:
-        try:
-            save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
-        except StorageError as exc:
-            # S3 is out too: the chunk is still retried (ChunkUnfinished), never failed
-            # for good while the images it paid for are in outputs/ unrecorded.
-            logger.error(
-                "pending commit not written",
-                extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
-            )
+        # S3 out too: the chunk is still retried (ChunkUnfinished), never failed for good
+        # while the images it paid for are in outputs/ unrecorded.
+        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
         raise ChunkUnfinished(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from None
+
+
+def _keep(
+    store: ChunkStorePort,
+    batch_id: str,
+    chunk: ChunkFile,
+    outcomes: list[ImageOutcome],
+    settlement: Settlement,
+    *,
+    capped: bool,
+) -> None:
+    """The made images as the chunk's pending file, for whoever commits next."""
+    try:
+        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+    except StorageError as exc:
+        logger.error(
+            "pending commit not written",
+            extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
+        )
 
 
 def _commit_beside_others(

@@ -66,8 +66,11 @@ def commit_pending(
     batch_id: str,
     chunk_id: str,
     prices: RegionPrices,
+    *,
+    fenced: bool = False,
 ) -> int:
-    """Commit what an earlier attempt of this chunk made; returns the images it recorded."""
+    """Commit what an earlier attempt of this chunk made; returns the images it recorded.
+    `fenced`: a chunk attempt's (refused once finalize has started), not finalize's own."""
     body = store.get_pending_commit(batch_id, chunk_id)
     if body is None:
         return 0
@@ -79,6 +82,7 @@ def commit_pending(
         usage=pending.usage,
         hold_id=pending.hold_id,
         prices=prices,
+        fenced=fenced,
     )
     try:
         ledger.commit_images(

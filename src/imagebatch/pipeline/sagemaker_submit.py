@@ -49,10 +49,10 @@ _COUNTS_BYTES = 1024
 
 
 class SubmitTask(ChunkTask):
-    """The SubmitChunk state's payload: the Map item plus its task token and retry count."""
+    """The SubmitChunk state's payload: the Map item plus its task token (and, as every
+    chunk task, its retry count)."""
 
     task_token: str
-    retry_count: int = 0
 
 
 class SubmitReceipt(BaseModel):

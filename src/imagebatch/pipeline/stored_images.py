@@ -52,8 +52,10 @@ def record_stored_chunk(
     prices: RegionPrices,
     *,
     capped: bool,
+    fenced: bool = False,
 ) -> int:
     """Record one chunk's stored, unrecorded Bedrock images; returns how many were recorded.
+    `fenced`: a chunk attempt records them (refused once finalize has started).
 
     One commit per attempt that stored them (their `hold-id`), settling that attempt's hold
     when it is still held: the hold covered these images, so settling it charges them once
@@ -78,6 +80,7 @@ def record_stored_chunk(
             has_reservation=hold is not None,
             hold_id=hold_id,
             prices=prices,
+            fenced=fenced,
         )
         try:
             ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
