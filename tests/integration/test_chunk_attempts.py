@@ -335,3 +335,78 @@ def test_a_chunk_commit_racing_finalize_is_fenced_and_neither_lost_nor_charged_t
     assert len(late_bedrock.calls) == 6
     assert summary.cost_micro_usd + summary.rework_micro_usd == 6 * PRICE
     assert len(list(ledger.image_records(BATCH))) == 6
+
+
+class PausedStore:
+    """A finalize run's store whose first failed.jsonl write waits for `go`."""
+
+    def __init__(self, store: BatchStore, at: threading.Event, go: threading.Event) -> None:
+        self._store = store
+        self._at = at
+        self._go = go
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def put_jsonl_report(self, *args: Any, **kwargs: Any) -> str:
+        if not self._at.is_set():
+            self._at.set()
+            assert self._go.wait(60), "the other finalize run never ended"
+        return self._store.put_jsonl_report(*args, **kwargs)
+
+
+def test_an_older_finalize_run_does_not_overwrite_the_settled_runs_reports(
+    uncapped: tuple[BatchStore, Ledger, ChunkTask], dynamodb_client: Any
+) -> None:
+    import json
+
+    from imagebatch.pipeline.finalize import BatchReport, FinalizeEvent, finalize_batch
+
+    store, ledger, task = uncapped
+    # GIVEN a chunk that failed for good, its six images never made
+    dynamodb_client.put_item(
+        TableName=ledger.table,
+        Item={
+            "pk": {"S": f"BATCH#{BATCH}"},
+            "sk": {"S": f"CHUNK#{task.chunk.chunk_id}"},
+            "status": {"S": "FAILED"},
+            "chunk_key": {"S": task.chunk.key},
+            "error": {"S": "States.Timeout"},
+        },
+    )
+    event = FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused")
+    prices = load_aws_prices().region("us-east-1")
+    at, go = threading.Event(), threading.Event()
+    older: dict[str, Any] = {}
+
+    def older_run() -> None:
+        # each run is charged its own Lambda time (10 GB: a few ms are a micro-dollar)
+        older["report"] = finalize_batch(
+            event,
+            store=PausedStore(store, at, go),  # type: ignore[arg-type]
+            ledger=ledger,
+            prices=prices,
+            clock=LambdaClock(10240),
+        )
+
+    # WHEN a finalize run is paused while writing its reports (Step Functions gave up on it,
+    # Lambda.ClientExecutionTimeoutException) and the retry runs from start to end meanwhile
+    runner = threading.Thread(target=older_run)
+    runner.start()
+    try:
+        assert at.wait(60), "the first run never reached its reports"
+        newer = finalize_batch(
+            event, store=store, ledger=ledger, prices=prices, clock=LambdaClock(10240)
+        )
+    finally:
+        go.set()
+        runner.join(60)
+
+    # THEN the reports in S3 are the run that settled the batch's, not the older run's
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None and summary.report_key is not None
+    stored = BatchReport.model_validate_json(store.open_object(summary.report_key).read())
+    assert stored == newer
+    assert stored.charged_micro_usd == summary.spent_micro_usd
+    failed = store.open_object(f"reports/{BATCH}/failed.jsonl").read().decode().splitlines()
+    assert sorted(json.loads(line)["image_id"] for line in failed) == [f"i{k}-1" for k in range(6)]
