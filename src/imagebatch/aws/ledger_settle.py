@@ -61,10 +61,14 @@ class BatchSettlement(BudgetHolds):
         status: BatchStatus,
         extra: Mapping[str, Any],
         adds: Mapping[str, int] | None = None,
+        *,
+        generation: int | None = None,
     ) -> BatchRecord | None:
         """Set the final status; `adds` are counters ADDed in the same update (finalize's own
         operations, charged to the batch). None when the batch is already final: finalize
-        run again (a retry after its reply was lost) neither charges nor settles twice."""
+        run again (a retry after its reply was lost) neither charges nor settles twice; or,
+        with `generation` (start_finalizing's), when a later finalize run has started: that
+        run settles, with its own reports."""
         fields = {"status": status.value, "finished_at": now_iso(), **extra}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         plain_values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
@@ -76,6 +80,10 @@ class BatchSettlement(BudgetHolds):
         names["#st"] = "status"
         plain_values.update({f":final{i}": s.value for i, s in enumerate(_FINAL)})
         final = ", ".join(f":final{i}" for i in range(len(_FINAL)))
+        condition = f"attribute_exists(pk) AND NOT (#st IN ({final}))"
+        if generation is not None:
+            condition += " AND finalize_generation = :generation"
+            plain_values[":generation"] = generation
         self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
         try:
             response = self._ddb.update_item(
@@ -84,7 +92,7 @@ class BatchSettlement(BudgetHolds):
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(plain_values),
-                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({final}))",
+                ConditionExpression=condition,
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:

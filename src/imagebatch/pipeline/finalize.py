@@ -239,7 +239,7 @@ def finalize_batch(
         logger.warning("batch finalized meanwhile by another run")
         return _stored_report(store, ledger.get_batch(event.batch_id) or summary)
     summary, markers = _account_for_every_image(event, summary, store, ledger, prices)
-    failures = _FailureReports.write(event, summary, store, ledger)
+    failures = _FailureReports.write(event, summary, store, ledger, generation)
     succeeded, failed = summary.images_succeeded, summary.images_failed
     status = (
         BatchStatus.SUCCEEDED
@@ -274,14 +274,15 @@ def finalize_batch(
         redrive_key=failures.redrive_key,
         errors_key=summary.errors_key,
     )
-    report_key = store.put_report(event.batch_id, "summary.json", report)
+    report_key = store.put_report(event.batch_id, "summary.json", report, generation=generation)
     extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": failures.by_class}
     if failures.redrive_key:
         extra["redrive_key"] = failures.redrive_key
     extra["costs"] = breakdown.rounded()
-    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    settled = ledger.settle_batch(event.batch_id, status, extra, adds, generation=generation)
     if settled is None:
-        # another finalize settled it between the read above and now: it runs the hooks
+        # another finalize run settled it, or a later one started (it settles, with its own
+        # reports, which this run's did not overwrite): that run runs the hooks
         logger.warning("batch finalized meanwhile by another run")
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
@@ -356,7 +357,12 @@ class _FailureReports(BaseModel):
 
     @classmethod
     def write(
-        cls, event: FinalizeEvent, summary: BatchRecord, store: BatchStore, ledger: Ledger
+        cls,
+        event: FinalizeEvent,
+        summary: BatchRecord,
+        store: BatchStore,
+        ledger: Ledger,
+        generation: int,
     ) -> _FailureReports:
         """failed.jsonl (every failed image with its class) and redrive.jsonl (a manifest of
         exactly those images), streamed from the ledger to S3: what stays in memory is the
@@ -377,9 +383,12 @@ class _FailureReports(BaseModel):
         if first is None:
             return cls(by_class=by_class)
         failed_key = store.put_jsonl_report(
-            event.batch_id, "failed.jsonl", failed_lines(itertools.chain([first], failures))
+            event.batch_id,
+            "failed.jsonl",
+            failed_lines(itertools.chain([first], failures)),
+            generation=generation,
         )
-        redrive_key = _write_redrive(event, summary, wanted, store)
+        redrive_key = _write_redrive(event, summary, wanted, store, generation)
         return cls(by_class=by_class, failed_key=failed_key, redrive_key=redrive_key)
 
 
@@ -395,12 +404,14 @@ def _own_charge(
     """The counters finalize ADDs when it settles: its own operations and their charge.
 
     The batch path's own transitions, each failed chunk's Catch path, and this function. The
-    report PUT and the settling update happen after this count: added here.
+    report PUT (and the HEAD its generation check makes) and the settling update happen after
+    this count: added here.
     """
     usage = store.meter.take() + ledger.meter.take()
     usage += Usage(
         sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * failed_chunks,
         s3_put_requests=1,
+        s3_get_requests=1,
         ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
     )
     if clock is not None:
@@ -424,6 +435,7 @@ def _write_redrive(
     summary: BatchRecord,
     wanted: dict[str, set[str]],
     store: BatchStore,
+    generation: int,
 ) -> str:
     """The failed images as a manifest, chunk by chunk (one chunk file in memory at a time)."""
     settings = json.loads(summary.settings or "{}")
@@ -436,4 +448,4 @@ def _write_redrive(
                 _redrive_line(job) for job in chunk.images if job.image_id in wanted[chunk_id]
             )
 
-    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines())
+    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines(), generation=generation)
