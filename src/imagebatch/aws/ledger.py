@@ -4,7 +4,8 @@ Layout (pk = BATCH#<id>):
   sk SUMMARY          the batch summary, read in one GetItem; counters ADDed once per chunk
   sk IMAGE#<image-id> one record per image: outcome, cost, price source
   sk CHUNK#<chunk-id> written by the state machine when a chunk fails for good
-  sk RESERVATION#<chunk-id>  budget a running chunk holds; deleted when the chunk settles
+  sk RESERVATION#<hold-id>   budget a running attempt holds (<chunk>@<attempt>); deleted when
+                     that attempt's commit settles it
   sk DAY#<yyyy-mm-dd> cost rollup (totals, per-model totals), ADDed at each commit; in gsi1
                      under COSTS so cost over a time range is one Query, never a Scan
 
