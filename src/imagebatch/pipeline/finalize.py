@@ -132,12 +132,11 @@ def _unfinished_classes(cause: str) -> dict[str, FailureClass]:
         return {}
 
 
+Markers = dict[str, dict[str, Any]]  # failed chunks' CHUNK# records, by chunk id
+
+
 def _record_lost_images(
-    event: FinalizeEvent,
-    store: BatchStore,
-    ledger: Ledger,
-    markers: dict[str, dict[str, Any]],
-    prices: RegionPrices,
+    event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: Markers, prices: RegionPrices
 ) -> None:
     """Images no chunk committed (a chunk that failed for good) are recorded as failed.
 
@@ -231,9 +230,8 @@ def finalize_batch(
         # the report it wrote, with nothing charged or published twice.
         logger.warning("batch already finalized", extra={"status": summary.status})
         return _stored_report(store, summary)
-    # The fence: from here on a chunk attempt's commit is refused (a ghost attempt Step
-    # Functions gave up on cannot change what this run counts); its made images go to its
-    # pending file, which _record_lost_images commits before it fails anything.
+    # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
+    # this run counts); its images go to its pending file, which _record_lost_images commits.
     generation = ledger.start_finalizing(event.batch_id)
     if generation is None:
         logger.warning("batch finalized meanwhile by another run")
@@ -281,8 +279,8 @@ def finalize_batch(
     extra["costs"] = breakdown.rounded()
     settled = ledger.settle_batch(event.batch_id, status, extra, adds, generation=generation)
     if settled is None:
-        # another finalize run settled it, or a later one started (it settles, with its own
-        # reports, which this run's did not overwrite): that run runs the hooks
+        # another run settled it, or a later one started (it settles, its reports kept): that
+        # run runs the hooks
         logger.warning("batch finalized meanwhile by another run")
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
