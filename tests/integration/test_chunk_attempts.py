@@ -410,3 +410,33 @@ def test_an_older_finalize_run_does_not_overwrite_the_settled_runs_reports(
     assert stored.charged_micro_usd == summary.spent_micro_usd
     failed = store.open_object(f"reports/{BATCH}/failed.jsonl").read().decode().splitlines()
     assert sorted(json.loads(line)["image_id"] for line in failed) == [f"i{k}-1" for k in range(6)]
+
+
+def test_a_stored_png_whose_seed_is_not_a_seed_is_no_evidence(
+    capped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    store, ledger, task = capped
+    bedrock = CountingBackend()
+    with pytest.raises(KilledBeforeCommit):
+        attempt(task, store, Killed(ledger), bedrock)
+
+    # GIVEN someone with write access to outputs/ rewrote one PNG's seed (a manifest author)
+    key = f"outputs/{BATCH}/i0-1.png"
+    meta = store._s3.head_object(Bucket=store.bucket, Key=key)["Metadata"]
+    store._s3.copy_object(
+        Bucket=store.bucket,
+        Key=key,
+        CopySource={"Bucket": store.bucket, "Key": key},
+        Metadata=meta | {"seed": "9" * 47},
+        MetadataDirective="REPLACE",
+    )
+
+    # WHEN the chunk is retried
+    attempt(retry_of(task, 1), store, ledger, bedrock)
+
+    # THEN that PNG is no evidence (a 47-digit seed fits no record): the image is made again,
+    # the other five are recorded from their PNGs
+    assert sorted(bedrock.calls).count("i0-1") == 2
+    assert len(bedrock.calls) == 7
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None and summary.images_succeeded == 6
