@@ -18,6 +18,7 @@ from imagebatch.aws.s3_store import image_key
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.manifest.schema import SEED_MAX
 from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome
 
 logger = Logger(child=True)
@@ -106,6 +107,10 @@ def _from_png(
     cost = meta.get("cost-micro-usd", "")
     if not (cost.isascii() and cost.isdigit()):
         return None
+    # likewise a seed: one no manifest may give (47 digits fit no DynamoDB number) is none
+    seed = meta.get("seed", "")
+    if not (seed.isascii() and seed.isdigit() and int(seed) <= SEED_MAX):
+        return None
     # Only a hold of this chunk may be settled by its PNGs (a forged name must not settle
     # another chunk's live hold); a PNG from before holds were per attempt names none.
     hold_id = meta.get("hold-id", chunk.chunk_id)
@@ -118,7 +123,7 @@ def _from_png(
         status="SUCCEEDED",
         model=job.model,
         backend=chunk.backend,
-        seed=int(meta.get("seed", job.seed or 0)),
+        seed=int(seed),
         prompt_sha256=job.prompt_sha256,
         cost_micro_usd=int(cost),
         price_source=PRICE_SOURCE,
