@@ -1,8 +1,11 @@
-"""Attempts of one Bedrock chunk against each other and against finalize (issue 18).
+"""Attempts of one Bedrock chunk against each other and against finalize, and finalize runs
+against each other (issue 18).
 
 The stored PNG is the evidence: an attempt killed between its PNGs and its commit is
 recorded from them by the chunk's next attempt, not bought again. Each attempt holds budget
-under its own id, so a second attempt never writes off a first one's live hold.
+under its own id, so a second attempt never writes off a first one's live hold. Once
+finalize starts, a chunk's commit is refused (the fence) and its images go to its pending
+file; of two finalize runs, the later one's reports stay.
 """
 
 from __future__ import annotations
