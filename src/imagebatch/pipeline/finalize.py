@@ -210,9 +210,9 @@ def _redrive_line(job: ImageJob) -> str:
     return json.dumps(item)
 
 
-# finalize_batch stays whole (about 70 lines): each step is a helper already; what is left is
-# their order (the once-only check, account, report, settle, hooks), which its idempotence
-# depends on and which reads best in one place.
+# finalize_batch stays whole (about 80 lines): each step is a helper already; what is left is
+# their order (the once-only check, the fence, account, report, settle, hooks), which its
+# idempotence depends on and which reads best in one place.
 def finalize_batch(
     event: FinalizeEvent,
     *,

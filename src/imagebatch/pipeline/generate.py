@@ -61,9 +61,9 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
-# generate_chunk stays whole (about 100 lines): each step is already a helper; what is left is
-# their order (pending first, then read, look up, hold, copy, make, commit), which the budget
-# invariant depends on and which reads best in one place.
+# generate_chunk stays whole (about 110 lines): each step is already a helper; what is left is
+# their order (pending first, then the fence, stored PNGs, read, look up, hold, copy, make,
+# commit), which the budget invariant depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
     *,
