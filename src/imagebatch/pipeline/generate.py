@@ -50,6 +50,8 @@ from imagebatch.pipeline.reuse import (
     copy_reused,
     find_reusable,
     lookup_bound,
+    reusable_from_made,
+    same_identity_followers,
 )
 from imagebatch.pipeline.stored_images import record_stored_chunk
 
@@ -61,9 +63,9 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
-# generate_chunk stays whole (about 110 lines): each step is already a helper; what is left is
-# their order (pending first, then the fence, stored PNGs, read, look up, hold, copy, make,
-# commit), which the budget invariant depends on and which reads best in one place.
+# generate_chunk stays whole (about 130 lines): each step is a helper; what is left is their
+# order (pending, fence, stored PNGs, read, look up, hold, copy, make, copy duplicates, commit),
+# which the budget invariant depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
     *,
@@ -96,7 +98,7 @@ def generate_chunk(
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
     if summary is not None and summary.finalizing_at is not None:
-        # a ghost attempt (Step Functions gave up on it): finalize accounts for the batch now
+        # a ghost attempt (Step Functions gave up on it): finalize accounts from here
         raise BatchFinalizingError(f"batch {task.batch_id} is being finalized")
     if task.retry_count:
         # An earlier attempt killed between its PNGs and its commit (Sandbox.Timedout) left
@@ -108,7 +110,13 @@ def generate_chunk(
         return ChunkResult.already_done(chunk.chunk_id, len(done))
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
-    to_make = [job for job in todo if job.image_id not in reusable]
+    # two images of one identity in the chunk: the second is a copy of the first, made here
+    followers = same_identity_followers(
+        [job for job in todo if job.image_id not in reusable], identities
+    )
+    to_make = [
+        job for job in todo if job.image_id not in reusable and job.image_id not in followers
+    ]
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices, fenced=True)
     hold_id: str | None = None
     if capped:
@@ -141,22 +149,34 @@ def generate_chunk(
         reserve_ms=commit_reserve_ms,
         access_wait=access_wait or AccessWait(),
     )
+
+    def saved(job: ImageJob) -> int:
+        return _price(catalogue, job)
+
     reused = copy_reused(
-        todo, reusable, identities, chunk, store=store, catalogue=catalogue, hold_id=hold_id
+        todo, reusable, identities, chunk, store=store, saved_micro_usd=saved, hold_id=hold_id
     )
-    copied = {o.image_id for o in reused}
     results = _make_images(
         to_make,
         lambda job: _make_image(job, chunk, store, retrying, catalogue, hold_id=hold_id),
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
-    outcomes = reused + [r for r in results if isinstance(r, ImageOutcome)]
+    made = [r for r in results if isinstance(r, ImageOutcome)]
+    followed = reusable_from_made(followers, made, task.batch_id, store=store)
+    reused += copy_reused(
+        todo, followed, identities, chunk, store=store, saved_micro_usd=saved, hold_id=hold_id
+    )
+    copied = {o.image_id for o in reused}
+    outcomes = reused + made
     unfinished = {
         job.image_id: r.failure_class
         for job, r in zip(to_make, results, strict=True)
         if isinstance(r, _Unfinished)
-    } | {image_id: FailureClass.STORAGE_ERROR for image_id in reusable.keys() - copied}
+    } | {
+        image_id: FailureClass.STORAGE_ERROR
+        for image_id in (reusable.keys() | followers.keys()) - copied
+    }
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
     committed = _commit_or_keep(
         task.batch_id,
@@ -253,13 +273,11 @@ def _commit_beside_others(
     ledger: ChunkLedgerPort,
     capped: bool,
 ) -> list[ImageOutcome]:
-    """Commit the outcomes; where another attempt of the chunk running beside this one
-    recorded some of them first, commit the rest and settle this attempt's own hold, with
-    what it paid Bedrock for those again charged as rework (bought twice, charged once per
-    purchase, each image recorded once). Raises ImagesAlreadyRecordedError when this
-    attempt's hold is no longer there to settle."""
-    # a commit left with rework alone rolls it up under the chunk's model
-    rollup_model: str | None = None
+    """Commit the outcomes; where another attempt of the chunk beside this one recorded some
+    first, commit the rest and settle this attempt's own hold, what it paid for those again
+    charged as rework (each purchase charged once, each image recorded once). Raises
+    ImagesAlreadyRecordedError when this attempt's hold is no longer there to settle."""
+    rollup_model: str | None = None  # a commit left with rework alone: the chunk's model
     for _ in range(3):
         try:
             ledger.commit_images(
