@@ -43,6 +43,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         prices=wiring.prices(settings),
         clock=clock,
         reuse=settings.reuse_images,
+        attempt_id=context.aws_request_id,
     )
     metrics.add_metric(name="ImagesSucceeded", unit=MetricUnit.Count, value=result.succeeded)
     metrics.add_metric(name="ImagesFailed", unit=MetricUnit.Count, value=result.failed)

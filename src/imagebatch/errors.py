@@ -8,6 +8,7 @@
     ├── ObjectMissingError         an S3 object the pipeline expected is not there
     ├── ContactSheetOutOfBudgetError the contact sheet used the time its budget hold covers
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
+    ├── BatchFinalizingError       a chunk commit came after finalize started; nothing written
     ├── StorageError               our own S3 or DynamoDB call failed after its retries
     ├── EndpointSubmitError        InvokeEndpointAsync failed; says whether it may have queued
     ├── RestartLimitError          a batch's execution was restarted too often to try again
@@ -88,6 +89,12 @@ class ImagesAlreadyRecordedError(ImageBatchError):
     def __init__(self, reason: str, *, settled_elsewhere: bool = False) -> None:
         super().__init__(reason)
         self.settled_elsewhere = settled_elsewhere
+
+
+class BatchFinalizingError(ImageBatchError):
+    """A chunk's commit (or attempt) came after finalize started on its batch (the summary's
+    finalizing_at): refused, nothing written. Finalize accounts for the batch from here; the
+    attempt's PNGs are evidence it may record, and what it bought is charged as rework."""
 
 
 class StorageError(ImageBatchError):

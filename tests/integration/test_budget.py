@@ -522,7 +522,7 @@ def _run_sagemaker_chunk(
     error = "States.Timeout"
     for attempt in range(SM_ATTEMPTS):
         token = f"{task.chunk.chunk_id}-token-{attempt}-{task.batch_id}"
-        submit = SubmitTask(**task.model_dump(), task_token=token, retry_count=attempt)
+        submit = SubmitTask(**(task.model_dump() | {"task_token": token, "retry_count": attempt}))
         before = len(world.endpoint.requests)
         submit_chunk(submit, endpoint=world.endpoint, tokens=world.tokens, **world.adapters())
         _check_invariant(Ledger(world.ddb, world.table), task.batch_id, cap)

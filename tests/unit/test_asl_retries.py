@@ -125,3 +125,14 @@ def test_failed_executions_raise_an_alarm() -> None:
     assert alarm["Namespace"] == "AWS/States"
     assert alarm["Dimensions"][0]["Name"] == "StateMachineArn"
     assert alarm["Dimensions"][0]["Value"] == {"Ref": "BatchStateMachine"}
+
+
+def test_a_failed_chunk_does_not_end_the_map_while_other_chunks_run() -> None:
+    # Each child records its own failure (RecordChunkFailure); a child that still fails would,
+    # at the default 0% tolerance, fail the Map, whose Catch runs finalize while the other
+    # chunks still run: their holds written off, their late commits refused, their images lost.
+    # Finalize accounts for every chunk itself ("the chunk never reported back"), so the Map
+    # tolerates every child's failure and finalize starts only once all of them have ended.
+    the_map = _asl()["States"]["GenerateChunks"]
+    assert the_map["Type"] == "Map"
+    assert the_map.get("ToleratedFailurePercentage") == 100

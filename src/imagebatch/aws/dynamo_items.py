@@ -82,6 +82,12 @@ def failed_within(exc: ClientError, first: int) -> bool:
     return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[:first])
 
 
+def failed_at(exc: ClientError, index: int) -> bool:
+    """Whether the transaction's action at `index` failed its condition."""
+    reasons = exc.response.get("CancellationReasons") or []
+    return index < len(reasons) and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
 def token_mismatch(exc: ClientError) -> bool:
     """A ClientRequestToken DynamoDB saw within 10 minutes with other parameters."""
     return exc.response["Error"]["Code"] == "IdempotentParameterMismatchException"

@@ -4,7 +4,8 @@ Layout (pk = BATCH#<id>):
   sk SUMMARY          the batch summary, read in one GetItem; counters ADDed once per chunk
   sk IMAGE#<image-id> one record per image: outcome, cost, price source
   sk CHUNK#<chunk-id> written by the state machine when a chunk fails for good
-  sk RESERVATION#<chunk-id>  budget a running chunk holds; deleted when the chunk settles
+  sk RESERVATION#<hold-id>   budget a running attempt holds (<chunk>@<attempt>); deleted when
+                     that attempt's commit settles it
   sk DAY#<yyyy-mm-dd> cost rollup (totals, per-model totals), ADDed at each commit; in gsi1
                      under COSTS so cost over a time range is one Query, never a Scan
 
@@ -32,6 +33,7 @@ from imagebatch.aws.dynamo_items import (
     add_action,
     batch_pk,
     cancelled_by_condition,
+    failed_at,
     failed_within,
     image_sk,
     is_transient,
@@ -56,7 +58,7 @@ from imagebatch.costs.usage import (
     read_units,
     write_units,
 )
-from imagebatch.errors import ImagesAlreadyRecordedError, StorageError
+from imagebatch.errors import BatchFinalizingError, ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ImageOutcome, MadeImage
 
@@ -187,6 +189,7 @@ class Ledger(BatchSettlement):
         charge = price_commit(
             outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
         )
+        fence_at = len(actions) if settlement.fenced else None
         actions.append(
             add_action(
                 self.table,
@@ -194,7 +197,8 @@ class Ledger(BatchSettlement):
                 SUMMARY_SK,
                 charge.summary_adds,
                 {},
-                condition="attribute_exists(pk)",
+                condition="attribute_exists(pk)"
+                + (" AND attribute_not_exists(finalizing_at)" if settlement.fenced else ""),
             )
         )
         if charge.rollup is not None:
@@ -212,6 +216,7 @@ class Ledger(BatchSettlement):
         self._transact(
             actions,
             guards=len(guards),
+            fence_at=fence_at,
             token=_request_token(batch_id, settlement, outcomes, recorded_at),
             landed=lambda: self._landed(pk, outcomes, settlement, recorded_at),
         )
@@ -332,6 +337,7 @@ class Ledger(BatchSettlement):
         actions: list[TransactWriteItemTypeDef],
         *,
         guards: int = 0,
+        fence_at: int | None = None,
         token: str,
         landed: Callable[[], bool],
     ) -> None:
@@ -344,7 +350,8 @@ class Ledger(BatchSettlement):
         A read timeout may hide a transaction that landed. The retry carries the same
         `token`, which DynamoDB answers as done for 10 minutes; where it does not (later,
         or an endpoint that ignores tokens) the retry is refused by the conditions its own
-        first try wrote, and `landed` tells that apart from another attempt's records."""
+        first try wrote, and `landed` tells that apart from another attempt's records. The
+        summary update at `fence_at` failing its condition means finalize has started."""
         ambiguous = False
         for attempt in range(COMMIT_ATTEMPTS):
             try:
@@ -355,6 +362,8 @@ class Ledger(BatchSettlement):
                 if refused and ambiguous and landed():
                     logger.info("ledger commit had landed; its reply was lost")
                     return
+                if fence_at is not None and failed_at(exc, fence_at):
+                    raise BatchFinalizingError(f"ledger commit: {exc}") from exc
                 if cancelled_by_condition(exc):
                     raise ImagesAlreadyRecordedError(
                         str(exc), settled_elsewhere=failed_within(exc, guards)

@@ -18,6 +18,8 @@ from imagebatch.models.records import BatchStatus
 
 # A batch in one of these was settled by finalize (or rejected at ingest): never again.
 _FINAL = (BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED)
+_FINAL_VALUES = {f":final{i}": s.value for i, s in enumerate(_FINAL)}
+_FINAL_LIST = ", ".join(_FINAL_VALUES)
 
 
 class BatchSettlement(BudgetHolds):
@@ -28,16 +30,45 @@ class BatchSettlement(BudgetHolds):
             if record.get("status") == "FAILED"
         }
 
+    def start_finalizing(self, batch_id: str) -> int | None:
+        """Raise the fence and claim a finalize generation: finalizing_at is set once (the
+        first run's time) and refuses every later chunk commit (Settlement.fenced);
+        finalize_generation counts the runs, and this run's number is returned. None when
+        the batch is final already (another run settled it)."""
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        try:
+            response = self._ddb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+                UpdateExpression="SET finalizing_at = if_not_exists(finalizing_at, :at) "
+                "ADD finalize_generation :one",
+                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({_FINAL_LIST}))",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=to_item({":at": now_iso(), ":one": 1} | _FINAL_VALUES),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            if self._get(batch_pk(batch_id), SUMMARY_SK) is None:
+                raise  # no such batch
+            return None
+        return int(response["Attributes"]["finalize_generation"]["N"])
+
     def settle_batch(
         self,
         batch_id: str,
         status: BatchStatus,
         extra: Mapping[str, Any],
         adds: Mapping[str, int] | None = None,
+        *,
+        generation: int | None = None,
     ) -> BatchRecord | None:
         """Set the final status; `adds` are counters ADDed in the same update (finalize's own
         operations, charged to the batch). None when the batch is already final: finalize
-        run again (a retry after its reply was lost) neither charges nor settles twice."""
+        run again (a retry after its reply was lost) neither charges nor settles twice; or,
+        with `generation` (start_finalizing's), when a later finalize run has started: that
+        run settles, with its own reports."""
         fields = {"status": status.value, "finished_at": now_iso(), **extra}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         plain_values: dict[str, Any] = {f":v{i}": value for i, value in enumerate(fields.values())}
@@ -49,6 +80,10 @@ class BatchSettlement(BudgetHolds):
         names["#st"] = "status"
         plain_values.update({f":final{i}": s.value for i, s in enumerate(_FINAL)})
         final = ", ".join(f":final{i}" for i in range(len(_FINAL)))
+        condition = f"attribute_exists(pk) AND NOT (#st IN ({final}))"
+        if generation is not None:
+            condition += " AND finalize_generation = :generation"
+            plain_values[":generation"] = generation
         self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
         try:
             response = self._ddb.update_item(
@@ -57,7 +92,7 @@ class BatchSettlement(BudgetHolds):
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(plain_values),
-                ConditionExpression=f"attribute_exists(pk) AND NOT (#st IN ({final}))",
+                ConditionExpression=condition,
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 SPOOL_BYTES = 8 * 1024 * 1024
 # Pieces a manifest is hashed in: few reads, little memory.
 _HASH_READ_BYTES = 1024 * 1024
+# A finalize report's conditional PUT read again after a concurrent write: two runs at most
+# race for it, so a few tries end it.
+_GENERATION_TRIES = 5
 # The pending file is written in the outage that failed the commit: a few tries over about
 # a second, on top of botocore's own.
 PENDING_ATTEMPTS = 4
@@ -199,19 +202,33 @@ class BatchStore:
             transient = not isinstance(exc, ClientError) or _s3_transient(exc)
             raise StorageError(f"PUT s3://{self.bucket}/{key}: {exc}", transient=transient) from exc
 
-    def put_report(self, batch_id: str, name: str, document: BaseModel | dict[str, object]) -> str:
+    def put_report(
+        self,
+        batch_id: str,
+        name: str,
+        document: BaseModel | dict[str, object],
+        *,
+        generation: int | None = None,
+    ) -> str:
+        """`generation`: the finalize run writing it; see _put_generation."""
         key = report_key(batch_id, name)
         body = (
             document.model_dump_json(indent=2)
             if isinstance(document, BaseModel)
             else json.dumps(document, indent=2, default=str)
         )
-        self._put_json(key, body.encode())
+        if generation is None:
+            self._put_json(key, body.encode())
+        else:
+            self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
+            self._put_generation(key, body.encode(), "application/json", generation)
         return key
 
-    def put_jsonl_report(self, batch_id: str, name: str, lines: Iterable[str]) -> str:
+    def put_jsonl_report(
+        self, batch_id: str, name: str, lines: Iterable[str], *, generation: int | None = None
+    ) -> str:
         """One PUT of every line, spooled to a temporary file past SPOOL_BYTES, so a report of
-        any length is written with flat memory."""
+        any length is written with flat memory. `generation`: see _put_generation."""
         key = report_key(batch_id, name)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
             for line in lines:
@@ -219,10 +236,56 @@ class BatchStore:
             size = spool.tell()
             spool.seek(0)
             self.meter.add(s3_put_requests=1, s3_bytes_written=size)
-            self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=spool, ContentType="application/x-ndjson"
-            )
+            if generation is None:
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=key, Body=spool, ContentType="application/x-ndjson"
+                )
+            else:
+                self._put_generation(key, spool, "application/x-ndjson", generation)
         return key
+
+    def _put_generation(
+        self, key: str, body: bytes | IO[bytes], content_type: str, generation: int
+    ) -> bool:
+        """Write a finalize run's report unless a later run (a higher `generation`, in the
+        object's metadata) wrote it: two runs of one batch's finalize (a retry while the
+        first still ran) must not leave the older run's data. The PUT is conditional on the
+        ETag read (If-Match, or If-None-Match when absent), so a write between the read and
+        the PUT is seen and read again. False: a later run's report is kept."""
+        for _ in range(_GENERATION_TRIES):
+            self.meter.add(s3_get_requests=1)
+            try:
+                head = self._s3.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in {"404", "NoSuchKey", "NotFound"}:
+                    raise
+                head = None
+            if head is not None:
+                written_by = head.get("Metadata", {}).get("finalize-generation", "0")
+                if written_by.isdigit() and int(written_by) > generation:
+                    return False
+            condition = {"IfMatch": head["ETag"]} if head else {"IfNoneMatch": "*"}
+            if not isinstance(body, bytes):
+                body.seek(0)
+            try:
+                self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=content_type,
+                    Metadata={"finalize-generation": str(generation)},
+                    **condition,  # type: ignore[arg-type]
+                )
+            except ClientError as exc:
+                # 412: written meanwhile; 409: a concurrent conditional write won
+                if exc.response["Error"]["Code"] not in {
+                    "PreconditionFailed",
+                    "ConditionalRequestConflict",
+                }:
+                    raise
+                continue
+            return True
+        raise StorageError(f"{key}: finalize runs kept writing it at once", transient=True)
 
     def read_uri(self, uri: str) -> bytes:
         """An object named by an s3:// URI (SageMaker's input and output locations), which may

@@ -140,8 +140,9 @@ def batch_usage(chunks: int, images: int, shape: Shape) -> Usage:
         lambda_mb_ms=(1000 + images // 2) * shape.ingest_memory_mb
         + 1000 * shape.finalize_memory_mb,
         ddb_read_units=3,
-        ddb_write_units=2 + SUMMARY_WRITE_UNITS,
-        s3_get_requests=1 + 1,
+        # finalize writes the summary twice (its fence, then the settle) and HEADs each report
+        ddb_write_units=2 + 2 * SUMMARY_WRITE_UNITS,
+        s3_get_requests=1 + 1 + 1,
         s3_put_requests=chunks + 2,
         s3_bytes_written=chunk_file_bytes + 1024,
     )

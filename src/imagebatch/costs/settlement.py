@@ -45,6 +45,9 @@ class Settlement(BaseModel):
     request_key: str | None = None
     # Counted in the summary's chunk_commits (the contact sheet's commit is not a chunk's).
     chunk_commit: bool = True
+    # A chunk attempt's commit: refused once finalize has started (the summary's
+    # finalizing_at), so a ghost attempt's late commit cannot change what finalize counts.
+    fenced: bool = False
     # A self-hosted request's record under its endpoint (when it ran, its seconds and what
     # this commit charged for them), written in the same transaction: the endpoint observer
     # attributes the instance time around it (costs.overhead).

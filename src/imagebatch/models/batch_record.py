@@ -110,6 +110,10 @@ class BatchRecord(BaseModel):
     use_sns_publishes: int = 0
 
     # the end, written by finalize and the contact sheet
+    # when finalize first started (the fence: a chunk commit after it is refused) and how
+    # many finalize runs started (each run's reports and settle carry its own number)
+    finalizing_at: str | None = None
+    finalize_generation: int = 0
     report_key: str | None = None
     # finalize's hooks that raised (each "Hook: Error: message"), appended by every run
     hook_failures: list[str] | None = None

@@ -87,6 +87,9 @@ class ChunkTask(BaseModel):
     chunk: ChunkRef
     # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
     chunk_concurrency: int | None = Field(default=None, ge=1)
+    # Step Functions' $$.State.RetryCount: a retry looks for PNGs an earlier attempt stored
+    # but never committed (pipeline.stored_images); a first attempt has none to look for.
+    retry_count: int = Field(default=0, ge=0)
 
 
 class ImageRecord(BaseModel):
@@ -222,10 +225,16 @@ def image_metadata(batch_id: str, job: ImageJob, seed: int) -> dict[str, str]:
     }
 
 
-def record_evidence(image_id: str, chunk_id: str, cost_micro_usd: int) -> dict[str, str]:
+def record_evidence(
+    image_id: str, chunk_id: str, cost_micro_usd: int, hold_id: str | None = None
+) -> dict[str, str]:
     """Metadata a Bedrock PNG carries besides image_metadata's: with the chunk file, what its
-    image record needs, so a PNG whose attempt died before its commit is recorded from it."""
-    return {"image-id": image_id, "chunk-id": chunk_id, "cost-micro-usd": str(cost_micro_usd)}
+    image record needs, so a PNG whose attempt died before its commit is recorded from it,
+    and the budget hold of the attempt that stored it (`hold-id`), which that record settles."""
+    evidence = {"image-id": image_id, "chunk-id": chunk_id, "cost-micro-usd": str(cost_micro_usd)}
+    if hold_id is not None:
+        evidence["hold-id"] = hold_id
+    return evidence
 
 
 def hashed_seed(*parts: str, maximum: int) -> int:

@@ -132,16 +132,25 @@ def _unfinished_classes(cause: str) -> dict[str, FailureClass]:
         return {}
 
 
+Markers = dict[str, dict[str, Any]]  # failed chunks' CHUNK# records, by chunk id
+
+
 def _record_lost_images(
-    event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: dict[str, dict[str, Any]]
+    event: FinalizeEvent, store: BatchStore, ledger: Ledger, markers: Markers, prices: RegionPrices
 ) -> None:
     """Images no chunk committed (a chunk that failed for good) are recorded as failed.
 
     Chunk by chunk (a BatchGetItem of its image ids), so memory stays flat at any batch size;
-    this runs only when the summary counts fewer images than the batch has."""
+    this runs only when the summary counts fewer images than the batch has. A chunk's
+    pending file is committed first: an attempt refused by the fence leaves its made images
+    there."""
     for ref in store.get_chunk_index(event.batch_id):
         chunk = store.get_chunk(ref.key)
-        recorded = ledger.recorded_image_ids(event.batch_id, [job.image_id for job in chunk.images])
+        ids = [job.image_id for job in chunk.images]
+        if len(ledger.recorded_image_ids(event.batch_id, ids)) == len(ids):
+            continue
+        commit_pending(store, ledger, event.batch_id, ref.chunk_id, prices)
+        recorded = ledger.recorded_image_ids(event.batch_id, ids)
         lost = [job for job in chunk.images if job.image_id not in recorded]
         if not lost:
             continue
@@ -201,9 +210,9 @@ def _redrive_line(job: ImageJob) -> str:
     return json.dumps(item)
 
 
-# finalize_batch stays whole (about 70 lines): each step is a helper already; what is left is
-# their order (the once-only check, account, report, settle, hooks), which its idempotence
-# depends on and which reads best in one place.
+# finalize_batch stays whole (about 80 lines): each step is a helper already; what is left is
+# their order (the once-only check, the fence, account, report, settle, hooks), which its
+# idempotence depends on and which reads best in one place.
 def finalize_batch(
     event: FinalizeEvent,
     *,
@@ -221,8 +230,14 @@ def finalize_batch(
         # the report it wrote, with nothing charged or published twice.
         logger.warning("batch already finalized", extra={"status": summary.status})
         return _stored_report(store, summary)
+    # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
+    # this run counts); its images go to its pending file, which _record_lost_images commits.
+    generation = ledger.start_finalizing(event.batch_id)
+    if generation is None:
+        logger.warning("batch finalized meanwhile by another run")
+        return _stored_report(store, ledger.get_batch(event.batch_id) or summary)
     summary, markers = _account_for_every_image(event, summary, store, ledger, prices)
-    failures = _FailureReports.write(event, summary, store, ledger)
+    failures = _FailureReports.write(event, summary, store, ledger, generation)
     succeeded, failed = summary.images_succeeded, summary.images_failed
     status = (
         BatchStatus.SUCCEEDED
@@ -257,14 +272,15 @@ def finalize_batch(
         redrive_key=failures.redrive_key,
         errors_key=summary.errors_key,
     )
-    report_key = store.put_report(event.batch_id, "summary.json", report)
+    report_key = store.put_report(event.batch_id, "summary.json", report, generation=generation)
     extra: dict[str, Any] = {"report_key": report_key, "failures_by_class": failures.by_class}
     if failures.redrive_key:
         extra["redrive_key"] = failures.redrive_key
     extra["costs"] = breakdown.rounded()
-    settled = ledger.settle_batch(event.batch_id, status, extra, adds)
+    settled = ledger.settle_batch(event.batch_id, status, extra, adds, generation=generation)
     if settled is None:
-        # another finalize settled it between the read above and now: it runs the hooks
+        # another run settled it, or a later one started (it settles, its reports kept): that
+        # run runs the hooks
         logger.warning("batch finalized meanwhile by another run")
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
@@ -319,11 +335,12 @@ def _account_for_every_image(
         # PNGs stored by attempts that died before their commit: recorded (settling their
         # chunk's hold) before holds are written off and the rest recorded as failed.
         capped = summary.max_cost_micro_usd is not None
-        record_stored_images(event.batch_id, store, ledger, prices, capped=capped)
+        keys = [ref.key for ref in store.get_chunk_index(event.batch_id)]
+        record_stored_images(event.batch_id, store, ledger, prices, capped=capped, chunk_keys=keys)
     # Holds no commit settled: their attempts died after they may have spent.
     written_off = ledger.write_off_holds(event.batch_id)
     if summary.images_succeeded + summary.images_failed < summary.images_total:
-        _record_lost_images(event, store, ledger, markers)
+        _record_lost_images(event, store, ledger, markers, prices)
         summary = ledger.get_batch(event.batch_id) or summary
     elif markers or written_off:
         # what they charged is in the summary now, not in the copy read above
@@ -338,7 +355,12 @@ class _FailureReports(BaseModel):
 
     @classmethod
     def write(
-        cls, event: FinalizeEvent, summary: BatchRecord, store: BatchStore, ledger: Ledger
+        cls,
+        event: FinalizeEvent,
+        summary: BatchRecord,
+        store: BatchStore,
+        ledger: Ledger,
+        generation: int,
     ) -> _FailureReports:
         """failed.jsonl (every failed image with its class) and redrive.jsonl (a manifest of
         exactly those images), streamed from the ledger to S3: what stays in memory is the
@@ -359,9 +381,12 @@ class _FailureReports(BaseModel):
         if first is None:
             return cls(by_class=by_class)
         failed_key = store.put_jsonl_report(
-            event.batch_id, "failed.jsonl", failed_lines(itertools.chain([first], failures))
+            event.batch_id,
+            "failed.jsonl",
+            failed_lines(itertools.chain([first], failures)),
+            generation=generation,
         )
-        redrive_key = _write_redrive(event, summary, wanted, store)
+        redrive_key = _write_redrive(event, summary, wanted, store, generation)
         return cls(by_class=by_class, failed_key=failed_key, redrive_key=redrive_key)
 
 
@@ -377,12 +402,14 @@ def _own_charge(
     """The counters finalize ADDs when it settles: its own operations and their charge.
 
     The batch path's own transitions, each failed chunk's Catch path, and this function. The
-    report PUT and the settling update happen after this count: added here.
+    report PUT (and the HEAD its generation check makes) and the settling update happen after
+    this count: added here.
     """
     usage = store.meter.take() + ledger.meter.take()
     usage += Usage(
         sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * failed_chunks,
         s3_put_requests=1,
+        s3_get_requests=1,
         ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
     )
     if clock is not None:
@@ -406,6 +433,7 @@ def _write_redrive(
     summary: BatchRecord,
     wanted: dict[str, set[str]],
     store: BatchStore,
+    generation: int,
 ) -> str:
     """The failed images as a manifest, chunk by chunk (one chunk file in memory at a time)."""
     settings = json.loads(summary.settings or "{}")
@@ -418,4 +446,4 @@ def _write_redrive(
                 _redrive_line(job) for job in chunk.images if job.image_id in wanted[chunk_id]
             )
 
-    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines())
+    return store.put_jsonl_report(event.batch_id, "redrive.jsonl", lines(), generation=generation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +25,10 @@ from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
 from imagebatch.errors import (
+    BatchFinalizingError,
     ChunkUnfinished,
     ImageGenerationError,
+    ImagesAlreadyRecordedError,
     StorageError,
     UnknownModelError,
 )
@@ -50,6 +53,7 @@ from imagebatch.pipeline.reuse import (
     reusable_from_made,
     same_identity_followers,
 )
+from imagebatch.pipeline.stored_images import record_stored_chunk
 
 logger = Logger(child=True)
 
@@ -59,8 +63,8 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
-# generate_chunk stays whole (about 120 lines): each step is already a helper; what is left is
-# their order (pending first, then read, look up, hold, copy, make, copy duplicates, commit),
+# generate_chunk stays whole (about 130 lines): each step is a helper; what is left is their
+# order (pending, fence, stored PNGs, read, look up, hold, copy, make, copy duplicates, commit),
 # which the budget invariant depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
@@ -77,6 +81,7 @@ def generate_chunk(
     retry_policy: BackoffPolicy | None = None,
     reuse: bool = True,
     access_wait: AccessWait | None = None,
+    attempt_id: str | None = None,
 ) -> ChunkResult:
     """Make the chunk's images not yet in the ledger and commit them in one transaction.
 
@@ -84,16 +89,25 @@ def generate_chunk(
     the timeout, PNG bytes) and does not run when the hold fails; images still unmade when
     time runs out, or throttled past their attempts, go back as ChunkUnfinished. With
     `reuse` (the stack's ReuseImages), an image some batch already made is copied, not made
-    (pipeline.reuse): looked up before the hold, copied after it.
+    (pipeline.reuse): looked up before the hold, copied after it. The hold is this
+    attempt's own (`<chunk>@<attempt_id>`, the Lambda request id): a second attempt of the
+    chunk running beside it neither settles nor writes it off.
     """
     chunk = store.get_chunk(task.chunk.key)
-    commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices)
+    commit_pending(store, ledger, task.batch_id, chunk.chunk_id, prices, fenced=True)
+    summary = ledger.get_batch(task.batch_id)
+    capped = summary is not None and summary.capped
+    if summary is not None and summary.finalizing_at is not None:
+        # a ghost attempt (Step Functions gave up on it): finalize accounts from here
+        raise BatchFinalizingError(f"batch {task.batch_id} is being finalized")
+    if task.retry_count:
+        # An earlier attempt killed between its PNGs and its commit (Sandbox.Timedout) left
+        # paid-for images with no record: recorded from their PNGs, not bought again.
+        record_stored_chunk(task.batch_id, chunk, store, ledger, prices, capped=capped, fenced=True)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         return ChunkResult.already_done(chunk.chunk_id, len(done))
-    summary = ledger.get_batch(task.batch_id)
-    capped = summary is not None and summary.capped
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
     # two images of one identity in the chunk: the second is a copy of the first, made here
@@ -103,7 +117,8 @@ def generate_chunk(
     to_make = [
         job for job in todo if job.image_id not in reusable and job.image_id not in followers
     ]
-    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
+    settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices, fenced=True)
+    hold_id: str | None = None
     if capped:
         bound = _attempt_bound(
             todo,
@@ -114,13 +129,14 @@ def generate_chunk(
             prices=prices,
         )
         bound += lookup_bound(len(identities), len(todo), prices)
-        held = ledger.reserve(task.batch_id, chunk.chunk_id, bound)
+        hold_id = f"{chunk.chunk_id}@{attempt_id or uuid.uuid4().hex}"
+        held = ledger.reserve(task.batch_id, hold_id, bound)
         if held is None:
             return _refuse(
                 task, chunk, todo, store=store, ledger=ledger, clock=clock, settlement=settlement
             )
         settlement = settlement.model_copy(
-            update={"reserved_micro_usd": held, "has_reservation": True}
+            update={"reserved_micro_usd": held, "has_reservation": True, "hold_id": hold_id}
         )
     # The batch's quota-derived share (ingest) caps the function's configured concurrency.
     ceiling = max(1, min(concurrency, task.chunk_concurrency or concurrency))
@@ -137,16 +153,20 @@ def generate_chunk(
     def saved(job: ImageJob) -> int:
         return _price(catalogue, job)
 
-    reused = copy_reused(todo, reusable, identities, chunk, store=store, saved_micro_usd=saved)
+    reused = copy_reused(
+        todo, reusable, identities, chunk, store=store, saved_micro_usd=saved, hold_id=hold_id
+    )
     results = _make_images(
         to_make,
-        lambda job: _make_image(job, chunk, store, retrying, catalogue),
+        lambda job: _make_image(job, chunk, store, retrying, catalogue, hold_id=hold_id),
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
     made = [r for r in results if isinstance(r, ImageOutcome)]
     followed = reusable_from_made(followers, made, task.batch_id, store=store)
-    reused += copy_reused(todo, followed, identities, chunk, store=store, saved_micro_usd=saved)
+    reused += copy_reused(
+        todo, followed, identities, chunk, store=store, saved_micro_usd=saved, hold_id=hold_id
+    )
     copied = {o.image_id for o in reused}
     outcomes = reused + made
     unfinished = {
@@ -158,7 +178,7 @@ def generate_chunk(
         for image_id in (reusable.keys() | followers.keys()) - copied
     }
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
-    _commit_or_keep(
+    committed = _commit_or_keep(
         task.batch_id,
         chunk,
         outcomes,
@@ -172,7 +192,7 @@ def generate_chunk(
         "chunk committed",
         extra={
             "chunk_id": chunk.chunk_id,
-            "committed": len(outcomes),
+            "committed": len(committed),
             "reused": len(reused),
             "already_done": len(done),
             "unfinished": len(unfinished),
@@ -182,7 +202,8 @@ def generate_chunk(
     )
     if unfinished:
         raise ChunkUnfinished(unfinished)
-    return ChunkResult.of(chunk.chunk_id, outcomes, skipped=len(done), throttles=limiter.throttles)
+    skipped = len(done) + len(outcomes) - len(committed)
+    return ChunkResult.of(chunk.chunk_id, committed, skipped=skipped, throttles=limiter.throttles)
 
 
 def _commit_or_keep(
@@ -195,25 +216,94 @@ def _commit_or_keep(
     store: ChunkStorePort,
     ledger: ChunkLedgerPort,
     capped: bool,
-) -> None:
-    """One ledger transaction for the attempt; if the ledger stays unavailable, the made
-    images are kept for the retry (pipeline.pending) and the chunk goes back unfinished:
-    paid-for images must not be bought again."""
+) -> list[ImageOutcome]:
+    """One ledger transaction for the attempt; returns the outcomes it recorded. If the
+    ledger stays unavailable, the made images are kept for the retry (pipeline.pending) and
+    the chunk goes back unfinished: paid-for images must not be bought again."""
     try:
-        ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
+        return _commit_beside_others(
+            batch_id, chunk, outcomes, settlement, ledger=ledger, capped=capped
+        )
+    except BatchFinalizingError:
+        # Finalize started meanwhile and refuses chunk commits; it commits a pending file
+        # before it records a chunk's images as lost, so the made images go there.
+        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
+        raise
+    except ImagesAlreadyRecordedError as exc:
+        # This attempt's hold was settled by another reader of its PNGs (a later attempt)
+        # or written off: what it holds no longer covers these images. They are stored with
+        # their evidence; the next attempt records whichever are still unrecorded.
+        raise ChunkUnfinished(
+            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
+        ) from exc
     except StorageError:
-        try:
-            save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
-        except StorageError as exc:
-            # S3 is out too: the chunk is still retried (ChunkUnfinished), never failed
-            # for good while the images it paid for are in outputs/ unrecorded.
-            logger.error(
-                "pending commit not written",
-                extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
-            )
+        # S3 out too: the chunk is still retried (ChunkUnfinished), never failed for good
+        # while the images it paid for are in outputs/ unrecorded.
+        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
         raise ChunkUnfinished(
             {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
         ) from None
+
+
+def _keep(
+    store: ChunkStorePort,
+    batch_id: str,
+    chunk: ChunkFile,
+    outcomes: list[ImageOutcome],
+    settlement: Settlement,
+    *,
+    capped: bool,
+) -> None:
+    """The made images as the chunk's pending file, for whoever commits next."""
+    try:
+        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+    except StorageError as exc:
+        logger.error(
+            "pending commit not written",
+            extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
+        )
+
+
+def _commit_beside_others(
+    batch_id: str,
+    chunk: ChunkFile,
+    outcomes: list[ImageOutcome],
+    settlement: Settlement,
+    *,
+    ledger: ChunkLedgerPort,
+    capped: bool,
+) -> list[ImageOutcome]:
+    """Commit the outcomes; where another attempt of the chunk beside this one recorded some
+    first, commit the rest and settle this attempt's own hold, what it paid for those again
+    charged as rework (each purchase charged once, each image recorded once). Raises
+    ImagesAlreadyRecordedError when this attempt's hold is no longer there to settle."""
+    rollup_model: str | None = None  # a commit left with rework alone: the chunk's model
+    for _ in range(3):
+        try:
+            ledger.commit_images(
+                batch_id,
+                outcomes,
+                settlement,
+                tags=chunk.tags,
+                capped=capped,
+                rollup_model=rollup_model,
+            )
+            return outcomes
+        except ImagesAlreadyRecordedError as exc:
+            if exc.settled_elsewhere:
+                raise
+            recorded = ledger.recorded_image_ids(batch_id, [o.image_id for o in outcomes])
+            again = sum(o.cost_micro_usd for o in outcomes if o.image_id in recorded)
+            logger.warning(
+                "images recorded by another attempt of the chunk",
+                extra={"chunk_id": chunk.chunk_id, "images": len(recorded), "rework": again},
+            )
+            outcomes = [o for o in outcomes if o.image_id not in recorded]
+            rollup_model = chunk.images[0].model
+            settlement = settlement.model_copy(
+                update={"rework_micro_usd": settlement.rework_micro_usd + again}
+            )
+    raise ImagesAlreadyRecordedError(f"chunk {chunk.chunk_id}: commits kept colliding")
 
 
 def _make_images(
@@ -304,6 +394,8 @@ def _make_image(
     store: ChunkStorePort,
     backend: ImageBackend,
     catalogue: ModelCatalogue,
+    *,
+    hold_id: str | None,
 ) -> ImageOutcome | _Unfinished:
     batch_id, chunk_id = chunk.batch_id, chunk.chunk_id
     base = {
@@ -341,7 +433,7 @@ def _make_image(
     }
     key = image_key(chunk.output_prefix, batch_id, job.image_id)
     try:
-        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image)
+        evidence = record_evidence(job.image_id, chunk_id, price.micro_usd_per_image, hold_id)
         store.put_image(key, image.png, {**image_metadata(batch_id, job, image.seed), **evidence})
     except StorageError as exc:
         # Bedrock made (and billed) the image; only storing it failed.

@@ -39,6 +39,8 @@ class PendingCommit(BaseModel):
     usage: Usage = Usage()
     capped: bool = False
     tags: dict[str, str] = {}
+    # the hold the failed commit settles (its attempt's own: holds are per attempt)
+    hold_id: str | None = None
 
 
 def save_pending(
@@ -57,6 +59,7 @@ def save_pending(
         usage=settlement.usage,
         capped=capped,
         tags=dict(tags),
+        hold_id=settlement.hold_id,
     )
     store.put_pending_commit(batch_id, settlement.chunk_id, pending.model_dump_json().encode())
     logger.warning(
@@ -71,8 +74,11 @@ def commit_pending(
     batch_id: str,
     chunk_id: str,
     prices: RegionPrices,
+    *,
+    fenced: bool = False,
 ) -> int:
-    """Commit what an earlier attempt of this chunk made; returns the images it recorded."""
+    """Commit what an earlier attempt of this chunk made; returns the images it recorded.
+    `fenced`: a chunk attempt's (refused once finalize has started), not finalize's own."""
     body = store.get_pending_commit(batch_id, chunk_id)
     if body is None:
         return 0
@@ -84,7 +90,9 @@ def commit_pending(
         reserved_micro_usd=pending.reserved_micro_usd,
         has_reservation=pending.has_reservation,
         usage=pending.usage,
+        hold_id=pending.hold_id,
         prices=prices,
+        fenced=fenced,
     )
     try:
         ledger.commit_images(

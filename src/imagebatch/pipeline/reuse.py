@@ -153,11 +153,13 @@ def copy_reused(
     store: ChunkStorePort,
     saved_micro_usd: Callable[[ImageJob], int],
     model: str | None = None,
+    hold_id: str | None = None,
 ) -> list[ImageOutcome]:
     """Copy each reusable image to this batch's key for it. One whose copy fails is absent
     from the result: the caller leaves it unfinished for the chunk's retry, since the budget
     hold did not cover making it. `saved_micro_usd`: the inference the image would have cost
-    on the chunk's backend; `model`: the model its record names (the job's when None)."""
+    on the chunk's backend; `model`: the model its record names (the job's when None);
+    `hold_id`: the attempt's budget hold, named in the copy's evidence (stored_images.py)."""
     reused: list[ImageOutcome] = []
     for job in todo:
         hit = reusable.get(job.image_id)
@@ -172,7 +174,7 @@ def copy_reused(
                 # the evidence finalize records a PNG from if this attempt dies before its
                 # commit (stored_images.py): a copy costs no inference
                 image_metadata(chunk.batch_id, job, job.seed)
-                | record_evidence(job.image_id, chunk.chunk_id, 0),
+                | record_evidence(job.image_id, chunk.chunk_id, 0, hold_id),
             )
         except StorageError as exc:
             logger.warning(

@@ -81,10 +81,10 @@ _MAX_TIMEOUT_S = 3600
 
 
 class SubmitTask(ChunkTask):
-    """The SubmitChunk state's payload: the Map item plus its task token and retry count."""
+    """The SubmitChunk state's payload: the Map item plus its task token (and, as every
+    chunk task, its retry count)."""
 
     task_token: str
-    retry_count: int = 0
 
 
 class SubmitReceipt(BaseModel):

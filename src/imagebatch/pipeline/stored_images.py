@@ -2,20 +2,23 @@
 
 An attempt that Lambda stopped at its timeout between storing PNGs and its commit leaves no
 record and no pending file, but each PNG carries what its record needs (models.records'
-record_evidence: image id, chunk, cost; image_metadata: seed, model). Bedrock was paid for
-them, so finalize records them as made, settling the chunk's hold if one is left, before
-anything is written off or failed (a redrive would buy them again).
+record_evidence: image id, chunk, cost, the hold of the attempt that made it; image_metadata:
+seed, model). Bedrock was paid for them, so the chunk's next attempt (before it makes
+anything) and finalize (before anything is written off or failed) record them as made,
+settling the hold of the attempt that stored them if it is still there: a redrive, or the
+retry itself, would otherwise buy them again.
 """
 
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from imagebatch.aws.ledger import Ledger
-from imagebatch.aws.s3_store import BatchStore, image_key
+from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
+from imagebatch.aws.s3_store import image_key
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.errors import ImagesAlreadyRecordedError
+from imagebatch.manifest.schema import SEED_MAX
 from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome
 
 logger = Logger(child=True)
@@ -24,47 +27,77 @@ PRICE_SOURCE = "recorded from the stored PNG's metadata (its attempt stopped bef
 
 
 def record_stored_images(
-    batch_id: str, store: BatchStore, ledger: Ledger, prices: RegionPrices, *, capped: bool
+    batch_id: str,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+    prices: RegionPrices,
+    *,
+    capped: bool,
+    chunk_keys: list[str],
 ) -> int:
-    """Record every Bedrock image stored under outputs/ without a record; returns how many.
+    """Record every Bedrock image of these chunks stored without a record; returns how many.
 
-    Chunk by chunk, one HEAD per unrecorded image: it runs only when the summary counts
-    fewer images than the batch has, so a batch without faults pays nothing for it."""
+    Chunk by chunk, one HEAD per unrecorded image: finalize runs it only when the summary
+    counts fewer images than the batch has, so a batch without faults pays nothing for it."""
+    return sum(
+        record_stored_chunk(batch_id, store.get_chunk(key), store, ledger, prices, capped=capped)
+        for key in chunk_keys
+    )
+
+
+def record_stored_chunk(
+    batch_id: str,
+    chunk: ChunkFile,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+    prices: RegionPrices,
+    *,
+    capped: bool,
+    fenced: bool = False,
+) -> int:
+    """Record one chunk's stored, unrecorded Bedrock images; returns how many were recorded.
+    `fenced`: a chunk attempt records them (refused once finalize has started).
+
+    One commit per attempt that stored them (their `hold-id`), settling that attempt's hold
+    when it is still held: the hold covered these images, so settling it charges them once
+    and gives the rest back, where a write-off would charge the whole hold on top."""
+    if chunk.backend != "bedrock":
+        return 0
+    done = ledger.recorded_image_ids(batch_id, [job.image_id for job in chunk.images])
+    by_hold: dict[str, list[ImageOutcome]] = {}
+    for job in chunk.images:
+        if job.image_id in done:
+            continue
+        found = _from_png(store, chunk, job)
+        if found is not None:
+            outcome, hold_id = found
+            by_hold.setdefault(hold_id, []).append(outcome)
     recorded = 0
-    for ref in store.get_chunk_index(batch_id):
-        chunk = store.get_chunk(ref.key)
-        if chunk.backend != "bedrock":
-            continue
-        done = ledger.recorded_image_ids(batch_id, [job.image_id for job in chunk.images])
-        found = [
-            outcome
-            for job in chunk.images
-            if job.image_id not in done
-            for outcome in [_from_png(store, chunk, job)]
-            if outcome is not None
-        ]
-        if not found:
-            continue
-        hold = ledger.hold_amount(batch_id, chunk.chunk_id)
+    for hold_id, outcomes in by_hold.items():
+        hold = ledger.hold_amount(batch_id, hold_id)
         settlement = Settlement(
             chunk_id=chunk.chunk_id,
             reserved_micro_usd=hold or 0,
             has_reservation=hold is not None,
+            hold_id=hold_id,
             prices=prices,
+            fenced=fenced,
         )
         try:
-            ledger.commit_images(batch_id, found, settlement, tags=chunk.tags, capped=capped)
+            ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=capped)
         except ImagesAlreadyRecordedError:
-            continue  # a late commit of the chunk recorded them meanwhile
+            continue  # a late commit of that attempt (or another reader) recorded them
         logger.warning(
             "images recorded from their stored PNGs",
-            extra={"chunk_id": chunk.chunk_id, "images": len(found)},
+            extra={"chunk_id": chunk.chunk_id, "hold": hold_id, "images": len(outcomes)},
         )
-        recorded += len(found)
+        recorded += len(outcomes)
     return recorded
 
 
-def _from_png(store: BatchStore, chunk: ChunkFile, job: ImageJob) -> ImageOutcome | None:
+def _from_png(
+    store: ChunkStorePort, chunk: ChunkFile, job: ImageJob
+) -> tuple[ImageOutcome, str] | None:
     key = image_key(chunk.output_prefix, chunk.batch_id, job.image_id)
     meta = store.image_metadata(key)
     if not meta or meta.get("image-id") != job.image_id:
@@ -74,16 +107,26 @@ def _from_png(store: BatchStore, chunk: ChunkFile, job: ImageJob) -> ImageOutcom
     cost = meta.get("cost-micro-usd", "")
     if not (cost.isascii() and cost.isdigit()):
         return None
-    return ImageOutcome(
+    # likewise a seed: one no manifest may give (47 digits fit no DynamoDB number) is none
+    seed = meta.get("seed", "")
+    if not (seed.isascii() and seed.isdigit() and int(seed) <= SEED_MAX):
+        return None
+    # Only a hold of this chunk may be settled by its PNGs (a forged name must not settle
+    # another chunk's live hold); a PNG from before holds were per attempt names none.
+    hold_id = meta.get("hold-id", chunk.chunk_id)
+    if hold_id != chunk.chunk_id and not hold_id.startswith(f"{chunk.chunk_id}@"):
+        hold_id = chunk.chunk_id
+    outcome = ImageOutcome(
         image_id=job.image_id,
         item_id=job.item_id,
         chunk_id=chunk.chunk_id,
         status="SUCCEEDED",
         model=job.model,
         backend=chunk.backend,
-        seed=int(meta.get("seed", job.seed or 0)),
+        seed=int(seed),
         prompt_sha256=job.prompt_sha256,
         cost_micro_usd=int(cost),
         price_source=PRICE_SOURCE,
         output_key=key,
     )
+    return outcome, hold_id
