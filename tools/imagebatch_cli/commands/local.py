@@ -8,6 +8,7 @@ command, run a batch through it, copy its images and reports under --out and kee
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,6 +317,7 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     relink_review_page(target)
     others = _ledger_records(aws, batch_id)
     write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+    write_local_evidence(target, windows=windows, paid_images=bedrock_stats.images_returned)
     log_path = log.save(target / LAMBDA_LOG)
     return LocalRun(
         batch_id,
@@ -329,6 +331,18 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
         log_path,
         options.region,
     )
+
+
+def write_local_evidence(
+    target: Path, *, windows: list[dict[str, Any]], paid_images: int
+) -> None:
+    """What `local check` needs besides the ledger export and the images: the endpoint's
+    windows, and the images the local Bedrock made during the batch (the session's count;
+    batches run one after another, so it is this batch's)."""
+    from imagebatch_cli.commands.check import EVIDENCE_FILE
+
+    body = {"windows": windows, "paid_images": paid_images}
+    (target / EVIDENCE_FILE).write_text(json.dumps(body, default=str), encoding="utf-8")
 
 
 def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:
