@@ -316,7 +316,10 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     files = aws.download_outputs(batch_id, summary.output_prefix or "outputs/", target)
     relink_review_page(target)
     others = _ledger_records(aws, batch_id)
-    write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+    # The summary as the partition stands now: the contact sheet, after finalize, holds
+    # budget and charges its own commit; the export must hold both or it does not add up.
+    settled = aws.ledger().get_batch(batch_id) or summary
+    write_ledger_export(ledger_export_path(options.out, batch_id), settled, others)
     write_local_evidence(target, windows=windows, paid_images=bedrock_stats.images_returned)
     log_path = log.save(target / LAMBDA_LOG)
     return LocalRun(
