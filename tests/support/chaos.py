@@ -1,0 +1,47 @@
+"""The chaos mode for tests: a local AWS with imagebatch_local.cloud.chaos installed, its
+seed set per batch, and the invariant checker's evidence for a batch run under it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from imagebatch_local.cloud.chaos import Chaos, ChaosSpec
+from imagebatch_local.cloud.session import LocalAws, LocalOptions, local_aws
+
+from imagebatch.aws.batch_evidence import read_batch_evidence
+from imagebatch.costs.invariants import BatchEvidence
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def chaotic_aws() -> Iterator[LocalAws]:
+    """One local AWS (null renderer, small chunks, quick backoff) with the chaos mode
+    installed at rate 0: each test reseeds it (`chaos_of(aws).reseed(...)`)."""
+    options = LocalOptions(
+        template=REPO / "template.yaml",
+        renderer="null",
+        chaos=ChaosSpec(0, 0.0),
+        parameter_overrides={"ChunkSize": "3"},
+        function_environment={"RETRY_BASE_MS": "5", "RETRY_CAP_MS": "40"},
+    )
+    with local_aws(options) as running:
+        yield running
+
+
+def chaos_of(aws: LocalAws) -> Chaos:
+    assert aws.chaos is not None, "the local AWS was started without chaos"
+    return aws.chaos
+
+
+def evidence(aws: LocalAws, batch_id: str, paid_images: int | None) -> BatchEvidence:
+    return read_batch_evidence(
+        aws.client("dynamodb"),
+        aws.table,
+        aws.s3(),
+        aws.bucket,
+        batch_id,
+        paid_images=paid_images,
+    )
