@@ -21,8 +21,10 @@ def test_a_local_run_holds_every_invariant_and_a_lost_png_is_named(
     monkeypatch.chdir(tmp_path)
     run = CliRunner().invoke(
         app,
-        ["local", "run", str(sample_manifest("demo")), "--renderer", "null"]
-        + ["--filter-rate", "0.2", "--fault-seed", "3", "--retry-base-ms", "5"],
+        [
+            *("local", "run", str(sample_manifest("demo")), "--renderer", "null"),
+            *("--filter-rate", "0.2", "--fault-seed", "3", "--retry-base-ms", "5"),
+        ],
     )
     assert "Traceback" not in run.output
     (folder,) = (tmp_path / "out").iterdir()

@@ -18,8 +18,14 @@ BATCH = "b-1"
 PREFIX = f"outputs/{BATCH}/"
 
 
-def _image(image_id: str, status: str = "SUCCEEDED", cost: int = 80_000, **extra: Any) -> dict:
-    record = {"image_id": image_id, "status": status, "cost_micro_usd": cost if status == "SUCCEEDED" else 0}
+def _image(
+    image_id: str, status: str = "SUCCEEDED", cost: int = 80_000, **extra: Any
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "image_id": image_id,
+        "status": status,
+        "cost_micro_usd": cost if status == "SUCCEEDED" else 0,
+    }
     if status == "SUCCEEDED":
         record["output_key"] = f"{PREFIX}{image_id}.png"
     return record | extra

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from imagebatch.costs.budget import SPENT
@@ -127,10 +128,12 @@ def _pngs_and_records(evidence: BatchEvidence) -> Iterator[Violation]:
     stored = set(pngs)
     stored_names = {_image_name(k) for k in pngs}
     for record in sorted(succeeded, key=lambda r: str(r["image_id"])):
-        key = record.get("output_key")
-        if (key and key not in stored) or (not key and record["image_id"] not in stored_names):
+        wanted = record.get("output_key")
+        if (wanted and wanted not in stored) or (
+            not wanted and record["image_id"] not in stored_names
+        ):
             yield Violation(
-                RECORD_HAS_PNG, str(record["image_id"]), f"SUCCEEDED but no PNG at {key}"
+                RECORD_HAS_PNG, str(record["image_id"]), f"SUCCEEDED but no PNG at {wanted}"
             )
 
 
@@ -222,7 +225,7 @@ def _endpoint_seconds_once(evidence: BatchEvidence, summary: BatchRecord) -> Ite
     """Each window's billed time is inference + its lines, exactly; windows never overlap;
     the batch's overhead records are its lines in the windows, once each, and its charge."""
     windows = sorted(evidence.windows, key=lambda w: str(w["start"]))
-    for earlier, later in zip(windows, windows[1:], strict=False):
+    for earlier, later in pairwise(windows):
         if str(later["start"]) < str(earlier["end"]):
             yield Violation(
                 ENDPOINT_SECONDS_ONCE,

@@ -28,9 +28,7 @@ from imagebatch_cli.exit_codes import ExitCode, fail
 from imagebatch_cli.views.console import console, err_console
 
 BatchArgument = Annotated[str, typer.Argument(help="The batch id.", show_default=False)]
-CheckOutOption = Annotated[
-    Path, typer.Option(help="Where `local run` put the batch (its --out).")
-]
+CheckOutOption = Annotated[Path, typer.Option(help="Where `local run` put the batch (its --out).")]
 #: What `local run` writes beside the ledger export for the checker (local_evidence_path).
 EVIDENCE_FILE = "evidence.json"
 

@@ -100,6 +100,15 @@ RendererOption = Annotated[
         "seed-coloured PNG of the asked size at once, no torch (benchmarks)."
     ),
 ]
+ChaosOption = Annotated[
+    str | None,
+    typer.Option(
+        help="SEED[:RATE]: inject AWS's faults (throttles, 5xx, connection errors, lost "
+        "replies, Lambda timeouts, duplicate deliveries, Map child failures) at RATE of the "
+        "functions' calls (default 0.05), the same for the same seed; listed in chaos.json.",
+        show_default=False,
+    ),
+]
 RegionOption = Annotated[
     str | None,
     typer.Option(
@@ -109,6 +118,9 @@ RegionOption = Annotated[
     ),
 ]
 
+
+#: The faults the chaos mode injected during a batch, in its run folder.
+CHAOS_FILE = "chaos.json"
 
 # `local catalog --json`: the run's counts, as the catalog function reports them.
 COUNTS = ("products", "changed", "unchanged", "errors")
@@ -138,6 +150,7 @@ class LocalRunOptions(BaseModel):
     max_batch: int
     renderer: Literal["tiny", "null"] = "tiny"
     region: str = "us-west-2"
+    chaos: str | None = None
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -146,6 +159,7 @@ class LocalRunOptions(BaseModel):
 
     def local_options(self) -> LocalOptions:
         """The local AWS's settings for this run."""
+        from imagebatch_local.cloud.chaos import ChaosSpec
         from imagebatch_local.cloud.session import LocalOptions
 
         return LocalOptions(
@@ -166,6 +180,7 @@ class LocalRunOptions(BaseModel):
             max_batch=self.max_batch,
             renderer=self.renderer,
             region=self.region,
+            chaos=ChaosSpec.parse(self.chaos) if self.chaos else None,
         )
 
 
@@ -209,10 +224,13 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
     region: RegionOption = None,
+    chaos: ChaosOption = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
     MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
     3 PARTIAL; 4 FAILED; 5 REJECTED (the worst batch's)."""
+    from imagebatch_local.cloud.chaos import ChaosSpecError
+
     manifests = list(manifest or []) or [manifest_path(None, sample)]
     if manifest and sample is not None:
         manifest_path(manifests[0], sample)  # refuses both, in the words it always has
@@ -235,7 +253,11 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             max_batch=max_batch,
             renderer=renderer,
             region=region or default_region(),
+            chaos=chaos,
         )
+        options.local_options()
+    except ChaosSpecError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
     runs = _run_batches(manifests, options, verbose=verbose)
@@ -288,6 +310,7 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
 
     stats_before = aws.bedrock.stats.to_dict()
+    chaos_since = len(aws.chaos.injected) if aws.chaos else 0
     batch_id = aws.upload_manifest(manifest)
     err_console.print(
         f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
@@ -321,6 +344,16 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     settled = aws.ledger().get_batch(batch_id) or summary
     write_ledger_export(ledger_export_path(options.out, batch_id), settled, others)
     write_local_evidence(target, windows=windows, paid_images=bedrock_stats.images_returned)
+    if aws.chaos is not None:
+        report = aws.chaos.report(chaos_since)
+        (target / CHAOS_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        err_console.print(
+            f"chaos seed {report['seed']} rate {report['rate']}: injected "
+            + (", ".join(f"{k} {n}" for k, n in report["by_kind"].items()) or "nothing")
+            + f" (each, with its place: {target / CHAOS_FILE})",
+            markup=False,
+            highlight=False,
+        )
     log_path = log.save(target / LAMBDA_LOG)
     return LocalRun(
         batch_id,
@@ -336,9 +369,7 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     )
 
 
-def write_local_evidence(
-    target: Path, *, windows: list[dict[str, Any]], paid_images: int
-) -> None:
+def write_local_evidence(target: Path, *, windows: list[dict[str, Any]], paid_images: int) -> None:
     """What `local check` needs besides the ledger export and the images: the endpoint's
     windows, and the images the local Bedrock made during the batch (the session's count;
     batches run one after another, so it is this batch's)."""

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
@@ -167,7 +167,7 @@ def error_response(protocol: str, service: str, kind: str, url: str) -> AWSRespo
     else:  # json (1.0, 1.1), smithy-rpc-v2-cbor is not used by any service we call
         body = json.dumps({"__type": f"com.amazonaws#{code}", "message": message}).encode()
         headers["Content-Type"] = "application/x-amz-json-1.0"
-    return AWSResponse(url, status, headers, _Raw(body))
+    return AWSResponse(url, status, HTTPHeaders(headers), _Raw(body))
 
 
 def place(identity: str, service: str, operation: str, params: dict[str, Any]) -> str:
@@ -253,7 +253,9 @@ class Chaos:
         events = session.events
         events.register("before-parameter-build", self._collect, unique_id=f"{_HOOK_ID}-params")
         events.register("before-call", self._before_call, unique_id=f"{_HOOK_ID}-call")
-        events.register("before-send", self._before_send, unique_id=f"{_HOOK_ID}-send")
+        # A before-send handler that returns a response answers the call itself.
+        answer: Any = self._before_send
+        events.register("before-send", answer, unique_id=f"{_HOOK_ID}-send")
         self._session = session
 
     def uninstall(self) -> None:

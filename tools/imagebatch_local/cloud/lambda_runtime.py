@@ -55,7 +55,7 @@ current_invocation: contextvars.ContextVar[InvocationState | None] = contextvars
 )
 
 
-class LambdaTimedOut(BaseException):  # noqa: N818 - named as Lambda reports it
+class LambdaTimedOut(BaseException):
     """Lambda stopped the invocation at its Timeout (the chaos mode raises it at a call).
     A BaseException: no handler's `except Exception` may survive its own death."""
 
