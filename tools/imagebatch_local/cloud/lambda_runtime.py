@@ -154,6 +154,8 @@ class InProcessLambdaRuntime:
         self._load_lock = threading.Lock()
         self._log_lock = threading.Lock()
         self.invocations: list[Invocation] = []
+        #: Asynchronous invocations that failed every attempt (what a DLQ would receive).
+        self.async_failures: list[Invocation] = []
         #: The chaos mode's fault at an invocation (chaos.Chaos.delivery), when it runs.
         self.delivery_fault: Callable[[str, Any], str | None] | None = None
 
@@ -185,8 +187,19 @@ class InProcessLambdaRuntime:
         if fault == "delivered-twice":
             # the event source delivers again whatever became of the first delivery
             self._run(spec, event, context)
-            context = replace(context, aws_request_id=str(uuid.uuid4()), _started=time.monotonic())
-        return self._run(spec, event, context)
+            context = _again(context)
+        if not _is_asynchronous(event):
+            return self._run(spec, event, context)
+        for _attempt in range(ASYNC_RETRIES):
+            payload, errored = self._run(spec, event, context)
+            if not errored:
+                return payload, errored
+            context = _again(context)
+        payload, errored = self._run(spec, event, context)
+        if errored:
+            with self._log_lock:
+                self.async_failures.append(self.invocations[-1])
+        return payload, errored
 
     def _run(self, spec: FunctionSpec, event: Any, context: LocalLambdaContext) -> tuple[str, bool]:
         started = time.monotonic()
@@ -234,6 +247,24 @@ class InProcessLambdaRuntime:
     def _record(self, invocation: Invocation) -> None:
         with self._log_lock:
             self.invocations.append(invocation)
+
+
+# Lambda runs a failed asynchronous invocation "two more times" (Developer Guide,
+# "Asynchronous invocation"; a minute, then two, apart: here at once).
+ASYNC_RETRIES = 2
+
+
+def _is_asynchronous(event: Any) -> bool:
+    """An S3 notification: S3 invokes its function asynchronously, always."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    return bool(records) and all(
+        isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records
+    )
+
+
+def _again(context: LocalLambdaContext) -> LocalLambdaContext:
+    """The context of a new attempt: its own request id, its own Timeout."""
+    return replace(context, aws_request_id=str(uuid.uuid4()), _started=time.monotonic())
 
 
 def load_module(name: str, path: Path) -> ModuleType:

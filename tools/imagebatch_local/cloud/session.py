@@ -279,8 +279,10 @@ class LocalAws:
         if self.notification_errors:
             raise LocalRunError(f"ingest was not invoked: {self.notification_errors[-1]!r}")
         ingest = self.stack.physical["IngestFunction"]
-        for invocation in self.runtime.invocations:
-            if invocation.function == ingest and invocation.errored:
+        # an attempt that failed is retried (Lambda's asynchronous retries): only one whose
+        # every attempt failed stops the run
+        for invocation in self.runtime.async_failures:
+            if invocation.function == ingest:
                 raise LocalRunError(
                     f"ingest failed: {invocation.error_type}: {invocation.error_message}"
                 )
