@@ -73,4 +73,6 @@ def test_every_invariant_holds_under_chaos(
 
     # THEN no invariant is broken
     violations = check_batch(evidence(chaotic_aws, batch_id, paid))
-    assert [v.line() for v in violations] == [], json.dumps(report, indent=1)
+    lines = [v.line() for v in violations]
+    faults = "\n".join(f"  {i['kind']} at {i['place']}" for i in report["injected"])
+    assert lines == [], "\n".join(lines) + f"\nseed {seed} injected:\n{faults}"

@@ -174,7 +174,7 @@ def place(identity: str, service: str, operation: str, params: dict[str, Any]) -
     """Where a call acts: its caller, operation and target, without what changes between
     runs (tokens, timestamps), so the same call gets the same decision for one seed."""
     target: list[str] = []
-    for name in ("FunctionName", "TableName", "QueueUrl", "modelId", "EndpointName"):
+    for name in ("FunctionName", "TableName", "QueueUrl", "modelId", "EndpointName", "name"):
         if name in params:
             target.append(str(params[name]).rsplit(":", 1)[-1].rsplit("/", 1)[-1])
     if "Key" in params:

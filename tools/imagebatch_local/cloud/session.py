@@ -125,6 +125,7 @@ class LocalAws:
     map_runs: dict[str, moto_workarounds.MapRunCapture] = field(default_factory=dict)
     chaos: Chaos | None = None
     _reported_denials: int = 0
+    _reported_ingest_failures: int = 0
 
     @property
     def region(self) -> str:
@@ -281,7 +282,9 @@ class LocalAws:
         ingest = self.stack.physical["IngestFunction"]
         # an attempt that failed is retried (Lambda's asynchronous retries): only one whose
         # every attempt failed stops the run
-        for invocation in self.runtime.async_failures:
+        failures = self.runtime.async_failures[self._reported_ingest_failures :]
+        self._reported_ingest_failures += len(failures)
+        for invocation in failures:
             if invocation.function == ingest:
                 raise LocalRunError(
                     f"ingest failed: {invocation.error_type}: {invocation.error_message}"
