@@ -220,6 +220,8 @@ def finalize_batch(
         # Run again after it settled (its reply lost, a Sandbox.Timedout after the settle):
         # the report it wrote, with nothing charged or published twice.
         logger.warning("batch already finalized", extra={"status": summary.status})
+        # the run that settled may have stopped before its roll-up (adds only what is missing)
+        ledger.roll_up_remainder(event.batch_id, summary)
         return _stored_report(store, summary)
     summary, markers = _account_for_every_image(event, summary, store, ledger, prices)
     failures = _FailureReports.write(event, summary, store, ledger)

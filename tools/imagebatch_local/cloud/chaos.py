@@ -31,9 +31,11 @@ Not injected, each for a named reason (README "Throttling and failures"):
     never arrives; no client can know it was made, so it can only be bought again
     (unlabelled rework). The fix on our side is to not let Lambda kill a call in flight
     (CallDeadline), which the chaos cannot then simulate.
-  - killed-before at S3 PutObject: a Lambda stopped between Bedrock's reply and storing the
-    PNG has bought an image nobody will see. CallDeadline keeps the commit reserve, so a
-    Timeout does not land there; an out-of-memory kill could (not simulated).
+  - killed-before at S3 PutObject, and any kill of GenerateChunk but at its commit
+    (TransactWriteItems): a Lambda stopped while a Bedrock call is in flight on another
+    thread, or between a reply and storing the PNG, has bought an image nobody will see.
+    CallDeadline bounds each call by the time left less the commit reserve, so a Timeout
+    lands at the commit, not there; an out-of-memory kill could (not simulated).
   - faults at the state machine's own calls (moto's engine) and at the local SageMaker
     endpoint's container: only functions' calls carry the hooks.
 """
@@ -75,6 +77,14 @@ DELIVERY_KINDS = ("delivered-twice", "map-child-failed")
 _MARKED_OFF = {
     ("bedrock-runtime", "InvokeModel"): {"reply-lost", "killed-after"},
     ("s3", "PutObject"): {"killed-before"},
+}
+
+# A function that buys images is killed only at its ledger writes (the commit: before it,
+# between the PNGs and the commit; after it, between the commit and the return), never
+# while a Bedrock call may be in flight on another thread (module docstring).
+_KILLS = frozenset({"killed-before", "killed-after"})
+_BUYERS_KILLED_ONLY_AT = {
+    "GenerateChunkFunction": frozenset({("dynamodb", "TransactWriteItems")}),
 }
 
 _HOOK_ID = "imagebatch-local-chaos"
@@ -299,6 +309,9 @@ class Chaos:
         if invocation.timed_out:
             raise LambdaTimedOut(invocation.function)
         kinds = tuple(k for k in CALL_KINDS if k not in _MARKED_OFF.get((service, operation), ()))
+        only_at = _BUYERS_KILLED_ONLY_AT.get(invocation.function)
+        if only_at is not None and (service, operation) not in only_at:
+            kinds = tuple(k for k in kinds if k not in _KILLS)
         kind = self.draw(where, kinds)
         if kind is None:
             return None
