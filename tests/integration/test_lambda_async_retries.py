@@ -61,3 +61,12 @@ def test_a_synchronous_invocation_is_not_retried(tmp_path: Path) -> None:
     runtime = InProcessLambdaRuntime([_function(tmp_path, failures=1)])
     _, errored = runtime.invoke("ingest", {"batch_id": "b"})
     assert errored and len(runtime.invocations) == 1
+
+
+def test_an_eventbridge_event_whose_invocation_fails_is_delivered_again(tmp_path: Path) -> None:
+    # EventBridge invokes its targets asynchronously too: the endpoint observer's state-change
+    # rule. The chaos e2e found an observer killed at its timeout stopping the local endpoint.
+    runtime = InProcessLambdaRuntime([_function(tmp_path, failures=1)])
+    event = {"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change"}
+    payload, errored = runtime.invoke("ingest", event | {"detail": {}})
+    assert not errored and payload == '{"attempt": 2}'
