@@ -2,7 +2,8 @@
 holds every invariant (imagebatch.costs.invariants).
 
 CHAOS_SEEDS seeds (20 by default; `make chaos` runs 200), each a small batch through one
-local AWS: capped on even seeds, uncapped on odd ones. The faults of each seed are printed
+local AWS with both backends: `backend: auto` over items only Bedrock makes and items only
+the local endpoint makes (its own model at 64x64), capped on even seeds, uncapped on odd. The faults of each seed are printed
 (-s) and the totals per kind at the end of the module.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from imagebatch_local.cloud.chaos import ChaosSpec
-from imagebatch_local.cloud.session import LocalAws
+from imagebatch_local.cloud.session import TINY_MODEL_ID, LocalAws
 from support.chaos import chaos_of, chaotic_aws, evidence
 
 from imagebatch.costs.invariants import check_batch
@@ -29,17 +30,20 @@ pytestmark = pytest.mark.e2e
 SEEDS = int(os.environ.get("CHAOS_SEEDS", "20"))
 RATE = float(os.environ.get("CHAOS_RATE", "0.08"))
 MODEL = "stability.sd3-5-large-v1:0"
+CORE = "stability.stable-image-core-v1:1"
 TOTALS: Counter[str] = Counter()
 
 
 def _manifest(path: Path, seed: int) -> Path:
-    header: dict[str, Any] = {"backend": "bedrock", "model": MODEL, "on_invalid": "reject"}
+    header: dict[str, Any] = {"backend": "auto", "model": MODEL, "on_invalid": "reject"}
     if seed % 2 == 0:
         header["max_cost_usd"] = 2
+    own = {"model": TINY_MODEL_ID, "width": 64, "height": 64}
     items = [
-        {"id": f"s{seed}-a", "prompt": f"chaos {seed} mug", "count": 3},
+        {"id": f"s{seed}-a", "prompt": f"chaos {seed} mug", "count": 2, "model": CORE},
         {"id": f"s{seed}-b", "prompt": f"chaos {seed} lamp", "width": 1344, "height": 768},
         {"id": f"s{seed}-c", "prompt": f"chaos {seed} chair", "count": 2, "reuse": False},
+        {"id": f"s{seed}-d", "prompt": f"chaos {seed} vase", "count": 3} | own,
     ]
     lines = [{"batch": header}, *items]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")

@@ -18,11 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def chaotic_aws() -> Iterator[LocalAws]:
-    """One local AWS (null renderer, small chunks, quick backoff) with the chaos mode
-    installed at rate 0: each test reseeds it (`chaos_of(aws).reseed(...)`)."""
+    """One local AWS with both backends (the local endpoint serves 64x64), the null renderer,
+    small chunks and quick backoff, with the chaos mode installed at rate 0: each test
+    reseeds it (`chaos_of(aws).reseed(...)`)."""
     options = LocalOptions(
         template=REPO / "template.yaml",
         renderer="null",
+        backend="sagemaker",
+        shape_buckets="64x64",
         chaos=ChaosSpec(0, 0.0),
         parameter_overrides={"ChunkSize": "3"},
         function_environment={"RETRY_BASE_MS": "5", "RETRY_CAP_MS": "40"},

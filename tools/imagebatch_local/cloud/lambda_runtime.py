@@ -255,8 +255,13 @@ ASYNC_RETRIES = 2
 
 
 def _is_asynchronous(event: Any) -> bool:
-    """An S3 notification: S3 invokes its function asynchronously, always."""
-    records = event.get("Records") if isinstance(event, dict) else None
+    """An S3 notification or an EventBridge event: S3 and EventBridge (rules, schedules'
+    state changes) invoke their functions asynchronously, always."""
+    if not isinstance(event, dict):
+        return False
+    if "detail-type" in event and "source" in event:
+        return True
+    records = event.get("Records")
     return bool(records) and all(
         isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records
     )
