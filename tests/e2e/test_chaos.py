@@ -3,8 +3,8 @@ holds every invariant (imagebatch.costs.invariants).
 
 CHAOS_SEEDS seeds (20 by default; `make chaos` runs 200), each a small batch through one
 local AWS with both backends: `backend: auto` over items only Bedrock makes and items only
-the local endpoint makes (its own model at 64x64), capped on even seeds, uncapped on odd. The faults of each seed are printed
-(-s) and the totals per kind at the end of the module.
+the local endpoint makes (its own model at 64x64), capped on even seeds, uncapped on odd.
+The faults of each seed are printed (-s), and the totals per kind at the end of the module.
 """
 
 from __future__ import annotations
