@@ -159,3 +159,26 @@ def test_finalize_killed_after_its_settle_rolls_the_remainder_up_when_run_again(
     assert summary is not None
     rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
     assert rolled == summary.spent_micro_usd
+
+
+def test_finalize_whose_settle_reply_was_lost_still_rolls_the_remainder_up(
+    batch: tuple[BatchStore, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger = batch
+    # GIVEN the settling update lands but its reply is lost: botocore sends it again, the
+    # condition refuses it, and finalize sees "settled by another run" (found by the chaos e2e)
+    settle = ledger.settle_batch
+
+    def reply_lost(*args: Any, **kwargs: Any) -> None:
+        settle(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_batch", reply_lost)
+
+    # WHEN finalize runs
+    _finalize(store, ledger, [])
+
+    # THEN the day rollups still hold everything the batch was charged
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None and summary.status == "SUCCEEDED"
+    rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+    assert rolled == summary.spent_micro_usd
