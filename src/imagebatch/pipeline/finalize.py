@@ -266,8 +266,12 @@ def finalize_batch(
     extra["costs"] = breakdown.rounded()
     settled = ledger.settle_batch(event.batch_id, status, extra, adds)
     if settled is None:
-        # another finalize settled it between the read above and now: it runs the hooks
+        # another finalize settled it between the read above and now (or this one did and
+        # its reply was lost): it runs the hooks; the roll-up adds only what is missing
         logger.warning("batch finalized meanwhile by another run")
+        current = ledger.get_batch(event.batch_id)
+        if current is not None:
+            ledger.roll_up_remainder(event.batch_id, current)
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
     failed_hooks = _run_hooks(hooks, event.batch_id, settled)
