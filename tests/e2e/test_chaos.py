@@ -68,7 +68,7 @@ def test_every_invariant_holds_under_chaos(
 
     # WHEN a batch runs through it
     batch_id = chaotic_aws.upload_manifest(_manifest(tmp_path / f"chaos-{seed}.jsonl", seed))
-    chaotic_aws.wait_for_batch(batch_id, timeout_s=120)
+    chaotic_aws.wait_for_batch(batch_id, timeout_s=180)
     chaotic_aws.wait_for_execution(batch_id)
     paid = chaotic_aws.bedrock.stats.images_returned - made_before
     report = chaos.report(since)
