@@ -187,7 +187,7 @@ def error_response(protocol: str, service: str, kind: str, url: str) -> AWSRespo
     else:  # json (1.0, 1.1), smithy-rpc-v2-cbor is not used by any service we call
         body = json.dumps({"__type": f"com.amazonaws#{code}", "message": message}).encode()
         headers["Content-Type"] = "application/x-amz-json-1.0"
-    return AWSResponse(url, status, HTTPHeaders(headers), _Raw(body))
+    return AWSResponse(url, status, HTTPHeaders.from_dict(headers), _Raw(body))
 
 
 def place(identity: str, service: str, operation: str, params: dict[str, Any]) -> str:

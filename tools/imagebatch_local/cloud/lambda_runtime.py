@@ -262,8 +262,10 @@ def _is_asynchronous(event: Any) -> bool:
     if "detail-type" in event and "source" in event:
         return True
     records = event.get("Records")
-    return bool(records) and all(
-        isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
     )
 
 
