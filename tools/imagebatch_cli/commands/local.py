@@ -229,8 +229,6 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
     MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
     3 PARTIAL; 4 FAILED; 5 REJECTED (the worst batch's)."""
-    from imagebatch_local.cloud.chaos import ChaosSpecError
-
     manifests = list(manifest or []) or [manifest_path(None, sample)]
     if manifest and sample is not None:
         manifest_path(manifests[0], sample)  # refuses both, in the words it always has
@@ -255,11 +253,10 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             region=region or default_region(),
             chaos=chaos,
         )
-        options.local_options()
-    except ChaosSpecError as exc:
-        raise typer.BadParameter(str(exc)) from exc
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
+    if chaos is not None:
+        _check_chaos(chaos)
     runs = _run_batches(manifests, options, verbose=verbose)
     if as_json:
         _print_json(runs)
@@ -268,6 +265,16 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             _print_run(run, options.out)
     # the worst batch decides (exit codes grow with how badly a batch ended)
     raise typer.Exit(max(exit_code_for_status(str(run.summary.status)) for run in runs))
+
+
+def _check_chaos(text: str) -> None:
+    """--chaos as SEED[:RATE]; anything else a usage error (the local AWS loads only here)."""
+    from imagebatch_local.cloud.chaos import ChaosSpec, ChaosSpecError
+
+    try:
+        ChaosSpec.parse(text)
+    except ChaosSpecError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
