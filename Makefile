@@ -32,7 +32,7 @@ SAM := $(SAM_ENV) $(SAM_VENV)/bin/sam
 
 ASL_FILES := $(wildcard statemachine/*.asl.json)
 
-.PHONY: venv lock requirements node_modules .venv-sam .venv-checkov chromium lint lint-imports check check-template test iam-report demo bench neuron-image clean
+.PHONY: venv lock requirements node_modules .venv-sam .venv-checkov chromium lint lint-imports check check-template test chaos iam-report demo bench neuron-image clean
 
 # --- installs -------------------------------------------------------------------------
 
@@ -152,6 +152,13 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) chromium
 	$(MAKE) check-template
 	$(VENV)/bin/pytest -n 2 --dist loadfile --cov --cov-report=term:skip-covered \
 	  --cov-fail-under=$(COVERAGE_FLOOR) tests/
+
+# The chaos property (tests/e2e/test_chaos.py: every invariant holds under injected faults)
+# over CHAOS_SEEDS seeds; `make test` runs it over 20. Figures in bench/README.md.
+CHAOS_SEEDS ?= 200
+chaos: $(VENV_STAMP)
+	CHAOS_SEEDS=$(CHAOS_SEEDS) PYTHONPATH=src:tools:containers/serving $(VENV)/bin/pytest -q \
+	  -p no:cacheprovider -s tests/e2e/test_chaos.py
 
 # The e2e suite with every local IAM decision recorded, then the permissions template.yaml
 # grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).

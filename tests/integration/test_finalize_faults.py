@@ -130,3 +130,55 @@ def test_a_failing_hook_is_recorded_and_the_others_still_run(
     summary = as_item(ledger.get_batch(BATCH)) or {}
     assert summary["status"] == "SUCCEEDED"
     assert any("_Broken" in line and "spring" in line for line in summary["hook_failures"])
+
+
+class _KilledAfterSettle(Exception):
+    """Lambda stopped finalize at its timeout right after the settling update."""
+
+
+def test_finalize_killed_after_its_settle_rolls_the_remainder_up_when_run_again(
+    batch: tuple[BatchStore, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger = batch
+    # GIVEN finalize stopped between its settle and its roll-up (found by the chaos e2e)
+    roll_up = ledger.roll_up_remainder
+
+    def killed(*_: Any) -> int:
+        raise _KilledAfterSettle
+
+    monkeypatch.setattr(ledger, "roll_up_remainder", killed)
+    with pytest.raises(_KilledAfterSettle):
+        _finalize(store, ledger, [])
+    monkeypatch.setattr(ledger, "roll_up_remainder", roll_up)
+
+    # WHEN Step Functions runs it again
+    _finalize(store, ledger, [])
+
+    # THEN the day rollups hold everything the batch was charged
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+    assert rolled == summary.spent_micro_usd
+
+
+def test_finalize_whose_settle_reply_was_lost_still_rolls_the_remainder_up(
+    batch: tuple[BatchStore, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger = batch
+    # GIVEN the settling update lands but its reply is lost: botocore sends it again, the
+    # condition refuses it, and finalize sees "settled by another run" (found by the chaos e2e)
+    settle = ledger.settle_batch
+
+    def reply_lost(*args: Any, **kwargs: Any) -> None:
+        settle(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_batch", reply_lost)
+
+    # WHEN finalize runs
+    _finalize(store, ledger, [])
+
+    # THEN the day rollups still hold everything the batch was charged
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None and summary.status == "SUCCEEDED"
+    rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+    assert rolled == summary.spent_micro_usd

@@ -680,6 +680,24 @@ def test_generate_finalize_and_contact_sheet_are_granted_what_they_call(
     assert denied_calls(stack, "ContactSheetFunction", recorder.calls) == []
 
 
+def test_finalize_run_again_after_it_settled_is_granted_what_it_calls(
+    stack: LocalStack, handlers: Handlers, recorder: Recorder
+) -> None:
+    # GIVEN a batch finalize has settled (its one chunk failed for good: no Bedrock needed)
+    execution_input = _ingested(stack, handlers, recorder)
+    handlers.invoke("FinalizeFunction", execution_input)
+
+    # WHEN Step Functions runs finalize again (its reply lost, or killed after the settle:
+    # the chaos e2e found this one denied)
+    recorder.calls.clear()
+    with recorder:
+        again = handlers.invoke("FinalizeFunction", execution_input)
+
+    # THEN it answers with the stored report, and its role grants every call it made
+    assert again["batch_id"] == execution_input["batch_id"]
+    assert denied_calls(stack, "FinalizeFunction", recorder.calls) == []
+
+
 def test_submit_chunk_and_query_are_granted_what_they_call(
     stack: LocalStack, handlers: Handlers, recorder: Recorder
 ) -> None:

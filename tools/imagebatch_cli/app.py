@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from imagebatch_cli.commands import (
+    check,
     deployed,
     doctor,
     endpoint,
@@ -115,6 +116,8 @@ _command(app)(validate.validate)
 _command(app)(estimate.estimate)
 _command(local_app, "run")(local.local_run)
 _command(local_app, "catalog")(local.local_catalog)
+_command(local_app, "check")(check.local_check)
+_command(app)(check.check)
 _command(app)(query.batches)
 _command(app)(query.costs)
 _command(app)(query.cost)

@@ -13,17 +13,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.dynamo_items import (
     SUMMARY_SK,
     batch_pk,
     budget_action,
     cancelled_by_condition,
     from_item,
+    now_iso,
     reservation_sk,
+    rollup_action,
     to_item,
 )
 from imagebatch.costs import budget
-from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, Meter, item_size, read_units, write_units
+from imagebatch.costs.settlement import model_charge_adds
+from imagebatch.costs.usage import (
+    ROLLUP_SIZE_BOUND,
+    SUMMARY_SIZE_BOUND,
+    Meter,
+    item_size,
+    read_units,
+    write_units,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -223,6 +234,21 @@ class BudgetHolds(LedgerTable):
         self.meter.add(
             ddb_write_units=write_units(0, transactional=True)
             + write_units(SUMMARY_SIZE_BOUND, transactional=True)
+            + write_units(ROLLUP_SIZE_BOUND, transactional=True)
+        )
+        # The charge goes to the day's rollup in the same transaction: a write-off after
+        # finalize rolled the remainder up (a contact sheet's dead attempt) is otherwise
+        # charged to the batch and missing from `costs`.
+        summary_item = self._get(pk, SUMMARY_SK)
+        summary = record_from_plain(summary_item) if summary_item else None
+        model = ((summary.models if summary else None) or ["(none)"])[0]
+        rollup = rollup_action(
+            self.table,
+            now_iso()[:10],
+            model_charge_adds(model, amount),
+            batch_id=batch_id,
+            backend=summary.backend if summary else None,
+            tags=summary.tags if summary else None,
         )
         try:
             self._ddb.transact_write_items(
@@ -243,6 +269,7 @@ class BudgetHolds(LedgerTable):
                         also={"unsettled_micro_usd": amount},
                         condition="attribute_exists(pk)",
                     ),
+                    rollup,
                 ]
             )
         except ClientError as exc:

@@ -229,6 +229,8 @@ def finalize_batch(
         # Run again after it settled (its reply lost, a Sandbox.Timedout after the settle):
         # the report it wrote, with nothing charged or published twice.
         logger.warning("batch already finalized", extra={"status": summary.status})
+        # the run that settled may have stopped before its roll-up (adds only what is missing)
+        ledger.roll_up_remainder(event.batch_id, summary)
         return _stored_report(store, summary)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
@@ -279,9 +281,13 @@ def finalize_batch(
     extra["costs"] = breakdown.rounded()
     settled = ledger.settle_batch(event.batch_id, status, extra, adds, generation=generation)
     if settled is None:
-        # another run settled it, or a later one started (it settles, its reports kept): that
-        # run runs the hooks
+        # another run settled it (or this one did and its reply was lost), or a later one
+        # started (it settles, its reports kept): that run runs the hooks; the roll-up adds
+        # only what is missing
         logger.warning("batch finalized meanwhile by another run")
+        current = ledger.get_batch(event.batch_id)
+        if current is not None:
+            ledger.roll_up_remainder(event.batch_id, current)
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
     failed_hooks = _run_hooks(hooks, event.batch_id, settled)

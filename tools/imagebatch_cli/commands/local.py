@@ -8,6 +8,7 @@ command, run a batch through it, copy its images and reports under --out and kee
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,15 @@ RendererOption = Annotated[
         "seed-coloured PNG of the asked size at once, no torch (benchmarks)."
     ),
 ]
+ChaosOption = Annotated[
+    str | None,
+    typer.Option(
+        help="SEED[:RATE]: inject AWS's faults (throttles, 5xx, connection errors, lost "
+        "replies, Lambda timeouts, duplicate deliveries, Map child failures) at RATE of the "
+        "functions' calls (default 0.05), the same for the same seed; listed in chaos.json.",
+        show_default=False,
+    ),
+]
 RegionOption = Annotated[
     str | None,
     typer.Option(
@@ -108,6 +118,9 @@ RegionOption = Annotated[
     ),
 ]
 
+
+#: The faults the chaos mode injected during a batch, in its run folder.
+CHAOS_FILE = "chaos.json"
 
 # `local catalog --json`: the run's counts, as the catalog function reports them.
 COUNTS = ("products", "changed", "unchanged", "errors")
@@ -137,6 +150,7 @@ class LocalRunOptions(BaseModel):
     max_batch: int
     renderer: Literal["tiny", "null"] = "tiny"
     region: str = "us-west-2"
+    chaos: str | None = None
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -145,6 +159,7 @@ class LocalRunOptions(BaseModel):
 
     def local_options(self) -> LocalOptions:
         """The local AWS's settings for this run."""
+        from imagebatch_local.cloud.chaos import ChaosSpec
         from imagebatch_local.cloud.session import LocalOptions
 
         return LocalOptions(
@@ -165,6 +180,7 @@ class LocalRunOptions(BaseModel):
             max_batch=self.max_batch,
             renderer=self.renderer,
             region=self.region,
+            chaos=ChaosSpec.parse(self.chaos) if self.chaos else None,
         )
 
 
@@ -208,6 +224,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
     region: RegionOption = None,
+    chaos: ChaosOption = None,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
     MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
@@ -234,9 +251,12 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             max_batch=max_batch,
             renderer=renderer,
             region=region or default_region(),
+            chaos=chaos,
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
+    if chaos is not None:
+        _check_chaos(chaos)
     runs = _run_batches(manifests, options, verbose=verbose)
     if as_json:
         _print_json(runs)
@@ -245,6 +265,16 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             _print_run(run, options.out)
     # the worst batch decides (exit codes grow with how badly a batch ended)
     raise typer.Exit(max(exit_code_for_status(str(run.summary.status)) for run in runs))
+
+
+def _check_chaos(text: str) -> None:
+    """--chaos as SEED[:RATE]; anything else a usage error (the local AWS loads only here)."""
+    from imagebatch_local.cloud.chaos import ChaosSpec, ChaosSpecError
+
+    try:
+        ChaosSpec.parse(text)
+    except ChaosSpecError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _parameters(texts: list[str] | None) -> dict[str, str]:
@@ -287,6 +317,7 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
 
     stats_before = aws.bedrock.stats.to_dict()
+    chaos_since = len(aws.chaos.injected) if aws.chaos else 0
     batch_id = aws.upload_manifest(manifest)
     err_console.print(
         f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
@@ -315,7 +346,21 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     files = aws.download_outputs(batch_id, summary.output_prefix or "outputs/", target)
     relink_review_page(target)
     others = _ledger_records(aws, batch_id)
-    write_ledger_export(ledger_export_path(options.out, batch_id), summary, others)
+    # The summary as the partition stands now: the contact sheet, after finalize, holds
+    # budget and charges its own commit; the export must hold both or it does not add up.
+    settled = aws.ledger().get_batch(batch_id) or summary
+    write_ledger_export(ledger_export_path(options.out, batch_id), settled, others)
+    write_local_evidence(target, windows=windows, paid_images=bedrock_stats.images_returned)
+    if aws.chaos is not None:
+        report = aws.chaos.report(chaos_since)
+        (target / CHAOS_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        err_console.print(
+            f"chaos seed {report['seed']} rate {report['rate']}: injected "
+            + (", ".join(f"{k} {n}" for k, n in report["by_kind"].items()) or "nothing")
+            + f" (each, with its place: {target / CHAOS_FILE})",
+            markup=False,
+            highlight=False,
+        )
     log_path = log.save(target / LAMBDA_LOG)
     return LocalRun(
         batch_id,
@@ -329,6 +374,16 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
         log_path,
         options.region,
     )
+
+
+def write_local_evidence(target: Path, *, windows: list[dict[str, Any]], paid_images: int) -> None:
+    """What `local check` needs besides the ledger export and the images: the endpoint's
+    windows, and the images the local Bedrock made during the batch (the session's count;
+    batches run one after another, so it is this batch's)."""
+    from imagebatch_cli.commands.check import EVIDENCE_FILE
+
+    body = {"windows": windows, "paid_images": paid_images}
+    (target / EVIDENCE_FILE).write_text(json.dumps(body, default=str), encoding="utf-8")
 
 
 def _ledger_records(aws: LocalAws, batch_id: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,6 +38,26 @@ def acting_as(identity: str | None) -> Iterator[None]:
         yield
     finally:
         current_identity.reset(token)
+
+
+@dataclass
+class InvocationState:
+    """The invocation a thread works for (copied into the threads it starts): once Lambda
+    has stopped it at its Timeout, nothing it does after reaches AWS."""
+
+    function: str
+    timed_out: bool = False
+
+
+#: The Lambda invocation this thread's calls belong to; None outside one.
+current_invocation: contextvars.ContextVar[InvocationState | None] = contextvars.ContextVar(
+    "imagebatch_local_invocation", default=None
+)
+
+
+class LambdaTimedOut(BaseException):
+    """Lambda stopped the invocation at its Timeout (the chaos mode raises it at a call).
+    A BaseException: no handler's `except Exception` may survive its own death."""
 
 
 #: Set in a call's botocore request context by a client bound to an identity (bind_identity).
@@ -81,6 +101,9 @@ def executor_tasks_inherit_identity() -> Iterator[None]:
 # Lambda are reported as Lambda.Unknown ... These include out-of-memory errors and function
 # timeouts" (docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html).
 TIMED_OUT = "Lambda.Unknown"
+# What a task state sees when the Lambda service itself fails an invoke (a Map child failing
+# through no fault of its code).
+MAP_CHILD_FAILED = "Lambda.ServiceException"
 
 
 @dataclass
@@ -131,6 +154,10 @@ class InProcessLambdaRuntime:
         self._load_lock = threading.Lock()
         self._log_lock = threading.Lock()
         self.invocations: list[Invocation] = []
+        #: Asynchronous invocations that failed every attempt (what a DLQ would receive).
+        self.async_failures: list[Invocation] = []
+        #: The chaos mode's fault at an invocation (chaos.Chaos.delivery), when it runs.
+        self.delivery_fault: Callable[[str, Any], str | None] | None = None
 
     def _handler(self, spec: FunctionSpec) -> Handler:
         with self._load_lock:
@@ -152,10 +179,39 @@ class InProcessLambdaRuntime:
             invoked_function_arn=spec.arn,
             log_group_name=f"/aws/lambda/{spec.name}",
         )
+        fault = self.delivery_fault(spec.logical_id, event) if self.delivery_fault else None
+        if fault == "map-child-failed":
+            message = "injected: the Lambda service failed the invocation"
+            self._record(Invocation(spec.name, 0.0, True, MAP_CHILD_FAILED, message))
+            return json.dumps({"errorType": MAP_CHILD_FAILED, "errorMessage": message}), True
+        if fault == "delivered-twice":
+            # the event source delivers again whatever became of the first delivery
+            self._run(spec, event, context)
+            context = _again(context)
+        if not _is_asynchronous(event):
+            return self._run(spec, event, context)
+        for _attempt in range(ASYNC_RETRIES):
+            payload, errored = self._run(spec, event, context)
+            if not errored:
+                return payload, errored
+            context = _again(context)
+        payload, errored = self._run(spec, event, context)
+        if errored:
+            with self._log_lock:
+                self.async_failures.append(self.invocations[-1])
+        return payload, errored
+
+    def _run(self, spec: FunctionSpec, event: Any, context: LocalLambdaContext) -> tuple[str, bool]:
         started = time.monotonic()
+        token = current_invocation.set(InvocationState(spec.logical_id))
         try:
             with acting_as(spec.logical_id):
                 result = self._handler(spec)(event, context)
+        except LambdaTimedOut:
+            seconds = time.monotonic() - started
+            message = f"Task timed out after {spec.timeout_s:.2f} seconds"
+            self._record(Invocation(spec.name, seconds, True, TIMED_OUT, message))
+            return json.dumps({"errorType": TIMED_OUT, "errorMessage": message}), True
         except Exception as exc:  # noqa: BLE001 - becomes the Lambda error payload
             self._record(
                 Invocation(
@@ -170,6 +226,8 @@ class InProcessLambdaRuntime:
                     "stackTrace": traceback.format_exception(exc)[-5:],
                 }
             ), True
+        finally:
+            current_invocation.reset(token)
         seconds = time.monotonic() - started
         if seconds > spec.timeout_s:
             # Lambda would have stopped it at its Timeout: what it did after that would not
@@ -189,6 +247,31 @@ class InProcessLambdaRuntime:
     def _record(self, invocation: Invocation) -> None:
         with self._log_lock:
             self.invocations.append(invocation)
+
+
+# Lambda runs a failed asynchronous invocation "two more times" (Developer Guide,
+# "Asynchronous invocation"; a minute, then two, apart: here at once).
+ASYNC_RETRIES = 2
+
+
+def _is_asynchronous(event: Any) -> bool:
+    """An S3 notification or an EventBridge event: S3 and EventBridge (rules, schedules'
+    state changes) invoke their functions asynchronously, always."""
+    if not isinstance(event, dict):
+        return False
+    if "detail-type" in event and "source" in event:
+        return True
+    records = event.get("Records")
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+    )
+
+
+def _again(context: LocalLambdaContext) -> LocalLambdaContext:
+    """The context of a new attempt: its own request id, its own Timeout."""
+    return replace(context, aws_request_id=str(uuid.uuid4()), _started=time.monotonic())
 
 
 def load_module(name: str, path: Path) -> ModuleType:

@@ -27,6 +27,7 @@ from imagebatch.aws.ledger import Ledger
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus, batch_id_for
 from imagebatch_local.cloud import moto_workarounds
+from imagebatch_local.cloud.chaos import Chaos, ChaosSpec
 from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
 from imagebatch_local.cloud.iam_policies import stack_roles
@@ -92,6 +93,8 @@ class LocalOptions:
     # "tiny": the tiny diffusers model (or model_dir); "null": flat seed-coloured images at
     # once, no torch (renderers.py) - for benchmarks of the pipeline itself.
     renderer: str = "tiny"
+    #: The chaos mode (chaos.py): faults injected at the functions' calls and invocations.
+    chaos: ChaosSpec | None = None
 
     def stack_parameters(self) -> dict[str, str]:
         parameters = {"LogLevel": "WARNING"}
@@ -128,7 +131,9 @@ class LocalAws:
     poller: SqsEventSourcePoller | None = None
     #: What each Distributed Map run's children did, by map run ARN (moto keeps none of it).
     map_runs: dict[str, moto_workarounds.MapRunCapture] = field(default_factory=dict)
+    chaos: Chaos | None = None
     _reported_denials: int = 0
+    _reported_ingest_failures: int = 0
 
     @property
     def region(self) -> str:
@@ -285,8 +290,12 @@ class LocalAws:
         if self.notification_errors:
             raise LocalRunError(f"ingest was not invoked: {self.notification_errors[-1]!r}")
         ingest = self.stack.physical["IngestFunction"]
-        for invocation in self.runtime.invocations:
-            if invocation.function == ingest and invocation.errored:
+        # an attempt that failed is retried (Lambda's asynchronous retries): only one whose
+        # every attempt failed stops the run
+        failures = self.runtime.async_failures[self._reported_ingest_failures :]
+        self._reported_ingest_failures += len(failures)
+        for invocation in failures:
+            if invocation.function == ingest:
                 raise LocalRunError(
                     f"ingest failed: {invocation.error_type}: {invocation.error_message}"
                 )
@@ -454,7 +463,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     bedrock.add_inference_profiles(stack.inference_profiles)
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
-    with enforcing(iam), executor_tasks_inherit_identity():
+    with enforcing(iam), executor_tasks_inherit_identity(), _chaos(options, runtime) as chaos:
         sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint, runtime)
         sources = [SqsSource(*source, region=stack.region) for source in stack.sqs_sources]
         poller = SqsEventSourcePoller(runtime, sources, endpoint)
@@ -464,7 +473,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
         ):
             reset_clients()
             aws = LocalAws(
-                endpoint, stack, runtime, bedrock, errors, iam, sagemaker, poller, map_runs
+                endpoint, stack, runtime, bedrock, errors, iam, sagemaker, poller, map_runs, chaos
             )
             try:
                 yield aws
@@ -474,6 +483,22 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
                 poller.stop()
                 if sagemaker is not None:
                     sagemaker.stop()
+
+
+@contextmanager
+def _chaos(options: LocalOptions, runtime: InProcessLambdaRuntime) -> Iterator[Chaos | None]:
+    """The chaos mode, hooked before any handler builds a client; None without --chaos."""
+    if options.chaos is None:
+        yield None
+        return
+    chaos = Chaos(options.chaos)
+    chaos.install()
+    runtime.delivery_fault = chaos.delivery
+    try:
+        yield chaos
+    finally:
+        runtime.delivery_fault = None
+        chaos.uninstall()
 
 
 def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
