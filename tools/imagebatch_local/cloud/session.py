@@ -30,6 +30,7 @@ from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
 from imagebatch_local.cloud.iam_policies import stack_roles
 from imagebatch_local.cloud.iam_requests import Where
+from imagebatch_local.cloud.iam_resource_policies import stack_resource_policies
 from imagebatch_local.cloud.lambda_runtime import (
     InProcessLambdaRuntime,
     acting_as,
@@ -467,7 +468,8 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
 
 
 def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
-    """The stack's roles (less any permission options.without_permissions removes)."""
+    """The stack's roles (less any permission options.without_permissions removes) and its
+    bucket, topic and queue policies."""
     roles = stack_roles(stack)
     for owner, action in options.without_permissions:
         if owner not in roles:
@@ -480,7 +482,9 @@ def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
         tuple(stack.arns[m] for m in machines),
         tuple(stack.inference_profiles.items()),
     )
-    return IamEnforcer(roles, where, machines[0] if len(machines) == 1 else None)
+    return IamEnforcer(
+        roles, where, machines[0] if len(machines) == 1 else None, stack_resource_policies(stack)
+    )
 
 
 def _authorize_map_run(iam: IamEnforcer) -> Callable[[str, str], None]:
