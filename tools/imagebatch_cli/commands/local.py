@@ -99,6 +99,15 @@ RendererOption = Annotated[
         "seed-coloured PNG of the asked size at once, no torch (benchmarks)."
     ),
 ]
+AsInsiderOption = Annotated[
+    bool,
+    typer.Option(
+        "--as-insider",
+        help="Upload the manifests as an insider: a principal of the account that is not the "
+        "stack's, allowed s3:PutObject/GetObject, sns:Publish, sqs:SendMessage, "
+        "events:PutEvents and execute-api:Invoke on '*' (README, Security model).",
+    ),
+]
 RegionOption = Annotated[
     str | None,
     typer.Option(
@@ -137,6 +146,7 @@ class LocalRunOptions(BaseModel):
     max_batch: int
     renderer: Literal["tiny", "null"] = "tiny"
     region: str = "us-west-2"
+    as_insider: bool = False
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -208,6 +218,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
     region: RegionOption = None,
+    as_insider: AsInsiderOption = False,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
     MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
@@ -234,6 +245,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             max_batch=max_batch,
             renderer=renderer,
             region=region or default_region(),
+            as_insider=as_insider,
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
@@ -287,9 +299,10 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
     from imagebatch.aws.endpoint_usage import EndpointUsageStore
 
     stats_before = aws.bedrock.stats.to_dict()
-    batch_id = aws.upload_manifest(manifest)
+    batch_id = aws.upload_manifest(manifest, as_insider=options.as_insider)
+    by = " as the insider" if options.as_insider else ""
     err_console.print(
-        f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+        f"uploaded [bold]{manifest}[/bold]{by} -> s3://{aws.bucket}/manifests/"
         f"{manifest.name}  batch [bold]{batch_id}[/bold]"
     )
     with image_progress(err_console) as progress:
