@@ -186,7 +186,10 @@ def test_only_an_sns_envelope_from_a_result_topic_is_parsed() -> None:
         {
             "invocationStatus": "Failed",
             "inferenceId": "x",
-            "requestParameters": {"inputLocation": "s3://b/async-inputs/b1/x.json"},
+            "requestParameters": {
+                "endpointName": "ep",
+                "inputLocation": "s3://b/async-inputs/b1/x.json",
+            },
             "responseParameters": {},
         }
     )
