@@ -78,6 +78,9 @@ class IngestSettings(StorageSettings):
     sagemaker_max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
     # Bedrock model ids the endpoint may make instead under `backend: auto`, comma-separated.
     sagemaker_bedrock_equivalents: str = Field(alias="SAGEMAKER_BEDROCK_EQUIVALENTS", default="")
+    # The stack's ReuseImages: images already made are left out of the estimate and the hold
+    # (the chunks copy them); off, ingest does not look them up.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
 
     @property
     def sagemaker_stands_in_for(self) -> frozenset[str]:
@@ -122,6 +125,9 @@ class SageMakerSettings(StorageSettings):
     model_id: str = Field(alias="SAGEMAKER_MODEL_ID", default="")
     # Images per pipeline call (the compiled batch size on Neuron).
     max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
+    # The compile and sizes the endpoint was deployed with: part of its images' identities.
+    model_data_key: str = Field(alias="SAGEMAKER_MODEL_DATA_KEY", default="")
+    shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
     # A budget hold covers this many times the chunk's expected instance-seconds.
     hold_factor: Decimal = Field(alias="SAGEMAKER_HOLD_FACTOR", default=Decimal(2), ge=1, le=10)
     # RecordResult's MemorySize and Timeout in template.yaml: a budget hold bounds its run.
@@ -130,6 +136,8 @@ class SageMakerSettings(StorageSettings):
 
 
 class SubmitChunkSettings(SageMakerSettings):
+    # The stack's ReuseImages: a chunk's images already made are copied, not sent.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
     # SageMaker drops a request that waited this long in its queue (cold start included); with
     # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
     # request is never still queued when the state machine has moved on.

@@ -33,6 +33,7 @@ from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import StepFunctionsStarter, TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.backends.endpoint import EndpointModel
 from imagebatch.backends.retry import AccessWait, BackoffPolicy
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
@@ -198,4 +199,10 @@ def endpoint_costing(
         ),
         throughput=endpoint_throughput(ledger),
         model=settings.model_id,
+        endpoint_model=EndpointModel(
+            model_id=settings.model_id,
+            model_data=settings.model_data_key,
+            max_batch=settings.max_batch,
+            shape_buckets=settings.shape_buckets,
+        ),
     )

@@ -8,6 +8,7 @@ thread), so its figures do not move with whatever else this shared machine is do
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,23 @@ def _measured(aws: LocalAws, steps: int) -> dict[str, Any]:
     return {"seconds_us": int(item["seconds_us"]["N"]), "images": int(item["images"]["N"])}
 
 
+# The functions a batch invokes on this path (the endpoint observer runs for the stack).
+BATCH_FUNCTIONS = (
+    "IngestFunction",
+    "SubmitChunkFunction",
+    "RecordResultFunction",
+    "FinalizeFunction",
+    "ContactSheetFunction",
+)
+
+
+def _invocations(aws: LocalAws) -> Counter[str]:
+    """Invocations of each of the batch's functions that did not fail."""
+    return Counter(
+        call.function.rsplit("-", 1)[-1] for call in aws.runtime.invocations if not call.errored
+    )
+
+
 def test_the_estimate_comes_within_5_percent_once_the_endpoint_has_measured_the_shape(
     aws: LocalAws, tmp_path: Path
 ) -> None:
@@ -85,22 +103,37 @@ def test_the_estimate_comes_within_5_percent_once_the_endpoint_has_measured_the_
     assert first["status"] == "SUCCEEDED"
     assert _measured(aws, ESTIMATE_STEPS)["images"] >= 40
     # WHEN 40 more of the same shape run
+    before = _invocations(aws)
     summary = _run(aws, tmp_path / "measured.jsonl", _forty("est"), ESTIMATE_STEPS)
-    # THEN the estimate made at ingest is within 5% of what the ledger charged, every
-    # category counted (instance-seconds, both Lambdas, messages, transitions, storage)
+    ran = _invocations(aws) - before
+    # THEN the ledger counted each invocation the batch made once (its telemetry, INIT, logs
+    # and traces, is priced from them), and the estimate as many or, when one RecordResult
+    # invocation takes several results, more: ingest, finalize, the contact sheet, and a
+    # submit and a result per chunk
+    assert summary["use_lambda_requests"] == sum(ran[name] for name in BATCH_FUNCTIONS), ran
+    assert summary["use_lambda_requests"] <= 3 + 2 * summary["chunks_total"]
+    # AND the estimate made at ingest is within 5% of what the ledger charged, every
+    # category counted (instance-seconds, both Lambdas and their telemetry, messages,
+    # transitions, storage)
     costs = summary_costs(
         record_from_plain(summary), load_aws_prices().region("us-east-1")
     ).rounded()
     assert summary["status"] == "SUCCEEDED"
     assert summary["use_sns_publishes"] == summary["use_sqs_requests"] // 3 == 4
+    estimated = {
+        name: summary[f"estimate_{name}_micro_usd"]
+        for name in ("inference", "orchestration", "storage")
+    }
     assert abs(summary["estimate_micro_usd"] - costs["total"]) <= 0.05 * costs["total"], (
         summary["estimate_micro_usd"],
+        estimated,
         costs,
     )
     print(  # the figures for the record (pytest -s)
         f"estimate vs ledger: ${summary['estimate_micro_usd'] / 1e6:.6f} estimated, "
         f"${costs['total'] / 1e6:.6f} charged "
-        f"({(summary['estimate_micro_usd'] - costs['total']) / costs['total']:+.1%})"
+        f"({(summary['estimate_micro_usd'] - costs['total']) / costs['total']:+.1%}); "
+        f"by category estimated {estimated}, charged {costs}"
     )
 
 

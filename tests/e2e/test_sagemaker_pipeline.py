@@ -179,3 +179,24 @@ def test_the_stack_lives_in_us_east_1_and_refuses_a_model_not_offered_there(
     errors = aws.s3().get_object(Bucket=aws.bucket, Key=summary["errors_key"])["Body"].read()
     reason = json.loads(errors.decode().splitlines()[0])["reason"]
     assert all(region in reason for region in model.availability.regions), reason
+
+
+def test_a_second_upload_copies_the_endpoints_images_instead_of_sending_them(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN a batch of 3 images made on the endpoint
+    items = [{"id": "bowl", "prompt": "a reused bowl", "width": 64, "height": 64, "count": 3}]
+    first = aws.upload_manifest(_manifest(tmp_path / "bowls.jsonl", items))
+    assert as_item(aws.wait_for_batch(first, timeout_s=300))["status"] == "SUCCEEDED"
+    aws.wait_for_execution(first)
+    # WHEN the same manifest is uploaded under another key
+    second = aws.upload_manifest(_manifest(tmp_path / "bowls-again.jsonl", items))
+    summary = as_item(aws.wait_for_batch(second, timeout_s=300))
+    # THEN SubmitChunk copies all three (as its role allows) and sends the endpoint nothing
+    assert summary["status"] == "SUCCEEDED", summary
+    assert summary["images_reused"] == 3
+    assert summary["cost_micro_usd"] == 0
+    records = aws.ledger().image_records(second)
+    assert {r["reused_from_batch_id"] for r in records} == {first}
+    for record in records:
+        assert aws.s3().head_object(Bucket=aws.bucket, Key=record["output_key"])

@@ -107,10 +107,11 @@ def test_costs_reconcile_shows_the_ledger_beside_cost_explorer(
         ).stdout
     )
     (bedrock,) = ledger["groups"]
-    # ... and Cost Explorer billing its inference, plus CloudWatch, which the ledger never prices
+    # ... and Cost Explorer billing its inference, plus API Gateway, which the ledger never
+    # prices, and CloudWatch on a day no batch ran: the stack's alarms and metrics
     billed = f"{bedrock['inference_micro_usd'] / 1_000_000:.6f}"
     periods = (
-        _period(since, {"AmazonCloudWatch": "0.04"}),
+        _period(since, {"AmazonCloudWatch": "0.04", "Amazon API Gateway": "0.02"}),
         _period(today, {"Amazon Bedrock": billed}, estimated=True),
     )
     args = ["costs", "--reconcile", "--since", since.isoformat(), "--until", today.isoformat()]
@@ -120,12 +121,16 @@ def test_costs_reconcile_shows_the_ledger_beside_cost_explorer(
     # THEN each day and service is a line with its reason
     assert result.exit_code == 0, result.output
     assert "ledger vs Cost Explorer" in result.output
-    assert "not_priced" in result.output and "AmazonCloudWatch" in result.output
+    assert "not_priced" in result.output and "Amazon API Gateway" in result.output
     assert "match" in result.output
+    assert "alarms and custom metrics, about $3.100000 a month" in result.output
     shaped = json.loads(cost_explorer([*args, "--json"], *periods).stdout)
     rows = {(line["day"], line["row"]): line for line in shaped["lines"]}
     assert rows[(today.isoformat(), BEDROCK_ROW)]["reason"] == "match"
-    assert rows[(since.isoformat(), "AmazonCloudWatch")]["cost_explorer_micro_usd"] == 40_000
+    assert rows[(since.isoformat(), "Amazon API Gateway")]["reason"] == "not_priced"
+    stack = rows[(since.isoformat(), ORCHESTRATION_ROW)]
+    assert (stack["cost_explorer_micro_usd"], stack["reason"]) == (40_000, "per_stack")
+    assert shaped["stack_monthly_micro_usd"] == 3_100_000
     overhead = bedrock["spent_micro_usd"] - bedrock["inference_micro_usd"]
     orchestration = rows.get((today.isoformat(), ORCHESTRATION_ROW))
     if overhead:  # today's orchestration: Cost Explorer has none of it yet

@@ -66,8 +66,10 @@ def test_services_map_to_the_ledgers_rows() -> None:
     for service in ("AWS Lambda", "AWS Step Functions", "Amazon DynamoDB"):
         assert row_of(service) == ORCHESTRATION_ROW
     assert row_of("Amazon Simple Storage Service") == ORCHESTRATION_ROW
-    assert row_of("AmazonCloudWatch") is None
-    assert row_of("AWS X-Ray") is None
+    # logs and traces are charged to batches per invocation now (costs.telemetry)
+    assert row_of("AmazonCloudWatch") == ORCHESTRATION_ROW
+    assert row_of("AWS X-Ray") == ORCHESTRATION_ROW
+    assert row_of("Amazon API Gateway") is None
 
 
 def test_a_ledger_day_splits_inference_by_backend_and_the_rest_is_orchestration() -> None:
@@ -104,7 +106,7 @@ def test_each_difference_has_its_reason() -> None:
         ServiceDayCost(day=OLD, service="Amazon SageMaker", micro_usd=1_003_000),
         ServiceDayCost(day=OLD, service="AWS Lambda", micro_usd=2_000),
         ServiceDayCost(day=OLD, service="Amazon DynamoDB", micro_usd=1_000),
-        ServiceDayCost(day=OLD, service="AmazonCloudWatch", micro_usd=60_000),
+        ServiceDayCost(day=OLD, service="Amazon API Gateway", micro_usd=60_000),
         ServiceDayCost(day=OLD + timedelta(days=1), service="Amazon Bedrock", micro_usd=180_000),
         ServiceDayCost(day=yesterday, service="Amazon Bedrock", micro_usd=200_000),
     ]
@@ -115,9 +117,9 @@ def test_each_difference_has_its_reason() -> None:
     orchestration = reasons[(OLD, ORCHESTRATION_ROW)]
     assert orchestration.cost_explorer_micro_usd == 3_000  # Lambda + DynamoDB together
     assert (orchestration.reason, orchestration.difference_micro_usd) == ("free_tier", -37_000)
-    cloudwatch = reasons[(OLD, "AmazonCloudWatch")]
-    assert (cloudwatch.reason, cloudwatch.ledger_micro_usd) == ("not_priced", None)
-    assert "not priced by the ledger" in cloudwatch.explanation
+    gateway = reasons[(OLD, "Amazon API Gateway")]
+    assert (gateway.reason, gateway.ledger_micro_usd) == ("not_priced", None)
+    assert "not priced by the ledger" in gateway.explanation
     assert reasons[(OLD + timedelta(days=1), BEDROCK_ROW)].reason == "unexplained"
     lagging = reasons[(yesterday, BEDROCK_ROW)]
     assert lagging.reason == "lag" and "about once a day" in lagging.explanation
@@ -125,6 +127,35 @@ def test_each_difference_has_its_reason() -> None:
     assert {line.day for line in result.lines} == {OLD, OLD + timedelta(days=1), yesterday}
     assert result.ledger_micro_usd == 1_960_000
     assert result.cost_explorer_micro_usd == 1_766_000
+
+
+def test_the_stacks_alarms_and_metrics_explain_the_orchestration_billed_above_the_ledger() -> None:
+    # GIVEN a stack whose alarms and metrics cost $3.10 a month (about $0.103334 a day)
+    ledger = [LedgerDay(day=OLD, orchestration_micro_usd=40_000)]
+    billed = [
+        ServiceDayCost(day=OLD, service="AWS Lambda", micro_usd=30_000),
+        ServiceDayCost(day=OLD, service="AmazonCloudWatch", micro_usd=110_000),
+        ServiceDayCost(day=OLD + timedelta(days=1), service="AmazonCloudWatch", micro_usd=300_000),
+    ]
+    result = reconcile(
+        ledger,
+        billed,
+        since=OLD,
+        until=OLD + timedelta(days=1),
+        today=TODAY,
+        tag="k=v",
+        stack_monthly_micro_usd=3_100_000,
+    )
+    first, second = result.lines
+    # THEN what Cost Explorer billed above the batches, up to a day's share, is the stack's
+    assert (first.row, first.difference_micro_usd) == (ORCHESTRATION_ROW, 100_000)
+    assert first.reason == "per_stack"
+    assert "per-batch ledger does not carry" in first.explanation
+    # AND more than a day's share is not explained by it
+    assert (second.difference_micro_usd, second.reason) == (300_000, "unexplained")
+    # AND without the stack's figure nothing is explained that way
+    plain = reconcile(ledger, billed, since=OLD, until=OLD, today=TODAY, tag="k=v")
+    assert plain.lines[0].reason == "unexplained"
 
 
 def test_an_estimated_figure_below_the_ledger_is_lag_however_old() -> None:

@@ -56,3 +56,78 @@ def test_estimate_says_what_the_stack_costs_a_month_whatever_runs(tmp_path: Path
     manifest.write_text(json.dumps(header) + "\n" + json.dumps(item) + "\n")
     result = CliRunner().invoke(app, ["estimate", str(manifest), "--region", "us-west-2"])
     assert "the stack itself, batches or not: $3.10 a month" in result.output, result.output
+
+
+# --- charged to batches: the ledger's telemetry lines ---------------------------------------
+
+SUMMARY = {
+    "batch_id": "b-1",
+    "status": "SUCCEEDED",
+    "created_at": "2026-12-07T17:00:00.000+00:00",
+    "images_total": 40,
+    "images_succeeded": 40,
+    "cost_micro_usd": 2_629,
+    "spent_micro_usd": 3_381,
+    # what a 40-image SageMaker batch in 4 chunks counted: ingest, finalize, the contact
+    # sheet, and a submit and a result per chunk
+    "use_lambda_requests": 11,
+    "use_sfn_transitions": 11,
+}
+
+
+def _one_invocation() -> Decimal:
+    return sum(telemetry.invocation_lines(1, PRICES, "arm64").values(), start=Decimal(0))
+
+
+def test_a_batch_summary_carries_init_logs_and_traces_as_overhead_lines() -> None:
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.costs.usage import summary_costs
+    from imagebatch.models.batch_record import BatchRecord
+    from imagebatch.models.money import round_micro
+
+    record = BatchRecord.model_validate(SUMMARY)
+    breakdown = summary_costs(record, PRICES)
+    expected = telemetry.invocation_lines(11, PRICES, "arm64")
+    # the three lines, priced from the invocations the ledger counted, are in orchestration
+    assert {k: breakdown.lines[k] for k in expected} == expected
+    assert breakdown.orchestration >= sum(expected.values())
+    # and the query API (so `imagebatch cost`) shows each, labelled
+    shown = batch_summary(record, PRICES)
+    assert shown.telemetry is not None
+    assert shown.telemetry.model_dump() == {
+        "init": round_micro(expected["lambda_init"]),
+        "logs": round_micro(expected["cloudwatch_logs"]),
+        "traces": round_micro(expected["xray_traces"]),
+    }
+
+
+def test_a_commit_charges_its_invocation_s_init_logs_and_trace() -> None:
+    from imagebatch.costs.settlement import Settlement, price_commit
+    from imagebatch.costs.usage import Usage
+    from imagebatch.models.money import MICRO, ceil_micro
+
+    settlement = Settlement(chunk_id="c-1", usage=Usage(lambda_requests=1), prices=PRICES)
+    charge = price_commit([], settlement, own_write_units=0, capped=False)
+    request = PRICES.service("lambda_request").usd * MICRO
+    assert charge.micro_usd == ceil_micro(request + _one_invocation())
+
+
+def test_cost_shows_the_telemetry_lines_under_the_orchestration() -> None:
+    from imagebatch_cli.views.report import categories_table
+    from rich.console import Console
+
+    from imagebatch.api.responses import batch_summary
+    from imagebatch.models.batch_record import BatchRecord
+
+    shown = batch_summary(BatchRecord.model_validate(SUMMARY), PRICES)
+    console = Console(width=120, record=True)
+    console.print(categories_table(shown))
+    text = console.export_text()
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2]
+    at = rows.index("orchestration")
+    assert rows[at + 1 : at + 4] == [
+        "of which Lambda INIT",
+        "of which CloudWatch Logs",
+        "of which X-Ray traces",
+    ]
+    assert rows[at + 4] == "storage (1 month)"

@@ -26,6 +26,16 @@ class Costs(BaseModel):
     total: int
 
 
+class Telemetry(BaseModel):
+    """What the batch's Lambda invocations cost besides their requests and duration, in
+    micro-dollars (integers): part of `costs.orchestration`, each line rounded once
+    (costs/telemetry.py: estimated per invocation, not measured)."""
+
+    init: int  # Lambda's INIT phase of the cold starts
+    logs: int  # CloudWatch Logs ingestion and storage for LogRetentionDays
+    traces: int  # X-Ray traces recorded (an upper bound: one per invocation)
+
+
 class Budget(BaseModel):
     max_cost_micro_usd: int
     spent_micro_usd: int
@@ -52,6 +62,8 @@ class BatchSummary(BaseModel):
     images_failed: int
     estimate_micro_usd: int
     costs: Costs
+    # the orchestration's telemetry lines, by category
+    telemetry: Telemetry | None = None
     charged_micro_usd: int = 0
     charge_note: str | None = None
     max_cost_micro_usd: int | None = None
@@ -178,6 +190,7 @@ def batch_summary(summary: BatchRecord, prices: RegionPrices) -> BatchSummary:
         images_failed=summary.images_failed,
         estimate_micro_usd=summary.estimate_total_micro_usd or 0,
         costs=Costs(**rounded),
+        telemetry=Telemetry(**breakdown.telemetry()),
         endpoint_overhead_micro_usd=endpoint_overhead,
         charged_micro_usd=charged,
         # the endpoint's share is charged beside the categories: the note explains the rest

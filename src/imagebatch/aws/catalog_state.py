@@ -1,7 +1,11 @@
 """DynamoDB adapter for catalog state: per product variant, the last image that succeeded.
 
 Layout (same table as the ledger, pk = CATALOG#<name>):
-  sk VARIANT#<sku>#<variant>  content_hash, latest_key, batch_id, run
+  sk VARIANT#<sku>#<variant>  identity_sha256, latest_key, batch_id, run
+
+identity_sha256 is the image identity reuse goes by (models/identity.py). A variant recorded
+before it (with a content_hash of the catalog's own) has none, so it runs once more; its
+image, indexed when it was made, is then copied rather than bought (docs/reuse.md).
 """
 
 from __future__ import annotations
@@ -29,21 +33,22 @@ class CatalogState:
         self._ddb = client
         self.table = table
 
-    def recorded_hashes(self, name: str) -> dict[tuple[str, str], str]:
-        """(sku, variant) -> content hash of its latest successful image: one paginated Query."""
-        hashes: dict[tuple[str, str], str] = {}
+    def recorded_identities(self, name: str) -> dict[tuple[str, str], str]:
+        """(sku, variant) -> identity of its latest successful image: one paginated Query."""
+        identities: dict[tuple[str, str], str] = {}
         pages = self._ddb.get_paginator("query").paginate(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :variant)",
             ExpressionAttributeValues=to_item({":pk": catalog_pk(name), ":variant": "VARIANT#"}),
-            ProjectionExpression="sku, variant, content_hash",
+            ProjectionExpression="sku, variant, identity_sha256",
             ConsistentRead=True,
         )
         for page in pages:
             for item in page.get("Items", []):
                 record = from_item(item)
-                hashes[(record["sku"], record["variant"])] = record["content_hash"]
-        return hashes
+                if "identity_sha256" in record:
+                    identities[(record["sku"], record["variant"])] = record["identity_sha256"]
+        return identities
 
     def record_latest(
         self,
@@ -51,7 +56,7 @@ class CatalogState:
         *,
         sku: str,
         variant: str,
-        content_hash: str,
+        identity_sha256: str,
         latest_key: str,
         batch_id: str,
         run: str,
@@ -69,7 +74,7 @@ class CatalogState:
                         "sk": variant_sk(sku, variant),
                         "sku": sku,
                         "variant": variant,
-                        "content_hash": content_hash,
+                        "identity_sha256": identity_sha256,
                         "latest_key": latest_key,
                         "batch_id": batch_id,
                         "run": run,

@@ -19,7 +19,7 @@ from imagebatch.catalog.products import (
     CATALOG_PREFIX,
     CATALOG_TAG,
     CONFIG_NAME,
-    HASH_TAG,
+    IDENTITY_TAG,
     RUN_TAG,
     SKU_TAG,
     VARIANT_TAG,
@@ -93,7 +93,7 @@ def run_catalog(name: str, run: str, *, store: BatchStore, state: CatalogState) 
         raise CatalogError(f"{config_key}: name {config.name!r} does not match its folder {name!r}")
     try:
         products = read_products(store.open_object(config.products_key), config.products_key)
-        plan = plan_catalog_run(config, products, state.recorded_hashes(name))
+        plan = plan_catalog_run(config, products, state.recorded_identities(name))
     except ObjectMissingError as exc:
         raise CatalogError(f"{config.products_key}: cannot read it ({exc})") from None
     except UnicodeDecodeError as exc:
@@ -173,7 +173,7 @@ def publish_catalog_batch(
                 name,
                 sku=sku,
                 variant=variant,
-                content_hash=job.tags.get(HASH_TAG, ""),
+                identity_sha256=job.tags.get(IDENTITY_TAG, ""),
                 latest_key=latest,
                 batch_id=batch_id,
                 run=run,

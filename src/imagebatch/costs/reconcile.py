@@ -3,18 +3,26 @@
 The ledger's day rollups (DAY#<day>, summed per backend by the query API's /costs) know three
 amounts a day: Bedrock inference, SageMaker instance time (inference, cold starts, idle, and
 the endpoint's unattributed idle), and the orchestration and storage the batches were
-charged (spent - inference: Lambda, Step Functions, DynamoDB, S3, SQS, SNS, EventBridge
-Scheduler, priced from the counters, not split per service in the rollup). Cost Explorer
-knows what AWS billed, per SERVICE. So the comparison has three rows a day that pair up and
-one row per service the ledger does not price at all.
+charged (spent - inference: Lambda with its INIT phase, Step Functions, DynamoDB, S3, SQS,
+SNS, EventBridge Scheduler, CloudWatch Logs and X-Ray traces, priced from the counters, not
+split per service in the rollup). Cost Explorer knows what AWS billed, per SERVICE. So the
+comparison has three rows a day that pair up and one row per service the ledger does not
+price at all.
+
+The stack's CloudWatch alarms and custom metrics are billed monthly to the stack, batches or
+not (costs.telemetry.stack_monthly): a category the per-batch ledger does not carry. Cost
+Explorer bills them under AmazonCloudWatch, in the orchestration row beside the batches' logs,
+so that row can be above the ledger by the stack's daily share of them (the month / 30).
 
 Why the two can differ, each tested for in this order (the first that fits is given):
   - lag: Cost Explorer updates about once a day, so the last day or two (and any figure it
     marks Estimated) are incomplete;
   - rounding: the ledger counts integer micro-dollars; Cost Explorer's amounts and the bill
     are rounded (the bill to the cent), so a difference under a cent a line is rounding;
-  - not priced: a service the ledger never charges (CloudWatch, X-Ray, ECR, API Gateway, KMS,
-    tax...) is all difference;
+  - not priced: a service the ledger never charges (ECR, API Gateway, KMS, tax...) is all
+    difference;
+  - per stack: the orchestration row above the ledger by no more than the stack's daily share
+    of its alarms and custom metrics (and a cent of rounding);
   - free tier: the ledger prices every request at the on-demand rate after the free tier
     (data/aws_prices.json), so orchestration the free tier covered is billed lower;
   - otherwise: unexplained, shown as such (another stack's resources under the same tag, a
@@ -23,6 +31,7 @@ Why the two can differ, each tested for in this order (the first that fits is gi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
@@ -39,6 +48,8 @@ from imagebatch.models.money import MICRO, round_micro
 # account here to list them with GetDimensionValues). Third-party models on Bedrock are sold
 # through AWS Marketplace and may be billed under a service of their own named
 # "<model> (Amazon Bedrock Edition)"; any service with that suffix counts as Bedrock.
+# "AmazonCloudWatch" and "AWS X-Ray" are the names public AWS Budgets configurations filter
+# costs on (not checked against an account).
 BEDROCK_SERVICES = frozenset({"Amazon Bedrock"})
 BEDROCK_EDITION_SUFFIX = "(Amazon Bedrock Edition)"
 SAGEMAKER_SERVICES = frozenset({"Amazon SageMaker"})
@@ -51,16 +62,23 @@ ORCHESTRATION_SERVICES = frozenset(
         "Amazon Simple Queue Service",
         "Amazon Simple Notification Service",
         "Amazon EventBridge",
+        # logs and traces are charged to batches per invocation (costs.telemetry); the
+        # stack's alarms and custom metrics are billed here too, per stack (see above)
+        "AmazonCloudWatch",
+        "AWS X-Ray",
     }
 )
 # The row each ledger amount is compared on.
 BEDROCK_ROW = "Amazon Bedrock"
 SAGEMAKER_ROW = "Amazon SageMaker"
-ORCHESTRATION_ROW = "orchestration and storage (Lambda, Step Functions, DynamoDB, S3, SQS, SNS)"
+ORCHESTRATION_ROW = (
+    "orchestration and storage (Lambda, Step Functions, DynamoDB, S3, SQS, SNS, CloudWatch, X-Ray)"
+)
 ROUNDING_MICRO_USD = 10_000  # a cent: what the bill rounds each line to
 LAG_DAYS = 2  # today and yesterday may be incomplete in Cost Explorer
 
-Reason = Literal["match", "lag", "rounding", "not_priced", "free_tier", "unexplained"]
+_DAYS_PER_MONTH = 30  # the stack's monthly items, spread over a day
+Reason = Literal["match", "lag", "rounding", "not_priced", "per_stack", "free_tier", "unexplained"]
 
 
 class ServiceDayCost(BaseModel):
@@ -100,6 +118,8 @@ class Reconciliation(BaseModel):
     until: date
     tag: str
     lines: tuple[ReconcileLine, ...]
+    # the stack's alarms and custom metrics a month (micro-dollars): not in the ledger
+    stack_monthly_micro_usd: int = 0
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -171,6 +191,7 @@ def _explain(  # noqa: PLR0911 - one return per reason, in the module's order
     estimated: bool,
     today: date,
     services: Sequence[str],
+    stack_daily: int = 0,
 ) -> tuple[Reason, str]:
     difference = billed - (ledger or 0)
     if ledger is None:
@@ -192,6 +213,12 @@ def _explain(  # noqa: PLR0911 - one return per reason, in the module's order
             f"{_usd(difference)}: under a cent; the ledger counts integer micro-dollars, "
             "Cost Explorer and the bill round (the bill to the cent)"
         )
+    if row == ORCHESTRATION_ROW and 0 < difference <= stack_daily + ROUNDING_MICRO_USD:
+        return "per_stack", (
+            f"billed {_usd(difference)} more: the stack's CloudWatch alarms and custom metrics "
+            f"(about {_usd(stack_daily)} a day) are billed to the stack, a category the "
+            "per-batch ledger does not carry (`imagebatch estimate` prints them a month)"
+        )
     if row == ORCHESTRATION_ROW and difference < 0:
         return "free_tier", (
             f"billed {_usd(-difference)} less: the ledger prices every request at the "
@@ -207,6 +234,21 @@ def _explain(  # noqa: PLR0911 - one return per reason, in the module's order
     )
 
 
+def _day_rows(mine: LedgerDay, amounts: Mapping[tuple[date, str], int]) -> dict[str, int | None]:
+    """The day's rows in order, each with the ledger's amount (None: not priced): the three
+    the ledger prices when either side has them, then Cost Explorer's other services."""
+    priced = {
+        BEDROCK_ROW: mine.bedrock_micro_usd,
+        SAGEMAKER_ROW: mine.sagemaker_micro_usd,
+        ORCHESTRATION_ROW: mine.orchestration_micro_usd,
+    }
+    rows: dict[str, int | None] = {
+        r: amount for r, amount in priced.items() if amount or (mine.day, r) in amounts
+    }
+    rows.update({r: None for d, r in sorted(amounts) if d == mine.day and r not in priced})
+    return rows
+
+
 def reconcile(
     ledger: Iterable[LedgerDay],
     billed: Iterable[ServiceDayCost],
@@ -215,8 +257,12 @@ def reconcile(
     until: date,
     today: date,
     tag: str,
+    stack_monthly_micro_usd: int = 0,
 ) -> Reconciliation:
-    """Every day from since to until (inclusive), each row the ledger or Cost Explorer has."""
+    """Every day from since to until (inclusive), each row the ledger or Cost Explorer has;
+    `stack_monthly_micro_usd`: the stack's alarms and custom metrics a month, which explain
+    that much of the orchestration row above the ledger."""
+    stack_daily = math.ceil(stack_monthly_micro_usd / _DAYS_PER_MONTH)
     by_day = {d.day: d for d in ledger}
     amounts: dict[tuple[date, str], int] = {}
     estimated: set[tuple[date, str]] = set()
@@ -231,17 +277,8 @@ def reconcile(
     lines: list[ReconcileLine] = []
     day = since
     while day <= until:
-        mine = by_day.get(day, LedgerDay(day=day))
-        priced = {
-            BEDROCK_ROW: mine.bedrock_micro_usd,
-            SAGEMAKER_ROW: mine.sagemaker_micro_usd,
-            ORCHESTRATION_ROW: mine.orchestration_micro_usd,
-        }
-        rows = [r for r in priced if priced[r] or (day, r) in amounts]
-        rows += sorted(r for d, r in amounts if d == day and r not in priced)
-        for row in rows:
+        for row, charged in _day_rows(by_day.get(day, LedgerDay(day=day)), amounts).items():
             key = (day, row)
-            charged = priced.get(row)
             from_ce = amounts.get(key, 0)
             reason, text = _explain(
                 day,
@@ -251,6 +288,7 @@ def reconcile(
                 estimated=key in estimated,
                 today=today,
                 services=services.get(key, [row]),
+                stack_daily=stack_daily,
             )
             lines.append(
                 ReconcileLine(
@@ -264,4 +302,10 @@ def reconcile(
                 )
             )
         day += timedelta(days=1)
-    return Reconciliation(since=since, until=until, tag=tag, lines=tuple(lines))
+    return Reconciliation(
+        since=since,
+        until=until,
+        tag=tag,
+        lines=tuple(lines),
+        stack_monthly_micro_usd=stack_monthly_micro_usd,
+    )

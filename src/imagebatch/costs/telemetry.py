@@ -1,9 +1,11 @@
 """What running the functions costs besides their duration: billed but not counted by a Meter.
 
-Per invocation (`invocation_lines`; NOT yet in costs.usage.price_usage, so not in a batch's
-estimate or charge: with them there, tests/e2e/test_sagemaker_budget.py's estimate missed the
-charge by 9% instead of under 5%, so the SageMaker estimate's invocations and the ledger's
-counted ones differ somewhere; to find before they are charged):
+Per invocation (`invocation_lines`, orchestration lines of costs.usage.price_usage, so in every
+estimate, hold, charge and report, labelled init, logs and traces): priced from the counted
+Lambda requests, which are the invocations the ledger recorded (each function counts its own
+request once per invocation, in the commit it makes; tests/e2e/test_local_pipeline.py checks
+them against the local runtime's invocations) and the estimate's (one per ingest, finalize,
+contact sheet and chunk attempt; two per attempt on SageMaker: SubmitChunk and RecordResult):
   - Lambda INIT: since 2025-08-01 Lambda bills the INIT phase of on-demand functions packaged
     as ZIP with managed runtimes (AWS Compute Blog, "AWS Lambda standardizes billing for
     INIT Phase", 2025) at the function's GB-second price. Nothing here measures INIT, so a
@@ -15,7 +17,12 @@ counted ones differ somewhere; to find before they are charged):
   - X-Ray: tracing is Active on every function and the state machine. A chunk invoked by the
     state machine joins the execution's trace; an invocation started by S3, SQS or the API
     starts its own, sampled (the default rule: the first request each second and 5% of the
-    rest). Each invocation is priced as one trace recorded: an upper bound.
+    rest). Each invocation is priced as one trace recorded: an upper bound. There is no
+    TracingSampleRate parameter to price instead: Lambda's rate cannot be configured ("You
+    can't configure the X-Ray sampling rate for your functions", Lambda Developer Guide,
+    X-Ray), and a sampling rule (AWS::XRay::SamplingRule) is the account's, not the stack's,
+    and would reach only the state machine's traces; `Tracing: PassThrough` is the way to
+    stop paying for them.
 Per stack per month (not a batch's: `stack_monthly`, shown by `imagebatch estimate`):
   - custom metrics (Powertools' EMF: each metric name and dimension set is one metric-month,
     pro-rated by the hour while it is published) and CloudWatch alarms (per alarm-month).
@@ -53,6 +60,10 @@ TRACES_PER_INVOCATION = 1  # upper bound: see the module's docstring
 # CatalogVariantsChanged, CatalogProductErrors.
 STACK_ALARMS = {"bedrock": 1, "sagemaker": 1 + 2 + 2}
 STACK_METRICS = {"bedrock": 10, "sagemaker": 10}
+
+# The lines invocation_lines prices, and the label each is shown under (`imagebatch cost`, the
+# query API's batch summary).
+TELEMETRY_LINES = {"lambda_init": "init", "cloudwatch_logs": "logs", "xray_traces": "traces"}
 
 _BYTES_PER_GB = Decimal(1024**3)
 _MB_MS_PER_GB_S = Decimal(1024 * 1000)

@@ -8,6 +8,8 @@ One vocabulary across `imagebatch cost`, `batches`, `costs`, summary.json and in
 - charged: what the ledger charged against the budget (`spent_micro_usd`). Each settlement is
   rounded up to a whole micro-dollar when it happens, and a hold no commit settled is charged
   in full, so charged can sit a little above the total;
+- of which Lambda INIT, logs, traces: the orchestration's telemetry lines (costs.telemetry),
+  priced per Lambda invocation the ledger counted;
 - estimate: ingest's estimate before the run; budget: the manifest's max_cost_usd;
 - reused, saved by reuse: images copied from an earlier batch's image of the same identity
   (docs/reuse.md), counted among those made, and the inference they did not buy.
@@ -22,6 +24,12 @@ CATEGORY_LABELS = {
     "orchestration": "orchestration",
     "storage": "storage (1 month)",
     "total": "total",
+}
+# the orchestration's telemetry lines (api.responses.Telemetry's fields), shown under it
+TELEMETRY_LABELS = {
+    "init": "  of which Lambda INIT",
+    "logs": "  of which CloudWatch Logs",
+    "traces": "  of which X-Ray traces",
 }
 CHARGED = "charged to budget"
 ESTIMATE = "estimate (before run)"

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from imagebatch.costs.prices import RegionPrices
+from imagebatch.costs.telemetry import TELEMETRY_LINES, invocation_lines
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import MICRO, round_micro
 
@@ -160,6 +161,14 @@ class CostBreakdown(BaseModel):
     def total(self) -> Decimal:
         return self.inference + self.orchestration + self.storage
 
+    def telemetry(self) -> dict[str, int]:
+        """The orchestration's telemetry lines (init, logs, traces), each rounded once: part
+        of the orchestration, not beside it."""
+        return {
+            label: round_micro(self.lines.get(line, Decimal(0)))
+            for line, label in TELEMETRY_LINES.items()
+        }
+
     def rounded(self) -> dict[str, int]:
         return {
             "inference": round_micro(self.inference),
@@ -176,7 +185,9 @@ def price_usage(
     inference_micro_usd: Decimal | int = 0,
     lambda_arch: str = "arm64",
 ) -> CostBreakdown:
-    """Counted operations x prices. Storage is one month of the bytes written (S3 Standard)."""
+    """Counted operations x prices, and what each counted Lambda invocation costs besides
+    its request and duration (costs.telemetry: INIT, logs, traces), all orchestration.
+    Storage is one month of the bytes written (S3 Standard)."""
 
     def usd(name: str, quantity: Decimal | int) -> Decimal:
         return prices.service(name).usd * Decimal(quantity) * MICRO
@@ -198,6 +209,9 @@ def price_usage(
         "s3_storage_month": usd(
             "s3_standard_gb_month", Decimal(usage.s3_bytes_written) / _BYTES_PER_GB
         ),
+        # billed per invocation but measured by no Meter: priced from the same invocations
+        # the ledger counts as Lambda requests (one per invocation that reached its commit)
+        **invocation_lines(usage.lambda_requests, prices, lambda_arch),
     }
     return CostBreakdown(
         inference=Decimal(inference_micro_usd),

@@ -69,6 +69,10 @@ class BatchRecord(BaseModel):
     estimate_inference_micro_usd: int | None = None
     estimate_orchestration_micro_usd: int | None = None
     estimate_storage_micro_usd: int | None = None
+    # the images ingest found already made (the image index) and left out of the estimate,
+    # and their inference; None: ingest did not look (ReuseImages off)
+    estimate_images_reused: int | None = None
+    estimate_reuse_saved_micro_usd: int | None = None
 
     # progress, ADDed once per chunk commit
     images_succeeded: int = 0

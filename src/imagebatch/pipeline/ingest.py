@@ -189,6 +189,7 @@ def _plan_and_upload(
             spool=spool,
             at_zero=ports.endpoint_at_zero() if ports.endpoint_at_zero is not None else None,
             throughput=ports.throughput,
+            made=ledger,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
@@ -275,6 +276,8 @@ def _batch_record(
         "estimate_inference_micro_usd": plan.estimate_inference_micro_usd,
         "estimate_orchestration_micro_usd": estimate.orchestration_micro_usd if estimate else None,
         "estimate_storage_micro_usd": estimate.storage_micro_usd if estimate else None,
+        "estimate_images_reused": plan.reuse.images if plan.reuse else None,
+        "estimate_reuse_saved_micro_usd": plan.reuse.saved_micro_usd if plan.reuse else None,
         "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd if estimate else None,
         "max_cost_micro_usd": (
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None

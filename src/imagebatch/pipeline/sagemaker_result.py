@@ -274,6 +274,15 @@ def _price(
     outcomes = priced.outcomes
     if costing.model:
         outcomes = [o.model_copy(update={"model": costing.model}) for o in outcomes]
+    if costing.endpoint_model is not None:
+        # made images carry their identity, so the commit indexes them for reuse
+        jobs = {job.image_id: job for job in invocation.images}
+        outcomes = [
+            o.model_copy(update={"identity_sha256": costing.identity(jobs[o.image_id])})
+            if o.image_id in jobs
+            else o
+            for o in outcomes
+        ]
     return outcomes, priced.rework_micro_usd
 
 

@@ -38,6 +38,7 @@ from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJo
 from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_reuse import reuse_before_submit
 
 logger = Logger(child=True)
 
@@ -62,6 +63,8 @@ class SubmitReceipt(BaseModel):
     skipped_already_done: int
     held_micro_usd: int | None = None
     refused: bool = False
+    # images copied from an earlier batch's image of the same identity, not sent
+    reused: int = 0
 
 
 def inference_id_for(task: SubmitTask) -> str:
@@ -70,6 +73,8 @@ def inference_id_for(task: SubmitTask) -> str:
     return f"{task.chunk.chunk_id}-{task.retry_count + 1}-{digest}"
 
 
+# Kept whole (about 90 lines): its steps are helpers already (reuse, invocation, sizer,
+# reserve, refuse, send); what is left is their order, which the budget invariant depends on.
 def submit_chunk(
     task: SubmitTask,
     *,
@@ -79,17 +84,46 @@ def submit_chunk(
     tokens: TaskTokensPort,
     costing: EndpointCosting,
     clock: LambdaClock,
+    reuse: bool = True,
 ) -> SubmitReceipt:
+    """`reuse` (the stack's ReuseImages): images some batch already made are copied first
+    (pipeline.sagemaker_reuse) and only the rest are sent."""
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         # A retry after the images were recorded: nothing to send, answer the token now.
         return _answer_done(task, chunk.chunk_id, len(done), tokens)
-    inference_id = inference_id_for(task)
-    invocation, expected = _invocation(task, chunk, todo, costing)
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
+    if reuse and costing.endpoint_model is not None:
+        reused = reuse_before_submit(
+            chunk,
+            todo,
+            attempt=task.retry_count + 1,
+            capped=capped,
+            store=store,
+            ledger=ledger,
+            costing=costing,
+            clock=clock,
+        )
+        if reused:
+            copied = {o.image_id for o in reused}
+            todo = [job for job in todo if job.image_id not in copied]
+            if not todo:
+                result = ChunkResult.of(chunk.chunk_id, reused, skipped=len(done))
+                tokens.succeed(task.task_token, result.model_dump_json())
+                return SubmitReceipt(
+                    inference_id=None,
+                    input_location=None,
+                    images=0,
+                    skipped_already_done=len(done),
+                    reused=len(reused),
+                )
+            # the copies' commit moved the budget: hold against what is left now
+            summary = ledger.get_batch(task.batch_id) if capped else summary
+    inference_id = inference_id_for(task)
+    invocation, expected = _invocation(task, chunk, todo, costing)
     held: int | None = None
     if capped:
         # Hold the most this attempt can charge before anything is spent on it.

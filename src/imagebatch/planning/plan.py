@@ -28,6 +28,7 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import ChunkFile, ImageJob
 from imagebatch.models.sagemaker_contract import shape_key
 from imagebatch.planning.pricing import ImagePricer
+from imagebatch.planning.reuse import MadeImages, ReuseTally, reused_in_chunk
 from imagebatch.planning.routing import expand_item, route_entry
 
 # Every chunk of a plan is appended to this one file in the spool dir: creating a file per
@@ -71,6 +72,9 @@ class BatchPlan:
     # The endpoint's cold start and idle tail this batch would cause (it is at zero), if any.
     endpoint_wake_micro_usd: int = 0
     pixels_total: int = 0
+    # The images the image index says are already made (reuse, docs/reuse.md): left out of
+    # the inference above. None: not looked up (offline, or reuse off), so reuse is unknown.
+    reuse: ReuseTally | None = None
 
     @property
     def backend(self) -> str:
@@ -108,6 +112,7 @@ def plan_batch(
     prices: RegionPrices | None = None,
     shape: Shape | None = None,
     region: str | None = None,
+    made: MadeImages | None = None,
 ) -> BatchPlan:
     """Validate, route and chunk; memory stays flat at any manifest size.
 
@@ -117,6 +122,8 @@ def plan_batch(
     is chosen and they are chunked. `endpoint_seconds`: what the endpoint is expected to take
     per image (its own measurements where it has them); without it, the data file's reference
     figure. `region`: Bedrock serves each model in some regions only (data/bedrock_models.json).
+    `made`: the image index; each chunk's images already made are left out of the inference
+    (one batched read per chunk, as the chunk itself will look them up).
     """
     # Kept whole (82 lines with its docstring): the two passes (route, then chunk what was
     # set aside) share the open errors file and the chunker, whose exit writes the last chunks.
@@ -127,6 +134,8 @@ def plan_batch(
         endpoint_model=deployment.model_id if deployment else None,
     )
     plan = BatchPlan(settings=reader.settings, spool=spool)
+    if made is not None:
+        plan.reuse = ReuseTally()
     pricer = ImagePricer(catalogue, deployment, endpoint_seconds)
     flexible_path = spool / "flexible.jsonl"
     flexible = FlexibleImages()
@@ -134,7 +143,9 @@ def plan_batch(
     today = datetime.now(UTC).date()
     with (
         _ErrorsFile(plan) as errors,
-        _Chunker(plan, batch_id, chunk_size, pricer, deployment) as chunker,
+        _Chunker(
+            plan, batch_id, chunk_size, pricer, deployment, catalogue=catalogue, made=made
+        ) as chunker,
     ):
         with flexible_path.open("w", encoding="utf-8") as set_aside:
             for entry in reader:
@@ -214,8 +225,13 @@ class _Chunker:
         chunk_size: int,
         pricer: ImagePricer,
         deployment: Deployment | None,
+        *,
+        catalogue: ModelCatalogue,
+        made: MadeImages | None,
     ) -> None:
         self._plan = plan
+        self._catalogue = catalogue
+        self._made = made
         self._batch_id = batch_id
         self._chunk_size = chunk_size
         self._pricer = pricer
@@ -252,6 +268,8 @@ class _Chunker:
 
     def _spool(self, jobs: list[ImageJob], backend: Backend) -> None:
         plan = self._plan
+        if self._made is not None and plan.reuse is not None:
+            self._leave_out_reused(jobs, backend, self._made, plan.reuse)
         chunk_id = f"{len(plan.chunks):05d}"
         chunk = ChunkFile(
             batch_id=self._batch_id,
@@ -275,3 +293,20 @@ class _Chunker:
             )
         )
         plan.images_total += len(jobs)
+
+    def _leave_out_reused(
+        self, jobs: list[ImageJob], backend: Backend, made: MadeImages, tally: ReuseTally
+    ) -> None:
+        """Take the inference of the chunk's images already made back out of the plan: the
+        chunk will copy them (pipeline.reuse), which the rest of the estimate prices as it
+        prices a made image's PUT."""
+        plan = self._plan
+        hits = reused_in_chunk(jobs, backend, catalogue=self._catalogue, made=made)
+        for job, hit in zip(jobs, hits, strict=True):
+            if not hit:
+                continue
+            price = self._pricer.price(job, backend)
+            plan.inference_exact -= price
+            plan.inference_by_backend[backend] -= price
+            tally.images += 1
+            tally.saved_exact += price

@@ -31,6 +31,8 @@ class DeployedOptions:
     # An endpoint is deployed but its instance type has no price in this region: its
     # batches are refused (their images could not be charged).
     sagemaker_unpriced: bool = False
+    # The stack's ReuseImages: whether chunks copy images already made (docs/reuse.md).
+    reuse_images: bool = True
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> DeployedOptions:
@@ -66,4 +68,5 @@ class DeployedOptions:
             ),
             deployment=deployment,
             sagemaker_unpriced=bool(settings.sagemaker_endpoint_name) and instance is None,
+            reuse_images=settings.reuse_images,
         )

@@ -69,7 +69,7 @@ def reconcile_costs(
     /costs a day, grouped by backend."""
     from imagebatch.aws.cost_explorer import CostExplorer
     from imagebatch.aws.session import aws_errors
-    from imagebatch.costs.reconcile import ledger_day, reconcile
+    from imagebatch.costs.reconcile import SAGEMAKER_SERVICES, ledger_day, reconcile
     from imagebatch_cli.deployed_stack import read_samconfig
     from imagebatch_cli.settings import aws_session
 
@@ -100,7 +100,29 @@ def reconcile_costs(
         until=until,
         today=datetime.now(UTC).date(),
         tag=f"{tag[0]}={tag[1]}",
+        stack_monthly_micro_usd=stack_monthly_micro_usd(
+            session.region,
+            # the endpoint's alarms exist once it is deployed: taken as deployed when it
+            # billed or served anything in the range
+            sagemaker=any(d.sagemaker_micro_usd for d in ledger)
+            or any(b.service in SAGEMAKER_SERVICES for b in billed),
+        ),
     )
+
+
+def stack_monthly_micro_usd(region: str, *, sagemaker: bool) -> int:
+    """The stack's alarms and custom metrics a month (costs.telemetry), as `estimate` says."""
+    from decimal import Decimal
+
+    from imagebatch.costs.prices import load_aws_prices
+    from imagebatch.costs.telemetry import stack_monthly
+    from imagebatch.models.money import ceil_micro
+
+    prices = load_aws_prices()
+    if region not in prices.regions:
+        return 0
+    lines = stack_monthly(prices.region(region), sagemaker=sagemaker)
+    return ceil_micro(sum(lines.values(), start=Decimal(0)))
 
 
 def print_reconciliation(result: Reconciliation, *, as_json: bool) -> None:

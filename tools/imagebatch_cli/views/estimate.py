@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from imagebatch_cli.what_if import ManifestEstimate
 
 
+def reuse_line(images_reused: int | None, images: int, saved_micro_usd: int) -> str:
+    """What the image index says of the manifest (docs/reuse.md); None: not looked up."""
+    if images_reused is None:
+        return (
+            "reuse unknown: no stack to look the images up in (name one with --stack); "
+            "the estimate counts every image"
+        )
+    return (
+        f"{images_reused} of {images} images already made, {usd(saved_micro_usd)} saved "
+        "(copied, not made; not in the estimate)"
+    )
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -217,6 +230,15 @@ def ingest_summary(plan: BatchPlan, verdict: Verdict) -> list[str]:
             f"(inference {usd(estimate.inference_micro_usd)}, orchestration "
             f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
             f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
+        )
+    if plan.images_total:
+        reuse = plan.reuse
+        lines.append(
+            reuse_line(
+                reuse.images if reuse else None,
+                plan.images_total,
+                reuse.saved_micro_usd if reuse else 0,
+            )
         )
     if plan.endpoint_wake_micro_usd:
         lines.append(

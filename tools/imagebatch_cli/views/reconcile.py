@@ -48,6 +48,13 @@ def reconcile_totals(result: Reconciliation) -> list[str]:
         f"{_usd(result.cost_explorer_micro_usd)}, difference "
         f"{_usd(result.cost_explorer_micro_usd - result.ledger_micro_usd)}"
     ]
+    if result.stack_monthly_micro_usd:
+        lines.append(
+            f"not in the ledger: the stack's CloudWatch alarms and custom metrics, about "
+            f"{_usd(result.stack_monthly_micro_usd)} a month, are billed to the stack, not to "
+            "a batch (a category the per-batch ledger does not carry; in Cost Explorer's "
+            "orchestration row, reason per_stack)"
+        )
     if not result.lines:
         lines.append(
             "nothing in either: no batch ran and Cost Explorer reports nothing under the tag "

@@ -77,6 +77,9 @@ def categories_table(shown: BatchSummary) -> Table:
             usd(per_image[category]) if category in per_image else "-",
             usd(per_1000[category]) if category in per_1000 else "-",
         )
+        if category == "orchestration" and shown.telemetry is not None:
+            for line, amount in shown.telemetry.model_dump().items():
+                table.add_row(terms.TELEMETRY_LABELS[line], usd(amount), "", "")
     endpoint = shown.endpoint_overhead_micro_usd
     if endpoint:
         table.add_row("endpoint cold start + idle", usd(endpoint), "-", "-")
