@@ -1,14 +1,16 @@
 """RecordResult: SageMaker async notifications (SNS -> SQS) -> ledger costs + task answers.
 
 Powertools batch processing reports each failed record back to SQS (ReportBatchItemFailures),
-so one bad message is retried alone and, after maxReceiveCount, lands in the DLQ.
+so one bad message is retried alone and, after maxReceiveCount, lands in the DLQ. A message
+that is not provably the endpoint's (pipeline/result_authentication.py) is not retried: it is
+logged, counted (ForgedResultsDropped) and dropped.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -19,8 +21,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import ForgedResultError
 from imagebatch.models.sagemaker_contract import AsyncNotification
-from imagebatch.observability import logger, tracer
+from imagebatch.observability import logger, metrics, tracer
+from imagebatch.pipeline.result_authentication import notification_from
 from imagebatch.pipeline.sagemaker_result import InvocationRequest, record_result
 from imagebatch.settings import RecordResultSettings, cached_settings
 
@@ -38,17 +42,25 @@ class _Invocation:
     request = InvocationRequest()
 
 
-def parse_notification(body: str) -> AsyncNotification:
-    """The SQS body is the SNS envelope (raw delivery off); its Message is SageMaker's JSON."""
-    envelope = json.loads(body)
-    message = envelope["Message"] if isinstance(envelope, dict) and "Message" in envelope else body
-    return AsyncNotification.model_validate_json(message)
+def parse_notification(body: str, topics: frozenset[str]) -> AsyncNotification:
+    """The SQS body is the SNS envelope (raw delivery off) of one of `topics`; its Message is
+    SageMaker's JSON. ForgedResultError otherwise."""
+    return notification_from(body, topics)
+
+
+def _count_forged(_: ForgedResultError) -> None:
+    metrics.add_metric("ForgedResultsDropped", MetricUnit.Count, 1)
 
 
 def record_handler(record: SQSRecord) -> None:
     clock = LambdaClock(_Invocation.memory_mb)
-    notification = parse_notification(record.body)
     settings = _settings()
+    try:
+        notification = parse_notification(record.body, settings.result_topic_arns)
+    except ForgedResultError as exc:
+        logger.warning("forged result dropped", extra={"reason": str(exc)})
+        _count_forged(exc)
+        return
     ledger = wiring.ledger(settings)
     record_result(
         notification,
@@ -58,11 +70,13 @@ def record_handler(record: SQSRecord) -> None:
         costing=wiring.endpoint_costing(settings, ledger),
         clock=clock,
         request=_Invocation.request,
+        on_forged=_count_forged,
     )
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _Invocation.memory_mb = int(context.memory_limit_in_mb)
     _Invocation.request = InvocationRequest()

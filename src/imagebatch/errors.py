@@ -6,6 +6,8 @@
     ├── BatchNotFoundError         a batch id with no summary record in the ledger
     ├── UnknownModelError          a model id the Bedrock model catalogue does not list
     ├── ObjectMissingError         an S3 object the pipeline expected is not there
+    ├── ForgedResultError          a SageMaker result that is not provably the endpoint's:
+    │                              dropped, never recorded
     ├── ContactSheetOutOfBudgetError the contact sheet used the time its budget hold covers
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
     ├── BatchFinalizingError       a chunk commit came after finalize started; nothing written
@@ -72,6 +74,12 @@ class UnknownModelError(ImageBatchError):
 
 class ObjectMissingError(ImageBatchError):
     """An S3 object the pipeline expected is not there."""
+
+
+class ForgedResultError(ImageBatchError):
+    """A SageMaker result notification RecordResult cannot trust (not an SNS envelope from
+    its topics, locations outside its prefixes, an inference id that is not its request's):
+    logged and dropped with a metric, never recorded."""
 
 
 class ContactSheetOutOfBudgetError(ImageBatchError):

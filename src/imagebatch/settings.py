@@ -168,7 +168,12 @@ class SubmitChunkSettings(SageMakerSettings):
 
 
 class RecordResultSettings(SageMakerSettings):
-    pass
+    # The stack's result topics, comma-separated: a notification from any other is dropped.
+    result_topics: str = Field(alias="INFERENCE_RESULT_TOPICS", min_length=1)
+
+    @property
+    def result_topic_arns(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.result_topics.split(",") if t.strip())
 
 
 class EndpointObserverSettings(_EnvSettings):

@@ -319,7 +319,7 @@ def test_sns_envelope_is_unwrapped() -> None:
     spec.loader.exec_module(module)
     message = _notification("bkt").model_dump_json(by_alias=True)
     envelope = json.dumps({"Type": "Notification", "Message": message, "TopicArn": "arn:t"})
-    assert module.parse_notification(envelope).inference_id == "x"
+    assert module.parse_notification(envelope, frozenset({"arn:t"})).inference_id == "x"
 
 
 def test_a_result_missing_images_records_the_rest_and_fails_for_a_retry(
@@ -478,7 +478,8 @@ def _answer(store: BatchStore, input_location: str, seconds: list[float]) -> Asy
     return AsyncNotification.model_validate(
         {
             "invocationStatus": "Completed",
-            "inferenceId": "x",
+            # SubmitChunk keys the request by its inference id (RecordResult checks it)
+            "inferenceId": input_location.rsplit("/", 1)[-1].removesuffix(".json"),
             "requestParameters": {"endpointName": "ep", "inputLocation": input_location},
             "responseParameters": {"outputLocation": f"s3://{store.bucket}/{output}"},
         }
@@ -633,7 +634,7 @@ def test_a_failed_request_charges_its_seconds_and_keeps_what_it_made(setup: Any)
         {
             "invocationStatus": "Failed",
             "failureReason": "ClientError: 500",
-            "inferenceId": "x",
+            "inferenceId": endpoint.submitted[0].rsplit("/", 1)[-1].removesuffix(".json"),
             "requestParameters": {"endpointName": "ep", "inputLocation": endpoint.submitted[0]},
             "responseParameters": {
                 "failureLocation": f"s3://{store.bucket}/async-failures/x-error.out"

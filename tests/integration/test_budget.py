@@ -505,7 +505,8 @@ class _SmWorld:
         return AsyncNotification.model_validate(
             {
                 "invocationStatus": status,
-                "inferenceId": input_location.rsplit("/", 1)[-1],
+                # SubmitChunk keys the request by its inference id (RecordResult checks it)
+                "inferenceId": input_location.rsplit("/", 1)[-1].removesuffix(".json"),
                 "requestParameters": params,
                 "responseParameters": response,
             }

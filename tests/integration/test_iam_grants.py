@@ -483,8 +483,9 @@ def _jobs(n: int) -> list[ImageJob]:
     ]
 
 
-def _sagemaker_result(bucket: str, table: str) -> dict[str, Any]:
-    """A finished async request in S3 and the SQS event its SNS notification arrives in."""
+def _sagemaker_result(bucket: str, table: str, topic: str) -> dict[str, Any]:
+    """A finished async request in S3 and the SQS event its SNS notification (from `topic`)
+    arrives in."""
     store = BatchStore(boto3.client("s3", region_name=REGION), bucket)
     Ledger(boto3.client("dynamodb", region_name=REGION), table).create_batch(
         "b1", {"status": "RUNNING", "images_total": 2}
@@ -522,7 +523,11 @@ def _sagemaker_result(bucket: str, table: str) -> dict[str, Any]:
         }
     )
     body = json.dumps(
-        {"Type": "Notification", "Message": notification.model_dump_json(by_alias=True)}
+        {
+            "Type": "Notification",
+            "TopicArn": topic,
+            "Message": notification.model_dump_json(by_alias=True),
+        }
     )
     return {
         "Records": [
@@ -552,7 +557,7 @@ def test_record_result_is_granted_what_a_duplicate_result_calls(
     # GIVEN a finished SageMaker request whose notification arrives twice (SQS delivers at
     # least once), or late after the state machine retried the chunk
     bucket, table = handlers.create_storage()
-    event = _sagemaker_result(bucket, table)
+    event = _sagemaker_result(bucket, table, stack.physical["InferenceSuccessTopic"])
 
     # WHEN RecordResult handles both deliveries
     with recorder:

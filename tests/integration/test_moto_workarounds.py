@@ -613,3 +613,28 @@ def test_s3_notifications_name_the_version_in_a_versioned_bucket(moto_endpoint: 
     assert by_bucket["versioned-bucket"]["s3"]["object"]["versionId"] == put["VersionId"]
     assert "versionId" not in by_bucket["plain-bucket"]["s3"]["object"]
     assert errors == []
+
+
+def test_authorize_sns_deliveries_asks_before_each_sqs_delivery(moto_endpoint: str) -> None:
+    sns, sqs = _client("sns", moto_endpoint), _client("sqs", moto_endpoint)
+    topic = sns.create_topic(Name="results")["TopicArn"]
+    queues = {}
+    for name in ("allowed", "refused"):
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+        queues[name] = url
+    asked: list[tuple[str, str]] = []
+
+    def authorize(topic_arn: str, queue_arn: str) -> bool:
+        asked.append((topic_arn, queue_arn.rsplit(":", 1)[-1]))
+        return queue_arn.endswith(":allowed")
+
+    moto_workarounds.authorize_sns_deliveries(authorize)
+    sns.publish(TopicArn=topic, Message="hello")
+    assert sorted(asked) == [(topic, "allowed"), (topic, "refused")]
+    got = sqs.receive_message(QueueUrl=queues["allowed"], WaitTimeSeconds=1)["Messages"]
+    assert json.loads(got[0]["Body"])["Message"] == "hello"
+    assert "Messages" not in sqs.receive_message(QueueUrl=queues["refused"], WaitTimeSeconds=0)

@@ -166,7 +166,8 @@ def env(s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str)
             notification = AsyncNotification.model_validate(
                 {
                     "invocationStatus": "Completed",
-                    "inferenceId": "x",
+                    # SubmitChunk keys the request by its inference id (RecordResult checks it)
+                    "inferenceId": location.rsplit("/", 1)[-1].removesuffix(".json"),
                     "requestParameters": {"endpointName": "ep", "inputLocation": location},
                     "responseParameters": {"outputLocation": f"s3://{s3_bucket}/{output}"},
                 }

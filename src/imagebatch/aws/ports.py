@@ -74,6 +74,8 @@ class ChunkStorePort(Protocol):
 
     # What the store's requests cost is charged to the batch in the chunk's commit.
     meter: Meter
+    # The stack's data bucket: a SageMaker result is trusted only from its prefixes.
+    bucket: str
 
     def get_chunk(self, key: str) -> ChunkFile: ...
 

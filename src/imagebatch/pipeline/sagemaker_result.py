@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -36,7 +37,7 @@ from imagebatch.costs.sagemaker_path import SNS_PUBLISHES, SQS_REQUESTS
 from imagebatch.costs.sagemaker_seconds import price_result
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
-from imagebatch.errors import ImagesAlreadyRecordedError, ObjectMissingError
+from imagebatch.errors import ForgedResultError, ImagesAlreadyRecordedError, ObjectMissingError
 from imagebatch.models.records import ChunkResult
 from imagebatch.models.records import ImageOutcome as Outcome
 from imagebatch.models.sagemaker_contract import (
@@ -46,6 +47,7 @@ from imagebatch.models.sagemaker_contract import (
     SubmittedRequest,
     submitted_key,
 )
+from imagebatch.pipeline.result_authentication import check_locations, check_request
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 
 logger = Logger(child=True)
@@ -93,18 +95,20 @@ def record_result(
     costing: EndpointCosting,
     clock: LambdaClock,
     request: InvocationRequest | None = None,
+    on_forged: Callable[[ForgedResultError], None] | None = None,
 ) -> ChunkResult | None:
-    """Price and record one finished async request, settle its hold, answer its token."""
-    # Stays whole (a few lines over 60): read, commit, then answer the token, in that order
-    # (the answer only after the commit); each step is a function of its own.
-    invocation = ChunkInvocation.model_validate_json(
-        store.read_uri(notification.request_parameters.input_location)
-    )
-    token = invocation.task_token
-    if token is None:
-        logger.warning(
-            "async request without a task token", extra={"id": notification.inference_id}
-        )
+    """Price and record one finished async request, settle its hold, answer its token. A
+    notification that is not provably the endpoint's answer to the request it names is
+    dropped (result_authentication.py): logged, passed to `on_forged`, nothing recorded."""
+    # Stays whole (a few lines over 60): authenticate, read, commit, then answer the token,
+    # in that order (the answer only after the commit); each step is a function of its own.
+    invocation = _authentic_request(notification, store, on_forged)
+    token = invocation.task_token if invocation is not None else None
+    if invocation is None or token is None:
+        if invocation is not None:
+            logger.warning(
+                "async request without a task token", extra={"id": notification.inference_id}
+            )
         return None
     held: int | None = None
     if invocation.hold_id is not None:
@@ -148,6 +152,27 @@ def record_result(
         return None
     tokens.succeed(token, committed.model_dump_json())
     return committed
+
+
+def _authentic_request(
+    notification: AsyncNotification,
+    store: ChunkStorePort,
+    on_forged: Callable[[ForgedResultError], None] | None,
+) -> ChunkInvocation | None:
+    """The request the notification answers, read only from where SubmitChunk writes it and
+    checked to be that inference's; None (logged, reported) for anything else."""
+    try:
+        check_locations(notification, store.bucket)
+        invocation = ChunkInvocation.model_validate_json(
+            store.read_uri(notification.request_parameters.input_location)
+        )
+        check_request(notification, invocation, store.bucket)
+    except ForgedResultError as exc:
+        logger.warning("forged result dropped", extra={"reason": str(exc)})
+        if on_forged is not None:
+            on_forged(exc)
+        return None
+    return invocation
 
 
 def _request_usage(result: InvocationResult | None, object_bytes: int | None) -> Usage:

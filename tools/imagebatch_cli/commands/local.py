@@ -109,6 +109,15 @@ ChaosOption = Annotated[
         show_default=False,
     ),
 ]
+AsInsiderOption = Annotated[
+    bool,
+    typer.Option(
+        "--as-insider",
+        help="Upload the manifests as an insider: a principal of the account that is not the "
+        "stack's, allowed s3:PutObject/GetObject, sns:Publish, sqs:SendMessage, "
+        "events:PutEvents and execute-api:Invoke on '*' (README, Security model).",
+    ),
+]
 RegionOption = Annotated[
     str | None,
     typer.Option(
@@ -151,6 +160,7 @@ class LocalRunOptions(BaseModel):
     renderer: Literal["tiny", "null"] = "tiny"
     region: str = "us-west-2"
     chaos: str | None = None
+    as_insider: bool = False
 
     def function_environment(self) -> dict[str, str]:
         """The backoff settings asked for, over the functions' own (a quick rehearsal)."""
@@ -225,6 +235,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
     as_json: JsonOption = False,
     region: RegionOption = None,
     chaos: ChaosOption = None,
+    as_insider: AsInsiderOption = False,
 ) -> None:
     """Upload MANIFEST to a local S3 and run the whole pipeline on this machine; several
     MANIFESTs run in order in one local AWS, each with its summary. Exit 0: every image made;
@@ -252,6 +263,7 @@ def local_run(  # noqa: PLR0917 - typer turns each parameter into an option
             renderer=renderer,
             region=region or default_region(),
             chaos=chaos,
+            as_insider=as_insider,
         )
     except ValidationError as exc:
         raise typer.BadParameter("--backend is bedrock or sagemaker") from exc
@@ -318,9 +330,10 @@ def _run_one(aws: LocalAws, manifest: Path, options: LocalRunOptions, log: Lambd
 
     stats_before = aws.bedrock.stats.to_dict()
     chaos_since = len(aws.chaos.injected) if aws.chaos else 0
-    batch_id = aws.upload_manifest(manifest)
+    batch_id = aws.upload_manifest(manifest, as_insider=options.as_insider)
+    by = " as the insider" if options.as_insider else ""
     err_console.print(
-        f"uploaded [bold]{manifest}[/bold] -> s3://{aws.bucket}/manifests/"
+        f"uploaded [bold]{manifest}[/bold]{by} -> s3://{aws.bucket}/manifests/"
         f"{manifest.name}  batch [bold]{batch_id}[/bold]"
     )
     with image_progress(err_console) as progress:

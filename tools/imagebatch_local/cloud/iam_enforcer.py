@@ -3,8 +3,10 @@
 A botocore event hook on boto3's default session (every client the handlers, moto's Step
 Functions engine and the local fakes build comes from it) sees each call before it is sent:
 it works out the IAM action(s) and resource ARN(s) the call needs (iam_requests.py), finds
-whose role makes it, and decides with that role's statements (iam_policies.py). A call the
-role does not allow never reaches moto: it fails with the service's own AccessDenied error,
+whose role makes it, and decides with that role's statements (iam_policies.py) and the
+resource policies of the resource (the bucket, topic and queue policies:
+iam_resource_policies.py), as AWS combines them in one account. A call they do not allow
+never reaches moto: it fails with the service's own AccessDenied error,
 its message naming the role, the action and the resource, as AWS words it. Every denial is
 also kept, so a local run fails with it even where the code catches the error.
 
@@ -13,8 +15,10 @@ current_identity, set by the in-process runtime and inherited by the handler's t
 the identity a client was bound to (bind_identity: the serving container's clients make the
 SageMaker execution role's calls), or the state machine when moto's Step Functions engine
 makes it (that engine signs its service calls with the access key "ak"). Calls of no
-identity (the CLI, tests) are the operator's and are not checked. Why a hook and not moto's
-own IAM: docs/local-aws.md.
+identity (the CLI, tests) are the operator's and are not checked. A principal outside the
+stack (the insider, insider.py) is checked the same way, but its denials are expected: they
+are kept apart (outsider_denials) and do not fail a run. Why a hook and not moto's own IAM:
+docs/local-aws.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from imagebatch_local.cloud.iam_policies import Decision, Grant, PolicyError, Role
 from imagebatch_local.cloud.iam_requests import IamRequest, Where, requests_for
+from imagebatch_local.cloud.iam_resource_policies import (
+    Caller,
+    ResourcePolicy,
+    combine,
+    decide,
+    request_context,
+    resource_verdict,
+)
 from imagebatch_local.cloud.lambda_runtime import IDENTITY_CONTEXT_KEY, current_identity
 
 logger = logging.getLogger(__name__)
@@ -77,11 +89,12 @@ class Denial:
 
 def access_denied_message(role: Role, account: str, request: IamRequest, decision: Decision) -> str:
     """AWS's wording (e.g. awslabs/aws-deployment-framework#460, a Step Functions task)."""
-    why = (
-        "with an explicit deny in an identity-based policy"
-        if decision.explicit_deny
-        else f"because no identity-based policy allows the {request.action} action"
-    )
+    if decision.resource_deny:
+        why = "with an explicit deny in a resource-based policy"
+    elif decision.explicit_deny:
+        why = "with an explicit deny in an identity-based policy"
+    else:
+        why = f"because no identity-based policy allows the {request.action} action"
     return (
         f"User: {role.assumed_role_arn(account)} is not authorized to perform: "
         f"{request.action} on resource: {request.resource} {why}"
@@ -89,11 +102,23 @@ def access_denied_message(role: Role, account: str, request: IamRequest, decisio
 
 
 class IamEnforcer:
-    def __init__(self, roles: dict[str, Role], where: Where, engine_role: str | None) -> None:
+    def __init__(
+        self,
+        roles: dict[str, Role],
+        where: Where,
+        engine_role: str | None,
+        policies: tuple[ResourcePolicy, ...] = (),
+        outsiders: dict[str, Role] | None = None,
+    ) -> None:
         self.roles = roles
         self.where = where
         self.engine_role = engine_role
+        self.policies = policies
+        #: Principals of the account that are not the stack's (the insider): checked alike,
+        #: their denials kept in outsider_denials, their grants out of the usage report.
+        self.outsiders = dict(outsiders or {})
         self.denials: list[Denial] = []
+        self.outsider_denials: list[Denial] = []
         self.used: set[Grant] = set()
         #: (owner, action) of every call that was allowed: what the tests assert was checked.
         self.allowed: set[tuple[str, str]] = set()
@@ -153,9 +178,9 @@ class IamEnforcer:
             requests = requests_for(service, operation, params, self.where)
         except PolicyError as exc:
             return self._refuse(owner, service, f"{service}:{operation}", "?", str(exc))
-        role = self.roles[owner]
+        role = self.role(owner)
         for request in requests:
-            decision = role.decide(request.action, request.resource, request.context)
+            decision = self.decide(role, request)
             if not decision.allowed:
                 message = access_denied_message(role, self.where.account, request, decision)
                 return self._refuse(owner, service, request.action, request.resource, message)
@@ -176,8 +201,8 @@ class IamEnforcer:
             return
         owner, bucket = found
         request = IamRequest("s3:ListBucket", f"arn:aws:s3:::{bucket}")
-        role = self.roles[owner]
-        decision = role.decide(request.action, request.resource, request.context)
+        role = self.role(owner)
+        decision = self.decide(role, request)
         if decision.allowed:
             self._use(owner, request.action, decision)
             return
@@ -196,12 +221,25 @@ class IamEnforcer:
 
     # --- decisions -------------------------------------------------------------------------
 
+    def role(self, owner: str) -> Role:
+        return self.roles[owner] if owner in self.roles else self.outsiders[owner]
+
+    def decide(self, role: Role, request: IamRequest) -> Decision:
+        return decide(
+            role,
+            request.action,
+            request.resource,
+            request.context,
+            account=self.where.account,
+            policies=self.policies,
+        )
+
     def check(self, owner: str, action: str, resource: str) -> Denial | None:
         """An authorization AWS makes without an API call we can hook (a Distributed Map
         starting its child executions): the denial, recorded, or None."""
-        role = self.roles[owner]
+        role = self.role(owner)
         request = IamRequest(action, resource)
-        decision = role.decide(action, resource, {})
+        decision = self.decide(role, request)
         if decision.allowed:
             self._use(owner, action, decision)
             return None
@@ -210,20 +248,42 @@ class IamEnforcer:
         self._record(denial)
         return denial
 
+    def service_check(
+        self, service: str, action: str, resource: str, context: dict[str, str]
+    ) -> Denial | None:
+        """A call an AWS service principal makes on the stack's behalf, outside any client we
+        hook (SNS delivering a topic's message to a queue): only resource policies can allow
+        it. The denial, recorded, or None."""
+        caller = Caller(self.where.account, service=service)
+        full = request_context(context, caller)
+        decision = combine(None, resource_verdict(self.policies, caller, action, resource, full))
+        if decision.allowed:
+            with self._lock:
+                self.allowed.add((service, action))
+            return None
+        why = "an explicit deny in" if decision.explicit_deny else "no statement allowing it in"
+        message = f"{service} may not {action} on {resource}: {why} its resource-based policy"
+        denial = Denial(service, service, action, resource, message)
+        self._record(denial)
+        return denial
+
     def _use(self, owner: str, action: str, decision: Decision) -> None:
         with self._lock:
-            self.used.update(decision.used)
+            if owner in self.roles:
+                self.used.update(decision.used)
             self.allowed.add((owner, action))
 
     def _record(self, denial: Denial) -> None:
-        logger.warning("%s", denial.describe())
+        outsider = denial.owner in self.outsiders
+        if not outsider:
+            logger.warning("%s", denial.describe())
         with self._lock:
-            self.denials.append(denial)
+            (self.outsider_denials if outsider else self.denials).append(denial)
 
     def _refuse(
         self, owner: str, service: str, action: str, resource: str, message: str
     ) -> tuple[AWSResponse, dict[str, Any]]:
-        role = self.roles[owner]
+        role = self.role(owner)
         self._record(Denial(owner, role.name, action, resource, message))
         status, code = _DENIED.get(service, (403, "AccessDenied"))
         request_id = str(uuid.uuid4())

@@ -10,8 +10,9 @@ expansion against aws-sam-translator's output for the same template.
 A request is decided as IAM decides an identity-based policy in one account: an explicit
 Deny wins, else some Allow statement must match the action (Action/NotAction, `*` and `?`
 wildcards, case-insensitive), the resource ARN (Resource/NotResource, case-sensitive) and
-its Condition block; otherwise it is denied implicitly. Resource-based policies, permission
-boundaries, SCPs and session policies are not modelled (docs/local-aws.md).
+its Condition block; otherwise it is denied implicitly. Resource-based policies are combined
+with it in iam_resource_policies.py; permission boundaries, SCPs and session policies are not
+modelled (docs/local-aws.md).
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ class Decision:
     explicit_deny: bool
     #: The grants that allowed the request (all of them: each counts as used).
     used: tuple[Grant, ...] = ()
+    #: The explicit Deny came from a resource policy (AWS words the denial after it).
+    resource_deny: bool = False
+    #: Allowed by a resource policy alone (the identity policy did not allow it).
+    by_resource_policy: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,10 @@ class Role:
 
     def assumed_role_arn(self, account: str) -> str:
         return f"arn:aws:sts::{account}:assumed-role/{self.name}/{self.session}"
+
+    def principal_arn(self, account: str) -> str:
+        """The role's ARN: what aws:PrincipalArn is for each of its sessions (no path)."""
+        return f"arn:aws:iam::{account}:role/{self.name}"
 
     def decide(self, action: str, resource: str, context: ContextValues) -> Decision:
         used: list[Grant] = []
@@ -249,11 +258,15 @@ def conditions_hold(condition: Mapping[str, Mapping[str, Any]], context: Context
     context_lower = {k.lower(): v for k, v in context.items()}
     for operator, keys in condition.items():
         base, if_exists = operator.removesuffix("IfExists"), operator.endswith("IfExists")
-        if base not in _STRING_OPERATORS | _ARN_OPERATORS | {"Bool"}:
+        if base not in _STRING_OPERATORS | _ARN_OPERATORS | {"Bool", "Null"}:
             raise PolicyError(f"condition operator {operator} is not evaluated locally")
         negated = "Not" in base
         for key, expected in keys.items():
             actual = context_lower.get(key.lower())
+            if base == "Null":  # "true": the key is absent; "false": it is present
+                if _condition_values(expected)[0].lower() != str(actual is None).lower():
+                    return False
+                continue
             if actual is None:
                 if not (if_exists or negated):
                     return False

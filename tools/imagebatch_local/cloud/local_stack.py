@@ -31,7 +31,8 @@ from imagebatch_local.template import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import CreateTableInputTypeDef
 
-# Resource types the local pipeline has no use for (permissions, policies, the layer, and the
+# Resource types the local pipeline has no use for (permissions, policies: the IAM check
+# evaluates them from the template, iam_resource_policies.py; the layer, and the
 # endpoint's autoscaling: the local async endpoint runs one instance that starts on demand).
 # The HTTP API is not emulated: the CLI calls the query handler with API Gateway events, so
 # its access-log group has nothing to receive either.
@@ -40,6 +41,7 @@ NOT_EMULATED = {
     "AWS::S3::BucketPolicy",
     "AWS::Serverless::LayerVersion",
     "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
     "AWS::ApplicationAutoScaling::ScalableTarget",
     "AWS::ApplicationAutoScaling::ScalingPolicy",
     "AWS::CloudWatch::Alarm",
@@ -192,6 +194,13 @@ def _name_function(
     name = f"{stack.name}-{logical_id}"
     stack.physical[logical_id] = name
     stack.arns[logical_id] = f"arn:aws:lambda:{stack.region}:{ACCOUNT_ID}:function:{name}"
+    _name_generated_role(stack, logical_id)
+
+
+def _name_generated_role(stack: LocalStack, owner: str) -> None:
+    """The role SAM generates for a function or state machine, logical id <owner>Role (a
+    template may !GetAtt it); named as iam_policies.stack_roles names it."""
+    stack.arns[f"{owner}Role"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{stack.name}-{owner}Role"
 
 
 def _create_functions(stack: LocalStack, account: LocalAccount) -> None:
@@ -233,6 +242,7 @@ def _create_state_machine(
     stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
     props = resource.get("Properties", {})
+    _name_generated_role(stack, logical_id)
     definition = (stack.template_dir / props["DefinitionUri"]).read_text(encoding="utf-8")
     for key, value in stack.resolve(props.get("DefinitionSubstitutions", {})).items():
         definition = definition.replace(f"${{{key}}}", str(value))

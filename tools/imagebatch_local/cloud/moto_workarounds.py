@@ -389,6 +389,24 @@ def list_moto_modules_once() -> None:
         backends.list_of_moto_modules = listed
 
 
+def authorize_sns_deliveries(authorize: Callable[[str, str], bool]) -> None:
+    """moto's SNS hands a topic's message to each SQS subscription without asking the queue's
+    policy; AWS delivers only where the queue policy allows sns.amazonaws.com with the topic
+    as aws:SourceArn. `authorize(topic ARN, queue ARN)` decides; a refused delivery is
+    dropped, as AWS drops it (a failed delivery, counted in NumberOfNotificationsFailed)."""
+    from moto.sns.models import Subscription
+
+    with _patch_lock:
+        original = _originals.setdefault("sns.publish", Subscription.publish)
+
+        def publish(self: Any, message: str, message_id: str, *args: Any, **kwargs: Any) -> Any:
+            if self.protocol == "sqs" and not authorize(self.topic.arn, self.endpoint):
+                return None
+            return original(self, message, message_id, *args, **kwargs)
+
+        Subscription.publish = publish  # type: ignore[method-assign]
+
+
 def restore_all() -> None:
     """Undo every patch (tests and repeated local runs in one process)."""
     from moto import backends
@@ -396,6 +414,7 @@ def restore_all() -> None:
     from moto.core.config import default_user_config
     from moto.dynamodb.models import DynamoDBBackend
     from moto.s3 import notifications
+    from moto.sns.models import Subscription
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
         distributed_iteration_component as map_module,
     )
@@ -420,6 +439,7 @@ def restore_all() -> None:
                 "dynamodb": DynamoDBBackend,
                 "lambda": LambdaFunction,
                 "s3": notifications,
+                "sns": Subscription,
                 "sfn_responses": StepFunctionResponse,
                 "sfn_lambda": lambda_module.StateTaskServiceLambda,
                 "sfn_map": map_module.DistributedIterationComponent,

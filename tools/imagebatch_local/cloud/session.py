@@ -32,9 +32,12 @@ from imagebatch_local.cloud.event_sources import SqsEventSourcePoller, SqsSource
 from imagebatch_local.cloud.iam_enforcer import IamEnforcer, enforcing
 from imagebatch_local.cloud.iam_policies import stack_roles
 from imagebatch_local.cloud.iam_requests import Where
+from imagebatch_local.cloud.iam_resource_policies import stack_resource_policies
+from imagebatch_local.cloud.insider import INSIDER, create_insider_role, insider_role
 from imagebatch_local.cloud.lambda_runtime import (
     InProcessLambdaRuntime,
     acting_as,
+    bind_identity,
     executor_tasks_inherit_identity,
     process_environment,
 )
@@ -177,11 +180,20 @@ class LocalAws:
     def execution_arn(self, batch_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{batch_id}"
 
-    def upload_manifest(self, path: Path, key: str | None = None) -> str:
+    def insider_client(self, service: str) -> Any:
+        """A client whose every call is the insider's (insider.py), checked as AWS would."""
+        make_client: Any = boto3.client
+        client = make_client(service, endpoint_url=self.endpoint, region_name=self.region)
+        return bind_identity(client, INSIDER)
+
+    def upload_manifest(
+        self, path: Path, key: str | None = None, *, as_insider: bool = False
+    ) -> str:
         """Put a manifest under manifests/ (which fires ingest); returns its batch id."""
         key = key or f"manifests/{path.name}"
         body = path.read_bytes()
-        self.s3().put_object(Bucket=self.bucket, Key=key, Body=body)
+        s3 = self.insider_client("s3") if as_insider else self.s3()
+        s3.put_object(Bucket=self.bucket, Key=key, Body=body)
         # ingest names the batch by the content it reads, not the ETag
         return batch_id_for(self.bucket, key, hashlib.sha256(body).hexdigest())
 
@@ -456,6 +468,8 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
         region=options.region,
     )
     iam = _iam_enforcer(stack, options)
+    create_insider_role(boto3.client("iam", endpoint_url=endpoint, region_name=stack.region))
+    moto_workarounds.authorize_sns_deliveries(_authorize_delivery(iam))
     map_runs: dict[str, moto_workarounds.MapRunCapture] = {}
     moto_workarounds.capture_map_runs(
         _authorize_map_run(iam), lambda run: map_runs.__setitem__(run.map_run_arn, run)
@@ -502,7 +516,8 @@ def _chaos(options: LocalOptions, runtime: InProcessLambdaRuntime) -> Iterator[C
 
 
 def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
-    """The stack's roles (less any permission options.without_permissions removes)."""
+    """The stack's roles (less any permission options.without_permissions removes) and its
+    bucket, topic and queue policies."""
     roles = stack_roles(stack)
     for owner, action in options.without_permissions:
         if owner not in roles:
@@ -515,7 +530,25 @@ def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
         tuple(stack.arns[m] for m in machines),
         tuple(stack.inference_profiles.items()),
     )
-    return IamEnforcer(roles, where, machines[0] if len(machines) == 1 else None)
+    return IamEnforcer(
+        roles,
+        where,
+        machines[0] if len(machines) == 1 else None,
+        stack_resource_policies(stack),
+        outsiders={INSIDER: insider_role()},
+    )
+
+
+def _authorize_delivery(iam: IamEnforcer) -> Callable[[str, str], bool]:
+    """SNS delivers to an SQS subscription as the service principal sns.amazonaws.com, with
+    the topic as aws:SourceArn: the queue policy must allow it (SNS developer guide, "Fanout
+    to Amazon SQS queues"). A refused delivery is recorded, and the message not delivered."""
+
+    def authorize(topic_arn: str, queue_arn: str) -> bool:
+        context = {"aws:SourceArn": topic_arn, "aws:SourceAccount": iam.where.account}
+        return iam.service_check("sns.amazonaws.com", "sqs:SendMessage", queue_arn, context) is None
+
+    return authorize
 
 
 def _authorize_map_run(iam: IamEnforcer) -> Callable[[str, str], None]:
