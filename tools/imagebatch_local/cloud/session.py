@@ -517,6 +517,8 @@ def _refuse_a_busy_port(port: int) -> None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as moto's server binds: a stack stopped moments ago leaves TIME_WAIT, not a listener
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
