@@ -29,6 +29,7 @@ MODEL = "stability.sd3-5-large-v1:0"
 # tens of seconds; one that never answers fails with what it printed.
 START_BOUND_S = 300.0
 STOP_BOUND_S = 60.0
+UP = [sys.executable, "-m", "imagebatch_cli.app", "local", "up"]
 
 
 def _environment(run_dir: Path) -> dict[str, str]:
@@ -70,7 +71,7 @@ class Up:
 
 
 def _wait_for_descriptor(
-    process: subprocess.Popen[str], path: Path, stderr: Path
+    process: subprocess.Popen[Any], path: Path, stderr: Path
 ) -> dict[str, Any]:
     deadline = time.monotonic() + START_BOUND_S
     while time.monotonic() < deadline:
@@ -211,3 +212,43 @@ def test_submit_watch_cost_from_other_processes_then_ctrl_c_leaves_nothing(
     # AND a command that names the stopped stack says to start one
     gone = imagebatch(up.run_dir, "stack", "--stack", "local")
     assert gone.returncode == 1 and "imagebatch local up" in gone.stderr
+
+
+def test_a_busy_port_is_refused_and_sigterm_stops_the_stack_on_the_port_it_was_given(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        # GIVEN a port something else listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        # WHEN local up is asked for it THEN it says so and exits 1 (moto's server would
+        # wait forever for a bind that failed on its thread)
+        refused = imagebatch(run_dir, "local", "up", "--renderer", "null", "--port", str(busy))
+        assert refused.returncode == 1
+        assert f"port {busy} is in use" in refused.stderr
+    # GIVEN the port free again WHEN local up takes it and is sent SIGTERM
+    stderr = tmp_path / "up.stderr"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen(
+            [*UP, "--renderer", "null", "--port", str(busy), "--run-dir", str(run_dir)],
+            env=_environment(tmp_path / "elsewhere"),
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
+    try:
+        descriptor = _wait_for_descriptor(process, run_dir / "local-stack.json", stderr)
+        assert descriptor["endpoint_url"] == f"http://127.0.0.1:{busy}"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=STOP_BOUND_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # THEN it stops as cleanly as on Ctrl-C
+    assert code == 0, stderr.read_text()
+    assert not (run_dir / "local-stack.json").exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)

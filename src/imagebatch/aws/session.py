@@ -109,11 +109,14 @@ class AwsSession:
         (the region samconfig.toml deploys to). `endpoint_url` and `access_key` (id, secret)
         point every client at one endpoint with those credentials: `imagebatch local up`'s
         local AWS, which a person's own profile must never reach."""
-        keys = {}
-        if access_key is not None:
-            keys = {"aws_access_key_id": access_key[0], "aws_secret_access_key": access_key[1]}
+        key_id, secret = access_key if access_key is not None else (None, None)
         with aws_errors("AWS profile"):
-            self._session = boto3.Session(profile_name=profile, region_name=region, **keys)
+            self._session = boto3.Session(
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                profile_name=profile,
+                region_name=region,
+            )
         self._default_region = default_region
         self._endpoint_url = endpoint_url
 
