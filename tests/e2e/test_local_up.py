@@ -60,7 +60,7 @@ def imagebatch(
 
 @dataclass
 class Up:
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[Any]
     run_dir: Path
     descriptor: dict[str, Any]
     stderr: Path
@@ -248,6 +248,54 @@ def test_a_busy_port_is_refused_and_sigterm_stops_the_stack_on_the_port_it_was_g
             process.kill()
             process.wait()
     # THEN it stops as cleanly as on Ctrl-C
+    assert code == 0, stderr.read_text()
+    assert not (run_dir / "local-stack.json").exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
+
+
+def test_the_sagemaker_backend_serves_and_scales_in_when_no_batch_runs(tmp_path: Path) -> None:
+    # GIVEN a local stack with the self-hosted endpoint (null accelerator: no model to load)
+    run_dir = tmp_path / "run"
+    stderr = tmp_path / "up.stderr"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen(
+            [*UP, "--renderer", "null", "--backend", "sagemaker", "--shape-buckets", "64x64"],
+            env=_environment(run_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
+        )
+    try:
+        up = Up(
+            process,
+            run_dir,
+            _wait_for_descriptor(process, run_dir / "local-stack.json", stderr),
+            stderr,
+        )
+        assert up.descriptor["parameters"]["EnableSageMaker"] == "true"
+        # WHEN a batch for the endpoint is submitted from another process
+        manifest = tmp_path / "served.jsonl"
+        header = {"batch": {"backend": "sagemaker", "model": "tiny-sd"}}
+        item = {"id": "mug", "prompt": "a mug", "width": 64, "height": 64, "count": 3}
+        manifest.write_text(f"{json.dumps(header)}\n{json.dumps(item)}\n")
+        batch = _submit_and_watch(up, manifest)
+        # THEN the endpoint made its images, and scales in once no batch runs
+        assert (batch["status"], batch["backend"], batch["images_succeeded"]) == (
+            "SUCCEEDED",
+            "sagemaker",
+            3,
+        )
+        deadline = time.monotonic() + STOP_BOUND_S
+        while "endpoint scaled in" not in stderr.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "endpoint scaled in" in stderr.read_text()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=STOP_BOUND_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert code == 0, stderr.read_text()
     assert not (run_dir / "local-stack.json").exists()
     with pytest.raises(ProcessLookupError):

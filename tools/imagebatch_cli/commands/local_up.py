@@ -25,11 +25,14 @@ from imagebatch_cli.commands._args import (
     resolved_template,
 )
 from imagebatch_cli.commands.local import (
+    BackendOption,
     ChunkSizeOption,
+    MaxBatchOption,
     RegionOption,
     RendererOption,
     RenderSizeOption,
     RunModelDirOption,
+    ShapeBucketsOption,
     StepsOption,
     VerboseOption,
     _parameters,
@@ -71,6 +74,9 @@ def local_up(  # noqa: PLR0917 - typer turns each parameter into an option
     chunk_size: ChunkSizeOption = None,
     parameter_overrides: ParametersOption = None,
     renderer: RendererOption = "tiny",
+    backend: BackendOption = "bedrock",
+    shape_buckets: ShapeBucketsOption = "",
+    max_batch: MaxBatchOption = 4,
     region: RegionOption = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -82,6 +88,8 @@ def local_up(  # noqa: PLR0917 - typer turns each parameter into an option
     from imagebatch_local.lambda_logs import LAMBDA_LOG, lambda_output
     from imagebatch_local.stack_descriptor import LocalStackDescriptorError, default_run_dir
 
+    if backend not in {"bedrock", "sagemaker"}:
+        raise typer.BadParameter("--backend is bedrock or sagemaker")
     folder = run_dir or default_run_dir()
     folder.mkdir(parents=True, exist_ok=True)
     overrides = _parameters(parameter_overrides)
@@ -95,6 +103,9 @@ def local_up(  # noqa: PLR0917 - typer turns each parameter into an option
             **({"ChunkSize": str(chunk_size)} if chunk_size else {}),
         },
         renderer=renderer,
+        backend=backend,
+        shape_buckets=shape_buckets,
+        max_batch=max_batch,
         region=region or default_region(),
         port=port,
     )
@@ -149,12 +160,16 @@ def _announce(up: LocalUp, log: Path, run_dir: Path | None) -> None:
 
 def _wait_reporting(up: LocalUp, stop: threading.Event) -> int:
     """Wait for the stop signal, printing each problem once as it appears: a call a role was
-    denied, an S3 notification that could not invoke ingest, a function that raised.
-    Returns how many there were."""
+    denied, an S3 notification that could not invoke ingest, a function that raised; with
+    the SageMaker backend, scale its endpoint in when no batch runs. Returns how many
+    problems there were."""
+    from imagebatch_local.cloud.local_up import scale_in_if_idle
     from imagebatch_local.cloud.session import LocalRunError
 
     aws, problems, seen_invocations, seen_notifications = up.aws, 0, 0, 0
     while not stop.wait(_LOOK_S):
+        if scale_in_if_idle(aws):
+            say("no batch running: the local endpoint scaled in", err=True)
         try:
             aws.raise_if_denied()
         except LocalRunError as exc:

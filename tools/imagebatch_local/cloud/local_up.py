@@ -143,6 +143,21 @@ class LocalQueryApiServer:
         return int(response["statusCode"]), str(response.get("body") or "")
 
 
+def scale_in_if_idle(aws: LocalAws) -> bool:
+    """Scale the local endpoint in once no execution is running, as `local run` does after
+    each batch (the deployed scale-in alarm waits SageMakerIdleTailMinutes of empty backlog;
+    the observer charges the batches their cold start and idle either way). True if it did."""
+    if aws.sagemaker is None or aws.sagemaker.current == 0:
+        return False
+    running = aws.sfn().list_executions(
+        stateMachineArn=aws.state_machine_arn, statusFilter="RUNNING", maxResults=1
+    )
+    if running["executions"]:
+        return False
+    aws.sagemaker.scale_in()
+    return True
+
+
 @dataclass(frozen=True)
 class LocalUp:
     """The running local stack: its local AWS and what `local up` wrote about it."""
