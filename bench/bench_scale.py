@@ -13,6 +13,8 @@ Targets: seconds per image at the largest size within 1.5x of that at 1,000; pea
 
 Run: `make bench` (1,000 and 10,000) or
 `.venv/bin/python bench/bench_scale.py [N ...]`, e.g. `... bench/bench_scale.py 100000`.
+`IMAGEBATCH_BENCH_REUSE=false` deploys the local stack with ReuseImages=false (no lookups): the
+pair on/off is what reuse costs a batch with nothing to reuse (bench/README.md).
 """
 
 from __future__ import annotations
@@ -103,7 +105,11 @@ def run_one(images: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         manifest = Path(scratch) / f"scale-{images}.jsonl"
         write_manifest(manifest, images)
-        options = LocalOptions(template=REPO / "template.yaml", renderer="null")
+        options = LocalOptions(
+            template=REPO / "template.yaml",
+            renderer="null",
+            parameter_overrides={"ReuseImages": os.environ.get("IMAGEBATCH_BENCH_REUSE", "true")},
+        )
         with local_aws(options) as aws:
             started = time.perf_counter()
             batch_id = aws.upload_manifest(manifest)

@@ -13,9 +13,9 @@ from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.batch_events import BatchFinishedNotifier
 from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
-from imagebatch.settings import StorageSettings, cached_settings
+from imagebatch.settings import FinalizeSettings, cached_settings
 
-_settings = cached_settings(StorageSettings)
+_settings = cached_settings(FinalizeSettings)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -36,7 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         clock=clock,
         hooks=[
             CatalogPublisher(store=store, ledger=ledger, state=wiring.catalog_state(settings)),
-            BatchFinishedNotifier(wiring.event_bus(), finalize_event.bucket),
+            BatchFinishedNotifier(wiring.event_bus(settings), finalize_event.bucket),
         ],
     )
     metrics.add_metric(name="BatchesFinished", unit=MetricUnit.Count, value=1)

@@ -20,14 +20,14 @@ from imagebatch.settings import IngestSettings, cached_settings
 _settings = cached_settings(IngestSettings)
 
 
-def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutcome:
+def _ingest(upload: ManifestObject, clock: LambdaClock) -> IngestOutcome:
     settings = _settings()
     stack = DeployedOptions.from_settings(settings)
     deployment = stack.deployment
     ledger = wiring.ledger(settings)
     usage = wiring.endpoint_usage(ledger)
     ports = IngestPorts(
-        store=wiring.store(settings, bucket),
+        store=wiring.store(settings, upload.bucket),
         ledger=ledger,
         starter=wiring.starter(settings),
         catalogue=wiring.catalogue(),
@@ -37,7 +37,7 @@ def _ingest(bucket: str, key: str, etag: str, clock: LambdaClock) -> IngestOutco
             (lambda: usage.at_zero(deployment.endpoint_name)) if deployment else None
         ),
     )
-    return ingest_manifest(ManifestObject(bucket, key, etag), ports, stack)
+    return ingest_manifest(upload, ports, stack)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -60,7 +60,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             # A folder marker (the console's "Create folder"): no upload, nothing to refuse.
             logger.info("ignoring folder marker", extra={"key": key})
             continue
-        outcome = _ingest(record.s3.bucket.name, key, s3_object.eTag or "", clock)
+        # The version the event is about: the key may have been overwritten since.
+        upload = ManifestObject(
+            record.s3.bucket.name, key, s3_object.eTag or "", s3_object.versionId or None
+        )
+        outcome = _ingest(upload, clock)
         metrics.add_metric(name=f"Batches{outcome.status.title()}", unit=MetricUnit.Count, value=1)
         outcomes.append(outcome.output())
     return {"batches": outcomes}

@@ -31,5 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         tokens=wiring.task_tokens(),
         costing=wiring.endpoint_costing(settings, ledger, submit_memory_mb=clock.memory_mb),
         clock=clock,
+        reuse=settings.reuse_images,
+        time_left_s=lambda: context.get_remaining_time_in_millis() / 1000,
     )
     return receipt.model_dump()

@@ -9,6 +9,7 @@
     ├── ContactSheetOutOfBudgetError the contact sheet used the time its budget hold covers
     ├── ImagesAlreadyRecordedError a ledger commit raced another invocation; nothing written
     ├── StorageError               our own S3 or DynamoDB call failed after its retries
+    ├── EndpointSubmitError        InvokeEndpointAsync failed; says whether it may have queued
     ├── RestartLimitError          a batch's execution was restarted too often to try again
     ├── InvalidTokenError          a pagination token the query API did not hand out
     ├── AwsAccessError             an AWS call a person made (the CLI) failed: no region or
@@ -97,6 +98,18 @@ class StorageError(ImageBatchError):
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+
+
+class EndpointSubmitError(ImageBatchError):
+    """InvokeEndpointAsync failed after botocore's retries. `transient`: the same call may
+    succeed later (a throttle, a 5xx, the network). `ambiguous`: no answer came back (a
+    connection error or a timeout, on this or on an earlier of botocore's attempts), so the
+    request may be queued on the endpoint all the same."""
+
+    def __init__(self, reason: str, *, transient: bool, ambiguous: bool) -> None:
+        super().__init__(reason)
+        self.transient = transient
+        self.ambiguous = ambiguous
 
 
 class RestartLimitError(ImageBatchError):

@@ -58,6 +58,19 @@ class StorageSettings(_EnvSettings):
     aws_region: str = Field(alias="AWS_REGION", default="us-east-1")
 
 
+class QuerySettings(StorageSettings):
+    # Stack parameter QueryTenancy (api/tenancy.py): off, every caller reads every batch.
+    query_tenancy: bool = Field(alias="QUERY_TENANCY", default=False)
+    tenancy_principal_tag: str = Field(alias="TENANCY_PRINCIPAL_TAG", default="imagebatch:team")
+    tenancy_batch_tag: str = Field(alias="TENANCY_BATCH_TAG", default="team")
+
+
+class FinalizeSettings(StorageSettings):
+    # The stack's own bus (template.yaml BatchEventBus), never the default one: its policy is
+    # what keeps other principals from forging "Batch Finished".
+    event_bus_name: str = Field(alias="EVENT_BUS_NAME", min_length=1)
+
+
 class IngestSettings(StorageSettings):
     state_machine_arn: str = Field(alias="STATE_MACHINE_ARN", pattern=r"^arn:aws[a-z-]*:states:")
     # At most 90 images per chunk so a chunk's ledger commit fits one DynamoDB transaction.
@@ -68,6 +81,11 @@ class IngestSettings(StorageSettings):
     # The chunk function's memory: what the estimate and budget holdback price chunk Lambda
     # time with.
     chunk_memory_mb: int = Field(alias="CHUNK_MEMORY_MB", default=256, ge=128, le=10240)
+    # Capped by default (the template's DefaultMaxCostUsd, MaxCostCeilingUsd,
+    # MaxImagesPerBatch); None where an environment predates them: no stack limit.
+    default_max_cost_usd: Decimal | None = Field(alias="DEFAULT_MAX_COST_USD", default=None, gt=0)
+    max_cost_ceiling_usd: Decimal | None = Field(alias="MAX_COST_CEILING_USD", default=None, gt=0)
+    max_images_per_batch: int | None = Field(alias="MAX_IMAGES_PER_BATCH", default=None, ge=1)
     # What the stack deployed on the SageMaker side (its template parameters); the endpoint
     # name is empty when the stack has none (EnableSageMaker=false): `backend: auto` then
     # chooses Bedrock, and a sagemaker batch is refused.
@@ -78,6 +96,9 @@ class IngestSettings(StorageSettings):
     sagemaker_max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
     # Bedrock model ids the endpoint may make instead under `backend: auto`, comma-separated.
     sagemaker_bedrock_equivalents: str = Field(alias="SAGEMAKER_BEDROCK_EQUIVALENTS", default="")
+    # The stack's ReuseImages: images already made are left out of the estimate and the hold
+    # (the chunks copy them); off, ingest does not look them up.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
 
     @property
     def sagemaker_stands_in_for(self) -> frozenset[str]:
@@ -122,6 +143,9 @@ class SageMakerSettings(StorageSettings):
     model_id: str = Field(alias="SAGEMAKER_MODEL_ID", default="")
     # Images per pipeline call (the compiled batch size on Neuron).
     max_batch: int = Field(alias="SAGEMAKER_MAX_BATCH", default=4, ge=1, le=64)
+    # The compile and sizes the endpoint was deployed with: part of its images' identities.
+    model_data_key: str = Field(alias="SAGEMAKER_MODEL_DATA_KEY", default="")
+    shape_buckets: str = Field(alias="SAGEMAKER_SHAPE_BUCKETS", default="")
     # A budget hold covers this many times the chunk's expected instance-seconds.
     hold_factor: Decimal = Field(alias="SAGEMAKER_HOLD_FACTOR", default=Decimal(2), ge=1, le=10)
     # RecordResult's MemorySize and Timeout in template.yaml: a budget hold bounds its run.
@@ -130,10 +154,14 @@ class SageMakerSettings(StorageSettings):
 
 
 class SubmitChunkSettings(SageMakerSettings):
-    # SageMaker drops a request that waited this long in its queue (cold start included); with
-    # the hour of processing it stays within SubmitChunk's TimeoutSeconds (18,000 s) so a
-    # request is never still queued when the state machine has moved on.
-    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=14_400, ge=60, le=14_400)
+    # The stack's ReuseImages: a chunk's images already made are copied, not sent.
+    reuse_images: bool = Field(alias="REUSE_IMAGES", default=True)
+    # SageMaker drops a request that waited this long in its queue (cold start included). A
+    # queued request gets no heartbeat, so the TTL plus the first pipeline call (after which
+    # the container heartbeats) stays within SubmitChunk's HeartbeatSeconds (3,600 s): a
+    # request is never submitted again while the first may still run. With the hour of
+    # processing it stays within the task's TimeoutSeconds too.
+    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=3_000, ge=60, le=3_000)
     invocation_timeout_s: int = Field(
         alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
     )

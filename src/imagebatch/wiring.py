@@ -28,17 +28,20 @@ from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.events import EventBus
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.ledger_queries import LedgerQueries
+from imagebatch.aws.principal_tags import PrincipalTags
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_endpoints import EndpointInstances
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import StepFunctionsStarter, TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.backends.endpoint import EndpointModel
 from imagebatch.backends.retry import AccessWait, BackoffPolicy
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.models.bedrock_models import ModelCatalogue, load_catalogue
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.settings import (
+    FinalizeSettings,
     GenerateSettings,
     IngestSettings,
     SageMakerSettings,
@@ -124,6 +127,10 @@ def ledger_queries(settings: _WithLedger) -> LedgerQueries:
     return LedgerQueries(clients.dynamodb_client(), settings.ledger_table)
 
 
+def principal_tags() -> PrincipalTags:
+    return PrincipalTags(clients.iam_client())
+
+
 def task_tokens() -> TaskTokens:
     return TaskTokens(clients.sfn_client())
 
@@ -132,8 +139,8 @@ def starter(settings: IngestSettings) -> StepFunctionsStarter:
     return StepFunctionsStarter(clients.sfn_client(), settings.state_machine_arn)
 
 
-def event_bus() -> EventBus:
-    return EventBus(clients.events_client())
+def event_bus(settings: FinalizeSettings) -> EventBus:
+    return EventBus(clients.events_client(), settings.event_bus_name)
 
 
 def bedrock_backend(
@@ -198,4 +205,10 @@ def endpoint_costing(
         ),
         throughput=endpoint_throughput(ledger),
         model=settings.model_id,
+        endpoint_model=EndpointModel(
+            model_id=settings.model_id,
+            model_data=settings.model_data_key,
+            max_batch=settings.max_batch,
+            shape_buckets=settings.shape_buckets,
+        ),
     )

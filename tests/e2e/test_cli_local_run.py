@@ -30,8 +30,8 @@ def test_the_demo_runs_from_anywhere_and_leaves_a_clean_reviewable_folder(
     # folder this batch id lands in (same manifest, same id)
     monkeypatch.chdir(tmp_path)
     demo = sample_manifest("demo")
-    etag = hashlib.md5(demo.read_bytes(), usedforsecurity=False).hexdigest()
-    batch_id = batch_id_for(LOCAL_BUCKET, "manifests/demo.jsonl", etag)
+    content = hashlib.sha256(demo.read_bytes()).hexdigest()
+    batch_id = batch_id_for(LOCAL_BUCKET, "manifests/demo.jsonl", content)
     stale = tmp_path / "out" / batch_id / "an-image-from-an-earlier-run-1.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")

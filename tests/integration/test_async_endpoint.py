@@ -7,23 +7,27 @@ check every request against the real service models.
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.stub import ANY, Stubber
 from support.ledger_summary import as_item
 
+from imagebatch.aws.endpoint_usage import EndpointUsageStore
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -31,6 +35,7 @@ from imagebatch.models.sagemaker_contract import (
     InvocationResult,
     ServedImage,
     ServingCall,
+    SubmittedRequest,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.pipeline.sagemaker_result import INFERENCE_FAILED, record_result
@@ -371,12 +376,19 @@ class _Endpoint(AsyncEndpoint):
     def __init__(self, broken: bool = False) -> None:
         self.submitted: list[str] = []
         self.broken = broken
+        self.tries = 0
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
+        self.tries += 1
         if self.broken:
-            raise RuntimeError("ThrottlingException")
+            # what the adapter raises when SageMaker refused the request (a throttle)
+            raise EndpointSubmitError("ThrottlingException", transient=True, ambiguous=False)
         self.submitted.append(input_location)
-        return f"s3://b/async-outputs/{inference_id}.out"
+        return SubmittedRequest(
+            inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out"
+        )
 
 
 def _fresh(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
@@ -510,7 +522,8 @@ def test_a_capped_chunk_holds_before_it_submits_and_the_result_settles_the_hold(
     assert summary["use_sfn_transitions"] == 2
     assert summary["use_sns_publishes"] == 1
     assert summary["use_sqs_requests"] == 3
-    assert summary["use_s3_put_requests"] == 1 + 3 + 1  # request, PNGs, result
+    # request, submit's answer, PNGs, result
+    assert summary["use_s3_put_requests"] == 1 + 1 + 3 + 1
     assert list(ledger.query_batch("b2", "RESERVATION#")) == []
     # AND the day rollup carries the batch tags
     (rollup,) = ledger.query_batch("b2", "DAY#")
@@ -545,10 +558,21 @@ def test_a_request_that_cannot_be_submitted_releases_its_hold(setup: Any) -> Non
     cap = 1_000_000
     _capped(ledger, cap)
     ref = _capped_chunk(store)
-    # WHEN InvokeEndpointAsync fails
-    with pytest.raises(RuntimeError):
-        _submit(store, ledger, ref, _Endpoint(broken=True), _Tokens())
-    # THEN the hold is gone, and only what submit did is spent
+    # WHEN SageMaker refuses InvokeEndpointAsync (throttled) with no time left to try again
+    task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+    endpoint = _Endpoint(broken=True)
+    with pytest.raises(ChunkUnfinished) as unfinished:
+        submit_chunk(
+            task,
+            endpoint=endpoint,
+            tokens=_Tokens(),
+            time_left_s=lambda: 1.0,
+            **_fresh(store, ledger),
+        )
+    # THEN the state machine is asked to retry every image (ChunkUnfinished), the hold is
+    # gone, and only what submit did is spent
+    assert endpoint.tries == 1
+    assert set(unfinished.value.unfinished) == {"a-1", "a-2", "a-3"}
     summary = _invariant(ledger, cap)
     assert summary["reserved_micro_usd"] == 0
     assert 0 < summary["spent_micro_usd"] < 100
@@ -648,3 +672,236 @@ def test_a_stopped_call_still_teaches_the_endpoint_its_speed() -> None:
     # THEN the stopped call counts as the 1.5 s its steps extrapolate to; one stopped before
     # its first step says nothing
     assert EndpointThroughput.sums(calls) == {"64x64/30/cfg": (2_500_000, 8)}
+
+
+def test_a_documented_error_notification_reads_the_partial_result_at_the_submitted_failure_location(
+    setup: Any,
+) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # GIVEN a request InvokeEndpointAsync accepted, naming where a failure will be written
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    failure_key = "async-failures/req-error.out"
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint_async",
+            {
+                "InferenceId": "req",
+                "OutputLocation": f"s3://{store.bucket}/async-outputs/req.out",
+                "FailureLocation": f"s3://{store.bucket}/{failure_key}",
+            },
+        )
+        receipt = submit_chunk(
+            SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN),
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=tokens,
+            **_fresh(store, ledger),
+        )
+    assert receipt.input_location is not None
+    # AND the container made one image, then failed; SageMaker stored its error body there
+    made = _answer(store, receipt.input_location, [0.1])
+    partial = InvocationResult.model_validate_json(
+        store.read_uri(made.response_parameters.output_location or "")
+    )
+    body = json.dumps({"error": "RuntimeError", "message": "lost", "partial": partial.model_dump()})
+    store.put_json(failure_key, body.encode())
+    # WHEN the error notification arrives in the shape AWS documents: a failureReason and
+    # no responseParameters
+    failed = AsyncNotification.model_validate(
+        {
+            "awsRegion": "us-east-1",
+            "eventTime": "2026-12-01T10:00:05.000Z",
+            "receivedTime": "2026-12-01T10:00:00.000Z",
+            "invocationStatus": "Failed",
+            "failureReason": "ClientError: Received server error (500) from model.",
+            "requestParameters": {"endpointName": "ep", "inputLocation": receipt.input_location},
+            "inferenceId": "req",
+            "eventVersion": "1.0",
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+        }
+    )
+    record_result(failed, tokens=tokens, **_fresh(store, ledger))
+    # THEN the image it made is recorded from the partial result, and the token failed
+    assert [r["image_id"] for r in ledger.image_records("b2")] == ["a-1"]
+    assert _invariant(ledger, cap)["cost_micro_usd"] == 100
+    assert tokens.answers[-1][2] == INFERENCE_FAILED
+
+
+def _endpoint_requests(ledger: Ledger) -> list[EndpointRequest]:
+    usage = EndpointUsageStore(ledger.client, ledger.table)
+    return usage.requests_between(
+        "ep", datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    )
+
+
+def test_a_result_whose_hold_was_written_off_is_still_recorded(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    endpoint, tokens = _Endpoint(), _Tokens()
+    # GIVEN a request still queued when its hold was written off (charged in full as spent)
+    _submit(store, ledger, ref, endpoint, tokens)
+    assert ledger.write_off_holds("b2") > 0
+    spent = _invariant(ledger, cap)["spent_micro_usd"]
+    # WHEN its result arrives: 3 images made, 0.1 s each
+    record_result(
+        _answer(store, endpoint.submitted[0], [0.1, 0.1, 0.1]),
+        tokens=tokens,
+        **_fresh(store, ledger),
+    )
+    # THEN the images it made are recorded, at no charge (the write-off paid for them)
+    records = list(ledger.image_records("b2"))
+    assert sorted(r["image_id"] for r in records) == ["a-1", "a-2", "a-3"]
+    assert {r["status"] for r in records} == {"SUCCEEDED"}
+    assert {r["cost_micro_usd"] for r in records} == {0}
+    summary = _invariant(ledger, cap)
+    assert summary["images_succeeded"] == 3
+    assert summary["spent_micro_usd"] >= spent
+    # AND its instance-seconds are on the endpoint under its batch, so the observer counts
+    # them as this batch's, not as idle of whoever else the window served
+    (request,) = _endpoint_requests(ledger)
+    assert request.batch_id == "b2"
+    assert request.inference_seconds == Decimal("0.3")
+    # AND the token is answered
+    assert tokens.answers[-1][0] == "success"
+
+
+def test_two_runs_of_one_inference_id_are_two_requests(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    endpoint, tokens = _Endpoint(), _Tokens()
+    # GIVEN one submit whose reply was lost and which botocore sent again: SageMaker queued
+    # it twice under the same InferenceId, and names both outputs after that id
+    _submit(store, ledger, ref, endpoint, tokens)
+    first = _answer(store, endpoint.submitted[0], [0.1, 0.1, 0.1])
+    runs = [
+        first.model_copy(update={"received_time": f"2026-12-01T10:0{n}:00.000Z", "event_time": at})
+        for n, at in ((0, "2026-12-01T10:00:05.000Z"), (1, "2026-12-01T10:01:05.000Z"))
+    ]
+    assert runs[0].response_parameters == runs[1].response_parameters
+    # WHEN both notifications are recorded, and the first delivered again
+    for notification in (runs[0], runs[1], runs[0]):
+        record_result(notification, tokens=tokens, **_fresh(store, ledger))
+    # THEN each run's seconds are on the endpoint under the batch, once each
+    requests = _endpoint_requests(ledger)
+    assert len(requests) == 2
+    assert sum(r.inference_seconds for r in requests) == Decimal("0.6")
+    assert {r.batch_id for r in requests} == {"b2"}
+    # AND the images are charged once, by the run that settled the hold
+    assert _invariant(ledger, cap)["cost_micro_usd"] == 300
+
+
+def _unreachable_endpoint() -> AsyncEndpoint:
+    """InvokeEndpointAsync over a connection that fails: nothing listens on port 9, so the
+    call raises what botocore raises when the network, not SageMaker, failed."""
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=1),
+    )
+    return AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900)
+
+
+def test_an_ambiguous_submit_keeps_its_hold(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # WHEN InvokeEndpointAsync fails on the network: the request may have been queued
+    task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+    receipt = submit_chunk(
+        task, endpoint=_unreachable_endpoint(), tokens=tokens, **_fresh(store, ledger)
+    )
+    # THEN its hold stays for the result (or the write-off once the request's TTL is past),
+    # and the token is left to the result or the heartbeat timeout
+    assert receipt.held_micro_usd is not None
+    summary = _invariant(ledger, cap)
+    assert summary["reserved_micro_usd"] == receipt.held_micro_usd
+    assert tokens.answers == []
+
+
+def test_a_throttled_submit_is_retried_instead_of_failing_the_chunk(setup: Any) -> None:
+    store, ledger, _ = setup
+    cap = 1_000_000
+    _capped(ledger, cap)
+    ref = _capped_chunk(store)
+    tokens = _Tokens()
+    # GIVEN SageMaker throttles the first InvokeEndpointAsync (botocore's own retries spent)
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    ids: list[str] = []
+    runtime.meta.events.register(
+        "provide-client-params.sagemaker-runtime.InvokeEndpointAsync",
+        lambda params, **_: ids.append(params["InferenceId"]),
+    )
+    with Stubber(runtime) as stub:
+        stub.add_client_error(
+            "invoke_endpoint_async",
+            service_error_code="ThrottlingException",
+            service_message="Rate exceeded",
+            http_status_code=400,
+        )
+        stub.add_response("invoke_endpoint_async", {"InferenceId": "req"})
+        # WHEN the chunk is submitted
+        receipt = submit_chunk(
+            SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN),
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=900),
+            tokens=tokens,
+            **_fresh(store, ledger),
+        )
+        stub.assert_no_pending_responses()
+    # THEN it was submitted on the second try, under the InferenceId of the first (had the
+    # first been queued after all, its run is recognised as a run of the same request)
+    assert len(ids) == 2
+    assert ids[0] == ids[1] == receipt.inference_id
+    assert receipt.images == 3
+    assert _invariant(ledger, cap)["reserved_micro_usd"] == receipt.held_micro_usd
+
+
+def test_a_capped_request_is_time_bounded_by_its_hold(setup: Any) -> None:
+    store, ledger, _ = setup
+    # GIVEN a capped batch whose chunk's hold covers 0.6 instance-seconds (3 x 0.1 s x 2)
+    _capped(ledger, 1_000_000)
+    ref = _capped_chunk(store)
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    # WHEN it is submitted to an endpoint whose stack allows requests an hour
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "invoke_endpoint_async",
+            {"InferenceId": "x", "OutputLocation": "s3://b/o.out"},
+            {
+                "EndpointName": "ep",
+                "InputLocation": ANY,
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "InferenceId": ANY,
+                "RequestTTLSeconds": 600,
+                # THEN SageMaker is told to stop it past what the hold covers: twice its
+                # seconds (a call past them runs to its end; one call is at most all of
+                # them) and a minute of the container's S3 reads and writes
+                "InvocationTimeoutSeconds": 2 * 1 + 60,
+            },
+        )
+        task = SubmitTask(batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN)
+        receipt = submit_chunk(
+            task,
+            store=store,
+            ledger=ledger,
+            endpoint=AsyncEndpoint(runtime, "ep", request_ttl_s=600, invocation_timeout_s=3600),
+            tokens=_Tokens(),
+            costing=costing(ledger),
+            clock=LambdaClock(512),
+        )
+    assert receipt.held_micro_usd is not None

@@ -1,6 +1,6 @@
-"""Word when a batch ends: the "Batch Finished" event (shape checked as a rule on moto's default
-bus delivers it), the finalize function's least-privilege PutEvents, and a dashboard whose
-metrics are exactly ones the functions emit."""
+"""Word when a batch ends: the "Batch Finished" event (shape checked as a rule on the stack's own
+bus delivers it, on moto), the finalize function's least-privilege PutEvents on that bus only,
+and a dashboard whose metrics are exactly ones the functions emit."""
 
 from __future__ import annotations
 
@@ -53,23 +53,26 @@ def _settled_batch(dynamodb_client: Any, table: str) -> BatchRecord:
     return settled
 
 
-def test_the_event_reaches_a_rule_on_the_default_bus_with_its_documented_shape(
+def test_the_event_reaches_a_rule_on_the_stacks_bus_with_its_documented_shape(
     dynamodb_client: Any, ledger_table: str
 ) -> None:
-    # GIVEN a rule on the default bus as README shows it, delivering to a queue
+    # GIVEN a rule on the stack's own bus as README shows it, delivering to a queue
     events = boto3.client("events", region_name=REGION)
+    bus = events.create_event_bus(Name="imagebatch-batches")["EventBusArn"].rsplit("/", 1)[1]
     sqs = boto3.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="batch-finished")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     pattern = {"source": ["imagebatch"], "detail-type": ["Batch Finished"]}
-    events.put_rule(Name="imagebatch-finished", EventPattern=json.dumps(pattern))
-    events.put_targets(Rule="imagebatch-finished", Targets=[{"Id": "q", "Arn": queue_arn}])
+    events.put_rule(Name="imagebatch-finished", EventPattern=json.dumps(pattern), EventBusName=bus)
+    events.put_targets(
+        Rule="imagebatch-finished", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}]
+    )
 
     # WHEN finalize's hook runs for a settled batch
     summary = _settled_batch(dynamodb_client, ledger_table)
-    published = BatchFinishedNotifier(EventBus(events), "data-bucket")("b-done", summary)
+    published = BatchFinishedNotifier(EventBus(events, bus), "data-bucket")("b-done", summary)
 
     # THEN one event arrives, from imagebatch, with the status, counts and money
     assert published == 1
@@ -109,9 +112,11 @@ def template() -> dict[str, Any]:
     return parsed
 
 
-def test_only_finalize_may_put_events_and_only_imagebatch_on_the_default_bus(
+def test_only_finalize_may_put_events_and_only_imagebatch_on_the_stacks_own_bus(
     template: dict[str, Any],
 ) -> None:
+    # On the default bus, anyone in the account allowed events:PutEvents could forge a
+    # "Batch Finished" under source imagebatch; the stack's own bus refuses them.
     granted = {}
     for name, resource in template["Resources"].items():
         for policy in resource.get("Properties", {}).get("Policies", []) or []:
@@ -125,8 +130,28 @@ def test_only_finalize_may_put_events_and_only_imagebatch_on_the_default_bus(
     assert list(granted) == ["FinalizeFunction"]
     statement = granted["FinalizeFunction"]
     assert statement["Action"] == "events:PutEvents"
-    assert statement["Resource"]["Fn::Sub"].endswith(":event-bus/default")
+    # the bus's ARN, built (a !GetAtt would be a cycle: the bus's policy names this role)
+    bus_name = template["Resources"]["BatchEventBus"]["Properties"]["Name"]["Fn::Sub"]
+    assert statement["Resource"]["Fn::Sub"].endswith(f":event-bus/{bus_name}")
     assert statement["Condition"] == {"StringEquals": {"events:source": EVENT_SOURCE}}
+    # AND the bus's policy denies PutEvents to every principal but the finalize role
+    bus = template["Resources"]["BatchEventBus"]
+    assert bus["Type"] == "AWS::Events::EventBus"
+    policy = bus["Properties"]["Policy"]
+    statements = policy["Statement"]
+    denies = [s for s in statements if s["Effect"] == "Deny"]
+    assert len(denies) == 1 and denies[0]["Principal"] == "*"
+    assert denies[0]["Action"] == "events:PutEvents"
+    assert denies[0]["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["FinalizeFunctionRole", "Arn"]}}
+    }
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    assert [a["Principal"] for a in allows] == [
+        {"AWS": {"Fn::GetAtt": ["FinalizeFunctionRole", "Arn"]}}
+    ]
+    # AND finalize is told which bus
+    variables = template["Resources"]["FinalizeFunction"]["Properties"]["Environment"]
+    assert variables["Variables"]["EVENT_BUS_NAME"] == {"Ref": "BatchEventBus"}
 
 
 def emitted_metrics() -> set[str]:

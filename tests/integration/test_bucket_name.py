@@ -22,6 +22,9 @@ import pytest
 from imagebatch_local.cloud.local_stack import LocalStack
 from imagebatch_local.template import ACCOUNT_ID, load_template
 
+# an ECR image URI: the template reads the repository of its ECR grant from it
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imagebatch:1"
+
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 LONGEST_REGION = "ap-southeast-7"
 
@@ -59,7 +62,7 @@ def _stack(name: str, region: str, stack_uuid: uuid.UUID) -> _DeployedStack:
     stack = _DeployedStack(name, TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
     stack.region = region
     stack.stack_id = f"arn:aws:cloudformation:{region}:{ACCOUNT_ID}:stack/{name}/{stack_uuid}"
-    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": "image"})
+    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": IMAGE})
     return stack
 
 
@@ -129,6 +132,10 @@ def _physical_names(stack: _DeployedStack, bucket: str) -> None:
         for attribute in ("QueueName", "TopicName", "EndpointName", "ModelName"):
             stack.attributes[(logical_id, attribute)] = physical
     stack.attributes[("SageMakerEndpointConfig", "EndpointConfigName")] = "x"
+    # the roles SAM generates for functions (<LogicalId>Role: the event bus's policy names one)
+    for logical_id, resource in stack.resources.items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            stack.arns[f"{logical_id}Role"] = f"arn:x:{logical_id}Role"
 
 
 def test_every_reference_to_the_bucket_names_the_same_bucket() -> None:

@@ -38,7 +38,12 @@ from imagebatch.errors import ChunkUnfinished, ImageGenerationError
 from imagebatch.models.bedrock_models import ModelCatalogue, Price, load_catalogue
 from imagebatch.models.money import round_micro
 from imagebatch.models.records import ChunkFile, ChunkTask, FailureClass, ImageJob
-from imagebatch.models.sagemaker_contract import AsyncNotification, ChunkInvocation, ShapeBucket
+from imagebatch.models.sagemaker_contract import (
+    AsyncNotification,
+    ChunkInvocation,
+    ShapeBucket,
+    SubmittedRequest,
+)
 from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
 from imagebatch.pipeline.generate import generate_chunk
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
@@ -440,9 +445,11 @@ class _SmEndpoint(AsyncEndpoint):
     def __init__(self) -> None:
         self.requests: list[str] = []
 
-    def submit(self, input_location: str, inference_id: str) -> str | None:
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
         self.requests.append(input_location)
-        return None
+        return SubmittedRequest(inference_id=inference_id)
 
 
 class _SmWorld:

@@ -4,6 +4,7 @@ outputs template.yaml declares; submit, watch, batches/cost through a SigV4-sign
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -129,7 +130,8 @@ def test_submit_uploads_to_the_stacks_bucket(stack: dict[str, str]) -> None:
     submitted = json.loads(result.stdout)
     s3 = boto3.client("s3", region_name=AWS_REGION)
     head = s3.head_object(Bucket=BUCKET, Key="manifests/demo.jsonl")
-    assert submitted["batch_id"] == batch_id_for(BUCKET, "manifests/demo.jsonl", head["ETag"])
+    content = hashlib.sha256(sample_manifest("demo").read_bytes()).hexdigest()
+    assert submitted["batch_id"] == batch_id_for(BUCKET, "manifests/demo.jsonl", content)
     assert head["ContentLength"] == sample_manifest("demo").stat().st_size
 
 
@@ -263,3 +265,62 @@ def test_watch_names_a_batch_ingest_never_recorded(
     monkeypatch.setattr(deployed, "INGEST_WAIT_S", 0.2)
     result = runner.invoke(app, ["watch", "nope", "--stack", STACK, "--interval", "0.05"])
     assert result.exit_code == ExitCode.ERROR and "no batch nope" in result.output
+
+
+def test_validate_and_estimate_leave_out_images_the_stack_already_made(
+    stack: dict[str, str], tmp_path: Path
+) -> None:
+    import tempfile
+
+    from imagebatch.models.bedrock_models import load_catalogue
+    from imagebatch.models.records import MadeImage
+    from imagebatch.planning.plan import plan_batch
+
+    class Asked:
+        """The identities a plan looks up (a spy on planning's MadeImages port)."""
+
+        def __init__(self) -> None:
+            self.identities: list[str] = []
+
+        def find_made_images(self, identities: Any) -> dict[str, MadeImage]:
+            self.identities += identities
+            return {}
+
+    # GIVEN the stack's image index holds 3 of the demo's 15 images
+    asked = Asked()
+    demo = sample_manifest("demo")
+    with tempfile.TemporaryDirectory() as spool, demo.open("rb") as stream:
+        plan_batch(
+            stream,
+            demo.name,
+            batch_id="p",
+            catalogue=load_catalogue(),
+            chunk_size=50,
+            spool=Path(spool),
+            made=asked,
+        )
+    assert len(asked.identities) == 15
+    ddb = boto3.client("dynamodb", region_name=AWS_REGION)
+    for n, identity in enumerate(asked.identities[:3]):
+        item = {"batch_id": "old", "image_id": f"i{n}", "output_key": f"outputs/old/i{n}.png"}
+        ddb.put_item(
+            TableName=stack["table"],
+            Item={
+                "pk": {"S": f"IMAGEID#{identity}"},
+                "sk": {"S": "SOURCE"},
+                **{key: {"S": value} for key, value in item.items()},
+            },
+        )
+    # WHEN the demo is validated and estimated on the stack, and offline
+    on_stack = runner.invoke(app, ["validate", "--sample", "demo", "--stack", STACK])
+    offline = runner.invoke(app, ["validate", "--sample", "demo"])
+    estimate = runner.invoke(app, ["estimate", "--sample", "demo", "--stack", STACK, "--json"])
+    # THEN on the stack they say so and the estimate counts 12 images' inference; offline,
+    # reuse is unknown and every image counts
+    assert on_stack.exit_code == 0, on_stack.output
+    assert "3 of 15 images already made, $0.240000 saved" in on_stack.output
+    assert "reuse unknown" in offline.output
+    assert "inference $0.960000" in on_stack.output
+    assert "inference $1.200000" in offline.output
+    ingest = json.loads(estimate.stdout)["ingest"]
+    assert (ingest["images_reused"], ingest["reuse_saved_micro_usd"]) == (3, 240_000)

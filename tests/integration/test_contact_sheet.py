@@ -369,3 +369,38 @@ def test_pages_are_written_as_entries_arrive_and_link_each_other() -> None:
     assert 'href="index.html"' in page_two and 'href="index-3.html"' in page_two
     assert 'href="contact-sheet-2.png"' in page_two
     assert "page 2 of 3" in page_two
+
+
+def test_the_review_page_shows_which_images_were_reused_and_the_saving() -> None:
+    from imagebatch.pipeline.contact_sheet_render import entry_for
+
+    # GIVEN a batch with a made image and one copied from an earlier batch's image
+    made = {"image_id": "a-1", "status": "SUCCEEDED", "seed": 1, "cost_micro_usd": 80_000}
+    made |= {"model": "m", "output_key": "outputs/b/a-1.png"}
+    reused = made | {
+        "image_id": "b-1",
+        "cost_micro_usd": 0,
+        "output_key": "outputs/b/b-1.png",
+        "reused_from_batch_id": "older-batch",
+        "reused_from_image_id": "x-1",
+        "reuse_saved_micro_usd": 80_000,
+    }
+    entries = [entry_for(made, "a mug", {}), entry_for(reused, "a mug", {})]
+    summary = SUMMARY.model_copy(
+        update={"images_reused": 1, "reuse_saved_micro_usd": 80_000, "images_failed": 0}
+    )
+    one = png(8, 8, (9, 9, 9))
+    written: dict[str, bytes] = {}
+
+    def put(name: str, body: bytes, content_type: str) -> str:
+        written[name] = body
+        return f"reports/b/{name}"
+
+    build_contact_sheet("b", summary, entries, lambda key: one, put)
+    parsed = _Index()
+    parsed.feed(written["index.html"].decode())
+    text = " ".join(t.strip() for t in parsed.text if t.strip())
+    # THEN the header counts the reused image and the saving, and its card names its source
+    assert "of which reused 1" in text and "saved by reuse $0.080000" in text
+    assert "reused from older-batch / x-1" in text
+    assert text.count("reused from") == 1

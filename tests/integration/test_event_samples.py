@@ -73,9 +73,10 @@ def stack(
 ) -> Iterator[dict[str, str]]:
     """The bucket the samples name, the ledger table and a state machine, on moto."""
     bucket = sample("s3-manifest-put.json")["Records"][0]["s3"]["bucket"]["name"]
-    boto3.client("s3", region_name=AWS_REGION).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": AWS_REGION}
-    )
+    s3 = boto3.client("s3", region_name=AWS_REGION)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
+    # versioned, as template.yaml's DataBucket: the S3 sample names a version
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     regional_ledger_table(TABLE, AWS_REGION)
     iam = boto3.client("iam", region_name=AWS_REGION)
     role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
@@ -83,8 +84,10 @@ def stack(
     machine = boto3.client("stepfunctions", region_name=AWS_REGION).create_state_machine(
         name="imagebatch-batch", definition=definition, roleArn=role
     )["stateMachineArn"]
+    bus = boto3.client("events", region_name=AWS_REGION).create_event_bus(Name="imagebatch-batches")
     with LocalBedrock(renderer) as bedrock:
         for name, value in {
+            "EVENT_BUS_NAME": bus["EventBusArn"].rsplit("/", 1)[1],
             "DATA_BUCKET": bucket,
             "LEDGER_TABLE": TABLE,
             "STATE_MACHINE_ARN": machine,
@@ -112,6 +115,9 @@ def test_the_samples_run_through_their_handlers_in_pipeline_order(
 
     # GIVEN the demo manifest at the key the S3 sample names
     s3.upload_file(str(EVENTS / "manifests" / "demo.jsonl"), stack["bucket"], key)
+    # (the version S3 gave this upload, in place of the sample's: ingest reads that version)
+    version = s3.head_object(Bucket=stack["bucket"], Key=key)["VersionId"]
+    put["Records"][0]["s3"]["object"]["versionId"] = version
 
     # WHEN the S3 notification sample reaches the ingest function
     ingested = invoke("ingest", put)["batches"]

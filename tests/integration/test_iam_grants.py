@@ -43,6 +43,8 @@ from imagebatch.models.sagemaker_contract import (
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 STACK = "imagebatch"
+# an ECR image URI: the template reads the repository of its ECR grant from it
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imagebatch:1"
 MAP_RUN_LABEL = "GenerateChunks-0a1b2c3d"
 
 
@@ -74,6 +76,9 @@ def _arn_for(stack: LocalStack, logical_id: str, resource: dict[str, Any]) -> tu
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{name}", (
             f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
         )
+    if kind == "AWS::Events::EventBus":
+        name = str(stack.resolve(props["Name"]))
+        return name, f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
     if kind == "AWS::Bedrock::ApplicationInferenceProfile":
         profile_id = logical_id.lower()[:12]
         arn = f"arn:aws:bedrock:{REGION}:{ACCOUNT_ID}:application-inference-profile/{profile_id}"
@@ -85,7 +90,7 @@ def _arn_for(stack: LocalStack, logical_id: str, resource: dict[str, Any]) -> tu
 def stack() -> LocalStack:
     """The template with every optional part on (the SageMaker backend too)."""
     stack = LocalStack(STACK, TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
-    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": "image"})
+    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": IMAGE})
     # Buckets first: other names may be built from them.
     ordered = sorted(stack.resources.items(), key=lambda kv: kv[1]["Type"] != "AWS::S3::Bucket")
     for logical_id, resource in ordered:
@@ -234,6 +239,30 @@ def test_state_machine_role_matches_the_documented_distributed_map_policy(
     }
     granted = {action for grant in grants for action in grant.actions}
     assert granted == documented, f"states actions beyond the documented policy: {granted}"
+
+
+@pytest.mark.parametrize(
+    ("owner", "actions"),
+    [
+        ("SubmitChunkFunction", ("states:SendTaskSuccess",)),
+        ("RecordResultFunction", ("states:SendTaskSuccess", "states:SendTaskFailure")),
+        ("SageMakerExecutionRole", ("states:SendTaskHeartbeat",)),
+    ],
+)
+def test_task_tokens_are_answered_on_the_map_runs_child_state_machine(
+    stack: LocalStack, owner: str, actions: tuple[str, ...]
+) -> None:
+    # GIVEN the SageMaker chunk's token: issued inside the Distributed Map, by a child
+    # execution whose state machine is <stateMachineName>/<mapRunLabel> (Map Run docs)
+    machine_arn, _ = _state_machine(stack)
+    child = f"{machine_arn}/{MAP_RUN_LABEL}"
+    grants = grants_of(stack, owner)
+    # THEN each SendTask* is granted on the child's ARN as on the parent's, and nowhere else
+    for action in actions:
+        assert allowed(grants, action, machine_arn), action
+        assert allowed(grants, action, child), action
+        other = machine_arn.replace(":stateMachine:", ":stateMachine:someone-elses-")
+        assert not allowed(grants, action, f"{other}/{MAP_RUN_LABEL}"), action
 
 
 # --- each function's role: the calls its code path makes ------------------------------------
@@ -542,13 +571,17 @@ def test_record_result_is_granted_what_a_duplicate_result_calls(
 DEMO_MANIFEST = TEMPLATE_PATH.parent / "events" / "manifests" / "demo.jsonl"
 
 
-def _s3_event(bucket: str, key: str, etag: str) -> dict[str, Any]:
+def _s3_event(bucket: str, key: str, etag: str, version: str | None) -> dict[str, Any]:
     template = json.loads((TEMPLATE_PATH.parent / "events" / "s3-manifest-put.json").read_text())
     record = template["Records"][0]
     record["awsRegion"] = REGION
     record["s3"]["bucket"]["name"] = bucket
     record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
     record["s3"]["object"].update(key=key, eTag=etag)
+    # the version S3 gave the upload (none in an unversioned bucket), as the event names it
+    record["s3"]["object"].pop("versionId")
+    if version is not None:
+        record["s3"]["object"]["versionId"] = version
     return {"Records": [record]}
 
 
@@ -563,9 +596,11 @@ def _ingested(stack: LocalStack, handlers: Handlers, recorder: Recorder) -> dict
     sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)
     s3 = boto3.client("s3", region_name=REGION)
     key = f"manifests/{DEMO_MANIFEST.name}"
-    etag = s3.put_object(Bucket=bucket, Key=key, Body=DEMO_MANIFEST.read_bytes())["ETag"]
+    put = s3.put_object(Bucket=bucket, Key=key, Body=DEMO_MANIFEST.read_bytes())
     with recorder:
-        outcome = handlers.invoke("IngestFunction", _s3_event(bucket, key, etag))
+        outcome = handlers.invoke(
+            "IngestFunction", _s3_event(bucket, key, put["ETag"], put.get("VersionId"))
+        )
     assert outcome["batches"][0]["status"] == "STARTED", outcome
     executions = sfn.list_executions(stateMachineArn=stack.arns["BatchStateMachine"])
     described = sfn.describe_execution(executionArn=executions["executions"][0]["executionArn"])

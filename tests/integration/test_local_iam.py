@@ -18,7 +18,12 @@ from imagebatch_local.cloud.iam_policies import (
     conditions_hold,
     stack_roles,
 )
-from imagebatch_local.cloud.iam_requests import IamRequest, Where, requests_for
+from imagebatch_local.cloud.iam_requests import (
+    LOCAL_MAP_RUN_LABEL,
+    IamRequest,
+    Where,
+    requests_for,
+)
 from imagebatch_local.cloud.lambda_runtime import acting_as
 from imagebatch_local.cloud.local_stack import LocalStack, create_stack
 from imagebatch_local.template import ACCOUNT_ID
@@ -148,9 +153,11 @@ def test_other_services_map_to_their_resource_arns() -> None:
             "arn:aws:sagemaker:us-east-1:123456789012:endpoint/my-images",
         )
     ]
-    # A task token names no resource: it is authorized on the state machine that issued it.
+    # A task token names no resource: it is authorized on the state machine that issued it,
+    # and on the Map Run's child state machine whose execution holds it.
     assert _actions("stepfunctions", "SendTaskSuccess", {"taskToken": "t", "output": "{}"}) == [
-        ("states:SendTaskSuccess", WHERE.state_machines[0])
+        ("states:SendTaskSuccess", WHERE.state_machines[0]),
+        ("states:SendTaskSuccess", f"{WHERE.state_machines[0]}/{LOCAL_MAP_RUN_LABEL}"),
     ]
     url = "http://127.0.0.1:5000/123456789012/q"
     assert _actions("sqs", "DeleteMessageBatch", {"QueueUrl": url, "Entries": []}) == [

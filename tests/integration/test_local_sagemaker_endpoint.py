@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -150,3 +152,40 @@ def test_describe_endpoint_and_state_changes_follow_the_instance(
         ("UPDATING", 0, 1),
         ("IN_SERVICE", 0, 0),
     ]
+
+
+def test_the_error_notification_has_exactly_the_documented_shape() -> None:
+    # GIVEN a request the container answered with a 500
+    endpoint = LocalAsyncEndpoint(
+        AsyncEndpointConfig(_stack()), Path("unused"), "http://127.0.0.1:9"
+    )
+    request: dict[str, Any] = {
+        "inference_id": "chunk-1",
+        "input_location": "s3://bucket/in.json",
+        "content_type": "application/json",
+        "received": datetime(2026, 12, 1, tzinfo=UTC),
+        "failure_location": "s3://bucket/async-failures/chunk-1-error.out",
+    }
+    # WHEN the local endpoint builds its notification
+    failed = endpoint._notification(request, 500, "application/json", request["failure_location"])
+    # THEN it is the error message of the SageMaker developer guide ("Check prediction
+    # results", async-inference-check-predictions): a failureReason, and no
+    # responseParameters (no failureLocation: the caller keeps InvokeEndpointAsync's)
+    assert set(failed) == {
+        "awsRegion",
+        "eventTime",
+        "receivedTime",
+        "invocationStatus",
+        "failureReason",
+        "requestParameters",
+        "inferenceId",
+        "eventVersion",
+        "eventSource",
+        "eventName",
+    }
+    assert failed["invocationStatus"] == "Failed"
+    assert failed["failureReason"].startswith("ClientError: Received server error (500)")
+    assert failed["requestParameters"] == {
+        "endpointName": "s-images",
+        "inputLocation": "s3://bucket/in.json",
+    }

@@ -10,6 +10,7 @@ batch record with the reason, and reports/<batch-id>/errors.jsonl), never left s
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -112,8 +113,9 @@ def test_a_name_that_starts_ingest_but_is_no_manifest_is_refused_visibly(
     # GIVEN an upload under manifests/ whose name validate refuses
     store, ledger, bucket = storage
     key = f"manifests/{name}"
+    body = b'{"id": "a", "prompt": "b"}\n'
     etag = boto3.client("s3", region_name="us-east-1").put_object(
-        Bucket=bucket, Key=key, Body=b'{"id": "a", "prompt": "b"}\n'
+        Bucket=bucket, Key=key, Body=body
     )["ETag"]
 
     # WHEN ingest handles its notification
@@ -129,7 +131,7 @@ def test_a_name_that_starts_ingest_but_is_no_manifest_is_refused_visibly(
     )
 
     # THEN the batch is REJECTED with a reason that names the accepted extensions...
-    batch_id = batch_id_for(bucket, key, etag)
+    batch_id = batch_id_for(bucket, key, hashlib.sha256(body).hexdigest())
     assert outcome.status == "REJECTED" and outcome.batch_id == batch_id
     for extension in FORMAT_BY_EXTENSION:
         assert extension in outcome.message

@@ -568,3 +568,48 @@ def test_iterate_distributed_map_items_runs_more_items_than_the_stack_allows(
     )
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"]) == {"n": 1200}
+
+
+def test_s3_notifications_name_the_version_in_a_versioned_bucket(moto_endpoint: str) -> None:
+    # GIVEN a versioned bucket and an unversioned one, both notifying a function
+    received: list[dict[str, Any]] = []
+
+    def invoker(name: str, event: Any) -> tuple[str, bool]:
+        received.append(event)
+        return "{}", False
+
+    errors: list[BaseException] = []
+    moto_workarounds.run_lambdas_in_process(invoker)
+    moto_workarounds.invoke_s3_notifications_asynchronously(errors.append)
+    aws_lambda, s3 = _client("lambda", moto_endpoint), _client("s3", moto_endpoint)
+    arn = aws_lambda.create_function(
+        FunctionName="ingest-versions",
+        Runtime="python3.12",
+        Role=_role(moto_endpoint),
+        Handler="app.handler",
+        Code={"ZipFile": _zip()},
+    )["FunctionArn"]
+    for bucket in ("versioned-bucket", "plain-bucket"):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [
+                    {"LambdaFunctionArn": arn, "Events": ["s3:ObjectCreated:*"]}
+                ]
+            },
+        )
+    s3.put_bucket_versioning(
+        Bucket="versioned-bucket", VersioningConfiguration={"Status": "Enabled"}
+    )
+
+    # WHEN an object is put in each
+    put = s3.put_object(Bucket="versioned-bucket", Key="manifests/v.jsonl", Body=b"{}")
+    s3.put_object(Bucket="plain-bucket", Key="manifests/p.jsonl", Body=b"{}")
+
+    # THEN the versioned bucket's event names the version, as AWS's does; the other none
+    records = _wait_for(lambda: [e for e in received if "Records" in e][1:] and received)
+    by_bucket = {e["Records"][0]["s3"]["bucket"]["name"]: e["Records"][0] for e in records}
+    assert by_bucket["versioned-bucket"]["s3"]["object"]["versionId"] == put["VersionId"]
+    assert "versionId" not in by_bucket["plain-bucket"]["s3"]["object"]
+    assert errors == []

@@ -22,6 +22,9 @@ from imagebatch.errors import ManifestError
 from imagebatch.manifest.reader import validate_manifest_file
 from imagebatch.models.bedrock_models import load_catalogue
 
+# an ECR image URI: the template reads the repository of its ECR grant from it
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imagebatch:1"
+
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 IMAGE_WRITERS = ("GenerateChunkFunction", "SageMakerExecutionRole")
 
@@ -38,7 +41,7 @@ def _put_object_patterns() -> dict[str, list[str]]:
     """s3:PutObject resources of each role that writes images, resolved, with the SageMaker
     backend on."""
     stack = LocalStack("imagebatch", TEMPLATE_PATH.parent, load_template(TEMPLATE_PATH))
-    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": "image"})
+    stack.parameter_defaults({"EnableSageMaker": "true", "SageMakerImageUri": IMAGE})
     for logical_id, resource in stack.resources.items():
         name = f"imagebatch-{logical_id}".lower()
         if resource["Type"] == "AWS::S3::Bucket":

@@ -331,3 +331,115 @@ def test_a_reused_copy_carries_the_evidence_finalize_records_it_from(env: Any) -
         assert head["Metadata"]["image-id"] == image_id
         assert head["Metadata"]["chunk-id"] == record["chunk_id"]
         assert head["Metadata"]["cost-micro-usd"] == "0"
+
+
+# --- before the batch runs: ingest's estimate and budget ------------------------------------
+
+
+def _ingest(env: Any, sfn_client: Any, lines: list[dict[str, Any]], header: dict[str, Any]) -> Any:
+    """Upload `lines` under a header and run ingest on them, as the ingest function does."""
+    import json
+
+    import boto3
+
+    from imagebatch.aws.stepfunctions import StepFunctionsStarter
+    from imagebatch.costs.estimate import Shape
+    from imagebatch.pipeline.ingest import IngestPorts, ManifestObject, ingest_manifest
+    from imagebatch.planning.stack_options import DeployedOptions
+
+    role = boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName=f"sfn-{next(_examples)}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    machine = sfn_client.create_state_machine(
+        name=f"m-{next(_examples)}",
+        definition='{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}',
+        roleArn=role,
+    )["stateMachineArn"]
+    body = "\n".join(json.dumps(line) for line in [{"batch": header}, *lines]) + "\n"
+    key = f"manifests/m-{next(_examples)}.jsonl"
+    env.s3.put_object(Bucket=env.bucket, Key=key, Body=body.encode())
+    etag = env.s3.head_object(Bucket=env.bucket, Key=key)["ETag"]
+    ports = IngestPorts(
+        store=BatchStore(env.s3, env.bucket),
+        ledger=Ledger(env.ledger.client, env.ledger.table),
+        starter=StepFunctionsStarter(sfn_client, machine),
+        catalogue=load_catalogue(),
+    )
+    stack = DeployedOptions(
+        chunk_size=50,
+        max_concurrency=10,
+        prices=load_aws_prices().region("us-east-1"),
+        shape=Shape(chunk_size=50, map_concurrency=10),
+    )
+    return ingest_manifest(ManifestObject(env.bucket, key, etag), ports, stack)
+
+
+def test_ingest_neither_estimates_nor_holds_images_already_made(env: Any, sfn_client: Any) -> None:
+    # GIVEN a 5-image batch already made
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    # WHEN the manifest comes back with one prompt fixed, capped at 2.5 images' inference
+    cap_usd = 2.5 * PRICE / 1_000_000
+    edited = manifest({"p3": {"prompt": "product 3 on grey"}})
+    outcome = _ingest(env, sfn_client, edited, {"max_cost_usd": cap_usd, "tags": {"team": "web"}})
+    # THEN ingest counts only the edited image's inference: the batch is admitted
+    assert outcome.status == "STARTED", outcome.message
+    record = env.summary(outcome.batch_id)
+    assert record.estimate_inference_micro_usd == PRICE
+    assert record.estimate_images_reused == 4
+    assert record.estimate_reuse_saved_micro_usd == 4 * PRICE
+
+
+# --- duplicates within one batch --------------------------------------------------------------
+
+
+def test_two_items_of_one_identity_in_a_chunk_are_made_once(env: Any) -> None:
+    # GIVEN one chunk whose items a and b ask for the same image (same prompt and seed)
+    lines = [
+        {"id": "a", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "b", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "c", "prompt": "a red mug", "seed": 7, "model": MODEL},
+    ]
+    backend = RecordingBackend()
+    env.run("dup", jobs_of(lines), backend)
+    # THEN the image is made once and copied for the second item
+    assert sorted(backend.calls) == ["a-1", "c-1"]
+    records = env.records("dup")
+    assert records["b-1"]["cost_micro_usd"] == 0
+    assert records["b-1"]["reused_from_batch_id"] == "dup"
+    assert records["b-1"]["reused_from_image_id"] == "a-1"
+    assert env.png("outputs/dup/b-1.png") == env.png("outputs/dup/a-1.png")
+    summary = env.summary("dup")
+    assert (summary.images_succeeded, summary.images_reused) == (3, 1)
+    assert summary.cost_micro_usd == 2 * PRICE
+
+
+def test_the_plan_counts_an_identity_once_per_chunk_and_none_already_made(env: Any) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from imagebatch.planning.plan import plan_batch
+
+    # GIVEN p0..p4 made, and a manifest of them plus two items asking for one new image
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    lines = [
+        *manifest(),
+        {"id": "x", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+        {"id": "y", "prompt": "a blue mug", "seed": 7, "model": MODEL},
+    ]
+    body = "\n".join(__import__("json").dumps(line) for line in lines).encode()
+    # WHEN it is planned against the index
+    with tempfile.TemporaryDirectory() as spool:
+        plan = plan_batch(
+            __import__("io").BytesIO(body),
+            "m.jsonl",
+            batch_id="planned",
+            catalogue=load_catalogue(),
+            chunk_size=50,
+            spool=Path(spool),
+            made=env.ledger,
+        )
+    # THEN only one image's inference is estimated: 5 are made, 1 is a copy of x's
+    assert plan.reuse is not None
+    assert (plan.images_total, plan.reuse.images) == (7, 6)
+    assert plan.reuse.saved_micro_usd == 6 * PRICE
+    assert plan.estimate_inference_micro_usd == PRICE

@@ -97,9 +97,10 @@ def test_results_flow_sns_to_sqs_with_a_dlq_to_a_partial_batch_consumer(
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["InferenceResultDeadLetterQueue", "Arn"]
     }
-    event = props(template, "RecordResultFunction")["Events"]["InferenceResults"]
-    assert event["Type"] == "SQS"
-    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # an explicit mapping, not an SQS event (test_template_least_privilege.py says why)
+    mapping = props(template, "InferenceResultsMapping")
+    assert mapping["FunctionName"] == {"Ref": "RecordResultFunction"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     # six times the consumer's timeout (Globals: 60 s)
     assert queue["VisibilityTimeout"] >= 6 * template["Globals"]["Function"]["Timeout"]
 

@@ -147,7 +147,7 @@ def test_unchanged_variants_are_skipped_and_changes_are_detected() -> None:
     cfg = config()
     rows = [{"sku": f"S{i}", "name": f"Thing {i}", "color": "red"} for i in range(4)]
     first = plan_catalog_run(cfg, products(*rows), {})
-    recorded = {(v.sku, v.variant): v.content_hash for v in first.changed}
+    recorded = {(v.sku, v.variant): v.identity_sha256 for v in first.changed}
 
     # the same products and config again: nothing to make
     again = plan_catalog_run(cfg, products(*rows), recorded)
@@ -175,7 +175,7 @@ def test_unchanged_variants_are_skipped_and_changes_are_detected() -> None:
 def test_model_size_and_seed_are_part_of_the_hash() -> None:
     rows = products({"sku": "A", "name": "Mug", "color": "red"})
     base = {
-        (v.sku, v.variant): v.content_hash for v in plan_catalog_run(config(), rows, {}).changed
+        (v.sku, v.variant): v.identity_sha256 for v in plan_catalog_run(config(), rows, {}).changed
     }
     resized = config(variants=[{"name": "front", "width": 1216, "height": 832}])
     assert plan_catalog_run(resized, rows, base).changed[0].variant == "front"
@@ -210,3 +210,25 @@ def test_rendered_manifest_passes_manifest_validation(tmp_path: Path) -> None:
 
 def test_manifest_key_is_one_per_catalog_and_night() -> None:
     assert manifest_key(config(), "2026-11-22") == "manifests/catalogs/shop/2026-11-22.jsonl"
+
+
+def test_a_variant_is_known_by_the_identity_its_image_is_reused_by() -> None:
+    """One mechanism (issue 20): the catalog decides what changed by the image identity the
+    chunks reuse images by (models/identity.py), not a hash of its own."""
+    from imagebatch.backends.bedrock import bedrock_identity
+    from imagebatch.manifest.reader import ManifestReader, format_for_key
+    from imagebatch.manifest.schema import ValidItem
+    from imagebatch.planning.routing import expand_item
+
+    cfg = config()
+    plan = plan_catalog_run(cfg, products({"sku": "A", "name": "Mug", "color": "red"}), {})
+    body = "".join(f"{line}\n" for line in manifest_lines(cfg, plan, "2026-12-07")).encode()
+    reader = ManifestReader(io.BytesIO(body), format_for_key("n.jsonl"), load_catalogue())
+    identities = {}
+    for entry in reader:
+        assert isinstance(entry, ValidItem)
+        for job in expand_item(entry.item, entry.line, reader.settings.tags):
+            spec = load_catalogue().get(job.model)
+            assert spec is not None
+            identities[job.item_id] = bedrock_identity(job, spec)
+    assert {v.item_id: v.identity_sha256 for v in plan.changed} == identities

@@ -24,6 +24,7 @@ from imagebatch_cli.exit_codes import fail
 
 if TYPE_CHECKING:
     from imagebatch.aws.deployed import StackOutputs
+    from imagebatch.aws.ledger import Ledger
     from imagebatch.aws.session import AwsSession
 
 StackOption = Annotated[
@@ -71,6 +72,13 @@ def read_samconfig(path: Path | None = None) -> SamConfig:
 class DeployedStack:
     session: AwsSession
     outputs: StackOutputs
+
+    def ledger(self) -> Ledger:
+        """The stack's ledger table; its image index is what ingest reads to leave images
+        already made out of a batch's estimate (validate, estimate and submit read it too)."""
+        from imagebatch.aws.ledger import Ledger
+
+        return Ledger(self.session.dynamodb(), self.outputs.ledger_table)
 
 
 def deployed_stack(stack: str | None, *, use_samconfig: bool = True) -> DeployedStack:

@@ -125,3 +125,35 @@ def query_api(
 
     with local_api(out, template_path(template)) as local:
         yield local
+
+
+#: CostGroup's amounts, summed across /costs pages (src/imagebatch/costs/grouping.py).
+_GROUP_SUMS = ("images", "inference_micro_usd", "spent_micro_usd", "reuse_saved_micro_usd")
+_REPORT_SUMS = ("total_spent_micro_usd", "unattributed_idle_micro_usd")
+
+
+def get_complete(client: QueryApi, path: str, query: Mapping[str, str] | None) -> dict[str, Any]:
+    """One GET, and for /costs every further page its next_token names, summed into one
+    report: the API reads a bounded page of day rollups per request."""
+    report = client.get(path, query)
+    if path != "/costs":
+        return report
+    while report.get("next_token"):
+        page = client.get(path, {**(query or {}), "next_token": str(report["next_token"])})
+        report = merge_cost_pages(report, page)
+    return report
+
+
+def merge_cost_pages(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[str, Any]:
+    """Two /costs pages as one: groups with the same key summed, most spent first (as the
+    API orders one page)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for group in [*first.get("groups", []), *then.get("groups", [])]:
+        seen = groups.setdefault(group["key"], {**group, **dict.fromkeys(_GROUP_SUMS, 0)})
+        for name in _GROUP_SUMS:
+            seen[name] += int(group.get(name, 0))
+    ordered = sorted(groups.values(), key=lambda group: -int(group["spent_micro_usd"]))
+    merged = {**first, "groups": ordered, "next_token": then.get("next_token")}
+    for name in _REPORT_SUMS:
+        merged[name] = int(first.get(name, 0)) + int(then.get(name, 0))
+    return merged

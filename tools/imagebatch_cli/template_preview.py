@@ -17,6 +17,7 @@ from imagebatch.costs.prices import RegionPrices
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.planning.plan import BatchPlan
+from imagebatch.planning.reuse import MadeImages
 from imagebatch.planning.stack_options import DeployedOptions
 from imagebatch.planning.verdict import Verdict, assess
 from imagebatch.planning.what_if import plan_for_stack
@@ -97,22 +98,28 @@ def preview_ingest(
     stack: DeployedOptions,
     prices: RegionPrices,
     at_zero: bool = True,
+    made: MadeImages | None = None,
+    key: str | None = None,
 ) -> IngestPreview:
     """Plan the manifest exactly as ingest does (same reader, routing, choice, chunking,
     estimate and verdict) in a scratch spool; `at_zero`: whether the endpoint has no instance
-    up. A manifest ingest cannot read at all raises ManifestError, as in ingest."""
+    up; `made`: the stack's image index, read as ingest reads it (None: reuse unknown); `key`:
+    where it would be uploaded (default: its name; the catalog function's manifests/catalogs/
+    keys may carry the reserved catalog tags). A manifest ingest cannot read at all raises
+    ManifestError, as in ingest."""
     with (
         tempfile.TemporaryDirectory(prefix="imagebatch-plan-") as spool,
         path.open("rb") as stream,
     ):
         plan = plan_for_stack(
             stream,
-            path.name,
+            key or path.name,
             batch_id="preview",
             catalogue=catalogue,
             stack=stack,
             spool=Path(spool),
             at_zero=at_zero,
+            made=made,
         )
         errors = (
             [

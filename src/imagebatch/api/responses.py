@@ -121,6 +121,9 @@ class CostReport(BaseModel):
     # Self-hosted instance time no batch was charged (a window that served nothing, the
     # instance a deploy starts, what a capped batch could not pay); also a line in groups.
     unattributed_idle_micro_usd: int = 0
+    # Set when the range holds more day rollups than one request reads
+    # (ledger_queries.MAX_SCANNED_PER_CALL): these groups cover this page only, sum the pages.
+    next_token: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -31,6 +31,7 @@ from imagebatch.costs.grouping import group_costs
 from imagebatch.costs.overhead import UNATTRIBUTED
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.errors import InvalidTokenError
+from imagebatch.models.tenancy import TenantScope
 
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}(T[0-9:.+Z-]*)?$"
@@ -44,6 +45,8 @@ _DEPENDENCIES = "imagebatch_dependencies"
 class ApiDependencies(BaseModel, arbitrary_types_allowed=True):
     queries: LedgerQueries
     prices: RegionPrices
+    #: with tenancy on (api/tenancy.py), the batches this request's caller may read
+    scope: TenantScope | None = None
 
 
 app = APIGatewayHttpResolver(enable_validation=True)
@@ -102,6 +105,7 @@ def list_batches(
             tag=_tag(tag),
             limit=limit,
             next_token=next_token,
+            scope=deps.scope,
         )
     except InvalidTokenError as exc:
         raise BadRequestError(str(exc)) from exc
@@ -120,7 +124,8 @@ def get_batch(
 ) -> BatchSummary:
     deps = _deps()
     summary = deps.queries.batch(batch_id)
-    if summary is None:
+    # another team's batch is answered as no batch: its existence is not the caller's to see
+    if summary is None or (deps.scope is not None and not deps.scope.admits(summary.tags)):
         raise NotFoundError(f"no batch {batch_id}")
     return batch_summary(summary, deps.prices)
 
@@ -139,8 +144,13 @@ def list_items(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     next_token: Annotated[str | None, Query(pattern=PAGE_KEY_PATTERN)] = None,
 ) -> ItemPage:
+    deps = _deps()
+    if deps.scope is not None:
+        summary = deps.queries.batch(batch_id)
+        if summary is None or not deps.scope.admits(summary.tags):
+            raise NotFoundError(f"no batch {batch_id}")
     try:
-        page = _deps().queries.items(
+        page = deps.queries.items(
             batch_id,
             status=status,
             failure_class=failure_class,
@@ -155,7 +165,12 @@ def list_items(
     )
 
 
-@app.get("/costs", summary="Spend over a time range, grouped by model, backend or a tag")
+@app.get(
+    "/costs",
+    summary="Spend over a time range, grouped by model, backend or a tag; a bounded page of "
+    "day rollups per request (sum the pages: next_token)",
+    responses=route_responses(CostReport, bad_request=_BAD_TOKEN),
+)
 def costs(
     since: Annotated[str | None, Query(pattern=TIMESTAMP_PATTERN)] = None,
     until: Annotated[str | None, Query(pattern=TIMESTAMP_PATTERN)] = None,
@@ -166,10 +181,20 @@ def costs(
             description="model, backend, batch or tag:<key>",
         ),
     ] = "model",
+    next_token: Annotated[str | None, Query(pattern=PAGE_KEY_PATTERN)] = None,
 ) -> CostReport:
     since_day = _parse_since(since, 7)[:10]
     until_day = (until or datetime.now(UTC).isoformat())[:10]
-    rollups = _deps().queries.cost_rollups(since_day, until_day)
+    deps = _deps()
+    try:
+        page = deps.queries.cost_rollup_page(since_day, until_day, next_token=next_token)
+    except InvalidTokenError as exc:
+        raise BadRequestError(str(exc)) from exc
+    rollups = page.items
+    if deps.scope is not None:
+        # each day rollup carries its batch's tags; unattributed idle has none, so no team
+        scope = deps.scope
+        rollups = [rollup for rollup in rollups if scope.admits(rollup.get("tags"))]
     groups = group_costs(rollups, group_by)
     return CostReport(
         since=since_day,
@@ -178,4 +203,5 @@ def costs(
         groups=groups,
         total_spent_micro_usd=sum(g.spent_micro_usd for g in groups),
         unattributed_idle_micro_usd=sum(g.spent_micro_usd for g in groups if g.key == UNATTRIBUTED),
+        next_token=page.next_token,
     )

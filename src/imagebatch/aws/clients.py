@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_iam import IAMClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -77,12 +78,18 @@ def events_client() -> EventBridgeClient:
     return boto3.client("events", config=_POOL)
 
 
+@lru_cache(maxsize=1)
+def iam_client() -> IAMClient:
+    return boto3.client("iam", config=_POOL)
+
+
 def reset_clients() -> None:
     for factory in (s3_client, dynamodb_client, sfn_client, bedrock_runtime_client):
         factory.cache_clear()
     bedrock_runtime_client_within.cache_clear()
     sagemaker_runtime_client.cache_clear()
     events_client.cache_clear()
+    iam_client.cache_clear()
     sagemaker_client.cache_clear()
 
 

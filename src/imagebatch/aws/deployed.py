@@ -7,6 +7,7 @@ unreachable endpoint is one AwsAccessError or StackOutputsError with what to do 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,9 +94,11 @@ class DataBucket:
     def upload_manifest(self, path: Path, key: str | None = None) -> tuple[str, str]:
         """Put a manifest under manifests/ (which starts ingest); returns (key, batch id)."""
         key = key or f"manifests/{path.name}"
+        body = path.read_bytes()
         with aws_errors(f"uploading {path.name} to s3://{self.bucket}/{key}"):
-            response = self._s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-        return key, batch_id_for(self.bucket, key, response["ETag"])
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        # ingest names the batch by the content it reads, not the ETag
+        return key, batch_id_for(self.bucket, key, hashlib.sha256(body).hexdigest())
 
     def report_lines(self, batch_id: str, name: str) -> list[str] | None:
         """reports/<batch-id>/<name> as lines; None when it is not there."""

@@ -1,7 +1,8 @@
-"""EventBridge: the events imagebatch publishes on the account's default bus.
+"""EventBridge: the events imagebatch publishes on the stack's own bus.
 
-Source `imagebatch` (template.yaml lets the finalize function put only that source on only
-the default bus); the detail is a JSON document the pipeline shapes (pipeline/batch_events.py).
+Source `imagebatch` on BatchEventBus (template.yaml lets the finalize function put only that
+source on only that bus, and the bus's policy refuses every other principal); the detail is a
+JSON document the pipeline shapes (pipeline/batch_events.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
 EVENT_SOURCE = "imagebatch"
-DEFAULT_BUS = "default"
 
 
 class EventBus:
     """PutEvents of one event at a time, on one bus, from imagebatch."""
 
-    def __init__(self, client: EventBridgeClient, bus_name: str = DEFAULT_BUS) -> None:
+    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
         self._client = client
         self.bus_name = bus_name
 

@@ -27,6 +27,7 @@ from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.usage import Meter
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageOutcome, MadeImage
+from imagebatch.models.sagemaker_contract import SubmittedRequest
 
 
 class IngestStore(Protocol):
@@ -35,7 +36,11 @@ class IngestStore(Protocol):
     @property
     def meter(self) -> Meter: ...
 
-    def open_manifest(self, key: str) -> BinaryIO: ...
+    def open_manifest(self, key: str, version_id: str | None = None) -> BinaryIO: ...
+
+    def manifest_sha256(self, key: str, version_id: str | None = None) -> str: ...
+
+    def object_exists(self, key: str) -> bool: ...
 
     def upload_file(self, path: str, key: str, content_type: str) -> None: ...
 
@@ -56,6 +61,8 @@ class IngestLedger(Protocol):
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     def create_batch(self, batch_id: str, attributes: BatchRecord) -> bool: ...
+
+    def find_made_images(self, identities: Sequence[str]) -> dict[str, MadeImage]: ...
 
 
 class BatchStarter(Protocol):
@@ -130,7 +137,9 @@ class TaskTokensPort(Protocol):
 class AsyncEndpointPort(Protocol):
     """Submits one asynchronous inference request (aws.sagemaker_runtime.AsyncEndpoint)."""
 
-    def submit(self, input_location: str, inference_id: str) -> str | None: ...
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest: ...
 
 
 class ThroughputPort(Protocol):

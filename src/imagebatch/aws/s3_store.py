@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import tempfile
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 # A report larger than this is spooled to /tmp on its way to S3, not held in memory.
 SPOOL_BYTES = 8 * 1024 * 1024
+# Pieces a manifest is hashed in: few reads, little memory.
+_HASH_READ_BYTES = 1024 * 1024
 # The pending file is written in the outage that failed the commit: a few tries over about
 # a second, on top of botocore's own.
 PENDING_ATTEMPTS = 4
@@ -95,10 +98,30 @@ class BatchStore:
             Metadata=metadata or {},
         )
 
-    def open_manifest(self, key: str) -> BinaryIO:
+    def open_manifest(self, key: str, version_id: str | None = None) -> BinaryIO:
+        """The manifest's bytes: of `version_id` when the event names one (the bucket is
+        versioned, and the key may have been overwritten since), else the key's only version."""
         self.meter.add(s3_get_requests=1)
-        body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        response = (
+            self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            if version_id
+            else self._s3.get_object(Bucket=self.bucket, Key=key)
+        )
+        body = response["Body"]
         return cast(BinaryIO, body)
+
+    def manifest_sha256(self, key: str, version_id: str | None = None) -> str:
+        """The SHA-256 of the manifest's bytes, streamed (memory stays flat at any size): what
+        a batch is, whatever ETag the upload tool left (multipart and SSE-KMS ETags are not the
+        content's MD5)."""
+        digest = hashlib.sha256()
+        body = self.open_manifest(key, version_id)
+        try:
+            for piece in iter(lambda: body.read(_HASH_READ_BYTES), b""):
+                digest.update(piece)
+        finally:
+            body.close()
+        return digest.hexdigest()
 
     def put_chunk(self, chunk: ChunkFile) -> ChunkRef:
         key = chunk_key(chunk.batch_id, chunk.chunk_id)
@@ -168,7 +191,13 @@ class BatchStore:
         self._s3.delete_object(Bucket=self.bucket, Key=pending_commit_key(batch_id, chunk_id))
 
     def put_json(self, key: str, body: bytes) -> None:
-        self._put_json(key, body)
+        """StorageError (transient for a throttle, a 5xx or the network) when S3 refuses
+        after botocore's retries: the caller retries within its time (the PUT is idempotent)."""
+        try:
+            self._put_json(key, body)
+        except _PENDING_ERRORS as exc:
+            transient = not isinstance(exc, ClientError) or _s3_transient(exc)
+            raise StorageError(f"PUT s3://{self.bucket}/{key}: {exc}", transient=transient) from exc
 
     def put_report(self, batch_id: str, name: str, document: BaseModel | dict[str, object]) -> str:
         key = report_key(batch_id, name)
@@ -224,6 +253,15 @@ class BatchStore:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         return key
 
+    def put_manifest(self, key: str, body: bytes) -> str | None:
+        """A manifest written by the stack itself (the catalog night); returns the version S3
+        gave it (None: the bucket is not versioned), which finalize later checks a batch ran."""
+        self.meter.add(s3_put_requests=1, s3_bytes_written=len(body))
+        response = self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+        )
+        return response.get("VersionId")
+
     def copy(self, source_key: str, key: str) -> None:
         """Server-side copy: metadata (prompt hash, seed, model) travels with the image."""
         self._s3.copy_object(
@@ -243,6 +281,10 @@ class BatchStore:
                 f"HeadObject s3://{self.bucket}/{key}: {exc}", transient=True
             ) from exc
         return int(head["ContentLength"])
+
+    def object_exists(self, key: str) -> bool:
+        """Whether the key holds an object (HeadObject, a GET-priced request)."""
+        return self.image_size(key) is not None
 
     def copy_image(self, source_key: str, key: str, size: int, metadata: dict[str, str]) -> None:
         """A reused image: server-side copy (a COPY request, priced as a PUT; the new object's

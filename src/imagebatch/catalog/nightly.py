@@ -6,20 +6,21 @@ The scheduler's event names no products: each run reads every catalogs/<name>/co
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field
 
-from imagebatch.aws.catalog_state import CatalogState
+from imagebatch.aws.catalog_state import CatalogState, NightManifest
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
 from imagebatch.catalog.products import (
     CATALOG_PREFIX,
     CATALOG_TAG,
     CONFIG_NAME,
-    HASH_TAG,
+    IDENTITY_TAG,
     RUN_TAG,
     SKU_TAG,
     VARIANT_TAG,
@@ -30,6 +31,7 @@ from imagebatch.catalog.products import (
     read_products,
 )
 from imagebatch.errors import CatalogError, ObjectMissingError
+from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX
 from imagebatch.models.batch_record import BatchRecord
 
 logger = Logger(child=True)
@@ -93,7 +95,7 @@ def run_catalog(name: str, run: str, *, store: BatchStore, state: CatalogState) 
         raise CatalogError(f"{config_key}: name {config.name!r} does not match its folder {name!r}")
     try:
         products = read_products(store.open_object(config.products_key), config.products_key)
-        plan = plan_catalog_run(config, products, state.recorded_hashes(name))
+        plan = plan_catalog_run(config, products, state.recorded_identities(name))
     except ObjectMissingError as exc:
         raise CatalogError(f"{config.products_key}: cannot read it ({exc})") from None
     except UnicodeDecodeError as exc:
@@ -116,7 +118,11 @@ def run_catalog(name: str, run: str, *, store: BatchStore, state: CatalogState) 
     if plan.changed:
         key = manifest_key(config, run)
         body = "".join(f"{line}\n" for line in manifest_lines(config, plan, run)).encode()
-        result.manifest_key = store.put_bytes(key, body, "application/x-ndjson")
+        version = store.put_manifest(key, body)
+        # Recorded after the upload: finalize publishes only a batch of this very manifest.
+        night = NightManifest(key=key, sha256=hashlib.sha256(body).hexdigest(), version_id=version)
+        state.record_night_manifest(name, run, night)
+        result.manifest_key = key
     logger.info("catalog rendered", extra=result.model_dump(mode="json"))
     return result
 
@@ -136,6 +142,22 @@ class CatalogPublisher:
         )
 
 
+def _ran_the_nights_manifest(
+    summary: BatchRecord, name: str, run: str, state: CatalogState
+) -> bool:
+    """Whether the batch ran the manifest the catalog function recorded for this night: its key
+    under manifests/catalogs/<name>/, its content's SHA-256 and (where both have one) its
+    version. Tags alone are what any manifest author writes."""
+    key = summary.manifest_key or ""
+    if not key.startswith(f"{CATALOG_MANIFESTS_PREFIX}{name}/"):
+        return False
+    night = state.night_manifest(name, run)
+    if night is None or night.key != key or night.sha256 != summary.manifest_sha256:
+        return False
+    version = summary.manifest_version_id
+    return night.version_id is None or version is None or night.version_id == version
+
+
 def publish_catalog_batch(
     batch_id: str,
     summary: BatchRecord,
@@ -152,6 +174,12 @@ def publish_catalog_batch(
     tags = json.loads(summary.settings or "{}").get("tags") or {}
     name, run = tags.get(CATALOG_TAG), tags.get(RUN_TAG)
     if not name or not run:
+        return 0
+    if not _ran_the_nights_manifest(summary, name, run, state):
+        logger.warning(
+            "catalog tags on a batch the catalog function did not write: not published",
+            extra={"batch_id": batch_id, "catalog": name, "run": run},
+        )
         return 0
     config_key = f"{CATALOG_PREFIX}{name}/{CONFIG_NAME}"
     config = CatalogConfig.parse(store.get_bytes(config_key), config_key)
@@ -173,7 +201,7 @@ def publish_catalog_batch(
                 name,
                 sku=sku,
                 variant=variant,
-                content_hash=job.tags.get(HASH_TAG, ""),
+                identity_sha256=job.tags.get(IDENTITY_TAG, ""),
                 latest_key=latest,
                 batch_id=batch_id,
                 run=run,

@@ -2,17 +2,18 @@
 
 A catalog lives under `catalogs/<name>/` in the data bucket: `config.json` (a CatalogConfig)
 and the products file it names (CSV with a header row, or JSON Lines; `sku` plus any
-attributes). Each night the catalog Lambda renders every product variant's prompt, hashes what
-would be made, and writes a manifest of the variants whose hash differs from the one recorded
-when that variant's image last succeeded. The manifest then takes the normal path (validation,
-budget, ledger); finalize records the new hashes and the stable "latest" keys.
+attributes). Each night the catalog Lambda renders every product variant's prompt, takes the
+identity of the image it would be (models/identity.py: the same identity chunks reuse images
+by, docs/reuse.md) and writes a manifest of the variants whose identity differs from the one
+recorded when that variant's image last succeeded. The manifest then takes the normal path
+(validation, budget, ledger, reuse: a variant changed back to an image any batch made is
+copied at no inference); finalize records the new identities and the stable "latest" keys.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import json
 import re
 import string
@@ -22,8 +23,12 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from imagebatch.backends.bedrock import bedrock_identity
 from imagebatch.errors import CatalogError
-from imagebatch.models.records import hashed_seed
+from imagebatch.manifest.checks import CATALOG_MANIFESTS_PREFIX
+from imagebatch.models.bedrock_models import load_catalogue
+from imagebatch.models.identity import image_identity
+from imagebatch.models.records import ImageJob, hashed_seed
 
 CATALOG_PREFIX = "catalogs/"
 CONFIG_NAME = "config.json"
@@ -31,7 +36,7 @@ CATALOG_TAG = "catalog"
 RUN_TAG = "catalog_run"
 SKU_TAG = "sku"
 VARIANT_TAG = "variant"
-HASH_TAG = "content_hash"
+IDENTITY_TAG = "identity_sha256"
 # Bedrock's Stability and Amazon models share this lower bound of seed ranges' upper ends.
 _SEED_MAX = 2_147_483_646
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -242,7 +247,8 @@ class RenderedVariant(BaseModel):
     width: int
     height: int
     seed: int
-    content_hash: str
+    # The identity of the image the variant's manifest line makes (models/identity.py).
+    identity_sha256: str
 
     @property
     def item_id(self) -> str:
@@ -275,8 +281,34 @@ def render_variant(
         "seed": seed,
         "variant": variant.name,
     }
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode("utf-8")).hexdigest()
-    return RenderedVariant(sku=product.sku, content_hash=digest, **what)
+    job = ImageJob(
+        image_id=f"{product.sku}.{variant.name}-1",
+        item_id=f"{product.sku}.{variant.name}",
+        index=1,
+        line=product.line,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        width=variant.width,
+        height=variant.height,
+        seed=seed,
+        model=config.model,
+    )
+    return RenderedVariant(sku=product.sku, identity_sha256=_identity(job), **what)
+
+
+def _identity(job: ImageJob) -> str:
+    """The job's identity on Bedrock, as a chunk takes it; for a model the catalogue does not
+    know (ingest will refuse its lines) one that still changes with every input."""
+    spec = load_catalogue().get(job.model)
+    if spec is not None:
+        return bedrock_identity(job, spec)
+    return image_identity(
+        job,
+        backend="bedrock",
+        backend_model={"model_id": job.model},
+        request_family="unknown",
+        family_version=0,
+    )
 
 
 def stable_seed(catalog: str, sku: str) -> int:
@@ -302,9 +334,9 @@ class CatalogPlan:
 def plan_catalog_run(
     config: CatalogConfig,
     products: Iterable[Product | ProductError],
-    recorded_hashes: Mapping[tuple[str, str], str],
+    recorded_identities: Mapping[tuple[str, str], str],
 ) -> CatalogPlan:
-    """Every product variant whose content hash differs from the last successful one."""
+    """Every product variant whose image identity differs from its last successful one's."""
     plan = CatalogPlan()
     for product in products:
         if isinstance(product, ProductError):
@@ -315,7 +347,10 @@ def plan_catalog_run(
             rendered = render_variant(config, product, variant)
             if isinstance(rendered, ProductError):
                 plan.errors.append(rendered)
-            elif recorded_hashes.get((rendered.sku, rendered.variant)) == rendered.content_hash:
+            elif (
+                recorded_identities.get((rendered.sku, rendered.variant))
+                == rendered.identity_sha256
+            ):
                 plan.unchanged += 1
             else:
                 plan.changed.append(rendered)
@@ -343,7 +378,7 @@ def manifest_lines(config: CatalogConfig, plan: CatalogPlan, run: str) -> Iterat
             "tags": {
                 SKU_TAG: variant.sku,
                 VARIANT_TAG: variant.variant,
-                HASH_TAG: variant.content_hash,
+                IDENTITY_TAG: variant.identity_sha256,
             },
         }
         if variant.negative_prompt:
@@ -354,4 +389,4 @@ def manifest_lines(config: CatalogConfig, plan: CatalogPlan, run: str) -> Iterat
 def manifest_key(config: CatalogConfig, run: str) -> str:
     """One key per catalog and night: the same night re-rendered is the same upload."""
     night = re.sub(r"[^0-9A-Za-z]+", "-", run).strip("-")
-    return f"manifests/catalogs/{config.name}/{night}.jsonl"
+    return f"{CATALOG_MANIFESTS_PREFIX}{config.name}/{night}.jsonl"

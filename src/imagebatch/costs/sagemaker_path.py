@@ -51,6 +51,11 @@ REQUEST_FIXED_BYTES = 2048
 REQUEST_IMAGE_BYTES = 512
 RESULT_FIXED_BYTES = 512
 RESULT_IMAGE_BYTES = 320
+# What InvokeEndpointAsync answered, kept beside the request (models.sagemaker_contract
+# SubmittedRequest): an inference id and two S3 URIs. Expected, and at most (S3 keys are at
+# most 1,024 bytes, bucket names 63).
+SUBMITTED_BYTES = 320
+SUBMITTED_BOUND_BYTES = 2 * (5 + 63 + 1 + 1024) + 128
 # A request marker and a budget hold item stay under 1 KB.
 _SMALL_ITEM_WRITE = write_units(0, transactional=True)
 # SNS -> SQS: SageMaker's one publish; SQS SendMessage (by SNS), ReceiveMessage, DeleteMessage.
@@ -99,11 +104,13 @@ def attempt_usage(
         + _SMALL_ITEM_WRITE
         + (_SMALL_ITEM_WRITE if capped else 0)
         + shapes * write_units(0),
-        # chunk file; SageMaker reads the request; record reads request and result
-        s3_get_requests=4,
-        # request, one PNG per image, result
-        s3_put_requests=images + 2,
+        # chunk file; SageMaker reads the request; record reads request, submit's answer
+        # and the result
+        s3_get_requests=5,
+        # request, submit's answer, one PNG per image, result
+        s3_put_requests=images + 3,
         s3_bytes_written=REQUEST_FIXED_BYTES
+        + SUBMITTED_BYTES
         + REQUEST_IMAGE_BYTES * images
         + png_bytes * images
         + RESULT_FIXED_BYTES
@@ -148,10 +155,12 @@ def attempt_bound(
         + images * ROLLUP_WRITE_UNITS
         + 2 * _SMALL_ITEM_WRITE
         + shapes * write_units(0),
-        # SageMaker reads the request; record reads request and result
-        s3_get_requests=3,
-        s3_put_requests=images + 1,
-        s3_bytes_written=(pixels_bound * BOUND_PNG_BYTES_PER_PIXEL) * images
+        # SageMaker reads the request; record reads request, submit's answer and result
+        s3_get_requests=4,
+        # submit's answer (written after the hold), the PNGs, the result
+        s3_put_requests=images + 2,
+        s3_bytes_written=SUBMITTED_BOUND_BYTES
+        + (pixels_bound * BOUND_PNG_BYTES_PER_PIXEL) * images
         + 2 * (RESULT_FIXED_BYTES + RESULT_IMAGE_BYTES * images),
         sns_publishes=SNS_PUBLISHES,
         sqs_requests=SQS_REQUESTS,
@@ -171,6 +180,21 @@ def refusal_bound(images: int, memory_mb: int) -> Usage:
         + _SMALL_ITEM_WRITE,
         s3_get_requests=1,
     )
+
+
+# What a request's container spends besides its pipeline calls (reading the request, writing
+# PNGs and the result to S3), at most: assumed, not measured; SageMaker's timeout only has to
+# be past it, and the hold never pays for it (instance time is charged by the window).
+REQUEST_IO_SECONDS = 60
+
+
+def invocation_timeout_s(max_seconds: Decimal, ceiling: int) -> int:
+    """SageMaker's InvocationTimeoutSeconds for a request whose hold covers `max_seconds`:
+    the container starts no call past them and a call running over ends at its next step (a
+    compiled Neuron call runs to its end), and no call is longer than all of them (a hold
+    covers at least its first call), so twice them plus the request's S3 time bounds it, at
+    most the stack's `ceiling`. A container that ignored the hold is stopped there."""
+    return max(1, min(ceiling, math.ceil(2 * max_seconds) + REQUEST_IO_SECONDS))
 
 
 class HoldPlan(BaseModel):

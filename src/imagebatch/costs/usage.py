@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, NonNegativeInt
 
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.telemetry import TELEMETRY_LINES, invocation_lines
@@ -41,16 +41,19 @@ class Usage(BaseModel):
     """Counted operations; every field is an integer that the ledger ADDs up."""
 
     model_config = ConfigDict(frozen=True)
-    sfn_transitions: int = 0
-    lambda_requests: int = 0
-    lambda_mb_ms: int = 0  # billed duration (ms, rounded up) x configured memory (MB)
-    ddb_write_units: int = 0
-    ddb_read_units: int = 0
-    s3_put_requests: int = 0
-    s3_get_requests: int = 0
-    s3_bytes_written: int = 0
-    sqs_requests: int = 0
-    sns_publishes: int = 0
+    # Never negative: counts come back from S3 (pending files, SageMaker request objects),
+    # where a negative one would be a credit to the batch's budget.
+    sfn_transitions: NonNegativeInt = 0
+    lambda_requests: NonNegativeInt = 0
+    # billed duration (ms, rounded up) x configured memory (MB)
+    lambda_mb_ms: NonNegativeInt = 0
+    ddb_write_units: NonNegativeInt = 0
+    ddb_read_units: NonNegativeInt = 0
+    s3_put_requests: NonNegativeInt = 0
+    s3_get_requests: NonNegativeInt = 0
+    s3_bytes_written: NonNegativeInt = 0
+    sqs_requests: NonNegativeInt = 0
+    sns_publishes: NonNegativeInt = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{name: getattr(self, name) + getattr(other, name) for name in USAGE_FIELDS})

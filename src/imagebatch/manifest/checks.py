@@ -8,6 +8,7 @@ model it names, and its id against the ids of the lines before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Protocol
 
@@ -30,6 +31,52 @@ from imagebatch.manifest.schema import (
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 
 # Pydantic's wording for a failed pattern says nothing a user can act on.
+# The tags that make a batch claim to be a catalog night (catalog/products.py writes them):
+# only the catalog function's own manifests, under this prefix, may carry them. The item tags
+# it also writes (sku, variant, content_hash) stay free for users (the demo tags its items
+# with sku): finalize's catalog hook publishes only the manifest the catalog function recorded
+# for the night (catalog/nightly.py), whatever any other batch's tags say.
+RESERVED_TAG_KEYS = frozenset({"catalog", "catalog_run"})
+CATALOG_MANIFESTS_PREFIX = "manifests/catalogs/"
+
+
+# Where the catalog function keeps a catalog's config (catalog/products.py CATALOG_PREFIX,
+# CONFIG_NAME): finalize reads it to publish a night's images.
+CATALOG_CONFIG_KEY = "catalogs/{name}/config.json"
+
+
+def catalog_tag_reason(key: str, name: str, config_exists: Callable[[str], bool]) -> str | None:
+    """Why a manifest at `key` whose batch tag `catalog` is `name` cannot be that catalog's
+    night (None: it can): it must lie in that catalog's own folder, and the catalog must have
+    a config for finalize to publish with. Refused at ingest, before anything is spent."""
+    folder = f"{CATALOG_MANIFESTS_PREFIX}{name}/"
+    if not key.startswith(folder):
+        return (
+            f"tag catalog {name!r} names another catalog than this manifest's folder: a "
+            f"catalog's manifests lie under {folder}; nothing was spent"
+        )
+    config = CATALOG_CONFIG_KEY.format(name=name)
+    if not config_exists(config):
+        return (
+            f"tag catalog {name!r} names a catalog with no {config}: there is nothing to "
+            "publish its images to; nothing was spent"
+        )
+    return None
+
+
+def reserved_tags_for(key: str) -> frozenset[str]:
+    """The tag keys a manifest at `key` may not use: none under the catalog prefix."""
+    return frozenset() if key.startswith(CATALOG_MANIFESTS_PREFIX) else RESERVED_TAG_KEYS
+
+
+def reserved_reason(keys: set[str]) -> str:
+    names = ", ".join(repr(key) for key in sorted(keys))
+    return (
+        f"tag key(s) {names} are reserved for the catalog function's manifests "
+        f"({CATALOG_MANIFESTS_PREFIX}); rename them"
+    )
+
+
 PATTERN_EXPLANATIONS = {
     "id": "use 1-128 characters from A-Z a-z 0-9 . _ - (the id becomes part of an S3 key)",
     "output_prefix": (
@@ -213,9 +260,12 @@ class LineChecks:
         today: date,
         *,
         routed: bool = False,
+        reserved_tags: frozenset[str] = frozenset(),
     ) -> None:
         """`routed`: an auto batch on a stack with an endpoint; which backend makes an item
-        (and so which model limits apply) is decided per item after these checks."""
+        (and so which model limits apply) is decided per item after these checks.
+        `reserved_tags`: tag keys an item may not carry (reserved_tags_for the key)."""
+        self._reserved_tags = reserved_tags
         self._settings = settings
         self._catalogue = catalogue
         self._today = today
@@ -247,6 +297,10 @@ class LineChecks:
     ) -> ValidItem | InvalidLine:
         if item is not None:
             errors = self._model_errors(item, line)
+            reserved = self._reserved_tags & item.tags.keys()
+            if reserved:
+                reason = reserved_reason(set(reserved))
+                errors.append(FieldError(line=line, field="tags", reason=reason, item_id=item.id))
         if item_id is not None:
             first_line = self._seen_ids.first_line(item_id, line)
             if first_line != line:

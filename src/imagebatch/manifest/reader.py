@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from imagebatch.errors import ManifestError
-from imagebatch.manifest.checks import LineChecks, check_settings, default_settings
+from imagebatch.manifest.checks import (
+    LineChecks,
+    check_settings,
+    default_settings,
+    reserved_reason,
+)
 from imagebatch.manifest.schema import (
     LINE_FIELD,
     BatchSettings,
@@ -144,10 +149,12 @@ class ManifestReader:
         *,
         today: date | None = None,
         endpoint_model: str | None = None,
+        reserved_tags: frozenset[str] = frozenset(),
     ) -> None:
         """`endpoint_model`: the model the stack's SageMaker endpoint serves, when it has one
         (a sagemaker batch's default model; an auto batch's items are then routed per item,
-        their model limits checked by the router)."""
+        their model limits checked by the router). `reserved_tags`: tag keys neither the
+        header nor an item may use (checks.reserved_tags_for the manifest's key)."""
         self._catalogue = catalogue
         self._endpoint_model = endpoint_model
         self._today = today or datetime.now(UTC).date()
@@ -157,15 +164,23 @@ class ManifestReader:
         self._csv_columns: list[str] = []
         self._started = False
         self.settings: BatchSettings
+        # The line the batch settings came from (None: the manifest has no header).
+        self.settings_line: int | None = None
         if fmt is ManifestFormat.JSONL:
             self.settings = self._read_jsonl_header()
         else:
             self.settings = self._read_csv_header()
+        reserved = reserved_tags & self.settings.tags.keys()
+        if reserved:
+            raise ManifestError(
+                reserved_reason(set(reserved)), line=self.settings_line, field="batch.tags"
+            )
         self._checks = LineChecks(
             self.settings,
             catalogue,
             self._today,
             routed=self.settings.backend == "auto" and endpoint_model is not None,
+            reserved_tags=reserved_tags,
         )
 
     # -- header -----------------------------------------------------------------------------
@@ -186,6 +201,7 @@ class ManifestReader:
                 raise ManifestError(
                     "the batch header must be a JSON object", line=first.number, field="batch"
                 )
+            self.settings_line = first.number
             return check_settings(
                 text,
                 first.number,
@@ -215,6 +231,7 @@ class ManifestReader:
             raise ManifestError("manifest has no items: there is no CSV header row")
         if first_batch_line is None:
             return default_settings(self._catalogue)
+        self.settings_line = first_batch_line
         return check_settings(
             json.dumps(merged),
             first_batch_line,

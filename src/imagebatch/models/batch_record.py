@@ -45,6 +45,9 @@ class BatchRecord(BaseModel):
     manifest_bucket: str | None = None
     manifest_key: str | None = None
     manifest_etag: str | None = None
+    # the content ingest read (its SHA-256 names the batch) and the S3 version it read
+    manifest_sha256: str | None = None
+    manifest_version_id: str | None = None
     settings: str | None = None  # the manifest's BatchSettings as JSON
     output_prefix: str | None = None
     on_invalid: str | None = None
@@ -69,6 +72,10 @@ class BatchRecord(BaseModel):
     estimate_inference_micro_usd: int | None = None
     estimate_orchestration_micro_usd: int | None = None
     estimate_storage_micro_usd: int | None = None
+    # the images ingest found already made (the image index) and left out of the estimate,
+    # and their inference; None: ingest did not look (ReuseImages off)
+    estimate_images_reused: int | None = None
+    estimate_reuse_saved_micro_usd: int | None = None
 
     # progress, ADDed once per chunk commit
     images_succeeded: int = 0

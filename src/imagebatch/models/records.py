@@ -99,7 +99,9 @@ class ImageRecord(BaseModel):
     model: str
     backend: str
     seed: int
-    cost_micro_usd: int = 0
+    # Never negative: a record read back (a pending file, a stored PNG's evidence) with a
+    # negative cost would credit the batch.
+    cost_micro_usd: int = Field(default=0, ge=0)
     output_key: str | None = None
     failure_class: FailureClass | None = None
     failure_reason: str | None = None
@@ -117,11 +119,11 @@ class ImageOutcome(ImageRecord):
     prompt_sha256: str
     price_source: str | None = None
     # Self-hosted backends: the image's share of its pipeline call, what its cost is priced on.
-    inference_ms: int | None = None
+    inference_ms: int | None = Field(default=None, ge=0)
     # What decides the pixels (models.identity); a made image is indexed under it.
     identity_sha256: str | None = None
     # A reused image: the inference it did not buy (its own cost_micro_usd is 0).
-    reuse_saved_micro_usd: int | None = None
+    reuse_saved_micro_usd: int | None = Field(default=None, ge=0)
 
     @property
     def reused(self) -> bool:
@@ -186,13 +188,14 @@ class ChunkResult(BaseModel):
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def batch_id_for(bucket: str, key: str, etag: str) -> str:
-    """Same upload (bucket, key, ETag) -> same id, so a re-delivered event never starts twice.
+def batch_id_for(bucket: str, key: str, content_sha256: str) -> str:
+    """Same content at the same key -> same id, so a re-delivered event, or the same bytes
+    uploaded again by any tool, never starts twice. `content_sha256`: the hex SHA-256 of the
+    manifest's bytes (not the ETag: a multipart or SSE-KMS upload's ETag is not the content's).
 
     Also a valid Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]).
     """
-    bare_etag = etag.strip('"')
-    digest = hashlib.sha256(f"{bucket}/{key}/{bare_etag}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{bucket}/{key}/{content_sha256}".encode()).hexdigest()[:16]
     stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     readable = _UNSAFE.sub("-", stem).strip("-")[:40] or "batch"
     return f"{readable}-{digest}"

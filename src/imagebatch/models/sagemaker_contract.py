@@ -162,6 +162,24 @@ class InvocationResult(BaseModel):
     stopped: str | None = None
 
 
+class SubmittedRequest(BaseModel):
+    """What InvokeEndpointAsync answered for one request, kept beside its input object
+    (`submitted_key`): SageMaker's error notification carries a failureReason and no
+    responseParameters (SageMaker developer guide, "Check prediction results"), so the
+    FailureLocation, where the container's error body and its partial result land, is known
+    only from this answer."""
+
+    inference_id: str
+    output_location: str | None = None
+    failure_location: str | None = None
+
+
+def submitted_key(input_key: str) -> str:
+    """Where a request's SubmittedRequest is kept: next to its input object (a key or an
+    s3:// URI, named alike)."""
+    return f"{input_key.removesuffix('.json')}.submitted.json"
+
+
 class AsyncRequestParameters(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     content_type: str | None = Field(default=None, alias="contentType")

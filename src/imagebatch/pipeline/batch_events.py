@@ -1,7 +1,8 @@
-"""Word when a batch ends: a "Batch Finished" event on the account's default EventBridge bus.
+"""Word when a batch ends: a "Batch Finished" event on the stack's own EventBridge bus.
 
 Finalize runs this as a hook once the batch is settled, so the event carries the final
-status, counts and money (one vocabulary: costs/terms.py). A rule on the default bus with
+status, counts and money (one vocabulary: costs/terms.py). A rule on that bus (the stack
+output BatchEventBusName; only the finalize role may publish there) with
 {"source": ["imagebatch"], "detail-type": ["Batch Finished"]} sends it anywhere (README).
 Publishing is best effort: a failed PutEvents is logged and never fails finalize, whose
 retry would settle the batch twice.

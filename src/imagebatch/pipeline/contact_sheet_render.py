@@ -50,6 +50,10 @@ class SheetEntry:
     failure_class: str | None
     failure_reason: str | None
     tags: dict[str, str]
+    # A copy of an earlier image of the same identity (docs/reuse.md): its batch and image,
+    # and the inference it did not pay; None when the image was made.
+    reused_from: tuple[str, str] | None = None
+    reuse_saved_micro_usd: int = 0
 
 
 def entry_for(record: Mapping[str, Any], prompt: str, tags: dict[str, str]) -> SheetEntry:
@@ -65,6 +69,12 @@ def entry_for(record: Mapping[str, Any], prompt: str, tags: dict[str, str]) -> S
         failure_class=record.get("failure_class"),
         failure_reason=record.get("failure_reason"),
         tags=tags,
+        reused_from=(
+            (str(record["reused_from_batch_id"]), str(record.get("reused_from_image_id", "")))
+            if record.get("reused_from_batch_id")
+            else None
+        ),
+        reuse_saved_micro_usd=int(record.get("reuse_saved_micro_usd") or 0),
     )
 
 
@@ -203,6 +213,13 @@ def _card(entry: SheetEntry, thumb: Image.Image | None) -> str:
         if entry.failure_reason
         else ""
     )
+    reuse = (
+        f"<dt>reuse</dt><dd class='reuse'>reused from {html.escape(entry.reused_from[0])} / "
+        f"{html.escape(entry.reused_from[1])}, saved {format_usd(entry.reuse_saved_micro_usd)}"
+        "</dd>"
+        if entry.reused_from
+        else ""
+    )
     tags = " ".join(
         f"<span class='tag'>{html.escape(k)}={html.escape(v)}</span>"
         for k, v in sorted(entry.tags.items())
@@ -214,7 +231,7 @@ def _card(entry: SheetEntry, thumb: Image.Image | None) -> str:
         f"<dt>prompt</dt><dd class='prompt'>{html.escape(entry.prompt)}</dd>"
         f"<dt>seed</dt><dd class='seed'>{entry.seed}</dd>"
         f"<dt>model</dt><dd class='model'>{html.escape(entry.model)}</dd>"
-        f"<dt>cost</dt><dd class='cost'>{format_usd(entry.cost_micro_usd)}</dd>"
+        f"<dt>cost</dt><dd class='cost'>{format_usd(entry.cost_micro_usd)}</dd>{reuse}"
         f"</dl>{tags}</figcaption></figure>"
     )
 
@@ -230,6 +247,10 @@ def _money_rows(summary: BatchRecord) -> list[tuple[str, str]]:
     if "inference" not in costs:
         rows.append(("inference", format_usd(summary.cost_micro_usd)))
     rows.append((terms.CHARGED, format_usd(summary.spent_micro_usd)))
+    # only a batch that reused images shows the rows, as `imagebatch cost` does
+    if summary.images_reused:
+        rows.append((terms.REUSED.strip(), str(summary.images_reused)))
+        rows.append((terms.REUSE_SAVED, format_usd(summary.reuse_saved_micro_usd)))
     if summary.estimate_total_micro_usd is not None:
         rows.append((terms.ESTIMATE, format_usd(summary.estimate_total_micro_usd)))
     if summary.max_cost_micro_usd is not None:

@@ -47,6 +47,8 @@ from imagebatch.pipeline.reuse import (
     copy_reused,
     find_reusable,
     lookup_bound,
+    reusable_from_made,
+    same_identity_followers,
 )
 
 logger = Logger(child=True)
@@ -57,9 +59,9 @@ class _Unfinished:
         self.failure_class = failure_class
 
 
-# generate_chunk stays whole (about 100 lines): each step is already a helper; what is left is
-# their order (pending first, then read, look up, hold, copy, make, commit), which the budget
-# invariant depends on and which reads best in one place.
+# generate_chunk stays whole (about 120 lines): each step is already a helper; what is left is
+# their order (pending first, then read, look up, hold, copy, make, copy duplicates, commit),
+# which the budget invariant depends on and which reads best in one place.
 def generate_chunk(
     task: ChunkTask,
     *,
@@ -94,7 +96,13 @@ def generate_chunk(
     capped = summary is not None and summary.capped
     identities = bedrock_identities(todo, catalogue) if reuse else {}
     reusable = find_reusable(identities, store=store, ledger=ledger)
-    to_make = [job for job in todo if job.image_id not in reusable]
+    # two images of one identity in the chunk: the second is a copy of the first, made here
+    followers = same_identity_followers(
+        [job for job in todo if job.image_id not in reusable], identities
+    )
+    to_make = [
+        job for job in todo if job.image_id not in reusable and job.image_id not in followers
+    ]
     settlement = Settlement(chunk_id=chunk.chunk_id, prices=prices)
     if capped:
         bound = _attempt_bound(
@@ -125,20 +133,30 @@ def generate_chunk(
         reserve_ms=commit_reserve_ms,
         access_wait=access_wait or AccessWait(),
     )
-    reused = copy_reused(todo, reusable, identities, chunk, store=store, catalogue=catalogue)
-    copied = {o.image_id for o in reused}
+
+    def saved(job: ImageJob) -> int:
+        return _price(catalogue, job)
+
+    reused = copy_reused(todo, reusable, identities, chunk, store=store, saved_micro_usd=saved)
     results = _make_images(
         to_make,
         lambda job: _make_image(job, chunk, store, retrying, catalogue),
         threads=ceiling,
         out_of_time=lambda: time_left_ms() < commit_reserve_ms,
     )
-    outcomes = reused + [r for r in results if isinstance(r, ImageOutcome)]
+    made = [r for r in results if isinstance(r, ImageOutcome)]
+    followed = reusable_from_made(followers, made, task.batch_id, store=store)
+    reused += copy_reused(todo, followed, identities, chunk, store=store, saved_micro_usd=saved)
+    copied = {o.image_id for o in reused}
+    outcomes = reused + made
     unfinished = {
         job.image_id: r.failure_class
         for job, r in zip(to_make, results, strict=True)
         if isinstance(r, _Unfinished)
-    } | {image_id: FailureClass.STORAGE_ERROR for image_id in reusable.keys() - copied}
+    } | {
+        image_id: FailureClass.STORAGE_ERROR
+        for image_id in (reusable.keys() | followers.keys()) - copied
+    }
     settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
     _commit_or_keep(
         task.batch_id,

@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
 from imagebatch.costs.usage import write_units as _write_units
 from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import catalog_tag_reason
 from imagebatch.manifest.schema import FieldError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -42,22 +43,31 @@ _UPLOAD_THREADS = 8
 
 @dataclass(frozen=True)
 class ManifestObject:
-    """The uploaded manifest object that a batch comes from."""
+    """The uploaded manifest object that a batch comes from: the version its event names
+    (None: the bucket is not versioned) and, once ingest has streamed it, its SHA-256."""
 
     bucket: str
     key: str
     etag: str
+    version_id: str | None = None
+    content_sha256: str = ""
 
     @property
     def batch_id(self) -> str:
-        return batch_id_for(self.bucket, self.key, self.etag)
+        if not self.content_sha256:
+            raise ValueError("a manifest's batch id is its content's: read it first")
+        return batch_id_for(self.bucket, self.key, self.content_sha256)
 
     def record_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "manifest_bucket": self.bucket,
             "manifest_key": self.key,
             "manifest_etag": self.etag.strip('"'),
+            "manifest_sha256": self.content_sha256,
         }
+        if self.version_id:
+            fields["manifest_version_id"] = self.version_id
+        return fields
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,12 @@ def ingest_manifest(
     """A region without prices, or a model it does not offer, is refused with a message."""
     unsupported = (
         load_aws_prices().unsupported_region_reason(stack.region) if stack.region else None
+    )
+    # The batch is the content of the version the event names: hashed in a first streamed
+    # read, so the id (in every chunk file) is known before the plan is written.
+    manifest = replace(
+        manifest,
+        content_sha256=ports.store.manifest_sha256(manifest.key, manifest.version_id),
     )
     batch_id = manifest.batch_id
     existing = ports.ledger.get_batch(batch_id)
@@ -181,7 +197,7 @@ def _plan_and_upload(
     batch_id, store, ledger = manifest.batch_id, ports.store, ports.ledger
     try:
         plan = plan_for_stack(
-            store.open_manifest(manifest.key),
+            store.open_manifest(manifest.key, manifest.version_id),
             manifest.key,
             batch_id=batch_id,
             catalogue=ports.catalogue,
@@ -189,11 +205,12 @@ def _plan_and_upload(
             spool=spool,
             at_zero=ports.endpoint_at_zero() if ports.endpoint_at_zero is not None else None,
             throughput=ports.throughput,
+            made=ledger,
         )
     except ManifestError as exc:
         return _reject_unreadable(manifest, exc, store=store, ledger=ledger)
     verdict = assess(plan, stack, prices)
-    reason = verdict.rejection
+    reason = verdict.rejection or _catalog_reason(plan, manifest.key, store)
     errors_key = None
     if plan.errors_path is not None:
         errors_key = f"reports/{batch_id}/errors.jsonl"
@@ -215,6 +232,12 @@ def _plan_and_upload(
         )
     _upload_chunks(store, batch_id, plan)
     return plan, record
+
+
+def _catalog_reason(plan: BatchPlan, key: str, store: IngestStore) -> str | None:
+    """A batch tagged as a catalog's night must be one finalize can publish (checks.py)."""
+    name = (plan.settings.tags or {}).get("catalog")
+    return catalog_tag_reason(key, name, store.object_exists) if name else None
 
 
 def _own_usage(
@@ -275,6 +298,8 @@ def _batch_record(
         "estimate_inference_micro_usd": plan.estimate_inference_micro_usd,
         "estimate_orchestration_micro_usd": estimate.orchestration_micro_usd if estimate else None,
         "estimate_storage_micro_usd": estimate.storage_micro_usd if estimate else None,
+        "estimate_images_reused": plan.reuse.images if plan.reuse else None,
+        "estimate_reuse_saved_micro_usd": plan.reuse.saved_micro_usd if plan.reuse else None,
         "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd if estimate else None,
         "max_cost_micro_usd": (
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
 from imagebatch.costs.prices import RegionPrices
@@ -24,9 +24,17 @@ from imagebatch.models.records import ImageOutcome
 logger = Logger(child=True)
 
 
+# Where every image the pipeline stores lies (output_prefix is under it, manifest.schema).
+_OUTPUTS = "outputs/"
+
+
 class PendingCommit(BaseModel):
+    """chunks/<batch>/<chunk>.pending.json. Read back from S3, where anyone allowed
+    s3:PutObject on the bucket can write it: its money and counts are never negative
+    (ImageOutcome, Usage) and commit_pending checks its ids and keys before acting on it."""
+
     outcomes: list[ImageOutcome]
-    reserved_micro_usd: int = 0
+    reserved_micro_usd: int = Field(default=0, ge=0)
     has_reservation: bool = False
     usage: Usage = Usage()
     capped: bool = False
@@ -68,7 +76,9 @@ def commit_pending(
     body = store.get_pending_commit(batch_id, chunk_id)
     if body is None:
         return 0
-    pending = PendingCommit.model_validate_json(body)
+    pending = _read_pending(body, batch_id, chunk_id)
+    if pending is None:
+        return 0
     settlement = Settlement(
         chunk_id=chunk_id,
         reserved_micro_usd=pending.reserved_micro_usd,
@@ -86,3 +96,38 @@ def commit_pending(
     store.delete_pending_commit(batch_id, chunk_id)
     logger.info("pending commit recorded", extra={"chunk_id": chunk_id, "images": recorded})
     return recorded
+
+
+def _read_pending(body: bytes, batch_id: str, chunk_id: str) -> PendingCommit | None:
+    """The pending file if the pipeline could have written it, else None (logged as an
+    error, the file left as evidence): a refused file commits nothing, and the chunk's images
+    are made again or recorded by finalize as any unrecorded image is."""
+    reason: str | None
+    try:
+        pending = PendingCommit.model_validate_json(body)
+    except ValidationError as exc:
+        reason = f"not a pending commit: {exc.error_count()} invalid field(s), e.g. " + str(
+            exc.errors()[0]["loc"]
+        )
+    else:
+        reason = _foreign(pending, batch_id, chunk_id)
+        if reason is None:
+            return pending
+    logger.error(
+        "pending file refused: the pipeline did not write it",
+        extra={"batch_id": batch_id, "chunk_id": chunk_id, "reason": reason},
+    )
+    return None
+
+
+def _foreign(pending: PendingCommit, batch_id: str, chunk_id: str) -> str | None:
+    """Why the outcomes are not this chunk's own (None: they are)."""
+    for outcome in pending.outcomes:
+        if outcome.chunk_id != chunk_id:
+            return f"image {outcome.image_id!r} names chunk {outcome.chunk_id!r}"
+        key = outcome.output_key
+        if key is not None and (not key.startswith(_OUTPUTS) or ".." in key.split("/")):
+            return f"image {outcome.image_id!r} has output key {key!r}, not under {_OUTPUTS}"
+        if key is not None and f"/{batch_id}/" not in key:
+            return f"image {outcome.image_id!r} has output key {key!r} of another batch"
+    return None

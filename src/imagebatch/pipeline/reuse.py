@@ -10,6 +10,7 @@ operations like a made image's PUT, charged in the chunk's commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
@@ -81,6 +82,55 @@ def find_reusable(
     return found
 
 
+def same_identity_followers(to_make: list[ImageJob], identities: dict[str, str]) -> dict[str, str]:
+    """Images of the chunk with the same identity as an earlier one still to make: follower
+    image id -> the image id it copies once that one is made (made once, not twice)."""
+    leaders: dict[str, str] = {}
+    followers: dict[str, str] = {}
+    for job in to_make:
+        identity = identities.get(job.image_id)
+        if identity is None:
+            continue
+        leader = leaders.setdefault(identity, job.image_id)
+        if leader != job.image_id:
+            followers[job.image_id] = leader
+    return followers
+
+
+def reusable_from_made(
+    followers: dict[str, str],
+    made: list[ImageOutcome],
+    batch_id: str,
+    *,
+    store: ChunkStorePort,
+) -> dict[str, Reusable]:
+    """follower image id -> the image this attempt just made of its identity. A follower
+    whose image was not made (failed, out of time) or cannot be read is absent: the caller
+    leaves it unfinished, and the chunk's retry makes it (its leader then recorded)."""
+    by_id = {o.image_id: o for o in made if o.status == "SUCCEEDED" and o.output_key}
+    sizes: dict[str, int | None] = {}
+    found: dict[str, Reusable] = {}
+    for follower, leader in followers.items():
+        outcome = by_id.get(leader)
+        if outcome is None or outcome.output_key is None or outcome.identity_sha256 is None:
+            continue
+        if leader not in sizes:
+            try:
+                sizes[leader] = store.image_size(outcome.output_key)
+            except StorageError:
+                sizes[leader] = None
+        size = sizes[leader]
+        if size is not None:
+            source = MadeImage(
+                identity_sha256=outcome.identity_sha256,
+                batch_id=batch_id,
+                image_id=leader,
+                output_key=outcome.output_key,
+            )
+            found[follower] = Reusable(source=source, size=size)
+    return found
+
+
 def lookup_bound(candidates: int, images: int, prices: RegionPrices) -> int:
     """The most `find_reusable` and the index writes add to an attempt beyond what
     costs.estimate.chunk_reservation already bounds (micro-dollars, rounded up): the index
@@ -101,11 +151,13 @@ def copy_reused(
     chunk: ChunkFile,
     *,
     store: ChunkStorePort,
-    catalogue: ModelCatalogue,
+    saved_micro_usd: Callable[[ImageJob], int],
+    model: str | None = None,
 ) -> list[ImageOutcome]:
     """Copy each reusable image to this batch's key for it. One whose copy fails is absent
     from the result: the caller leaves it unfinished for the chunk's retry, since the budget
-    hold did not cover making it."""
+    hold did not cover making it. `saved_micro_usd`: the inference the image would have cost
+    on the chunk's backend; `model`: the model its record names (the job's when None)."""
     reused: list[ImageOutcome] = []
     for job in todo:
         hit = reusable.get(job.image_id)
@@ -127,15 +179,13 @@ def copy_reused(
                 "reuse copy failed", extra={"image_id": job.image_id, "reason": exc.reason}
             )
             continue
-        spec = catalogue.get(job.model)
-        saved = spec.price_for(job.width, job.height).micro_usd_per_image if spec else 0
         reused.append(
             ImageOutcome(
                 image_id=job.image_id,
                 item_id=job.item_id,
                 chunk_id=chunk.chunk_id,
                 status="SUCCEEDED",
-                model=job.model,
+                model=model or job.model,
                 backend=chunk.backend,
                 seed=job.seed,
                 cost_micro_usd=0,
@@ -144,7 +194,7 @@ def copy_reused(
                 identity_sha256=identities[job.image_id],
                 reused_from_batch_id=hit.source.batch_id,
                 reused_from_image_id=hit.source.image_id,
-                reuse_saved_micro_usd=saved,
+                reuse_saved_micro_usd=saved_micro_usd(job),
             )
         )
     return reused

@@ -8,6 +8,15 @@ again.
 Its commit settles the request's budget hold to the actual charge and carries every second
 the request used (failed and stopped calls, images another attempt recorded: `rework`), the
 attempt's Lambda, Step Functions, SNS and SQS usage, and the batch tags for the rollups.
+
+A result whose hold is gone is recorded all the same (an orphan): its request was written off
+by finalize while still queued (the write-off charged the whole hold as spent, an upper bound
+of what the request used), or it is a second run of one request (a submit whose reply was
+lost, retried by botocore after SageMaker had queued it; nothing was held for it). Its new
+images are recorded at no charge, its bookkeeping comes from the batch's overhead reserve,
+and its instance-seconds go on the endpoint under its batch, uncharged: the endpoint observer
+charges a window's instance time that no commit charged to the batches it served by their
+seconds, these included (costs.overhead), never as idle of other batches alone.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
     ChunkInvocation,
     InvocationResult,
+    SubmittedRequest,
+    submitted_key,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 
@@ -55,11 +66,22 @@ class InvocationRequest:
 
 
 def request_key(notification: AsyncNotification) -> str:
-    """One key per request the endpoint ran: SageMaker names each output object anew, so a
-    redelivered notification has the same key and a second run of the same request not."""
+    """One key per run of a request on the endpoint. SageMaker names the output object after
+    the InferenceId, so two runs of one id (a submit whose reply was lost, sent again by
+    botocore after SageMaker had queued it) write the same location: the key is the id with
+    the run's own times (when SageMaker received and finished it), which a redelivery of one
+    notification repeats and a second run does not."""
     response = notification.response_parameters
-    location = response.output_location or response.failure_location or notification.inference_id
-    return hashlib.sha256(location.encode()).hexdigest()[:32]
+    run = [
+        notification.inference_id,
+        notification.received_time or "",
+        notification.event_time or "",
+        notification.invocation_status,
+    ]
+    if not (notification.received_time or notification.event_time):
+        # a notification without its times: its location is all that tells runs apart
+        run.append(response.output_location or response.failure_location or "")
+    return hashlib.sha256("\n".join(run).encode()).hexdigest()[:32]
 
 
 def record_result(
@@ -73,6 +95,8 @@ def record_result(
     request: InvocationRequest | None = None,
 ) -> ChunkResult | None:
     """Price and record one finished async request, settle its hold, answer its token."""
+    # Stays whole (a few lines over 60): read, commit, then answer the token, in that order
+    # (the answer only after the commit); each step is a function of its own.
     invocation = ChunkInvocation.model_validate_json(
         store.read_uri(notification.request_parameters.input_location)
     )
@@ -84,13 +108,15 @@ def record_result(
         return None
     held: int | None = None
     if invocation.hold_id is not None:
+        # None: settled by another run of this request or written off (the module says
+        # why the result is recorded all the same); an earlier delivery of this very result
+        # is stopped by its request marker.
         held = ledger.hold_amount(invocation.batch_id, invocation.hold_id)
-        if held is None:
-            # Settled by an earlier delivery, or written off by finalize (charged in full).
-            _answer_if_all_recorded(notification, invocation, ledger, tokens, token)
-            return None
-    result, object_bytes, failure = _read_result(notification, store)
-    fixed = _request_usage(result, object_bytes)
+    submitted, submitted_bytes = _submitted(notification, store)
+    result, object_bytes, failure = _read_result(notification, submitted, store)
+    fixed = _request_usage(result, object_bytes) + Usage(
+        s3_put_requests=1 if submitted else 0, s3_bytes_written=submitted_bytes
+    )
     sums = EndpointThroughput.sums(result.calls) if result else {}
     committed = _commit(
         invocation,
@@ -161,16 +187,21 @@ def _commit(
     notification: AsyncNotification | None = None,
 ) -> ChunkResult | None:
     """One transaction: the new image records, the rework, the usage, the hold settled.
-    None when this request was recorded (or its hold settled) before."""
+    None when this request was recorded before. A capped request without its hold (an
+    orphan, see the module) records its images at no charge, from the overhead reserve."""
+    # Stays whole (a few lines over 60): one loop of read, price and conditional commit,
+    # whose refusals each decide the next try.
+    orphan = invocation.hold_id is not None and held is None
     for attempt in range(_COMMIT_TRIES):
         answered = [image.image_id for image in result.images] if result else []
         recorded = ledger.recorded_image_ids(invocation.batch_id, answered) if answered else set()
-        outcomes, rework = _price(invocation, result, recorded, costing)
+        outcomes, rework = _price(invocation, result, recorded, costing, orphan=orphan)
         settlement = Settlement(
             chunk_id=invocation.chunk_id,
             hold_id=invocation.hold_id,
             reserved_micro_usd=held or 0,
             has_reservation=held is not None,
+            from_overhead_reserve=orphan,
             usage=_commit_usage(invocation, extra, store, ledger, clock, request),
             prices=costing.prices,
             rework_micro_usd=rework,
@@ -189,6 +220,13 @@ def _commit(
                 capped=invocation.hold_id is not None,
             )
         except ImagesAlreadyRecordedError as exc:
+            if exc.settled_elsewhere and held is not None and attempt < _COMMIT_TRIES - 1:
+                # the hold went between our read and our commit (written off): an orphan
+                # now, unless the request's marker refused us (recorded before)
+                held = ledger.hold_amount(invocation.batch_id, invocation.hold_id or "")
+                orphan = held is None
+                if orphan:
+                    continue
             if exc.settled_elsewhere or attempt == _COMMIT_TRIES - 1:
                 logger.info("result already recorded", extra={"request": key})
                 return None
@@ -196,14 +234,18 @@ def _commit(
         store.meter.take()
         ledger.meter.take()
         request.charged = True
-        return ChunkResult(
-            chunk_id=invocation.chunk_id,
-            succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
-            failed=sum(1 for o in outcomes if o.status == "FAILED"),
-            cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
-            skipped_already_done=len(recorded),
-        )
+        return _chunk_result(invocation.chunk_id, outcomes, len(recorded))
     return None
+
+
+def _chunk_result(chunk_id: str, outcomes: list[Outcome], skipped: int) -> ChunkResult:
+    return ChunkResult(
+        chunk_id=chunk_id,
+        succeeded=sum(1 for o in outcomes if o.status == "SUCCEEDED"),
+        failed=sum(1 for o in outcomes if o.status == "FAILED"),
+        cost_micro_usd=sum(o.cost_micro_usd for o in outcomes),
+        skipped_already_done=skipped,
+    )
 
 
 def _commit_usage(  # noqa: PLR0917 - the usage's sources, each read once
@@ -234,9 +276,12 @@ def _price(
     result: InvocationResult | None,
     recorded: set[str],
     costing: EndpointCosting,
+    *,
+    orphan: bool = False,
 ) -> tuple[list[Outcome], int]:
     """(the outcomes of the images not recorded yet, the rework: what the request's seconds
-    for images another attempt recorded cost), each under the endpoint's model."""
+    for images another attempt recorded cost), each under the endpoint's model; an orphan's
+    (see the module) at no charge."""
     if result is None:
         return [], 0
     priced = price_result(
@@ -249,6 +294,17 @@ def _price(
     outcomes = priced.outcomes
     if costing.model:
         outcomes = [o.model_copy(update={"model": costing.model}) for o in outcomes]
+    if costing.endpoint_model is not None:
+        # made images carry their identity, so the commit indexes them for reuse
+        jobs = {job.image_id: job for job in invocation.images}
+        outcomes = [
+            o.model_copy(update={"identity_sha256": costing.identity(jobs[o.image_id])})
+            if o.image_id in jobs
+            else o
+            for o in outcomes
+        ]
+    if orphan:
+        return [o.model_copy(update={"cost_micro_usd": 0}) for o in outcomes], 0
     return outcomes, priced.rework_micro_usd
 
 
@@ -292,25 +348,43 @@ class _ErrorBody(BaseModel):
     partial: InvocationResult | None = None
 
 
-def _read_result(
+def _submitted(
     notification: AsyncNotification, store: ChunkStorePort
+) -> tuple[SubmittedRequest | None, int]:
+    """What InvokeEndpointAsync answered for this request (submit keeps it beside the
+    input object) and that object's size; None for a request submitted without it."""
+    try:
+        body = store.read_uri(submitted_key(notification.request_parameters.input_location))
+        return SubmittedRequest.model_validate_json(body), len(body)
+    except (ObjectMissingError, ValidationError):
+        return None, 0
+
+
+def _read_result(
+    notification: AsyncNotification,
+    submitted: SubmittedRequest | None,
+    store: ChunkStorePort,
 ) -> tuple[InvocationResult | None, int | None, tuple[str, str] | None]:
     """(what the request did, the size of the object SageMaker wrote, the error to fail the
     token with). A failed request may still carry a partial result: images made and the
-    seconds of every call before it failed."""
+    seconds of every call before it failed, in the error body at the FailureLocation
+    InvokeEndpointAsync named (AWS's error notification names none)."""
     response = notification.response_parameters
     if notification.invocation_status == "Failed":
+        failure_location = response.failure_location or (
+            submitted.failure_location if submitted else None
+        )
         cause = json.dumps(
             {
                 "inference_id": notification.inference_id,
                 "failure_reason": notification.failure_reason,
-                "failure_location": response.failure_location,
+                "failure_location": failure_location,
             }
         )
-        if response.failure_location is None:
+        if failure_location is None:
             return None, None, (INFERENCE_FAILED, cause)
         try:
-            body = store.read_uri(response.failure_location)
+            body = store.read_uri(failure_location)
         except ObjectMissingError:
             return None, None, (INFERENCE_FAILED, cause)
         try:

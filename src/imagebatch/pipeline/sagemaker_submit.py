@@ -9,13 +9,28 @@ what the attempt can charge (the instance-seconds the container may use plus one
 both Lambdas, messages, requests, storage) before InvokeEndpointAsync, under a hold id of its
 own, since a request can outlive its attempt; the container uses no more instance-seconds than
 the hold covers; record_result settles that hold to the actual charge in its commit. A hold is
-released when its request cannot be submitted, and a hold no result settles is written off by
+released when SageMaker refused its request, and a hold no result settles is written off by
 finalize as spent, so spent + held + left + reserve = cap throughout.
+
+An ambiguous submit (no answer: a connection error or a timeout) may have queued the request,
+so it keeps its hold and its token waits: the result answers it, or, if nothing was queued,
+the heartbeat timeout (which covers the request's TTL: by then it can no longer run) has the
+state machine submit the chunk again; a hold no result settled is written off by finalize.
+
+Throttles and 5xx of S3 (the request object) and of InvokeEndpointAsync, and connection
+errors, are retried here with jittered backoff while the invocation has time left (every try
+of one request keeps its InferenceId); what still fails releases the hold (nothing was
+queued) and raises ChunkUnfinished, which the state machine retries like a Bedrock chunk's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import NoReturn, TypeVar
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -28,16 +43,23 @@ from imagebatch.aws.ports import (
     TaskTokensPort,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer
+from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer, invocation_timeout_s
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.errors import ChunkUnfinished, EndpointSubmitError, StorageError
 from imagebatch.models.batch_record import BatchRecord
-from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
-from imagebatch.models.sagemaker_contract import ChunkInvocation, shape_key
+from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
+from imagebatch.models.sagemaker_contract import (
+    ChunkInvocation,
+    SubmittedRequest,
+    shape_key,
+    submitted_key,
+)
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_reuse import reuse_before_submit
 
 logger = Logger(child=True)
 
@@ -46,6 +68,16 @@ INPUT_PREFIX = "async-inputs/"
 # hold's own write and the request PUT) and this many bytes of counts in the request object.
 SUBMIT_TAIL_S = 2
 _COUNTS_BYTES = 1024
+# Tries of one S3 PUT or InvokeEndpointAsync (each after botocore's own), their backoff, and
+# the time a try must leave for what follows it (the hold's release, the answer).
+SUBMIT_TRIES = 5
+SUBMIT_BACKOFF_S = 0.5
+SUBMIT_RESERVE_S = 5.0
+
+T = TypeVar("T")
+
+# SageMaker's largest InvocationTimeoutSeconds; the adapter also keeps the stack's own.
+_MAX_TIMEOUT_S = 3600
 
 
 class SubmitTask(ChunkTask):
@@ -62,6 +94,10 @@ class SubmitReceipt(BaseModel):
     skipped_already_done: int
     held_micro_usd: int | None = None
     refused: bool = False
+    # images copied from an earlier batch's image of the same identity, not sent
+    reused: int = 0
+    # InvokeEndpointAsync got no answer: the request may be queued (see the module)
+    uncertain: bool = False
 
 
 def inference_id_for(task: SubmitTask) -> str:
@@ -70,6 +106,8 @@ def inference_id_for(task: SubmitTask) -> str:
     return f"{task.chunk.chunk_id}-{task.retry_count + 1}-{digest}"
 
 
+# Kept whole (about 90 lines): its steps are helpers already (reuse, invocation, sizer,
+# reserve, refuse, send); what is left is their order, which the budget invariant depends on.
 def submit_chunk(
     task: SubmitTask,
     *,
@@ -79,17 +117,51 @@ def submit_chunk(
     tokens: TaskTokensPort,
     costing: EndpointCosting,
     clock: LambdaClock,
+    reuse: bool = True,
+    time_left_s: Callable[[], float] | None = None,
 ) -> SubmitReceipt:
+    """Submit the chunk's images still to make. `reuse` (the stack's ReuseImages): images
+    some batch already made are copied first (pipeline.sagemaker_reuse) and only the rest
+    are sent. `time_left_s`: the invocation's seconds left, which bound the retries of
+    throttled calls; None: unbounded but SUBMIT_TRIES."""
+    # Stays whole (a few lines over 60): read, hold or refuse, reuse, send, in the order the
+    # budget's invariant needs them, each step already a function of its own.
     chunk = store.get_chunk(task.chunk.key)
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
         # A retry after the images were recorded: nothing to send, answer the token now.
         return _answer_done(task, chunk.chunk_id, len(done), tokens)
-    inference_id = inference_id_for(task)
-    invocation, expected = _invocation(task, chunk, todo, costing)
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
+    if reuse and costing.endpoint_model is not None:
+        reused = reuse_before_submit(
+            chunk,
+            todo,
+            attempt=task.retry_count + 1,
+            capped=capped,
+            store=store,
+            ledger=ledger,
+            costing=costing,
+            clock=clock,
+        )
+        if reused:
+            copied = {o.image_id for o in reused}
+            todo = [job for job in todo if job.image_id not in copied]
+            if not todo:
+                result = ChunkResult.of(chunk.chunk_id, reused, skipped=len(done))
+                tokens.succeed(task.task_token, result.model_dump_json())
+                return SubmitReceipt(
+                    inference_id=None,
+                    input_location=None,
+                    images=0,
+                    skipped_already_done=len(done),
+                    reused=len(reused),
+                )
+            # the copies' commit moved the budget: hold against what is left now
+            summary = ledger.get_batch(task.batch_id) if capped else summary
+    inference_id = inference_id_for(task)
+    invocation, expected = _invocation(task, chunk, todo, costing)
     held: int | None = None
     if capped:
         # Hold the most this attempt can charge before anything is spent on it.
@@ -128,7 +200,64 @@ def submit_chunk(
         endpoint=endpoint,
         prices=costing.prices,
         clock=clock,
+        time_left_s=time_left_s,
     )
+
+
+def _retrying(call: Callable[[], T], time_left_s: Callable[[], float] | None) -> T:
+    """`call`, tried again after a transient StorageError or EndpointSubmitError while
+    there is time for the backoff; the last error goes up, an endpoint's marked ambiguous
+    when any try got no answer (that try may have queued the request)."""
+    ambiguous = False
+    for attempt in range(SUBMIT_TRIES):
+        try:
+            return call()
+        except (StorageError, EndpointSubmitError) as exc:
+            ambiguous = ambiguous or getattr(exc, "ambiguous", False)
+            delay = random.uniform(0, SUBMIT_BACKOFF_S * 2**attempt)
+            out_of_time = time_left_s is not None and time_left_s() - delay < SUBMIT_RESERVE_S
+            if not exc.transient or attempt == SUBMIT_TRIES - 1 or out_of_time:
+                if isinstance(exc, EndpointSubmitError) and ambiguous and not exc.ambiguous:
+                    raise EndpointSubmitError(str(exc), transient=True, ambiguous=True) from exc
+                raise
+            logger.warning("submit retried", extra={"error": str(exc), "delay": delay})
+            time.sleep(delay)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _give_up(
+    invocation: ChunkInvocation,
+    held: int | None,
+    ledger: ChunkLedgerPort,
+    prices: RegionPrices,
+    exc: StorageError | EndpointSubmitError,
+) -> NoReturn:
+    """Nothing was queued: release the hold, then hand a transient failure back to the state
+    machine as ChunkUnfinished (every image of the request, throttled), which it retries."""
+    if held is not None:
+        _release(invocation, held, ledger, prices)
+    if not exc.transient:
+        raise exc
+    logger.warning("chunk not submitted; the state machine retries it", extra={"error": str(exc)})
+    unfinished = {job.image_id: FailureClass.THROTTLED for job in invocation.images}
+    raise ChunkUnfinished(unfinished) from exc
+
+
+def _keep_answer(
+    submitted: SubmittedRequest,
+    key: str,
+    store: ChunkStorePort,
+    time_left_s: Callable[[], float] | None,
+) -> None:
+    """InvokeEndpointAsync's answer beside the request, where record_result reads the
+    failure location (and charges this PUT, with its size)."""
+    answer = submitted.model_dump_json().encode()
+    try:
+        _retrying(lambda: store.put_json(key, answer), time_left_s)
+    except StorageError as exc:
+        # the request is queued: its result is still recorded, only a failure's partial
+        # result would be missed
+        logger.warning("submit's answer not kept", extra={"error": str(exc)})
 
 
 def _answer_done(
@@ -152,36 +281,55 @@ def _send(
     endpoint: AsyncEndpointPort,
     prices: RegionPrices,
     clock: LambdaClock,
+    time_left_s: Callable[[], float] | None = None,
 ) -> SubmitReceipt:
-    """Write the request object and submit it; a request that never reaches the endpoint
-    releases its hold (settled at what submit spent) before the error goes up."""
+    """Write the request object and submit it; a request SageMaker refused releases its hold
+    (settled at what submit spent) before the error goes up; one that may have been queued
+    keeps it (the module says why)."""
     key = f"{INPUT_PREFIX}{invocation.batch_id}/{inference_id}.json"
     input_location = f"s3://{invocation.bucket}/{key}"
     body, invocation = _request_body(invocation, store, ledger, clock)
-    store.put_json(key, body)
     try:
-        output_location = endpoint.submit(input_location, inference_id)
-    except Exception:
-        if held is not None:
-            _release(invocation, held, ledger, prices)
-        raise
-    logger.info(
-        "chunk submitted",
-        extra={
-            "inference_id": inference_id,
-            "output_location": output_location,
-            "images": len(invocation.images),
-            "held_micro_usd": held,
-            "max_seconds": invocation.max_seconds,
-        },
-    )
-    return SubmitReceipt(
+        _retrying(lambda: store.put_json(key, body), time_left_s)
+    except StorageError as exc:
+        _give_up(invocation, held, ledger, prices, exc)
+    receipt = SubmitReceipt(
         inference_id=inference_id,
         input_location=input_location,
         images=len(invocation.images),
         skipped_already_done=skipped,
         held_micro_usd=held,
     )
+    try:
+        # a capped request (every one under DefaultMaxCostUsd) ends past its hold
+        timeout_s = (
+            invocation_timeout_s(Decimal(str(invocation.max_seconds)), _MAX_TIMEOUT_S)
+            if invocation.max_seconds is not None
+            else None
+        )
+        submitted = _retrying(
+            lambda: endpoint.submit(input_location, inference_id, timeout_s), time_left_s
+        )
+    except EndpointSubmitError as exc:
+        if exc.ambiguous:
+            logger.warning(
+                "submit unanswered: the request may be queued; its hold is kept",
+                extra={"inference_id": inference_id, "error": str(exc)},
+            )
+            return receipt.model_copy(update={"uncertain": True})
+        _give_up(invocation, held, ledger, prices, exc)
+    _keep_answer(submitted, submitted_key(key), store, time_left_s)
+    logger.info(
+        "chunk submitted",
+        extra={
+            "inference_id": inference_id,
+            "output_location": submitted.output_location,
+            "images": len(invocation.images),
+            "held_micro_usd": held,
+            "max_seconds": invocation.max_seconds,
+        },
+    )
+    return receipt
 
 
 def _invocation(

@@ -9,6 +9,7 @@ show is what ingest would do.
     pricing        expected micro-dollars per image on each backend
     plan           BatchPlan of PlannedChunks: one streaming pass that checks, routes, prices
                    and spools chunk files
+    reuse          the images the image index already holds, left out of the estimate
     verdict        assess: the estimate by category and why ingest would refuse (a Verdict)
     what_if        plan_for_stack: the plan on a stack, as ingest and the CLI both run it
 """

@@ -21,6 +21,8 @@ from imagebatch.backends.routing import (
 from imagebatch.backends.routing import EndpointSeconds as EndpointSecondsFn
 from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
+from imagebatch.errors import ManifestError
+from imagebatch.manifest.checks import reserved_tags_for
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import BatchSettings, InvalidLine
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -28,7 +30,9 @@ from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import ChunkFile, ImageJob
 from imagebatch.models.sagemaker_contract import shape_key
 from imagebatch.planning.pricing import ImagePricer
+from imagebatch.planning.reuse import MadeImages, ReuseTally, reused_in_chunk
 from imagebatch.planning.routing import expand_item, route_entry
+from imagebatch.planning.stack_options import BatchLimits
 
 # Every chunk of a plan is appended to this one file in the spool dir: creating a file per
 # chunk cost 3.5 of 20 s for a 1,000,000-line manifest (20,000 chunks).
@@ -71,6 +75,11 @@ class BatchPlan:
     # The endpoint's cold start and idle tail this batch would cause (it is at zero), if any.
     endpoint_wake_micro_usd: int = 0
     pixels_total: int = 0
+    # The images the image index says are already made (reuse, docs/reuse.md): left out of
+    # the inference above. None: not looked up (offline, or reuse off), so reuse is unknown.
+    reuse: ReuseTally | None = None
+    # The cap is the stack's DefaultMaxCostUsd: the manifest set no max_cost_usd.
+    cap_from_stack: bool = False
 
     @property
     def backend(self) -> str:
@@ -108,6 +117,8 @@ def plan_batch(
     prices: RegionPrices | None = None,
     shape: Shape | None = None,
     region: str | None = None,
+    made: MadeImages | None = None,
+    limits: BatchLimits | None = None,
 ) -> BatchPlan:
     """Validate, route and chunk; memory stays flat at any manifest size.
 
@@ -117,6 +128,9 @@ def plan_batch(
     is chosen and they are chunked. `endpoint_seconds`: what the endpoint is expected to take
     per image (its own measurements where it has them); without it, the data file's reference
     figure. `region`: Bedrock serves each model in some regions only (data/bedrock_models.json).
+    `made`: the image index; each chunk's images already made are left out of the inference
+    (one batched read per chunk, as the chunk itself will look them up).
+    `limits`: the stack's default cap and ceiling, applied to the settings before the pass.
     """
     # Kept whole (82 lines with its docstring): the two passes (route, then chunk what was
     # set aside) share the open errors file and the chunker, whose exit writes the last chunks.
@@ -125,8 +139,11 @@ def plan_batch(
         format_for_key(key),
         catalogue,
         endpoint_model=deployment.model_id if deployment else None,
+        reserved_tags=reserved_tags_for(key),
     )
-    plan = BatchPlan(settings=reader.settings, spool=spool)
+    plan = _capped(reader, limits or BatchLimits(), spool)
+    if made is not None:
+        plan.reuse = ReuseTally()
     pricer = ImagePricer(catalogue, deployment, endpoint_seconds)
     flexible_path = spool / "flexible.jsonl"
     flexible = FlexibleImages()
@@ -134,7 +151,9 @@ def plan_batch(
     today = datetime.now(UTC).date()
     with (
         _ErrorsFile(plan) as errors,
-        _Chunker(plan, batch_id, chunk_size, pricer, deployment) as chunker,
+        _Chunker(
+            plan, batch_id, chunk_size, pricer, deployment, catalogue=catalogue, made=made
+        ) as chunker,
     ):
         with flexible_path.open("w", encoding="utf-8") as set_aside:
             for entry in reader:
@@ -181,6 +200,25 @@ def plan_batch(
     return plan
 
 
+def _capped(reader: ManifestReader, limits: BatchLimits, spool: Path) -> BatchPlan:
+    """The plan's settings under the stack's limits: a cap above the ceiling refuses the
+    manifest before its items are read (a line error of its header), and a manifest without a
+    cap gets the stack's default, so every batch is held to a budget on every path."""
+    settings = reader.settings
+    ceiling, cap = limits.max_cost_ceiling_usd, settings.max_cost_usd
+    if cap is not None and ceiling is not None and cap > ceiling:
+        raise ManifestError(
+            f"max_cost_usd ${cap} is above this stack's ceiling "
+            f"${ceiling} (MaxCostCeilingUsd): lower it or split the manifest",
+            line=reader.settings_line or 1,
+            field="batch.max_cost_usd",
+        )
+    if cap is not None or limits.default_max_cost_usd is None:
+        return BatchPlan(settings=settings, spool=spool)
+    default = settings.model_copy(update={"max_cost_usd": limits.default_max_cost_usd})
+    return BatchPlan(settings=default, spool=spool, cap_from_stack=True)
+
+
 class _ErrorsFile:
     """errors.jsonl in the spool, opened on the first invalid line."""
 
@@ -214,8 +252,13 @@ class _Chunker:
         chunk_size: int,
         pricer: ImagePricer,
         deployment: Deployment | None,
+        *,
+        catalogue: ModelCatalogue,
+        made: MadeImages | None,
     ) -> None:
         self._plan = plan
+        self._catalogue = catalogue
+        self._made = made
         self._batch_id = batch_id
         self._chunk_size = chunk_size
         self._pricer = pricer
@@ -252,6 +295,8 @@ class _Chunker:
 
     def _spool(self, jobs: list[ImageJob], backend: Backend) -> None:
         plan = self._plan
+        if self._made is not None and plan.reuse is not None:
+            self._leave_out_reused(jobs, backend, self._made, plan.reuse)
         chunk_id = f"{len(plan.chunks):05d}"
         chunk = ChunkFile(
             batch_id=self._batch_id,
@@ -275,3 +320,20 @@ class _Chunker:
             )
         )
         plan.images_total += len(jobs)
+
+    def _leave_out_reused(
+        self, jobs: list[ImageJob], backend: Backend, made: MadeImages, tally: ReuseTally
+    ) -> None:
+        """Take the inference of the chunk's images already made back out of the plan: the
+        chunk will copy them (pipeline.reuse), which the rest of the estimate prices as it
+        prices a made image's PUT."""
+        plan = self._plan
+        hits = reused_in_chunk(jobs, backend, catalogue=self._catalogue, made=made)
+        for job, hit in zip(jobs, hits, strict=True):
+            if not hit:
+                continue
+            price = self._pricer.price(job, backend)
+            plan.inference_exact -= price
+            plan.inference_by_backend[backend] -= price
+            tally.images += 1
+            tally.saved_exact += price

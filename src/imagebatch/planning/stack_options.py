@@ -4,7 +4,8 @@ AWS's stack (tools/imagebatch_local/template.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from imagebatch.backends.routing import Deployment
 from imagebatch.costs.estimate import Shape
@@ -12,6 +13,17 @@ from imagebatch.costs.prices import RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.models.sagemaker_contract import parse_buckets
 from imagebatch.settings import IngestSettings
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What the stack allows one batch, whatever its manifest says (None: no limit)."""
+
+    # The cap of a manifest that sets no max_cost_usd: every batch is capped.
+    default_max_cost_usd: Decimal | None = None
+    # The highest max_cost_usd a manifest may set: above it is a line error.
+    max_cost_ceiling_usd: Decimal | None = None
+    max_images_per_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,9 @@ class DeployedOptions:
     # An endpoint is deployed but its instance type has no price in this region: its
     # batches are refused (their images could not be charged).
     sagemaker_unpriced: bool = False
+    # The stack's ReuseImages: whether chunks copy images already made (docs/reuse.md).
+    reuse_images: bool = True
+    limits: BatchLimits = field(default_factory=BatchLimits)
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> DeployedOptions:
@@ -66,4 +81,10 @@ class DeployedOptions:
             ),
             deployment=deployment,
             sagemaker_unpriced=bool(settings.sagemaker_endpoint_name) and instance is None,
+            reuse_images=settings.reuse_images,
+            limits=BatchLimits(
+                default_max_cost_usd=settings.default_max_cost_usd,
+                max_cost_ceiling_usd=settings.max_cost_ceiling_usd,
+                max_images_per_batch=settings.max_images_per_batch,
+            ),
         )

@@ -33,6 +33,7 @@ def assess(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> Ver
             estimate=estimate,
             sagemaker_deployed=stack.deployment is not None or stack.sagemaker_unpriced,
             sagemaker_priced=not stack.sagemaker_unpriced,
+            max_images=stack.limits.max_images_per_batch,
         ),
     )
 
@@ -59,9 +60,10 @@ def rejection_reason(
     estimate: BatchEstimate | None = None,
     sagemaker_deployed: bool = False,
     sagemaker_priced: bool = True,
+    max_images: int | None = None,
 ) -> str | None:
     """Why ingest refuses the plan (None: it runs); without `estimate`, the cap is checked
-    against the plan's inference alone."""
+    against the plan's inference alone. `max_images`: the stack's MaxImagesPerBatch."""
     settings = plan.settings
     if plan.invalid_lines and settings.on_invalid == "reject":
         return (
@@ -70,6 +72,11 @@ def rejection_reason(
         )
     if plan.images_total == 0:
         return "no valid items: nothing to generate"
+    if max_images is not None and plan.images_total > max_images:
+        return (
+            f"{plan.images_total} images is more than this stack's MaxImagesPerBatch "
+            f"{max_images}: nothing was spent; split the manifest"
+        )
     if settings.backend == "sagemaker" and not sagemaker_deployed:
         return "backend 'sagemaker' is not deployed in this stack yet; use 'bedrock' or 'auto'"
     if settings.backend == "sagemaker" and not sagemaker_priced:
@@ -78,24 +85,30 @@ def rejection_reason(
             "endpoint's instance type in this region, so its images cannot be charged; "
             "use 'bedrock'"
         )
-    if settings.max_cost_usd is not None:
-        cap = int(settings.max_cost_usd * MICRO)
-        total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
-        reserve = estimate.overhead_reserve_micro_usd if estimate else 0
-        if total + reserve > cap:
-            detail = (
-                f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
-                f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
-                f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
-                f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
-                "can still be recorded)"
-                if estimate
-                else ""
-            )
-            return (
-                f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
-                f"images{detail} "
-                f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
-                "max_cost_usd or split the manifest"
-            )
-    return None
+    return _over_cap(plan, estimate)
+
+
+def _over_cap(plan: BatchPlan, estimate: BatchEstimate | None) -> str | None:
+    settings = plan.settings
+    if settings.max_cost_usd is None:
+        return None
+    cap = int(settings.max_cost_usd * MICRO)
+    total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
+    reserve = estimate.overhead_reserve_micro_usd if estimate else 0
+    if total + reserve <= cap:
+        return None
+    detail = (
+        f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
+        f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
+        f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
+        f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
+        "can still be recorded)"
+        if estimate
+        else ""
+    )
+    return (
+        f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
+        f"images{detail} "
+        f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
+        "max_cost_usd or split the manifest"
+    )

@@ -11,6 +11,7 @@ from typing import BinaryIO
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.planning.plan import BatchPlan, plan_batch
 from imagebatch.planning.pricing import EndpointSeconds, MeasuredThroughput
+from imagebatch.planning.reuse import MadeImages
 from imagebatch.planning.stack_options import DeployedOptions
 
 
@@ -24,11 +25,14 @@ def plan_for_stack(
     spool: Path,
     at_zero: bool | None = None,
     throughput: MeasuredThroughput | None = None,
+    made: MadeImages | None = None,
 ) -> BatchPlan:
     """Every line checked and routed, the backend chosen, chunk files spooled (the estimate
     and the decision are verdict.assess's).
     `at_zero`: whether the endpoint has no instance up (None: assume it has none);
-    `throughput`: the endpoint's measured speeds (None: the data file's reference figures)."""
+    `throughput`: the endpoint's measured speeds (None: the data file's reference figures);
+    `made`: the stack's image index (None: reuse unknown; not asked when the stack's
+    ReuseImages is off, since its chunks will make every image)."""
     deployment = stack.deployment
     if deployment is not None and at_zero is not None:
         deployment = replace(deployment, at_zero=at_zero)
@@ -53,4 +57,6 @@ def plan_for_stack(
         prices=stack.prices,
         shape=stack.shape,
         region=stack.region,
+        made=made if stack.reuse_images else None,
+        limits=stack.limits,
     )

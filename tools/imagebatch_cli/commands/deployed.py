@@ -61,6 +61,7 @@ def submit(  # noqa: PLR0917 - typer turns each parameter into an option
         chunk_size=int(outputs.parameters.get("ChunkSize", DEFAULT_CHUNK_SIZE)),
         buckets=None,
         parameters=outputs.parameters,
+        made=deployed.ledger(),
     )
     for line in error_lines(report.manifest, report.errors):
         say(line, err=True)
@@ -69,7 +70,10 @@ def submit(  # noqa: PLR0917 - typer turns each parameter into an option
     bucket = DataBucket(deployed.session.s3(), outputs.data_bucket)
     key, batch_id = bucket.upload_manifest(manifest)
     if not as_json:
+        from imagebatch_cli.views.estimate import reuse_line
+
         say(f"uploaded {manifest} -> s3://{bucket.bucket}/{key} (stack {outputs.stack_name})")
+        say(reuse_line(report.images_reused, report.images, report.reuse_saved_micro_usd or 0))
         say(f"batch {batch_id}")
     if follow:
         _watch(deployed, batch_id, interval=interval, timeout_min=None, as_json=as_json)

@@ -28,6 +28,7 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
+from imagebatch_cli.deployed_stack import StackOption
 from imagebatch_cli.exit_codes import ExitCode, fail
 from imagebatch_cli.views.console import console, emit_json, say
 from imagebatch_cli.what_if import (
@@ -65,6 +66,10 @@ class IngestJson(BaseModel):
     overhead_reserve_micro_usd: int | None
     endpoint_wake_micro_usd: int
     rejection: str | None
+    # images the stack's image index already holds, left out of the estimate; None: no
+    # stack asked (reuse unknown)
+    images_reused: int | None = None
+    reuse_saved_micro_usd: int | None = None
 
 
 class EstimateJson(BaseModel):
@@ -126,14 +131,24 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
     ] = None,
     chunk_size: Annotated[int, typer.Option(min=1, max=90, help="Images per chunk.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the options as JSON.")] = False,
+    stack: StackOption = None,
 ) -> None:
     """What ingest would do with MANIFEST on this stack (each item's backend, chunks, estimate,
     budget), then MANIFEST priced on every backend it allows: total, per image, wall time.
-    Exit 1 when ingest would refuse it or no option meets the deadline."""
+    With --stack, on that deployed stack, its images already made left out. Exit 1 when
+    ingest would refuse it or no option meets the deadline."""
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch_cli.template_preview import preview_ingest
 
     manifest = manifest_path(manifest, sample)
+    made = None
+    deployed_parameters: dict[str, str] = {}
+    if stack:
+        from imagebatch_cli.deployed_stack import deployed_stack
+
+        deployed = deployed_stack(stack, use_samconfig=False)
+        region, deployed_parameters = deployed.outputs.region, deployed.outputs.parameters
+        made = deployed.ledger()
     try:
         region = region or default_region()
         prices = load_aws_prices().region(region)
@@ -148,9 +163,19 @@ def estimate(  # noqa: PLR0917 - typer turns each parameter into an option
             code=ExitCode.USAGE,
         )
     catalogue = load_catalogue()
-    stack = stack_for(template, parameter_overrides, region, {"ChunkSize": str(chunk_size)})
+    options = stack_for(
+        template,
+        parameter_overrides,
+        region,
+        {"ChunkSize": str(chunk_size), **deployed_parameters},
+    )
     preview = preview_ingest(
-        manifest, catalogue=catalogue, stack=stack, prices=prices, at_zero=not endpoint_warm
+        manifest,
+        catalogue=catalogue,
+        stack=options,
+        prices=prices,
+        at_zero=not endpoint_warm,
+        made=made,
     )
     if deadline is None and preview.plan.settings.deadline_minutes is not None:
         deadline = float(preview.plan.settings.deadline_minutes)
@@ -183,7 +208,7 @@ def _print_preview(preview: IngestPreview) -> None:
 
     say(f"stack: {describe_stack(preview.stack, preview.at_zero)}")
     console.print(ingest_table(preview.plan))
-    for line in ingest_summary(preview.plan, preview.verdict):
+    for line in ingest_summary(preview.plan, preview.verdict, preview.stack.limits):
         say(line)
 
 
@@ -250,6 +275,8 @@ def _as_json(manifest: str, result: ManifestEstimate, preview: IngestPreview) ->
             overhead_reserve_micro_usd=estimate.overhead_reserve_micro_usd if estimate else None,
             endpoint_wake_micro_usd=plan.endpoint_wake_micro_usd,
             rejection=preview.rejection,
+            images_reused=plan.reuse.images if plan.reuse else None,
+            reuse_saved_micro_usd=plan.reuse.saved_micro_usd if plan.reuse else None,
         ),
         backend=result.backend,
         images=n,

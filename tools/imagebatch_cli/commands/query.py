@@ -53,7 +53,7 @@ def _get_many(
     from imagebatch_local.query_api_errors import QueryApiError
 
     from imagebatch_cli.deployed_stack import deployed_stack
-    from imagebatch_cli.query_client import query_api
+    from imagebatch_cli.query_client import get_complete, query_api
     from imagebatch_cli.settings import aws_session
 
     stack, api, out = where
@@ -65,7 +65,7 @@ def _get_many(
         session = aws_session()
     try:
         with query_api(api, out, session=session) as client:
-            return [client.get(path, query) for path, query in requests]
+            return [get_complete(client, path, query) for path, query in requests]
     except QueryApiError as exc:
         fail(exc)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel
@@ -26,8 +26,12 @@ from imagebatch_cli.commands._args import (
     manifest_path,
     stack_for,
 )
+from imagebatch_cli.deployed_stack import StackOption
 from imagebatch_cli.exit_codes import ExitCode, fail
 from imagebatch_cli.views.console import emit_json, say
+
+if TYPE_CHECKING:
+    from imagebatch.planning.reuse import MadeImages
 
 DEFAULT_CHUNK_SIZE = 50  # template.yaml ChunkSize's default
 
@@ -58,10 +62,20 @@ class ValidationReport(BaseModel):
     errors: list[FieldError]
     estimate: EstimateByCategory | None
     max_cost_micro_usd: int | None
+    # The cap is the stack's DefaultMaxCostUsd: the manifest sets none.
+    max_cost_from_stack: bool = False
+    # What the stack allows any batch (MaxCostCeilingUsd, MaxImagesPerBatch); None: no limit.
+    max_cost_ceiling_micro_usd: int | None = None
+    max_images_per_batch: int | None = None
     verdict: str  # "accepted" | "rejected", as ingest will decide
     rejection: str | None
+    # images the stack's image index already holds (left out of the estimate) and their
+    # inference; None: no stack was asked (offline), reuse unknown
+    images_reused: int | None = None
+    reuse_saved_micro_usd: int | None = None
 
 
+# Kept whole: a typer command whose signature is its options (most of its lines).
 def validate(  # noqa: PLR0917 - typer turns each parameter into an option
     manifest: ManifestArgument = None,
     sample: SampleOption = None,
@@ -87,11 +101,24 @@ def validate(  # noqa: PLR0917 - typer turns each parameter into an option
         int, typer.Option(min=1, max=90, help="Images per chunk (the stack's ChunkSize).")
     ] = DEFAULT_CHUNK_SIZE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    stack: StackOption = None,
 ) -> None:
     """Validate a manifest offline, exactly as ingest will on the stack: every invalid line,
-    each item's backend, the estimate and the budget verdict. Exit 0 runs as is, 1 lines
+    each item's backend, the estimate and the budget verdict. With --stack, on that deployed
+    stack, its images already made left out of the estimate. Exit 0 runs as is, 1 lines
     skipped, 5 rejected."""
     manifest = manifest_path(manifest, sample)
+    made: MadeImages | None = None
+    parameters: dict[str, str] | None = None
+    if stack:
+        from imagebatch_cli.deployed_stack import deployed_stack
+
+        deployed = deployed_stack(stack, use_samconfig=False)
+        region, parameters, made = (
+            deployed.outputs.region,
+            deployed.outputs.parameters,
+            deployed.ledger(),
+        )
     report = check_manifest(
         manifest,
         region=region or default_region(),
@@ -99,6 +126,8 @@ def validate(  # noqa: PLR0917 - typer turns each parameter into an option
         buckets=shape_buckets,
         template=template,
         parameter_overrides=parameter_overrides,
+        parameters=parameters,
+        made=made,
     )
     if as_json:
         emit_json(report)
@@ -120,9 +149,11 @@ def check_manifest(
     template: Path | None = None,
     parameter_overrides: list[str] | None = None,
     parameters: dict[str, str] | None = None,
+    made: MadeImages | None = None,
 ) -> ValidationReport:
     """Ingest's plan of the manifest on the stack, without uploading anything. `parameters`:
-    the stack's template parameters as deployed (DescribeStacks), under any override."""
+    the stack's template parameters as deployed (DescribeStacks), under any override; `made`:
+    its image index (None: reuse unknown)."""
     from imagebatch.costs.prices import load_aws_prices
     from imagebatch.errors import ManifestError
     from imagebatch.manifest.reader import format_for_key
@@ -139,7 +170,9 @@ def check_manifest(
         fail(load_aws_prices().unsupported_region_reason(region) or f"no prices for {region}")
     try:
         format_for_key(manifest.name)
-        preview = preview_ingest(manifest, catalogue=load_catalogue(), stack=stack, prices=prices)
+        preview = preview_ingest(
+            manifest, catalogue=load_catalogue(), stack=stack, prices=prices, made=made
+        )
     except ManifestError as exc:
         # A manifest ingest cannot read at all (header, columns): rejected as a whole.
         where = f":{exc.line}" if exc.line else ""
@@ -169,8 +202,15 @@ def check_manifest(
         max_cost_micro_usd=int(settings.max_cost_usd * MICRO)
         if settings.max_cost_usd is not None
         else None,
+        max_cost_from_stack=plan.cap_from_stack,
+        max_cost_ceiling_micro_usd=int(stack.limits.max_cost_ceiling_usd * MICRO)
+        if stack.limits.max_cost_ceiling_usd is not None
+        else None,
+        max_images_per_batch=stack.limits.max_images_per_batch,
         verdict="rejected" if rejection else "accepted",
         rejection=rejection,
+        images_reused=plan.reuse.images if plan.reuse else None,
+        reuse_saved_micro_usd=plan.reuse.saved_micro_usd if plan.reuse else None,
     )
 
 
@@ -186,6 +226,22 @@ def error_lines(manifest: str, errors: list[FieldError]) -> list[str]:
         reasons = [f"{e.field}{item if n == 0 else ''}: {e.reason}" for n, e in enumerate(found)]
         lines.append(f"{manifest}:{line}: " + "; ".join(reasons))
     return lines
+
+
+def _limits_line(report: ValidationReport) -> str | None:
+    from decimal import Decimal
+
+    from imagebatch.models.money import MICRO
+    from imagebatch.planning.stack_options import BatchLimits
+    from imagebatch_cli.views.estimate import limits_line
+
+    ceiling = report.max_cost_ceiling_micro_usd
+    return limits_line(
+        BatchLimits(
+            max_cost_ceiling_usd=Decimal(ceiling) / MICRO if ceiling is not None else None,
+            max_images_per_batch=report.max_images_per_batch,
+        )
+    )
 
 
 def _print_report(report: ValidationReport) -> None:
@@ -210,13 +266,25 @@ def _print_report(report: ValidationReport) -> None:
             f"{usd(estimate.orchestration_micro_usd)}, storage "
             f"{usd(estimate.storage_micro_usd)})"
         )
+    if estimate is not None:
+        from imagebatch_cli.views.estimate import reuse_line
+
+        say(reuse_line(report.images_reused, report.images, report.reuse_saved_micro_usd or 0))
     if report.max_cost_micro_usd is not None and estimate is not None:
         held = estimate.total_micro_usd + estimate.overhead_reserve_micro_usd
         verdict = "exceeds it" if held > report.max_cost_micro_usd else "fits"
-        say(
-            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}: estimate + reserve "
-            f"{usd(held)} {verdict}"
+        source = (
+            " (the stack's DefaultMaxCostUsd: the manifest sets none)"
+            if report.max_cost_from_stack
+            else ""
         )
+        say(
+            f"budget (max_cost_usd) {usd(report.max_cost_micro_usd)}{source}: estimate + "
+            f"reserve {usd(held)} {verdict}"
+        )
+    limits = _limits_line(report)
+    if limits:
+        say(limits)
     if report.rejection:
         say(f"ingest would REJECT this batch: {report.rejection}", err=True)
     else:

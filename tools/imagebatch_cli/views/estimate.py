@@ -9,14 +9,27 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from imagebatch.costs.estimate import BackendOption, break_even
-from imagebatch.models.money import ceil_micro
+from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.money import format_usd as usd
 
 if TYPE_CHECKING:
     from imagebatch.planning.plan import BatchPlan
-    from imagebatch.planning.stack_options import DeployedOptions
+    from imagebatch.planning.stack_options import BatchLimits, DeployedOptions
     from imagebatch.planning.verdict import Verdict
     from imagebatch_cli.what_if import ManifestEstimate
+
+
+def reuse_line(images_reused: int | None, images: int, saved_micro_usd: int) -> str:
+    """What the image index says of the manifest (docs/reuse.md); None: not looked up."""
+    if images_reused is None:
+        return (
+            "reuse unknown: no stack to look the images up in (name one with --stack); "
+            "the estimate counts every image"
+        )
+    return (
+        f"{images_reused} of {images} images already made, {usd(saved_micro_usd)} saved "
+        "(copied, not made; not in the estimate)"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -204,8 +217,22 @@ def ingest_table(plan: BatchPlan) -> Table:
     return table
 
 
-def ingest_summary(plan: BatchPlan, verdict: Verdict) -> list[str]:
-    """The lines under the table: the choice, the estimate, and the verdict."""
+def limits_line(limits: BatchLimits) -> str | None:
+    """What the stack allows any batch, whatever its manifest says (validate and estimate)."""
+    parts = []
+    if limits.max_cost_ceiling_usd is not None:
+        ceiling = usd(int(limits.max_cost_ceiling_usd * MICRO))
+        parts.append(f"max_cost_usd at most {ceiling} (MaxCostCeilingUsd)")
+    if limits.max_images_per_batch is not None:
+        parts.append(f"at most {limits.max_images_per_batch:,} images a batch (MaxImagesPerBatch)")
+    return "stack limits: " + ", ".join(parts) if parts else None
+
+
+def ingest_summary(
+    plan: BatchPlan, verdict: Verdict, limits: BatchLimits | None = None
+) -> list[str]:
+    """The lines under the table: the choice, the estimate, the stack's limits and the
+    verdict."""
     rejection = verdict.rejection
     lines = []
     if plan.choice:
@@ -218,6 +245,23 @@ def ingest_summary(plan: BatchPlan, verdict: Verdict) -> list[str]:
             f"{usd(estimate.orchestration_micro_usd)}, storage {usd(estimate.storage_micro_usd)})"
             f"; {usd(estimate.overhead_reserve_micro_usd)} held back for refusals"
         )
+    if plan.images_total:
+        reuse = plan.reuse
+        lines.append(
+            reuse_line(
+                reuse.images if reuse else None,
+                plan.images_total,
+                reuse.saved_micro_usd if reuse else 0,
+            )
+        )
+    if plan.cap_from_stack and plan.settings.max_cost_usd is not None:
+        lines.append(
+            f"budget (max_cost_usd) {usd(int(plan.settings.max_cost_usd * MICRO))}: the "
+            "stack's DefaultMaxCostUsd (the manifest sets none)"
+        )
+    limits_text = limits_line(limits) if limits is not None else None
+    if limits_text:
+        lines.append(limits_text)
     if plan.endpoint_wake_micro_usd:
         lines.append(
             f"the endpoint is at zero: its cold start and idle tail, about "

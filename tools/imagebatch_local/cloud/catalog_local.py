@@ -7,6 +7,7 @@ disk and put back into the local AWS before the next run, as it would persist in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,8 +72,9 @@ def run_local_catalog(
     if result.get("errors_key"):
         _download(aws, result["errors_key"], state_dir / "errors.jsonl")
     if result.get("manifest_key"):
-        etag = s3.head_object(Bucket=aws.bucket, Key=result["manifest_key"])["ETag"]
-        run.batch_id = batch_id_for(aws.bucket, result["manifest_key"], etag)
+        body = s3.get_object(Bucket=aws.bucket, Key=result["manifest_key"])["Body"].read()
+        content = hashlib.sha256(body).hexdigest()
+        run.batch_id = batch_id_for(aws.bucket, result["manifest_key"], content)
         run.summary = aws.wait_for_batch(run.batch_id, progress)
         aws.wait_for_execution(run.batch_id)
         run.images = list(aws.ledger().image_records(run.batch_id))
@@ -116,8 +118,12 @@ def save_state(aws: LocalAws, config: CatalogConfig, state_dir: Path) -> None:
     records: list[dict[str, Any]] = []
     for page in dynamodb.get_paginator("query").paginate(
         TableName=aws.table,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": catalog_pk(config.name)}},
+        # the variants only: a night's manifest record is that night's, not state to carry
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :variant)",
+        ExpressionAttributeValues={
+            ":pk": {"S": catalog_pk(config.name)},
+            ":variant": {"S": "VARIANT#"},
+        },
     ):
         records.extend(from_item(item) for item in page["Items"])
     (state_dir / STATE_FILE).write_text(

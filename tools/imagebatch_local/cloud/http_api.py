@@ -30,11 +30,23 @@ from imagebatch_local.template import ACCOUNT_ID, REGION
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
+#: Who calls the local API unless told: a role session, as a developer's SSO role arrives.
+LOCAL_CALLER = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/imagebatch-local-caller/local"
+
+
 def http_api_event(
-    method: str, path: str, query: Mapping[str, str] | None = None, headers: Mapping[str, str] = {}
+    method: str,
+    path: str,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] = {},
+    *,
+    caller_arn: str = LOCAL_CALLER,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload-2.0 event, as an IAM-authorized request produces."""
+    """An API Gateway HTTP API payload-2.0 event, as an IAM-authorized request produces: the
+    caller's ARN in requestContext.authorizer.iam (userArn), its principal tags not at all
+    (API Gateway does not pass them; the handler reads them from IAM)."""
     raw_query = urlencode(query or {})
+    session = caller_arn.rsplit("/", 1)[-1]
     return {
         "version": "2.0",
         "routeKey": "$default",
@@ -45,7 +57,16 @@ def http_api_event(
         "requestContext": {
             "accountId": ACCOUNT_ID,
             "apiId": "local",
-            "authorizer": {"iam": {"accountId": ACCOUNT_ID, "userId": "local"}},
+            "authorizer": {
+                "iam": {
+                    "accessKey": "ASIALOCALACCESSKEY00",
+                    "accountId": ACCOUNT_ID,
+                    "callerId": f"AROALOCALROLEID:{session}",
+                    "principalOrgId": None,
+                    "userArn": caller_arn,
+                    "userId": f"AROALOCALROLEID:{session}",
+                }
+            },
             "domainName": "localhost",
             "http": {
                 "method": method,
@@ -74,8 +95,9 @@ def load_query_handler(code_dir: Path) -> Handler:
 
 
 class LocalQueryApi:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, caller_arn: str = LOCAL_CALLER) -> None:
         self._handler = handler
+        self.caller_arn = caller_arn
 
     def call(
         self, method: str, path: str, query: Mapping[str, str] | None = None
@@ -83,7 +105,8 @@ class LocalQueryApi:
         context = LocalLambdaContext(
             function_name="imagebatch-local-QueryFunction", memory_limit_in_mb=512, timeout_s=29
         )
-        response = self._handler(http_api_event(method, path, query), context)
+        event = http_api_event(method, path, query, caller_arn=self.caller_arn)
+        response = self._handler(event, context)
         body = response.get("body") or ""
         if response.get("isBase64Encoded"):
             body = base64.b64decode(body).decode()

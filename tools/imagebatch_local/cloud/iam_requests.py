@@ -36,6 +36,10 @@ class Where:
 
 
 Params = Mapping[str, Any]
+
+#: The Map Run label the local check gives a task token's child state machine (AWS's is the
+#: Map state's Label or name and a suffix; a grant on <name>/* matches either).
+LOCAL_MAP_RUN_LABEL = "GenerateChunks-local"
 _Mapper = Callable[[str, Params, Where], list[IamRequest]]
 
 
@@ -198,9 +202,16 @@ def _states(operation: str, params: Params, where: Where) -> list[IamRequest]:
         # The SAR lists no resource type for these, yet AWS authorizes them against the state
         # machine that issued the token: its AccessDenied names "resource: arn:...:stateMachine:
         # <name>", and a grant on that ARN works (aws/aws-cdk#8486 review; NOAA-OWP/hydrovis#837).
+        # Every token here is issued inside the batch's Distributed Map, by a child execution
+        # whose state machine is <name>/<mapRunLabel> (Map Run docs). Which of the two ARNs AWS
+        # checks is not documented, so the local check demands a grant on both.
         if len(where.state_machines) != 1:
             raise PolicyError(f"states:{operation}: cannot tell which state machine's token")
-        return [IamRequest(f"states:{operation}", where.state_machines[0])]
+        machine = where.state_machines[0]
+        return [
+            IamRequest(f"states:{operation}", machine),
+            IamRequest(f"states:{operation}", f"{machine}/{LOCAL_MAP_RUN_LABEL}"),
+        ]
     raise _unknown("stepfunctions", operation)
 
 
@@ -320,7 +331,25 @@ def _events(operation: str, params: Params, where: Where) -> list[IamRequest]:
     return requests
 
 
+def _iam(operation: str, params: Params, where: Where) -> list[IamRequest]:
+    """The query function's tenancy lookups: the caller's role or user (no path known)."""
+    if operation == "ListRoleTags":
+        return [
+            IamRequest(
+                "iam:ListRoleTags", f"arn:aws:iam::{where.account}:role/{params['RoleName']}"
+            )
+        ]
+    if operation == "ListUserTags":
+        return [
+            IamRequest(
+                "iam:ListUserTags", f"arn:aws:iam::{where.account}:user/{params['UserName']}"
+            )
+        ]
+    raise _unknown("iam", operation)
+
+
 _MAPPERS: dict[str, _Mapper] = {
+    "iam": _iam,
     "events": _events,
     "s3": _s3,
     "dynamodb": _dynamodb,

@@ -45,6 +45,8 @@ NOT_EMULATED = {
     "AWS::CloudWatch::Alarm",
     "AWS::CloudWatch::Dashboard",
     "AWS::Serverless::HttpApi",
+    # read by _collect_sqs_events: the local Lambda runtime polls the queue itself
+    "AWS::Lambda::EventSourceMapping",
 }
 
 
@@ -101,7 +103,17 @@ def create_stack(
     # Typed as Any: the creators below each use the one client their resource needs.
     clients: dict[str, Any] = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ("s3", "dynamodb", "lambda", "iam", "stepfunctions", "scheduler", "sns", "sqs")
+        for name in (
+            "s3",
+            "dynamodb",
+            "lambda",
+            "iam",
+            "stepfunctions",
+            "scheduler",
+            "sns",
+            "sqs",
+            "events",
+        )
     }
     unknown = {
         v["Type"]
@@ -308,6 +320,19 @@ def _create_topic(
     stack.attributes[(logical_id, "TopicName")] = name
 
 
+def _create_event_bus(
+    stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
+) -> None:
+    # The bus's Policy is not applied: moto keeps a bus policy but never evaluates it (the
+    # local IAM check evaluates identity policies).
+    name = str(stack.resolve(resource["Properties"]["Name"]))
+    arn = account.clients["events"].create_event_bus(Name=name)["EventBusArn"]
+    # !Ref of a bus is its name.
+    stack.physical[logical_id] = name
+    stack.arns[logical_id] = arn
+    stack.attributes[(logical_id, "Name")] = name
+
+
 def _create_queue(
     stack: LocalStack, logical_id: str, resource: Resource, account: LocalAccount
 ) -> None:
@@ -383,23 +408,29 @@ def _record_inference_profile(
 
 
 def _collect_sqs_events(stack: LocalStack, sqs: Any) -> None:
-    """SAM turns a function's SQS events into event source mappings; the local Lambda
-    runtime polls them (event_sources.py), so only their settings are kept here."""
+    """SAM turns a function's SQS events into event source mappings, and the template may
+    declare AWS::Lambda::EventSourceMapping itself; the local Lambda runtime polls them
+    (event_sources.py), so only their settings are kept here."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
     for logical_id, resource in stack.of_type("AWS::Serverless::Function").items():
         for event in resource.get("Properties", {}).get("Events", {}).values():
-            if event["Type"] != "SQS":
-                continue
-            props = stack.resolve(event["Properties"])
-            queue_name = props["Queue"].rsplit(":", 1)[-1]
-            url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
-            stack.sqs_sources.append(
-                (
-                    stack.physical[logical_id],
-                    url,
-                    int(props.get("BatchSize", 10)),
-                    "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
-                )
+            if event["Type"] == "SQS":
+                props = stack.resolve(event["Properties"])
+                found.append((stack.physical[logical_id], props["Queue"], props))
+    for resource in stack.of_type("AWS::Lambda::EventSourceMapping").values():
+        props = stack.resolve(resource["Properties"])
+        if ":sqs:" in str(props["EventSourceArn"]):
+            found.append((str(props["FunctionName"]), props["EventSourceArn"], props))
+    for function_name, queue_arn, props in found:
+        url = sqs.get_queue_url(QueueName=str(queue_arn).rsplit(":", 1)[-1])["QueueUrl"]
+        stack.sqs_sources.append(
+            (
+                function_name,
+                url,
+                int(props.get("BatchSize", 10)),
+                "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
             )
+        )
 
 
 _CREATORS: dict[str, Creator] = {
@@ -408,6 +439,7 @@ _CREATORS: dict[str, Creator] = {
     "AWS::SNS::Topic": _create_topic,
     "AWS::SQS::Queue": _create_queue,
     "AWS::SNS::Subscription": _create_subscription,
+    "AWS::Events::EventBus": _create_event_bus,
     "AWS::IAM::Role": _name_role,
     # before the functions, whose environment names the profiles' ARNs
     "AWS::Bedrock::ApplicationInferenceProfile": _record_inference_profile,

@@ -196,11 +196,27 @@ def complete_s3_event(event_body: Any) -> Any:
 def invoke_s3_notifications_asynchronously(on_error: Callable[[BaseException], None]) -> None:
     """moto invokes an S3 notification's Lambda inside the PutObject request and swallows its
     errors; AWS invokes it asynchronously. Run it on a thread and report errors instead.
-    The event is completed to AWS's shape on the way (complete_s3_event)."""
+    The event is completed to AWS's shape on the way (complete_s3_event), and in a versioned
+    bucket names the object's version, as AWS's does (moto's leaves it out; ingest reads the
+    version its event names)."""
     from moto.s3 import notifications
 
     with _patch_lock:
         original = _originals.setdefault("s3._invoke_awslambda", notifications._invoke_awslambda)
+        make_event = _originals.setdefault("s3._get_s3_event", notifications._get_s3_event)
+
+        def event_with_version(
+            event_name: str, bucket: Any, key: Any, notification_id: str
+        ) -> dict[str, list[dict[str, Any]]]:
+            event: dict[str, list[dict[str, Any]]] = make_event(
+                event_name, bucket, key, notification_id
+            )
+            if bucket.is_versioned and key.version_id:
+                for record in event["Records"]:
+                    record["s3"]["object"]["versionId"] = key.version_id
+            return event
+
+        notifications._get_s3_event = event_with_version
 
         def invoke_later(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
             def run() -> None:

@@ -7,6 +7,7 @@ relies on, and what it cannot check, is in docs/local-aws.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,10 @@ from imagebatch_local.cloud.lambda_runtime import (
     process_environment,
 )
 from imagebatch_local.cloud.local_stack import LocalStack, create_stack
-from imagebatch_local.cloud.moto_callbacks import answers_before_the_wait_are_kept
+from imagebatch_local.cloud.moto_callbacks import (
+    answers_before_the_wait_are_kept,
+    each_attempt_gets_its_own_token,
+)
 from imagebatch_local.cloud.sfn_limits import (
     LimitViolation,
     history_violations,
@@ -96,7 +100,11 @@ class LocalOptions:
         if self.backend == "sagemaker":
             parameters |= {
                 "EnableSageMaker": "true",
-                "SageMakerImageUri": "local/containers-serving",
+                # ECR-shaped, as the template's ECR grant reads its repository from it; the
+                # local endpoint serves containers/serving in-process, no image is pulled
+                "SageMakerImageUri": (
+                    f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/imagebatch-local:serving"
+                ),
                 "SageMakerShapeBuckets": self.shape_buckets,
                 "SageMakerMaxBatch": str(self.max_batch),
                 # what the local endpoint serves: the tiny model, or --model-dir's folder
@@ -169,8 +177,10 @@ class LocalAws:
     def upload_manifest(self, path: Path, key: str | None = None) -> str:
         """Put a manifest under manifests/ (which fires ingest); returns its batch id."""
         key = key or f"manifests/{path.name}"
-        response = self.s3().put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-        return batch_id_for(self.bucket, key, response["ETag"])
+        body = path.read_bytes()
+        self.s3().put_object(Bucket=self.bucket, Key=key, Body=body)
+        # ingest names the batch by the content it reads, not the ETag
+        return batch_id_for(self.bucket, key, hashlib.sha256(body).hexdigest())
 
     def wait_for_batch(
         self, batch_id: str, progress: ProgressCallback | None = None, timeout_s: float = 1800.0
@@ -558,6 +568,7 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
         with (
             process_environment(env),
             answers_before_the_wait_are_kept(),
+            each_attempt_gets_its_own_token(),
             _deployed(options, endpoint, bedrock) as aws,
         ):
             yield aws

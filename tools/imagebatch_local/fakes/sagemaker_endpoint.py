@@ -375,28 +375,44 @@ class LocalAsyncEndpoint:
     def _notification(
         self, request: dict[str, Any], status: int, content_type: str, location: str
     ) -> dict[str, Any]:
-        """The success or error notification SageMaker publishes for one request."""
-        ok = status == 200
-        response_parameters: dict[str, str] = {"contentType": content_type}
-        response_parameters["outputLocation" if ok else "failureLocation"] = location
-        notification: dict[str, Any] = {
-            "awsRegion": self.config.region,
-            "eventTime": _iso(datetime.now(UTC)),
-            "receivedTime": _iso(request["received"]),
-            "invocationStatus": "Completed" if ok else "Failed",
-            "requestParameters": {
-                "contentType": request["content_type"],
-                "endpointName": self.config.endpoint_name,
-                "inputLocation": request["input_location"],
-            },
-            "responseParameters": response_parameters,
-            "inferenceId": request["inference_id"],
-            "eventVersion": "1.0",
-            "eventSource": "aws:sagemaker",
-            "eventName": "InferenceResult",
-        }
-        if not ok:
-            notification["failureReason"] = MODEL_ERROR_REASON.format(status=status)
+        """The success or error notification SageMaker publishes for one request, in the
+        shapes of the SageMaker developer guide ("Check prediction results"): a success names
+        its outputLocation under responseParameters; an error carries a failureReason, its
+        requestParameters without the content type, and no responseParameters at all (the
+        FailureLocation is only in InvokeEndpointAsync's answer)."""
+        if status == 200:
+            notification: dict[str, Any] = {
+                "awsRegion": self.config.region,
+                "eventTime": _iso(datetime.now(UTC)),
+                "receivedTime": _iso(request["received"]),
+                "invocationStatus": "Completed",
+                "requestParameters": {
+                    "contentType": request["content_type"],
+                    "endpointName": self.config.endpoint_name,
+                    "inputLocation": request["input_location"],
+                },
+                "responseParameters": {"contentType": content_type, "outputLocation": location},
+            }
+        else:
+            notification = {
+                "awsRegion": self.config.region,
+                "eventTime": _iso(datetime.now(UTC)),
+                "receivedTime": _iso(request["received"]),
+                "invocationStatus": "Failed",
+                "failureReason": MODEL_ERROR_REASON.format(status=status),
+                "requestParameters": {
+                    "endpointName": self.config.endpoint_name,
+                    "inputLocation": request["input_location"],
+                },
+            }
+        notification.update(
+            {
+                "inferenceId": request["inference_id"],
+                "eventVersion": "1.0",
+                "eventSource": "aws:sagemaker",
+                "eventName": "InferenceResult",
+            }
+        )
         AsyncNotification.model_validate(notification)  # the shape record_result will parse
         return notification
 
