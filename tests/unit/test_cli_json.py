@@ -28,3 +28,20 @@ def test_validate_estimate_and_models_print_json() -> None:
     assert estimated["chosen"] == estimated["options"][0]["name"]
     catalogue = _json(["models", "--json"])
     assert "stability.sd3-5-large-v1:0" in [m["model_id"] for m in catalogue["models"]]
+
+
+def test_watch_json_prints_the_batch_as_an_object(capsys: Any) -> None:
+    # GIVEN a finished batch's summary, as watch reads it
+    from imagebatch_cli.commands.deployed import _report
+
+    from imagebatch.models.batch_record import BatchRecord
+
+    summary = BatchRecord.model_validate(
+        {"batch_id": "b-json", "status": "SUCCEEDED", "images_total": 2, "images_succeeded": 2}
+    )
+    # WHEN watch --json reports it
+    _report(summary, "us-east-1", as_json=True)
+    # THEN "batch" is the query API's batch summary, an object (not its repr in a string)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["batch"]["batch_id"] == "b-json"
+    assert printed["batch"]["images_succeeded"] == 2

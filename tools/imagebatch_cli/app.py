@@ -20,6 +20,7 @@ from imagebatch_cli.commands import (
     endpoint,
     estimate,
     local,
+    local_up,
     models,
     prices,
     query,
@@ -118,6 +119,7 @@ _command(local_app, "run")(local.local_run)
 _command(local_app, "catalog")(local.local_catalog)
 _command(local_app, "check")(check.local_check)
 _command(app)(check.check)
+_command(local_app, "up")(local_up.local_up)
 _command(app)(query.batches)
 _command(app)(query.costs)
 _command(app)(query.cost)

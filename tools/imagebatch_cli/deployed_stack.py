@@ -5,7 +5,10 @@ stack_name `sam deploy` uses, from the application's samconfig.toml
 ([default.global.parameters] or [default.deploy.parameters]), and every command to its region
 when neither --region nor the AWS environment gives one. Its outputs (DataBucketName,
 LedgerTableName, QueryApiUrl) come from CloudFormation DescribeStacks
-(imagebatch.aws.deployed), so nothing is copied by hand.
+(imagebatch.aws.deployed), so nothing is copied by hand. `--stack local` is the stack
+`imagebatch local up` serves: its outputs come from the descriptor it writes instead
+(imagebatch_local/stack_descriptor.py), so a deployed stack named "local" is reached through
+samconfig.toml, not --stack.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ StackOption = Annotated[
         envvar="IMAGEBATCH_STACK",
         show_default=False,
         help="A deployed imagebatch stack: its bucket, ledger table and query API are read "
-        "from its CloudFormation outputs.",
+        "from its CloudFormation outputs. 'local': the stack `imagebatch local up` serves.",
     ),
 ]
 
@@ -80,13 +83,47 @@ class DeployedStack:
 
 def deployed_stack(stack: str | None, *, use_samconfig: bool = True) -> DeployedStack:
     """The stack named (or samconfig.toml's) and its outputs; a clear error otherwise."""
+    from imagebatch_local.stack_descriptor import LOCAL_STACK_NAME
+
     from imagebatch.aws.deployed import read_stack_outputs
     from imagebatch_cli.settings import aws_session
 
+    if stack == LOCAL_STACK_NAME:
+        return local_stack()
     config = read_samconfig()
     name = stack or (config.stack_name if use_samconfig else None)
     if not name:
         fail("name a deployed stack: --stack NAME (or IMAGEBATCH_STACK, or samconfig.toml)")
     session = aws_session(default_region=config.region)
     outputs = read_stack_outputs(session.cloudformation(), name, session.region)
+    return DeployedStack(session, outputs)
+
+
+def local_stack() -> DeployedStack:
+    """The stack `imagebatch local up` serves, from the descriptor it wrote (its run
+    directory: IMAGEBATCH_RUN_DIR, else ~/.imagebatch): a session on its endpoint with its
+    fake credentials, and its outputs as a deployed stack's."""
+    from imagebatch_local.stack_descriptor import LocalStackDescriptorError, read_descriptor
+
+    from imagebatch.aws.deployed import StackOutputs
+    from imagebatch.aws.session import AwsSession
+
+    try:
+        described = read_descriptor()
+    except LocalStackDescriptorError as exc:
+        fail(exc)
+    session = AwsSession(
+        region=described.region,
+        endpoint_url=described.endpoint_url,
+        access_key=(described.access_key_id, described.secret_access_key),
+    )
+    outputs = StackOutputs(
+        stack_name=described.stack_name,
+        region=described.region,
+        data_bucket=described.data_bucket,
+        ledger_table=described.ledger_table,
+        query_api_url=described.query_api_url,
+        state_machine_arn=described.state_machine_arn,
+        parameters=described.parameters,
+    )
     return DeployedStack(session, outputs)

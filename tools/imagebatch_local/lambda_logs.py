@@ -115,9 +115,12 @@ def _point(handler: logging.StreamHandler[IO[str]], stream: IO[str]) -> IO[str] 
 
 
 @contextmanager
-def lambda_output(*, verbose: bool) -> Iterator[LambdaLog]:
-    """Redirect everything but the CLI's consoles into a log for the length of the block."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+def lambda_output(*, verbose: bool, live: Path | None = None) -> Iterator[LambdaLog]:
+    """Redirect everything but the CLI's consoles into a log for the length of the block;
+    into the file `live` as it happens (`local up`, which runs until stopped), else a spool
+    saved where the run's files go."""
+    opened = live.open("w+", encoding="utf-8") if live is not None else None
+    with opened or tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         sink = _Sink(spool, sys.stderr if verbose else None)
         stream: IO[str] = sink  # type: ignore[assignment] # a file-like object, duck-typed
         saved_stdout = sys.stdout

@@ -102,12 +102,23 @@ class AwsSession:
         region: str | None = None,
         *,
         default_region: str | None = None,
+        endpoint_url: str | None = None,
+        access_key: tuple[str, str] | None = None,
     ) -> None:
         """`region` wins; else the environment's or the profile's; else `default_region`
-        (the region samconfig.toml deploys to)."""
+        (the region samconfig.toml deploys to). `endpoint_url` and `access_key` (id, secret)
+        point every client at one endpoint with those credentials: `imagebatch local up`'s
+        local AWS, which a person's own profile must never reach."""
+        key_id, secret = access_key if access_key is not None else (None, None)
         with aws_errors("AWS profile"):
-            self._session = boto3.Session(profile_name=profile, region_name=region)
+            self._session = boto3.Session(
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                profile_name=profile,
+                region_name=region,
+            )
         self._default_region = default_region
+        self._endpoint_url = endpoint_url
 
     @property
     def region(self) -> str:
@@ -120,7 +131,9 @@ class AwsSession:
         region = region or self.region
         with aws_errors(f"AWS {service}"):
             make: Any = self._session.client  # typed per literal service name; this takes any
-            return make(service, region_name=region, config=_CLI_CONFIG)
+            return make(
+                service, region_name=region, config=_CLI_CONFIG, endpoint_url=self._endpoint_url
+            )
 
     def boto3_session(self) -> boto3.Session:
         """The session itself, for an SDK built on boto3 (the sagemaker SDK of

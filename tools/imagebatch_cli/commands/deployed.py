@@ -150,7 +150,10 @@ def _report(summary: BatchRecord, region: str, as_json: bool) -> None:
     from imagebatch_cli.views.report import print_cost
 
     if as_json:
-        emit_json({"batch": batch_summary(summary, load_aws_prices().region(region))})
+        # emit_json dumps a model given whole, not one nested in a dict (json's default=str
+        # would print its repr as a string)
+        shaped = batch_summary(summary, load_aws_prices().region(region))
+        emit_json({"batch": shaped.model_dump(mode="json")})
         return
     print_cost(console, summary, [], region)
     if summary.images_failed:

@@ -98,6 +98,8 @@ class LocalOptions:
     renderer: str = "tiny"
     #: The chaos mode (chaos.py): faults injected at the functions' calls and invocations.
     chaos: ChaosSpec | None = None
+    #: The moto server's port; 0: any free one (`local up --port` names one for other tools).
+    port: int = 0
 
     def stack_parameters(self) -> dict[str, str]:
         parameters = {"LogLevel": "WARNING"}
@@ -575,6 +577,24 @@ def _raise_if_strict_checks_failed(aws: LocalAws) -> None:
         raise LocalRunError("; ".join(v.describe() for v in violations))
 
 
+def _refuse_a_busy_port(port: int) -> None:
+    """moto's server binds on its own thread and, when the port is taken, never says it is
+    ready: ThreadedMotoServer.start() would wait forever. Say so before starting it."""
+    if port == 0:
+        return
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as moto's server binds: a stack stopped moments ago leaves TIME_WAIT, not a listener
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise LocalRunError(
+                f"port {port} is in use ({exc.strerror}): pick another --port"
+            ) from exc
+
+
 @contextmanager
 def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
     """Start moto, the local Bedrock and the template's resources; tear all down after."""
@@ -582,10 +602,11 @@ def local_aws(options: LocalOptions) -> Iterator[LocalAws]:
 
     # The moto server logs every request; a local run shows progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _refuse_a_busy_port(options.port)
     if not _run_lock.acquire(blocking=False):
         raise LocalRunError("one local AWS per process: the Lambda runtime patch is global")
     moto_workarounds.list_moto_modules_once()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=options.port, verbose=False)
     bedrock: LocalBedrock | None = None
     try:
         server.start()
