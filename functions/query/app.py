@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -11,7 +12,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagebatch import wiring
 from imagebatch.api.routes import ApiDependencies, resolve
 from imagebatch.api.tenancy import scope_for
-from imagebatch.aws.principal_tags import PrincipalTags
 from imagebatch.observability import logger, tracer
 from imagebatch.settings import QuerySettings, cached_settings
 
@@ -25,9 +25,9 @@ def _dependencies() -> ApiDependencies:
 
 
 @lru_cache(maxsize=1)
-def _principal_tags() -> PrincipalTags:
+def _tags_of() -> Callable[[str], Mapping[str, str]]:
     # one per execution environment: it keeps each caller's tags for a few minutes
-    return wiring.principal_tags()
+    return wiring.principal_tags().tags_of
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
@@ -38,7 +38,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if settings.query_tenancy:
         scope = scope_for(
             event,
-            _principal_tags().tags_of,
+            _tags_of(),
             principal_tag=settings.tenancy_principal_tag,
             batch_tag=settings.tenancy_batch_tag,
         )

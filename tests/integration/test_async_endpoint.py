@@ -719,7 +719,8 @@ def test_a_documented_error_notification_reads_the_partial_result_at_the_submitt
             "invocationStatus": "Failed",
             "failureReason": "ClientError: Received server error (500) from model.",
             "requestParameters": {"endpointName": "ep", "inputLocation": receipt.input_location},
-            "inferenceId": "req",
+            # the id submit sent (result_authentication: it names the request object)
+            "inferenceId": receipt.inference_id,
             "eventVersion": "1.0",
             "eventSource": "aws:sagemaker",
             "eventName": "InferenceResult",

@@ -83,8 +83,9 @@ def test_generate_chunk_invokes_through_the_profiles_and_may(template: dict[str,
     invoke = [s for s in statements if s["Action"] == "bedrock:InvokeModel"]
     granted = {r for s in invoke for r in s["Resource"]}
     assert set(arns.values()) <= granted
-    # the foundation models the profiles copy stay granted (AWS checks both)
-    assert "arn:aws:bedrock:us-west-2::foundation-model/stability.*" in granted
+    # the foundation models the profiles copy stay granted (AWS checks both), each by its ARN
+    for model_id in arns:
+        assert f"arn:aws:bedrock:us-west-2::foundation-model/{model_id}" in granted
 
 
 def test_where_the_models_are_not_served_or_profiles_are_off_the_bare_ids_are_used(
