@@ -95,6 +95,13 @@ def settle(
     return BudgetMove(spent=charge)
 
 
+def over_hold(charge: int, held: int) -> int:
+    """What a settlement charged past its hold: spent all the same (the money is gone), but
+    past what the cap was checked against, so the summary counts it as over cap
+    (`over_cap_micro_usd`) and every report says so; 0 when the hold covered the charge."""
+    return max(charge - held, 0)
+
+
 def write_off(amount: int) -> BudgetMove:
     """A hold no commit settled belongs to an attempt that died after it may have spent: the
     whole hold (an upper bound of what it spent) becomes spent: reserved -> spent. Balanced;

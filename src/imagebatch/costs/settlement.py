@@ -104,7 +104,10 @@ def summary_adds(
 ) -> dict[str, int]:
     inference = sum(o.cost_micro_usd for o in outcomes)
     charge = inference + settlement.rework_micro_usd + overhead
-    if settlement.has_reservation and charge > settlement.reserved_micro_usd:
+    over_cap = (
+        budget.over_hold(charge, settlement.reserved_micro_usd) if settlement.has_reservation else 0
+    )
+    if over_cap:
         logger.error(
             "charge exceeds reservation",
             extra={"charge": charge, "reserved": settlement.reserved_micro_usd},
@@ -126,6 +129,9 @@ def summary_adds(
     }
     if settlement.rework_micro_usd:
         adds["rework_micro_usd"] = settlement.rework_micro_usd
+    if over_cap:
+        # absent otherwise, as rework is: a batch within its holds keeps the summary it had
+        adds["over_cap_micro_usd"] = over_cap
     return {**adds, **reuse_adds(outcomes), **move.adds()}
 
 

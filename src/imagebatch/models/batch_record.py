@@ -93,6 +93,9 @@ class BatchRecord(BaseModel):
     budget_left_micro_usd: int = 0
     overhead_reserve_micro_usd: int = 0
     unsettled_micro_usd: int = 0
+    # charged past the hold it settled (costs.budget.over_hold): spent beyond what the cap
+    # was checked against, shown as over cap in every report
+    over_cap_micro_usd: int = 0
 
     # counted operations (costs.usage.Usage, under use_<name>)
     use_sfn_transitions: int = 0

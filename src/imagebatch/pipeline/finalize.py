@@ -250,7 +250,12 @@ def finalize_batch(
         costs=breakdown.rounded(),
         charged_micro_usd=charged,
         max_cost_micro_usd=summary.max_cost_micro_usd,
-        charge_note=charge_note(breakdown.rounded()["total"], charged, summary.unsettled_micro_usd),
+        charge_note=charge_note(
+            breakdown.rounded()["total"],
+            charged,
+            summary.unsettled_micro_usd,
+            over_cap_micro_usd=summary.over_cap_micro_usd,
+        ),
         cost_per_image=per_image(breakdown, succeeded)["per_image"],
         cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
         failed_key=failures.failed_key,
