@@ -10,6 +10,7 @@ Key layout (one table; see aws.ledger for what each item holds):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -114,6 +115,14 @@ def is_transient(exc: ClientError) -> bool:
         message = exc.response["Error"].get("Message", "")
         reasons = {r for r in _TRANSIENT_REASONS if r in message}
     return bool(reasons & _TRANSIENT_REASONS) and "ConditionalCheckFailed" not in reasons
+
+
+def reported_write_units(consumed: Any) -> int:
+    """The capacity units a write's ConsumedCapacity reports (one entry, or a list of one a
+    table for a transaction), rounded up; 0 when the response carries none."""
+    entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+    total = sum((Decimal(str(entry.get("CapacityUnits", 0))) for entry in entries), Decimal(0))
+    return math.ceil(total)
 
 
 def reservation_sk(chunk_id: str) -> str:

@@ -21,14 +21,12 @@ from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.terms import charge_note
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
-    SUMMARY_SIZE_BOUND,
     LambdaClock,
     Usage,
     billed_mb_ms,
     per_image,
     price_usage,
     summary_costs,
-    write_units,
 )
 from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
@@ -388,7 +386,8 @@ def _own_charge(
     usage += Usage(
         sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * failed_chunks,
         s3_put_requests=1,
-        ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
+        # the settling update, at the summary's size as finalize read it
+        ddb_write_units=ledger.summary_write_units(summary.batch_id, transactional=False),
     )
     if clock is not None:
         usage += Usage(

@@ -22,7 +22,7 @@ from imagebatch.costs.estimate import chunk_reservation
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms, tags_bytes
 from imagebatch.errors import (
     ChunkUnfinished,
     ImageGenerationError,
@@ -253,6 +253,8 @@ def _attempt_bound(
         lambda_seconds_bound=clock.elapsed_s() + seconds_left,
         pixels_bound=max(job.width * job.height for job in todo),
         prices=prices,
+        # a job's tags hold the batch's, which the summary and rollups carry
+        tag_bytes=max(tags_bytes(job.tags) for job in todo),
     )
     return amount
 
