@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from imagebatch.costs.budget import BUDGET_LEFT, OVERHEAD_RESERVE, BudgetMove
+from imagebatch.costs.budget import BUDGET_LEFT, OVERHEAD_RESERVE, WAKE_HELD, BudgetMove
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -190,6 +190,9 @@ def budget_action(
     if move.needs_overhead_reserve is not None:
         conditions.append(f"{OVERHEAD_RESERVE} = :need_reserve")
         values[":need_reserve"] = move.needs_overhead_reserve
+    if move.needs_wake_held is not None:
+        conditions.append(f"{WAKE_HELD} = :need_wake")
+        values[":need_wake"] = move.needs_wake_held
     return add_action(
         table,
         pk,

@@ -119,8 +119,13 @@ class Ledger(BatchSettlement):
         if cap is not None:
             reserve = given.overhead_reserve_micro_usd
             record["overhead_reserve_micro_usd"] = reserve
+            # the endpoint's wake, held from the start: no chunk can spend it
+            wake = given.endpoint_wake_micro_usd
+            if wake:
+                record["reserved_micro_usd"] = wake
+                record["wake_held_micro_usd"] = wake
             record["budget_left_micro_usd"] = budget.opening_budget_left(
-                int(cap), reserve, int(record["spent_micro_usd"])
+                int(cap), reserve, int(record["spent_micro_usd"]), wake
             )
         item = to_item(record)
         # the summary and its gsi1 replica (the batch list)

@@ -296,6 +296,8 @@ def _batch_record(
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
         ),
         "errors_key": errors_key,
+        # held at admission (aws.ledger.create_batch) when capped: the wake is this batch's
+        "endpoint_wake_micro_usd": plan.endpoint_wake_micro_usd or None,
     }
     # None is an attribute the item leaves out (it always was): not set, so not written
     return BatchRecord.model_validate(
