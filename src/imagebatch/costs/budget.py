@@ -114,6 +114,13 @@ def over_hold(charge: int, held: int) -> int:
     return max(charge - held, 0)
 
 
+def over_reserve(charge: int, reserve_left: int) -> int:
+    """What a charge paid from the overhead reserve (finalize, a chunk refused for budget)
+    takes past what the reserve held when it was read (`reserve_left`): spent all the same,
+    but past the cap's reserve, so counted as over cap; 0 when the reserve covered it."""
+    return max(charge - max(reserve_left, 0), 0)
+
+
 def write_off(amount: int) -> BudgetMove:
     """A hold no commit settled belongs to an attempt that died after it may have spent: the
     whole hold (an upper bound of what it spent) becomes spent: reserved -> spent. Balanced;

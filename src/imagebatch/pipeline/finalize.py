@@ -402,7 +402,13 @@ def _own_charge(
         capped=summary.capped,
         from_overhead_reserve=True,
     )
-    return {**usage.ledger_fields(), **move.adds()}
+    adds = {**usage.ledger_fields(), **move.adds()}
+    # checked against the reserve as finalize read it: past it, the charge is over cap (the
+    # chunks are settled, so nothing but finalize and the contact sheet spends it now)
+    over_cap = budget.over_reserve(charge, summary.overhead_reserve_micro_usd)
+    if summary.capped and over_cap:
+        adds["over_cap_micro_usd"] = over_cap
+    return adds
 
 
 def _write_redrive(

@@ -289,6 +289,9 @@ def _refuse(
 ) -> ChunkResult:
     """The budget cannot cover the chunk: the refusal both paths share, charged with what this
     invocation used so far."""
+    # the overhead reserve as it is now (other refusals spend it too), read before the usage
+    # is taken so the commit charges the read
+    summary = ledger.get_batch(task.batch_id)
     usage = _invocation_usage(store, ledger, clock)
     return refuse_for_budget(
         task.batch_id,
@@ -297,6 +300,7 @@ def _refuse(
         settlement.model_copy(update={"usage": usage}),
         ledger=ledger,
         backend=chunk.backend,
+        overhead_reserve_left=summary.overhead_reserve_micro_usd if summary else None,
     )
 
 
