@@ -4,6 +4,7 @@ the plan and returns a Verdict; the plan is not changed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from imagebatch.costs.estimate import BatchEstimate, estimate_batch
 from imagebatch.costs.prices import RegionPrices
@@ -79,16 +80,16 @@ def rejection_reason(
             "use 'bedrock'"
         )
     if settings.max_cost_usd is not None:
-        return _cap_refusal(plan, estimate)
+        return _cap_refusal(plan, estimate, settings.max_cost_usd)
     return None
 
 
-def _cap_refusal(plan: BatchPlan, estimate: BatchEstimate | None) -> str | None:
+def _cap_refusal(
+    plan: BatchPlan, estimate: BatchEstimate | None, max_cost_usd: Decimal
+) -> str | None:
     """Why max_cost_usd refuses the plan: the estimate, the reserve and, when the batch
     would wake the endpoint from zero, the wake (None: it fits)."""
-    settings = plan.settings
-    assert settings.max_cost_usd is not None
-    cap = int(settings.max_cost_usd * MICRO)
+    cap = int(max_cost_usd * MICRO)
     total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
     reserve = estimate.overhead_reserve_micro_usd if estimate else 0
     wake = plan.endpoint_wake_micro_usd
@@ -107,7 +108,7 @@ def _cap_refusal(plan: BatchPlan, estimate: BatchEstimate | None) -> str | None:
         return (
             f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
             f"images{detail} "
-            f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
+            f"exceeds max_cost_usd ${max_cost_usd}: nothing was spent; raise "
             "max_cost_usd or split the manifest"
         )
     return None
