@@ -198,7 +198,10 @@ def batch_summary(summary: BatchRecord, prices: RegionPrices) -> BatchSummary:
         charged_micro_usd=charged,
         # the endpoint's share is charged beside the categories: the note explains the rest
         charge_note=charge_note(
-            rounded["total"] + endpoint_overhead, charged, summary.unsettled_micro_usd
+            rounded["total"] + endpoint_overhead,
+            charged,
+            summary.unsettled_micro_usd,
+            over_cap_micro_usd=summary.over_cap_micro_usd,
         ),
         max_cost_micro_usd=summary.max_cost_micro_usd,
         cost_per_image=Costs(**unit["per_image"]) if unit["per_image"] else None,

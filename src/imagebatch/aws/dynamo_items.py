@@ -10,6 +10,7 @@ Key layout (one table; see aws.ledger for what each item holds):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from imagebatch.costs.budget import BUDGET_LEFT, OVERHEAD_RESERVE, BudgetMove
+from imagebatch.costs.budget import BUDGET_LEFT, OVERHEAD_RESERVE, WAKE_HELD, BudgetMove
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -122,6 +123,14 @@ def is_transient(exc: ClientError) -> bool:
     return bool(reasons & _TRANSIENT_REASONS) and "ConditionalCheckFailed" not in reasons
 
 
+def reported_write_units(consumed: Any) -> int:
+    """The capacity units a write's ConsumedCapacity reports (one entry, or a list of one a
+    table for a transaction), rounded up; 0 when the response carries none."""
+    entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+    total = sum((Decimal(str(entry.get("CapacityUnits", 0))) for entry in entries), Decimal(0))
+    return math.ceil(total)
+
+
 def reservation_sk(chunk_id: str) -> str:
     return f"RESERVATION#{chunk_id}"
 
@@ -187,6 +196,9 @@ def budget_action(
     if move.needs_overhead_reserve is not None:
         conditions.append(f"{OVERHEAD_RESERVE} = :need_reserve")
         values[":need_reserve"] = move.needs_overhead_reserve
+    if move.needs_wake_held is not None:
+        conditions.append(f"{WAKE_HELD} = :need_wake")
+        values[":need_wake"] = move.needs_wake_held
     return add_action(
         table,
         pk,

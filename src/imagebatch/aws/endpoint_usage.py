@@ -237,6 +237,7 @@ class EndpointUsageStore:
             lines,
             budget_left=summary.budget_left_micro_usd if summary and summary.capped else None,
             known=summary is not None,
+            wake_held=summary.wake_held_micro_usd if summary else 0,
         )
         charge = bound.micro_usd
         day = window.end.date().isoformat()

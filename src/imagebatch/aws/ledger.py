@@ -38,6 +38,7 @@ from imagebatch.aws.dynamo_items import (
     image_sk,
     is_transient,
     now_iso,
+    reported_write_units,
     request_sk,
     reservation_sk,
     rollup_action,
@@ -51,11 +52,13 @@ from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
 from imagebatch.costs.usage import (
-    ROLLUP_SIZE_BOUND,
-    SUMMARY_SIZE_BOUND,
     Meter,
+    indexed_write_units,
     item_size,
     read_units,
+    rollup_write_units,
+    summary_write_units,
+    tags_bytes,
     write_units,
 )
 from imagebatch.errors import BatchFinalizingError, ImagesAlreadyRecordedError, StorageError
@@ -88,7 +91,7 @@ class Ledger(BatchSettlement):
             ConsistentRead=True,
         )
         item = response.get("Item")
-        self.meter.add(ddb_read_units=read_units(item_size(item) if item else 0))
+        self.meter.add(ddb_read_units=read_units(self.saw_summary(batch_id, item) if item else 0))
         return record_from_item(item) if item else None
 
     def create_batch(self, batch_id: str, attributes: BatchRecord | Mapping[str, Any]) -> bool:
@@ -118,11 +121,18 @@ class Ledger(BatchSettlement):
         if cap is not None:
             reserve = given.overhead_reserve_micro_usd
             record["overhead_reserve_micro_usd"] = reserve
+            # the endpoint's wake, held from the start: no chunk can spend it
+            wake = given.endpoint_wake_micro_usd
+            if wake:
+                record["reserved_micro_usd"] = wake
+                record["wake_held_micro_usd"] = wake
             record["budget_left_micro_usd"] = budget.opening_budget_left(
-                int(cap), reserve, int(record["spent_micro_usd"])
+                int(cap), reserve, int(record["spent_micro_usd"]), wake
             )
         item = to_item(record)
-        self.meter.add(ddb_write_units=write_units(item_size(item)))
+        # the summary and its gsi1 replica (the batch list)
+        size = self.saw_summary(batch_id, item)
+        self.meter.add(ddb_write_units=indexed_write_units(size, transactional=False))
         try:
             self._ddb.put_item(
                 TableName=self.table,
@@ -184,7 +194,11 @@ class Ledger(BatchSettlement):
                 request_put(self.table, settlement.endpoint, settlement.endpoint_request)
             )
         late_entries = self._index_entries(batch_id, outcomes, actions, recorded_at)
-        own_writes = _own_write_units(actions, rolls_up=bool(outcomes) or rollup_model is not None)
+        own_writes = _own_write_units(
+            actions,
+            rolls_up=bool(outcomes) or rollup_model is not None,
+            tag_bytes=tags_bytes(tags),
+        )
         own_writes += sum(write_units(item_size(item)) for item in late_entries)
         charge = price_commit(
             outcomes, settlement, own_writes, capped=capped, rollup_model=rollup_model
@@ -396,8 +410,13 @@ class Ledger(BatchSettlement):
             backend=summary.backend,
             tags=summary.tags,
         )["Update"]
-        self.meter.add(ddb_write_units=write_units(ROLLUP_SIZE_BOUND))
-        self._ddb.update_item(**action)
+        response = self._ddb.update_item(**action, ReturnConsumedCapacity="INDEXES")
+        self.meter.add(
+            ddb_write_units=max(
+                rollup_write_units(tags_bytes(summary.tags), transactional=False),
+                reported_write_units(response.get("ConsumedCapacity")),
+            )
+        )
         return remainder
 
     def image_records(
@@ -424,13 +443,16 @@ def _back_off(attempt: int, exc: Exception) -> None:
     time.sleep(delay)
 
 
-def _own_write_units(actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool) -> int:
+def _own_write_units(
+    actions: Sequence[TransactWriteItemTypeDef], *, rolls_up: bool, tag_bytes: int
+) -> int:
     """What a commit's transaction writes: its actions so far (a Delete counts as the least
     a write is), the summary update and, when it rolls up, the day's rollup, each at the
-    size bound (their size is known only once the charge is)."""
+    size bound plus the batch's tags (both carry them) and with its gsi1 replica (their
+    size is known only once the charge is)."""
     units = sum(
         write_units(item_size(a["Put"]["Item"]) if "Put" in a else 0, transactional=True)
         for a in actions
     )
-    units += write_units(SUMMARY_SIZE_BOUND, transactional=True)
-    return units + (write_units(ROLLUP_SIZE_BOUND, transactional=True) if rolls_up else 0)
+    units += summary_write_units(tag_bytes)
+    return units + (rollup_write_units(tag_bytes) if rolls_up else 0)

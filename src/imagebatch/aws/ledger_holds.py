@@ -21,6 +21,7 @@ from imagebatch.aws.dynamo_items import (
     cancelled_by_condition,
     from_item,
     now_iso,
+    reported_write_units,
     reservation_sk,
     rollup_action,
     to_item,
@@ -28,11 +29,14 @@ from imagebatch.aws.dynamo_items import (
 from imagebatch.costs import budget
 from imagebatch.costs.settlement import model_charge_adds
 from imagebatch.costs.usage import (
-    ROLLUP_SIZE_BOUND,
     SUMMARY_SIZE_BOUND,
     Meter,
+    indexed_write_units,
     item_size,
     read_units,
+    rollup_write_units,
+    summary_write_units,
+    tags_bytes,
     write_units,
 )
 
@@ -43,6 +47,9 @@ logger = Logger(child=True)
 
 AdapterT = TypeVar("AdapterT")
 _BATCH_GET_LIMIT = 100
+# What one update can add to a summary it read before (the counters a first commit creates,
+# a status, a sheet position): its write is billed on the larger of before and after.
+SUMMARY_GROWTH_BOUND = 1024
 
 
 class LedgerTable:
@@ -53,6 +60,9 @@ class LedgerTable:
         self.table = table
         # Reads and writes this ledger makes are counted: the batch is charged for them.
         self.meter = meter or Meter()
+        # Each batch summary's size as last read or written (DynamoDB bills a write on it):
+        # a summary with large tags costs tens of units an update, not the bound's few.
+        self._summary_bytes: dict[str, int] = {}
 
     @property
     def client(self) -> DynamoDBClient:
@@ -64,6 +74,41 @@ class LedgerTable:
         """Another adapter of the same table (endpoint throughput, endpoint usage) that
         counts its requests on this ledger's meter, so the commit charges them to the batch."""
         return adapter(self._ddb, self.table, self.meter)
+
+    def summary_write_units(self, batch_id: str, *, transactional: bool) -> int:
+        """What an update of the batch's summary is billed before it is made: its size as
+        last seen (plus what one update can add), else the bound; its gsi1 replica
+        included."""
+        seen = self._summary_bytes.get(batch_id)
+        size = SUMMARY_SIZE_BOUND if seen is None else seen + SUMMARY_GROWTH_BOUND
+        return indexed_write_units(size, transactional=transactional)
+
+    def saw_summary(self, batch_id: str, item: Mapping[str, Any]) -> int:
+        """Note a summary as DynamoDB returned it (wire format); returns its size."""
+        size = item_size(item)
+        self._summary_bytes[batch_id] = size
+        return size
+
+    def metered_summary_update(self, batch_id: str, **update: Any) -> dict[str, Any]:
+        """One UpdateItem of the summary, metered from what it wrote: the larger of the
+        units DynamoDB reports (ReturnConsumedCapacity INDEXES; moto reports a flat figure)
+        and those of the item's size after the update, read back with ReturnValues ALL_NEW,
+        in the table and its gsi1 replica. Raises as update_item does (then the units the
+        summary's size bounds are metered: a refused conditional write is billed too)."""
+        try:
+            response = self._ddb.update_item(
+                **update, ReturnValues="ALL_NEW", ReturnConsumedCapacity="INDEXES"
+            )
+        except ClientError:
+            self.meter.add(ddb_write_units=self.summary_write_units(batch_id, transactional=False))
+            raise
+        size = self.saw_summary(batch_id, response.get("Attributes", {}))
+        units = max(
+            indexed_write_units(size, transactional=False),
+            reported_write_units(response.get("ConsumedCapacity")),
+        )
+        self.meter.add(ddb_write_units=units)
+        return dict(response)
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self._ddb.get_item(
@@ -136,9 +181,7 @@ def hold_write_units(batch_id: str, hold_id: str) -> int:
     hold = to_item(
         {"pk": batch_pk(batch_id), "sk": reservation_sk(hold_id), "amount_micro_usd": 10**15}
     )
-    return write_units(item_size(hold), transactional=True) + write_units(
-        SUMMARY_SIZE_BOUND, transactional=True
-    )
+    return write_units(item_size(hold), transactional=True) + summary_write_units()
 
 
 class BudgetHolds(LedgerTable):
@@ -154,7 +197,7 @@ class BudgetHolds(LedgerTable):
         hold = to_item({"pk": pk, "sk": reservation_sk(chunk_id), "amount_micro_usd": amount})
         self.meter.add(
             ddb_write_units=write_units(item_size(hold), transactional=True)
-            + write_units(SUMMARY_SIZE_BOUND, transactional=True)
+            + self.summary_write_units(batch_id, transactional=True)
         )
         try:
             self._ddb.transact_write_items(
@@ -191,9 +234,10 @@ class BudgetHolds(LedgerTable):
         move = budget.release_overhead_reserve(amount)
         if move is None:
             return True
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
         try:
-            self._ddb.update_item(**budget_action(self.table, batch_pk(batch_id), move)["Update"])
+            self.metered_summary_update(
+                batch_id, **budget_action(self.table, batch_pk(batch_id), move)["Update"]
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
@@ -203,8 +247,8 @@ class BudgetHolds(LedgerTable):
     def save_sheet_position(self, batch_id: str, position: Mapping[str, Any]) -> None:
         """Where this execution's contact sheet goes on (the summary's contact_sheet_position),
         for the invocation Step Functions retries it with."""
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        self._ddb.update_item(
+        self.metered_summary_update(
+            batch_id,
             TableName=self.table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
             UpdateExpression="SET contact_sheet_position = :p",
@@ -233,14 +277,18 @@ class BudgetHolds(LedgerTable):
         amount = int(hold["amount_micro_usd"])
         self.meter.add(
             ddb_write_units=write_units(0, transactional=True)
-            + write_units(SUMMARY_SIZE_BOUND, transactional=True)
-            + write_units(ROLLUP_SIZE_BOUND, transactional=True)
+            + self.summary_write_units(batch_id, transactional=True)
         )
         # The charge goes to the day's rollup in the same transaction: a write-off after
         # finalize rolled the remainder up (a contact sheet's dead attempt) is otherwise
         # charged to the batch and missing from `costs`.
         summary_item = self._get(pk, SUMMARY_SK)
         summary = record_from_plain(summary_item) if summary_item else None
+        self.meter.add(
+            ddb_write_units=rollup_write_units(
+                tags_bytes(summary.tags) if summary else 0, transactional=True
+            )
+        )
         model = ((summary.models if summary else None) or ["(none)"])[0]
         rollup = rollup_action(
             self.table,

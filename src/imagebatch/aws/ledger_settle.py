@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 from imagebatch.aws.batch_items import record_from_item
 from imagebatch.aws.dynamo_items import SUMMARY_SK, batch_pk, now_iso, to_item
 from imagebatch.aws.ledger_holds import BudgetHolds
-from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, write_units
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
 
@@ -35,7 +34,7 @@ class BatchSettlement(BudgetHolds):
         first run's time) and refuses every later chunk commit (Settlement.fenced);
         finalize_generation counts the runs, and this run's number is returned. None when
         the batch is final already (another run settled it)."""
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        self.meter.add(ddb_write_units=self.summary_write_units(batch_id, transactional=False))
         try:
             response = self._ddb.update_item(
                 TableName=self.table,
@@ -84,16 +83,15 @@ class BatchSettlement(BudgetHolds):
         if generation is not None:
             condition += " AND finalize_generation = :generation"
             plain_values[":generation"] = generation
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
         try:
-            response = self._ddb.update_item(
+            response = self.metered_summary_update(
+                batch_id,
                 TableName=self.table,
                 Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item(plain_values),
                 ConditionExpression=condition,
-                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
@@ -105,8 +103,8 @@ class BatchSettlement(BudgetHolds):
 
     def record_hook_failures(self, batch_id: str, lines: Sequence[str]) -> None:
         """Finalize hooks that failed, on the batch record (appended: a later run's add)."""
-        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
-        self._ddb.update_item(
+        self.metered_summary_update(
+            batch_id,
             TableName=self.table,
             Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
             UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :lines)",

@@ -16,6 +16,7 @@ model the endpoint does not serve). `backend: auto` routes item by item:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -166,13 +167,16 @@ def choose_for_flexible(
     prices: RegionPrices,
     shape: Shape,
     deadline_s: float | None,
+    cap_micro_usd: int | None = None,
 ) -> Choice:
     """Bedrock or the endpoint for the images either could make.
 
     Both sides share the batch's own fixed costs (ingest, finalize, the contact sheet), so
     those are left out; the endpoint's cold start and idle tail count only when it is at zero
     and no other image of the batch needs it (`endpoint_needed`): otherwise they are paid
-    anyway. Its wall time includes the cold start whenever the endpoint is at zero.
+    anyway. Its wall time includes the cold start whenever the endpoint is at zero. A capped
+    batch (`cap_micro_usd`) whose cap cannot cover the wake with the images never wakes the
+    endpoint: the wake is held at admission, and a cap under it would refuse the batch.
     """
     n = flexible.images
     speeds = load_speed_assumptions()
@@ -210,6 +214,16 @@ def choose_for_flexible(
         "throughput.json cold start and idle tail",
     )
     options = (bedrock, endpoint)
+    if cold_then_tail and cap_micro_usd is not None and endpoint.cost_micro_usd(n) > cap_micro_usd:
+        wake = format_usd(math.ceil(endpoint.fixed_micro_usd), grouped=False)
+        return Choice(
+            backend="bedrock",
+            reason=(
+                f"bedrock: max_cost_usd {format_usd(cap_micro_usd, grouped=False)} cannot cover "
+                f"waking the endpoint ({wake}: a cold start and the idle tail) with {n} images"
+            ),
+            options=options,
+        )
     chosen = choose_backend(options, n, deadline_s)
     if chosen is None:
         chosen = min(options, key=lambda o: o.wall_seconds(n))

@@ -7,7 +7,9 @@ A batch with max_cost_micro_usd (the cap) keeps, on its summary, at every write:
 
 spent: charged; reserved: held by running chunks; budget_left: what a chunk may still hold;
 overhead_reserve: held back at ingest for bookkeeping that spends after the budget is gone
-(refused chunks, finalize, the contact sheet).
+(refused chunks, finalize, the contact sheet). A batch admitted while the endpoint is at zero
+also holds its wake (the cold start and idle tail it causes) at ingest: part of reserved,
+counted apart as wake_held, spent only by the endpoint observer's charge of its window.
 
 Every step returns a BudgetMove whose counter deltas sum to zero, so a move applied to a
 summary that keeps the invariant keeps it. The adapters (aws.ledger, aws.ledger_holds,
@@ -27,6 +29,8 @@ SPENT = "spent_micro_usd"
 RESERVED = "reserved_micro_usd"
 BUDGET_LEFT = "budget_left_micro_usd"
 OVERHEAD_RESERVE = "overhead_reserve_micro_usd"
+# The part of reserved that is the endpoint's wake, held at ingest (not one of the four).
+WAKE_HELD = "wake_held_micro_usd"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class BudgetMove:
     needs_budget_left: int | None = None
     # The move may happen only while overhead_reserve == this (the amount it was read as).
     needs_overhead_reserve: int | None = None
+    # The part of `reserved` that is the wake's (a detail of reserved, not a fifth counter).
+    wake_held: int | None = None
+    # The move may happen only while wake_held == this (the amount it was read as).
+    needs_wake_held: int | None = None
 
     def adds(self) -> dict[str, int]:
         """The counters to ADD to, by their ledger names."""
@@ -51,18 +59,22 @@ class BudgetMove:
             BUDGET_LEFT: self.budget_left,
             OVERHEAD_RESERVE: self.overhead_reserve,
         }
+        deltas[WAKE_HELD] = self.wake_held
         return {name: delta for name, delta in deltas.items() if delta is not None}
 
     @property
     def balanced(self) -> bool:
         """Whether the move keeps spent + reserved + budget_left + overhead_reserve."""
-        return sum(self.adds().values()) == 0
+        adds = self.adds()
+        adds.pop(WAKE_HELD, None)  # part of reserved, already in its delta
+        return sum(adds.values()) == 0
 
 
-def opening_budget_left(cap: int, overhead_reserve: int, spent: int = 0) -> int:
-    """budget_left of a new summary: the cap less what ingest holds back and what is already
-    spent. Nothing is reserved yet, so spent + 0 + budget_left + overhead_reserve = cap."""
-    return cap - overhead_reserve - spent
+def opening_budget_left(cap: int, overhead_reserve: int, spent: int = 0, wake: int = 0) -> int:
+    """budget_left of a new summary: the cap less what ingest holds back, what is already
+    spent and the endpoint's wake (held: reserved = wake), so
+    spent + wake + budget_left + overhead_reserve = cap."""
+    return cap - overhead_reserve - spent - wake
 
 
 def hold(amount: int) -> BudgetMove:
@@ -93,6 +105,20 @@ def settle(
     if capped:
         return BudgetMove(spent=charge, budget_left=-charge)
     return BudgetMove(spent=charge)
+
+
+def over_hold(charge: int, held: int) -> int:
+    """What a settlement charged past its hold: spent all the same (the money is gone), but
+    past what the cap was checked against, so the summary counts it as over cap
+    (`over_cap_micro_usd`) and every report says so; 0 when the hold covered the charge."""
+    return max(charge - held, 0)
+
+
+def over_reserve(charge: int, reserve_left: int) -> int:
+    """What a charge paid from the overhead reserve (finalize, a chunk refused for budget)
+    takes past what the reserve held when it was read (`reserve_left`): spent all the same,
+    but past the cap's reserve, so counted as over cap; 0 when the reserve covered it."""
+    return max(charge - max(reserve_left, 0), 0)
 
 
 def write_off(amount: int) -> BudgetMove:
@@ -141,20 +167,37 @@ class OverheadCharge:
 
 
 def bound_overhead(
-    lines: Sequence[OverheadLine], *, budget_left: int | None, known: bool = True
+    lines: Sequence[OverheadLine],
+    *,
+    budget_left: int | None,
+    known: bool = True,
+    wake_held: int = 0,
 ) -> OverheadCharge:
-    """A batch's cold start and idle of a window, charged at most its budget_left (None: an
-    uncapped batch, charged in full; `known` False: a batch the ledger does not know, charged
-    nothing). Spent from budget_left only while budget_left still covers it, so a chunk
-    holding meanwhile cannot be overrun. Balanced when capped."""
+    """A batch's cold start and idle of a window, charged at most its wake held at ingest
+    (`wake_held`) and its budget_left (None: an uncapped batch, charged in full; `known`
+    False: a batch the ledger does not know, charged nothing). The wake's hold is settled
+    whole, whatever the share (what it did not use goes back to budget_left), only while it
+    is still `wake_held`; the rest is spent from budget_left only while budget_left still
+    covers it, so a chunk holding meanwhile cannot be overrun. Balanced when capped."""
     share = sum(line.micro_usd for line in lines)
-    room = share if budget_left is None else budget_left
+    held = wake_held if budget_left is not None and known else 0
+    room = share if budget_left is None else budget_left + held
     if not known:
         room = 0
     kept = _bounded(lines, max(min(room, share), 0))
     charge = sum(line.micro_usd for line in kept)
     if budget_left is None or not known:
         move = BudgetMove(spent=charge)
+    elif held:
+        past_hold = charge - held
+        move = BudgetMove(
+            spent=charge,
+            reserved=-held,
+            budget_left=-past_hold,
+            needs_budget_left=past_hold if past_hold > 0 else None,
+            wake_held=-held,
+            needs_wake_held=held,
+        )
     else:
         move = BudgetMove(spent=charge, budget_left=-charge, needs_budget_left=charge)
     return OverheadCharge(kept=tuple(kept), over_cap_micro_usd=share - charge, move=move)

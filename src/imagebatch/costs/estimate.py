@@ -27,6 +27,8 @@ from imagebatch.costs.usage import (
     CostBreakdown,
     Usage,
     price_usage,
+    rollup_write_units,
+    summary_write_units,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
 from imagebatch.models.money import ceil_micro
@@ -202,12 +204,14 @@ def chunk_reservation(
     lambda_seconds_bound: float,
     pixels_bound: int,
     prices: RegionPrices,
+    tag_bytes: int = 0,
 ) -> tuple[int, int]:
     """(reservation, its overhead part): an upper bound of what one chunk attempt charges.
 
     The Lambda is bounded by its timeout, each PNG by 4 bytes a pixel, each image record by
-    IMAGE_RECORD_BOUND_BYTES and each image by its own cost rollup, so the settled charge
-    cannot exceed the hold.
+    IMAGE_RECORD_BOUND_BYTES and each image by its own cost rollup, the summary and the
+    rollups by their bounds plus `tag_bytes` (costs.usage.tags_bytes of the batch's tags: the
+    commit charges them at that size), so the settled charge cannot exceed the hold.
     """
     usage = Usage(
         sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
@@ -215,8 +219,8 @@ def chunk_reservation(
         lambda_mb_ms=math.ceil(lambda_seconds_bound * 1000) * memory_mb,
         ddb_read_units=2 + images,
         ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BOUND_BYTES / 1024)
-        + 2 * SUMMARY_WRITE_UNITS
-        + images * ROLLUP_WRITE_UNITS
+        + 2 * summary_write_units(tag_bytes)
+        + images * rollup_write_units(tag_bytes)
         + 4,
         s3_get_requests=1,
         s3_put_requests=images,

@@ -34,6 +34,9 @@ class Settlement(BaseModel):
     prices: RegionPrices | None = None
     # A chunk refused for budget pays its bookkeeping from the batch's overhead reserve.
     from_overhead_reserve: bool = False
+    # What the overhead reserve held when the commit's writer last read it (None: unknown):
+    # a charge past it is counted over cap (costs.budget.over_reserve).
+    overhead_reserve_left: int | None = None
     # The hold this commit settles, when it is not the chunk's own (a SageMaker request holds
     # per attempt: a late result of an earlier attempt settles that attempt's hold).
     hold_id: str | None = None
@@ -107,7 +110,14 @@ def summary_adds(
 ) -> dict[str, int]:
     inference = sum(o.cost_micro_usd for o in outcomes)
     charge = inference + settlement.rework_micro_usd + overhead
-    if settlement.has_reservation and charge > settlement.reserved_micro_usd:
+    over_cap = 0
+    if settlement.has_reservation:
+        over_cap = budget.over_hold(charge, settlement.reserved_micro_usd)
+    elif (
+        capped and settlement.from_overhead_reserve and settlement.overhead_reserve_left is not None
+    ):
+        over_cap = budget.over_reserve(charge, settlement.overhead_reserve_left)
+    if over_cap:
         logger.error(
             "charge exceeds reservation",
             extra={"charge": charge, "reserved": settlement.reserved_micro_usd},
@@ -129,6 +139,9 @@ def summary_adds(
     }
     if settlement.rework_micro_usd:
         adds["rework_micro_usd"] = settlement.rework_micro_usd
+    if over_cap:
+        # absent otherwise, as rework is: a batch within its holds keeps the summary it had
+        adds["over_cap_micro_usd"] = over_cap
     return {**adds, **reuse_adds(outcomes), **move.adds()}
 
 

@@ -39,12 +39,23 @@ REUSE_SAVED = "saved by reuse"
 
 
 def charge_note(
-    total_micro_usd: int, charged_micro_usd: int, unsettled_micro_usd: int = 0
+    total_micro_usd: int,
+    charged_micro_usd: int,
+    unsettled_micro_usd: int = 0,
+    *,
+    over_cap_micro_usd: int = 0,
 ) -> str | None:
-    """One line saying why the charge differs from the total; None when they agree."""
+    """One line saying why the charge differs from the total, and what of it went over cap
+    (a settlement past its hold); None when they agree and nothing went over cap."""
     difference = charged_micro_usd - total_micro_usd
+    over_cap = (
+        f"over cap: {format_usd(over_cap_micro_usd)} was charged past the budget holds that "
+        "covered it (spent all the same, beyond what max_cost_usd was checked against)"
+        if over_cap_micro_usd
+        else None
+    )
     if difference == 0:
-        return None
+        return over_cap
     direction = "more" if difference > 0 else "less"
     reasons = [
         "each settlement is rounded up to a whole micro-dollar when it is charged, the total "
@@ -55,7 +66,8 @@ def charge_note(
             f"{format_usd(unsettled_micro_usd)} of budget holds no commit settled (attempts that "
             "died) is charged in full"
         )
-    return (
+    note = (
         f"charged {format_usd(charged_micro_usd)} is {format_usd(abs(difference))} {direction} "
         f"than the total {format_usd(total_micro_usd)}: " + "; ".join(reasons)
     )
+    return f"{note}. {over_cap}" if over_cap else note

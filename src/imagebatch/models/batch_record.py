@@ -96,6 +96,13 @@ class BatchRecord(BaseModel):
     budget_left_micro_usd: int = 0
     overhead_reserve_micro_usd: int = 0
     unsettled_micro_usd: int = 0
+    # charged past the hold it settled (costs.budget.over_hold): spent beyond what the cap
+    # was checked against, shown as over cap in every report
+    over_cap_micro_usd: int = 0
+    # the endpoint's wake (cold start + idle tail) ingest counted at admission, and what of it
+    # is still held (part of reserved) until the endpoint observer charges the window
+    endpoint_wake_micro_usd: int = 0
+    wake_held_micro_usd: int = 0
 
     # counted operations (costs.usage.Usage, under use_<name>)
     use_sfn_transitions: int = 0

@@ -27,13 +27,15 @@ def refuse_for_budget(
     ledger: ChunkLedgerPort,
     backend: str,
     late_results_possible: bool = False,
+    overhead_reserve_left: int | None = None,
 ) -> ChunkResult:
     """Record `todo` as BUDGET_EXHAUSTED in one commit charged to the overhead reserve.
 
     `settlement` carries the attempt's usage so far. With `late_results_possible` (the
     SageMaker path, where a result of an earlier attempt may commit some of these images
     between our read and this commit) a refused commit for images already recorded is not
-    an error: the images are accounted for either way.
+    an error: the images are accounted for either way. `overhead_reserve_left`: the reserve
+    as the caller read it just before; a charge past it is counted over cap.
     """
     outcomes = [
         ImageOutcome.failed(
@@ -45,7 +47,9 @@ def refuse_for_budget(
         )
         for job in todo
     ]
-    settlement = settlement.model_copy(update={"from_overhead_reserve": True})
+    settlement = settlement.model_copy(
+        update={"from_overhead_reserve": True, "overhead_reserve_left": overhead_reserve_left}
+    )
     tolerated = (ImagesAlreadyRecordedError,) if late_results_possible else ()
     with contextlib.suppress(*tolerated):
         ledger.commit_images(batch_id, outcomes, settlement, tags=chunk.tags, capped=True)

@@ -207,6 +207,19 @@ class _PageTimer:
         return self._read_until is None or now + 2 * self._slowest <= self._read_until
 
 
+def write_off_after_sheet(event: ContactSheetEvent, *, ledger: Ledger) -> int:
+    """The batch's final write-off, after its contact sheet failed for good: a sheet
+    invocation that died after holding left a hold no commit will settle (a retried page
+    writes off its own predecessor's when it holds again, the last one has no retry), so
+    every hold left is charged in full as unsettled (an upper bound of what it spent).
+    Returns what was written off. This invocation's own request is not charged: nothing
+    holds for it after the batch's last step."""
+    written = ledger.write_off_holds(event.batch_id)
+    if written:
+        logger.warning("contact sheet holds written off", extra={"micro_usd": written})
+    return written
+
+
 def _start(event: ContactSheetEvent, summary: BatchRecord) -> SheetPosition:
     """Where this invocation starts: where the last one of the same execution stopped, or
     the first page."""

@@ -273,7 +273,10 @@ def _header(batch_id: str, summary: BatchRecord, sheet_names: Sequence[str]) -> 
     note = None
     if "total" in costs:
         note = terms.charge_note(
-            costs["total"], summary.spent_micro_usd, summary.unsettled_micro_usd
+            costs["total"],
+            summary.spent_micro_usd,
+            summary.unsettled_micro_usd,
+            over_cap_micro_usd=summary.over_cap_micro_usd,
         )
     sheets = " ".join(
         f'<a href="{html.escape(name)}">{html.escape(name)}</a>' for name in sheet_names

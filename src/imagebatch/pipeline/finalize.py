@@ -21,14 +21,12 @@ from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.terms import charge_note
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
-    SUMMARY_SIZE_BOUND,
     LambdaClock,
     Usage,
     billed_mb_ms,
     per_image,
     price_usage,
     summary_costs,
-    write_units,
 )
 from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
@@ -267,7 +265,12 @@ def finalize_batch(
         costs=breakdown.rounded(),
         charged_micro_usd=charged,
         max_cost_micro_usd=summary.max_cost_micro_usd,
-        charge_note=charge_note(breakdown.rounded()["total"], charged, summary.unsettled_micro_usd),
+        charge_note=charge_note(
+            breakdown.rounded()["total"],
+            charged,
+            summary.unsettled_micro_usd,
+            over_cap_micro_usd=summary.over_cap_micro_usd,
+        ),
         cost_per_image=per_image(breakdown, succeeded)["per_image"],
         cost_per_1000=per_image(breakdown, succeeded)["per_1000"],
         failed_key=failures.failed_key,
@@ -416,7 +419,8 @@ def _own_charge(
         sfn_transitions=BATCH_TRANSITIONS.batch + BATCH_TRANSITIONS.chunk_failure * failed_chunks,
         s3_put_requests=1,
         s3_get_requests=1,
-        ddb_write_units=write_units(SUMMARY_SIZE_BOUND),
+        # the settling update, at the summary's size as finalize read it
+        ddb_write_units=ledger.summary_write_units(summary.batch_id, transactional=False),
     )
     if clock is not None:
         usage += Usage(
@@ -431,7 +435,13 @@ def _own_charge(
         capped=summary.capped,
         from_overhead_reserve=True,
     )
-    return {**usage.ledger_fields(), **move.adds()}
+    adds = {**usage.ledger_fields(), **move.adds()}
+    # checked against the reserve as finalize read it: past it, the charge is over cap (the
+    # chunks are settled, so nothing but finalize and the contact sheet spends it now)
+    over_cap = budget.over_reserve(charge, summary.overhead_reserve_micro_usd)
+    if summary.capped and over_cap:
+        adds["over_cap_micro_usd"] = over_cap
+    return adds
 
 
 def _write_redrive(

@@ -23,7 +23,7 @@ from imagebatch.costs.estimate import chunk_reservation
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms, tags_bytes
 from imagebatch.errors import (
     BatchFinalizingError,
     ChunkUnfinished,
@@ -343,6 +343,8 @@ def _attempt_bound(
         lambda_seconds_bound=clock.elapsed_s() + seconds_left,
         pixels_bound=max(job.width * job.height for job in todo),
         prices=prices,
+        # a job's tags hold the batch's, which the summary and rollups carry
+        tag_bytes=max(tags_bytes(job.tags) for job in todo),
     )
     return amount
 
@@ -377,6 +379,9 @@ def _refuse(
 ) -> ChunkResult:
     """The budget cannot cover the chunk: the refusal both paths share, charged with what this
     invocation used so far."""
+    # the overhead reserve as it is now (other refusals spend it too), read before the usage
+    # is taken so the commit charges the read
+    summary = ledger.get_batch(task.batch_id)
     usage = _invocation_usage(store, ledger, clock)
     return refuse_for_budget(
         task.batch_id,
@@ -385,6 +390,7 @@ def _refuse(
         settlement.model_copy(update={"usage": usage}),
         ledger=ledger,
         backend=chunk.backend,
+        overhead_reserve_left=summary.overhead_reserve_micro_usd if summary else None,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,8 +21,14 @@ from imagebatch.aws.s3_store import chunk_index_key, chunk_key
 from imagebatch.backends.concurrency import ConcurrencyPlan, plan_concurrency
 from imagebatch.costs.estimate import BatchEstimate
 from imagebatch.costs.prices import RegionPrices, load_aws_prices
-from imagebatch.costs.usage import SUMMARY_SIZE_BOUND, LambdaClock, Usage, billed_mb_ms, price_usage
-from imagebatch.costs.usage import write_units as _write_units
+from imagebatch.costs.usage import (
+    LambdaClock,
+    Usage,
+    billed_mb_ms,
+    price_usage,
+    summary_write_units,
+    tags_bytes,
+)
 from imagebatch.errors import ManifestError
 from imagebatch.manifest.checks import catalog_tag_reason
 from imagebatch.manifest.schema import FieldError
@@ -139,7 +145,9 @@ def ingest_manifest(
             return planned
         plan, record = planned
 
-    record = record.model_copy(update=_own_usage(ports.store, ports.ledger, ports.clock, prices))
+    record = record.model_copy(
+        update=_own_usage(ports.store, ports.ledger, ports.clock, prices, tags=record.tags)
+    )
     catalogue = ports.catalogue
     concurrency = plan_concurrency(
         [spec.throughput for spec in map(catalogue.get, sorted(plan.models)) if spec is not None]
@@ -241,12 +249,17 @@ def _catalog_reason(plan: BatchPlan, key: str, store: IngestStore) -> str | None
 
 
 def _own_usage(
-    store: IngestStore, ledger: IngestLedger, clock: LambdaClock | None, prices: RegionPrices
+    store: IngestStore,
+    ledger: IngestLedger,
+    clock: LambdaClock | None,
+    prices: RegionPrices,
+    *,
+    tags: Mapping[str, str] | None,
 ) -> dict[str, int]:
-    """Ingest's own operations (its Lambda time and requests, the summary put), charged to
-    the batch it creates."""
+    """Ingest's own operations (its Lambda time and requests, the summary put: its tags
+    included, and its gsi1 replica), charged to the batch it creates."""
     usage = store.meter.take() + ledger.meter.take()
-    usage += Usage(ddb_write_units=_write_units(SUMMARY_SIZE_BOUND))
+    usage += Usage(ddb_write_units=summary_write_units(tags_bytes(tags), transactional=False))
     if clock is not None:
         usage += Usage(
             lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
@@ -305,6 +318,8 @@ def _batch_record(
             int(settings.max_cost_usd * MICRO) if settings.max_cost_usd is not None else None
         ),
         "errors_key": errors_key,
+        # held at admission (aws.ledger.create_batch) when capped: the wake is this batch's
+        "endpoint_wake_micro_usd": plan.endpoint_wake_micro_usd or None,
     }
     # None is an attribute the item leaves out (it always was): not set, so not written
     return BatchRecord.model_validate(

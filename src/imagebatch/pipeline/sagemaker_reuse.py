@@ -18,7 +18,7 @@ from imagebatch.costs.estimate import chunk_reservation
 from imagebatch.costs.sagemaker_seconds import expected_seconds
 from imagebatch.costs.settlement import Settlement
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms, tags_bytes
 from imagebatch.errors import ImagesAlreadyRecordedError
 from imagebatch.models.records import ChunkFile, ImageJob, ImageOutcome
 from imagebatch.models.sagemaker_contract import shape_key
@@ -115,6 +115,7 @@ def _copy_bound(
         lambda_seconds_bound=clock.elapsed_s() + _COPY_TAIL_S,
         pixels_bound=max(job.width * job.height for job in copied),
         prices=costing.prices,
+        tag_bytes=max(tags_bytes(job.tags) for job in copied),
     )
     return amount + lookup_bound(len(identities), len(copied), costing.prices)
 

@@ -482,6 +482,8 @@ def _refuse(
     prices: RegionPrices,
 ) -> SubmitReceipt:
     """The budget cannot cover the chunk: record its images, send nothing, answer the token."""
+    # the overhead reserve as it is now, read before the usage is taken (the commit charges it)
+    summary = ledger.get_batch(task.batch_id)
     settlement = Settlement(
         chunk_id=chunk.chunk_id, usage=_submit_usage(store, ledger, clock), prices=prices
     )
@@ -494,6 +496,7 @@ def _refuse(
         ledger=ledger,
         backend="sagemaker",
         late_results_possible=True,
+        overhead_reserve_left=summary.overhead_reserve_micro_usd if summary else None,
     )
     tokens.succeed(task.task_token, result.model_dump_json())
     return SubmitReceipt(

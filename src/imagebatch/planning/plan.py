@@ -26,7 +26,7 @@ from imagebatch.manifest.checks import reserved_tags_for
 from imagebatch.manifest.reader import ManifestReader, format_for_key
 from imagebatch.manifest.schema import BatchSettings, InvalidLine
 from imagebatch.models.bedrock_models import ModelCatalogue
-from imagebatch.models.money import ceil_micro
+from imagebatch.models.money import MICRO, ceil_micro
 from imagebatch.models.records import ChunkFile, ImageJob
 from imagebatch.models.sagemaker_contract import shape_key
 from imagebatch.planning.pricing import ImagePricer
@@ -187,6 +187,11 @@ def plan_batch(
                     if plan.settings.deadline_minutes is not None
                     else None
                 ),
+                cap_micro_usd=(
+                    int(plan.settings.max_cost_usd * MICRO)
+                    if plan.settings.max_cost_usd is not None
+                    else None
+                ),
             )
             flexible_backend, plan.choice = choice.backend, choice.reason
         with flexible_path.open(encoding="utf-8") as set_aside:
@@ -195,7 +200,8 @@ def plan_batch(
     flexible_path.unlink()
     plan.estimate_inference_micro_usd = ceil_micro(plan.inference_exact)
     if deployment is not None and plan.backends.get("sagemaker"):
-        # charged to the batches that caused it as endpoint overhead, not in the estimate
+        # charged to the batches that caused it as endpoint overhead, not in the estimate;
+        # admission counts it against the cap (planning.verdict)
         plan.endpoint_wake_micro_usd = ceil_micro(wake_micro_usd(deployment))
     return plan
 

@@ -4,6 +4,7 @@ the plan and returns a Verdict; the plan is not changed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from imagebatch.costs.estimate import BatchEstimate, estimate_batch
 from imagebatch.costs.prices import RegionPrices
@@ -85,30 +86,51 @@ def rejection_reason(
             "endpoint's instance type in this region, so its images cannot be charged; "
             "use 'bedrock'"
         )
-    return _over_cap(plan, estimate)
+    return _cap_refusal(plan, estimate, settings.max_cost_usd)
 
 
-def _over_cap(plan: BatchPlan, estimate: BatchEstimate | None) -> str | None:
-    settings = plan.settings
-    if settings.max_cost_usd is None:
+def _cap_refusal(
+    plan: BatchPlan, estimate: BatchEstimate | None, max_cost_usd: Decimal | None
+) -> str | None:
+    """Why max_cost_usd refuses the plan: the estimate, the reserve and, when the batch
+    would wake the endpoint from zero, the wake (None: it fits, or there is no cap)."""
+    if max_cost_usd is None:
         return None
-    cap = int(settings.max_cost_usd * MICRO)
+    cap = int(max_cost_usd * MICRO)
     total = estimate.total_micro_usd if estimate else plan.estimate_inference_micro_usd
     reserve = estimate.overhead_reserve_micro_usd if estimate else 0
-    if total + reserve <= cap:
-        return None
-    detail = (
-        f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
-        f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
-        f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
-        f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
-        "can still be recorded)"
-        if estimate
-        else ""
-    )
+    wake = plan.endpoint_wake_micro_usd
+    if wake and total + reserve + wake > cap:
+        return _wake_refusal(plan, total=total + reserve, wake=wake)
+    if total + reserve > cap:
+        detail = (
+            f" (inference {format_usd(estimate.inference_micro_usd, grouped=False)}, "
+            f"orchestration {format_usd(estimate.orchestration_micro_usd, grouped=False)}, "
+            f"storage {format_usd(estimate.storage_micro_usd, grouped=False)}; plus "
+            f"{format_usd(reserve, grouped=False)} held back so chunks refused for budget "
+            "can still be recorded)"
+            if estimate
+            else ""
+        )
+        return (
+            f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
+            f"images{detail} "
+            f"exceeds max_cost_usd ${max_cost_usd}: nothing was spent; raise "
+            "max_cost_usd or split the manifest"
+        )
+    return None
+
+
+def _wake_refusal(plan: BatchPlan, *, total: int, wake: int) -> str:
+    """One line: the batch would wake the endpoint from zero, and the wake (held at
+    admission: the batch that wakes the endpoint pays for its cold start and idle tail) does
+    not fit the cap with the estimate."""
+    backend = f"backend '{plan.settings.backend}'"
     return (
-        f"estimated cost {format_usd(total, grouped=False)} for {plan.images_total} "
-        f"images{detail} "
-        f"exceeds max_cost_usd ${settings.max_cost_usd}: nothing was spent; raise "
-        "max_cost_usd or split the manifest"
+        f"{backend} wakes the endpoint from zero: its cold start and idle tail cost "
+        f"{format_usd(wake, grouped=False)}, which with the estimate "
+        f"{format_usd(total, grouped=False)} for {plan.images_total} images exceeds "
+        f"max_cost_usd ${plan.settings.max_cost_usd} (needs "
+        f"{format_usd(total + wake, grouped=False)}): nothing was spent; raise max_cost_usd, "
+        "use 'bedrock', or run when the endpoint is warm"
     )
