@@ -33,7 +33,7 @@ def main(images: int) -> None:
     ]
     with tempfile.TemporaryDirectory() as scratch:
         manifest = Path(scratch) / "bench.jsonl"
-        header = {"batch": {"backend": "bedrock", "model": MODEL}}
+        header = {"batch": {"backend": "bedrock", "model": MODEL, "max_cost_usd": images // 10 + 1}}
         manifest.write_text("\n".join(json.dumps(x) for x in [header, *items]) + "\n")
         with local_aws(LocalOptions()) as aws:
             started = time.perf_counter()

@@ -65,9 +65,9 @@ def floor_per_1000(prices: RegionPrices) -> Decimal:
 def run_batch(images: int, parameters: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         manifest = Path(scratch) / f"cost-{images}.jsonl"
-        lines = [{"batch": {"backend": "bedrock", "model": MODEL}}] + [
-            {"id": f"o-{i:06d}", "prompt": f"product photo {i}"} for i in range(images)
-        ]
+        lines = [
+            {"batch": {"backend": "bedrock", "model": MODEL, "max_cost_usd": images // 10 + 1}}
+        ] + [{"id": f"o-{i:06d}", "prompt": f"product photo {i}"} for i in range(images)]
         manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
         options = LocalOptions(
             template=REPO / "template.yaml",

@@ -45,7 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def write_manifest(path: Path, images: int) -> None:
     with path.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"batch": {"backend": "bedrock", "model": MODEL}}) + "\n")
+        handle.write(
+            json.dumps(
+                {"batch": {"backend": "bedrock", "model": MODEL, "max_cost_usd": images // 10 + 1}}
+            )
+            + "\n"
+        )
         for i in range(images):
             item = {"id": f"s-{i:07d}", "prompt": f"studio product photo {i}, white background"}
             handle.write(json.dumps(item) + "\n")
