@@ -2,7 +2,9 @@
 write, the reply never came, botocore sent the same request again. Against a moto server, a
 botocore before-send hook performs the request on the wire and then raises the
 ReadTimeoutError a lost reply is, so botocore's own retry sends it a second time, exactly
-as on AWS. Every ADD to the ledger must count once."""
+as on AWS. Every ADD to the ledger must count once. The server honours TransactWriteItems'
+ClientRequestToken as DynamoDB does (moto_workarounds.honour_transaction_tokens): botocore
+fills one in, the same on every resend."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
+from imagebatch_local.cloud import moto_workarounds
 from moto.server import ThreadedMotoServer
 from support.moto_fixtures import create_ledger_table
 
 from imagebatch.aws.ledger import Ledger
+from imagebatch.models.batch_record import BatchRecord
+from imagebatch.models.records import BatchStatus
 
 REGION = "us-east-1"
 BATCH = "b-lost"
@@ -29,11 +34,14 @@ def moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    moto_workarounds.reset_moto(f"http://{host}:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto_workarounds.honour_transaction_tokens()
     try:
         yield boto3.client("dynamodb", region_name=REGION, endpoint_url=f"http://{host}:{port}")
     finally:
+        moto_workarounds.restore_all()
         server.stop()
 
 
@@ -76,3 +84,32 @@ def test_a_rollup_whose_reply_was_lost_counts_once(moto_dynamodb: Any) -> None:
     assert lost, "no rollup write was seen"
     rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
     assert rolled == 123_456
+
+
+def test_a_hold_whose_reply_was_lost_is_held_once(moto_dynamodb: Any) -> None:
+    # GIVEN a capped batch with 1,000 µ$ left
+    ledger = Ledger(moto_dynamodb, create_ledger_table(moto_dynamodb))
+    ledger.create_batch(
+        BATCH,
+        BatchRecord(
+            batch_id=BATCH,
+            status=BatchStatus.RUNNING,
+            models=[MODEL],
+            backend="bedrock",
+            max_cost_micro_usd=1_000,
+            budget_left_micro_usd=1_000,
+        ),
+    )
+    # AND the reply to the transaction that holds budget is lost
+    lost = _lose_first_reply(moto_dynamodb, lambda body: b"RESERVATION#" in body)
+
+    # WHEN a chunk holds 120
+    held = ledger.reserve(BATCH, "00000@a1", 120)
+
+    # THEN it is held once, and nothing is written off as spent
+    assert lost, "no hold write was seen"
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert held == 120
+    assert (summary.spent_micro_usd, summary.budget_left_micro_usd) == (0, 880)
+    assert ledger.hold_amount(BATCH, "00000@a1") == 120
