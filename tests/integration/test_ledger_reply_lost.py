@@ -113,3 +113,21 @@ def test_a_hold_whose_reply_was_lost_is_held_once(moto_dynamodb: Any) -> None:
     assert held == 120
     assert (summary.spent_micro_usd, summary.budget_left_micro_usd) == (0, 880)
     assert ledger.hold_amount(BATCH, "00000@a1") == 120
+
+
+def test_a_token_sent_again_with_other_items_is_refused(moto_dynamodb: Any) -> None:
+    # GIVEN a transaction that landed under a token
+    table = create_ledger_table(moto_dynamodb)
+
+    def put(sk: str) -> Any:
+        item = {"pk": {"S": "T"}, "sk": {"S": sk}}
+        return {"Put": {"TableName": table, "Item": item}}
+
+    moto_dynamodb.transact_write_items(TransactItems=[put("a")], ClientRequestToken="t-1")
+    # WHEN the same token comes with other items, THEN DynamoDB refuses it, as AWS does
+    with pytest.raises(moto_dynamodb.exceptions.IdempotentParameterMismatchException):
+        moto_dynamodb.transact_write_items(TransactItems=[put("b")], ClientRequestToken="t-1")
+    # AND the same request again writes nothing more, and succeeds
+    moto_dynamodb.transact_write_items(TransactItems=[put("a")], ClientRequestToken="t-1")
+    keys = moto_dynamodb.scan(TableName=table)["Items"]
+    assert [k["sk"]["S"] for k in keys] == ["a"]
