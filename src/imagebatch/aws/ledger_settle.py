@@ -127,6 +127,18 @@ class BatchSettlement(BudgetHolds):
             ExpressionAttributeValues=to_item({":none": [], ":lines": list(lines)}),
         )
 
+    def record_hook_done(self, batch_id: str, name: str) -> None:
+        """A finalize hook that ran, on the batch record (hooks_done). A resend whose reply
+        was lost appends the name twice: what is read is membership, never a count."""
+        self.meter.add(ddb_write_units=write_units(SUMMARY_SIZE_BOUND))
+        self._ddb.update_item(
+            TableName=self.table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+            UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :name)",
+            ExpressionAttributeNames={"#h": "hooks_done"},
+            ExpressionAttributeValues=to_item({":none": [], ":name": [name]}),
+        )
+
     def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
         """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
         holds) to today's cost rollup, so cost over a time range sums to the batches' spend.
