@@ -55,6 +55,9 @@ class ContactSheetEvent(BaseModel):
     # (Lambda stops at 15 minutes), and a retry of this execution's task goes on where the
     # last invocation recorded it stopped; another execution starts from the first page.
     execution: str | None = None
+    # ContactSheetFailed: the sheet failed for good (its retries spent); write off the hold
+    # its last attempt left, which no later attempt will, and build nothing
+    write_off: bool = False
 
 
 class ContactSheetResult(BaseModel):
