@@ -114,3 +114,45 @@ def test_delivering_the_upload_again_restarts_a_batch_whose_execution_failed(
         first.batch_id: "ABORTED",
         f"{first.batch_id}-r1": "RUNNING",
     }
+
+
+class _ReplyLostLedger(Ledger):
+    """The batch record's PutItem lands, its reply is lost, and botocore sends it again: the
+    resend is refused by the record's own condition (attribute_not_exists)."""
+
+    def create_batch(self, batch_id: str, attributes: Any) -> bool:
+        super().create_batch(batch_id, attributes)
+        return super().create_batch(batch_id, attributes)
+
+
+def test_an_ingest_whose_batch_record_reply_was_lost_still_starts_the_batch(
+    s3_client: Any,
+    s3_bucket: str,
+    dynamodb_client: Any,
+    ledger_table: str,
+    sfn_client: Any,
+    machine: str,
+) -> None:
+    s3_client.upload_file(
+        str(REPO_ROOT / "events" / "manifests" / "demo.jsonl"), s3_bucket, "manifests/demo.jsonl"
+    )
+    etag = s3_client.head_object(Bucket=s3_bucket, Key="manifests/demo.jsonl")["ETag"]
+    # GIVEN the reply to ingest's write of the batch record is lost (chaos e2e, seed 27)
+    ports = IngestPorts(
+        store=BatchStore(s3_client, s3_bucket),
+        ledger=_ReplyLostLedger(dynamodb_client, ledger_table),
+        starter=StepFunctionsStarter(sfn_client, machine),
+        catalogue=load_catalogue(),
+    )
+    stack = DeployedOptions(
+        chunk_size=50,
+        max_concurrency=10,
+        prices=load_aws_prices().region("us-east-1"),
+        shape=Shape(chunk_size=50, map_concurrency=10),
+    )
+
+    # WHEN ingest runs
+    outcome = ingest_manifest(ManifestObject(s3_bucket, "manifests/demo.jsonl", etag), ports, stack)
+
+    # THEN the batch's execution runs: no other delivery is there to start it
+    assert executions(sfn_client, machine) == {outcome.batch_id: "RUNNING"}

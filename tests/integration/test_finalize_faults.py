@@ -182,3 +182,48 @@ def test_finalize_whose_settle_reply_was_lost_still_rolls_the_remainder_up(
     assert summary is not None and summary.status == "SUCCEEDED"
     rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
     assert rolled == summary.spent_micro_usd
+
+
+def test_finalize_killed_after_its_settle_runs_its_hooks_when_run_again(
+    batch: tuple[BatchStore, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger = batch
+    hook, other = _Counting(), _Counting()
+    # GIVEN finalize stopped at its timeout after its settle, before any hook ran
+    roll_up = ledger.roll_up_remainder
+
+    def killed(*_: Any) -> int:
+        raise _KilledAfterSettle
+
+    monkeypatch.setattr(ledger, "roll_up_remainder", killed)
+    with pytest.raises(_KilledAfterSettle):
+        _finalize(store, ledger, [hook, other])
+    monkeypatch.setattr(ledger, "roll_up_remainder", roll_up)
+    assert hook.calls == 0
+
+    # WHEN Step Functions runs it again, twice
+    _finalize(store, ledger, [hook, other])
+    _finalize(store, ledger, [hook, other])
+
+    # THEN each hook (Batch Finished) ran once
+    assert (hook.calls, other.calls) == (1, 1)
+
+
+def test_finalize_whose_settle_reply_was_lost_runs_its_hooks(
+    batch: tuple[BatchStore, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, ledger = batch
+    hook = _Counting()
+    # GIVEN the settling update lands but its reply is lost (the resend is refused)
+    settle = ledger.settle_batch
+
+    def reply_lost(*args: Any, **kwargs: Any) -> None:
+        settle(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle_batch", reply_lost)
+
+    # WHEN finalize runs
+    _finalize(store, ledger, [hook])
+
+    # THEN its hook ran
+    assert hook.calls == 1

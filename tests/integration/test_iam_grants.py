@@ -805,3 +805,12 @@ def test_conditions_are_checked() -> None:
     assert allowed([grant], "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "catalogs/x/"})
     assert not allowed([grant], "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "outputs/"})
     assert not allowed([grant], "s3:ListBucket", "arn:aws:s3:::b")
+
+
+def test_record_result_may_learn_that_a_submitted_file_is_missing(stack: LocalStack) -> None:
+    # A request submitted without its `.submitted.json` (submit stopped between
+    # InvokeEndpointAsync and that PUT) is read as missing (ObjectMissingError): S3 answers
+    # 404 NoSuchKey only to a caller allowed s3:ListBucket on the bucket, otherwise 403
+    # AccessDenied, and every delivery of that result fails (the chaos e2e, seeds 5 to 15).
+    bucket = stack.arns["DataBucket"]
+    assert allowed(grants_of(stack, "RecordResultFunction"), "s3:ListBucket", bucket)

@@ -451,10 +451,12 @@ def test_contact_sheet_runs_after_finalize_and_cannot_fail_the_batch() -> None:
     assert states["FinalizeBatch"]["Next"] == "BuildContactSheet"
     sheet = states["BuildContactSheet"]
     assert sheet["Catch"][0]["ErrorEquals"] == ["States.ALL"]
-    # the final write-off after a sheet that failed (a Task) cannot fail the batch either
-    last = states[sheet["Catch"][0]["Next"]]
-    assert last["Catch"][0]["ErrorEquals"] == ["States.ALL"]
-    assert states[last["Catch"][0]["Next"]]["Type"] == "Pass"
+    # the failed sheet's hold is written off (ContactSheetFailed), and that cannot fail either
+    failed = states[sheet["Catch"][0]["Next"]]
+    assert failed["Parameters"]["Payload"]["write_off"] is True
+    assert failed["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+    kept = states[failed["Catch"][0]["Next"]]
+    assert (kept["Type"], kept["End"]) == ("Pass", True)
 
 
 def test_a_failed_ingest_lands_in_a_dead_letter_queue_with_an_alarm(

@@ -38,7 +38,6 @@ from imagebatch.aws.dynamo_items import (
     image_sk,
     is_transient,
     now_iso,
-    reported_write_units,
     request_sk,
     reservation_sk,
     rollup_action,
@@ -50,7 +49,7 @@ from imagebatch.aws.image_index import ImageIndex, entries, entry_put
 from imagebatch.aws.ledger_settle import BatchSettlement
 from imagebatch.aws.network import NETWORK_ERRORS
 from imagebatch.costs import budget
-from imagebatch.costs.settlement import Settlement, model_charge_adds, price_commit
+from imagebatch.costs.settlement import Settlement, price_commit
 from imagebatch.costs.usage import (
     Meter,
     indexed_write_units,
@@ -393,31 +392,6 @@ class Ledger(BatchSettlement):
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise StorageError(f"ledger commit: {exc}", transient=True) from exc
                 _back_off(attempt, exc)
-
-    def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
-        """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
-        holds) to today's cost rollup, so cost over a time range sums to the batches' spend."""
-        rolled = sum(int(r.get("spent_micro_usd", 0)) for r in self.query_batch(batch_id, "DAY#"))
-        remainder = summary.spent_micro_usd - rolled
-        if remainder <= 0:
-            return 0
-        model = (summary.models or ["(none)"])[0]
-        action = rollup_action(
-            self.table,
-            now_iso()[:10],
-            model_charge_adds(model, remainder),
-            batch_id=batch_id,
-            backend=summary.backend,
-            tags=summary.tags,
-        )["Update"]
-        response = self._ddb.update_item(**action, ReturnConsumedCapacity="INDEXES")
-        self.meter.add(
-            ddb_write_units=max(
-                rollup_write_units(tags_bytes(summary.tags), transactional=False),
-                reported_write_units(response.get("ConsumedCapacity")),
-            )
-        )
-        return remainder
 
     def image_records(
         self, batch_id: str, *, after_image_id: str | None = None

@@ -261,11 +261,12 @@ class BudgetHolds(LedgerTable):
         hold = self._get(batch_pk(batch_id), reservation_sk(hold_id))
         return int(hold["amount_micro_usd"]) if hold else None
 
-    def write_off_holds(self, batch_id: str) -> int:
+    def write_off_holds(self, batch_id: str, *, prefix: str = "") -> int:
         """Holds no commit settled belong to attempts that died after they may have spent;
-        each is charged in full as `unsettled_micro_usd` (an upper bound of what it spent)."""
+        each is charged in full as `unsettled_micro_usd` (an upper bound of what it spent).
+        With `prefix`, only the holds whose id starts with it."""
         written_off = 0
-        for hold in list(self.query_batch(batch_id, "RESERVATION#")):
+        for hold in list(self.query_batch(batch_id, reservation_sk(prefix))):
             written_off += self._write_off_hold(batch_id, hold["sk"])
         return written_off
 

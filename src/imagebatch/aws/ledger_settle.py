@@ -1,6 +1,7 @@
 """The batch's end in the ledger: its final status and finalize's own charge in one
 conditional update (a finalize run again neither charges nor settles twice), the chunks the
-state machine marked failed, and the finalize hooks that raised. Ledger inherits it."""
+state machine marked failed, the finalize hooks that raised, and the roll-up of what the
+batch was charged outside its chunk commits. Ledger inherits it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from imagebatch.aws.batch_items import record_from_item
-from imagebatch.aws.dynamo_items import SUMMARY_SK, batch_pk, now_iso, to_item
+from imagebatch.aws.dynamo_items import (
+    SUMMARY_SK,
+    batch_pk,
+    now_iso,
+    reported_write_units,
+    rollup_action,
+    rollup_sk,
+    to_item,
+)
 from imagebatch.aws.ledger_holds import BudgetHolds
+from imagebatch.costs.settlement import model_charge_adds
+from imagebatch.costs.usage import rollup_write_units, tags_bytes
+from imagebatch.errors import StorageError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
 
@@ -19,6 +31,9 @@ from imagebatch.models.records import BatchStatus
 _FINAL = (BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED)
 _FINAL_VALUES = {f":final{i}": s.value for i, s in enumerate(_FINAL)}
 _FINAL_LIST = ", ".join(_FINAL_VALUES)
+# Reads of the rollups before a roll-up gives up: each retry follows another writer's
+# update of today's rollup (a concurrent finalize run, a late result), never a fault.
+ROLLUP_ATTEMPTS = 5
 
 
 class BatchSettlement(BudgetHolds):
@@ -111,3 +126,62 @@ class BatchSettlement(BudgetHolds):
             ExpressionAttributeNames={"#h": "hook_failures"},
             ExpressionAttributeValues=to_item({":none": [], ":lines": list(lines)}),
         )
+
+    def record_hook_done(self, batch_id: str, name: str) -> None:
+        """A finalize hook that ran, on the batch record (hooks_done). A resend whose reply
+        was lost appends the name twice: what is read is membership, never a count."""
+        self.metered_summary_update(
+            batch_id,
+            TableName=self.table,
+            Key=to_item({"pk": batch_pk(batch_id), "sk": SUMMARY_SK}),
+            UpdateExpression="SET #h = list_append(if_not_exists(#h, :none), :name)",
+            ExpressionAttributeNames={"#h": "hooks_done"},
+            ExpressionAttributeValues=to_item({":none": [], ":name": [name]}),
+        )
+
+    def roll_up_remainder(self, batch_id: str, summary: BatchRecord) -> int:
+        """Add what the batch was charged outside chunk commits (ingest, finalize, written-off
+        holds) to today's cost rollup, so cost over a time range sums to the batches' spend.
+
+        Once only: the update is conditioned on today's rollup holding what was read. A
+        resend of an update whose reply was lost (botocore's retry) is refused by the
+        change it made itself, as is a concurrent finalize run's; either way the rollups are
+        read again and only what is still missing is added (the chaos e2e's seed 42
+        counted a lost reply's ADD twice)."""
+        for _ in range(ROLLUP_ATTEMPTS):
+            rollups = list(self.query_batch(batch_id, "DAY#"))
+            remainder = summary.spent_micro_usd - sum(
+                int(r.get("spent_micro_usd", 0)) for r in rollups
+            )
+            if remainder <= 0:
+                return 0
+            day = now_iso()[:10]
+            today = [r for r in rollups if r["sk"] == rollup_sk(day)]
+            model = (summary.models or ["(none)"])[0]
+            update: dict[str, Any] = rollup_action(
+                self.table,
+                day,
+                model_charge_adds(model, remainder),
+                batch_id=batch_id,
+                backend=summary.backend,
+                tags=summary.tags,
+            )["Update"]  # type: ignore[assignment]
+            if today and "spent_micro_usd" in today[0]:
+                update["ConditionExpression"] = "spent_micro_usd = :seen"
+                seen = to_item({":seen": int(today[0]["spent_micro_usd"])})
+                update["ExpressionAttributeValues"].update(seen)
+            else:
+                update["ConditionExpression"] = "attribute_not_exists(spent_micro_usd)"
+            units = rollup_write_units(tags_bytes(summary.tags), transactional=False)
+            try:
+                response = self._ddb.update_item(**update, ReturnConsumedCapacity="INDEXES")
+            except ClientError as exc:
+                self.meter.add(ddb_write_units=units)  # a refused conditional write is billed
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                continue  # the rollup moved (this update's own resend, or another writer)
+            self.meter.add(
+                ddb_write_units=max(units, reported_write_units(response.get("ConsumedCapacity")))
+            )
+            return remainder
+        raise StorageError(f"roll-up of {batch_id}: today's rollup kept moving", transient=True)

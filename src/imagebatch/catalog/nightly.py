@@ -128,7 +128,7 @@ def run_catalog(name: str, run: str, *, store: BatchStore, state: CatalogState) 
 
 
 class CatalogPublisher:
-    """Finalize's hook for catalog batches (pipeline.finalize.BatchFinalizedHook): a batch
+    """Finalize's hook for catalog batches (pipeline.finalize_hooks.BatchFinalizedHook): a batch
     that is not a catalog night is left alone."""
 
     def __init__(self, *, store: BatchStore, ledger: Ledger, state: CatalogState) -> None:

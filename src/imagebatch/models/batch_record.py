@@ -124,6 +124,10 @@ class BatchRecord(BaseModel):
     report_key: str | None = None
     # finalize's hooks that raised (each "Hook: Error: message"), appended by every run
     hook_failures: list[str] | None = None
+    # finalize's hooks that ran (their class names), appended as each returns; [] from the
+    # settle on, so a run again after the settle runs those missing (None: settled before
+    # hooks were recorded, nothing known to run again)
+    hooks_done: list[str] | None = None
     # set by the state machine's SettleWithError when finalize failed after its retries
     finalize_error: str | None = None
     finalize_error_detail: str | None = None

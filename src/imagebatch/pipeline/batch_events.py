@@ -89,7 +89,7 @@ def finished_detail(batch_id: str, summary: BatchRecord, bucket: str) -> BatchFi
 
 
 class BatchFinishedNotifier:
-    """A finalize hook (pipeline.finalize.BatchFinalizedHook) that publishes the event."""
+    """A finalize hook (pipeline.finalize_hooks.BatchFinalizedHook) that publishes the event."""
 
     def __init__(self, events: EventPublisher, bucket: str) -> None:
         self._events = events

@@ -55,8 +55,8 @@ class ContactSheetEvent(BaseModel):
     # (Lambda stops at 15 minutes), and a retry of this execution's task goes on where the
     # last invocation recorded it stopped; another execution starts from the first page.
     execution: str | None = None
-    # The state machine's last step after a sheet that failed for good: write off the holds
-    # of sheet invocations that died (pipeline.contact_sheet_cost.write_off_after_sheet).
+    # ContactSheetFailed: the sheet failed for good (its retries spent); write off the hold
+    # its last attempt left, which no later attempt will, and build nothing
     write_off: bool = False
 
 

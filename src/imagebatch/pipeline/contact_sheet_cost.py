@@ -100,8 +100,6 @@ def _plan(
     return plan if plan.micro_usd <= left else None
 
 
-# Kept whole: hold, build, commit and release are one budget sequence; split, the hold's
-# life would be spread over functions that each could forget to release it.
 def build_and_charge(
     event: ContactSheetEvent,
     *,
@@ -112,7 +110,26 @@ def build_and_charge(
     remaining_s: Callable[[], float],
 ) -> ContactSheetCharge:
     """Build the batch's contact sheet (from where this execution's last invocation stopped,
-    as far as this invocation's time allows) and charge the batch for it (within its cap)."""
+    as far as this invocation's time allows) and charge the batch for it (within its cap);
+    or, sent by ContactSheetFailed (`write_off`), write off the holds its attempts left."""
+    if event.write_off:
+        return _write_off(event.batch_id, ledger)
+    return _build_and_charge(
+        event, store=store, ledger=ledger, prices=prices, clock=clock, remaining_s=remaining_s
+    )
+
+
+# Kept whole: hold, build, commit and release are one budget sequence; split, the hold's
+# life would be spread over functions that each could forget to release it.
+def _build_and_charge(
+    event: ContactSheetEvent,
+    *,
+    store: BatchStore,
+    ledger: Ledger,
+    prices: RegionPrices,
+    clock: LambdaClock,
+    remaining_s: Callable[[], float],
+) -> ContactSheetCharge:
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
         raise BatchNotFoundError(event.batch_id)
@@ -227,6 +244,17 @@ def _start(event: ContactSheetEvent, summary: BatchRecord) -> SheetPosition:
     if event.execution is not None and stored is not None and stored.execution == event.execution:
         return SheetPosition(page=stored.page, after_image_id=stored.after_image_id)
     return SheetPosition()
+
+
+def _write_off(batch_id: str, ledger: Ledger) -> ContactSheetCharge:
+    """The sheet failed for good: each hold an attempt of it left (each stopped at its
+    timeout, so what it spent is unknown) is charged in full as unsettled, as finalize does
+    with a dead chunk attempt's hold."""
+    written_off = ledger.write_off_holds(batch_id, prefix=HOLD_ID)
+    logger.warning("contact sheet failed; holds written off", extra={"micro_usd": written_off})
+    return ContactSheetCharge(
+        batch_id=batch_id, charged_micro_usd=written_off, skipped="the contact sheet failed"
+    )
 
 
 def _hold_id(page: int) -> str:

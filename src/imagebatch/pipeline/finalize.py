@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
@@ -32,19 +32,12 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
+from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, run_missing_hooks
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
 from imagebatch.pipeline.stored_images import record_stored_images
 
 logger = Logger(child=True)
-
-
-class BatchFinalizedHook(Protocol):
-    """Called once the batch is settled, with its final summary record; returns what it did
-    (for the log). A hook that raises is logged and recorded on the batch (hook_failures);
-    finalize goes on with the next one and succeeds."""
-
-    def __call__(self, batch_id: str, summary: BatchRecord) -> int: ...
 
 
 class FinalizeEvent(BaseModel):
@@ -229,6 +222,8 @@ def finalize_batch(
         logger.warning("batch already finalized", extra={"status": summary.status})
         # the run that settled may have stopped before its roll-up (adds only what is missing)
         ledger.roll_up_remainder(event.batch_id, summary)
+        # ... and before its hooks (Batch Finished): those that did not run, run now
+        run_missing_hooks(hooks, event.batch_id, summary, ledger)
         return _stored_report(store, summary)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
@@ -282,41 +277,23 @@ def finalize_batch(
     if failures.redrive_key:
         extra["redrive_key"] = failures.redrive_key
     extra["costs"] = breakdown.rounded()
+    extra["hooks_done"] = []  # from here, a run again runs the hooks not recorded as done
     settled = ledger.settle_batch(event.batch_id, status, extra, adds, generation=generation)
     if settled is None:
         # another run settled it (or this one did and its reply was lost), or a later one
         # started (it settles, its reports kept): that run runs the hooks; the roll-up adds
-        # only what is missing
+        # only what is missing, and so do the hooks (the settle whose reply was lost ran none)
         logger.warning("batch finalized meanwhile by another run")
         current = ledger.get_batch(event.batch_id)
         if current is not None:
             ledger.roll_up_remainder(event.batch_id, current)
+            if current.status not in (None, BatchStatus.RUNNING):
+                run_missing_hooks(hooks, event.batch_id, current, ledger)
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
-    failed_hooks = _run_hooks(hooks, event.batch_id, settled)
-    if failed_hooks:
-        ledger.record_hook_failures(event.batch_id, failed_hooks)
+    run_missing_hooks(hooks, event.batch_id, settled, ledger)
     logger.info("batch finalized", extra=report.model_dump(mode="json"))
     return report
-
-
-def _run_hooks(
-    hooks: Sequence[BatchFinalizedHook], batch_id: str, settled: BatchRecord
-) -> list[str]:
-    """Each hook on its own: one that fails (a catalog gone, EventBridge refusing) is logged
-    and returned as a line for the batch record; the batch is settled already, so failing
-    the execution for it would only lose the contact sheet and the later hooks."""
-    failed: list[str] = []
-    for hook in hooks:
-        name = type(hook).__name__
-        try:
-            done = hook(batch_id, settled)
-        except Exception as exc:  # any hook error is recorded, never raised
-            logger.exception("finalize hook failed", extra={"hook": name})
-            failed.append(f"{name}: {type(exc).__name__}: {exc}")
-            continue
-        logger.info("finalize hook ran", extra={"hook": name, "result": done})
-    return failed
 
 
 def _stored_report(store: BatchStore, summary: BatchRecord) -> BatchReport:

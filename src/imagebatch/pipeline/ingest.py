@@ -158,6 +158,12 @@ def ingest_manifest(
     )
     running = record.model_copy(update={**concurrency.model_dump(), "status": BatchStatus.RUNNING})
     if not ports.ledger.create_batch(batch_id, running):
+        # Another delivery wrote the record, or this one did and its reply was lost (botocore
+        # sent the write again, which the record's condition refused): then no one else will
+        # start the batch. Starting it is a no-op where an execution runs already.
+        _restart_if_running(
+            manifest, ports.ledger.get_batch(batch_id) or running, ports.starter, stack
+        )
         return IngestOutcome(batch_id, "DUPLICATE", message="a concurrent delivery won")
     ports.starter.start(
         batch_id, _execution_input(manifest.bucket, batch_id, concurrency, record.backend)

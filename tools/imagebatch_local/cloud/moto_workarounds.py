@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,6 +160,56 @@ def serialise_dynamodb_writes() -> None:
 
         functools.update_wrapper(locked, original)
         setattr(DynamoDBBackend, name, locked)
+
+
+# DynamoDB keeps a TransactWriteItems ClientRequestToken for 10 minutes after the request
+# that used it completed (API reference, TransactWriteItems, ClientRequestToken).
+TOKEN_WINDOW_S = 600.0
+
+
+def honour_transaction_tokens(clock: Callable[[], float] = time.monotonic) -> None:
+    """moto ignores TransactWriteItems' ClientRequestToken; DynamoDB does not: a request
+    sent again with the token of one that succeeded within 10 minutes succeeds without
+    writing anything, and the same token with other parameters is refused with
+    IdempotentParameterMismatchException. botocore fills a token in and resends it
+    unchanged, so on AWS a transaction whose reply was lost lands once; without this, the
+    local AWS applied the resend as well (a budget hold written off as spent by its own
+    resend)."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+    from moto.dynamodb.responses import DynamoHandler
+
+    seen: dict[str, tuple[str, float]] = {}
+    lock = threading.Lock()
+    with _patch_lock:
+        if "dynamodb_handler.transact_write_items" in _originals:
+            return
+        original = DynamoHandler.transact_write_items
+        _originals["dynamodb_handler.transact_write_items"] = original
+
+        def transact(self: Any) -> Any:
+            token = self.body.get("ClientRequestToken")
+            if not token:
+                return original(self)
+            digest = hashlib.sha256(
+                json.dumps(self.body.get("TransactItems"), sort_keys=True).encode()
+            ).hexdigest()
+            with lock:
+                now = clock()
+                for old in [t for t, (_, at) in seen.items() if now - at > TOKEN_WINDOW_S]:
+                    del seen[old]
+                if token in seen:
+                    if seen[token][0] != digest:
+                        raise DynamodbException(
+                            ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException",
+                            "ClientRequestToken reused with other parameters",
+                        )
+                    return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+                result = original(self)  # raises when cancelled: the token is not kept
+                seen[token] = (digest, clock())
+                return result
+
+        DynamoHandler.transact_write_items = transact  # type: ignore[method-assign]
 
 
 def run_lambdas_in_process(invoker: InProcessInvoker) -> None:
@@ -413,6 +465,7 @@ def restore_all() -> None:
     from moto.awslambda.models import LambdaFunction
     from moto.core.config import default_user_config
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
     from moto.s3 import notifications
     from moto.sns.models import Subscription
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
@@ -437,6 +490,7 @@ def restore_all() -> None:
                 "backends": backends,
                 "distributed_worker": workers.DistributedItemProcessorWorker,
                 "dynamodb": DynamoDBBackend,
+                "dynamodb_handler": DynamoHandler,
                 "lambda": LambdaFunction,
                 "s3": notifications,
                 "sns": Subscription,

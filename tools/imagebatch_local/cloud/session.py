@@ -458,6 +458,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     polled and, with the SageMaker backend, the local async endpoint; stopped after."""
     moto_workarounds.enable_state_machine_execution(endpoint)
     moto_workarounds.serialise_dynamodb_writes()
+    moto_workarounds.honour_transaction_tokens()
     moto_workarounds.forward_task_failure_cause()
     moto_workarounds.iterate_distributed_map_items()
     moto_workarounds.name_lambda_access_denied_as_aws()
