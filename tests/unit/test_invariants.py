@@ -141,6 +141,29 @@ def test_a_hold_left_is_named() -> None:
     assert _names(_summary(_clean(), reserved_micro_usd=5)) == [inv.NO_HOLD_LEFT]
 
 
+def test_the_endpoint_wake_is_held_until_a_window_charges_the_batch() -> None:
+    waiting = replace(_clean(), overhead=[])
+    # no window has charged the batch yet: its wake is held for the observer, not left over
+    held = _summary(
+        waiting,
+        reserved_micro_usd=264_000,
+        wake_held_micro_usd=264_000,
+        endpoint_overhead_micro_usd=0,
+    )
+    assert inv.NO_HOLD_LEFT not in _names(held)
+    # more reserved than the wake: the rest is a hold left over
+    more = _summary(
+        waiting,
+        reserved_micro_usd=264_005,
+        wake_held_micro_usd=264_000,
+        endpoint_overhead_micro_usd=0,
+    )
+    assert inv.NO_HOLD_LEFT in _names(more)
+    # a window charged the batch and its wake is still held: the observer left it
+    charged = _summary(_clean(), reserved_micro_usd=264_000, wake_held_micro_usd=264_000)
+    assert inv.NO_HOLD_LEFT in _names(charged)
+
+
 def test_spending_over_the_cap_is_named() -> None:
     assert _names(_summary(_clean(), max_cost_micro_usd=160_000)) == [inv.WITHIN_CAP]
     assert check_batch(_summary(_clean(), max_cost_micro_usd=None)) == []

@@ -199,11 +199,16 @@ def _charged_adds_up(evidence: BatchEvidence, summary: BatchRecord) -> Iterator[
 def _no_hold_left(evidence: BatchEvidence, summary: BatchRecord) -> Iterator[Violation]:
     for hold in sorted(evidence.holds):
         yield Violation(NO_HOLD_LEFT, hold, "a budget hold outlived its batch")
-    if summary.reserved_micro_usd:
+    # A batch that woke the endpoint holds the wake (cold start and idle tail) until the
+    # endpoint observer charges the window that served it, after scale-in: held, not left
+    # over, while no window has charged the batch yet.
+    waiting = summary.wake_held_micro_usd if not evidence.overhead else 0
+    if summary.reserved_micro_usd - waiting:
         yield Violation(
             NO_HOLD_LEFT,
             evidence.batch_id,
-            f"the summary still reserves {summary.reserved_micro_usd} µ$",
+            f"the summary still reserves {summary.reserved_micro_usd} µ$"
+            + (f" ({waiting} of it the endpoint's wake)" if waiting else ""),
         )
 
 
