@@ -13,7 +13,7 @@ from imagebatch import wiring
 from imagebatch.costs.usage import LambdaClock
 from imagebatch.observability import logger, metrics, tracer
 from imagebatch.pipeline.contact_sheet import ContactSheetEvent
-from imagebatch.pipeline.contact_sheet_cost import build_and_charge, write_off_after_sheet
+from imagebatch.pipeline.contact_sheet_cost import build_and_charge
 from imagebatch.settings import StorageSettings, cached_settings
 
 _settings = cached_settings(StorageSettings)
@@ -27,9 +27,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sheet_event = ContactSheetEvent.model_validate(event)
     logger.append_keys(batch_id=sheet_event.batch_id)
     settings = _settings()
-    if sheet_event.write_off:
-        written = write_off_after_sheet(sheet_event, ledger=wiring.ledger(settings))
-        return {"written_off_micro_usd": written}
     charge = build_and_charge(
         sheet_event,
         store=wiring.store(settings, sheet_event.bucket),

@@ -113,7 +113,7 @@ def build_and_charge(
     as far as this invocation's time allows) and charge the batch for it (within its cap);
     or, sent by ContactSheetFailed (`write_off`), write off the holds its attempts left."""
     if event.write_off:
-        return _write_off(event.batch_id, ledger)
+        return _write_off(event, ledger)
     return _build_and_charge(
         event, store=store, ledger=ledger, prices=prices, clock=clock, remaining_s=remaining_s
     )
@@ -246,14 +246,11 @@ def _start(event: ContactSheetEvent, summary: BatchRecord) -> SheetPosition:
     return SheetPosition()
 
 
-def _write_off(batch_id: str, ledger: Ledger) -> ContactSheetCharge:
-    """The sheet failed for good: each hold an attempt of it left (each stopped at its
-    timeout, so what it spent is unknown) is charged in full as unsettled, as finalize does
-    with a dead chunk attempt's hold."""
-    written_off = ledger.write_off_holds(batch_id, prefix=HOLD_ID)
-    logger.warning("contact sheet failed; holds written off", extra={"micro_usd": written_off})
+def _write_off(event: ContactSheetEvent, ledger: Ledger) -> ContactSheetCharge:
+    """The sheet failed for good: write_off_after_sheet, as this invocation's charge."""
+    written_off = write_off_after_sheet(event, ledger=ledger)
     return ContactSheetCharge(
-        batch_id=batch_id, charged_micro_usd=written_off, skipped="the contact sheet failed"
+        batch_id=event.batch_id, charged_micro_usd=written_off, skipped="the contact sheet failed"
     )
 
 
