@@ -245,11 +245,11 @@ def test_a_listing_outside_the_functions_prefixes_is_denied(
         with pytest.raises(s3.exceptions.NoSuchKey):
             s3.get_object(Bucket=bucket, Key="chunks/b/00000.pending.json")
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
-    with acting_as("RecordResultFunction"), pytest.raises(ClientError):
-        s3.list_objects_v2(Bucket=bucket, Prefix="outputs/")
+    with acting_as("FinalizeFunction"), pytest.raises(ClientError):
+        s3.list_objects_v2(Bucket=bucket, Prefix="manifests/")
     assert [(d.owner, d.action) for d in enforcer.denials] == [
         ("GenerateChunkFunction", "s3:ListBucket"),
-        ("RecordResultFunction", "s3:ListBucket"),
+        ("FinalizeFunction", "s3:ListBucket"),
     ]
 
 
