@@ -89,11 +89,10 @@ def api(aws: LocalAws) -> Iterator[LocalQueryApiServer]:
 
 def _get(api: LocalQueryApiServer, path: str, access_key: str, secret_key: str) -> tuple[int, Any]:
     """GET `path`, signed with SigV4 for execute-api as boto3 signs (the CLI's query client)."""
-    request = AWSRequest(method="GET", url=f"{api.url}{path}")
+    url = f"{api.url}{path}"
+    request = AWSRequest(method="GET", url=url)
     SigV4Auth(Credentials(access_key, secret_key), "execute-api", REGION).add_auth(request)
-    prepared = urllib.request.Request(
-        request.url, headers=dict(request.headers.items()), method="GET"
-    )
+    prepared = urllib.request.Request(url, headers=dict(request.headers.items()), method="GET")
     try:
         with urllib.request.urlopen(prepared, timeout=60) as response:
             return int(response.status), json.loads(response.read())
