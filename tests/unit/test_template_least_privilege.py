@@ -264,3 +264,42 @@ def test_the_query_api_stage_is_throttled(template: dict[str, Any]) -> None:
     for name in ("QueryApiBurstLimit", "QueryApiRateLimit"):
         parameter = template["Parameters"][name]
         assert parameter["Type"] == "Number" and parameter["MinValue"] >= 1
+
+
+# --- s3:ListBucket ------------------------------------------------------------------------
+
+
+def _functions(template: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    ]
+
+
+def test_every_list_bucket_grant_is_limited_to_the_prefixes_the_function_reads(
+    template: dict[str, Any],
+) -> None:
+    # An unconditioned s3:ListBucket lets a function (or whoever runs code as it) enumerate
+    # every key in the bucket: every team's manifests, outputs and reports. Each grant names
+    # s3:prefix patterns, and each pattern is one the function may already read (GetObject).
+    checked = 0
+    for function in _functions(template):
+        readable = [
+            text(r).strip('"')
+            for s in granting(template, function, "s3:GetObject")
+            for r in as_list(s["Resource"])
+        ]
+        for statement in granting(template, function, "s3:ListBucket"):
+            checked += 1
+            conditions = statement.get("Condition", {})
+            patterns = [
+                pattern
+                for operator in ("StringLike", "StringLikeIfExists")
+                for pattern in as_list(conditions.get(operator, {}).get("s3:prefix"))
+            ]
+            assert patterns, f"{function}: s3:ListBucket on the whole bucket"
+            for pattern in patterns:
+                assert pattern.endswith("/*") and "*" not in pattern[:-1], (function, pattern)
+                assert any(f"/{pattern}" in r for r in readable), (function, pattern, readable)
+    assert checked >= 4, "the functions that learn a key is missing hold s3:ListBucket"
