@@ -158,9 +158,7 @@ def test_finalize_releases_the_wake_of_a_batch_the_endpoint_never_served(
     assert summary.wake_held_micro_usd == 0
     assert summary.reserved_micro_usd == 0
     assert (
-        summary.spent_micro_usd
-        + summary.budget_left_micro_usd
-        + summary.overhead_reserve_micro_usd
+        summary.spent_micro_usd + summary.budget_left_micro_usd + summary.overhead_reserve_micro_usd
         == CAP
     )
 

@@ -151,7 +151,8 @@ class EndpointUsageStore:
         charged for this window, or a window already recorded, is not charged again."""
         lines = [line for line in window.lines if line.charged_to != UNATTRIBUTED]
         charged: list[OverheadLine] = [ln for ln in window.lines if ln.charged_to == UNATTRIBUTED]
-        by_batch: dict[str, list[OverheadLine]] = {}
+        # a served batch with no share still settles the wake it held (a zero charge)
+        by_batch: dict[str, list[OverheadLine]] = {batch: [] for batch in window.served}
         for line in lines:
             by_batch.setdefault(line.charged_to, []).append(line)
         for batch_id, batch_lines in sorted(by_batch.items()):
@@ -243,7 +244,7 @@ class EndpointUsageStore:
         day = window.end.date().isoformat()
         model = ((summary.models if summary else None) or ["(none)"])[0]
         actions = [self._overhead_put(pk, sk, endpoint, window, bound)]
-        if summary is not None and charge:
+        if summary is not None and (charge or bound.move.wake_held):
             actions.append(
                 budget_action(
                     self.table,
@@ -253,6 +254,7 @@ class EndpointUsageStore:
                     condition="attribute_exists(pk)",
                 )
             )
+        if summary is not None and charge:
             actions.append(
                 rollup_action(
                     self.table,

@@ -137,6 +137,16 @@ def release_overhead_reserve(amount: int) -> BudgetMove | None:
     return BudgetMove(overhead_reserve=-amount, budget_left=amount, needs_overhead_reserve=amount)
 
 
+def release_wake(held: int) -> BudgetMove | None:
+    """A wake no window will charge (the endpoint never served the batch: all reused, all on
+    Bedrock) goes back to budget_left: reserved -> budget_left, only while the wake is still
+    `held` (as read), so a window charging it meanwhile and this release never both take it.
+    Balanced. None: nothing held."""
+    if held <= 0:
+        return None
+    return BudgetMove(reserved=-held, budget_left=held, wake_held=-held, needs_wake_held=held)
+
+
 def last_spender_room(budget_left: int, overhead_reserve: int) -> int:
     """What a settled batch's last spender may hold: nothing else spends after finalize, so
     the overhead reserve is its too (released only when budget_left alone falls short)."""

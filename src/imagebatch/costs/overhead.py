@@ -118,6 +118,9 @@ class Window(BaseModel):
     billed_micro_usd: int
     inference_micro_usd: int = 0
     lines: tuple[OverheadLine, ...] = ()
+    # the batches whose requests completed in the window, a share or none: each is charged
+    # (its wake held at admission settled) even when the rule left it nothing to pay
+    served: tuple[str, ...] = ()
 
     def by_batch(self) -> dict[str, int]:
         charges: dict[str, int] = {}
@@ -241,5 +244,10 @@ def attribute_window(
         for k, v in _split(left, seconds).items()
     )
     return window.model_copy(
-        update={"billed_micro_usd": billed, "inference_micro_usd": inference, "lines": tuple(lines)}
+        update={
+            "billed_micro_usd": billed,
+            "inference_micro_usd": inference,
+            "lines": tuple(lines),
+            "served": tuple(sorted({r.batch_id for r in served})),
+        }
     )
