@@ -939,7 +939,8 @@ def test_a_request_hold_covers_the_tag_sized_writes_of_its_commit(setup: Any) ->
                 chunk_id="00000",
                 backend="sagemaker",
                 output_prefix="outputs/",
-                images=jobs(3),
+                # the planner gives each job the batch's tags (and its item's)
+                images=[job.model_copy(update={"tags": tags}) for job in jobs(3)],
                 tags=tags,
             )
         )
