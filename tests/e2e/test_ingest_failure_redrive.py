@@ -8,11 +8,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
+from imagebatch_cli.app import app
 from imagebatch_local.cloud.chaos import ChaosSpec
+from imagebatch_local.cloud.local_up import descriptor_for
 from imagebatch_local.cloud.session import LocalAws, LocalOptions, LocalRunError, local_aws
+from imagebatch_local.stack_descriptor import write_descriptor
 from support.chaos import chaos_of
+from support.cli import CLOSED_PORT_URL, clean
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.e2e
 
@@ -68,14 +74,18 @@ def test_an_ingest_that_failed_every_attempt_is_queued_then_redriven_once(
 
     # THEN nothing started, and the event waits on the queue in Lambda's invocation record
     assert _executions(aws, batch_id) == []
+    # sent with ingest's own role, as Lambda sends a destination record
+    assert ("IngestFunction", "sqs:SendMessage") in aws.iam.allowed
     (record,) = _messages(aws, queue_url)
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 3
-    assert record["requestContext"]["functionArn"] == f"{aws.stack.arns['IngestFunction']}:$LATEST"
+    ingest_arn = aws.stack.arns["IngestFunction"]
+    assert record["requestContext"]["functionArn"] == f"{ingest_arn}:$LATEST"
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorType"]
     (s3_record,) = record["requestPayload"]["Records"]
-    assert s3_record["s3"]["object"]["key"] == "manifests/kettles.jsonl"
+    # S3 events carry the key URL-encoded
+    assert unquote_plus(s3_record["s3"]["object"]["key"]) == "manifests/kettles.jsonl"
 
     # WHEN the operator redrives the queue (twice: the second finds nothing)
     from imagebatch_cli.commands.redrive_ingest import redrive_failed_ingests
@@ -98,7 +108,7 @@ def test_an_ingest_that_failed_every_attempt_is_queued_then_redriven_once(
 
 
 def test_a_redrive_whose_ingest_fails_again_keeps_the_message(
-    aws: LocalAws, tmp_path: Path
+    aws: LocalAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN an ingest that failed every attempt, and fails once more when redriven
     chaos_of(aws).script("IngestFunction/", "killed-before", times=4)
@@ -124,8 +134,12 @@ def test_a_redrive_whose_ingest_fails_again_keeps_the_message(
     assert len(_messages(aws, queue_url)) == 1
     assert _executions(aws, batch_id) == []
 
-    # AND the next redrive starts it
-    again = redrive_failed_ingests(queue, invoker)
-    assert (again.redriven, again.kept) == (1, [])
+    # AND the next redrive, the command against `local up`'s stack, starts it
+    run_dir = tmp_path / "run"
+    write_descriptor(descriptor_for(aws, CLOSED_PORT_URL), run_dir)
+    monkeypatch.setenv("IMAGEBATCH_RUN_DIR", str(run_dir))
+    result = CliRunner().invoke(app, ["redrive-ingest", "--stack", "local"])
+    assert "ingested again: s3://" in clean(result, 0)
+    assert "1 failed ingest(s) redriven" in result.output
     assert aws.wait_for_batch(batch_id, timeout_s=300).status == "SUCCEEDED"
     assert _executions(aws, batch_id) == [batch_id]

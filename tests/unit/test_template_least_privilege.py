@@ -163,6 +163,37 @@ def test_ecr_pulls_are_granted_on_the_images_repository_only(
     assert resources == {"arn:aws:ecr:us-west-2:111122223333:repository/imagebatch/neuron"}
 
 
+# --- ingest's failed events ---------------------------------------------------------------
+
+
+def test_ingest_failures_go_to_their_own_encrypted_queue_sent_by_ingest_alone(
+    template: dict[str, Any],
+) -> None:
+    # The on-failure destination of S3's asynchronous invocations: a standard queue (Lambda
+    # sends no record to a FIFO one), encrypted at rest.
+    props = template["Resources"]["IngestFunction"]["Properties"]
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
+    }
+    queue = template["Resources"]["IngestFailureQueue"]["Properties"]
+    assert not queue.get("FifoQueue")
+    assert queue.get("SqsManagedSseEnabled") is True or queue.get("KmsMasterKeyId")
+    # SAM grants the function's role sqs:SendMessage on its destination and nothing else
+    # (SQSSendMessagePolicy); no statement in the template grants anyone more on it, and
+    # ingest itself declares no SQS action at all.
+    assert not [s for s in statements_of(template, "IngestFunction") if "sqs:" in text(s)]
+    for logical_id in template["Resources"]:
+        for statement in statements_of(template, logical_id):
+            if statement["Effect"] == "Allow":
+                assert "IngestFailureQueue" not in text(statement.get("Resource")), logical_id
+    allows = [
+        s for s in queue_policy_statements(template, "IngestFailureQueue") if s["Effect"] == "Allow"
+    ]
+    assert allows == [], "the queue policy only denies (plain HTTP)"
+
+
 # --- TLS only, and every dead-letter queue watched ------------------------------------------
 
 
