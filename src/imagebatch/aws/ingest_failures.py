@@ -9,13 +9,12 @@ and a running batch is not started again.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from imagebatch.aws.session import aws_errors
-from imagebatch.models.invocation_record import InvocationRecord
+from imagebatch.models.invocation_record import FailedIngest, InvocationRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
@@ -25,15 +24,6 @@ if TYPE_CHECKING:
 # template.yaml) and a minute, so a second redrive at once does not replay it beside us.
 REPLAY_VISIBILITY_S = 960
 _RECEIVE_LIMIT = 10  # SQS ReceiveMessage's most
-
-
-@dataclass(frozen=True)
-class FailedIngest:
-    message_id: str
-    receipt_handle: str
-    #: None: the body is not an invocation record (nothing to replay)
-    record: InvocationRecord | None
-    body: str
 
 
 class IngestFailureQueue:

@@ -5,6 +5,7 @@ invocations"). IngestFailureQueue holds one per manifest whose ingest failed eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -52,3 +53,14 @@ class InvocationRecord(BaseModel):
             if bucket and key:
                 found.append(f"s3://{bucket}/{unquote_plus(str(key))}")
         return found
+
+
+@dataclass(frozen=True)
+class FailedIngest:
+    """One message of IngestFailureQueue, as received (aws.ingest_failures)."""
+
+    message_id: str
+    receipt_handle: str
+    #: None: the body is not an invocation record (nothing to replay)
+    record: InvocationRecord | None
+    body: str

@@ -13,14 +13,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from imagebatch.models.invocation_record import FailedIngest
 from imagebatch_cli.deployed_stack import StackOption
 from imagebatch_cli.exit_codes import fail
 from imagebatch_cli.views.console import say
 
-if TYPE_CHECKING:
-    from imagebatch.aws.ingest_failures import FailedIngest, IngestFailureQueue, IngestInvoker
+
+class FailedIngestQueue(Protocol):
+    """aws.ingest_failures.IngestFailureQueue, as the redrive uses it."""
+
+    def receive(self) -> list[FailedIngest]: ...
+
+    def delete(self, failed: FailedIngest) -> None: ...
+
+    def release(self, failed: FailedIngest) -> None: ...
+
+
+class IngestReplayer(Protocol):
+    """aws.ingest_failures.IngestInvoker: None when ingest accepted the event, else why not."""
+
+    def invoke(self, event: Any) -> str | None: ...
 
 
 @dataclass
@@ -31,8 +45,8 @@ class IngestRedrive:
 
 
 def redrive_failed_ingests(
-    queue: IngestFailureQueue,
-    invoker: IngestInvoker,
+    queue: FailedIngestQueue,
+    invoker: IngestReplayer,
     on_redriven: Callable[[FailedIngest], None] | None = None,
 ) -> IngestRedrive:
     """Replay the queue's events until it is empty or one fails (see the module)."""
