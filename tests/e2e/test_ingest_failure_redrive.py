@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from botocore.exceptions import ClientError
 from imagebatch_cli.app import app
 from imagebatch_local.cloud.chaos import ChaosSpec
 from imagebatch_local.cloud.local_up import descriptor_for
@@ -143,3 +144,14 @@ def test_a_redrive_whose_ingest_fails_again_keeps_the_message(
     assert "1 failed ingest(s) redriven" in result.output
     assert aws.wait_for_batch(batch_id, timeout_s=300).status == "SUCCEEDED"
     assert _executions(aws, batch_id) == [batch_id]
+
+
+def test_no_one_but_ingest_puts_a_record_on_the_queue(aws: LocalAws) -> None:
+    # A record there is replayed through ingest by the operator: an insider allowed
+    # sqs:SendMessage on "*" must not queue one (forged, or an old event replayed).
+    queue_url = aws.stack.physical["IngestFailureQueue"]
+    insider = aws.insider_client("sqs")
+    with pytest.raises(ClientError) as refused:
+        insider.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"forged": True}))
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert _messages(aws, queue_url) == []
