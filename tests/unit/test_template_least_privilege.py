@@ -188,10 +188,16 @@ def test_ingest_failures_go_to_their_own_encrypted_queue_sent_by_ingest_alone(
         for statement in statements_of(template, logical_id):
             if statement["Effect"] == "Allow":
                 assert "IngestFailureQueue" not in text(statement.get("Resource")), logical_id
-    allows = [
-        s for s in queue_policy_statements(template, "IngestFailureQueue") if s["Effect"] == "Allow"
-    ]
-    assert allows == [], "the queue policy only denies (plain HTTP)"
+    policy = list(queue_policy_statements(template, "IngestFailureQueue"))
+    assert [s for s in policy if s["Effect"] == "Allow"] == [], "the queue policy only denies"
+    # and it denies every sender but ingest's role: a record there is replayed through ingest
+    (only_ingest,) = [s for s in policy if s.get("Sid") == "OnlyFromIngest"]
+    assert only_ingest["Effect"] == "Deny"
+    assert only_ingest["Principal"] == {"AWS": "*"}
+    assert only_ingest["Action"] == "sqs:SendMessage"
+    assert only_ingest["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}}
+    }
 
 
 # --- TLS only, and every dead-letter queue watched ------------------------------------------
