@@ -71,7 +71,7 @@ def test_an_ingest_that_failed_every_attempt_is_queued_then_redriven_once(
     # WHEN a manifest is uploaded
     batch_id = aws.upload_manifest(_manifest(tmp_path / "kettles.jsonl", 3))
     with pytest.raises(LocalRunError, match="ingest failed"):
-        aws.wait_for_batch(batch_id, timeout_s=120)
+        aws.wait_for_batch(batch_id, timeout_s=300)
 
     # THEN nothing started, and the event waits on the queue in Lambda's invocation record
     assert _executions(aws, batch_id) == []
@@ -116,7 +116,7 @@ def test_a_redrive_whose_ingest_fails_again_keeps_the_message(
     queue_url = aws.stack.physical["IngestFailureQueue"]
     batch_id = aws.upload_manifest(_manifest(tmp_path / "teapots.jsonl", 2))
     with pytest.raises(LocalRunError, match="ingest failed"):
-        aws.wait_for_batch(batch_id, timeout_s=120)
+        aws.wait_for_batch(batch_id, timeout_s=300)
 
     from imagebatch_cli.commands.redrive_ingest import redrive_failed_ingests
 
