@@ -163,6 +163,43 @@ def test_ecr_pulls_are_granted_on_the_images_repository_only(
     assert resources == {"arn:aws:ecr:us-west-2:111122223333:repository/imagebatch/neuron"}
 
 
+# --- ingest's failed events ---------------------------------------------------------------
+
+
+def test_ingest_failures_go_to_their_own_encrypted_queue_sent_by_ingest_alone(
+    template: dict[str, Any],
+) -> None:
+    # The on-failure destination of S3's asynchronous invocations: a standard queue (Lambda
+    # sends no record to a FIFO one), encrypted at rest.
+    props = template["Resources"]["IngestFunction"]["Properties"]
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
+    }
+    queue = template["Resources"]["IngestFailureQueue"]["Properties"]
+    assert not queue.get("FifoQueue")
+    assert queue.get("SqsManagedSseEnabled") is True or queue.get("KmsMasterKeyId")
+    # SAM grants the function's role sqs:SendMessage on its destination and nothing else
+    # (SQSSendMessagePolicy); no statement in the template grants anyone more on it, and
+    # ingest itself declares no SQS action at all.
+    assert not [s for s in statements_of(template, "IngestFunction") if "sqs:" in text(s)]
+    for logical_id in template["Resources"]:
+        for statement in statements_of(template, logical_id):
+            if statement["Effect"] == "Allow":
+                assert "IngestFailureQueue" not in text(statement.get("Resource")), logical_id
+    policy = list(queue_policy_statements(template, "IngestFailureQueue"))
+    assert [s for s in policy if s["Effect"] == "Allow"] == [], "the queue policy only denies"
+    # and it denies every sender but ingest's role: a record there is replayed through ingest
+    (only_ingest,) = [s for s in policy if s.get("Sid") == "OnlyFromIngest"]
+    assert only_ingest["Effect"] == "Deny"
+    assert only_ingest["Principal"] == {"AWS": "*"}
+    assert only_ingest["Action"] == "sqs:SendMessage"
+    assert only_ingest["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}}
+    }
+
+
 # --- TLS only, and every dead-letter queue watched ------------------------------------------
 
 

@@ -233,6 +233,8 @@ def descriptor_for(aws: LocalAws, api_url: str) -> LocalStackDescriptor:
         ledger_table=aws.table,
         query_api_url=api_url,
         state_machine_arn=aws.state_machine_arn,
+        ingest_failure_queue_url=aws.stack.physical.get("IngestFailureQueue"),
+        ingest_function_name=aws.stack.physical.get("IngestFunction"),
         parameters={k: str(v) for k, v in aws.stack.parameters.items()},
         pid=os.getpid(),
         started_at=now(),
