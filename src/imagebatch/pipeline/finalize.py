@@ -32,6 +32,7 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
+from imagebatch.pipeline.endpoint_inflight import wait_for_endpoint_results
 from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, run_missing_hooks
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
@@ -225,6 +226,11 @@ def finalize_batch(
         # ... and before its hooks (Batch Finished): those that did not run, run now
         run_missing_hooks(hooks, event.batch_id, summary, ledger)
         return _stored_report(store, summary)
+    if summary.images_succeeded + summary.images_failed < summary.images_total:
+        # not before a failed chunk's endpoint request that may still make its images answers
+        wait_for_endpoint_results(
+            event.batch_id, store, ledger, ledger.failed_chunks(event.batch_id)
+        )
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
     generation = ledger.start_finalizing(event.batch_id)
