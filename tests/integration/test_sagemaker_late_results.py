@@ -162,7 +162,11 @@ def queued(
 
 
 def _run_the_request(
-    store: BatchStore, ledger: Ledger, input_location: str, inference_id: str
+    store: BatchStore,
+    ledger: Ledger,
+    input_location: str,
+    inference_id: str,
+    tokens: _Tokens | None = None,
 ) -> None:
     """The endpoint makes the request's images, stores them and its output object, and
     RecordResult records the notification."""
@@ -195,7 +199,7 @@ def _run_the_request(
             "responseParameters": {"outputLocation": f"s3://{store.bucket}/{output}"},
         }
     )
-    record_result(notification, tokens=_Tokens(), **_adapters(store, ledger))
+    record_result(notification, tokens=tokens or _Tokens(), **_adapters(store, ledger))
 
 
 def _finalize_retried_errors() -> set[str]:
@@ -260,3 +264,44 @@ def test_a_request_queued_when_its_chunk_failed_is_recorded_not_redriven(
     # AND nothing is listed for redrive
     assert report.redrive_key is None
     assert list(store.list_keys(f"reports/{BATCH}/redrive")) == []
+
+
+def test_a_retried_submit_of_a_queued_request_points_it_at_the_new_token(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    store = BatchStore(s3_client, s3_bucket)
+    ledger = Ledger(dynamodb_client, ledger_table)
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
+    EndpointThroughput(ledger.client, ledger.table).add(
+        "ep", "sd15", {"64x64/30/cfg": (100_000, 1)}
+    )
+    ref = store.put_chunk(
+        ChunkFile(
+            batch_id=BATCH,
+            chunk_id="00000",
+            backend="sagemaker",
+            output_prefix="outputs/",
+            images=_jobs(3),
+        )
+    )
+    endpoint = _Endpoint(s3_bucket)
+    # GIVEN SubmitChunk queued the chunk's request, then its Lambda was killed before it
+    # returned (Sandbox.Timedout): the state machine's Retry runs it again, with a new token
+    first = SubmitTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref, task_token="token-1")
+    submit_chunk(first, endpoint=endpoint, tokens=_Tokens(), **_adapters(store, ledger))
+    retry = first.model_copy(update={"task_token": "token-2", "retry_count": 1})
+    tokens = _Tokens()
+    # WHEN the retry runs
+    submit_chunk(retry, endpoint=endpoint, tokens=tokens, **_adapters(store, ledger))
+    # THEN the chunk is one request on the endpoint, not two
+    assert len(endpoint.submitted) == 1
+    # AND its result answers the token the state machine waits on
+    ((input_location, inference_id),) = endpoint.submitted
+    invocation = ChunkInvocation.model_validate_json(store.read_uri(input_location))
+    assert invocation.task_token == "token-2"
+    answers = _Tokens()
+    _run_the_request(store, ledger, input_location, inference_id, answers)
+    assert answers.answers == [("success", "token-2")]
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert summary.images_succeeded == 3
