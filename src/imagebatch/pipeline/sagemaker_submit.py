@@ -35,7 +35,6 @@ from typing import NoReturn, TypeVar
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from imagebatch.aws.ledger_holds import hold_write_units
 from imagebatch.aws.ports import (
     AsyncEndpointPort,
     ChunkLedgerPort,
@@ -43,13 +42,11 @@ from imagebatch.aws.ports import (
     TaskTokensPort,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer, invocation_timeout_s
+from imagebatch.costs.sagemaker_path import invocation_timeout_s
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
-from imagebatch.costs.transitions import BATCH_TRANSITIONS
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import LambdaClock
 from imagebatch.errors import ChunkUnfinished, EndpointSubmitError, StorageError
-from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
 from imagebatch.models.sagemaker_contract import (
     ChunkInvocation,
@@ -60,14 +57,17 @@ from imagebatch.models.sagemaker_contract import (
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
 from imagebatch.pipeline.sagemaker_reuse import reuse_before_submit
+from imagebatch.pipeline.sagemaker_submit_budget import (
+    release,
+    request_body,
+    reserve,
+    sizer,
+    submit_usage,
+)
 
 logger = Logger(child=True)
 
 INPUT_PREFIX = "async-inputs/"
-# A hold covers submit as counted when it is sized, plus this much more of its Lambda (the
-# hold's own write and the request PUT) and this many bytes of counts in the request object.
-SUBMIT_TAIL_S = 2
-_COUNTS_BYTES = 1024
 # Tries of one S3 PUT or InvokeEndpointAsync (each after botocore's own), their backoff, and
 # the time a try must leave for what follows it (the hold's release, the answer).
 SUBMIT_TRIES = 5
@@ -165,7 +165,7 @@ def submit_chunk(
     held: int | None = None
     if capped:
         # Hold the most this attempt can charge before anything is spent on it.
-        sizer = _sizer(
+        hold_sizer = sizer(
             invocation,
             expected,
             hold=(task.batch_id, inference_id),
@@ -174,7 +174,7 @@ def submit_chunk(
             clock=clock,
             costing=costing,
         )
-        granted = _reserve(ledger, task.batch_id, inference_id, sizer, summary)
+        granted = reserve(ledger, task.batch_id, inference_id, hold_sizer, summary)
         if granted is None:
             return _refuse(
                 task,
@@ -235,7 +235,7 @@ def _give_up(
     """Nothing was queued: release the hold, then hand a transient failure back to the state
     machine as ChunkUnfinished (every image of the request, throttled), which it retries."""
     if held is not None:
-        _release(invocation, held, ledger, prices)
+        release(invocation, held, ledger, prices)
     if not exc.transient:
         raise exc
     logger.warning("chunk not submitted; the state machine retries it", extra={"error": str(exc)})
@@ -288,7 +288,7 @@ def _send(
     keeps it (the module says why)."""
     key = f"{INPUT_PREFIX}{invocation.batch_id}/{inference_id}.json"
     input_location = f"s3://{invocation.bucket}/{key}"
-    body, invocation = _request_body(invocation, store, ledger, clock)
+    body, invocation = request_body(invocation, store, ledger, clock)
     try:
         _retrying(lambda: store.put_json(key, body), time_left_s)
     except StorageError as exc:
@@ -359,117 +359,6 @@ def _invocation(
     return invocation, expected
 
 
-def _sizer(
-    invocation: ChunkInvocation,
-    expected: ExpectedSeconds,
-    *,
-    hold: tuple[str, str],
-    store: ChunkStorePort,
-    ledger: ChunkLedgerPort,
-    clock: LambdaClock,
-    costing: EndpointCosting,
-) -> HoldSizer:
-    """What sizes the hold: the request's images at their expected seconds, and submit's own
-    usage, the hold's write, the request PUT and the rest of submit's Lambda included."""
-    return HoldSizer(
-        invocation.images,
-        expected,
-        costing.price,
-        costing.prices,
-        path=costing.path,
-        submit=_submit_usage(store, ledger, clock, hold=hold)
-        + Usage(
-            s3_put_requests=1,
-            s3_bytes_written=len(invocation.model_dump_json()) + _COUNTS_BYTES,
-            lambda_mb_ms=SUBMIT_TAIL_S * 1000 * clock.memory_mb,
-        ),
-    )
-
-
-def _reserve(
-    ledger: ChunkLedgerPort,
-    batch_id: str,
-    hold_id: str,
-    sizer: HoldSizer,
-    summary: BatchRecord | None,
-) -> tuple[int, HoldPlan] | None:
-    """Hold the whole chunk if the budget allows, else what is left (if that covers a call);
-    once more with a fresh summary if another chunk held budget meanwhile."""
-    left = summary.budget_left_micro_usd if summary is not None else 0
-    for _ in range(2):
-        plan = sizer.within(left)
-        if plan is None:
-            return None
-        held = ledger.reserve(batch_id, hold_id, plan.micro_usd)
-        if held is not None:
-            return held, plan
-        fresh = ledger.get_batch(batch_id)
-        left = fresh.budget_left_micro_usd if fresh is not None else 0
-    return None
-
-
-def _submit_usage(
-    store: ChunkStorePort,
-    ledger: ChunkLedgerPort,
-    clock: LambdaClock,
-    *,
-    hold: tuple[str, str] | None = None,
-) -> Usage:
-    """What this submit did so far, the hold it is about to write included: its requests,
-    the attempt's transitions, its Lambda until now (what runs after the request object
-    is written, a few tens of milliseconds, is not counted; see README Known gaps)."""
-    return (
-        store.meter.usage()
-        + ledger.meter.usage()
-        + Usage(
-            sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
-            lambda_requests=1,
-            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
-            ddb_write_units=hold_write_units(*hold) if hold else 0,
-        )
-    )
-
-
-def _request_body(
-    invocation: ChunkInvocation, store: ChunkStorePort, ledger: ChunkLedgerPort, clock: LambdaClock
-) -> tuple[bytes, ChunkInvocation]:
-    """The request object, carrying what submit counted (its hold, if any, is on the meter by
-    now), the request's own PUT and bytes included. The size settles within two passes: the
-    counts' digits change it by a few bytes."""
-    usage = _submit_usage(store, ledger, clock)
-    size = len(invocation.model_dump_json(exclude_none=True))
-    counted = invocation
-    for _ in range(3):
-        total = usage + Usage(s3_put_requests=1, s3_bytes_written=size)
-        counted = invocation.model_copy(update={"submit_usage": total.model_dump()})
-        body = counted.model_dump_json(exclude_none=True)
-        if len(body) == size:
-            break
-        size = len(body)
-    return counted.model_dump_json(exclude_none=True).encode(), counted
-
-
-def _release(
-    invocation: ChunkInvocation, held: int, ledger: ChunkLedgerPort, prices: RegionPrices
-) -> None:
-    """The request never reached the endpoint: settle the hold at what submit spent."""
-    ledger.commit_images(
-        invocation.batch_id,
-        [],
-        Settlement(
-            chunk_id=invocation.chunk_id,
-            hold_id=invocation.hold_id,
-            reserved_micro_usd=held,
-            has_reservation=True,
-            usage=Usage(**invocation.submit_usage),
-            prices=prices,
-        ),
-        tags=invocation.tags,
-        capped=True,
-    )
-    logger.warning("budget hold released: the request was not submitted")
-
-
 def _refuse(
     task: SubmitTask,
     chunk: ChunkFile,
@@ -485,7 +374,7 @@ def _refuse(
     # the overhead reserve as it is now, read before the usage is taken (the commit charges it)
     summary = ledger.get_batch(task.batch_id)
     settlement = Settlement(
-        chunk_id=chunk.chunk_id, usage=_submit_usage(store, ledger, clock), prices=prices
+        chunk_id=chunk.chunk_id, usage=submit_usage(store, ledger, clock), prices=prices
     )
     # A late result of an earlier attempt may have recorded some of them meanwhile.
     result = refuse_for_budget(
