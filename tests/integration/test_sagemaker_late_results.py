@@ -26,6 +26,7 @@ from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
 from imagebatch.costs.usage import LambdaClock
+from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -119,12 +120,10 @@ def _adapters(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def queued(
+def _new_batch(
     s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
-) -> tuple[BatchStore, Ledger, _Endpoint]:
-    """An uncapped batch of one endpoint chunk whose request was queued, then whose Map child
-    failed for good (RecordChunkFailure wrote its marker) while the request still waited."""
+) -> tuple[BatchStore, Ledger, ChunkRef]:
+    """An uncapped batch of one endpoint chunk of three images."""
     store = BatchStore(s3_client, s3_bucket)
     ledger = Ledger(dynamodb_client, ledger_table)
     ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
@@ -132,7 +131,7 @@ def queued(
     EndpointThroughput(ledger.client, ledger.table).add(
         "ep", "sd15", {"64x64/30/cfg": (100_000, 1)}
     )
-    ref: ChunkRef = store.put_chunk(
+    ref = store.put_chunk(
         ChunkFile(
             batch_id=BATCH,
             chunk_id="00000",
@@ -142,6 +141,16 @@ def queued(
         )
     )
     store.put_chunk_index(BATCH, [ref])
+    return store, ledger, ref
+
+
+@pytest.fixture
+def queued(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> tuple[BatchStore, Ledger, _Endpoint]:
+    """An uncapped batch of one endpoint chunk whose request was queued, then whose Map child
+    failed for good (RecordChunkFailure wrote its marker) while the request still waited."""
+    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table)
     endpoint = _Endpoint(s3_bucket)
     task = SubmitTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref, task_token="token-1")
     submit_chunk(task, endpoint=endpoint, tokens=_Tokens(), **_adapters(store, ledger))
@@ -269,21 +278,7 @@ def test_a_request_queued_when_its_chunk_failed_is_recorded_not_redriven(
 def test_a_retried_submit_of_a_queued_request_points_it_at_the_new_token(
     s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
 ) -> None:
-    store = BatchStore(s3_client, s3_bucket)
-    ledger = Ledger(dynamodb_client, ledger_table)
-    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
-    EndpointThroughput(ledger.client, ledger.table).add(
-        "ep", "sd15", {"64x64/30/cfg": (100_000, 1)}
-    )
-    ref = store.put_chunk(
-        ChunkFile(
-            batch_id=BATCH,
-            chunk_id="00000",
-            backend="sagemaker",
-            output_prefix="outputs/",
-            images=_jobs(3),
-        )
-    )
+    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table)
     endpoint = _Endpoint(s3_bucket)
     # GIVEN SubmitChunk queued the chunk's request, then its Lambda was killed before it
     # returned (Sandbox.Timedout): the state machine's Retry runs it again, with a new token
@@ -305,3 +300,33 @@ def test_a_retried_submit_of_a_queued_request_points_it_at_the_new_token(
     summary = ledger.get_batch(BATCH)
     assert summary is not None
     assert summary.images_succeeded == 3
+
+
+class _Refusing(_Endpoint):
+    """SageMaker refuses every request (throttled): nothing is queued."""
+
+    def submit(
+        self, input_location: str, inference_id: str, timeout_s: int | None = None
+    ) -> SubmittedRequest:
+        raise EndpointSubmitError("ThrottlingException", transient=True, ambiguous=False)
+
+
+def test_a_retry_after_a_refused_submit_sends_a_new_request(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table)
+    # GIVEN an attempt whose request SageMaker refused (nothing queued: ChunkUnfinished)
+    failing = SubmitTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref, task_token="token-x")
+    with pytest.raises(ChunkUnfinished):
+        submit_chunk(
+            failing, endpoint=_Refusing(s3_bucket), tokens=_Tokens(), **_adapters(store, ledger)
+        )
+    # WHEN the state machine retries it
+    endpoint = _Endpoint(s3_bucket)
+    retry = failing.model_copy(update={"task_token": "token-y", "retry_count": 1})
+    submit_chunk(retry, endpoint=endpoint, tokens=_Tokens(), **_adapters(store, ledger))
+    # THEN the retry sends a request of its own: the refused one cannot answer
+    assert len(endpoint.submitted) == 1
+    ((input_location, _),) = endpoint.submitted
+    invocation = ChunkInvocation.model_validate_json(store.read_uri(input_location))
+    assert invocation.task_token == "token-y"

@@ -40,9 +40,11 @@ REQUEST_DEADLINE = timedelta(seconds=MAX_REQUEST_TTL_S + MAX_INVOCATION_TIMEOUT_
 NOTIFICATION_GRACE = timedelta(seconds=5 * 360)
 
 
-class InflightStore(Protocol):
+class Listing(Protocol):
     def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]: ...
 
+
+class InflightStore(Listing, Protocol):
     def get_chunk(self, key: str) -> ChunkFile: ...
 
 
@@ -89,7 +91,7 @@ def requests_in_flight(
             continue
         failed_at = _failed_at(markers.get(chunk_id))
         for inference_id, submitted in sorted(requests.items()):
-            outcome = _outcome_time(store, inference_id)
+            outcome = outcome_time(store, inference_id)
             if outcome is None:
                 waiting = now - submitted < REQUEST_DEADLINE
             else:
@@ -100,7 +102,7 @@ def requests_in_flight(
     return pending
 
 
-def _outcome_time(store: InflightStore, inference_id: str) -> datetime | None:
+def outcome_time(store: Listing, inference_id: str) -> datetime | None:
     """When SageMaker wrote the request's result or failure object (it names them after the
     inference id, under S3OutputPath and S3FailurePath); None: neither exists."""
     names = {f"{OUTPUTS}{inference_id}.out", f"{FAILURES}{inference_id}-error.out"}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -213,6 +214,7 @@ def finalize_batch(
     prices: RegionPrices,
     clock: LambdaClock | None = None,
     hooks: Sequence[BatchFinalizedHook] = (),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchReport:
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
@@ -228,9 +230,8 @@ def finalize_batch(
         return _stored_report(store, summary)
     if summary.images_succeeded + summary.images_failed < summary.images_total:
         # not before a failed chunk's endpoint request that may still make its images answers
-        wait_for_endpoint_results(
-            event.batch_id, store, ledger, ledger.failed_chunks(event.batch_id)
-        )
+        markers = ledger.failed_chunks(event.batch_id)
+        wait_for_endpoint_results(event.batch_id, store, ledger, markers, now)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
     generation = ledger.start_finalizing(event.batch_id)

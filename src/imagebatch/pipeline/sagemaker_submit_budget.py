@@ -98,12 +98,17 @@ def submit_usage(
 
 
 def request_body(
-    invocation: ChunkInvocation, store: ChunkStorePort, ledger: ChunkLedgerPort, clock: LambdaClock
+    invocation: ChunkInvocation,
+    store: ChunkStorePort,
+    ledger: ChunkLedgerPort,
+    clock: LambdaClock,
+    earlier: Usage | None = None,
 ) -> tuple[bytes, ChunkInvocation]:
     """The request object, carrying what submit counted (its hold, if any, is on the meter by
-    now), the request's own PUT and bytes included. The size settles within two passes: the
-    counts' digits change it by a few bytes."""
-    usage = submit_usage(store, ledger, clock)
+    now), the request's own PUT and bytes included, plus `earlier` (what the submits before
+    this one counted, for a request a retry points at its token). The size settles within
+    two passes: the counts' digits change it by a few bytes."""
+    usage = submit_usage(store, ledger, clock) + (earlier or Usage())
     size = len(invocation.model_dump_json(exclude_none=True))
     counted = invocation
     for _ in range(3):
