@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebatch.errors import EndpointResultsPending
+from imagebatch.errors import EndpointResultsPending, StorageError
 from imagebatch.models.records import ChunkFile, ImageJob
 from imagebatch.pipeline.endpoint_inflight import (
     NOTIFICATION_GRACE,
@@ -111,3 +111,13 @@ def test_finalize_is_told_to_wait_by_the_error_its_retry_matches() -> None:
         waited += min(interval, retry["MaxDelaySeconds"])
         interval *= retry["BackoffRate"]
     assert waited > (REQUEST_DEADLINE + NOTIFICATION_GRACE).total_seconds()
+
+
+class _Outage(_Store):
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        raise StorageError("ListObjectsV2: SlowDown", transient=True)
+
+
+def test_an_s3_blip_while_listing_is_a_wait_not_a_failure() -> None:
+    with pytest.raises(EndpointResultsPending):
+        wait_for_endpoint_results("b", _Outage({}), _Ledger(set()), {}, now=lambda: NOW)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from imagebatch.aws.s3_store import chunk_key
-from imagebatch.errors import EndpointResultsPending
+from imagebatch.errors import EndpointResultsPending, StorageError
 from imagebatch.models.records import ChunkFile
 from imagebatch.models.sagemaker_contract import chunk_of_inference
 from imagebatch.pipeline.result_authentication import FAILURES, INPUTS, OUTPUTS
@@ -62,7 +62,14 @@ def wait_for_endpoint_results(
     """Raise EndpointResultsPending while a request of this batch may still record images
     no one recorded yet (the module says which); `markers`: the failed chunks' CHUNK#
     records, by chunk id."""
-    pending = requests_in_flight(batch_id, store, ledger, markers, now())
+    try:
+        pending = requests_in_flight(batch_id, store, ledger, markers, now())
+    except StorageError as exc:
+        # an S3 blip listing them: wait as for a pending result (the same Retry), rather
+        # than fail finalize for good
+        if not exc.transient:
+            raise
+        raise EndpointResultsPending(f"endpoint requests not listed: {exc}") from exc
     if pending:
         logger.warning("endpoint results pending", extra={"requests": pending[:20]})
         raise EndpointResultsPending(f"{len(pending)} endpoint requests may still answer")
