@@ -18,6 +18,7 @@ from imagebatch.pipeline.endpoint_inflight import (
     requests_in_flight,
     wait_for_endpoint_results,
 )
+from imagebatch.pipeline.sagemaker_requests import HEARTBEAT
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -121,3 +122,9 @@ class _Outage(_Store):
 def test_an_s3_blip_while_listing_is_a_wait_not_a_failure() -> None:
     with pytest.raises(EndpointResultsPending):
         wait_for_endpoint_results("b", _Outage({}), _Ledger(set()), {}, now=lambda: NOW)
+
+
+def test_submit_treats_a_request_as_given_up_when_the_state_machine_does() -> None:
+    asl = json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())
+    submit = asl["States"]["GenerateChunks"]["ItemProcessor"]["States"]["SubmitChunk"]
+    assert HEARTBEAT.total_seconds() == submit["HeartbeatSeconds"]
