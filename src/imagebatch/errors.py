@@ -22,6 +22,8 @@
     │   └── ModelAccessDenied      Bedrock refused the model (AccessDenied): waited out on
     │                              first use while AWS Marketplace subscribes the account
     ├── ContactSheetUnfinished     the contact sheet ran out of invocation time; retried
+    ├── EndpointResultsPending     finalize found endpoint requests that may still answer;
+    │                              retried until they do or can no longer
     └── ChunkUnfinished            some images of a chunk were not made; Step Functions retries
 
 Raise them `from` the cause, so the log keeps what AWS or the model actually said.
@@ -169,6 +171,13 @@ class ContactSheetUnfinished(ImageBatchError):
     """The contact sheet ran out of invocation time between pages; it recorded where it
     stopped, and Step Functions retries it from there (the class name is the error name the
     state machine's Retry matches)."""
+
+
+class EndpointResultsPending(ImageBatchError):
+    """Finalize found endpoint requests of failed chunks that may still make images (queued,
+    running, or answered with the notification not yet recorded): recording those images
+    lost now would list made images for redrive. Step Functions runs finalize again later
+    (the class name is the error name FinalizeBatch's Retry matches)."""
 
 
 class ChunkUnfinished(ImageBatchError):

@@ -23,6 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 SERVICE_NAME = "imagebatch"
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", SERVICE_NAME)
 
+# The longest an endpoint request may wait in SageMaker's queue (SubmitChunk's setting may
+# not exceed it: the heartbeat covers it) and the longest it may then run (SageMaker's own
+# InvocationTimeoutSeconds limit): finalize waits this long at most for a request's result.
+MAX_REQUEST_TTL_S = 3_000
+MAX_INVOCATION_TIMEOUT_S = 3_600
+
 
 class _EnvSettings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
@@ -161,9 +167,11 @@ class SubmitChunkSettings(SageMakerSettings):
     # the container heartbeats) stays within SubmitChunk's HeartbeatSeconds (3,600 s): a
     # request is never submitted again while the first may still run. With the hour of
     # processing it stays within the task's TimeoutSeconds too.
-    request_ttl_s: int = Field(alias="SAGEMAKER_REQUEST_TTL_S", default=3_000, ge=60, le=3_000)
+    request_ttl_s: int = Field(
+        alias="SAGEMAKER_REQUEST_TTL_S", default=3_000, ge=60, le=MAX_REQUEST_TTL_S
+    )
     invocation_timeout_s: int = Field(
-        alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=3_600
+        alias="SAGEMAKER_INVOCATION_TIMEOUT_S", default=3_600, ge=1, le=MAX_INVOCATION_TIMEOUT_S
     )
 
 

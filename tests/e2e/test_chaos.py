@@ -63,11 +63,10 @@ def _print_totals() -> Iterator[None]:
 
 # Seeds that break an invariant through a defect still open (issue 18, README "What still
 # does not"): the named invariant is reported, not asserted, for that seed; every other
-# invariant of the seed still is. Seed 7: SubmitChunk's Map child fails three times after
-# its request was queued, finalize records the endpoint images lost, and their result,
-# arriving after finalize (SageMaker results are not fenced), finds them recorded FAILED:
-# three PNGs with no SUCCEEDED record.
-KNOWN_BREAKS: dict[int, frozenset[str]] = {7: frozenset({"png-has-one-record"})}
+# invariant of the seed still is. None left: seed 7 (an endpoint request still queued when
+# its chunk failed for good, its result arriving after finalize) holds since finalize waits
+# for such a request (pipeline/endpoint_inflight.py).
+KNOWN_BREAKS: dict[int, frozenset[str]] = {}
 
 
 @pytest.mark.parametrize("seed", range(FIRST, FIRST + SEEDS))

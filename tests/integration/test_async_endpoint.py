@@ -43,6 +43,7 @@ from imagebatch.models.sagemaker_contract import (
     SubmittedRequest,
 )
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_requests import HEARTBEAT
 from imagebatch.pipeline.sagemaker_result import INFERENCE_FAILED, record_result
 from imagebatch.pipeline.sagemaker_submit import SubmitTask, submit_chunk
 
@@ -528,8 +529,9 @@ def test_a_capped_chunk_holds_before_it_submits_and_the_result_settles_the_hold(
     assert summary["use_sfn_transitions"] == 2
     assert summary["use_sns_publishes"] == 1
     assert summary["use_sqs_requests"] == 3
-    # request, submit's answer, PNGs, result
-    assert summary["use_s3_put_requests"] == 1 + 1 + 3 + 1
+    # the chunk's requests listed (a LIST, priced as a PUT), request, submit's answer, PNGs,
+    # result
+    assert summary["use_s3_put_requests"] == 1 + 1 + 1 + 3 + 1
     assert list(ledger.query_batch("b2", "RESERVATION#")) == []
     # AND the day rollup carries the batch tags
     (rollup,) = ledger.query_batch("b2", "DAY#")
@@ -591,13 +593,17 @@ def test_a_late_result_of_a_retried_attempt_is_charged_as_well(setup: Any) -> No
     _capped(ledger, cap)
     ref = _capped_chunk(store)
     endpoint, tokens = _Endpoint(), _Tokens()
-    # GIVEN attempt 1 timed out in the state machine and attempt 2 was submitted while
-    # attempt 1's request was still running
+    # GIVEN attempt 1's request got no heartbeat for an hour (the state machine timed it
+    # out: SubmitChunk's HeartbeatSeconds) and attempt 2 was submitted, while attempt 1's
+    # request was still running after all
     _submit(store, ledger, ref, endpoint, tokens)
     retry = SubmitTask(
         batch_id="b2", bucket=store.bucket, chunk=ref, task_token=TOKEN + "2", retry_count=1
     )
-    submit_chunk(retry, endpoint=endpoint, tokens=tokens, **_fresh(store, ledger))
+    later = datetime.now(UTC) + HEARTBEAT
+    submit_chunk(
+        retry, endpoint=endpoint, tokens=tokens, now=lambda: later, **_fresh(store, ledger)
+    )
     assert len(endpoint.submitted) == 2
     # WHEN attempt 2's result is recorded, then attempt 1's arrives late
     record_result(

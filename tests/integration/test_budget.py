@@ -12,7 +12,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +34,7 @@ from imagebatch.costs.estimate import Shape, estimate_batch
 from imagebatch.costs.prices import InstancePrice, RegionPrices, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_sagemaker_batch
 from imagebatch.costs.usage import LambdaClock
-from imagebatch.errors import ChunkUnfinished, ImageGenerationError
+from imagebatch.errors import ChunkUnfinished, EndpointResultsPending, ImageGenerationError
 from imagebatch.models.bedrock_models import ModelCatalogue, Price, load_catalogue
 from imagebatch.models.money import round_micro
 from imagebatch.models.records import ChunkFile, ChunkTask, FailureClass, ImageJob
@@ -47,6 +47,7 @@ from imagebatch.models.sagemaker_contract import (
 from imagebatch.pipeline.finalize import FinalizeEvent, finalize_batch
 from imagebatch.pipeline.generate import generate_chunk
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_requests import HEARTBEAT as SUBMIT_HEARTBEAT
 from imagebatch.pipeline.sagemaker_result import record_result
 from imagebatch.pipeline.sagemaker_submit import SubmitTask, submit_chunk
 
@@ -463,7 +464,15 @@ class _SmWorld:
         )
         self.tokens = _SmTokens()
         self.endpoint = _SmEndpoint()
-        self.outputs = itertools.count()
+        # the wall clock SubmitChunk and finalize see: the state machine's waits (a
+        # heartbeat timeout, finalize's retries) move it on
+        self.clock = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.clock
+
+    def wait(self, seconds: float) -> None:
+        self.clock += timedelta(seconds=seconds)
 
     def adapters(self) -> dict[str, Any]:
         ledger = Ledger(self.ddb, self.table)
@@ -484,11 +493,13 @@ class _SmWorld:
         """The endpoint works on one request; returns the notification SageMaker sends."""
         store = BatchStore(self.s3, self.bucket)
         invocation = ChunkInvocation.model_validate_json(store.read_uri(input_location))
-        # SageMaker names every output object anew (the bucket outlives the example)
-        n = f"{invocation.batch_id}-{next(self.outputs)}"
+        # SageMaker names the output (or failure) object after the inference id
+        n = input_location.rsplit("/", 1)[-1].removesuffix(".json")
         params: dict[str, Any] = {"endpointName": "ep", "inputLocation": input_location}
-        if kind == "dies":  # the instance died: no result, no seconds on record
-            response = {"failureLocation": f"s3://{self.bucket}/async-failures/{n}-error.out"}
+        if kind == "dies":  # the instance died: SageMaker's own error, no seconds on record
+            key = f"async-failures/{n}-error.out"
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"instance failed")
+            response = {"failureLocation": f"s3://{self.bucket}/{key}"}
             status = "Failed"
         else:
             self.pipeline.fail_next = kind == "fails"
@@ -525,7 +536,9 @@ def _run_sagemaker_chunk(
         token = f"{task.chunk.chunk_id}-token-{attempt}-{task.batch_id}"
         submit = SubmitTask(**(task.model_dump() | {"task_token": token, "retry_count": attempt}))
         before = len(world.endpoint.requests)
-        submit_chunk(submit, endpoint=world.endpoint, tokens=world.tokens, **world.adapters())
+        submit_chunk(
+            submit, endpoint=world.endpoint, tokens=world.tokens, now=world.now, **world.adapters()
+        )
         _check_invariant(Ledger(world.ddb, world.table), task.batch_id, cap)
         if len(world.endpoint.requests) > before:
             kind = kinds[attempt]
@@ -544,6 +557,8 @@ def _run_sagemaker_chunk(
         if answer is not None and answer[0] == "success":
             return
         error = answer[1] if answer else "States.HeartbeatTimeout"
+        if answer is None:  # the state machine retries once the heartbeat timed out
+            world.wait(SUBMIT_HEARTBEAT.total_seconds())
         if late and attempt % 2 == 1:  # an earlier attempt's result lands mid-retries
             world.deliver(late.pop(0))
             _check_invariant(Ledger(world.ddb, world.table), task.batch_id, cap)
@@ -649,12 +664,20 @@ def test_sagemaker_spend_never_exceeds_the_cap_and_every_second_is_charged(
     while len(late) > 1:
         world.deliver(late.pop(0))
         _check_invariant(ledger, batch_id, cap)
-    report = finalize_batch(
-        FinalizeEvent(batch_id=batch_id, bucket=s3_bucket, chunk_index_key=""),
-        store=store,
-        ledger=ledger,
-        prices=prices,
-    )
+    for _ in range(40):  # FinalizeBatch's Retry while endpoint results may still come
+        try:
+            report = finalize_batch(
+                FinalizeEvent(batch_id=batch_id, bucket=s3_bucket, chunk_index_key=""),
+                store=store,
+                ledger=ledger,
+                prices=prices,
+                now=world.now,
+            )
+            break
+        except EndpointResultsPending:
+            world.wait(300)
+    else:
+        raise AssertionError("finalize still waits for endpoint results")
     for notification in late:  # a result after finalize wrote its hold off
         world.deliver(notification)
 

@@ -17,7 +17,7 @@ ingest calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
@@ -82,6 +82,8 @@ class ChunkStorePort(Protocol):
     def put_json(self, key: str, body: bytes) -> None: ...
 
     def read_uri(self, uri: str) -> bytes: ...
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]: ...
 
     def put_image(self, key: str, png: bytes, metadata: dict[str, str]) -> None: ...
 

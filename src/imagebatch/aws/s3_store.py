@@ -8,6 +8,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
@@ -373,6 +374,27 @@ class BatchStore:
         ):
             for obj in page.get("Contents", []):
                 yield obj["Key"]
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """(key, LastModified) of each object under `prefix`; each page is a LIST request,
+        which S3 bills at the PUT request price (counted as one). A failed LIST raises
+        StorageError (transient: throttles, 5xx and connection errors)."""
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        try:
+            for page in pages:
+                self.meter.add(s3_put_requests=1)
+                for obj in page.get("Contents", []):
+                    yield obj["Key"], obj["LastModified"]
+        except ClientError as exc:
+            raise StorageError(
+                f"ListObjectsV2 s3://{self.bucket}/{prefix}: {exc}", transient=_s3_transient(exc)
+            ) from exc
+        except NETWORK_ERRORS as exc:
+            raise StorageError(
+                f"ListObjectsV2 s3://{self.bucket}/{prefix}: {exc}", transient=True
+            ) from exc
 
     def upload_file(self, path: str, key: str, content_type: str) -> None:
         # Files here stay under the multipart threshold (8 MB): one PUT each.

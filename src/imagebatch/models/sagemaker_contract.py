@@ -174,6 +174,11 @@ class SubmittedRequest(BaseModel):
     failure_location: str | None = None
 
 
+def chunk_of_inference(inference_id: str) -> str:
+    """The chunk an inference id of SubmitChunk's names: `<chunk id>-<request>-<digest>`."""
+    return inference_id.rsplit("-", 2)[0]
+
+
 def submitted_key(input_key: str) -> str:
     """Where a request's SubmittedRequest is kept: next to its input object (a key or an
     s3:// URI, named alike)."""

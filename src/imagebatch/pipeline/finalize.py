@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -32,6 +33,7 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
+from imagebatch.pipeline.endpoint_inflight import wait_for_endpoint_results
 from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, after_settle
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
@@ -212,6 +214,7 @@ def finalize_batch(
     prices: RegionPrices,
     clock: LambdaClock | None = None,
     hooks: Sequence[BatchFinalizedHook] = (),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BatchReport:
     summary = ledger.get_batch(event.batch_id)
     if summary is None:
@@ -225,6 +228,10 @@ def finalize_batch(
         # ... and before its wake release and hooks (Batch Finished): those run now
         after_settle(hooks, event.batch_id, summary, ledger)
         return _stored_report(store, summary)
+    if summary.images_succeeded + summary.images_failed < summary.images_total:
+        # not before a failed chunk's endpoint request that may still make its images answers
+        markers = ledger.failed_chunks(event.batch_id)
+        wait_for_endpoint_results(event.batch_id, store, ledger, markers, now)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
     generation = ledger.start_finalizing(event.batch_id)

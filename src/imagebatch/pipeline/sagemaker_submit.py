@@ -19,23 +19,25 @@ state machine submit the chunk again; a hold no result settled is written off by
 
 Throttles and 5xx of S3 (the request object) and of InvokeEndpointAsync, and connection
 errors, are retried here with jittered backoff while the invocation has time left (every try
-of one request keeps its InferenceId); what still fails releases the hold (nothing was
-queued) and raises ChunkUnfinished, which the state machine retries like a Bedrock chunk's.
+of one request keeps its InferenceId); what still fails takes the stored request's token
+away and releases the hold (nothing was queued), then raises ChunkUnfinished, which the state
+machine retries like a Bedrock chunk's.
+
+A chunk is one request per attempt whatever the task token: a retry of SubmitChunk (its
+Lambda killed after InvokeEndpointAsync) finds the chunk's latest request still live, sends
+nothing and points it at its own token (pipeline.sagemaker_requests).
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from imagebatch.aws.ledger_holds import hold_write_units
 from imagebatch.aws.ports import (
     AsyncEndpointPort,
     ChunkLedgerPort,
@@ -43,13 +45,11 @@ from imagebatch.aws.ports import (
     TaskTokensPort,
 )
 from imagebatch.costs.prices import RegionPrices
-from imagebatch.costs.sagemaker_path import HoldPlan, HoldSizer, invocation_timeout_s
+from imagebatch.costs.sagemaker_path import invocation_timeout_s
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds, expected_seconds
 from imagebatch.costs.settlement import Settlement
-from imagebatch.costs.transitions import BATCH_TRANSITIONS
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import LambdaClock, Usage
 from imagebatch.errors import ChunkUnfinished, EndpointSubmitError, StorageError
-from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, FailureClass, ImageJob
 from imagebatch.models.sagemaker_contract import (
     ChunkInvocation,
@@ -59,22 +59,20 @@ from imagebatch.models.sagemaker_contract import (
 )
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
 from imagebatch.pipeline.sagemaker_costing import EndpointCosting
+from imagebatch.pipeline.sagemaker_requests import live_request, request_id, request_key, resume
 from imagebatch.pipeline.sagemaker_reuse import reuse_before_submit
+from imagebatch.pipeline.sagemaker_submit_budget import (
+    release,
+    request_body,
+    reserve,
+    sizer,
+    submit_usage,
+)
+from imagebatch.pipeline.sagemaker_submit_retry import retrying
 
 logger = Logger(child=True)
 
 INPUT_PREFIX = "async-inputs/"
-# A hold covers submit as counted when it is sized, plus this much more of its Lambda (the
-# hold's own write and the request PUT) and this many bytes of counts in the request object.
-SUBMIT_TAIL_S = 2
-_COUNTS_BYTES = 1024
-# Tries of one S3 PUT or InvokeEndpointAsync (each after botocore's own), their backoff, and
-# the time a try must leave for what follows it (the hold's release, the answer).
-SUBMIT_TRIES = 5
-SUBMIT_BACKOFF_S = 0.5
-SUBMIT_RESERVE_S = 5.0
-
-T = TypeVar("T")
 
 # SageMaker's largest InvocationTimeoutSeconds; the adapter also keeps the stack's own.
 _MAX_TIMEOUT_S = 3600
@@ -98,12 +96,8 @@ class SubmitReceipt(BaseModel):
     reused: int = 0
     # InvokeEndpointAsync got no answer: the request may be queued (see the module)
     uncertain: bool = False
-
-
-def inference_id_for(task: SubmitTask) -> str:
-    """Stable per token, so a re-invoked submit Lambda writes and submits the same request."""
-    digest = hashlib.sha256(task.task_token.encode()).hexdigest()[:24]
-    return f"{task.chunk.chunk_id}-{task.retry_count + 1}-{digest}"
+    # the chunk's request was still live: pointed at this token, nothing sent
+    resumed: bool = False
 
 
 # Kept whole (about 90 lines): its steps are helpers already (reuse, invocation, sizer,
@@ -119,11 +113,14 @@ def submit_chunk(
     clock: LambdaClock,
     reuse: bool = True,
     time_left_s: Callable[[], float] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SubmitReceipt:
     """Submit the chunk's images still to make. `reuse` (the stack's ReuseImages): images
     some batch already made are copied first (pipeline.sagemaker_reuse) and only the rest
     are sent. `time_left_s`: the invocation's seconds left, which bound the retries of
-    throttled calls; None: unbounded but SUBMIT_TRIES."""
+    throttled calls; None: unbounded but SUBMIT_TRIES. A chunk whose latest request may
+    still answer sends nothing: that request answers this task's token instead
+    (pipeline.sagemaker_requests)."""
     # Stays whole (a few lines over 60): read, hold or refuse, reuse, send, in the order the
     # budget's invariant needs them, each step already a function of its own.
     chunk = store.get_chunk(task.chunk.key)
@@ -132,6 +129,24 @@ def submit_chunk(
     if not todo:
         # A retry after the images were recorded: nothing to send, answer the token now.
         return _answer_done(task, chunk.chunk_id, len(done), tokens)
+    number, live = live_request(store, task.batch_id, chunk.chunk_id, now(), time_left_s)
+    if live is not None:
+        inference_id = resume(
+            live,
+            number,
+            task.task_token,
+            store=store,
+            ledger=ledger,
+            clock=clock,
+            time_left_s=time_left_s,
+        )
+        return SubmitReceipt(
+            inference_id=inference_id,
+            input_location=f"s3://{store.bucket}/{request_key(task.batch_id, inference_id)}",
+            images=len(live.images),
+            skipped_already_done=len(done),
+            resumed=True,
+        )
     summary = ledger.get_batch(task.batch_id)
     capped = summary is not None and summary.capped
     if reuse and costing.endpoint_model is not None:
@@ -160,12 +175,12 @@ def submit_chunk(
                 )
             # the copies' commit moved the budget: hold against what is left now
             summary = ledger.get_batch(task.batch_id) if capped else summary
-    inference_id = inference_id_for(task)
+    inference_id = request_id(task.batch_id, chunk.chunk_id, number)
     invocation, expected = _invocation(task, chunk, todo, costing)
     held: int | None = None
     if capped:
         # Hold the most this attempt can charge before anything is spent on it.
-        sizer = _sizer(
+        hold_sizer = sizer(
             invocation,
             expected,
             hold=(task.batch_id, inference_id),
@@ -174,7 +189,7 @@ def submit_chunk(
             clock=clock,
             costing=costing,
         )
-        granted = _reserve(ledger, task.batch_id, inference_id, sizer, summary)
+        granted = reserve(ledger, task.batch_id, inference_id, hold_sizer, summary)
         if granted is None:
             return _refuse(
                 task,
@@ -204,38 +219,30 @@ def submit_chunk(
     )
 
 
-def _retrying(call: Callable[[], T], time_left_s: Callable[[], float] | None) -> T:
-    """`call`, tried again after a transient StorageError or EndpointSubmitError while
-    there is time for the backoff; the last error goes up, an endpoint's marked ambiguous
-    when any try got no answer (that try may have queued the request)."""
-    ambiguous = False
-    for attempt in range(SUBMIT_TRIES):
-        try:
-            return call()
-        except (StorageError, EndpointSubmitError) as exc:
-            ambiguous = ambiguous or getattr(exc, "ambiguous", False)
-            delay = random.uniform(0, SUBMIT_BACKOFF_S * 2**attempt)
-            out_of_time = time_left_s is not None and time_left_s() - delay < SUBMIT_RESERVE_S
-            if not exc.transient or attempt == SUBMIT_TRIES - 1 or out_of_time:
-                if isinstance(exc, EndpointSubmitError) and ambiguous and not exc.ambiguous:
-                    raise EndpointSubmitError(str(exc), transient=True, ambiguous=True) from exc
-                raise
-            logger.warning("submit retried", extra={"error": str(exc), "delay": delay})
-            time.sleep(delay)
-    raise AssertionError("unreachable: the last try returns or raises")
-
-
-def _give_up(
+def _give_up(  # noqa: PLR0917 - the request, where it is stored, its hold and the error
     invocation: ChunkInvocation,
+    key: str,
     held: int | None,
+    store: ChunkStorePort,
     ledger: ChunkLedgerPort,
     prices: RegionPrices,
     exc: StorageError | EndpointSubmitError,
 ) -> NoReturn:
-    """Nothing was queued: release the hold, then hand a transient failure back to the state
-    machine as ChunkUnfinished (every image of the request, throttled), which it retries."""
+    """Nothing was queued: the stored request loses its token (the next attempt sends a new
+    one, pipeline.sagemaker_requests), the hold is released, then a transient failure goes
+    back to the state machine as ChunkUnfinished (every image of the request, throttled),
+    which it retries."""
+    unsent = invocation.model_copy(update={"task_token": None}).model_dump_json(exclude_none=True)
+    try:
+        store.put_json(key, unsent.encode())
+        put = Usage(s3_put_requests=1, s3_bytes_written=len(unsent))
+        counted = Usage(**invocation.submit_usage) + put
+        invocation = invocation.model_copy(update={"submit_usage": counted.model_dump()})
+    except StorageError as err:
+        # S3 is out too: the next attempt waits for this request until the heartbeat
+        logger.warning("unsent request not marked", extra={"error": str(err)})
     if held is not None:
-        _release(invocation, held, ledger, prices)
+        release(invocation, held, ledger, prices)
     if not exc.transient:
         raise exc
     logger.warning("chunk not submitted; the state machine retries it", extra={"error": str(exc)})
@@ -253,7 +260,7 @@ def _keep_answer(
     failure location (and charges this PUT, with its size)."""
     answer = submitted.model_dump_json().encode()
     try:
-        _retrying(lambda: store.put_json(key, answer), time_left_s)
+        retrying(lambda: store.put_json(key, answer), time_left_s)
     except StorageError as exc:
         # the request is queued: its result is still recorded, only a failure's partial
         # result would be missed
@@ -288,11 +295,11 @@ def _send(
     keeps it (the module says why)."""
     key = f"{INPUT_PREFIX}{invocation.batch_id}/{inference_id}.json"
     input_location = f"s3://{invocation.bucket}/{key}"
-    body, invocation = _request_body(invocation, store, ledger, clock)
+    body, invocation = request_body(invocation, store, ledger, clock)
     try:
-        _retrying(lambda: store.put_json(key, body), time_left_s)
+        retrying(lambda: store.put_json(key, body), time_left_s)
     except StorageError as exc:
-        _give_up(invocation, held, ledger, prices, exc)
+        _give_up(invocation, key, held, store, ledger, prices, exc)
     receipt = SubmitReceipt(
         inference_id=inference_id,
         input_location=input_location,
@@ -307,7 +314,7 @@ def _send(
             if invocation.max_seconds is not None
             else None
         )
-        submitted = _retrying(
+        submitted = retrying(
             lambda: endpoint.submit(input_location, inference_id, timeout_s), time_left_s
         )
     except EndpointSubmitError as exc:
@@ -317,7 +324,7 @@ def _send(
                 extra={"inference_id": inference_id, "error": str(exc)},
             )
             return receipt.model_copy(update={"uncertain": True})
-        _give_up(invocation, held, ledger, prices, exc)
+        _give_up(invocation, key, held, store, ledger, prices, exc)
     _keep_answer(submitted, submitted_key(key), store, time_left_s)
     logger.info(
         "chunk submitted",
@@ -359,117 +366,6 @@ def _invocation(
     return invocation, expected
 
 
-def _sizer(
-    invocation: ChunkInvocation,
-    expected: ExpectedSeconds,
-    *,
-    hold: tuple[str, str],
-    store: ChunkStorePort,
-    ledger: ChunkLedgerPort,
-    clock: LambdaClock,
-    costing: EndpointCosting,
-) -> HoldSizer:
-    """What sizes the hold: the request's images at their expected seconds, and submit's own
-    usage, the hold's write, the request PUT and the rest of submit's Lambda included."""
-    return HoldSizer(
-        invocation.images,
-        expected,
-        costing.price,
-        costing.prices,
-        path=costing.path,
-        submit=_submit_usage(store, ledger, clock, hold=hold)
-        + Usage(
-            s3_put_requests=1,
-            s3_bytes_written=len(invocation.model_dump_json()) + _COUNTS_BYTES,
-            lambda_mb_ms=SUBMIT_TAIL_S * 1000 * clock.memory_mb,
-        ),
-    )
-
-
-def _reserve(
-    ledger: ChunkLedgerPort,
-    batch_id: str,
-    hold_id: str,
-    sizer: HoldSizer,
-    summary: BatchRecord | None,
-) -> tuple[int, HoldPlan] | None:
-    """Hold the whole chunk if the budget allows, else what is left (if that covers a call);
-    once more with a fresh summary if another chunk held budget meanwhile."""
-    left = summary.budget_left_micro_usd if summary is not None else 0
-    for _ in range(2):
-        plan = sizer.within(left)
-        if plan is None:
-            return None
-        held = ledger.reserve(batch_id, hold_id, plan.micro_usd)
-        if held is not None:
-            return held, plan
-        fresh = ledger.get_batch(batch_id)
-        left = fresh.budget_left_micro_usd if fresh is not None else 0
-    return None
-
-
-def _submit_usage(
-    store: ChunkStorePort,
-    ledger: ChunkLedgerPort,
-    clock: LambdaClock,
-    *,
-    hold: tuple[str, str] | None = None,
-) -> Usage:
-    """What this submit did so far, the hold it is about to write included: its requests,
-    the attempt's transitions, its Lambda until now (what runs after the request object
-    is written, a few tens of milliseconds, is not counted; see README Known gaps)."""
-    return (
-        store.meter.usage()
-        + ledger.meter.usage()
-        + Usage(
-            sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
-            lambda_requests=1,
-            lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb),
-            ddb_write_units=hold_write_units(*hold) if hold else 0,
-        )
-    )
-
-
-def _request_body(
-    invocation: ChunkInvocation, store: ChunkStorePort, ledger: ChunkLedgerPort, clock: LambdaClock
-) -> tuple[bytes, ChunkInvocation]:
-    """The request object, carrying what submit counted (its hold, if any, is on the meter by
-    now), the request's own PUT and bytes included. The size settles within two passes: the
-    counts' digits change it by a few bytes."""
-    usage = _submit_usage(store, ledger, clock)
-    size = len(invocation.model_dump_json(exclude_none=True))
-    counted = invocation
-    for _ in range(3):
-        total = usage + Usage(s3_put_requests=1, s3_bytes_written=size)
-        counted = invocation.model_copy(update={"submit_usage": total.model_dump()})
-        body = counted.model_dump_json(exclude_none=True)
-        if len(body) == size:
-            break
-        size = len(body)
-    return counted.model_dump_json(exclude_none=True).encode(), counted
-
-
-def _release(
-    invocation: ChunkInvocation, held: int, ledger: ChunkLedgerPort, prices: RegionPrices
-) -> None:
-    """The request never reached the endpoint: settle the hold at what submit spent."""
-    ledger.commit_images(
-        invocation.batch_id,
-        [],
-        Settlement(
-            chunk_id=invocation.chunk_id,
-            hold_id=invocation.hold_id,
-            reserved_micro_usd=held,
-            has_reservation=True,
-            usage=Usage(**invocation.submit_usage),
-            prices=prices,
-        ),
-        tags=invocation.tags,
-        capped=True,
-    )
-    logger.warning("budget hold released: the request was not submitted")
-
-
 def _refuse(
     task: SubmitTask,
     chunk: ChunkFile,
@@ -485,7 +381,7 @@ def _refuse(
     # the overhead reserve as it is now, read before the usage is taken (the commit charges it)
     summary = ledger.get_batch(task.batch_id)
     settlement = Settlement(
-        chunk_id=chunk.chunk_id, usage=_submit_usage(store, ledger, clock), prices=prices
+        chunk_id=chunk.chunk_id, usage=submit_usage(store, ledger, clock), prices=prices
     )
     # A late result of an earlier attempt may have recorded some of them meanwhile.
     result = refuse_for_budget(
