@@ -314,6 +314,15 @@ def _functions(template: dict[str, Any]) -> list[str]:
     ]
 
 
+# Prefixes a function lists without reading: whether an endpoint request may still answer is
+# told by which request, result and failure keys exist and when they were written, never by
+# their content (finalize: pipeline/endpoint_inflight.py; submit: pipeline/sagemaker_requests.py).
+LISTED_NOT_READ = {
+    "FinalizeFunction": {"async-inputs/*", "async-outputs/*", "async-failures/*"},
+    "SubmitChunkFunction": {"async-outputs/*", "async-failures/*"},
+}
+
+
 def test_every_list_bucket_grant_is_limited_to_the_prefixes_the_function_reads(
     template: dict[str, Any],
 ) -> None:
@@ -338,5 +347,7 @@ def test_every_list_bucket_grant_is_limited_to_the_prefixes_the_function_reads(
             assert patterns, f"{function}: s3:ListBucket on the whole bucket"
             for pattern in patterns:
                 assert pattern.endswith("/*") and "*" not in pattern[:-1], (function, pattern)
+                if pattern in LISTED_NOT_READ.get(function, set()):
+                    continue
                 assert any(f"/{pattern}" in r for r in readable), (function, pattern, readable)
     assert checked >= 4, "the functions that learn a key is missing hold s3:ListBucket"
