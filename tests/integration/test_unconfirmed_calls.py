@@ -15,7 +15,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from botocore.httpsession import URLLib3Session
 from imagebatch_local.fakes.bedrock_server import LocalBedrock
 from imagebatch_local.fakes.renderers import NullRenderer
@@ -27,7 +32,7 @@ from imagebatch.aws.s3_store import BatchStore
 from imagebatch.costs.invariants import FINAL_STATUS, REDRIVE_IS_FAILED, check_batch
 from imagebatch.costs.prices import load_aws_prices
 from imagebatch.costs.usage import LambdaClock
-from imagebatch.errors import ChunkUnfinished
+from imagebatch.errors import ChunkUnfinished, ImageGenerationError, UnconfirmedCall
 from imagebatch.models.bedrock_models import load_catalogue
 from imagebatch.models.records import ChunkFile, ChunkResult, ChunkTask, ImageJob
 
@@ -171,3 +176,49 @@ def test_a_call_whose_reply_was_lost_is_charged_as_rework_and_the_retry_makes_th
         if v.invariant not in {FINAL_STATUS, REDRIVE_IS_FAILED}
     ]
     assert broken == []
+
+
+class _Raising:
+    """A bedrock-runtime client whose InvokeModel raises `error` (or whose reply's body
+    does, when `in_body`)."""
+
+    def __init__(self, error: Exception, *, in_body: bool = False) -> None:
+        self._error = error
+        self._in_body = in_body
+
+    def invoke_model(self, **_: Any) -> dict[str, Any]:
+        if not self._in_body:
+            raise self._error
+        error = self._error
+
+        class Body:
+            def read(self) -> bytes:
+                raise error
+
+        return {"body": Body()}
+
+
+@pytest.mark.parametrize(
+    ("error", "in_body"),
+    [
+        (ConnectionClosedError(endpoint_url="http://bedrock"), False),
+        (ResponseStreamingError(error="connection reset"), True),
+        (ReadTimeoutError(endpoint_url="http://bedrock"), True),
+    ],
+)
+def test_a_reply_lost_or_cut_is_an_unconfirmed_call(error: Exception, in_body: bool) -> None:
+    backend = BedrockImageBackend(_Raising(error, in_body=in_body), load_catalogue())  # type: ignore[arg-type]
+    with pytest.raises(ImageGenerationError) as raised:
+        backend.generate(jobs(1)[0])
+    assert isinstance(raised.value, UnconfirmedCall)
+    assert raised.value.transient
+
+
+def test_a_call_that_never_connected_is_not_unconfirmed() -> None:
+    backend = BedrockImageBackend(  # type: ignore[arg-type]
+        _Raising(EndpointConnectionError(endpoint_url="http://bedrock")), load_catalogue()
+    )
+    with pytest.raises(ImageGenerationError) as raised:
+        backend.generate(jobs(1)[0])
+    assert not isinstance(raised.value, UnconfirmedCall)
+    assert raised.value.transient
