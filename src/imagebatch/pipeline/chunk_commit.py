@@ -73,7 +73,15 @@ def _keep(
 ) -> None:
     """The made images as the chunk's pending file, for whoever commits next."""
     try:
-        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
+        save_pending(
+            store,
+            batch_id,
+            outcomes,
+            settlement,
+            capped=capped,
+            tags=chunk.tags,
+            rollup_model=chunk.images[0].model if chunk.images else None,
+        )
     except StorageError as exc:
         logger.error(
             "pending commit not written",
@@ -94,7 +102,9 @@ def _commit_beside_others(
     first, commit the rest and settle this attempt's own hold, what it paid for those again
     charged as rework (each purchase charged once, each image recorded once). Raises
     ImagesAlreadyRecordedError when this attempt's hold is no longer there to settle."""
-    rollup_model: str | None = None  # a commit left with rework alone: the chunk's model
+    # a commit left with rework alone (images another attempt recorded, unconfirmed calls):
+    # charged to the chunk's model
+    rollup_model = chunk.images[0].model if settlement.rework_micro_usd and chunk.images else None
     for _ in range(3):
         try:
             ledger.commit_images(

@@ -29,6 +29,7 @@ from imagebatch.errors import (
     ChunkUnfinished,
     ImageGenerationError,
     StorageError,
+    UnconfirmedCall,
     UnknownModelError,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -59,8 +60,10 @@ logger = Logger(child=True)
 
 
 class _Unfinished:
-    def __init__(self, failure_class: FailureClass) -> None:
+    def __init__(self, failure_class: FailureClass, unconfirmed_micro_usd: int | None = None):
         self.failure_class = failure_class
+        # a call sent whose reply never came whole (maybe billed): its price, as rework
+        self.unconfirmed_micro_usd = unconfirmed_micro_usd
 
 
 # generate_chunk stays whole (about 130 lines): each step is a helper; what is left is their
@@ -183,7 +186,20 @@ def generate_chunk(
         image_id: FailureClass.STORAGE_ERROR
         for image_id in (reusable.keys() | followers.keys()) - copied
     }
-    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
+    # Calls maybe billed with no image returned: charged as rework, at most one per image of
+    # this attempt (never called again here), so within what its hold counted for them.
+    unconfirmed = [
+        r.unconfirmed_micro_usd
+        for r in results
+        if isinstance(r, _Unfinished) and r.unconfirmed_micro_usd is not None
+    ]
+    settlement = settlement.model_copy(
+        update={
+            "usage": _invocation_usage(store, ledger, clock),
+            "rework_micro_usd": sum(unconfirmed),
+            "unconfirmed_calls": len(unconfirmed),
+        }
+    )
     committed = commit_or_keep(
         task.batch_id,
         chunk,
@@ -321,6 +337,12 @@ def _make_image(
     started = time.monotonic()
     try:
         image = backend.generate(job)
+    except UnconfirmedCall as exc:
+        logger.warning(
+            "Bedrock call unconfirmed: charged as rework",
+            extra={"image_id": job.image_id, "kind": "unconfirmed_call", "reason": exc.reason},
+        )
+        return _Unfinished(exc.failure_class, unconfirmed_micro_usd=_price(catalogue, job))
     except ImageGenerationError as exc:
         if exc.transient:
             return _Unfinished(exc.failure_class)
