@@ -215,9 +215,8 @@ def test_a_reply_lost_or_cut_is_an_unconfirmed_call(error: Exception, in_body: b
 
 
 def test_a_call_that_never_connected_is_not_unconfirmed() -> None:
-    backend = BedrockImageBackend(  # type: ignore[arg-type]
-        _Raising(EndpointConnectionError(endpoint_url="http://bedrock")), load_catalogue()
-    )
+    never_connected = _Raising(EndpointConnectionError(endpoint_url="http://bedrock"))
+    backend = BedrockImageBackend(never_connected, load_catalogue())  # type: ignore[arg-type]
     with pytest.raises(ImageGenerationError) as raised:
         backend.generate(jobs(1)[0])
     assert not isinstance(raised.value, UnconfirmedCall)
