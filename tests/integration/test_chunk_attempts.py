@@ -495,3 +495,24 @@ def test_a_stored_png_whose_seed_is_not_a_seed_is_no_evidence(
     assert len(bedrock.calls) == 7
     summary = ledger.get_batch(BATCH)
     assert summary is not None and summary.images_succeeded == 6
+
+
+def test_the_listing_of_a_chunks_keys_stops_at_its_last_key_or_its_page_cap(
+    s3_client: Any, s3_bucket: str
+) -> None:
+    store = BatchStore(s3_client, s3_bucket)
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        s3_client.put_object(Bucket=s3_bucket, Key=f"outputs/b/a{k}.png", Body=b"png")
+    first, last = "outputs/b/a2.png", "outputs/b/a7.png"
+
+    # WHEN the range is listed two keys a page: it ends at its last key, a4 missing
+    found, reached = store.list_keys_between(first, last, max_pages=5, page_size=2)
+    assert (sorted(found), reached) == ([f"outputs/b/a{k}.png" for k in (2, 3, 5, 6, 7)], last)
+
+    # WHEN the pages run out first: what lies past the key it reached is unknown
+    found, reached = store.list_keys_between(first, last, max_pages=1, page_size=2)
+    assert (sorted(found), reached) == (
+        ["outputs/b/a2.png", "outputs/b/a3.png"],
+        "outputs/b/a3.png",
+    )
+    assert store.meter.take().s3_put_requests == 4  # a LIST is priced as a PUT

@@ -164,9 +164,11 @@ class BatchStore:
             raise
         return dict(head.get("Metadata") or {})
 
-    def list_keys_between(self, first: str, last: str, *, max_pages: int) -> tuple[set[str], str]:
+    def list_keys_between(
+        self, first: str, last: str, *, max_pages: int, page_size: int = 1000
+    ) -> tuple[set[str], str]:
         """The keys from `first` to `last` (both included) under their common prefix, in key
-        order: ListObjectsV2 pages of 1,000 (each priced as a PUT), at most `max_pages`.
+        order: ListObjectsV2 pages of `page_size` (each priced as a PUT), at most `max_pages`.
         Returns the keys found and the key the listing reached (`last` when it covered the
         range: a key past it is unknown). StorageError (transient) when S3 refuses."""
         # the characters both keys share (a key prefix, not a path's components)
@@ -182,7 +184,7 @@ class BatchStore:
             self.meter.add(s3_put_requests=1)
             try:
                 page = self._s3.list_objects_v2(
-                    Bucket=self.bucket, Prefix=prefix, MaxKeys=1000, StartAfter=start_after
+                    Bucket=self.bucket, Prefix=prefix, MaxKeys=page_size, StartAfter=start_after
                 )
             except (ClientError, BotoCoreError) as exc:
                 raise StorageError(
