@@ -20,3 +20,9 @@ def test_the_chaos_loses_bedrock_replies_at_the_chunk_that_buys_images() -> None
 def test_the_chaos_kills_other_functions_anywhere() -> None:
     kinds = set(call_kinds("FinalizeFunction", "dynamodb", "UpdateItem"))
     assert {"killed-before", "killed-after", "reply-lost"} <= kinds
+
+
+def test_the_chaos_kills_the_chunk_that_buys_images_at_its_commit() -> None:
+    # stopped before its commit, its PNGs are recorded by the chunk's next attempt
+    kinds = set(call_kinds("GenerateChunkFunction", "dynamodb", "TransactWriteItems"))
+    assert {"killed-before", "killed-after"} <= kinds

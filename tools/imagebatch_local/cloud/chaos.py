@@ -34,8 +34,6 @@ Not injected, each for a named reason (README "Throttling and failures"):
     call is in flight, or between a reply and storing the PNG, has bought an image nobody
     will see. The fix on our side is to not let Lambda kill a call in flight
     (CallDeadline), which the chaos cannot then simulate; an out-of-memory kill could.
-  - killed-before at GenerateChunk's commit: the chunk's next attempt buys the stored
-    images again (a known gap, README "What still does not"); killed-after it is injected.
   - killed-before at S3 PutObject, and any kill of GenerateChunk but at its commit
     (TransactWriteItems): a Lambda stopped while a Bedrock call is in flight on another
     thread, or between a reply and storing the PNG, has bought an image nobody will see.
@@ -94,11 +92,9 @@ _KILLS = frozenset({"killed-before", "killed-after"})
 _BUYERS_KILLED_ONLY_AT = {
     "GenerateChunkFunction": frozenset({("dynamodb", "TransactWriteItems")}),
 }
-# Marked off for the buyer's commit: stopped before it, the chunk's next attempt buys its
-# stored images again (README, "What still does not"); seed 18 at rate 0.08 of the chaos
-# e2e: Bedrock made 7, the ledger charged 4. Finalize's recovery from the PNGs is not
-# reached while the chunk's retries buy them again.
-_BUYERS_NOT_KILLED = {"GenerateChunkFunction": frozenset({"killed-before"})}
+# Kinds never given to a buyer's calls (none now: stopped before its commit, the chunk's
+# next attempt, whatever its RetryCount, records the PNGs it stored; pipeline.stored_images).
+_BUYERS_NOT_KILLED: dict[str, frozenset[str]] = {}
 
 _HOOK_ID = "imagebatch-local-chaos"
 _CONTEXT_KEY = "imagebatch_local_chaos"
