@@ -237,6 +237,19 @@ def record_evidence(
     return evidence
 
 
+def reuse_evidence(
+    source_batch_id: str, source_image_id: str, saved_micro_usd: int
+) -> dict[str, str]:
+    """Metadata a reused copy carries besides record_evidence's (whose cost is 0): what it
+    was copied from, so a copy whose attempt died before its commit is recorded as reused,
+    not as an image the backend made for the batch."""
+    return {
+        "reused-from-batch": source_batch_id,
+        "reused-from-image": source_image_id,
+        "reuse-saved-micro-usd": str(saved_micro_usd),
+    }
+
+
 def hashed_seed(*parts: str, maximum: int) -> int:
     """A seed in [1, maximum] that depends only on `parts`: the same image (or product) gets
     the same seed on every run, retry and redrive."""

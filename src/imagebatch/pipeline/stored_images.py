@@ -18,6 +18,8 @@ GETs), the rest of its images are asked for one HEAD each, as before.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Logger
 
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort
@@ -123,6 +125,20 @@ def _maybe_stored(chunk: ChunkFile, store: ChunkStorePort, prices: RegionPrices)
     ]
 
 
+def _reused_from(meta: dict[str, str], cost: int) -> dict[str, Any]:
+    """A copy's source (pipeline.reuse): recorded as reused, what it saved, never as made.
+    Only a copy that cost nothing is one (a forged source must not hide a charge)."""
+    batch, image = meta.get("reused-from-batch"), meta.get("reused-from-image")
+    saved = meta.get("reuse-saved-micro-usd", "")
+    if cost or not batch or not image or not (saved.isascii() and saved.isdigit()):
+        return {}
+    return {
+        "reused_from_batch_id": batch,
+        "reused_from_image_id": image,
+        "reuse_saved_micro_usd": int(saved),
+    }
+
+
 def _from_png(
     store: ChunkStorePort, chunk: ChunkFile, job: ImageJob
 ) -> tuple[ImageOutcome, str] | None:
@@ -145,6 +161,7 @@ def _from_png(
     if hold_id != chunk.chunk_id and not hold_id.startswith(f"{chunk.chunk_id}@"):
         hold_id = chunk.chunk_id
     outcome = ImageOutcome(
+        **_reused_from(meta, int(cost)),
         image_id=job.image_id,
         item_id=job.item_id,
         chunk_id=chunk.chunk_id,
