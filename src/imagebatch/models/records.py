@@ -87,8 +87,9 @@ class ChunkTask(BaseModel):
     chunk: ChunkRef
     # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
     chunk_concurrency: int | None = Field(default=None, ge=1)
-    # Step Functions' $$.State.RetryCount: a retry looks for PNGs an earlier attempt stored
-    # but never committed (pipeline.stored_images); a first attempt has none to look for.
+    # Step Functions' $$.State.RetryCount (the SageMaker path names its attempts by it). The
+    # Bedrock path does not rely on it: a redriven execution counts from 0 again, so every
+    # attempt looks for PNGs an earlier one stored but never committed (pipeline.stored_images).
     retry_count: int = Field(default=0, ge=0)
 
 
