@@ -10,7 +10,9 @@ RATE, inject one of:
                     TooManyRequestsException, Bedrock ThrottlingException, ...)
   server-error      the service's 5xx (InternalServerError, InternalError, ServiceException)
   connection-error  botocore's EndpointConnectionError before the request is sent
-  read-timeout      botocore's ReadTimeoutError before the request is sent
+  read-timeout      botocore's ReadTimeoutError before the request is sent (at Bedrock
+                    InvokeModel the chunk cannot tell it from a lost reply and charges it
+                    as rework all the same: the ledger may exceed the bill, never less)
   reply-lost        the request is sent and done, then a ReadTimeoutError: botocore retries
                     a call that already happened, as on AWS when the reply is lost. At
                     Bedrock InvokeModel the local Bedrock has made (and counts) the image:
