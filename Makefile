@@ -156,9 +156,15 @@ test: $(VENV_STAMP) $(NODE_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) chromium
 # The chaos property (tests/e2e/test_chaos.py: every invariant holds under injected faults)
 # over CHAOS_SEEDS seeds; `make test` runs it over 20. Figures in bench/README.md.
 CHAOS_SEEDS ?= 200
+# Two workers, each with its own local AWS; the seeds' faults and breaks are summed from
+# CHAOS_LOG, since xdist does not show what the tests print.
+CHAOS_LOG := .chaos.jsonl
 chaos: $(VENV_STAMP)
-	CHAOS_SEEDS=$(CHAOS_SEEDS) PYTHONPATH=src:tools:containers/serving $(VENV)/bin/pytest -q \
-	  -p no:cacheprovider -s tests/e2e/test_chaos.py
+	rm -f $(CHAOS_LOG)
+	CHAOS_SEEDS=$(CHAOS_SEEDS) CHAOS_LOG=$(abspath $(CHAOS_LOG)) \
+	  PYTHONPATH=src:tools:containers/serving $(VENV)/bin/pytest -q -p no:cacheprovider \
+	  -n 2 --dist load tests/e2e/test_chaos.py && rc=0 || rc=$$?; \
+	  PYTHONPATH=tools $(VENV)/bin/python -m imagebatch_local.cloud.chaos_log $(CHAOS_LOG); exit $$rc
 
 # The e2e suite with every local IAM decision recorded, then the permissions template.yaml
 # grants that no run used; each must carry an "Unused locally" comment (docs/local-aws.md).
@@ -195,6 +201,6 @@ neuron-image:
 	docker push "$(IMAGE)"
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(LOCK_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE)
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(LOCK_VENV) node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache $(IAM_USAGE) $(CHAOS_LOG)
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 	find . -name '*.egg-info' -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -26,7 +26,12 @@ from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
-from imagebatch.costs.usage import LambdaClock
+from imagebatch.costs.usage import (
+    LambdaClock,
+    rollup_write_units,
+    summary_write_units,
+    tags_bytes,
+)
 from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
@@ -907,3 +912,56 @@ def test_a_capped_request_is_time_bounded_by_its_hold(setup: Any) -> None:
             clock=LambdaClock(512),
         )
     assert receipt.held_micro_usd is not None
+
+
+MAX_TAGS = {f"{i:02d}".ljust(128, "k"): "v" * 256 for i in range(50)}
+
+
+def test_a_request_hold_covers_the_tag_sized_writes_of_its_commit(setup: Any) -> None:
+    store, ledger, _ = setup
+    held: dict[str, int] = {}
+    # GIVEN the same capped chunk in an untagged batch and in one with the most tags a
+    # manifest may carry (the summary and the day rollup its commit updates carry them)
+    for batch_id, tags in (("plain", {}), ("tagged", MAX_TAGS)):
+        ledger.create_batch(
+            batch_id,
+            {
+                "status": "RUNNING",
+                "images_total": 3,
+                "max_cost_micro_usd": 1_000_000,
+                "overhead_reserve_micro_usd": 1_000,
+                "tags": tags or None,
+            },
+        )
+        ref = store.put_chunk(
+            ChunkFile(
+                batch_id=batch_id,
+                chunk_id="00000",
+                backend="sagemaker",
+                output_prefix="outputs/",
+                # the planner gives each job the batch's tags (and its item's)
+                images=[job.model_copy(update={"tags": tags}) for job in jobs(3)],
+                tags=tags,
+            )
+        )
+        task = SubmitTask(batch_id=batch_id, bucket=store.bucket, chunk=ref, task_token=TOKEN)
+        # WHEN each is submitted
+        receipt = submit_chunk(
+            task, endpoint=_Endpoint(), tokens=_Tokens(), **_fresh(store, ledger)
+        )
+        assert receipt.held_micro_usd is not None
+        held[batch_id] = receipt.held_micro_usd
+    # THEN the tagged hold is above the plain one by at least what the tags add to the
+    # commit's summary and rollup updates (their gsi1 replicas included), besides the
+    # hold's own tag-sized write that submit counted
+    size = tags_bytes(MAX_TAGS)
+    commit_units = (
+        summary_write_units(size)
+        - summary_write_units()
+        + rollup_write_units(size)
+        - rollup_write_units()
+    )
+    hold_units = summary_write_units(size) - summary_write_units()
+    unit = load_aws_prices().region("us-east-1").service("dynamodb_write_request_unit").usd
+    least = int((commit_units + hold_units) * unit * Decimal(1_000_000))
+    assert held["tagged"] - held["plain"] >= least, (held, least)

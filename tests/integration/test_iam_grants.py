@@ -108,6 +108,8 @@ class Grant:
     resources: tuple[str, ...]
     # StringLike conditions only (the one operator this template uses): key -> patterns
     string_like: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the keys of StringLikeIfExists: a request without the key is not held to its patterns
+    if_exists: tuple[str, ...] = ()
 
 
 def _statements(node: Any) -> Iterator[dict[str, Any]]:
@@ -132,11 +134,15 @@ def grants_of(stack: LocalStack, logical_id: str) -> list[Grant]:
         actions = statement["Action"]
         resources = statement["Resource"]
         condition = statement.get("Condition", {})
-        assert set(condition) <= {"StringLike", "StringEquals"}, (
+        assert set(condition) <= {"StringLike", "StringEquals", "StringLikeIfExists"}, (
             f"{logical_id}: a condition not checked here"
         )
         # StringEquals is StringLike without wildcards (the template's values have none).
-        operators = {**condition.get("StringLike", {}), **condition.get("StringEquals", {})}
+        operators = {
+            **condition.get("StringLike", {}),
+            **condition.get("StringEquals", {}),
+            **condition.get("StringLikeIfExists", {}),
+        }
         grants.append(
             Grant(
                 tuple(actions if isinstance(actions, list) else [actions]),
@@ -145,6 +151,7 @@ def grants_of(stack: LocalStack, logical_id: str) -> list[Grant]:
                     (key, tuple(value if isinstance(value, list) else [value]))
                     for key, value in operators.items()
                 ),
+                tuple(condition.get("StringLikeIfExists", {})),
             )
         )
     return grants
@@ -166,7 +173,9 @@ def allowed(
 
     def conditions_hold(grant: Grant) -> bool:
         return all(
-            key in context and any(arn_matches(p, context[key]) for p in patterns)
+            any(arn_matches(p, context[key]) for p in patterns)
+            if key in context
+            else key in grant.if_exists
             for key, patterns in grant.string_like
         )
 

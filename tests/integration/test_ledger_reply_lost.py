@@ -9,6 +9,7 @@ fills one in, the same on every resend."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -21,12 +22,14 @@ from moto.server import ThreadedMotoServer
 from support.moto_fixtures import create_ledger_table
 
 from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
 
 REGION = "us-east-1"
 BATCH = "b-lost"
 MODEL = "stability.sd3-5-large-v1:0"
+SHAPE = "64x64/30/cfg"
 
 
 @pytest.fixture
@@ -131,3 +134,35 @@ def test_a_token_sent_again_with_other_items_is_refused(moto_dynamodb: Any) -> N
     moto_dynamodb.transact_write_items(TransactItems=[put("a")], ClientRequestToken="t-1")
     keys = moto_dynamodb.scan(TableName=table)["Items"]
     assert [k["sk"]["S"] for k in keys] == ["a"]
+
+
+def test_a_throughput_add_whose_reply_was_lost_counts_once(moto_dynamodb: Any) -> None:
+    # GIVEN an endpoint that measured one call of a shape: 2 s for one image
+    ledger = Ledger(moto_dynamodb, create_ledger_table(moto_dynamodb))
+    throughput = EndpointThroughput(ledger.client, ledger.table, ledger.meter)
+    throughput.add("ep", "sd15", {SHAPE: (2_000_000, 1)})
+    # AND the reply to the next add is lost
+    lost = _lose_first_reply(moto_dynamodb, lambda body: b"THROUGHPUT#" in body)
+
+    # WHEN a result adds its call, 4 s for two images
+    throughput.add("ep", "sd15", {SHAPE: (4_000_000, 2)})
+
+    # THEN the call counts once: 6 s for three images
+    assert lost, "no throughput write was seen"
+    measured = throughput.measured("ep", "sd15", [SHAPE])[SHAPE]
+    assert (measured.seconds, measured.images) == (Decimal(6), 3)
+
+
+def test_two_results_with_the_same_sums_both_count(moto_dynamodb: Any) -> None:
+    # GIVEN two results whose calls measured exactly the same (idempotent per call, not per
+    # content: a second request of one shape is new work)
+    ledger = Ledger(moto_dynamodb, create_ledger_table(moto_dynamodb))
+    throughput = EndpointThroughput(ledger.client, ledger.table, ledger.meter)
+
+    # WHEN both are added
+    throughput.add("ep", "sd15", {SHAPE: (2_000_000, 1)})
+    throughput.add("ep", "sd15", {SHAPE: (2_000_000, 1)})
+
+    # THEN both count
+    measured = throughput.measured("ep", "sd15", [SHAPE])[SHAPE]
+    assert (measured.seconds, measured.images) == (Decimal(4), 2)

@@ -230,6 +230,29 @@ def test_a_missing_key_is_403_without_list_bucket_and_404_with_it(
     ]
 
 
+def test_a_listing_outside_the_functions_prefixes_is_denied(
+    stack: LocalStack, enforcer: IamEnforcer
+) -> None:
+    # ListObjectsV2 is s3:ListBucket with the request's Prefix as s3:prefix: a function may
+    # list only under the prefixes its grant names, as AWS evaluates the condition.
+    bucket = stack.physical["DataBucket"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with acting_as("GenerateChunkFunction"):
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="chunks/b/")["KeyCount"] == 0
+        with pytest.raises(ClientError) as denied:
+            s3.list_objects_v2(Bucket=bucket, Prefix="manifests/")
+        # the missing key the grant is there for still answers 404
+        with pytest.raises(s3.exceptions.NoSuchKey):
+            s3.get_object(Bucket=bucket, Key="chunks/b/00000.pending.json")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    with acting_as("FinalizeFunction"), pytest.raises(ClientError):
+        s3.list_objects_v2(Bucket=bucket, Prefix="manifests/")
+    assert [(d.owner, d.action) for d in enforcer.denials] == [
+        ("GenerateChunkFunction", "s3:ListBucket"),
+        ("FinalizeFunction", "s3:ListBucket"),
+    ]
+
+
 def test_a_transaction_is_denied_by_its_one_unallowed_item(
     stack: LocalStack, enforcer: IamEnforcer
 ) -> None:

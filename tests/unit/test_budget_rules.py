@@ -120,6 +120,21 @@ def test_releasing_the_reserve_moves_it_all_while_unchanged(amount: int) -> None
     assert move.needs_overhead_reserve == amount
 
 
+@given(held=st.integers(min_value=-(10**6), max_value=10**12))
+def test_a_wake_no_window_charges_goes_back_to_budget_left_while_unchanged(held: int) -> None:
+    move = budget.release_wake(held)
+    if held <= 0:
+        assert move is None
+        return
+    assert move is not None and move.balanced
+    assert move.adds() == {
+        "reserved_micro_usd": -held,
+        "budget_left_micro_usd": held,
+        "wake_held_micro_usd": -held,
+    }
+    assert move.needs_wake_held == held
+
+
 def test_the_last_spender_may_use_the_reserve_too() -> None:
     assert budget.last_spender_room(budget_left=300, overhead_reserve=200) == 500
 

@@ -143,12 +143,14 @@ def test_a_hold_left_is_named() -> None:
 
 def test_the_endpoint_wake_is_held_until_a_window_charges_the_batch() -> None:
     waiting = replace(_clean(), overhead=[])
-    # no window has charged the batch yet: its wake is held for the observer, not left over
+    # the endpoint served the batch and no window has charged it yet: its wake is held for
+    # the observer, not left over
     held = _summary(
         waiting,
         reserved_micro_usd=264_000,
         wake_held_micro_usd=264_000,
         endpoint_overhead_micro_usd=0,
+        endpoint_requests=1,
     )
     assert inv.NO_HOLD_LEFT not in _names(held)
     # more reserved than the wake: the rest is a hold left over
@@ -157,11 +159,25 @@ def test_the_endpoint_wake_is_held_until_a_window_charges_the_batch() -> None:
         reserved_micro_usd=264_005,
         wake_held_micro_usd=264_000,
         endpoint_overhead_micro_usd=0,
+        endpoint_requests=1,
     )
     assert inv.NO_HOLD_LEFT in _names(more)
     # a window charged the batch and its wake is still held: the observer left it
     charged = _summary(_clean(), reserved_micro_usd=264_000, wake_held_micro_usd=264_000)
     assert inv.NO_HOLD_LEFT in _names(charged)
+
+
+def test_a_wake_held_by_a_batch_the_endpoint_never_served_is_a_hold_left() -> None:
+    # a finalized batch that sent no request to the endpoint (all reused, or all on Bedrock):
+    # no window will ever charge it, so finalize must have released its wake
+    never_served = _summary(
+        replace(_clean(), overhead=[]),
+        reserved_micro_usd=264_000,
+        wake_held_micro_usd=264_000,
+        endpoint_overhead_micro_usd=0,
+        endpoint_requests=0,
+    )
+    assert inv.NO_HOLD_LEFT in _names(never_served)
 
 
 def test_spending_over_the_cap_is_named() -> None:

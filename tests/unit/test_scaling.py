@@ -265,3 +265,22 @@ def test_the_template_and_the_estimate_describe_the_same_idle_tail() -> None:
     # break-even for the cold start the estimate assumes
     assert minutes * 60 == speeds.sagemaker_idle_tail_seconds.seconds
     assert minutes * 60 == scale_in_cooldown_s(float(speeds.sagemaker_cold_start_seconds.seconds))
+
+
+def test_unattributed_idle_is_shared_by_inference_seconds_with_the_remainder_to_the_largest() -> (
+    None
+):
+    from imagebatch.costs.overhead import unattributed_shares
+
+    # 1,001 µ$ over 60 s and 40 s: 600.6 and 400.4, floored to 600 and 400, the 1 left over
+    # to the largest
+    assert unattributed_shares(1_001, {"x": Decimal(60), "y": Decimal(40)}) == {
+        "x": 601,
+        "y": 400,
+    }
+    # nothing to share, or no one active: no shares
+    assert unattributed_shares(0, {"x": Decimal(1)}) == {}
+    assert unattributed_shares(-5, {"x": Decimal(1)}) == {}
+    assert unattributed_shares(7, {}) == {}
+    # active with no inference seconds: an equal split
+    assert unattributed_shares(7, {"x": Decimal(0), "y": Decimal(0)}) == {"x": 4, "y": 3}

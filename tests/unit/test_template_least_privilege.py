@@ -163,6 +163,43 @@ def test_ecr_pulls_are_granted_on_the_images_repository_only(
     assert resources == {"arn:aws:ecr:us-west-2:111122223333:repository/imagebatch/neuron"}
 
 
+# --- ingest's failed events ---------------------------------------------------------------
+
+
+def test_ingest_failures_go_to_their_own_encrypted_queue_sent_by_ingest_alone(
+    template: dict[str, Any],
+) -> None:
+    # The on-failure destination of S3's asynchronous invocations: a standard queue (Lambda
+    # sends no record to a FIFO one), encrypted at rest.
+    props = template["Resources"]["IngestFunction"]["Properties"]
+    on_failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["IngestFailureQueue", "Arn"]},
+    }
+    queue = template["Resources"]["IngestFailureQueue"]["Properties"]
+    assert not queue.get("FifoQueue")
+    assert queue.get("SqsManagedSseEnabled") is True or queue.get("KmsMasterKeyId")
+    # SAM grants the function's role sqs:SendMessage on its destination and nothing else
+    # (SQSSendMessagePolicy); no statement in the template grants anyone more on it, and
+    # ingest itself declares no SQS action at all.
+    assert not [s for s in statements_of(template, "IngestFunction") if "sqs:" in text(s)]
+    for logical_id in template["Resources"]:
+        for statement in statements_of(template, logical_id):
+            if statement["Effect"] == "Allow":
+                assert "IngestFailureQueue" not in text(statement.get("Resource")), logical_id
+    policy = list(queue_policy_statements(template, "IngestFailureQueue"))
+    assert [s for s in policy if s["Effect"] == "Allow"] == [], "the queue policy only denies"
+    # and it denies every sender but ingest's role: a record there is replayed through ingest
+    (only_ingest,) = [s for s in policy if s.get("Sid") == "OnlyFromIngest"]
+    assert only_ingest["Effect"] == "Deny"
+    assert only_ingest["Principal"] == {"AWS": "*"}
+    assert only_ingest["Action"] == "sqs:SendMessage"
+    assert only_ingest["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["IngestFunctionRole", "Arn"]}}
+    }
+
+
 # --- TLS only, and every dead-letter queue watched ------------------------------------------
 
 
@@ -264,3 +301,42 @@ def test_the_query_api_stage_is_throttled(template: dict[str, Any]) -> None:
     for name in ("QueryApiBurstLimit", "QueryApiRateLimit"):
         parameter = template["Parameters"][name]
         assert parameter["Type"] == "Number" and parameter["MinValue"] >= 1
+
+
+# --- s3:ListBucket ------------------------------------------------------------------------
+
+
+def _functions(template: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    ]
+
+
+def test_every_list_bucket_grant_is_limited_to_the_prefixes_the_function_reads(
+    template: dict[str, Any],
+) -> None:
+    # An unconditioned s3:ListBucket lets a function (or whoever runs code as it) enumerate
+    # every key in the bucket: every team's manifests, outputs and reports. Each grant names
+    # s3:prefix patterns, and each pattern is one the function may already read (GetObject).
+    checked = 0
+    for function in _functions(template):
+        readable = [
+            text(r).strip('"')
+            for s in granting(template, function, "s3:GetObject")
+            for r in as_list(s["Resource"])
+        ]
+        for statement in granting(template, function, "s3:ListBucket"):
+            checked += 1
+            conditions = statement.get("Condition", {})
+            patterns = [
+                pattern
+                for operator in ("StringLike", "StringLikeIfExists")
+                for pattern in as_list(conditions.get(operator, {}).get("s3:prefix"))
+            ]
+            assert patterns, f"{function}: s3:ListBucket on the whole bucket"
+            for pattern in patterns:
+                assert pattern.endswith("/*") and "*" not in pattern[:-1], (function, pattern)
+                assert any(f"/{pattern}" in r for r in readable), (function, pattern, readable)
+    assert checked >= 4, "the functions that learn a key is missing hold s3:ListBucket"

@@ -25,6 +25,7 @@ from imagebatch_cli.commands import (
     prices,
     query,
     redrive,
+    redrive_ingest,
     validate,
 )
 from imagebatch_cli.exit_codes import guarded
@@ -125,6 +126,7 @@ _command(app)(query.costs)
 _command(app)(query.cost)
 _command(app)(models.models)
 _command(app)(redrive.redrive)
+_command(app, "redrive-ingest")(redrive_ingest.redrive_ingest)
 _command(app)(deployed.submit)
 _command(app)(deployed.watch)
 _command(app, "stack")(deployed.stack_outputs)

@@ -124,6 +124,8 @@ def local_stack() -> DeployedStack:
         ledger_table=described.ledger_table,
         query_api_url=described.query_api_url,
         state_machine_arn=described.state_machine_arn,
+        ingest_failure_queue_url=described.ingest_failure_queue_url,
+        ingest_function_name=described.ingest_function_name,
         parameters=described.parameters,
     )
     return DeployedStack(session, outputs)

@@ -149,9 +149,14 @@ def merge_cost_pages(first: Mapping[str, Any], then: Mapping[str, Any]) -> dict[
     API orders one page)."""
     groups: dict[str, dict[str, Any]] = {}
     for group in [*first.get("groups", []), *then.get("groups", [])]:
-        seen = groups.setdefault(group["key"], {**group, **dict.fromkeys(_GROUP_SUMS, 0)})
+        seen = groups.setdefault(
+            group["key"], {**group, **dict.fromkeys(_GROUP_SUMS, 0), "active": {}}
+        )
         for name in _GROUP_SUMS:
             seen[name] += int(group.get(name, 0))
+        # the unattributed idle's shares shown with the batches active in its windows
+        for key, share in (group.get("active") or {}).items():
+            seen["active"][key] = seen["active"].get(key, 0) + int(share)
     ordered = sorted(groups.values(), key=lambda group: -int(group["spent_micro_usd"]))
     merged = {**first, "groups": ordered, "next_token": then.get("next_token")}
     for name in _REPORT_SUMS:

@@ -45,6 +45,9 @@ class LocalStackDescriptor(BaseModel):
     ledger_table: str
     query_api_url: str
     state_machine_arn: str
+    # Where ingest's failed events wait, and ingest itself (`imagebatch redrive-ingest`).
+    ingest_failure_queue_url: str | None = None
+    ingest_function_name: str | None = None
     access_key_id: str = LOCAL_ACCESS_KEY
     secret_access_key: str = LOCAL_SECRET_KEY
     # The template parameters the local stack was created with (submit validates with them).

@@ -119,7 +119,8 @@ class CostReport(BaseModel):
     groups: list[CostGroup]
     total_spent_micro_usd: int
     # Self-hosted instance time no batch was charged (a window that served nothing, the
-    # instance a deploy starts, what a capped batch could not pay); also a line in groups.
+    # instance a deploy starts, what a capped batch could not pay); also a line in groups,
+    # whose `active` shows it with the batches active in (or nearest before) its windows.
     unattributed_idle_micro_usd: int = 0
     # Set when the range holds more day rollups than one request reads
     # (ledger_queries.MAX_SCANNED_PER_CALL): these groups cover this page only, sum the pages.

@@ -192,7 +192,8 @@ def costs(
         raise BadRequestError(str(exc)) from exc
     rollups = page.items
     if deps.scope is not None:
-        # each day rollup carries its batch's tags; unattributed idle has none, so no team
+        # each day rollup carries its batch's tags; unattributed idle has none (no team
+        # sees its total), its shares shown with active batches carry theirs
         scope = deps.scope
         rollups = [rollup for rollup in rollups if scope.admits(rollup.get("tags"))]
     groups = group_costs(rollups, group_by)

@@ -29,9 +29,18 @@ OUTPUT_KEYS = {
     "query_api_url": "QueryApiUrl",
     "state_machine_arn": "BatchStateMachineArn",
     "model_compile_role_arn": "ModelCompileRoleArn",
+    "ingest_failure_queue_url": "IngestFailureQueueUrl",
+    "ingest_function_name": "IngestFunctionName",
 }
 # Outputs a stack deployed by an older template may lack; the commands that need them say so.
-OPTIONAL_OUTPUTS = frozenset({"BatchStateMachineArn", "ModelCompileRoleArn"})
+OPTIONAL_OUTPUTS = frozenset(
+    {
+        "BatchStateMachineArn",
+        "ModelCompileRoleArn",
+        "IngestFailureQueueUrl",
+        "IngestFunctionName",
+    }
+)
 
 
 class StackOutputs(BaseModel):
@@ -43,6 +52,8 @@ class StackOutputs(BaseModel):
     query_api_url: str
     state_machine_arn: str | None = None
     model_compile_role_arn: str | None = None
+    ingest_failure_queue_url: str | None = None
+    ingest_function_name: str | None = None
     # The template parameters the stack was deployed with (what `submit` validates against).
     parameters: dict[str, str] = {}
 

@@ -184,12 +184,13 @@ def budget_action(
     *,
     also: Mapping[str, int] | None = None,
     condition: str | None = None,
+    condition_values: Mapping[str, Any] | None = None,
 ) -> TransactWriteItemTypeDef:
     """A budget move (costs.budget) as one update of the batch summary: an ADD per counter
     it touches, after `also` (counters saying what the money went to), and what the move
     needs as conditions ANDed to `condition`."""
     conditions = [condition] if condition else []
-    values: dict[str, int] = {}
+    values: dict[str, Any] = dict(condition_values or {})
     if move.needs_budget_left is not None:
         conditions.append(f"{BUDGET_LEFT} >= :need_left")
         values[":need_left"] = move.needs_budget_left

@@ -8,6 +8,8 @@ Layout (same table as the ledger):
                                                    instance-seconds, billed, inference, lines
   pk ENDPOINT#<name>  sk DAY#<day>                 the unattributed idle of the day; in gsi1
                                                    under COSTS, so /costs shows it as a line
+  pk ENDPOINT#<name>  sk DAY#<day>#ACTIVE#<batch>  its share shown with a batch active in its
+                                                   windows (tags included; not charged)
   pk BATCH#<id>       sk OVERHEAD#<name>#<start>   the batch's cold start + idle of a window,
                                                    also ADDed to its summary and day rollup
 """
@@ -17,14 +19,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
 
 from imagebatch.aws.batch_items import record_from_plain
 from imagebatch.aws.dynamo_items import (
+    COSTS_PK,
     SUMMARY_SK,
+    add_action,
     batch_pk,
     budget_action,
     cancelled_by_condition,
@@ -32,15 +38,18 @@ from imagebatch.aws.dynamo_items import (
     from_item,
     now_iso,
     rollup_action,
+    rollup_sk,
     to_item,
 )
 from imagebatch.costs import budget
+from imagebatch.costs.grouping import UNATTRIBUTED_SHARE
 from imagebatch.costs.overhead import (
     UNATTRIBUTED,
     EndpointRequest,
     InstanceSample,
     OverheadLine,
     Window,
+    unattributed_shares,
 )
 from imagebatch.costs.settlement import model_charge_adds
 from imagebatch.costs.usage import Meter
@@ -69,6 +78,80 @@ def request_put(table: str, endpoint: str, request: EndpointRequest) -> Transact
         **request.model_dump(mode="json"),
     }
     return {"Put": {"TableName": table, "Item": to_item(item)}}
+
+
+# Batches a window's record names with their tags, at most (the rest are shown together):
+# its transaction also holds the window, the unattributed rollup and one share each, within
+# DynamoDB's 100 actions.
+MAX_ACTIVE = 90
+OTHER_BATCHES = "(other batches)"
+
+
+class ActiveBatch(BaseModel):
+    """A batch active in (or nearest before) a window, as its record shows it: its inference
+    seconds there, its share of what stayed unattributed (shown, not charged) and what
+    /costs groups by."""
+
+    batch_id: str
+    inference_seconds: Decimal = Field(ge=0)
+    unattributed_micro_usd: int = Field(ge=0)
+    tags: dict[str, str] = Field(default_factory=dict)
+    backend: str | None = None
+    model: str | None = None
+
+
+def _window_put(
+    table: str, endpoint: str, window: Window, unattributed: int, active: Sequence[ActiveBatch]
+) -> TransactWriteItemTypeDef:
+    """The window's record, as charged: once-only, so its unattributed rollup and shares are
+    added once."""
+    item = {
+        "pk": endpoint_pk(endpoint),
+        "sk": f"WINDOW#{window.start.isoformat()}",
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "sessions": len(window.sessions),
+        "instance_seconds": str(window.instance_seconds),
+        "billed_micro_usd": window.billed_micro_usd,
+        "inference_micro_usd": window.inference_micro_usd,
+        "unattributed_micro_usd": unattributed,
+        "lines": json.dumps([ln.model_dump() for ln in window.lines]),
+        "active": json.dumps([a.model_dump(mode="json") for a in active]),
+        "recorded_at": now_iso(),
+    }
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": to_item(item),
+            "ConditionExpression": "attribute_not_exists(sk)",
+        }
+    }
+
+
+def _share_action(
+    table: str, day: str, endpoint: str, active: ActiveBatch
+) -> TransactWriteItemTypeDef:
+    """The day's share of the endpoint's unattributed idle shown with one active batch: in
+    gsi1 under COSTS beside the unattributed rollup (its batch_id the unattributed label,
+    so nothing sums it as spent), carrying the batch's tags, backend and model for /costs."""
+    owner = endpoint_pk(endpoint)
+    return add_action(
+        table,
+        owner,
+        f"{rollup_sk(day)}#ACTIVE#{active.batch_id}",
+        {UNATTRIBUTED_SHARE: active.unattributed_micro_usd},
+        {
+            "gsi1pk": COSTS_PK,
+            "gsi1sk": f"{day}#{owner}#ACTIVE#{active.batch_id}",
+            "day": day,
+            "batch_id": UNATTRIBUTED,
+            "active_batch_id": active.batch_id,
+            "endpoint": endpoint,
+            "backend": active.backend,
+            "model": active.model,
+            "tags": active.tags or None,
+        },
+    )
 
 
 class EndpointUsageStore:
@@ -151,7 +234,8 @@ class EndpointUsageStore:
         charged for this window, or a window already recorded, is not charged again."""
         lines = [line for line in window.lines if line.charged_to != UNATTRIBUTED]
         charged: list[OverheadLine] = [ln for ln in window.lines if ln.charged_to == UNATTRIBUTED]
-        by_batch: dict[str, list[OverheadLine]] = {}
+        # a served batch with no share still settles the wake it held (a zero charge)
+        by_batch: dict[str, list[OverheadLine]] = {batch: [] for batch in window.served}
         for line in lines:
             by_batch.setdefault(line.charged_to, []).append(line)
         for batch_id, batch_lines in sorted(by_batch.items()):
@@ -159,29 +243,8 @@ class EndpointUsageStore:
         final = window.model_copy(update={"lines": tuple(charged)})
         unattributed = sum(ln.micro_usd for ln in charged if ln.charged_to == UNATTRIBUTED)
         day = window.end.date().isoformat()
-        actions: list[TransactWriteItemTypeDef] = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": endpoint_pk(endpoint),
-                            "sk": f"WINDOW#{window.start.isoformat()}",
-                            "start": window.start.isoformat(),
-                            "end": window.end.isoformat(),
-                            "sessions": len(window.sessions),
-                            "instance_seconds": str(window.instance_seconds),
-                            "billed_micro_usd": window.billed_micro_usd,
-                            "inference_micro_usd": window.inference_micro_usd,
-                            "unattributed_micro_usd": unattributed,
-                            "lines": json.dumps([ln.model_dump() for ln in charged]),
-                            "recorded_at": now_iso(),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            }
-        ]
+        active = self._active_batches(endpoint, window, unattributed)
+        actions = [_window_put(self.table, endpoint, final, unattributed, active)]
         if unattributed:
             actions.append(
                 rollup_action(
@@ -193,6 +256,9 @@ class EndpointUsageStore:
                     endpoint=endpoint,
                 )
             )
+        actions.extend(
+            _share_action(self.table, day, endpoint, a) for a in active if a.unattributed_micro_usd
+        )
         try:
             self._ddb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
@@ -200,6 +266,48 @@ class EndpointUsageStore:
                 raise
             logger.info("window already recorded", extra={"window": window.start.isoformat()})
         return final
+
+    def _active_batches(
+        self, endpoint: str, window: Window, unattributed: int
+    ) -> list[ActiveBatch]:
+        """The batches active in the window (those it served), else those active nearest
+        before it (the last window recorded before it, which carries its own), each with its
+        tags and its share of what stays unattributed (costs.overhead.unattributed_shares),
+        so the window's record and /costs show that idle with the teams that ran around it."""
+        seconds = dict(window.served) or self._active_before(endpoint, window.start)
+        if len(seconds) > MAX_ACTIVE:
+            # one transaction holds the window's writes: the most active batches are named,
+            # the rest shown together under OTHER_BATCHES
+            ranked = sorted(seconds, key=lambda k: (-seconds[k], k))
+            rest = sum((seconds[k] for k in ranked[MAX_ACTIVE:]), Decimal(0))
+            seconds = {k: seconds[k] for k in ranked[:MAX_ACTIVE]} | {OTHER_BATCHES: rest}
+        shares = unattributed_shares(unattributed, seconds)
+        active = []
+        for batch_id, batch_seconds in sorted(seconds.items()):
+            item = self._get(batch_pk(batch_id), SUMMARY_SK) if batch_id != OTHER_BATCHES else None
+            summary = record_from_plain(item) if item else None
+            active.append(
+                ActiveBatch(
+                    batch_id=batch_id,
+                    inference_seconds=batch_seconds,
+                    unattributed_micro_usd=shares.get(batch_id, 0),
+                    tags=(summary.tags or {}) if summary else {},
+                    backend=summary.backend if summary else None,
+                    model=summary.models[0] if summary and summary.models else None,
+                )
+            )
+        return active
+
+    def _active_before(self, endpoint: str, start: datetime) -> dict[str, Decimal]:
+        """The batches active in the last window recorded before `start`, by seconds."""
+        items = self._query(
+            endpoint, "WINDOW#", f"WINDOW#{start.isoformat()}", ScanIndexForward=False, Limit=2
+        )
+        for item in items:
+            if item["start"] != start.isoformat():
+                active = json.loads(item.get("active") or "[]")
+                return {a["batch_id"]: Decimal(a["inference_seconds"]) for a in active}
+        return {}
 
     def _charge_batch(
         self, endpoint: str, window: Window, batch_id: str, lines: Sequence[OverheadLine]
@@ -243,7 +351,7 @@ class EndpointUsageStore:
         day = window.end.date().isoformat()
         model = ((summary.models if summary else None) or ["(none)"])[0]
         actions = [self._overhead_put(pk, sk, endpoint, window, bound)]
-        if summary is not None and charge:
+        if summary is not None and (charge or bound.move.wake_held):
             actions.append(
                 budget_action(
                     self.table,
@@ -253,6 +361,7 @@ class EndpointUsageStore:
                     condition="attribute_exists(pk)",
                 )
             )
+        if summary is not None and charge:
             actions.append(
                 rollup_action(
                     self.table,

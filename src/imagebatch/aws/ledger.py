@@ -208,7 +208,7 @@ class Ledger(BatchSettlement):
                 self.table,
                 pk,
                 SUMMARY_SK,
-                charge.summary_adds,
+                {**charge.summary_adds, **_served(settlement)},
                 {},
                 condition="attribute_exists(pk)"
                 + (" AND attribute_not_exists(finalizing_at)" if settlement.fenced else ""),
@@ -409,6 +409,12 @@ def _request_token(
     parts = [batch_id, settlement.chunk_id, settlement.hold_key, settlement.request_key or ""]
     parts += [recorded_at, *sorted(o.image_id for o in outcomes)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:36]
+
+
+def _served(settlement: Settlement) -> dict[str, int]:
+    """A commit that records an endpoint request counts it on the summary: a batch the
+    endpoint served keeps its wake for the window's charge (finalize releases it otherwise)."""
+    return {"endpoint_requests": 1} if settlement.endpoint_request is not None else {}
 
 
 def _back_off(attempt: int, exc: Exception) -> None:

@@ -244,6 +244,29 @@ class BudgetHolds(LedgerTable):
             raise
         return True
 
+    def release_unserved_wake(self, batch_id: str, held: int) -> bool:
+        """Give the wake (`held`, as read) back to budget_left when the endpoint served no
+        request of the batch: no window will charge it. Conditional on both as read, so a
+        window's charge or a late request's commit meanwhile keeps it for the window. False
+        when refused."""
+        move = budget.release_wake(held)
+        if move is None:
+            return True
+        action = budget_action(
+            self.table,
+            batch_pk(batch_id),
+            move,
+            condition="(attribute_not_exists(endpoint_requests) OR endpoint_requests = :none)",
+            condition_values={":none": 0},
+        )
+        try:
+            self.metered_summary_update(batch_id, **action["Update"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def save_sheet_position(self, batch_id: str, position: Mapping[str, Any]) -> None:
         """Where this execution's contact sheet goes on (the summary's contact_sheet_position),
         for the invocation Step Functions retries it with."""

@@ -30,14 +30,19 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_service_quotas import ServiceQuotasClient
+    from mypy_boto3_sqs import SQSClient
 
     from imagebatch.aws.cost_explorer import CostExplorerClient
     from imagebatch.aws.price_list import PricingClient
 
 _CLI_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+)
+_INVOKE_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=910
 )
 _NO_REGION = (
     "no AWS region: pass --region, set AWS_REGION, or give your AWS profile a region "
@@ -127,13 +132,11 @@ class AwsSession:
             raise AwsAccessError(_NO_REGION)
         return region
 
-    def _client(self, service: str, region: str | None = None) -> Any:
+    def _client(self, service: str, region: str | None = None, config: Config = _CLI_CONFIG) -> Any:
         region = region or self.region
         with aws_errors(f"AWS {service}"):
             make: Any = self._session.client  # typed per literal service name; this takes any
-            return make(
-                service, region_name=region, config=_CLI_CONFIG, endpoint_url=self._endpoint_url
-            )
+            return make(service, region_name=region, config=config, endpoint_url=self._endpoint_url)
 
     def boto3_session(self) -> boto3.Session:
         """The session itself, for an SDK built on boto3 (the sagemaker SDK of
@@ -168,6 +171,16 @@ class AwsSession:
 
     def ecr(self) -> ECRClient:
         client: ECRClient = self._client("ecr")
+        return client
+
+    def sqs(self) -> SQSClient:
+        client: SQSClient = self._client("sqs")
+        return client
+
+    def lambda_invoker(self) -> LambdaClient:
+        """For a synchronous Invoke of a function that may run its whole Timeout (ingest: 900
+        s), sent once: botocore resending an Invoke whose reply was slow would run it again."""
+        client: LambdaClient = self._client("lambda", config=_INVOKE_CONFIG)
         return client
 
     def service_quotas(self) -> ServiceQuotasClient:

@@ -5,13 +5,18 @@
 record_result adds every finished call; ingest (estimates) and submit_chunk (budget holds)
 read the mean seconds per image of the shapes they need, so a shape the endpoint has served
 is estimated from its own measurements rather than from the data file's reference figure.
+
+The ADDs go in one TransactWriteItems, whose ClientRequestToken (botocore's, the same on each
+resend of one call) DynamoDB answers as done when a reply was lost and botocore sends it again:
+a plain UpdateItem's ADD counted that call twice. A result's retry never adds again (its
+commit is refused first), so the resend is the only way one call could count twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagebatch.aws.dynamo_items import endpoint_pk, from_item, now_iso, to_item
 from imagebatch.aws.ledger_holds import LedgerTable
@@ -19,10 +24,15 @@ from imagebatch.costs.sagemaker_seconds import Measured
 from imagebatch.costs.usage import write_units
 from imagebatch.models.sagemaker_contract import ServingCall
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
 _MICRO = Decimal(1_000_000)
 _BATCH_GET_LIMIT = 100
-# A throughput item (keys, two counters, a timestamp) stays under 1 KB: one write unit.
-THROUGHPUT_WRITE_UNITS = write_units(0)
+_TRANSACTION_LIMIT = 100  # TransactWriteItems' most items
+# A throughput item (keys, two counters, a timestamp) stays under 1 KB, written in a
+# transaction: two write units.
+THROUGHPUT_WRITE_UNITS = write_units(0, transactional=True)
 
 
 def throughput_sk(model: str, key: str) -> str:
@@ -74,14 +84,22 @@ class EndpointThroughput(LedgerTable):
         return sums
 
     def add(self, endpoint: str, model: str, sums: Mapping[str, tuple[int, int]]) -> None:
-        for key, (seconds_us, images) in sums.items():
-            self.meter.add(ddb_write_units=THROUGHPUT_WRITE_UNITS)
-            self._ddb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": endpoint_pk(endpoint), "sk": throughput_sk(model, key)}),
-                UpdateExpression="ADD seconds_us :s, images :n SET shape = :k, model = :m, "
-                "updated_at = :t",
-                ExpressionAttributeValues=to_item(
-                    {":s": seconds_us, ":n": images, ":k": key, ":m": model, ":t": now_iso()}
-                ),
-            )
+        """ADD each shape's (microseconds, images), once however often botocore resends."""
+        updates: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": to_item({"pk": endpoint_pk(endpoint), "sk": throughput_sk(model, key)}),
+                    "UpdateExpression": "ADD seconds_us :s, images :n SET shape = :k, "
+                    "model = :m, updated_at = :t",
+                    "ExpressionAttributeValues": to_item(
+                        {":s": seconds_us, ":n": images, ":k": key, ":m": model, ":t": now_iso()}
+                    ),
+                }
+            }
+            for key, (seconds_us, images) in sorted(sums.items())
+        ]
+        for start in range(0, len(updates), _TRANSACTION_LIMIT):
+            part = updates[start : start + _TRANSACTION_LIMIT]
+            self.meter.add(ddb_write_units=THROUGHPUT_WRITE_UNITS * len(part))
+            self._ddb.transact_write_items(TransactItems=part)

@@ -9,7 +9,8 @@ spent: charged; reserved: held by running chunks; budget_left: what a chunk may 
 overhead_reserve: held back at ingest for bookkeeping that spends after the budget is gone
 (refused chunks, finalize, the contact sheet). A batch admitted while the endpoint is at zero
 also holds its wake (the cold start and idle tail it causes) at ingest: part of reserved,
-counted apart as wake_held, spent only by the endpoint observer's charge of its window.
+counted apart as wake_held, settled by the endpoint observer's charge of the first window
+that served the batch, or given back to budget_left at finalize when none did.
 
 Every step returns a BudgetMove whose counter deltas sum to zero, so a move applied to a
 summary that keeps the invariant keeps it. The adapters (aws.ledger, aws.ledger_holds,
@@ -135,6 +136,16 @@ def release_overhead_reserve(amount: int) -> BudgetMove | None:
     if amount <= 0:
         return None
     return BudgetMove(overhead_reserve=-amount, budget_left=amount, needs_overhead_reserve=amount)
+
+
+def release_wake(held: int) -> BudgetMove | None:
+    """A wake no window will charge (the endpoint never served the batch: all reused, all on
+    Bedrock) goes back to budget_left: reserved -> budget_left, only while the wake is still
+    `held` (as read), so a window charging it meanwhile and this release never both take it.
+    Balanced. None: nothing held."""
+    if held <= 0:
+        return None
+    return BudgetMove(reserved=-held, budget_left=held, wake_held=-held, needs_wake_held=held)
 
 
 def last_spender_room(budget_left: int, overhead_reserve: int) -> int:

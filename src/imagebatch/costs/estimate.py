@@ -112,8 +112,11 @@ class Shape(BaseModel):
     height: int = 1024
 
 
-def chunk_usage(images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes: int) -> Usage:
-    """Operations one chunk attempt makes on the Bedrock path (see generate.generate_chunk)."""
+def chunk_usage(
+    images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes: int, tag_bytes: int = 0
+) -> Usage:
+    """Operations one chunk attempt makes on the Bedrock path (see generate.generate_chunk);
+    the summary and rollup carry the batch's tags (`tag_bytes`, costs.usage.tags_bytes)."""
     return Usage(
         sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
         lambda_requests=1,
@@ -121,8 +124,8 @@ def chunk_usage(images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes:
         # summary GetItem, BatchGetItem per image, reservation + commit transactions
         ddb_read_units=1 + images,
         ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BYTES / 1024)
-        + 2 * SUMMARY_WRITE_UNITS
-        + ROLLUP_WRITE_UNITS
+        + 2 * summary_write_units(tag_bytes)
+        + rollup_write_units(tag_bytes)
         + 4,
         # the chunk file, and the check for what a failed attempt left to commit
         s3_get_requests=2,
@@ -131,7 +134,7 @@ def chunk_usage(images: int, lambda_seconds: Decimal, memory_mb: int, png_bytes:
     )
 
 
-def batch_usage(chunks: int, images: int, shape: Shape) -> Usage:
+def batch_usage(chunks: int, images: int, shape: Shape, tag_bytes: int = 0) -> Usage:
     """Operations made once per batch: ingest, chunk files, finalize."""
     chunk_file_bytes = 600 * images + 200 * chunks
     return Usage(
@@ -143,7 +146,7 @@ def batch_usage(chunks: int, images: int, shape: Shape) -> Usage:
         + 1000 * shape.finalize_memory_mb,
         ddb_read_units=3,
         # finalize writes the summary twice (its fence, then the settle) and HEADs each report
-        ddb_write_units=2 + 2 * SUMMARY_WRITE_UNITS,
+        ddb_write_units=2 + 2 * summary_write_units(tag_bytes),
         s3_get_requests=1 + 1 + 1,
         s3_put_requests=chunks + 2,
         s3_bytes_written=chunk_file_bytes + 1024,
@@ -394,18 +397,21 @@ def estimate_batch(
     chunk_sizes: Sequence[int],
     prices: RegionPrices,
     shape: Shape,
+    tag_bytes: int = 0,
 ) -> BatchEstimate:
     """Expected cost of a Bedrock batch with these chunks, and the reserve that lets a chunk
-    refused for budget record its images without going over the cap."""
+    refused for budget record its images without going over the cap; the ledger's writes at
+    the size of the batch's tags (`tag_bytes`)."""
     speed = load_speed_assumptions().bedrock
     lambda_s = speed.seconds_per_image / shape.chunk_concurrency
     png = int(shape.width * shape.height * EXPECTED_PNG_BYTES_PER_PIXEL)
     images, chunks = sum(chunk_sizes), len(chunk_sizes)
-    usage = batch_usage(chunks, images, shape) + expected_contact_sheet(images, chunks, shape)
+    usage = batch_usage(chunks, images, shape, tag_bytes)
+    usage += expected_contact_sheet(images, chunks, shape)
     refusals = contact_sheet_reserve(images, chunks, shape)
     for n in chunk_sizes:
-        usage = usage + chunk_usage(n, lambda_s * n, shape.chunk_memory_mb, png)
-        refusals = refusals + refusal_usage(n, shape.chunk_memory_mb)
+        usage = usage + chunk_usage(n, lambda_s * n, shape.chunk_memory_mb, png, tag_bytes)
+        refusals = refusals + refusal_usage(n, shape.chunk_memory_mb, tag_bytes)
     costs: CostBreakdown = price_usage(usage, prices)
     return BatchEstimate(
         images=images,
@@ -415,12 +421,12 @@ def estimate_batch(
         storage_micro_usd=ceil_micro(costs.storage),
         overhead_reserve_micro_usd=ceil_micro(
             price_usage(refusals, prices).total
-            + price_usage(batch_usage(0, 0, shape), prices).total
+            + price_usage(batch_usage(0, 0, shape, tag_bytes), prices).total
         ),
     )
 
 
-def refusal_usage(images: int, memory_mb: int) -> Usage:
+def refusal_usage(images: int, memory_mb: int, tag_bytes: int = 0) -> Usage:
     """An upper bound of what a chunk refused for budget does: read, fail to reserve, record."""
     return Usage(
         sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
@@ -428,8 +434,8 @@ def refusal_usage(images: int, memory_mb: int) -> Usage:
         lambda_mb_ms=REFUSAL_SECONDS_BOUND * 1000 * memory_mb,
         ddb_read_units=2 + images,
         ddb_write_units=images * 2 * math.ceil(IMAGE_RECORD_BOUND_BYTES / 1024)
-        + 2 * SUMMARY_WRITE_UNITS
-        + images * ROLLUP_WRITE_UNITS
+        + 2 * summary_write_units(tag_bytes)
+        + images * rollup_write_units(tag_bytes)
         + 2,
         s3_get_requests=1,
     )

@@ -200,9 +200,12 @@ def _no_hold_left(evidence: BatchEvidence, summary: BatchRecord) -> Iterator[Vio
     for hold in sorted(evidence.holds):
         yield Violation(NO_HOLD_LEFT, hold, "a budget hold outlived its batch")
     # A batch that woke the endpoint holds the wake (cold start and idle tail) until the
-    # endpoint observer charges the window that served it, after scale-in: held, not left
-    # over, while no window has charged the batch yet.
-    waiting = summary.wake_held_micro_usd if not evidence.overhead else 0
+    # endpoint observer charges the first window that served it, after scale-in (a served
+    # batch with no share is charged nothing and its wake settled all the same). One the
+    # endpoint never served has its wake released by finalize: no window will charge it.
+    waiting = (
+        summary.wake_held_micro_usd if summary.endpoint_requests and not evidence.overhead else 0
+    )
     if summary.reserved_micro_usd - waiting:
         yield Violation(
             NO_HOLD_LEFT,

@@ -34,7 +34,7 @@ price), exactly. Each part is rounded once and split by largest remainder.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -118,6 +118,10 @@ class Window(BaseModel):
     billed_micro_usd: int
     inference_micro_usd: int = 0
     lines: tuple[OverheadLine, ...] = ()
+    # the batches whose requests completed in the window and their inference seconds in it:
+    # each is charged (its wake held at admission settled) even when the rule left it
+    # nothing to pay, and what stays unattributed is shown with them, by those seconds
+    served: dict[str, Decimal] = Field(default_factory=dict)
 
     def by_batch(self) -> dict[str, int]:
         charges: dict[str, int] = {}
@@ -236,10 +240,37 @@ def attribute_window(
     seconds: dict[str, Decimal] = {}
     for r in served:
         seconds[r.batch_id] = seconds.get(r.batch_id, Decimal(0)) + r.inference_seconds
+    seconds = dict(sorted(seconds.items()))
     lines.extend(
         OverheadLine(charged_to=k, kind="idle", micro_usd=v)
         for k, v in _split(left, seconds).items()
     )
     return window.model_copy(
-        update={"billed_micro_usd": billed, "inference_micro_usd": inference, "lines": tuple(lines)}
+        update={
+            "billed_micro_usd": billed,
+            "inference_micro_usd": inference,
+            "lines": tuple(lines),
+            "served": seconds,
+        }
     )
+
+
+def unattributed_shares(total: int, seconds: Mapping[str, Decimal]) -> dict[str, int]:
+    """What of `total` (a window's unattributed idle) each batch active in the window is
+    shown with, by its inference seconds (all without any: equally): floored to the
+    micro-dollar, what the floors leave to the one with the most seconds (ties by id), so
+    the shares add up to `total`. Shown beside the batches, never charged: a cap is hard,
+    and the rule charged each batch all it caused already. None for a negative total (clock
+    skew) or no batch active."""
+    if total <= 0 or not seconds:
+        return {}
+    weights = (
+        dict(seconds)
+        if any(w > 0 for w in seconds.values())
+        else dict.fromkeys(seconds, Decimal(1))
+    )
+    scale = sum(weights.values())
+    shares = {k: math.floor(Decimal(total) * w / scale) for k, w in weights.items()}
+    largest = min(weights, key=lambda k: (-weights[k], k))
+    shares[largest] += total - sum(shares.values())
+    return {k: v for k, v in shares.items() if v}

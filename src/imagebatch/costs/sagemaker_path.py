@@ -35,10 +35,11 @@ from imagebatch.costs.prices import InstancePrice, RegionPrices
 from imagebatch.costs.sagemaker_seconds import ExpectedSeconds
 from imagebatch.costs.transitions import BATCH_TRANSITIONS
 from imagebatch.costs.usage import (
-    ROLLUP_WRITE_UNITS,
-    SUMMARY_WRITE_UNITS,
     Usage,
     price_usage,
+    rollup_write_units,
+    summary_write_units,
+    tags_bytes,
     write_units,
 )
 from imagebatch.models.money import ceil_micro
@@ -85,9 +86,12 @@ def attempt_usage(
     path: SageMakerPath,
     submit_seconds: Decimal,
     record_seconds: Decimal,
+    tag_bytes: int = 0,
 ) -> Usage:
-    """What one attempt that makes every image is expected to count."""
-    hold_writes = (_SMALL_ITEM_WRITE + SUMMARY_WRITE_UNITS) if capped else 0
+    """What one attempt that makes every image is expected to count; the summary and the
+    rollup carry the batch's tags (`tag_bytes`)."""
+    summary_units = summary_write_units(tag_bytes)
+    hold_writes = (_SMALL_ITEM_WRITE + summary_units) if capped else 0
     return Usage(
         sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
         lambda_requests=2,
@@ -99,8 +103,8 @@ def attempt_usage(
         # one throughput counter per shape
         ddb_write_units=hold_writes
         + images * write_units(IMAGE_RECORD_BYTES, transactional=True)
-        + SUMMARY_WRITE_UNITS
-        + ROLLUP_WRITE_UNITS
+        + summary_units
+        + rollup_write_units(tag_bytes)
         + _SMALL_ITEM_WRITE
         + (_SMALL_ITEM_WRITE if capped else 0)
         + shapes * write_units(0),
@@ -140,19 +144,30 @@ def sagemaker_overhead_per_image(
 
 
 def attempt_bound(
-    images: int, *, shapes: int, pixels_bound: int, submit: Usage, path: SageMakerPath
+    images: int,
+    *,
+    shapes: int,
+    pixels_bound: int,
+    submit: Usage,
+    path: SageMakerPath,
+    tag_bytes: int = 0,
 ) -> Usage:
     """The most one attempt can count besides instance time: what submit counted (exact: it
-    is counted before the hold), RecordResult to its timeout, image records at their
-    largest, each PNG at 4 bytes a pixel, each image its own rollup, SageMaker's objects."""
+    is counted before the hold, the hold's summary update at the size bound), RecordResult
+    to its timeout, image records at their largest, each PNG at 4 bytes a pixel, each image
+    its own rollup, SageMaker's objects. The summary and rollups carry the batch's tags
+    (`tag_bytes`): the hold's update is billed at that size past its bound, and the commit's
+    summary and rollups at their bounds plus it (as aws.ledger charges them)."""
+    tagged_hold = summary_write_units(tag_bytes) - summary_write_units()
     return submit + Usage(
         lambda_requests=1,
         lambda_mb_ms=path.record_timeout_s * 1000 * path.record_memory_mb,
         # the hold, and the recorded images on each try of the commit and once more
         ddb_read_units=1 + 4 * images,
-        ddb_write_units=images * write_units(IMAGE_RECORD_BOUND_BYTES, transactional=True)
-        + SUMMARY_WRITE_UNITS
-        + images * ROLLUP_WRITE_UNITS
+        ddb_write_units=tagged_hold
+        + images * write_units(IMAGE_RECORD_BOUND_BYTES, transactional=True)
+        + summary_write_units(tag_bytes)
+        + images * rollup_write_units(tag_bytes)
         + 2 * _SMALL_ITEM_WRITE
         + shapes * write_units(0),
         # SageMaker reads the request; record reads request, submit's answer and result
@@ -167,16 +182,17 @@ def attempt_bound(
     )
 
 
-def refusal_bound(images: int, memory_mb: int) -> Usage:
-    """At most what a submit refused for budget counts: read, fail to hold, record, answer."""
+def refusal_bound(images: int, memory_mb: int, tag_bytes: int = 0) -> Usage:
+    """At most what a submit refused for budget counts: read, fail to hold, record, answer
+    (the summary and rollups at the size of the batch's tags)."""
     return Usage(
         sfn_transitions=BATCH_TRANSITIONS.chunk_attempt,
         lambda_requests=1,
         lambda_mb_ms=REFUSAL_SECONDS_BOUND * 1000 * memory_mb,
         ddb_read_units=2 + 2 * images,
         ddb_write_units=images * write_units(IMAGE_RECORD_BOUND_BYTES, transactional=True)
-        + 2 * SUMMARY_WRITE_UNITS
-        + images * ROLLUP_WRITE_UNITS
+        + 2 * summary_write_units(tag_bytes)
+        + images * rollup_write_units(tag_bytes)
         + _SMALL_ITEM_WRITE,
         s3_get_requests=1,
     )
@@ -242,6 +258,8 @@ class HoldSizer:
             pixels_bound=max(job.width * job.height for job in todo),
             submit=submit,
             path=path,
+            # a job's tags hold the batch's, which the summary and rollups carry
+            tag_bytes=max(tags_bytes(job.tags) for job in todo),
         )
         self._fixed = price_usage(usage, prices).total
 
@@ -280,6 +298,7 @@ def estimate_sagemaker_batch(
     path: SageMakerPath,
     capped: bool,
     pixels: int,
+    tag_bytes: int = 0,
 ) -> BatchEstimate:
     """Expected cost of a SageMaker batch with these chunks (each made in one attempt), and
     the reserve that lets a chunk refused for budget record its images."""
@@ -292,6 +311,7 @@ def estimate_sagemaker_batch(
         path=path,
         capped=capped,
         pixels=pixels,
+        tag_bytes=tag_bytes,
     )
 
 
@@ -305,21 +325,24 @@ def estimate_mixed_batch(
     path: SageMakerPath,
     capped: bool,
     pixels: int,
+    tag_bytes: int = 0,
 ) -> BatchEstimate:
     """Expected cost of a batch whose chunks run on Bedrock (`bedrock_chunks`: images each)
     and on the endpoint (`sagemaker_chunks`: images and call shapes each), with the reserve
-    for refusals, finalize and the contact sheet. Inference is exact, rounded up once."""
+    for refusals, finalize and the contact sheet; the ledger's writes at the size of the
+    batch's tags (`tag_bytes`). Inference is exact, rounded up once."""
     speeds = load_speed_assumptions()
     lambdas = speeds.sagemaker_lambda_seconds
     png = int(pixels * EXPECTED_PNG_BYTES_PER_PIXEL)
     images = sum(bedrock_chunks) + sum(n for n, _ in sagemaker_chunks)
     chunks = len(bedrock_chunks) + len(sagemaker_chunks)
-    usage = batch_usage(chunks, images, shape) + expected_contact_sheet(images, chunks, shape)
+    usage = batch_usage(chunks, images, shape, tag_bytes)
+    usage += expected_contact_sheet(images, chunks, shape)
     refusals = contact_sheet_reserve(images, chunks, shape)
     bedrock_lambda_s = speeds.bedrock.seconds_per_image / shape.chunk_concurrency
     for n in bedrock_chunks:
-        usage += chunk_usage(n, bedrock_lambda_s * n, shape.chunk_memory_mb, png)
-        refusals += refusal_usage(n, shape.chunk_memory_mb)
+        usage += chunk_usage(n, bedrock_lambda_s * n, shape.chunk_memory_mb, png, tag_bytes)
+        refusals += refusal_usage(n, shape.chunk_memory_mb, tag_bytes)
     for n, shapes in sagemaker_chunks:
         usage += attempt_usage(
             n,
@@ -329,8 +352,9 @@ def estimate_mixed_batch(
             path=path,
             submit_seconds=lambdas.submit,
             record_seconds=lambdas.record,
+            tag_bytes=tag_bytes,
         )
-        refusals += refusal_bound(n, path.submit_memory_mb)
+        refusals += refusal_bound(n, path.submit_memory_mb, tag_bytes)
     costs = price_usage(usage, prices)
     return BatchEstimate(
         images=images,
@@ -340,6 +364,6 @@ def estimate_mixed_batch(
         storage_micro_usd=ceil_micro(costs.storage),
         overhead_reserve_micro_usd=ceil_micro(
             price_usage(refusals, prices).total
-            + price_usage(batch_usage(0, 0, shape), prices).total
+            + price_usage(batch_usage(0, 0, shape, tag_bytes), prices).total
         ),
     )

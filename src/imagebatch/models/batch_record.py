@@ -105,6 +105,9 @@ class BatchRecord(BaseModel):
     # is still held (part of reserved) until the endpoint observer charges the window
     endpoint_wake_micro_usd: int = 0
     wake_held_micro_usd: int = 0
+    # requests the endpoint served for the batch (ADDed by each commit that records one):
+    # while 0, no window can charge the batch, so finalize releases its wake
+    endpoint_requests: int = 0
 
     # counted operations (costs.usage.Usage, under use_<name>)
     use_sfn_transitions: int = 0

@@ -5,7 +5,9 @@ status, counts and money (one vocabulary: costs/terms.py). A rule on that bus (t
 output BatchEventBusName; only the finalize role may publish there) with
 {"source": ["imagebatch"], "detail-type": ["Batch Finished"]} sends it anywhere (README).
 Publishing is best effort: a failed PutEvents is logged and never fails finalize, whose
-retry would settle the batch twice.
+retry would settle the batch twice. It is at least once (finalize_hooks.run_missing_hooks):
+a consumer dedupes on `detail.batch_id`, the one id stable across publications (a batch is
+settled once; EventBridge gives each PutEvents a new event id).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
-from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, run_missing_hooks
+from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, after_settle
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
 from imagebatch.pipeline.stored_images import record_stored_images
@@ -222,8 +222,8 @@ def finalize_batch(
         logger.warning("batch already finalized", extra={"status": summary.status})
         # the run that settled may have stopped before its roll-up (adds only what is missing)
         ledger.roll_up_remainder(event.batch_id, summary)
-        # ... and before its hooks (Batch Finished): those that did not run, run now
-        run_missing_hooks(hooks, event.batch_id, summary, ledger)
+        # ... and before its wake release and hooks (Batch Finished): those run now
+        after_settle(hooks, event.batch_id, summary, ledger)
         return _stored_report(store, summary)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
@@ -288,10 +288,10 @@ def finalize_batch(
         if current is not None:
             ledger.roll_up_remainder(event.batch_id, current)
             if current.status not in (None, BatchStatus.RUNNING):
-                run_missing_hooks(hooks, event.batch_id, current, ledger)
+                after_settle(hooks, event.batch_id, current, ledger)
         return report
     ledger.roll_up_remainder(event.batch_id, settled)
-    run_missing_hooks(hooks, event.batch_id, settled, ledger)
+    after_settle(hooks, event.batch_id, settled, ledger)
     logger.info("batch finalized", extra=report.model_dump(mode="json"))
     return report
 

@@ -28,6 +28,17 @@ def hook_name(hook: BatchFinalizedHook) -> str:
     return type(hook).__name__
 
 
+def after_settle(
+    hooks: Sequence[BatchFinalizedHook], batch_id: str, settled: BatchRecord, ledger: Ledger
+) -> None:
+    """What a settled batch does once, whichever finalize run gets there: give back a wake
+    no window will charge (the endpoint served none of its requests: all reused, all on
+    Bedrock; a served batch's wake waits for its window's charge), then run the hooks."""
+    if settled.wake_held_micro_usd and not settled.endpoint_requests:
+        ledger.release_unserved_wake(batch_id, settled.wake_held_micro_usd)
+    run_missing_hooks(hooks, batch_id, settled, ledger)
+
+
 def run_missing_hooks(
     hooks: Sequence[BatchFinalizedHook], batch_id: str, settled: BatchRecord, ledger: Ledger
 ) -> None:

@@ -31,7 +31,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
 from imagebatch.aws.ports import ChunkLedgerPort, ChunkStorePort, TaskTokensPort
-from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.aws.throughput import THROUGHPUT_WRITE_UNITS, EndpointThroughput
 from imagebatch.costs.overhead import EndpointRequest
 from imagebatch.costs.sagemaker_path import SNS_PUBLISHES, SQS_REQUESTS
 from imagebatch.costs.sagemaker_seconds import price_result
@@ -130,7 +130,7 @@ def record_result(
         store=store,
         costing=costing,
         clock=clock,
-        extra=fixed + Usage(ddb_write_units=len(sums)),
+        extra=fixed + Usage(ddb_write_units=len(sums) * THROUGHPUT_WRITE_UNITS),
         key=request_key(notification),
         request=request or InvocationRequest(),
         notification=notification,

@@ -9,6 +9,7 @@ from decimal import Decimal
 from imagebatch.costs.estimate import BatchEstimate, estimate_batch
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
+from imagebatch.costs.usage import tags_bytes
 from imagebatch.models.money import MICRO, format_usd
 from imagebatch.planning.plan import BatchPlan
 from imagebatch.planning.stack_options import DeployedOptions
@@ -41,8 +42,12 @@ def assess(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> Ver
 
 def estimate_plan(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices) -> BatchEstimate:
     sizes = [chunk.images for chunk in plan.chunks]
+    # the summary and every rollup carry the batch's tags: each of their writes grows with them
+    tag_bytes = tags_bytes(plan.settings.tags)
     if not any(chunk.backend == "sagemaker" for chunk in plan.chunks):
-        return estimate_batch(plan.estimate_inference_micro_usd, sizes, prices, stack.shape)
+        return estimate_batch(
+            plan.estimate_inference_micro_usd, sizes, prices, stack.shape, tag_bytes
+        )
     return estimate_mixed_batch(
         plan.inference_exact,
         [chunk.images for chunk in plan.chunks if chunk.backend == "bedrock"],
@@ -52,6 +57,7 @@ def estimate_plan(plan: BatchPlan, stack: DeployedOptions, prices: RegionPrices)
         path=stack.deployment.path if stack.deployment else SageMakerPath(),
         capped=plan.settings.max_cost_usd is not None,
         pixels=plan.pixels_total // max(1, plan.images_total),
+        tag_bytes=tag_bytes,
     )
 
 

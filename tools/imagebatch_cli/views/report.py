@@ -124,6 +124,8 @@ def costs_table(report: dict[str, Any]) -> Table:
         table.add_row(
             group["key"], str(images), usd(spent), usd(spent // images) if images else "-"
         )
+        if group.get("active"):
+            table.add_row(_active_line(report["group_by"], group["active"]), "", "", "")
     table.add_row("total", "", usd(int(report["total_spent_micro_usd"])), "")
     unattributed = int(report.get("unattributed_idle_micro_usd") or 0)
     if unattributed:
@@ -132,6 +134,19 @@ def costs_table(report: dict[str, Any]) -> Table:
             "(unattributed idle)"
         )
     return table
+
+
+def _active_line(group_by: str, active: dict[str, int], most: int = 5) -> str:
+    """The unattributed idle beside the batches active in its windows, by the report's
+    grouping, as shares of it: e.g. `unattributed idle, active: team=x 60%, team=y 40%`."""
+    name = group_by.removeprefix("tag:")
+    total = sum(active.values()) or 1
+    ranked = sorted(active.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{name}={key} {round(100 * share / total)}%" for key, share in ranked[:most]]
+    if len(ranked) > most:
+        rest = sum(share for _, share in ranked[most:])
+        parts.append(f"{len(ranked) - most} more {round(100 * rest / total)}%")
+    return f"unattributed idle, active: {', '.join(parts)} (shown, not charged)"
 
 
 def print_cost(

@@ -233,9 +233,19 @@ def _digest(value: Any) -> str:
 
 
 @dataclass
+class _Script:
+    """A fault a test places by hand: `kind` at the next `left` calls under `prefix`."""
+
+    prefix: str
+    kind: str
+    left: int
+
+
+@dataclass
 class Chaos:
     spec: ChaosSpec
     injected: list[Injection] = field(default_factory=list)
+    _scripts: list[_Script] = field(default_factory=list)
     _seen: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _session: Any = None
@@ -271,6 +281,23 @@ class Chaos:
             kind = rng.choices(kinds, weights=[CALL_KINDS.get(k, 1) for k in kinds])[0]
             self.injected.append(Injection(kind, where, occurrence))
             return kind
+
+    def script(self, prefix: str, kind: str, times: int = 1) -> None:
+        """Inject `kind` at the next `times` calls whose place starts with `prefix`, whatever
+        the seed and rate: one named fault for a plain test (e.g. "IngestFunction/")."""
+        if kind not in CALL_KINDS:
+            raise ValueError(f"{kind!r} is not one of {sorted(CALL_KINDS)}")
+        with self._lock:
+            self._scripts.append(_Script(prefix, kind, times))
+
+    def _scripted(self, where: str) -> str | None:
+        with self._lock:
+            for script in self._scripts:
+                if script.left > 0 and where.startswith(script.prefix):
+                    script.left -= 1
+                    self.injected.append(Injection(script.kind, where, 0))
+                    return script.kind
+        return None
 
     # --- the botocore hooks --------------------------------------------------------------
 
@@ -329,7 +356,9 @@ class Chaos:
         invocation, service, operation, protocol, where = found
         if invocation.timed_out:
             raise LambdaTimedOut(invocation.function)
-        kind = self.draw(where, call_kinds(invocation.function, service, operation))
+        kind = self._scripted(where) or self.draw(
+            where, call_kinds(invocation.function, service, operation)
+        )
         if kind is None:
             return None
         if kind in {"throttle", "server-error"}:

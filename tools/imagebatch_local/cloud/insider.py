@@ -20,6 +20,10 @@ from imagebatch_local.cloud.iam_policies import Role, Statement
 INSIDER = "Insider"
 #: Not named after the stack: a condition on the stack's name must not let it in.
 INSIDER_ROLE_NAME = "broad-developer"
+#: The insider's credentials at the local query API (local_up.py), which knows each signer by
+#: its access key as API Gateway's IAM authorization does. Not secrets: local only.
+INSIDER_ACCESS_KEY = "insider"
+INSIDER_SECRET_KEY = "insider"  # noqa: S105 - a local fake key, as stack_descriptor's
 INSIDER_ACTIONS = (
     "s3:PutObject",
     "s3:GetObject",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,13 @@ class InvocationState:
     function: str
     timed_out: bool = False
 
+
+#: The X-Amz-Invocation-Type the Invoke API was called with on this thread (None: not through
+#: the API, or not given). A RequestResponse invoke is synchronous whatever its event looks
+#: like: Lambda neither retries it nor sends it to a destination.
+requested_invocation_type: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "imagebatch_local_invocation_type", default=None
+)
 
 #: The Lambda invocation this thread's calls belong to; None outside one.
 current_invocation: contextvars.ContextVar[InvocationState | None] = contextvars.ContextVar(
@@ -134,6 +142,16 @@ class FunctionSpec:
     memory_mb: int
     timeout_s: int
     environment: dict[str, str]
+    #: EventInvokeConfig: retries of a failed asynchronous invocation (Lambda's default: "two
+    #: more times", a minute then two apart; here at once), and the ARN of the on-failure
+    #: destination (an SQS queue) that then gets its record.
+    async_retries: int = 2
+    on_failure: str | None = None
+
+
+#: Sends an invocation record (JSON) to a destination: (the function's logical id, whose role
+#: sends it; the destination's ARN; the record).
+DestinationSender = Callable[[str, str, str], None]
 
 
 @dataclass
@@ -158,6 +176,9 @@ class InProcessLambdaRuntime:
         self.async_failures: list[Invocation] = []
         #: The chaos mode's fault at an invocation (chaos.Chaos.delivery), when it runs.
         self.delivery_fault: Callable[[str, Any], str | None] | None = None
+        #: Where an asynchronous invocation's on-failure record goes (session.py sends it to
+        #: the local SQS); None: the record is only kept in async_failures.
+        self.send_to_destination: DestinationSender | None = None
 
     def _handler(self, spec: FunctionSpec) -> Handler:
         with self._load_lock:
@@ -188,18 +209,30 @@ class InProcessLambdaRuntime:
             # the event source delivers again whatever became of the first delivery
             self._run(spec, event, context)
             context = _again(context)
-        if not _is_asynchronous(event):
+        if requested_invocation_type.get() == "RequestResponse" or not _is_asynchronous(event):
             return self._run(spec, event, context)
-        for _attempt in range(ASYNC_RETRIES):
+        request_id = context.aws_request_id
+        for _attempt in range(spec.async_retries):
             payload, errored = self._run(spec, event, context)
             if not errored:
                 return payload, errored
             context = _again(context)
         payload, errored = self._run(spec, event, context)
         if errored:
+            # the record first: whoever sees the failure finds it on the queue
+            self._send_failure(spec, event, payload, request_id)
             with self._log_lock:
                 self.async_failures.append(self.invocations[-1])
         return payload, errored
+
+    def _send_failure(self, spec: FunctionSpec, event: Any, payload: str, request_id: str) -> None:
+        if spec.on_failure is None or self.send_to_destination is None:
+            return
+        record = failure_record(spec, event, payload, request_id, spec.async_retries + 1)
+        try:
+            self.send_to_destination(spec.logical_id, spec.on_failure, json.dumps(record))
+        except Exception:  # Lambda counts a DestinationDeliveryFailures metric and goes on
+            logger.exception("%s: the on-failure record was not delivered", spec.name)
 
     def _run(self, spec: FunctionSpec, event: Any, context: LocalLambdaContext) -> tuple[str, bool]:
         started = time.monotonic()
@@ -249,9 +282,30 @@ class InProcessLambdaRuntime:
             self.invocations.append(invocation)
 
 
-# Lambda runs a failed asynchronous invocation "two more times" (Developer Guide,
-# "Asynchronous invocation"; a minute, then two, apart: here at once).
-ASYNC_RETRIES = 2
+def failure_record(
+    spec: FunctionSpec, event: Any, payload: str, request_id: str, attempts: int
+) -> dict[str, Any]:
+    """What Lambda sends an on-failure destination when an asynchronous invocation's retries
+    are spent: the invocation record of the Developer Guide ("Capturing records of Lambda
+    asynchronous invocations", example invocation record). An error the function raised or
+    its timeout is "Unhandled" in responseContext; the error object is the responsePayload."""
+    return {
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": f"{spec.arn}:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        },
+        "responsePayload": json.loads(payload),
+    }
 
 
 def _is_asynchronous(event: Any) -> bool:

@@ -234,8 +234,25 @@ def _create_functions(stack: LocalStack, account: LocalAccount) -> None:
                 memory_mb=memory,
                 timeout_s=timeout,
                 environment={k: str(v) for k, v in environment.items()},
+                **_event_invoke_config(stack, props),
             )
         )
+
+
+def _event_invoke_config(stack: LocalStack, props: Resource) -> dict[str, Any]:
+    """A function's EventInvokeConfig as FunctionSpec fields: its retries of an asynchronous
+    invocation, and its SQS on-failure destination's ARN (the local runtime rehearses no
+    other destination type, nor MaximumEventAgeInSeconds: events here are never queued)."""
+    config = props.get("EventInvokeConfig", {})
+    found: dict[str, Any] = {}
+    if "MaximumRetryAttempts" in config:
+        found["async_retries"] = int(stack.resolve(config["MaximumRetryAttempts"]))
+    on_failure = config.get("DestinationConfig", {}).get("OnFailure", {})
+    if on_failure:
+        if on_failure.get("Type") != "SQS":
+            raise TemplateError(f"the local AWS sends on-failure records to SQS only: {on_failure}")
+        found["on_failure"] = str(stack.resolve(on_failure["Destination"]))
+    return found
 
 
 def _create_state_machine(

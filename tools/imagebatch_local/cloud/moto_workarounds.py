@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from imagebatch_local.cloud.lambda_runtime import requested_invocation_type
+
 logger = logging.getLogger(__name__)
 
 #: The Lambda runtime contract: (event, function name) -> (payload JSON, errored)
@@ -227,6 +229,23 @@ def run_lambdas_in_process(invoker: InProcessInvoker) -> None:
             return payload, errored, ""
 
         LambdaFunction._invoke_lambda = invoke  # type: ignore[method-assign]
+
+        # Whether the Invoke API was asked for a synchronous call: the runtime cannot tell an
+        # S3 event replayed by hand (RequestResponse: no retry, no destination) from S3's own.
+        api_invoke = _originals.setdefault("lambda.invoke", LambdaFunction.invoke)
+
+        def invoke_with_type(
+            self: Any, body: str, request_headers: Any, response_headers: Any
+        ) -> Any:
+            headers = request_headers or {}
+            kind = headers.get("x-amz-invocation-type") or headers.get("X-Amz-Invocation-Type")
+            token = requested_invocation_type.set(kind)
+            try:
+                return api_invoke(self, body, request_headers, response_headers)
+            finally:
+                requested_invocation_type.reset(token)
+
+        LambdaFunction.invoke = invoke_with_type  # type: ignore[method-assign]
 
 
 def complete_s3_event(event_body: Any) -> Any:

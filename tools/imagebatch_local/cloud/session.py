@@ -35,6 +35,7 @@ from imagebatch_local.cloud.iam_requests import Where
 from imagebatch_local.cloud.iam_resource_policies import stack_resource_policies
 from imagebatch_local.cloud.insider import INSIDER, create_insider_role, insider_role
 from imagebatch_local.cloud.lambda_runtime import (
+    DestinationSender,
     InProcessLambdaRuntime,
     acting_as,
     bind_identity,
@@ -481,6 +482,7 @@ def _deployed(options: LocalOptions, endpoint: str, bedrock: LocalBedrock) -> It
     runtime = InProcessLambdaRuntime(stack.functions)
     moto_workarounds.run_lambdas_in_process(runtime.invoke)
     with enforcing(iam), executor_tasks_inherit_identity(), _chaos(options, runtime) as chaos:
+        runtime.send_to_destination = _destination_sender(stack, endpoint)
         sagemaker, sagemaker_env = _start_sagemaker(stack, options, endpoint, runtime)
         sources = [SqsSource(*source, region=stack.region) for source in stack.sqs_sources]
         poller = SqsEventSourcePoller(runtime, sources, endpoint)
@@ -516,6 +518,20 @@ def _chaos(options: LocalOptions, runtime: InProcessLambdaRuntime) -> Iterator[C
     finally:
         runtime.delivery_fault = None
         chaos.uninstall()
+
+
+def _destination_sender(stack: LocalStack, endpoint: str) -> DestinationSender:
+    """Lambda sends an on-failure record to its SQS destination with the function's execution
+    role (Developer Guide, "Capturing records of Lambda asynchronous invocations"): the local
+    IAM checks sqs:SendMessage on the queue against that role, as AWS would."""
+    queue_urls = {stack.arns[q]: stack.physical[q] for q in stack.of_type("AWS::SQS::Queue")}
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=stack.region)
+
+    def send(function: str, destination: str, record: str) -> None:
+        with acting_as(function):
+            sqs.send_message(QueueUrl=queue_urls[destination], MessageBody=record)
+
+    return send
 
 
 def _iam_enforcer(stack: LocalStack, options: LocalOptions) -> IamEnforcer:
