@@ -19,8 +19,10 @@
     │                              credentials, endpoint unreachable, refused; worded to act on
     ├── StackOutputsError          a deployed stack lacks what the CLI needs (outputs, config)
     ├── ImageGenerationError       a backend did not make an image (with its failure class)
-    │   └── ModelAccessDenied      Bedrock refused the model (AccessDenied): waited out on
-    │                              first use while AWS Marketplace subscribes the account
+    │   ├── ModelAccessDenied      Bedrock refused the model (AccessDenied): waited out on
+    │   │                          first use while AWS Marketplace subscribes the account
+    │   └── UnconfirmedCall        a Bedrock call sent whose reply never came whole: it may
+    │                              have been billed; charged as rework, not called again
     ├── ContactSheetUnfinished     the contact sheet ran out of invocation time; retried
     ├── EndpointResultsPending     finalize found endpoint requests that may still answer;
     │                              retried until they do or can no longer
@@ -165,6 +167,17 @@ class ModelAccessDenied(ImageGenerationError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(FailureClass.MODEL_ERROR, reason, transient=False)
+
+
+class UnconfirmedCall(ImageGenerationError):
+    """A Bedrock call that was sent but whose reply never came whole (a read timeout, a
+    connection closed mid-reply, a body cut short): Bedrock may have made and billed the
+    image with nothing returned. The attempt charges it as rework (the image's price, which
+    its hold covers) and does not call again for that image; the chunk's next attempt, under
+    its own hold, makes it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(FailureClass.TIMEOUT, reason, transient=True)
 
 
 class ContactSheetUnfinished(ImageBatchError):

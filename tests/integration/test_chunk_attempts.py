@@ -11,6 +11,7 @@ file; of two finalize runs, the later one's reports stay.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -158,6 +159,57 @@ def test_the_next_attempt_records_what_a_killed_attempt_stored_instead_of_buying
     assert summary.reserved_micro_usd == 0
     assert summary.unsettled_micro_usd == 0
     assert list(ledger.query_batch(BATCH, "RESERVATION#")) == []
+
+
+def test_a_redriven_attempt_records_what_a_killed_attempt_stored_instead_of_buying_it_again(
+    capped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    store, ledger, task = capped
+    bedrock = CountingBackend()
+
+    # GIVEN an attempt killed after storing its six PNGs, before its commit (no pending file)
+    with pytest.raises(KilledBeforeCommit):
+        attempt(task, store, Killed(ledger), bedrock)
+    assert len(bedrock.calls) == 6
+
+    # WHEN a redriven execution runs the chunk again: its RetryCount starts at 0 again
+    result = attempt(task, store, ledger, bedrock)
+
+    # THEN the six are recorded from their PNGs, not bought again
+    assert len(bedrock.calls) == 6
+    assert result.failed == 0
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert (summary.images_succeeded, summary.images_failed) == (6, 0)
+    assert summary.cost_micro_usd == 6 * PRICE
+    assert summary.reserved_micro_usd == 0
+    assert summary.unsettled_micro_usd == 0
+
+
+def _s3_calls(s3_client: Any) -> Counter[str]:
+    """The S3 operations the client sends from now on, by name."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    s3_client.meta.events.register("before-call.s3", count)
+    return calls
+
+
+def test_every_attempt_looks_for_stored_pngs_with_one_list_not_a_head_per_image(
+    capped: tuple[BatchStore, Ledger, ChunkTask],
+) -> None:
+    store, ledger, task = capped
+    calls = _s3_calls(store._s3)
+
+    # WHEN a first attempt runs a chunk nothing stored yet
+    attempt(task, store, ledger, CountingBackend())
+
+    # THEN it looked for stored PNGs under the chunk's own keys with one ListObjectsV2 and
+    # asked for no PNG's metadata
+    assert calls["ListObjectsV2"] == 1
+    assert calls["HeadObject"] == 0
 
 
 def test_a_second_attempt_does_not_write_off_a_live_first_attempts_hold(
@@ -443,3 +495,24 @@ def test_a_stored_png_whose_seed_is_not_a_seed_is_no_evidence(
     assert len(bedrock.calls) == 7
     summary = ledger.get_batch(BATCH)
     assert summary is not None and summary.images_succeeded == 6
+
+
+def test_the_listing_of_a_chunks_keys_stops_at_its_last_key_or_its_page_cap(
+    s3_client: Any, s3_bucket: str
+) -> None:
+    store = BatchStore(s3_client, s3_bucket)
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        s3_client.put_object(Bucket=s3_bucket, Key=f"outputs/b/a{k}.png", Body=b"png")
+    first, last = "outputs/b/a2.png", "outputs/b/a7.png"
+
+    # WHEN the range is listed two keys a page: it ends at its last key, a4 missing
+    found, reached = store.list_keys_between(first, last, max_pages=5, page_size=2)
+    assert (sorted(found), reached) == ([f"outputs/b/a{k}.png" for k in (2, 3, 5, 6, 7)], last)
+
+    # WHEN the pages run out first: what lies past the key it reached is unknown
+    found, reached = store.list_keys_between(first, last, max_pages=1, page_size=2)
+    assert (sorted(found), reached) == (
+        ["outputs/b/a2.png", "outputs/b/a3.png"],
+        "outputs/b/a3.png",
+    )
+    assert store.meter.take().s3_put_requests == 4  # a LIST is priced as a PUT

@@ -449,3 +449,68 @@ def test_the_plan_counts_an_identity_once_per_chunk_and_none_already_made(env: A
     assert (plan.images_total, plan.reuse.images) == (7, 6)
     assert plan.reuse.saved_micro_usd == 6 * PRICE
     assert plan.estimate_inference_micro_usd == PRICE
+
+
+class _KilledAtCommit(Exception):
+    """Lambda stopped the attempt at its timeout between its copies and its commit."""
+
+
+class _KilledLedger:
+    """The ledger as a killed attempt sees it: everything but the commit happens."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def commit_images(self, *args: Any, **kwargs: Any) -> int:
+        raise _KilledAtCommit
+
+
+def test_a_copy_a_killed_attempt_stored_is_recorded_as_reused_not_as_made(env: Any) -> None:
+    env.run("first", jobs_of(manifest()), RecordingBackend())
+    jobs = jobs_of(manifest())
+    env.ledger.create_batch("second", {"status": "RUNNING", "images_total": len(jobs)})
+    ref = env.store.put_chunk(
+        ChunkFile(
+            batch_id="second",
+            chunk_id="00000",
+            backend="bedrock",
+            output_prefix="outputs/",
+            images=jobs,
+        )
+    )
+    bedrock = RecordingBackend()
+
+    def attempt(ledger: Any) -> ChunkResult:
+        return generate_chunk(
+            ChunkTask(batch_id="second", bucket=env.bucket, chunk=ref),
+            store=BatchStore(env.s3, env.bucket),
+            ledger=ledger,
+            backend=bedrock,
+            catalogue=load_catalogue(),
+            concurrency=2,
+            time_left_ms=lambda: 600_000,
+            commit_reserve_ms=1_000,
+            prices=load_aws_prices().region("us-east-1"),
+            clock=LambdaClock(512),
+        )
+
+    # GIVEN an attempt of a second batch killed after copying the first's images
+    with pytest.raises(_KilledAtCommit):
+        attempt(_KilledLedger(env.ledger))
+
+    # WHEN the chunk runs again and records the copies from their PNGs
+    attempt(env.ledger)
+
+    # THEN they are recorded as the copies they are: reused, nothing bought, nothing charged
+    # as made (Bedrock made none of them for this batch)
+    assert bedrock.calls == []
+    records = env.records("second")
+    assert len(records) == len(jobs)
+    for image_id, record in records.items():
+        assert record["reused_from_batch_id"] == "first", image_id
+        assert record["reused_from_image_id"] == image_id
+        assert int(record["cost_micro_usd"]) == 0
+    assert env.summary("second").images_reused == len(jobs)

@@ -1,7 +1,8 @@
 """bedrock-runtime InvokeModel: one image per call, AWS errors turned into failure classes.
 
 The request and response shapes are the request family adapters' (backends.bedrock); this
-module only sends them and classifies what AWS answered.
+module only sends them and classifies what AWS answered. A call sent whose reply never came
+whole is an UnconfirmedCall: Bedrock may have billed it, so the chunk charges it as rework.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
 
 from imagebatch.aws.clients import BEDROCK_CALL_BOUND_S
 from imagebatch.backends.bedrock import ADAPTERS, GeneratedImage, is_content_filter_message
-from imagebatch.errors import ImageGenerationError, ModelAccessDenied
+from imagebatch.errors import ImageGenerationError, ModelAccessDenied, UnconfirmedCall
 from imagebatch.models.bedrock_models import ModelCatalogue, ModelSpec
 from imagebatch.models.records import FailureClass, ImageJob
 
@@ -128,8 +134,15 @@ class BedrockImageBackend:
                 contentType="application/json",
                 accept="application/json",
             )
+            body = response["body"].read()
         except ClientError as exc:
             raise classify_client_error(exc) from exc
-        except (ReadTimeoutError, ConnectionError) as exc:
+        except ConnectionError as exc:
+            # no connection was made (EndpointConnectionError, ConnectTimeoutError, ...):
+            # nothing reached Bedrock, nothing was billed
             raise ImageGenerationError(FailureClass.TIMEOUT, str(exc), transient=True) from exc
-        return adapter.parse_response(json.loads(response["body"].read()), job, spec)
+        except (HTTPClientError, IncompleteReadError) as exc:
+            # sent, then the reply was lost or cut (ReadTimeoutError, ConnectionClosedError,
+            # ResponseStreamingError, a short body): Bedrock may have billed the image
+            raise UnconfirmedCall(f"no whole reply: {exc}") from exc
+        return adapter.parse_response(json.loads(body), job, spec)

@@ -91,6 +91,10 @@ class ChunkStorePort(Protocol):
 
     def image_metadata(self, key: str) -> dict[str, str] | None: ...
 
+    def list_keys_between(
+        self, first: str, last: str, *, max_pages: int
+    ) -> tuple[set[str], str]: ...
+
     def copy_image(
         self, source_key: str, key: str, size: int, metadata: dict[str, str]
     ) -> None: ...

@@ -165,6 +165,39 @@ class BatchStore:
             raise
         return dict(head.get("Metadata") or {})
 
+    def list_keys_between(
+        self, first: str, last: str, *, max_pages: int, page_size: int = 1000
+    ) -> tuple[set[str], str]:
+        """The keys from `first` to `last` (both included) under their common prefix, in key
+        order: ListObjectsV2 pages of `page_size` (each priced as a PUT), at most `max_pages`.
+        Returns the keys found and the key the listing reached (`last` when it covered the
+        range: a key past it is unknown). StorageError (transient) when S3 refuses."""
+        # the characters both keys share (a key prefix, not a path's components)
+        shared = next(
+            (i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b),
+            min(len(first), len(last)),
+        )
+        prefix = first[:shared]
+        found: set[str] = set()
+        # StartAfter is exclusive: from just before `first` (its own prefix sorts first)
+        start_after = first[:-1]
+        for _ in range(max(1, max_pages)):
+            self.meter.add(s3_put_requests=1)
+            try:
+                page = self._s3.list_objects_v2(
+                    Bucket=self.bucket, Prefix=prefix, MaxKeys=page_size, StartAfter=start_after
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise StorageError(
+                    f"ListObjectsV2 s3://{self.bucket}/{prefix}: {exc}", transient=True
+                ) from exc
+            keys = [obj["Key"] for obj in page.get("Contents", [])]
+            found.update(key for key in keys if first <= key <= last)
+            if not page.get("IsTruncated") or not keys or keys[-1] >= last:
+                return found, last
+            start_after = keys[-1]
+        return found, start_after
+
     def put_pending_commit(self, batch_id: str, chunk_id: str, body: bytes) -> None:
         """What an attempt made but could not record in the ledger, for the next attempt.
 

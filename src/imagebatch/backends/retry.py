@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from imagebatch.backends.bedrock import GeneratedImage
-from imagebatch.errors import ImageGenerationError, ModelAccessDenied
+from imagebatch.errors import ImageGenerationError, ModelAccessDenied, UnconfirmedCall
 from imagebatch.models.records import FailureClass, ImageJob
 
 MODEL_ACCESS_NOT_GRANTED = "model access not granted; run `imagebatch doctor`"
@@ -126,6 +126,7 @@ class RetryingBackend:
     Throttles shrink `limiter`; successes grow it. A transient failure that outlives the
     attempts, or that would outlive `time_left_ms() - reserve_ms`, is raised as is (still
     transient), so the chunk hands the image back to Step Functions instead of dropping it.
+    An UnconfirmedCall (maybe billed) is raised at once, never called again here.
     A model Bedrock refuses (ModelAccessDenied) is polled within `access_wait` (see above);
     if the invocation's time runs out first, the image goes back unfinished the same way.
     """
@@ -174,6 +175,10 @@ class RetryingBackend:
             except ModelAccessDenied as exc:
                 waiting = ImageGenerationError(exc.failure_class, exc.reason, transient=True)
                 return waiting, self._access_poll(job.model, exc)
+            except UnconfirmedCall:
+                # maybe billed: another call here could charge the image twice in one
+                # attempt, past what its hold covers (the chunk's next attempt makes it)
+                raise
             except ImageGenerationError as exc:
                 if not exc.transient:
                     raise

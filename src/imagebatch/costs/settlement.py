@@ -43,6 +43,9 @@ class Settlement(BaseModel):
     # Self-hosted instance time no image record of this commit carries (a failed or stopped
     # call, images another attempt recorded); charged as inference all the same.
     rework_micro_usd: int = 0
+    # Bedrock calls sent whose reply never came whole (maybe billed): their price is part
+    # of rework_micro_usd, their count labels it on the summary
+    unconfirmed_calls: int = 0
     # Makes the commit once-only when its images alone cannot (a result that may carry no new
     # image): a marker item written in the same transaction, conditional on not existing.
     request_key: str | None = None
@@ -139,6 +142,8 @@ def summary_adds(
     }
     if settlement.rework_micro_usd:
         adds["rework_micro_usd"] = settlement.rework_micro_usd
+    if settlement.unconfirmed_calls:
+        adds["unconfirmed_calls"] = settlement.unconfirmed_calls
     if over_cap:
         # absent otherwise, as rework is: a batch within its holds keeps the summary it had
         adds["over_cap_micro_usd"] = over_cap

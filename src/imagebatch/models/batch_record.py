@@ -89,6 +89,8 @@ class BatchRecord(BaseModel):
     # money: inference the image records carry, what the batch was charged, its budget
     cost_micro_usd: int = 0
     rework_micro_usd: int = 0
+    # Bedrock calls whose reply was lost (maybe billed), charged within rework_micro_usd
+    unconfirmed_calls: int = 0
     spent_micro_usd: int = 0
     endpoint_overhead_micro_usd: int = 0
     max_cost_micro_usd: int | None = None

@@ -87,8 +87,9 @@ class ChunkTask(BaseModel):
     chunk: ChunkRef
     # Bedrock calls in flight for this chunk, derived by ingest from the model's quota.
     chunk_concurrency: int | None = Field(default=None, ge=1)
-    # Step Functions' $$.State.RetryCount: a retry looks for PNGs an earlier attempt stored
-    # but never committed (pipeline.stored_images); a first attempt has none to look for.
+    # Step Functions' $$.State.RetryCount (the SageMaker path names its attempts by it). The
+    # Bedrock path does not rely on it: a redriven execution counts from 0 again, so every
+    # attempt looks for PNGs an earlier one stored but never committed (pipeline.stored_images).
     retry_count: int = Field(default=0, ge=0)
 
 
@@ -235,6 +236,19 @@ def record_evidence(
     if hold_id is not None:
         evidence["hold-id"] = hold_id
     return evidence
+
+
+def reuse_evidence(
+    source_batch_id: str, source_image_id: str, saved_micro_usd: int
+) -> dict[str, str]:
+    """Metadata a reused copy carries besides record_evidence's (whose cost is 0): what it
+    was copied from, so a copy whose attempt died before its commit is recorded as reused,
+    not as an image the backend made for the batch."""
+    return {
+        "reused-from-batch": source_batch_id,
+        "reused-from-image": source_image_id,
+        "reuse-saved-micro-usd": str(saved_micro_usd),
+    }
 
 
 def hashed_seed(*parts: str, maximum: int) -> int:

@@ -28,8 +28,8 @@ from imagebatch.errors import (
     BatchFinalizingError,
     ChunkUnfinished,
     ImageGenerationError,
-    ImagesAlreadyRecordedError,
     StorageError,
+    UnconfirmedCall,
     UnknownModelError,
 )
 from imagebatch.models.bedrock_models import ModelCatalogue
@@ -44,7 +44,8 @@ from imagebatch.models.records import (
     record_evidence,
 )
 from imagebatch.pipeline.budget_refusal import refuse_for_budget
-from imagebatch.pipeline.pending import commit_pending, save_pending
+from imagebatch.pipeline.chunk_commit import commit_or_keep
+from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.reuse import (
     bedrock_identities,
     copy_reused,
@@ -59,8 +60,10 @@ logger = Logger(child=True)
 
 
 class _Unfinished:
-    def __init__(self, failure_class: FailureClass) -> None:
+    def __init__(self, failure_class: FailureClass, unconfirmed_micro_usd: int | None = None):
         self.failure_class = failure_class
+        # a call sent whose reply never came whole (maybe billed): its price, as rework
+        self.unconfirmed_micro_usd = unconfirmed_micro_usd
 
 
 # generate_chunk stays whole (about 130 lines): each step is a helper; what is left is their
@@ -100,10 +103,16 @@ def generate_chunk(
     if summary is not None and summary.finalizing_at is not None:
         # a ghost attempt (Step Functions gave up on it): finalize accounts from here
         raise BatchFinalizingError(f"batch {task.batch_id} is being finalized")
-    if task.retry_count:
-        # An earlier attempt killed between its PNGs and its commit (Sandbox.Timedout) left
-        # paid-for images with no record: recorded from their PNGs, not bought again.
+    # Whatever its RetryCount (a redriven execution counts from 0 again): an earlier attempt
+    # killed between its PNGs and its commit left paid-for images with no record, recorded
+    # from their PNGs, not bought again (one LIST when none are stored).
+    try:
         record_stored_chunk(task.batch_id, chunk, store, ledger, prices, capped=capped, fenced=True)
+    except StorageError as exc:
+        # nothing bought or held yet: the chunk is simply run again
+        raise ChunkUnfinished(
+            {job.image_id: FailureClass.STORAGE_ERROR for job in chunk.images}
+        ) from exc
     done = ledger.recorded_image_ids(task.batch_id, [job.image_id for job in chunk.images])
     todo = [job for job in chunk.images if job.image_id not in done]
     if not todo:
@@ -177,8 +186,21 @@ def generate_chunk(
         image_id: FailureClass.STORAGE_ERROR
         for image_id in (reusable.keys() | followers.keys()) - copied
     }
-    settlement = settlement.model_copy(update={"usage": _invocation_usage(store, ledger, clock)})
-    committed = _commit_or_keep(
+    # Calls maybe billed with no image returned: charged as rework, at most one per image of
+    # this attempt (never called again here), so within what its hold counted for them.
+    unconfirmed = [
+        r.unconfirmed_micro_usd
+        for r in results
+        if isinstance(r, _Unfinished) and r.unconfirmed_micro_usd is not None
+    ]
+    settlement = settlement.model_copy(
+        update={
+            "usage": _invocation_usage(store, ledger, clock),
+            "rework_micro_usd": sum(unconfirmed),
+            "unconfirmed_calls": len(unconfirmed),
+        }
+    )
+    committed = commit_or_keep(
         task.batch_id,
         chunk,
         outcomes,
@@ -204,106 +226,6 @@ def generate_chunk(
         raise ChunkUnfinished(unfinished)
     skipped = len(done) + len(outcomes) - len(committed)
     return ChunkResult.of(chunk.chunk_id, committed, skipped=skipped, throttles=limiter.throttles)
-
-
-def _commit_or_keep(
-    batch_id: str,
-    chunk: ChunkFile,
-    outcomes: list[ImageOutcome],
-    unfinished: dict[str, FailureClass],
-    settlement: Settlement,
-    *,
-    store: ChunkStorePort,
-    ledger: ChunkLedgerPort,
-    capped: bool,
-) -> list[ImageOutcome]:
-    """One ledger transaction for the attempt; returns the outcomes it recorded. If the
-    ledger stays unavailable, the made images are kept for the retry (pipeline.pending) and
-    the chunk goes back unfinished: paid-for images must not be bought again."""
-    try:
-        return _commit_beside_others(
-            batch_id, chunk, outcomes, settlement, ledger=ledger, capped=capped
-        )
-    except BatchFinalizingError:
-        # Finalize started meanwhile and refuses chunk commits; it commits a pending file
-        # before it records a chunk's images as lost, so the made images go there.
-        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
-        raise
-    except ImagesAlreadyRecordedError as exc:
-        # This attempt's hold was settled by another reader of its PNGs (a later attempt)
-        # or written off: what it holds no longer covers these images. They are stored with
-        # their evidence; the next attempt records whichever are still unrecorded.
-        raise ChunkUnfinished(
-            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
-        ) from exc
-    except StorageError:
-        # S3 out too: the chunk is still retried (ChunkUnfinished), never failed for good
-        # while the images it paid for are in outputs/ unrecorded.
-        _keep(store, batch_id, chunk, outcomes, settlement, capped=capped)
-        raise ChunkUnfinished(
-            {**unfinished, **{o.image_id: FailureClass.STORAGE_ERROR for o in outcomes}}
-        ) from None
-
-
-def _keep(
-    store: ChunkStorePort,
-    batch_id: str,
-    chunk: ChunkFile,
-    outcomes: list[ImageOutcome],
-    settlement: Settlement,
-    *,
-    capped: bool,
-) -> None:
-    """The made images as the chunk's pending file, for whoever commits next."""
-    try:
-        save_pending(store, batch_id, outcomes, settlement, capped=capped, tags=chunk.tags)
-    except StorageError as exc:
-        logger.error(
-            "pending commit not written",
-            extra={"chunk_id": chunk.chunk_id, "images": len(outcomes), "error": str(exc)},
-        )
-
-
-def _commit_beside_others(
-    batch_id: str,
-    chunk: ChunkFile,
-    outcomes: list[ImageOutcome],
-    settlement: Settlement,
-    *,
-    ledger: ChunkLedgerPort,
-    capped: bool,
-) -> list[ImageOutcome]:
-    """Commit the outcomes; where another attempt of the chunk beside this one recorded some
-    first, commit the rest and settle this attempt's own hold, what it paid for those again
-    charged as rework (each purchase charged once, each image recorded once). Raises
-    ImagesAlreadyRecordedError when this attempt's hold is no longer there to settle."""
-    rollup_model: str | None = None  # a commit left with rework alone: the chunk's model
-    for _ in range(3):
-        try:
-            ledger.commit_images(
-                batch_id,
-                outcomes,
-                settlement,
-                tags=chunk.tags,
-                capped=capped,
-                rollup_model=rollup_model,
-            )
-            return outcomes
-        except ImagesAlreadyRecordedError as exc:
-            if exc.settled_elsewhere:
-                raise
-            recorded = ledger.recorded_image_ids(batch_id, [o.image_id for o in outcomes])
-            again = sum(o.cost_micro_usd for o in outcomes if o.image_id in recorded)
-            logger.warning(
-                "images recorded by another attempt of the chunk",
-                extra={"chunk_id": chunk.chunk_id, "images": len(recorded), "rework": again},
-            )
-            outcomes = [o for o in outcomes if o.image_id not in recorded]
-            rollup_model = chunk.images[0].model
-            settlement = settlement.model_copy(
-                update={"rework_micro_usd": settlement.rework_micro_usd + again}
-            )
-    raise ImagesAlreadyRecordedError(f"chunk {chunk.chunk_id}: commits kept colliding")
 
 
 def _make_images(
@@ -415,6 +337,12 @@ def _make_image(
     started = time.monotonic()
     try:
         image = backend.generate(job)
+    except UnconfirmedCall as exc:
+        logger.warning(
+            "Bedrock call unconfirmed: charged as rework",
+            extra={"image_id": job.image_id, "kind": "unconfirmed_call", "reason": exc.reason},
+        )
+        return _Unfinished(exc.failure_class, unconfirmed_micro_usd=_price(catalogue, job))
     except ImageGenerationError as exc:
         if exc.transient:
             return _Unfinished(exc.failure_class)

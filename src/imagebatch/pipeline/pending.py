@@ -41,6 +41,11 @@ class PendingCommit(BaseModel):
     tags: dict[str, str] = {}
     # the hold the failed commit settles (its attempt's own: holds are per attempt)
     hold_id: str | None = None
+    # what the attempt paid for without an image to record (unconfirmed calls): rework
+    rework_micro_usd: int = Field(default=0, ge=0)
+    unconfirmed_calls: int = Field(default=0, ge=0)
+    # the chunk's model, charged the rework when no image is left to carry it
+    rollup_model: str | None = None
 
 
 def save_pending(
@@ -51,6 +56,7 @@ def save_pending(
     *,
     capped: bool,
     tags: Mapping[str, str],
+    rollup_model: str | None = None,
 ) -> None:
     pending = PendingCommit(
         outcomes=outcomes,
@@ -60,6 +66,9 @@ def save_pending(
         capped=capped,
         tags=dict(tags),
         hold_id=settlement.hold_id,
+        rework_micro_usd=settlement.rework_micro_usd,
+        unconfirmed_calls=settlement.unconfirmed_calls,
+        rollup_model=rollup_model,
     )
     store.put_pending_commit(batch_id, settlement.chunk_id, pending.model_dump_json().encode())
     logger.warning(
@@ -91,12 +100,19 @@ def commit_pending(
         has_reservation=pending.has_reservation,
         usage=pending.usage,
         hold_id=pending.hold_id,
+        rework_micro_usd=pending.rework_micro_usd,
+        unconfirmed_calls=pending.unconfirmed_calls,
         prices=prices,
         fenced=fenced,
     )
     try:
         ledger.commit_images(
-            batch_id, pending.outcomes, settlement, tags=pending.tags, capped=pending.capped
+            batch_id,
+            pending.outcomes,
+            settlement,
+            tags=pending.tags,
+            capped=pending.capped,
+            rollup_model=pending.rollup_model if pending.rework_micro_usd else None,
         )
         recorded = len(pending.outcomes)
     except ImagesAlreadyRecordedError:

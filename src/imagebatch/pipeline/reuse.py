@@ -30,6 +30,7 @@ from imagebatch.models.records import (
     MadeImage,
     image_metadata,
     record_evidence,
+    reuse_evidence,
 )
 
 logger = Logger(child=True)
@@ -174,7 +175,8 @@ def copy_reused(
                 # the evidence finalize records a PNG from if this attempt dies before its
                 # commit (stored_images.py): a copy costs no inference
                 image_metadata(chunk.batch_id, job, job.seed)
-                | record_evidence(job.image_id, chunk.chunk_id, 0, hold_id),
+                | record_evidence(job.image_id, chunk.chunk_id, 0, hold_id)
+                | reuse_evidence(hit.source.batch_id, hit.source.image_id, saved_micro_usd(job)),
             )
         except StorageError as exc:
             logger.warning(

@@ -7,9 +7,18 @@ seed, model). Bedrock was paid for them, so the chunk's next attempt (before it 
 anything) and finalize (before anything is written off or failed) record them as made,
 settling the hold of the attempt that stored them if it is still there: a redrive, or the
 retry itself, would otherwise buy them again.
+
+Every attempt looks, whatever its RetryCount (a redriven execution counts from 0 again), so
+the look is kept cheap: one ListObjectsV2 over the range of the chunk's own PNG keys, and a
+HEAD (for the metadata) only for a PNG found there without a record. Image keys name the
+batch and the image, not the chunk, so a chunk whose ids interleave with other chunks' may
+need more pages; past the pages a HEAD per image would cost (S3 prices a LIST as 12.5
+GETs), the rest of its images are asked for one HEAD each, as before.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -37,8 +46,9 @@ def record_stored_images(
 ) -> int:
     """Record every Bedrock image of these chunks stored without a record; returns how many.
 
-    Chunk by chunk, one HEAD per unrecorded image: finalize runs it only when the summary
-    counts fewer images than the batch has, so a batch without faults pays nothing for it."""
+    Chunk by chunk (a LIST each, a HEAD per PNG found unrecorded): finalize runs it only when
+    the summary counts fewer images than the batch has, so a batch without faults pays
+    nothing for it."""
     return sum(
         record_stored_chunk(batch_id, store.get_chunk(key), store, ledger, prices, capped=capped)
         for key in chunk_keys
@@ -61,11 +71,14 @@ def record_stored_chunk(
     One commit per attempt that stored them (their `hold-id`), settling that attempt's hold
     when it is still held: the hold covered these images, so settling it charges them once
     and gives the rest back, where a write-off would charge the whole hold on top."""
-    if chunk.backend != "bedrock":
+    if chunk.backend != "bedrock" or not chunk.images:
         return 0
-    done = ledger.recorded_image_ids(batch_id, [job.image_id for job in chunk.images])
+    stored = _maybe_stored(chunk, store, prices)
+    if not stored:
+        return 0
+    done = ledger.recorded_image_ids(batch_id, [job.image_id for job in stored])
     by_hold: dict[str, list[ImageOutcome]] = {}
-    for job in chunk.images:
+    for job in stored:
         if job.image_id in done:
             continue
         found = _from_png(store, chunk, job)
@@ -95,6 +108,37 @@ def record_stored_chunk(
     return recorded
 
 
+def _maybe_stored(chunk: ChunkFile, store: ChunkStorePort, prices: RegionPrices) -> list[ImageJob]:
+    """The chunk's images whose PNG the listing found, or that lie past where it stopped."""
+    keys = {
+        job.image_id: image_key(chunk.output_prefix, chunk.batch_id, job.image_id)
+        for job in chunk.images
+    }
+    # no more LIST pages than the HEADs they save cost
+    per_list = prices.service("s3_put_request").usd / prices.service("s3_get_request").usd
+    pages = max(1, int(len(keys) / per_list))
+    found, reached = store.list_keys_between(
+        min(keys.values()), max(keys.values()), max_pages=pages
+    )
+    return [
+        job for job in chunk.images if keys[job.image_id] in found or keys[job.image_id] > reached
+    ]
+
+
+def _reused_from(meta: dict[str, str], cost: int) -> dict[str, Any]:
+    """A copy's source (pipeline.reuse): recorded as reused, what it saved, never as made.
+    Only a copy that cost nothing is one (a forged source must not hide a charge)."""
+    batch, image = meta.get("reused-from-batch"), meta.get("reused-from-image")
+    saved = meta.get("reuse-saved-micro-usd", "")
+    if cost or not batch or not image or not (saved.isascii() and saved.isdigit()):
+        return {}
+    return {
+        "reused_from_batch_id": batch,
+        "reused_from_image_id": image,
+        "reuse_saved_micro_usd": int(saved),
+    }
+
+
 def _from_png(
     store: ChunkStorePort, chunk: ChunkFile, job: ImageJob
 ) -> tuple[ImageOutcome, str] | None:
@@ -117,6 +161,7 @@ def _from_png(
     if hold_id != chunk.chunk_id and not hold_id.startswith(f"{chunk.chunk_id}@"):
         hold_id = chunk.chunk_id
     outcome = ImageOutcome(
+        **_reused_from(meta, int(cost)),
         image_id=job.image_id,
         item_id=job.item_id,
         chunk_id=chunk.chunk_id,

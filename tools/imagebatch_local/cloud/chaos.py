@@ -10,9 +10,14 @@ RATE, inject one of:
                     TooManyRequestsException, Bedrock ThrottlingException, ...)
   server-error      the service's 5xx (InternalServerError, InternalError, ServiceException)
   connection-error  botocore's EndpointConnectionError before the request is sent
-  read-timeout      botocore's ReadTimeoutError before the request is sent
+  read-timeout      botocore's ReadTimeoutError before the request is sent (at Bedrock
+                    InvokeModel the chunk cannot tell it from a lost reply and charges it
+                    as rework all the same: the ledger may exceed the bill, never less)
   reply-lost        the request is sent and done, then a ReadTimeoutError: botocore retries
-                    a call that already happened, as on AWS when the reply is lost
+                    a call that already happened, as on AWS when the reply is lost. At
+                    Bedrock InvokeModel the local Bedrock has made (and counts) the image:
+                    the chunk charges the call as rework, an unconfirmed call
+                    (aws/bedrock_runtime.py), and its next attempt makes the image
   killed-before     Lambda stops the invocation at its Timeout before this call is sent
   killed-after      ... after this call succeeded (between a commit and the return)
 
@@ -27,12 +32,10 @@ do not reshuffle the faults. A place is the caller, the operation and what it ac
 S3 key, a DynamoDB key, a function): `place()`.
 
 Not injected, each for a named reason (README "Throttling and failures"):
-  - reply-lost and killed-after at Bedrock InvokeModel: Bedrock bills an image whose reply
-    never arrives; no client can know it was made, so it can only be bought again
-    (unlabelled rework). The fix on our side is to not let Lambda kill a call in flight
-    (CallDeadline), which the chaos cannot then simulate.
-  - killed-before at GenerateChunk's commit: the chunk's next attempt buys the stored
-    images again (a known gap, README "What still does not"); killed-after it is injected.
+  - killed-after at Bedrock InvokeModel (or killed-before it): a Lambda stopped while a
+    call is in flight, or between a reply and storing the PNG, has bought an image nobody
+    will see. The fix on our side is to not let Lambda kill a call in flight
+    (CallDeadline), which the chaos cannot then simulate; an out-of-memory kill could.
   - killed-before at S3 PutObject, and any kill of GenerateChunk but at its commit
     (TransactWriteItems): a Lambda stopped while a Bedrock call is in flight on another
     thread, or between a reply and storing the PNG, has bought an image nobody will see.
@@ -80,7 +83,7 @@ CALL_KINDS = {
 DELIVERY_KINDS = ("delivered-twice", "map-child-failed")
 # Where a kind is never injected (module docstring says why).
 _MARKED_OFF = {
-    ("bedrock-runtime", "InvokeModel"): {"reply-lost", "killed-after"},
+    ("bedrock-runtime", "InvokeModel"): {"killed-before", "killed-after"},
     ("s3", "PutObject"): {"killed-before"},
 }
 
@@ -91,15 +94,23 @@ _KILLS = frozenset({"killed-before", "killed-after"})
 _BUYERS_KILLED_ONLY_AT = {
     "GenerateChunkFunction": frozenset({("dynamodb", "TransactWriteItems")}),
 }
-# Marked off for the buyer's commit: stopped before it, the chunk's next attempt buys its
-# stored images again (README, "What still does not"); seed 18 at rate 0.08 of the chaos
-# e2e: Bedrock made 7, the ledger charged 4. Finalize's recovery from the PNGs is not
-# reached while the chunk's retries buy them again.
-_BUYERS_NOT_KILLED = {"GenerateChunkFunction": frozenset({"killed-before"})}
+# Kinds never given to a buyer's calls (none now: stopped before its commit, the chunk's
+# next attempt, whatever its RetryCount, records the PNGs it stored; pipeline.stored_images).
+_BUYERS_NOT_KILLED: dict[str, frozenset[str]] = {}
 
 _HOOK_ID = "imagebatch-local-chaos"
 _CONTEXT_KEY = "imagebatch_local_chaos"
 DEFAULT_RATE = 0.05
+
+
+def call_kinds(function: str, service: str, operation: str) -> tuple[str, ...]:
+    """The kinds a call of `function` may be given (module docstring: what is marked off)."""
+    kinds = tuple(k for k in CALL_KINDS if k not in _MARKED_OFF.get((service, operation), ()))
+    only_at = _BUYERS_KILLED_ONLY_AT.get(function)
+    if only_at is not None and (service, operation) not in only_at:
+        kinds = tuple(k for k in kinds if k not in _KILLS)
+    never = _BUYERS_NOT_KILLED.get(function, frozenset())
+    return tuple(k for k in kinds if k not in never)
 
 
 class ChaosSpecError(ValueError):
@@ -345,13 +356,9 @@ class Chaos:
         invocation, service, operation, protocol, where = found
         if invocation.timed_out:
             raise LambdaTimedOut(invocation.function)
-        kinds = tuple(k for k in CALL_KINDS if k not in _MARKED_OFF.get((service, operation), ()))
-        only_at = _BUYERS_KILLED_ONLY_AT.get(invocation.function)
-        if only_at is not None and (service, operation) not in only_at:
-            kinds = tuple(k for k in kinds if k not in _KILLS)
-        never = _BUYERS_NOT_KILLED.get(invocation.function, frozenset())
-        kinds = tuple(k for k in kinds if k not in never)
-        kind = self._scripted(where) or self.draw(where, kinds)
+        kind = self._scripted(where) or self.draw(
+            where, call_kinds(invocation.function, service, operation)
+        )
         if kind is None:
             return None
         if kind in {"throttle", "server-error"}:
