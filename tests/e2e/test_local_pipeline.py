@@ -412,3 +412,27 @@ def test_a_run_whose_map_result_crosses_256_kib_fails(aws: LocalAws, tmp_path: P
     assert "Step Functions limit crossed" in str(crossed.value)
     assert "the Map's collected result is 300," in str(crossed.value)
     assert real.map_run_arn in str(crossed.value)
+
+
+def test_an_overwritten_manifest_runs_each_version_it_was_uploaded_as(
+    aws: LocalAws, tmp_path: Path
+) -> None:
+    # GIVEN the data bucket as the template makes it (VersioningConfiguration: Enabled)
+    s3 = aws.s3()
+    assert s3.get_bucket_versioning(Bucket=aws.bucket).get("Status") == "Enabled"
+    key = "manifests/overwritten.jsonl"
+    first = _write_manifest(tmp_path / "v1.jsonl", _items(2, "v1"), max_cost_usd=2)
+    second = _write_manifest(tmp_path / "v2.jsonl", _items(3, "v2"), max_cost_usd=2)
+
+    # WHEN one key is uploaded, then overwritten with other content
+    batches = []
+    for path in (first, second):
+        batch_id = aws.upload_manifest(path, key)
+        version = s3.head_object(Bucket=aws.bucket, Key=key)["VersionId"]
+        batches.append((batch_id, version))
+
+    # THEN each upload ran as its own batch, from the version its event named
+    for (batch_id, version), images in zip(batches, (2, 3), strict=True):
+        summary = aws.wait_for_batch(batch_id, timeout_s=300)
+        assert summary.status == "SUCCEEDED"
+        assert (summary.manifest_version_id, summary.images_total) == (version, images)
