@@ -165,6 +165,13 @@ def _create_bucket(
         account.clients["s3"].put_bucket_encryption(
             Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules}
         )
+    versioning = props.get("VersioningConfiguration")
+    if versioning:
+        # Each S3 event then names its object's version, the one ingest reads (with
+        # s3:GetObjectVersion), not the key's latest.
+        account.clients["s3"].put_bucket_versioning(
+            Bucket=name, VersioningConfiguration={"Status": versioning["Status"]}
+        )
     stack.physical[logical_id] = name
     stack.arns[logical_id] = f"arn:aws:s3:::{name}"
 
