@@ -222,7 +222,10 @@ class InProcessLambdaRuntime:
             # the record first: whoever sees the failure finds it on the queue
             self._send_failure(spec, event, payload, request_id)
             with self._log_lock:
-                self.async_failures.append(self.invocations[-1])
+                # this function's last run, not the list's last: another function (a batch's
+                # contact sheet, say) may have finished in between
+                failed = next(i for i in reversed(self.invocations) if i.function == spec.name)
+                self.async_failures.append(failed)
         return payload, errored
 
     def _send_failure(self, spec: FunctionSpec, event: Any, payload: str, request_id: str) -> None:
