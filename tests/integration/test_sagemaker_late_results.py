@@ -25,8 +25,9 @@ from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
 from imagebatch.costs.sagemaker_path import SageMakerPath
-from imagebatch.costs.usage import LambdaClock
-from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
+from imagebatch.costs.usage import LambdaClock, Meter, Usage, price_usage
+from imagebatch.errors import ChunkUnfinished, EndpointResultsPending, EndpointSubmitError
+from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -330,3 +331,92 @@ def test_a_retry_after_a_refused_submit_sends_a_new_request(
     ((input_location, _),) = endpoint.submitted
     invocation = ChunkInvocation.model_validate_json(store.read_uri(input_location))
     assert invocation.task_token == "token-y"
+
+
+class _Tally(Meter):
+    """A meter that also keeps everything ever added to it: what one invocation counted,
+    whoever took the counts meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: dict[str, int] = {}
+
+    def add(self, **counts: int) -> None:
+        super().add(**counts)
+        for name, value in counts.items():
+            self.counted[name] = self.counted.get(name, 0) + value
+
+
+class _Clock(LambdaClock):
+    """An invocation that ran 250 ms, whatever the machine: its billed duration is known."""
+
+    def elapsed_s(self) -> float:
+        return 0.25
+
+
+def _use(ledger: Ledger) -> tuple[Usage, int]:
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    return Usage.from_summary(summary), summary.spent_micro_usd
+
+
+def _minus(after: Usage, before: Usage) -> Usage:
+    return Usage(**{k: v - getattr(before, k) for k, v in after.model_dump().items()})
+
+
+def test_each_run_that_waits_for_an_endpoint_result_is_charged_to_its_batch(
+    queued: tuple[BatchStore, Ledger, _Endpoint],
+) -> None:
+    store, ledger, endpoint = queued
+    ((input_location, inference_id),) = endpoint.submitted
+    prices = load_aws_prices().region("us-east-1")
+    event = FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused")
+    waits: list[int] = []
+    # WHEN finalize runs twice while the request is still queued (each raises
+    # EndpointResultsPending, which FinalizeBatch's Retry runs again)
+    for _ in range(2):
+        before, spent_before = _use(ledger)
+        s3_meter, ddb_meter = _Tally(), _Tally()
+        with pytest.raises(EndpointResultsPending):
+            finalize_batch(
+                event,
+                store=BatchStore(store._s3, store.bucket, s3_meter),
+                ledger=Ledger(ledger.client, ledger.table, ddb_meter),
+                prices=prices,
+                clock=_Clock(512),
+            )
+        after, spent_after = _use(ledger)
+        used = _minus(after, before)
+        # THEN the run's Lambda request, its billed duration (250 ms at 512 MB) and the
+        # retry's state transition are on the batch
+        assert (used.lambda_requests, used.lambda_mb_ms, used.sfn_transitions) == (1, 128_000, 1)
+        # AND every S3 and DynamoDB request it counted, and the writes of its own charge
+        counted = Usage(**s3_meter.counted) + Usage(**ddb_meter.counted)
+        assert used.s3_put_requests == counted.s3_put_requests > 0  # its LISTs
+        assert used.s3_get_requests == counted.s3_get_requests
+        assert used.ddb_read_units == counted.ddb_read_units > 0
+        assert used.ddb_write_units > counted.ddb_write_units
+        # AND charged at the prices finalize's own charge uses, rounded up once, to the µ$
+        assert spent_after - spent_before == ceil_micro(price_usage(used, prices).total) > 0
+        waits.append(spent_after - spent_before)
+
+    # WHEN the endpoint then makes the images and finalize runs again
+    _run_the_request(store, ledger, input_location, inference_id)
+    _, spent_before_settle = _use(ledger)
+    report = finalize_batch(
+        event,
+        store=BatchStore(store._s3, store.bucket),
+        ledger=Ledger(ledger.client, ledger.table),
+        prices=prices,
+        clock=_Clock(512),
+    )
+    # THEN the batch's charge holds both waiting runs', and the day rollups add up to it
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert report.status == "SUCCEEDED"
+    assert report.charged_micro_usd == summary.spent_micro_usd > spent_before_settle
+    rolled = sum(int(r["spent_micro_usd"]) for r in ledger.query_batch(BATCH, "DAY#"))
+    assert rolled == summary.spent_micro_usd
+    waited = [r for r in ledger.query_batch(BATCH, "REQUEST#") if "finalize-wait" in r["sk"]]
+    assert len(waited) == 2
+    assert sum(waits) > 0
