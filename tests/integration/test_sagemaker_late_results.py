@@ -122,12 +122,17 @@ def _adapters(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
 
 
 def _new_batch(
-    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+    s3_client: Any,
+    s3_bucket: str,
+    dynamodb_client: Any,
+    ledger_table: str,
+    budget: dict[str, int] | None = None,
 ) -> tuple[BatchStore, Ledger, ChunkRef]:
-    """An uncapped batch of one endpoint chunk of three images."""
+    """A batch of one endpoint chunk of three images; uncapped unless `budget` gives its cap
+    and overhead reserve."""
     store = BatchStore(s3_client, s3_bucket)
     ledger = Ledger(dynamodb_client, ledger_table)
-    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3, **(budget or {})})
     # ml.test has no reference throughput: what the endpoint measured (0.1 s an image)
     EndpointThroughput(ledger.client, ledger.table).add(
         "ep", "sd15", {"64x64/30/cfg": (100_000, 1)}
@@ -151,7 +156,17 @@ def queued(
 ) -> tuple[BatchStore, Ledger, _Endpoint]:
     """An uncapped batch of one endpoint chunk whose request was queued, then whose Map child
     failed for good (RecordChunkFailure wrote its marker) while the request still waited."""
-    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table)
+    return _queued(s3_client, s3_bucket, dynamodb_client, ledger_table)
+
+
+def _queued(
+    s3_client: Any,
+    s3_bucket: str,
+    dynamodb_client: Any,
+    ledger_table: str,
+    budget: dict[str, int] | None = None,
+) -> tuple[BatchStore, Ledger, _Endpoint]:
+    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
     endpoint = _Endpoint(s3_bucket)
     task = SubmitTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref, task_token="token-1")
     submit_chunk(task, endpoint=endpoint, tokens=_Tokens(), **_adapters(store, ledger))
@@ -415,8 +430,50 @@ def test_each_run_that_waits_for_an_endpoint_result_is_charged_to_its_batch(
     assert summary is not None
     assert report.status == "SUCCEEDED"
     assert report.charged_micro_usd == summary.spent_micro_usd > spent_before_settle
-    rolled = sum(int(r["spent_micro_usd"]) for r in ledger.query_batch(BATCH, "DAY#"))
-    assert rolled == summary.spent_micro_usd
+    assert _rolled(ledger) == summary.spent_micro_usd
     waited = [r for r in ledger.query_batch(BATCH, "REQUEST#") if "finalize-wait" in r["sk"]]
     assert len(waited) == 2
     assert sum(waits) > 0
+
+
+@pytest.mark.parametrize("reserve", [50_000, 1])
+def test_a_capped_batch_pays_a_waiting_run_from_its_overhead_reserve(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str, reserve: int
+) -> None:
+    cap = 10_000_000
+    budget = {"max_cost_micro_usd": cap, "overhead_reserve_micro_usd": reserve}
+    store, ledger, _ = _queued(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
+    before = ledger.get_batch(BATCH)
+    assert before is not None
+    rolled_before = _rolled(ledger)
+    # WHEN finalize runs while the request is still queued
+    with pytest.raises(EndpointResultsPending):
+        finalize_batch(
+            FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+            store=BatchStore(store._s3, store.bucket),
+            ledger=Ledger(ledger.client, ledger.table),
+            prices=load_aws_prices().region("us-east-1"),
+            clock=_Clock(512),
+        )
+    after = ledger.get_batch(BATCH)
+    assert after is not None
+    charge = after.spent_micro_usd - before.spent_micro_usd
+    # THEN its charge comes out of the overhead reserve, the budget's sum still the cap
+    assert charge > 0
+    assert after.overhead_reserve_micro_usd == reserve - charge
+    assert after.budget_left_micro_usd == before.budget_left_micro_usd
+    assert (
+        after.spent_micro_usd
+        + after.reserved_micro_usd
+        + after.budget_left_micro_usd
+        + after.overhead_reserve_micro_usd
+        == cap
+    )
+    # AND what the reserve could not cover is counted over cap, as finalize's own charge is
+    assert after.over_cap_micro_usd == max(charge - reserve, 0)
+    # AND the day's rollup holds it
+    assert _rolled(ledger) - rolled_before == charge
+
+
+def _rolled(ledger: Ledger) -> int:
+    return sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
