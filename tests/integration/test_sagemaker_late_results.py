@@ -23,8 +23,9 @@ from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.costs.estimate import Shape
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
-from imagebatch.costs.sagemaker_path import SageMakerPath
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
 from imagebatch.costs.usage import LambdaClock, Meter, Usage, price_usage
 from imagebatch.errors import ChunkUnfinished, EndpointResultsPending, EndpointSubmitError
 from imagebatch.models.money import ceil_micro
@@ -477,3 +478,42 @@ def test_a_capped_batch_pays_a_waiting_run_from_its_overhead_reserve(
 
 def _rolled(ledger: Ledger) -> int:
     return sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+
+
+def test_the_overhead_reserve_covers_every_run_finalize_may_wait(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a capped batch holding, as ingest does, the reserve its estimate names
+    prices = load_aws_prices().region("us-east-1")
+    estimate = estimate_mixed_batch(
+        Decimal(0), [], [(3, 1)], prices, Shape(), path=SageMakerPath(), capped=True, pixels=4096
+    )
+    budget = {
+        "max_cost_micro_usd": 10_000_000,
+        "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd,
+    }
+    store, ledger, _ = _queued(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
+    (retry,) = [
+        r
+        for r in json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())["States"][
+            "FinalizeBatch"
+        ]["Retry"]
+        if "EndpointResultsPending" in r["ErrorEquals"]
+    ]
+    # WHEN finalize waits as often as FinalizeBatch's Retry lets it (the first run and each
+    # retry), the request never answering
+    for _ in range(1 + retry["MaxAttempts"]):
+        with pytest.raises(EndpointResultsPending):
+            finalize_batch(
+                FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+                store=BatchStore(store._s3, store.bucket),
+                ledger=Ledger(ledger.client, ledger.table),
+                prices=prices,
+                clock=_Clock(Shape().finalize_memory_mb),
+            )
+    # THEN every run was paid from the reserve ingest held, none over the cap
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert summary.use_lambda_requests >= 1 + retry["MaxAttempts"]
+    assert summary.over_cap_micro_usd == 0
+    assert summary.overhead_reserve_micro_usd >= 0
