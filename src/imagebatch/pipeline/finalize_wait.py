@@ -6,7 +6,9 @@ answer (pipeline.endpoint_inflight), and FinalizeBatch's Retry runs it again, fo
 that found the request still out, and the Retry's state transition. Each such run charges
 what it used before it raises, the way finalize charges itself when it settles: its meters'
 counts priced through costs.usage.price_usage, rounded up once, from the overhead reserve
-ingest held back (past it, counted over cap, as finalize's own charge is).
+ingest held back (for a batch with endpoint chunks it holds every run that may wait:
+costs.sagemaker_path.finalize_wait_bound; past it, counted over cap, as finalize's own
+charge is).
 
 The charge is one ledger commit without images (aws.ledger.commit_images): the summary's
 counters and spent, today's rollup, and a marker `REQUEST#finalize-wait#<run>` conditional
