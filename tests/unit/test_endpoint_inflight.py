@@ -6,23 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from imagebatch.costs.estimate import Shape
-from imagebatch.costs.prices import load_aws_prices
-from imagebatch.costs.sagemaker_path import (
-    FINALIZE_WAIT_RUNS,
-    REQUESTS_PER_CHUNK_BOUND,
-    SageMakerPath,
-    estimate_mixed_batch,
-    finalize_wait_bound,
-    refusal_bound,
-)
-from imagebatch.costs.usage import price_usage
 from imagebatch.errors import EndpointResultsPending, StorageError
 from imagebatch.models.records import ChunkFile, ImageJob
 from imagebatch.pipeline.endpoint_inflight import (
@@ -141,41 +128,3 @@ def test_submit_treats_a_request_as_given_up_when_the_state_machine_does() -> No
     asl = json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())
     submit = asl["States"]["GenerateChunks"]["ItemProcessor"]["States"]["SubmitChunk"]
     assert HEARTBEAT.total_seconds() == submit["HeartbeatSeconds"]
-
-
-def _retry(asl: dict[str, Any], state: str) -> list[dict[str, Any]]:
-    """A state's Retry, on the batch path or in the Map's chunk processor."""
-    states = dict(asl["States"])
-    for candidate in list(states.values()):
-        if candidate.get("Type") == "Map":
-            states.update(candidate["ItemProcessor"]["States"])
-    retries: list[dict[str, Any]] = states[state]["Retry"]
-    return retries
-
-
-def test_the_reserve_holds_every_run_finalize_may_wait_and_every_request_it_may_list() -> None:
-    asl = json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())
-    # GIVEN FinalizeBatch's Retry of EndpointResultsPending, and SubmitChunk's retriers
-    (pending,) = [
-        r
-        for r in _retry(asl, "FinalizeBatch")
-        if EndpointResultsPending.__name__ in r["ErrorEquals"]
-    ]
-    attempts = 1 + sum(int(r["MaxAttempts"]) for r in _retry(asl, "SubmitChunk"))
-    # THEN the bound counts the first run and each retry, and a request per submit attempt
-    assert 1 + int(pending["MaxAttempts"]) == FINALIZE_WAIT_RUNS
-    assert attempts == REQUESTS_PER_CHUNK_BOUND
-    # AND a batch with endpoint chunks holds that much more in its overhead reserve
-    prices = load_aws_prices().region("us-east-1")
-    path = SageMakerPath()
-
-    def reserve(sagemaker: list[tuple[int, int]]) -> int:
-        return estimate_mixed_batch(
-            Decimal(0), [4], sagemaker, prices, Shape(), path=path, capped=True, pixels=4096
-        ).overhead_reserve_micro_usd
-
-    bound = finalize_wait_bound([3], Shape().finalize_memory_mb)
-    with_endpoint = reserve([(3, 1)])
-    refusal = price_usage(refusal_bound(3, path.submit_memory_mb), prices).total
-    assert with_endpoint >= reserve([]) + price_usage(bound, prices).total + refusal - 2
-    assert bound.lambda_requests == bound.sfn_transitions == FINALIZE_WAIT_RUNS

@@ -355,11 +355,6 @@ def estimate_mixed_batch(
             tag_bytes=tag_bytes,
         )
         refusals += refusal_bound(n, path.submit_memory_mb, tag_bytes)
-    if sagemaker_chunks:
-        # only a batch with endpoint chunks can have finalize wait for a request
-        refusals += finalize_wait_bound(
-            [n for n, _ in sagemaker_chunks], shape.finalize_memory_mb, tag_bytes
-        )
     costs = price_usage(usage, prices)
     return BatchEstimate(
         images=images,
@@ -372,43 +367,3 @@ def estimate_mixed_batch(
             + price_usage(batch_usage(0, 0, shape, tag_bytes), prices).total
         ),
     )
-
-
-# FinalizeBatch's EndpointResultsPending Retry (statemachine/batch.asl.json, MaxAttempts 34)
-# runs finalize again at most 34 times: with the first run, 35 runs may wait, each charging
-# itself (pipeline/finalize_wait.py); the last one's Catch ends the waiting.
-FINALIZE_WAIT_RUNS = 35
-# A chunk's requests: one per SubmitChunk attempt, at most 1 + 3 + 2 + 4 (its Retry's
-# MaxAttempts: Lambda errors, a failed result, ChunkUnfinished).
-REQUESTS_PER_CHUNK_BOUND = 10
-# A waiting run lists and reads, then raises: well under this, at the batch sizes a chunk
-# index holds (one more millisecond per image for the records it reads).
-WAIT_SECONDS_BOUND = 5
-
-
-def finalize_wait_bound(chunk_sizes: Sequence[int], memory_mb: int, tag_bytes: int = 0) -> Usage:
-    """At most what finalize's runs that wait for endpoint results charge, all of them
-    (pipeline/endpoint_inflight.py reads, pipeline/finalize_wait.py charges): each run's
-    Lambda request and duration, the summary, the failed chunks' markers and each chunk's
-    image records read, the request listing and two outcome LISTs per request, each chunk
-    file read, its charge's commit (marker, summary, rollup) and the Retry's transition.
-    Held in the overhead reserve of a batch with endpoint chunks, so the waits keep its cap."""
-    chunks, images = len(chunk_sizes), sum(chunk_sizes)
-    requests = REQUESTS_PER_CHUNK_BOUND * chunks
-    run = Usage(
-        sfn_transitions=1,
-        lambda_requests=1,
-        lambda_mb_ms=(WAIT_SECONDS_BOUND * 1000 + images) * memory_mb,
-        # the summary (its tags 4 KB a unit), the failed chunks' markers, the image records
-        ddb_read_units=2 + math.ceil(tag_bytes / 4096) + chunks + images,
-        # the listing of request and submitted objects (1,000 keys a page), two per request
-        s3_put_requests=math.ceil(2 * requests / 1000) + 1 + 2 * requests,
-        s3_get_requests=chunks,
-        ddb_write_units=_SMALL_ITEM_WRITE
-        + summary_write_units(tag_bytes)
-        + rollup_write_units(tag_bytes),
-    )
-    total = Usage()
-    for _ in range(FINALIZE_WAIT_RUNS):
-        total += run
-    return total
