@@ -6,9 +6,14 @@ answer (pipeline.endpoint_inflight), and FinalizeBatch's Retry runs it again, fo
 that found the request still out, and the Retry's state transition. Each such run charges
 what it used before it raises, the way finalize charges itself when it settles: its meters'
 counts priced through costs.usage.price_usage, rounded up once, from the overhead reserve
-ingest held back (for a batch with endpoint chunks it holds every run that may wait:
-costs.sagemaker_path.finalize_wait_bound; past it, counted over cap, as finalize's own
-charge is).
+ingest held back, as finalize's own charge is.
+
+A capped batch's cap stays hard: its reserve also keeps what finalize's settle and the
+contact sheet will charge (the parts ingest reserved for them, costs.estimate), so a waiting
+run is charged only while the reserve has that much to spare besides; past it, the run is
+logged and not charged. Holding every possible wait at ingest instead (35 runs, their LISTs
+and reads) would reserve more than a small endpoint batch costs, and refuse it under a cap
+that fits its images.
 
 The charge is one ledger commit without images (aws.ledger.commit_images): the summary's
 counters and spent, today's rollup, and a marker `REQUEST#finalize-wait#<run>` conditional
@@ -30,11 +35,22 @@ from aws_lambda_powertools import Logger
 
 from imagebatch.aws.ledger import Ledger
 from imagebatch.aws.s3_store import BatchStore
+from imagebatch.costs.estimate import Shape, batch_usage, contact_sheet_reserve
 from imagebatch.costs.prices import RegionPrices
 from imagebatch.costs.settlement import Settlement
-from imagebatch.costs.usage import LambdaClock, Usage, billed_mb_ms
+from imagebatch.costs.usage import (
+    LambdaClock,
+    Usage,
+    billed_mb_ms,
+    price_usage,
+    rollup_write_units,
+    summary_write_units,
+    tags_bytes,
+    write_units,
+)
 from imagebatch.errors import EndpointResultsPending, ImagesAlreadyRecordedError, StorageError
 from imagebatch.models.batch_record import BatchRecord
+from imagebatch.models.money import ceil_micro
 from imagebatch.pipeline.endpoint_inflight import wait_for_endpoint_results
 
 logger = Logger(child=True)
@@ -82,6 +98,13 @@ def charge_waiting_run(
             lambda_requests=1, lambda_mb_ms=billed_mb_ms(clock.elapsed_s(), clock.memory_mb)
         )
     run = (clock.request_id if clock is not None else None) or uuid.uuid4().hex
+    spare = _spare_reserve(summary, prices, clock)
+    if spare is not None and _expected_charge(summary, usage, prices) > spare:
+        logger.warning(
+            "finalize wait not charged: the overhead reserve keeps the rest for finalize",
+            extra={"run": run, "spare_micro_usd": spare},
+        )
+        return 0
     settlement = Settlement(
         chunk_id=WAIT_LINE,
         usage=usage,
@@ -109,3 +132,30 @@ def charge_waiting_run(
         return 0
     logger.info("finalize wait charged", extra={"run": run, "micro_usd": charged})
     return charged
+
+
+def _expected_charge(summary: BatchRecord, usage: Usage, prices: RegionPrices) -> int:
+    """What the charge's commit will charge: the usage and its own writes (the marker, the
+    summary and the day's rollup at the batch's tags, as aws.ledger.commit_images counts
+    them), priced and rounded up as it prices them."""
+    tag_bytes = tags_bytes(summary.tags)
+    own = (
+        write_units(0, transactional=True)
+        + summary_write_units(tag_bytes)
+        + rollup_write_units(tag_bytes)
+    )
+    return ceil_micro(price_usage(usage + Usage(ddb_write_units=own), prices).total)
+
+
+def _spare_reserve(
+    summary: BatchRecord, prices: RegionPrices, clock: LambdaClock | None
+) -> int | None:
+    """What a capped batch's overhead reserve (as read) holds besides the parts ingest
+    reserved for finalize's settle and the contact sheet; None: uncapped, no limit."""
+    if not summary.capped:
+        return None
+    shape = Shape() if clock is None else Shape(finalize_memory_mb=clock.memory_mb)
+    kept = batch_usage(0, 0, shape, tags_bytes(summary.tags)) + contact_sheet_reserve(
+        summary.images_total, summary.chunks_total or 0, shape
+    )
+    return summary.overhead_reserve_micro_usd - ceil_micro(price_usage(kept, prices).total)
