@@ -22,7 +22,7 @@ _settings = cached_settings(FinalizeSettings)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    clock = LambdaClock(int(context.memory_limit_in_mb))
+    clock = LambdaClock(int(context.memory_limit_in_mb), request_id=context.aws_request_id)
     finalize_event = FinalizeEvent.model_validate(event)
     logger.append_keys(batch_id=finalize_event.batch_id)
     settings = _settings()

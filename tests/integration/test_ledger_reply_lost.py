@@ -22,9 +22,13 @@ from moto.server import ThreadedMotoServer
 from support.moto_fixtures import create_ledger_table
 
 from imagebatch.aws.ledger import Ledger
+from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.costs.prices import load_aws_prices
+from imagebatch.costs.usage import LambdaClock
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.records import BatchStatus
+from imagebatch.pipeline.finalize_wait import charge_waiting_run
 
 REGION = "us-east-1"
 BATCH = "b-lost"
@@ -116,6 +120,37 @@ def test_a_hold_whose_reply_was_lost_is_held_once(moto_dynamodb: Any) -> None:
     assert held == 120
     assert (summary.spent_micro_usd, summary.budget_left_micro_usd) == (0, 880)
     assert ledger.hold_amount(BATCH, "00000@a1") == 120
+
+
+def test_a_waiting_finalize_run_whose_charge_reply_was_lost_is_charged_once(
+    moto_dynamodb: Any,
+) -> None:
+    # GIVEN a running batch, and a finalize run that waits for an endpoint result
+    ledger = Ledger(moto_dynamodb, create_ledger_table(moto_dynamodb))
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 1, "models": [MODEL]})
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    # (no S3 call is made: the store only hands over what its meter counted)
+    store = BatchStore(boto3.client("s3", region_name=REGION), "unused")
+    clock = LambdaClock(512, request_id="req-1")
+    prices = load_aws_prices().region(REGION)
+    # AND the reply to the transaction that charges the run is lost
+    lost = _lose_first_reply(moto_dynamodb, lambda body: b"finalize-wait" in body)
+
+    # WHEN the run charges what it used, and (the same run id) charges again
+    charged = charge_waiting_run(summary, store=store, ledger=ledger, prices=prices, clock=clock)
+    again = charge_waiting_run(summary, store=store, ledger=ledger, prices=prices, clock=clock)
+
+    # THEN the batch and the day's rollup hold the charge once
+    assert lost, "no charge write was seen"
+    after = ledger.get_batch(BATCH)
+    assert after is not None
+    assert charged > 0
+    assert again == 0
+    assert after.spent_micro_usd == charged
+    assert after.use_lambda_requests == 1
+    rolled = sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+    assert rolled == charged
 
 
 def test_a_token_sent_again_with_other_items_is_refused(moto_dynamodb: Any) -> None:

@@ -23,10 +23,12 @@ from imagebatch.aws.s3_store import BatchStore
 from imagebatch.aws.sagemaker_runtime import AsyncEndpoint
 from imagebatch.aws.stepfunctions import TaskTokens
 from imagebatch.aws.throughput import EndpointThroughput
+from imagebatch.costs.estimate import Shape, batch_usage, contact_sheet_reserve
 from imagebatch.costs.prices import InstancePrice, load_aws_prices
-from imagebatch.costs.sagemaker_path import SageMakerPath
-from imagebatch.costs.usage import LambdaClock
-from imagebatch.errors import ChunkUnfinished, EndpointSubmitError
+from imagebatch.costs.sagemaker_path import SageMakerPath, estimate_mixed_batch
+from imagebatch.costs.usage import LambdaClock, Meter, Usage, price_usage
+from imagebatch.errors import ChunkUnfinished, EndpointResultsPending, EndpointSubmitError
+from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import ChunkFile, ChunkRef, ImageJob
 from imagebatch.models.sagemaker_contract import (
     AsyncNotification,
@@ -121,12 +123,17 @@ def _adapters(store: BatchStore, ledger: Ledger) -> dict[str, Any]:
 
 
 def _new_batch(
-    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+    s3_client: Any,
+    s3_bucket: str,
+    dynamodb_client: Any,
+    ledger_table: str,
+    budget: dict[str, int] | None = None,
 ) -> tuple[BatchStore, Ledger, ChunkRef]:
-    """An uncapped batch of one endpoint chunk of three images."""
+    """A batch of one endpoint chunk of three images; uncapped unless `budget` gives its cap
+    and overhead reserve."""
     store = BatchStore(s3_client, s3_bucket)
     ledger = Ledger(dynamodb_client, ledger_table)
-    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3})
+    ledger.create_batch(BATCH, {"status": "RUNNING", "images_total": 3, **(budget or {})})
     # ml.test has no reference throughput: what the endpoint measured (0.1 s an image)
     EndpointThroughput(ledger.client, ledger.table).add(
         "ep", "sd15", {"64x64/30/cfg": (100_000, 1)}
@@ -150,7 +157,17 @@ def queued(
 ) -> tuple[BatchStore, Ledger, _Endpoint]:
     """An uncapped batch of one endpoint chunk whose request was queued, then whose Map child
     failed for good (RecordChunkFailure wrote its marker) while the request still waited."""
-    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table)
+    return _queued(s3_client, s3_bucket, dynamodb_client, ledger_table)
+
+
+def _queued(
+    s3_client: Any,
+    s3_bucket: str,
+    dynamodb_client: Any,
+    ledger_table: str,
+    budget: dict[str, int] | None = None,
+) -> tuple[BatchStore, Ledger, _Endpoint]:
+    store, ledger, ref = _new_batch(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
     endpoint = _Endpoint(s3_bucket)
     task = SubmitTask(batch_id=BATCH, bucket=s3_bucket, chunk=ref, task_token="token-1")
     submit_chunk(task, endpoint=endpoint, tokens=_Tokens(), **_adapters(store, ledger))
@@ -330,3 +347,201 @@ def test_a_retry_after_a_refused_submit_sends_a_new_request(
     ((input_location, _),) = endpoint.submitted
     invocation = ChunkInvocation.model_validate_json(store.read_uri(input_location))
     assert invocation.task_token == "token-y"
+
+
+class _Tally(Meter):
+    """A meter that also keeps everything ever added to it: what one invocation counted,
+    whoever took the counts meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: dict[str, int] = {}
+
+    def add(self, **counts: int) -> None:
+        super().add(**counts)
+        for name, value in counts.items():
+            self.counted[name] = self.counted.get(name, 0) + value
+
+
+class _Clock(LambdaClock):
+    """An invocation that ran 250 ms, whatever the machine: its billed duration is known."""
+
+    def elapsed_s(self) -> float:
+        return 0.25
+
+
+def _use(ledger: Ledger) -> tuple[Usage, int]:
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    return Usage.from_summary(summary), summary.spent_micro_usd
+
+
+def _minus(after: Usage, before: Usage) -> Usage:
+    return Usage(**{k: v - getattr(before, k) for k, v in after.model_dump().items()})
+
+
+def test_each_run_that_waits_for_an_endpoint_result_is_charged_to_its_batch(
+    queued: tuple[BatchStore, Ledger, _Endpoint],
+) -> None:
+    store, ledger, endpoint = queued
+    ((input_location, inference_id),) = endpoint.submitted
+    prices = load_aws_prices().region("us-east-1")
+    event = FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused")
+    waits: list[int] = []
+    # WHEN finalize runs twice while the request is still queued (each raises
+    # EndpointResultsPending, which FinalizeBatch's Retry runs again)
+    for _ in range(2):
+        before, spent_before = _use(ledger)
+        s3_meter, ddb_meter = _Tally(), _Tally()
+        with pytest.raises(EndpointResultsPending):
+            finalize_batch(
+                event,
+                store=BatchStore(store._s3, store.bucket, s3_meter),
+                ledger=Ledger(ledger.client, ledger.table, ddb_meter),
+                prices=prices,
+                clock=_Clock(512),
+            )
+        after, spent_after = _use(ledger)
+        used = _minus(after, before)
+        # THEN the run's Lambda request, its billed duration (250 ms at 512 MB) and the
+        # retry's state transition are on the batch
+        assert (used.lambda_requests, used.lambda_mb_ms, used.sfn_transitions) == (1, 128_000, 1)
+        # AND every S3 and DynamoDB request it counted, and the writes of its own charge
+        counted = Usage(**s3_meter.counted) + Usage(**ddb_meter.counted)
+        assert used.s3_put_requests == counted.s3_put_requests > 0  # its LISTs
+        assert used.s3_get_requests == counted.s3_get_requests
+        assert used.ddb_read_units == counted.ddb_read_units > 0
+        assert used.ddb_write_units > counted.ddb_write_units
+        # AND charged at the prices finalize's own charge uses, rounded up once, to the µ$
+        assert spent_after - spent_before == ceil_micro(price_usage(used, prices).total) > 0
+        waits.append(spent_after - spent_before)
+
+    # WHEN the endpoint then makes the images and finalize runs again
+    _run_the_request(store, ledger, input_location, inference_id)
+    _, spent_before_settle = _use(ledger)
+    report = finalize_batch(
+        event,
+        store=BatchStore(store._s3, store.bucket),
+        ledger=Ledger(ledger.client, ledger.table),
+        prices=prices,
+        clock=_Clock(512),
+    )
+    # THEN the batch's charge holds both waiting runs', and the day rollups add up to it
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert report.status == "SUCCEEDED"
+    assert report.charged_micro_usd == summary.spent_micro_usd > spent_before_settle
+    assert _rolled(ledger) == summary.spent_micro_usd
+    waited = [r for r in ledger.query_batch(BATCH, "REQUEST#") if "finalize-wait" in r["sk"]]
+    assert len(waited) == 2
+    assert sum(waits) > 0
+
+
+def test_a_capped_batch_pays_a_waiting_run_from_its_overhead_reserve(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    cap, reserve = 10_000_000, 50_000
+    budget = {"max_cost_micro_usd": cap, "overhead_reserve_micro_usd": reserve}
+    store, ledger, _ = _queued(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
+    before = ledger.get_batch(BATCH)
+    assert before is not None
+    rolled_before = _rolled(ledger)
+    # WHEN finalize runs while the request is still queued
+    with pytest.raises(EndpointResultsPending):
+        finalize_batch(
+            FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+            store=BatchStore(store._s3, store.bucket),
+            ledger=Ledger(ledger.client, ledger.table),
+            prices=load_aws_prices().region("us-east-1"),
+            clock=_Clock(512),
+        )
+    after = ledger.get_batch(BATCH)
+    assert after is not None
+    charge = after.spent_micro_usd - before.spent_micro_usd
+    # THEN its charge comes out of the overhead reserve, the budget's sum still the cap
+    assert charge > 0
+    assert after.overhead_reserve_micro_usd == reserve - charge
+    assert after.budget_left_micro_usd == before.budget_left_micro_usd
+    assert (
+        after.spent_micro_usd
+        + after.reserved_micro_usd
+        + after.budget_left_micro_usd
+        + after.overhead_reserve_micro_usd
+        == cap
+    )
+    assert after.over_cap_micro_usd == 0
+    # AND the day's rollup holds it
+    assert _rolled(ledger) - rolled_before == charge
+
+
+def _rolled(ledger: Ledger) -> int:
+    return sum(int(r.get("spent_micro_usd", 0)) for r in ledger.query_batch(BATCH, "DAY#"))
+
+
+def test_waiting_runs_never_take_a_capped_batch_over_its_cap(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a capped batch holding, as ingest does, the reserve its estimate names
+    prices = load_aws_prices().region("us-east-1")
+    estimate = estimate_mixed_batch(
+        Decimal(0), [], [(3, 1)], prices, Shape(), path=SageMakerPath(), capped=True, pixels=4096
+    )
+    budget = {
+        "max_cost_micro_usd": 10_000_000,
+        "overhead_reserve_micro_usd": estimate.overhead_reserve_micro_usd,
+    }
+    store, ledger, _ = _queued(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
+    (retry,) = [
+        r
+        for r in json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())["States"][
+            "FinalizeBatch"
+        ]["Retry"]
+        if "EndpointResultsPending" in r["ErrorEquals"]
+    ]
+    # WHEN finalize waits as often as FinalizeBatch's Retry lets it (the first run and each
+    # retry), the request never answering
+    for _ in range(1 + retry["MaxAttempts"]):
+        with pytest.raises(EndpointResultsPending):
+            finalize_batch(
+                FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+                store=BatchStore(store._s3, store.bucket),
+                ledger=Ledger(ledger.client, ledger.table),
+                prices=prices,
+                clock=_Clock(Shape().finalize_memory_mb),
+            )
+    # THEN the runs the reserve could spare were paid from it, and none went over the cap
+    summary = ledger.get_batch(BATCH)
+    assert summary is not None
+    assert summary.use_lambda_requests >= 1  # the first wait, at least, was charged
+    assert summary.over_cap_micro_usd == 0
+    assert summary.overhead_reserve_micro_usd >= 0
+    assert summary.spent_micro_usd <= budget["max_cost_micro_usd"]
+    # AND finalize's own settle still finds what ingest reserved for it (the rest of the
+    # reserve), so it settles within the cap once the request answers or is given up
+    kept = batch_usage(0, 0, Shape()) + contact_sheet_reserve(3, 0, Shape())
+    assert summary.overhead_reserve_micro_usd >= ceil_micro(price_usage(kept, prices).total)
+
+
+def test_a_waiting_run_its_capped_batch_cannot_spare_is_not_charged(
+    s3_client: Any, s3_bucket: str, dynamodb_client: Any, ledger_table: str
+) -> None:
+    # GIVEN a capped batch whose overhead reserve holds 1 µ$
+    budget = {"max_cost_micro_usd": 10_000_000, "overhead_reserve_micro_usd": 1}
+    store, ledger, _ = _queued(s3_client, s3_bucket, dynamodb_client, ledger_table, budget)
+    before = ledger.get_batch(BATCH)
+    assert before is not None
+    # WHEN finalize waits
+    with pytest.raises(EndpointResultsPending):
+        finalize_batch(
+            FinalizeEvent(batch_id=BATCH, bucket=store.bucket, chunk_index_key="unused"),
+            store=BatchStore(store._s3, store.bucket),
+            ledger=Ledger(ledger.client, ledger.table),
+            prices=load_aws_prices().region("us-east-1"),
+            clock=_Clock(512),
+        )
+    # THEN the run is not charged: the cap stays hard, nothing is over it
+    after = ledger.get_batch(BATCH)
+    assert after is not None
+    assert after.spent_micro_usd == before.spent_micro_usd
+    assert after.overhead_reserve_micro_usd == 1
+    assert after.over_cap_micro_usd == 0

@@ -96,10 +96,15 @@ class Meter:
 
 
 class LambdaClock:
-    """The invocation's own billing inputs: configured memory and time since it started."""
+    """The invocation's own billing inputs: configured memory and time since it started;
+    `request_id`, the Lambda request id, names the invocation where a charge must be once
+    per invocation (a finalize run that waits)."""
 
-    def __init__(self, memory_mb: int, started: float | None = None) -> None:
+    def __init__(
+        self, memory_mb: int, started: float | None = None, *, request_id: str | None = None
+    ) -> None:
         self.memory_mb = memory_mb
+        self.request_id = request_id
         self._started = time.monotonic() if started is None else started
 
     def elapsed_s(self) -> float:

@@ -33,8 +33,8 @@ from imagebatch.errors import BatchNotFoundError
 from imagebatch.models.batch_record import BatchRecord
 from imagebatch.models.money import ceil_micro
 from imagebatch.models.records import BatchStatus, ChunkFile, FailureClass, ImageJob, ImageOutcome
-from imagebatch.pipeline.endpoint_inflight import wait_for_endpoint_results
 from imagebatch.pipeline.finalize_hooks import BatchFinalizedHook, after_settle
+from imagebatch.pipeline.finalize_wait import wait_charged
 from imagebatch.pipeline.pending import commit_pending
 from imagebatch.pipeline.sagemaker_result import INCOMPLETE_RESULT
 from imagebatch.pipeline.stored_images import record_stored_images
@@ -229,9 +229,10 @@ def finalize_batch(
         after_settle(hooks, event.batch_id, summary, ledger)
         return _stored_report(store, summary)
     if summary.images_succeeded + summary.images_failed < summary.images_total:
-        # not before a failed chunk's endpoint request that may still make its images answers
+        # not before a failed chunk's endpoint request that may still make its images
+        # answers; a run that waits charges what it used (pipeline/finalize_wait.py)
         markers = ledger.failed_chunks(event.batch_id)
-        wait_for_endpoint_results(event.batch_id, store, ledger, markers, now)
+        wait_charged(summary, markers, now, store=store, ledger=ledger, prices=prices, clock=clock)
     # The fence: a chunk attempt's commit is refused from here on (a ghost cannot change what
     # this run counts); its images go to its pending file, which _record_lost_images commits.
     generation = ledger.start_finalizing(event.batch_id)
