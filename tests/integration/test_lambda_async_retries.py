@@ -6,6 +6,7 @@ its batch; the chaos e2e found one that never did."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from imagebatch_local.cloud.lambda_runtime import FunctionSpec, InProcessLambdaRuntime
@@ -70,3 +71,22 @@ def test_an_eventbridge_event_whose_invocation_fails_is_delivered_again(tmp_path
     event = {"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change"}
     payload, errored = runtime.invoke("ingest", event | {"detail": {}})
     assert not errored and payload == '{"attempt": 2}'
+
+
+def test_a_failure_given_up_is_its_own_functions_even_when_another_finished_meanwhile(
+    tmp_path: Path,
+) -> None:
+    # Another function finishing between the last attempt and the failure's bookkeeping (here,
+    # deterministically, while the on-failure record is sent) must not take the failure's
+    # place: the session reports an ingest that failed for good by its function's name.
+    failing = replace(_function(tmp_path, failures=5), on_failure="arn:aws:sqs:::failed")
+    other_code = tmp_path / "other"
+    other_code.mkdir()
+    (other_code / "app.py").write_text("def handler(event, context):\n    return {}\n")
+    other = replace(failing, logical_id="ContactSheetFunction", name="sheet", code_dir=other_code)
+    runtime = InProcessLambdaRuntime([failing, other])
+    runtime.send_to_destination = lambda *_: runtime.invoke("sheet", {"batch_id": "b"}) and None
+    _, errored = runtime.invoke("ingest", S3_EVENT)
+    assert errored
+    (failure,) = runtime.async_failures
+    assert (failure.function, failure.error_message) == ("ingest", "attempt 3 failed")
