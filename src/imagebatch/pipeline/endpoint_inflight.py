@@ -84,12 +84,8 @@ def requests_in_flight(
 ) -> list[str]:
     """The inference ids of this batch's requests that may still answer (the module)."""
     young: dict[str, dict[str, datetime]] = {}
-    for key, modified in store.list_objects(f"{INPUTS}{batch_id}/"):
-        name = key.rsplit("/", 1)[-1]
-        if not name.endswith(".json") or name.endswith(".submitted.json"):
-            continue
+    for inference_id, modified in stored_requests(store, f"{INPUTS}{batch_id}/"):
         if now - modified < REQUEST_DEADLINE + NOTIFICATION_GRACE:
-            inference_id = name.removesuffix(".json")
             young.setdefault(chunk_of_inference(inference_id), {})[inference_id] = modified
     pending: list[str] = []
     for chunk_id, requests in sorted(young.items()):
@@ -107,6 +103,15 @@ def requests_in_flight(
             if waiting:
                 pending.append(inference_id)
     return pending
+
+
+def stored_requests(store: Listing, prefix: str) -> Iterator[tuple[str, datetime]]:
+    """(inference id, when written) of each request object under `prefix` (SubmitChunk's
+    `<inference id>.json`; its `.submitted.json` beside it is not a request)."""
+    for key, modified in store.list_objects(prefix):
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".json") and not name.endswith(".submitted.json"):
+            yield name.removesuffix(".json"), modified
 
 
 def outcome_time(store: Listing, inference_id: str) -> datetime | None:

@@ -28,7 +28,7 @@ from imagebatch.costs.usage import LambdaClock, Usage
 from imagebatch.errors import ChunkUnfinished, StorageError
 from imagebatch.models.records import FailureClass
 from imagebatch.models.sagemaker_contract import ChunkInvocation
-from imagebatch.pipeline.endpoint_inflight import outcome_time
+from imagebatch.pipeline.endpoint_inflight import outcome_time, stored_requests
 from imagebatch.pipeline.result_authentication import INPUTS
 from imagebatch.pipeline.sagemaker_submit_budget import request_body
 from imagebatch.pipeline.sagemaker_submit_retry import retrying
@@ -56,11 +56,7 @@ def current_request(
     """(the number this submit's request has, the stored request when it is the chunk's
     latest and may still answer: then nothing is sent)."""
     latest: tuple[int, str, datetime] | None = None
-    for key, modified in store.list_objects(f"{INPUTS}{batch_id}/{chunk_id}-"):
-        name = key.rsplit("/", 1)[-1]
-        if not name.endswith(".json") or name.endswith(".submitted.json"):
-            continue
-        inference_id = name.removesuffix(".json")
+    for inference_id, modified in stored_requests(store, f"{INPUTS}{batch_id}/{chunk_id}-"):
         number = _number(inference_id)
         if number is not None and (latest is None or number > latest[0]):
             latest = (number, inference_id, modified)
